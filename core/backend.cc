@@ -1,0 +1,29 @@
+// Buffer ownership.
+#include "core/backend.h"
+
+namespace tessera {
+
+Buffer& Buffer::operator=(Buffer&& other) noexcept {
+  if (this != &other) {
+    release();
+    owner_ = std::exchange(other.owner_, nullptr);
+    data_ = std::exchange(other.data_, nullptr);
+    bytes_ = std::exchange(other.bytes_, 0);
+  }
+  return *this;
+}
+
+void Buffer::release() {
+  if (data_ != nullptr) owner_->deallocate(data_);
+  data_ = nullptr;
+  bytes_ = 0;
+}
+
+Tensor Buffer::tensor(size_t offset_bytes, DType dtype, std::initializer_list<int64_t> shape) const {
+  Tensor t(static_cast<char*>(data_) + offset_bytes, dtype, owner_->device(), shape);
+  TS_ASSERT(offset_bytes + t.bytes() <= bytes_, "tensor ", t.shape_string(), " at offset ", offset_bytes,
+            " overruns a buffer of ", bytes_, " bytes");
+  return t;
+}
+
+}  // namespace tessera

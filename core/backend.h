@@ -1,0 +1,143 @@
+// Backend: the compute interface every model layer is written against.
+//
+// One implementation per device: kernels/cpu (OpenBLAS + OpenMP, the reference) and, later, kernels/cuda.
+// Code above this interface never knows which one runs it. Every op works on Tensors carved out of Buffers
+// allocated by the same backend. Rows: N = batch * seq tokens, processed independently unless said so.
+//
+// Conventions:
+// - Linear weights are [out_features, in_features]: y = x W^T + b (as in PyTorch and the fixtures).
+// - "overwrites" means the output is written, "accumulates" means the op adds into it (gradients of
+//   parameters accumulate across micro-batches; the caller zeroes them once per optimizer step).
+// - Ops are asynchronous with respect to the host unless marked "synchronizes".
+// - An undefined Tensor (Tensor()) passed for an optional argument means "none".
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <utility>
+
+#include "core/tensor.h"
+
+namespace tessera {
+
+class Backend;
+
+// Device memory owned by a backend. Move-only; frees on destruction.
+class Buffer {
+ public:
+  Buffer() = default;
+  Buffer(Backend* owner, void* data, size_t bytes) : owner_(owner), data_(data), bytes_(bytes) {}
+  Buffer(Buffer&& other) noexcept { *this = std::move(other); }
+  Buffer& operator=(Buffer&& other) noexcept;
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  ~Buffer() { release(); }
+
+  void* data() const { return data_; }
+  size_t bytes() const { return bytes_; }
+  // A tensor over bytes [offset, offset + size of shape) of this buffer.
+  Tensor tensor(size_t offset_bytes, DType dtype, std::initializer_list<int64_t> shape) const;
+
+ private:
+  void release();
+  Backend* owner_ = nullptr;
+  void* data_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+// AdamW hyper-parameters for one update of one tensor (PyTorch's AdamW, decoupled decay):
+//   w -= lr*weight_decay*w; m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g*g;
+//   w -= (lr / (1-b1^step)) * m / (sqrt(v) / sqrt(1-b2^step) + eps),   with g = grad * grad_scale.
+struct AdamWStep {
+  float lr = 0;
+  float beta1 = 0.9f;
+  float beta2 = 0.95f;
+  float eps = 1e-8f;
+  float weight_decay = 0;  // 0 for tensors that are not decayed
+  int64_t step = 1;        // 1-based, for bias correction
+  float grad_scale = 1;    // gradient clipping folded into the update
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual Device device() const = 0;
+  virtual const char* name() const = 0;
+
+  // ---- memory (synchronizes) -------------------------------------------------------------------------
+  virtual Buffer allocate(size_t bytes) = 0;
+  virtual void deallocate(void* data) = 0;
+  virtual void copy_from_host(Tensor dst, const void* src) = 0;
+  virtual void copy_to_host(void* dst, Tensor src) = 0;
+  virtual void copy(Tensor dst, Tensor src) = 0;
+  virtual void fill(Tensor t, float value) = 0;
+  // Waits for every op issued so far.
+  virtual void synchronize() = 0;
+
+  // ---- linear layers ---------------------------------------------------------------------------------
+  // out[N,OC] = inp[N,C] weight[OC,C]^T (+ bias[OC]). Overwrites out.
+  virtual void matmul_forward(Tensor out, Tensor inp, Tensor weight, Tensor bias) = 0;
+  // d_inp[N,C] = d_out[N,OC] weight (overwrites; skipped if undefined);
+  // d_weight[OC,C] += d_out^T inp; d_bias[OC] += column sums of d_out (skipped if undefined).
+  virtual void matmul_backward(Tensor d_inp, Tensor d_weight, Tensor d_bias, Tensor d_out, Tensor inp,
+                               Tensor weight) = 0;
+
+  // ---- normalization and activations -----------------------------------------------------------------
+  // out = (inp - mean) * rstd * weight + bias per row of [N,C]; saves mean[N], rstd[N]. Overwrites.
+  virtual void layernorm_forward(Tensor out, Tensor mean, Tensor rstd, Tensor inp, Tensor weight, Tensor bias,
+                                 float eps) = 0;
+  // d_inp[N,C], d_weight[C], d_bias[C] all accumulate.
+  virtual void layernorm_backward(Tensor d_inp, Tensor d_weight, Tensor d_bias, Tensor d_out, Tensor inp,
+                                  Tensor weight, Tensor mean, Tensor rstd) = 0;
+  // GELU, tanh approximation. Overwrites.
+  virtual void gelu_forward(Tensor out, Tensor inp) = 0;
+  // d_inp = d_out * gelu'(inp). Overwrites; d_inp may alias d_out.
+  virtual void gelu_backward(Tensor d_inp, Tensor inp, Tensor d_out) = 0;
+  // out = a + b elementwise. Overwrites; out may alias a or b.
+  virtual void add(Tensor out, Tensor a, Tensor b) = 0;
+
+  // ---- attention ---------------------------------------------------------------------------------------
+  // Causal multi-head attention over qkv[B,T,3*H*hs], where each row holds [Q heads | K heads | V heads] and
+  // head h owns columns [h*hs, (h+1)*hs) of each third. Scores are scaled by 1/sqrt(hs).
+  // out[B,T,H*hs] overwrites; probs[B,H,T,T] saves the softmax for the backward pass.
+  virtual void attention_forward(Tensor out, Tensor probs, Tensor qkv, int n_head) = 0;
+  // d_qkv[B,T,3*H*hs] overwrites; d_probs[B,H,T,T] is scratch.
+  virtual void attention_backward(Tensor d_qkv, Tensor d_probs, Tensor d_out, Tensor qkv, Tensor probs,
+                                  int n_head) = 0;
+
+  // ---- embeddings ---------------------------------------------------------------------------------------
+  // out[N,C] = wte[tokens[i] - vocab_start] (zero when the token is outside this shard's
+  //            [vocab_start, vocab_start + rows of wte)) + wpe[i % seq_len] (if wpe is defined). Overwrites.
+  virtual void embedding_forward(Tensor out, Tensor tokens, Tensor wte, Tensor wpe, int seq_len,
+                                 int64_t vocab_start) = 0;
+  // d_wte and d_wpe accumulate (d_wpe skipped if undefined).
+  virtual void embedding_backward(Tensor d_wte, Tensor d_wpe, Tensor d_out, Tensor tokens, int seq_len,
+                                  int64_t vocab_start) = 0;
+
+  // ---- vocab-parallel softmax cross-entropy ---------------------------------------------------------------
+  // logits[N,V_local] hold vocabulary entries [vocab_start, vocab_start + V_local) of each row; only the
+  // first valid_cols columns are real (the rest is padding and is excluded from the softmax). With tensor
+  // parallelism the caller all-reduces row_max (max) and sum_exp, target_logit (sum) between the calls.
+  //
+  // row_max[N] = max over valid columns. Overwrites.
+  virtual void cross_entropy_row_max(Tensor row_max, Tensor logits, int64_t valid_cols) = 0;
+  // sum_exp[N] = sum over valid columns of exp(logit - row_max);
+  // target_logit[N] = logit of the target if this shard holds it, else 0. Overwrites.
+  virtual void cross_entropy_row_stats(Tensor sum_exp, Tensor target_logit, Tensor logits, Tensor row_max,
+                                       Tensor targets, int64_t vocab_start, int64_t valid_cols) = 0;
+  // losses[N] = log(sum_exp) + row_max - target_logit; logits is overwritten in place with
+  // d_scale * (softmax - onehot(target)), zero in padding columns.
+  virtual void cross_entropy_loss_backward(Tensor losses, Tensor logits, Tensor row_max, Tensor sum_exp,
+                                           Tensor target_logit, Tensor targets, int64_t vocab_start,
+                                           int64_t valid_cols, float d_scale) = 0;
+
+  // ---- optimizer ---------------------------------------------------------------------------------------------
+  // One AdamW update of param from grad, with moments m and v (all the same shape).
+  virtual void adamw_update(Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWStep& step) = 0;
+  // Sum of squares of all elements, accumulated in double. Synchronizes.
+  virtual double sum_of_squares(Tensor t) = 0;
+  // t *= factor.
+  virtual void scale(Tensor t, float factor) = 0;
+};
+
+}  // namespace tessera

@@ -1,0 +1,45 @@
+// The run directory: where a training run writes its resolved config and metrics.jsonl.
+#pragma once
+
+#include <cstdio>
+#include <string>
+
+namespace tessera {
+
+// Creates dir and its parents if missing. Throws ConfigError naming the directory if it cannot.
+void make_directories(const std::string& dir);
+
+// Appends one JSON object per line to a file; written only by the process that owns it (rank 0).
+class MetricsWriter {
+ public:
+  // Opens (truncating) path. Throws ConfigError if it cannot be created.
+  explicit MetricsWriter(const std::string& path);
+  ~MetricsWriter();
+  MetricsWriter(const MetricsWriter&) = delete;
+  MetricsWriter& operator=(const MetricsWriter&) = delete;
+
+  // Writes one line (a complete JSON object) and flushes it, so a killed run keeps every finished step.
+  void write_line(const std::string& json_object);
+
+ private:
+  std::FILE* file_ = nullptr;
+};
+
+// A small builder for one flat JSON object: {"step": 3, "loss": 2.5, ...}.
+class JsonObject {
+ public:
+  JsonObject& add(const std::string& key, double value);
+  JsonObject& add(const std::string& key, long long value);
+  JsonObject& add(const std::string& key, int value) { return add(key, static_cast<long long>(value)); }
+  JsonObject& add(const std::string& key, const std::string& value);
+  std::string str() const { return "{" + body_ + "}"; }
+
+ private:
+  void add_key(const std::string& key);
+  std::string body_;
+};
+
+// s with JSON string escapes, without the surrounding quotes.
+std::string json_escape(const std::string& s);
+
+}  // namespace tessera
