@@ -1,0 +1,29 @@
+// ModelConfig: the shape of a GPT model, independent of how it is split across ranks.
+#pragma once
+
+#include <cstdint>
+
+namespace tessera {
+
+struct ModelConfig {
+  int vocab_size = 0;  // real tokens
+  int n_layer = 0;
+  int n_head = 0;
+  int n_embd = 0;
+  int max_seq_len = 0;  // rows of the position embedding
+  float norm_eps = 1e-5f;
+  float init_std = 0.02f;
+  int vocab_pad_multiple = 1;
+
+  int head_size() const { return n_embd / n_head; }
+  // Rows of the embedding table when split over tp ranks: vocab_size rounded up to a multiple of
+  // vocab_pad_multiple * tp. Rows past vocab_size are padding: zero, and excluded from the softmax.
+  int padded_vocab(int tp) const {
+    int multiple = vocab_pad_multiple * tp;
+    return (vocab_size + multiple - 1) / multiple * multiple;
+  }
+  // Parameters of the model (unpadded, tied embedding counted once).
+  int64_t num_parameters() const;
+};
+
+}  // namespace tessera

@@ -1,0 +1,61 @@
+// ParamSpec: the layout-independent description of every model parameter (DESIGN invariant 1).
+//
+// A rank's shard of a parameter is a slice of the global tensor, determined by the spec and the rank's
+// tensor-parallel coordinate:
+//   - replicated (tp_split_dim = -1): every TP rank holds the whole tensor;
+//   - split along dim d into tp_split_parts equal parts, each part split evenly across tp ranks: rank r holds,
+//     of every part p, rows [p*D/P + r*D/(P*tp), p*D/P + (r+1)*D/(P*tp)) of dimension d (D = global size, P =
+//     parts). The fused QKV weight has P = 3, so each rank gets the Q, K and V rows of its own heads.
+//   - the embedding (vocab_parallel) is split along dim 0 over the padded vocabulary; rows past vocab_size
+//     exist only on the rank that holds them, as zero padding.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/model_config.h"
+
+namespace tessera {
+
+enum class InitKind : uint8_t { kNormal, kZeros, kOnes };
+
+struct ParamSpec {
+  std::string name;            // global name, as in the fixtures and checkpoints: "h.0.attn.qkv.weight"
+  std::vector<int64_t> shape;  // global shape (unpadded)
+  int tp_split_dim = -1;       // -1: replicated across TP
+  int tp_split_parts = 1;
+  bool vocab_parallel = false;  // split over the padded vocabulary (dim 0)
+  int layer = -1;               // transformer block, or -1 for embeddings / final norm
+  bool weight_decay = false;    // decoupled weight decay applies (tensors with >= 2 dims)
+  InitKind init = InitKind::kZeros;
+  float init_std = 0;
+
+  int64_t numel() const;
+};
+
+// Every parameter of a GPT-2 model, in the fixtures' order: wte, wpe, h.<l>.{ln1, attn.qkv, attn.proj, ln2,
+// mlp.fc, mlp.proj}.{weight,bias}, lnf.{weight,bias}. The output head is tied to wte.
+std::vector<ParamSpec> gpt2_param_specs(const ModelConfig& config);
+
+// Where a TP rank's shard of a parameter lives in the global tensor.
+struct ShardLayout {
+  std::vector<int64_t> local_shape;  // allocated shape (vocab-parallel: includes padding rows)
+  // For each local index along the split dim, the global index, or -1 for padding.
+  // Empty when replicated (local == global).
+  std::vector<int64_t> global_index_of_local;
+  int split_dim = -1;
+};
+ShardLayout shard_layout(const ParamSpec& spec, const ModelConfig& config, int tp_rank, int tp_size);
+
+}  // namespace tessera
+
+namespace tessera {
+
+// Copies this shard's part of a whole global tensor (global, in spec.shape) into local (layout.local_shape);
+// padding rows become zero.
+void slice_global_to_local(const ParamSpec& spec, const ShardLayout& layout, const float* global, float* local);
+// Writes this shard's part of the global tensor from local; other parts of global are left as they are.
+void scatter_local_to_global(const ParamSpec& spec, const ShardLayout& layout, const float* local, float* global);
+
+}  // namespace tessera

@@ -1,0 +1,78 @@
+// Building a rank's training job.
+#include "launcher/job.h"
+
+#include "core/check.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "parallel/mpi_environment.h"
+#include "parallel/parallel_groups.h"
+
+namespace tessera {
+
+ModelConfig model_config_from(const config::ModelConfig& m) {
+  ModelConfig c;
+  c.vocab_size = m.vocab_size();
+  c.n_layer = m.n_layer();
+  c.n_head = m.n_head();
+  c.n_embd = m.n_embd();
+  c.max_seq_len = m.max_seq_len();
+  c.norm_eps = m.norm_eps();
+  c.init_std = m.init_std();
+  c.vocab_pad_multiple = m.vocab_pad_multiple();
+  return c;
+}
+
+LrSchedule lr_schedule_from(const config::JobConfig& job) {
+  const config::OptimizerConfig& o = job.optimizer();
+  LrSchedule s;
+  s.lr = o.lr();
+  s.min_lr = o.min_lr();
+  s.warmup_steps = o.warmup_steps();
+  s.decay_steps = o.has_decay_steps() ? o.decay_steps() : job.train().steps() - o.warmup_steps();
+  switch (o.schedule()) {
+    case config::COSINE: s.decay = LrDecay::kCosine; break;
+    case config::LINEAR: s.decay = LrDecay::kLinear; break;
+    case config::CONSTANT: s.decay = LrDecay::kConstant; break;
+  }
+  return s;
+}
+
+Job build_job(const config::JobConfig& config, MpiEnvironment& mpi, const ProcessEnv& env) {
+  Job job;
+  job.config = config;
+  job.world_rank = mpi.world_rank();
+  job.layout = resolve_layout(config, mpi.world_size());
+  TS_CHECK(job.layout.pp == 1, ConfigError,
+           "parallel.pp=", job.layout.pp, ": pipeline parallelism is not implemented yet; use parallel.pp=1 "
+           "(tensor and data parallelism work)");
+  job.model_config = model_config_from(config.model());
+  job.threads = config.train().threads() > 0 ? config.train().threads() : default_threads_per_rank(env);
+  job.backend = std::make_unique<CpuBackend>(job.threads);
+
+  RankGrid grid(job.layout.tp, job.layout.pp, job.layout.dp);
+  job.groups = make_mpi_groups(grid, job.world_rank, config.parallel().timeout_s());
+
+  StageRange stage;
+  stage.first_layer = 0;
+  stage.end_layer = job.model_config.n_layer;
+  job.model = std::make_unique<Gpt2Model>(job.model_config, *job.backend, *job.groups.tp, stage,
+                                          job.layout.micro_batch_size, config.train().seq_len(), 1);
+  job.model->init_parameters(config.train().seed());
+
+  AdamWConfig adamw;
+  adamw.beta1 = config.optimizer().beta1();
+  adamw.beta2 = config.optimizer().beta2();
+  adamw.eps = config.optimizer().eps();
+  adamw.weight_decay = config.optimizer().weight_decay();
+  job.optimizer = std::make_unique<AdamW>(*job.model, *job.backend, adamw);
+
+  TrainerOptions options;
+  options.global_batch = config.train().global_batch();
+  options.micro_batches = job.layout.micro_batches;
+  options.seq_len = config.train().seq_len();
+  options.grad_clip = config.train().grad_clip();
+  options.lr = lr_schedule_from(config);
+  job.trainer = std::make_unique<Trainer>(*job.model, *job.optimizer, *job.backend, job.groups, options);
+  return job;
+}
+
+}  // namespace tessera

@@ -1,0 +1,128 @@
+// `tessera train --config FILE [--set k=v]... [--run-dir DIR]`: the training loop. One human line per
+// logged step and the run's metrics.jsonl come from world rank 0 only.
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+
+#include "cluster/process_env.h"
+#include "core/check.h"
+#include "launcher/cli_args.h"
+#include "launcher/commands.h"
+#include "launcher/config.h"
+#include "launcher/data_sources.h"
+#include "launcher/job.h"
+#include "launcher/run_dir.h"
+#include "parallel/mpi_environment.h"
+
+namespace tessera {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+std::string human_count(double n) {
+  char buf[32];
+  if (n >= 1e9) std::snprintf(buf, sizeof(buf), "%.2fG", n / 1e9);
+  else if (n >= 1e6) std::snprintf(buf, sizeof(buf), "%.2fM", n / 1e6);
+  else if (n >= 1e4) std::snprintf(buf, sizeof(buf), "%.1fk", n / 1e3);
+  else std::snprintf(buf, sizeof(buf), "%.0f", n);
+  return buf;
+}
+
+constexpr int kMaxConsecutiveSkips = 5;
+
+}  // namespace
+
+int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, const ProcessEnv& env) {
+  CliArgs cli("train", args, {"--config", "--set", "--run-dir"}, {}, {"--set"});
+  config::JobConfig config = load_job_config(cli.required("--config"), cli.all("--set"));
+  if (cli.has("--run-dir")) config.mutable_logging()->set_run_dir(cli.get("--run-dir"));
+
+  Job job = build_job(config, mpi, env);
+  const config::TrainConfig& train = config.train();
+  const config::LoggingConfig& logging = config.logging();
+  DataSources data = open_data_sources(config);
+  const bool log = job.is_logger();
+
+  const std::string run_dir = logging.run_dir();
+  std::unique_ptr<MetricsWriter> metrics;
+  if (log) {
+    make_directories(run_dir);
+    std::ofstream(run_dir + "/config.textproto") << job_config_to_text(config);
+    metrics = std::make_unique<MetricsWriter>(run_dir + "/metrics.jsonl");
+    const ModelConfig& m = job.model_config;
+    std::printf("tessera train: %s | gpt2 %d layers, %d heads, C %d, vocab %d (%s params) | %s, %d micro-batch(es) "
+                "of %d | %d thread(s)/rank | %s tokens/step | data: %s\n",
+                config.name().c_str(), m.n_layer, m.n_head, m.n_embd, m.vocab_size,
+                human_count(static_cast<double>(m.num_parameters())).c_str(),
+                RankGrid(job.layout.tp, job.layout.pp, job.layout.dp).to_string().c_str(), job.layout.micro_batches,
+                job.layout.micro_batch_size, job.threads,
+                human_count(static_cast<double>(train.global_batch()) * train.seq_len()).c_str(),
+                data.description.c_str());
+    std::fflush(stdout);
+  }
+
+  const double tokens_per_step = static_cast<double>(train.global_batch()) * train.seq_len();
+  const auto run_start = Clock::now();
+  double first_loss = NAN, last_loss = NAN, best_val = INFINITY;
+  int best_val_step = -1, consecutive_skips = 0, skipped_total = 0;
+  for (int step = 0; step < train.steps(); ++step) {
+    const auto step_start = Clock::now();
+    StepResult r = job.trainer->train_step(step, *data.train);
+    const double seconds = seconds_since(step_start);
+    if (step == 0) first_loss = r.loss;
+    last_loss = r.loss;
+    if (r.skipped) {
+      ++skipped_total;
+      TS_CHECK(++consecutive_skips < kMaxConsecutiveSkips, Error, "loss or gradient norm was not finite for ",
+               kMaxConsecutiveSkips, " consecutive steps (last: loss ", r.loss, ", grad norm ", r.grad_norm,
+               " at step ", step, "): training diverged. Lower optimizer.lr or set train.grad_clip.");
+    } else {
+      consecutive_skips = 0;
+    }
+    const bool last = step + 1 == train.steps();
+    double val_loss = NAN;
+    if (data.valid && logging.eval_every() > 0 && ((step + 1) % logging.eval_every() == 0 || last)) {
+      val_loss = job.trainer->evaluate(*data.valid, 0, logging.eval_batches());
+      if (val_loss < best_val) {
+        best_val = val_loss;
+        best_val_step = step + 1;
+      }
+    }
+    if (!log) continue;
+    const double tokens_per_s = tokens_per_step / seconds;
+    JsonObject row;
+    row.add("step", step + 1).add("loss", r.loss).add("lr", r.lr).add("grad_norm", r.grad_norm);
+    row.add("tokens_per_s", tokens_per_s).add("ms_per_step", seconds * 1e3);
+    if (r.skipped) row.add("skipped", 1);
+    if (!std::isnan(val_loss)) row.add("val_loss", val_loss);
+    metrics->write_line(row.str());
+    if ((step + 1) % logging.log_every() == 0 || step == 0 || last || r.skipped) {
+      std::printf("step %5d/%d | loss %.4f | lr %.2e | grad norm %.3f | %s tok/s | %.1f ms%s\n", step + 1,
+                  train.steps(), r.loss, r.lr, r.grad_norm, human_count(tokens_per_s).c_str(), seconds * 1e3,
+                  r.skipped ? " | not finite: update skipped" : "");
+    }
+    if (!std::isnan(val_loss)) std::printf("step %5d/%d | val loss %.4f\n", step + 1, train.steps(), val_loss);
+    std::fflush(stdout);
+  }
+
+  if (log) {
+    const double total = seconds_since(run_start);
+    std::printf("done: %d steps, %s tokens in %.1f s (%s tok/s); train loss %.4f -> %.4f", train.steps(),
+                human_count(tokens_per_step * train.steps()).c_str(), total,
+                human_count(tokens_per_step * train.steps() / total).c_str(), first_loss, last_loss);
+    if (best_val_step > 0) std::printf("; best val loss %.4f at step %d", best_val, best_val_step);
+    if (skipped_total > 0) std::printf("; %d step(s) skipped (not finite)", skipped_total);
+    std::printf("\nrun directory: %s (config.textproto, metrics.jsonl)\n", run_dir.c_str());
+    std::fflush(stdout);
+  }
+  return 0;
+}
+
+}  // namespace tessera
