@@ -20,7 +20,7 @@ Trainer::Trainer(Gpt2Model& model, AdamW& optimizer, Backend& backend, ParallelG
   host_targets_.resize(n);
 }
 
-void Trainer::load_micro_batch(const SampleSource& source, int64_t first_sample, int m) {
+void Trainer::load_micro_batch(const Sampler& source, int64_t first_sample, int m) {
   const int T = options_.seq_len;
   const int64_t per_dp = options_.global_batch / groups_.dp->size();
   const int64_t base = first_sample + groups_.dp->rank() * per_dp + static_cast<int64_t>(m) * micro_batch_size_;
@@ -32,7 +32,7 @@ void Trainer::load_micro_batch(const SampleSource& source, int64_t first_sample,
   backend_.copy_from_host(model_.targets(0), host_targets_.data());
 }
 
-double Trainer::run_batch(const SampleSource& source, int64_t first_sample, bool train) {
+double Trainer::run_batch(const Sampler& source, int64_t first_sample, bool train) {
   const double tokens = static_cast<double>(options_.global_batch) * options_.seq_len;
   const float d_scale = static_cast<float>(1.0 / tokens);
   double loss_sum = 0;
@@ -53,7 +53,7 @@ double Trainer::run_batch(const SampleSource& source, int64_t first_sample, bool
   return loss_sum / tokens;
 }
 
-StepResult Trainer::train_step(int step, const SampleSource& source) {
+StepResult Trainer::train_step(int step, const Sampler& source) {
   StepResult result;
   result.lr = options_.lr.at(step);
   model_.zero_grads();
@@ -69,7 +69,7 @@ StepResult Trainer::train_step(int step, const SampleSource& source) {
   return result;
 }
 
-double Trainer::evaluate(const SampleSource& source, int64_t first_sample, int batches) {
+double Trainer::evaluate(const Sampler& source, int64_t first_sample, int batches) {
   double sum = 0;
   for (int b = 0; b < batches; ++b) {
     sum += run_batch(source, first_sample + static_cast<int64_t>(b) * options_.global_batch, false);

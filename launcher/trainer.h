@@ -12,7 +12,7 @@
 
 #include "core/backend.h"
 #include "core/lr_schedule.h"
-#include "launcher/sample_source.h"
+#include "launcher/sampler.h"
 #include "parallel/gpt2_model.h"
 #include "parallel/optimizer.h"
 #include "parallel/process_group.h"
@@ -40,15 +40,15 @@ class Trainer {
   Trainer(Gpt2Model& model, AdamW& optimizer, Backend& backend, ParallelGroups& groups, TrainerOptions options);
 
   // Runs optimizer step `step` (0-based) on samples from source.
-  StepResult train_step(int step, const SampleSource& source);
+  StepResult train_step(int step, const Sampler& source);
   // Mean loss over `batches` global batches starting at global sample `first_sample`; no update.
-  double evaluate(const SampleSource& source, int64_t first_sample, int batches);
+  double evaluate(const Sampler& source, int64_t first_sample, int batches);
 
  private:
   // Loads micro-batch m of the global batch starting at `first_sample` into the model's slot 0.
-  void load_micro_batch(const SampleSource& source, int64_t first_sample, int m);
+  void load_micro_batch(const Sampler& source, int64_t first_sample, int m);
   // Runs every micro-batch of this rank; returns the global mean loss.
-  double run_batch(const SampleSource& source, int64_t first_sample, bool train);
+  double run_batch(const Sampler& source, int64_t first_sample, bool train);
 
   Gpt2Model& model_;
   AdamW& optimizer_;

@@ -20,9 +20,10 @@ namespace tessera {
 namespace {
 
 // Serves the fixture's batches: global sample g is sequence g % batch of step g / batch.
-class FixtureSource final : public SampleSource {
+class FixtureSource final : public Sampler {
  public:
   explicit FixtureSource(const Fixture& f) : f_(f) {}
+  int seq_len() const override { return f_.seq_len; }
   void get(int64_t index, int32_t* inputs, int32_t* targets) const override {
     const int64_t T = f_.seq_len;
     TS_ASSERT(index < static_cast<int64_t>(f_.steps) * f_.batch_size, "fixture sample ", index, " out of range");

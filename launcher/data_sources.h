@@ -1,0 +1,24 @@
+// The training and validation token sources a job config asks for: Megatron-format datasets read through the
+// deterministic GptSampler, or generated tokens (data.mock).
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "launcher/indexed_dataset.h"
+#include "launcher/sampler.h"
+#include "proto/config.pb.h"
+
+namespace tessera {
+
+struct DataSources {
+  std::unique_ptr<IndexedDataset> train_data, valid_data;
+  std::unique_ptr<Sampler> train;
+  std::unique_ptr<Sampler> valid;  // null without a validation set
+  std::string description;         // one line for the log
+};
+
+// Opens and checks the datasets (every token id < model.vocab_size). Throws DataError naming the file.
+DataSources open_data_sources(const config::JobConfig& job);
+
+}  // namespace tessera
