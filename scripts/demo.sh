@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The main job: installs what is missing, builds, tokenizes a real English corpus (Debian's fortunes),
+# trains the tiny GPT of configs/tiny.textproto for a few minutes on CPU over two MPI ranks, and prints a
+# summary. Everything it writes goes to data/ and runs/tiny/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh --with-corpus
+bash scripts/build.sh
+
+corpus_dir=/usr/share/games/fortunes
+mapfile -t corpus < <(find "$corpus_dir" -maxdepth 1 -type f ! -name '*.*' | sort)
+if ((${#corpus[@]} == 0)); then
+  echo "error: no fortune files in $corpus_dir (install the 'fortunes' package)" >&2
+  exit 1
+fi
+mkdir -p data
+if [[ ! -f data/fortunes_train.idx || ! -f data/fortunes.model ]]; then
+  build/tessera prepare --input "${corpus[@]}" --doc-separator % --tokenizer-out data/fortunes.model \
+    --vocab-size 2048 --out data/fortunes
+fi
+
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_WAIT_POLICY=PASSIVE
+mpirun --oversubscribe -np 2 build/tessera train --config configs/tiny.textproto --set parallel.dp=2 "$@"
