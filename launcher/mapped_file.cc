@@ -1,0 +1,65 @@
+// Read-only file mappings with POSIX mmap.
+#include "launcher/mapped_file.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <utility>
+
+#include "core/check.h"
+
+namespace tessera {
+
+MappedFile MappedFile::open(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  TS_CHECK(fd >= 0, DataError, path, ": cannot open (", std::strerror(errno),
+           "); check the data path, or make the dataset with `tessera prepare`");
+  struct stat info {};
+  if (::fstat(fd, &info) != 0 || !S_ISREG(info.st_mode)) {
+    const int error = errno;
+    ::close(fd);
+    TS_CHECK(false, DataError, path, ": not a readable regular file",
+             (error != 0 ? str_cat(" (", std::strerror(error), ")") : std::string()), "; check the data path");
+  }
+  MappedFile file;
+  file.path_ = path;
+  file.size_ = static_cast<size_t>(info.st_size);
+  if (file.size_ > 0) {
+    void* address = ::mmap(nullptr, file.size_, PROT_READ, MAP_SHARED, fd, 0);
+    const int error = errno;
+    ::close(fd);
+    TS_CHECK(address != MAP_FAILED, DataError, path, ": cannot memory-map ", file.size_, " bytes (",
+             std::strerror(error), "); check that the file system supports mmap and that memory limits allow it");
+    file.data_ = static_cast<const uint8_t*>(address);
+  } else {
+    ::close(fd);
+  }
+  return file;
+}
+
+MappedFile::~MappedFile() { reset(); }
+
+MappedFile::MappedFile(MappedFile&& other) noexcept
+    : data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)), path_(std::move(other.path_)) {}
+
+MappedFile& MappedFile::operator=(MappedFile&& other) noexcept {
+  if (this != &other) {
+    reset();
+    data_ = std::exchange(other.data_, nullptr);
+    size_ = std::exchange(other.size_, 0);
+    path_ = std::move(other.path_);
+  }
+  return *this;
+}
+
+void MappedFile::reset() {
+  if (data_ != nullptr) ::munmap(const_cast<uint8_t*>(data_), size_);
+  data_ = nullptr;
+  size_ = 0;
+}
+
+}  // namespace tessera

@@ -1,0 +1,62 @@
+// `tessera prepare`: text files -> SentencePiece tokenizer (trained or given) -> Megatron indexed datasets
+// PREFIX_train.{bin,idx} and PREFIX_valid.{bin,idx}, each document's tokens followed by the tokenizer's EOS.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace tessera {
+
+struct PrepareOptions {
+  // UTF-8 text files, read in this order.
+  std::vector<std::string> inputs;
+  // A line equal to this separates documents; empty: runs of blank (whitespace-only) lines separate them.
+  // Blank lines at the start and end of a document are dropped; whitespace-only documents are skipped; a
+  // document never spans two files.
+  std::string doc_separator;
+  // Exactly one of: train a tokenizer with vocab_size pieces and save it at tokenizer_out, or load tokenizer.
+  std::string tokenizer_out;
+  int vocab_size = 0;
+  std::string tokenizer;
+  // Output prefix; its directory is created if missing.
+  std::string out_prefix;
+  // Share of documents held out for validation, in [0, 1]. Documents are assigned by a hash of
+  // (seed, document index); with at least 2 documents and 0 < valid_fraction < 1 each split gets at least one.
+  double valid_fraction = 0.02;
+  uint64_t seed = 1234;
+  // Tokenizer threads; 0 means all hardware threads. The output does not depend on it.
+  int threads = 0;
+};
+
+struct PrepareSummary {
+  int64_t documents = 0;
+  int64_t train_documents = 0;
+  int64_t valid_documents = 0;
+  int64_t train_tokens = 0;
+  int64_t valid_tokens = 0;
+  int64_t text_bytes = 0;
+  int vocab_size = 0;
+  bool trained_tokenizer = false;
+  std::string tokenizer_path;
+  std::string train_prefix;  // out_prefix + "_train"
+  std::string valid_prefix;  // out_prefix + "_valid"
+  double tokenizer_seconds = 0;
+  double total_seconds = 0;
+};
+
+// Runs the whole preparation. Throws ConfigError for inconsistent options and DataError for unreadable,
+// empty or unsuitable inputs and tokenizers, each naming the file and what to do. The tokenizer is trained
+// with SentencePiece BPE: identity normalization (text is kept as is, newlines included), byte fallback,
+// character coverage 1.0, digits split, ids unk=0 bos=1 eos=2, no padding piece. Writes nothing to stdout.
+PrepareSummary run_prepare(const PrepareOptions& options);
+
+// The --help text.
+std::string prepare_usage();
+
+// Parses the arguments that follow `tessera prepare`, runs it and prints a summary to stdout. Returns the
+// process exit code (0; --help prints the usage and returns 0). Throws ConfigError for bad usage and the
+// errors of run_prepare().
+int prepare_command(const std::vector<std::string>& args);
+
+}  // namespace tessera

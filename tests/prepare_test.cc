@@ -1,0 +1,315 @@
+// `tessera prepare`: a tokenizer trained on a small generated text, documents that decode back to their text,
+// a deterministic split, thread-independent output, and clear errors for bad inputs and usage.
+#include "launcher/prepare.h"
+
+#include <gtest/gtest.h>
+#include <sentencepiece_processor.h>
+#include <sys/wait.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <vector>
+
+#include "core/check.h"
+#include "launcher/indexed_dataset.h"
+#include "launcher/splitmix64.h"
+#include "tests/temp_dir.h"
+
+namespace tessera {
+namespace {
+
+using testing::error_message;
+using testing::TempDir;
+using testing::write_text_file;
+
+constexpr int kVocab = 320;
+
+// Documents of generated text with what real text has: punctuation, digits, tabs, runs of spaces, several
+// lines, and non-ASCII letters.
+std::vector<std::string> make_documents(int count, uint64_t seed) {
+  const std::vector<std::string> words = {"the",   "a",     "model",    "learns", "to",   "predict", "next",  "token",
+                                          "from",  "text",  "every",    "layer",  "has",  "heads",   "and",   "weights",
+                                          "of",    "rank",  "pipeline", "stage",  "data", "shards",  "café",  "naïve",
+                                          "Größe", "über",  "42",       "2048",   "loss", "falls",   "quick", "brown",
+                                          "fox",   "jumps", "over",     "lazy",   "dog",  "while",   "GPUs",  "idle,"};
+  SplitMix64 rng(seed);
+  std::vector<std::string> documents;
+  for (int d = 0; d < count; ++d) {
+    std::string text;
+    const int lines = 1 + static_cast<int>(rng.uniform(3));
+    for (int l = 0; l < lines; ++l) {
+      if (l > 0) text += '\n';
+      if (rng.uniform(4) == 0) text += '\t';
+      const int length = 3 + static_cast<int>(rng.uniform(9));
+      for (int w = 0; w < length; ++w) {
+        if (w > 0) text += rng.uniform(8) == 0 ? "  " : " ";
+        text += words[rng.uniform(words.size())];
+      }
+      text += rng.uniform(2) == 0 ? "." : "!";
+    }
+    documents.push_back(text);
+  }
+  return documents;
+}
+
+std::string join(const std::vector<std::string>& documents, const std::string& separator_line) {
+  std::string text;
+  for (const auto& document : documents) {
+    text += document + "\n" + separator_line + "\n";
+  }
+  return text;
+}
+
+std::string decode(const sentencepiece::SentencePieceProcessor& tokenizer, std::vector<int32_t> tokens) {
+  EXPECT_FALSE(tokens.empty());
+  EXPECT_EQ(tokens.back(), tokenizer.eos_id());
+  tokens.pop_back();
+  std::string text;
+  EXPECT_TRUE(tokenizer.Decode(std::vector<int>(tokens.begin(), tokens.end()), &text).ok());
+  return text;
+}
+
+std::vector<std::string> decode_all(const std::string& prefix, const std::string& tokenizer_path) {
+  sentencepiece::SentencePieceProcessor tokenizer;
+  EXPECT_TRUE(tokenizer.Load(tokenizer_path).ok());
+  const IndexedDataset ds = IndexedDataset::open(prefix);
+  ds.check_vocab(tokenizer.GetPieceSize());
+  std::vector<std::string> texts;
+  for (int64_t i = 0; i < ds.num_documents(); ++i) texts.push_back(decode(tokenizer, ds.document(i)));
+  return texts;
+}
+
+std::string file_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+class PrepareTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    documents_ = make_documents(120, 1);
+    input_ = dir_.file("corpus.txt");
+    write_text_file(input_, join(documents_, ""));
+  }
+  PrepareOptions train_options(const std::string& out) {
+    PrepareOptions options;
+    options.inputs = {input_};
+    options.tokenizer_out = dir_.file("tok.model");
+    options.vocab_size = kVocab;
+    options.out_prefix = dir_.file(out);
+    options.threads = 2;
+    return options;
+  }
+
+  TempDir dir_;
+  std::vector<std::string> documents_;
+  std::string input_;
+};
+
+TEST_F(PrepareTest, TrainsTokenizerAndDocumentsDecodeBack) {
+  PrepareOptions options = train_options("out/corpus");
+  options.valid_fraction = 0;
+  const PrepareSummary summary = run_prepare(options);
+  EXPECT_EQ(summary.documents, 120);
+  EXPECT_EQ(summary.train_documents, 120);
+  EXPECT_EQ(summary.valid_documents, 0);
+  EXPECT_EQ(summary.vocab_size, kVocab);
+  EXPECT_TRUE(summary.trained_tokenizer);
+  EXPECT_EQ(summary.train_prefix, dir_.file("out/corpus_train"));
+
+  const auto texts = decode_all(summary.train_prefix, options.tokenizer_out);
+  ASSERT_EQ(texts.size(), documents_.size());
+  EXPECT_EQ(texts[0], documents_[0]);
+  EXPECT_EQ(texts, documents_);
+  const IndexedDataset ds = IndexedDataset::open(summary.train_prefix);
+  EXPECT_EQ(ds.dtype(), IndexedDType::kUInt16);
+  EXPECT_EQ(ds.num_tokens(), summary.train_tokens);
+  EXPECT_EQ(IndexedDataset::open(summary.valid_prefix).num_documents(), 0);
+  EXPECT_FALSE(std::filesystem::exists(options.tokenizer_out + ".tmp"));
+}
+
+TEST_F(PrepareTest, SplitIsDeterministicAndKeepsOrder) {
+  PrepareOptions options = train_options("a");
+  options.valid_fraction = 0.25;
+  const PrepareSummary a = run_prepare(options);
+  EXPECT_GT(a.valid_documents, 10);
+  EXPECT_GT(a.train_documents, 60);
+  EXPECT_EQ(a.train_documents + a.valid_documents, 120);
+
+  // Each split holds its documents in input order; together they hold them all.
+  const auto train = decode_all(a.train_prefix, options.tokenizer_out);
+  const auto valid = decode_all(a.valid_prefix, options.tokenizer_out);
+  size_t t = 0, v = 0;
+  for (const auto& document : documents_) {
+    if (t < train.size() && train[t] == document) {
+      ++t;
+    } else if (v < valid.size() && valid[v] == document) {
+      ++v;
+    }
+  }
+  EXPECT_EQ(t, train.size());
+  EXPECT_EQ(v, valid.size());
+
+  // Same seed with the saved tokenizer: the same bytes. Another seed: another split.
+  PrepareOptions again = options;
+  again.tokenizer = options.tokenizer_out;
+  again.tokenizer_out.clear();
+  again.vocab_size = 0;
+  again.out_prefix = dir_.file("b");
+  const PrepareSummary b = run_prepare(again);
+  EXPECT_FALSE(b.trained_tokenizer);
+  EXPECT_TRUE(file_bytes(a.valid_prefix + ".idx") == file_bytes(b.valid_prefix + ".idx"));
+  EXPECT_TRUE(file_bytes(a.train_prefix + ".bin") == file_bytes(b.train_prefix + ".bin"));
+  again.seed = 99;
+  again.out_prefix = dir_.file("c");
+  const PrepareSummary c = run_prepare(again);
+  EXPECT_TRUE(file_bytes(a.valid_prefix + ".bin") != file_bytes(c.valid_prefix + ".bin"));
+}
+
+TEST_F(PrepareTest, OutputDoesNotDependOnThreads) {
+  PrepareOptions one = train_options("one");
+  one.threads = 1;
+  PrepareOptions three = train_options("three");
+  three.threads = 3;
+  three.tokenizer_out = dir_.file("tok3.model");
+  run_prepare(one);
+  run_prepare(three);
+  // The model files differ only in the thread count they record; the pieces must be the same.
+  sentencepiece::SentencePieceProcessor a, b;
+  ASSERT_TRUE(a.Load(one.tokenizer_out).ok());
+  ASSERT_TRUE(b.Load(three.tokenizer_out).ok());
+  ASSERT_EQ(a.GetPieceSize(), b.GetPieceSize());
+  for (int id = 0; id < a.GetPieceSize(); ++id) ASSERT_EQ(a.IdToPiece(id), b.IdToPiece(id)) << id;
+  for (const char* suffix : {"_train.bin", "_train.idx", "_valid.bin", "_valid.idx"}) {
+    EXPECT_TRUE(file_bytes(one.out_prefix + suffix) == file_bytes(three.out_prefix + suffix)) << suffix;
+  }
+}
+
+TEST_F(PrepareTest, SeparatorLinesKeepBlankLinesInsideDocuments) {
+  PrepareOptions options = train_options("fortunes");
+  options.valid_fraction = 0;
+  options.doc_separator = "%";
+  // Train on the main corpus (the tiny fortune file has too little text for the vocabulary).
+  run_prepare(options);
+  options.inputs = {dir_.file("fortunes.txt")};
+  options.tokenizer = options.tokenizer_out;
+  options.tokenizer_out.clear();
+  options.vocab_size = 0;
+  write_text_file(options.inputs[0], "%\nthe fox\n\n  jumps over\n\n%\n\n\n%\nlazy dog!\n%\n");
+  const PrepareSummary summary = run_prepare(options);
+  EXPECT_EQ(summary.documents, 2);
+  EXPECT_EQ(decode_all(summary.train_prefix, options.tokenizer),
+            (std::vector<std::string>{"the fox\n\n  jumps over", "lazy dog!"}));
+}
+
+TEST_F(PrepareTest, TwoDocumentsGiveOneToEachSplit) {
+  PrepareOptions options = train_options("two");
+  run_prepare(options);
+  options.tokenizer = options.tokenizer_out;
+  options.tokenizer_out.clear();
+  options.vocab_size = 0;
+  options.inputs = {dir_.file("two.txt")};
+  write_text_file(options.inputs[0], "the fox.\n\n\nthe dog.\n");
+  const PrepareSummary summary = run_prepare(options);
+  EXPECT_EQ(summary.train_documents, 1);
+  EXPECT_EQ(summary.valid_documents, 1);
+}
+
+TEST_F(PrepareTest, InputErrorsNameTheFile) {
+  PrepareOptions options = train_options("x");
+  options.inputs = {input_, dir_.file("missing.txt")};
+  std::string message = error_message<DataError>([&] { run_prepare(options); });
+  EXPECT_TRUE(contains(message, dir_.file("missing.txt") + ": no such input file")) << message;
+
+  options.inputs = {dir_.path().string()};
+  message = error_message<DataError>([&] { run_prepare(options); });
+  EXPECT_TRUE(contains(message, "is a directory")) << message;
+
+  write_text_file(dir_.file("blank.txt"), "\n   \n\t\n");
+  options.inputs = {dir_.file("blank.txt")};
+  message = error_message<DataError>([&] { run_prepare(options); });
+  EXPECT_TRUE(contains(message, "no documents in " + dir_.file("blank.txt"))) << message;
+}
+
+TEST_F(PrepareTest, TokenizerErrorsNameTheFile) {
+  PrepareOptions options = train_options("x");
+  options.tokenizer_out.clear();
+  options.vocab_size = 0;
+  options.tokenizer = dir_.file("missing.model");
+  std::string message = error_message<DataError>([&] { run_prepare(options); });
+  EXPECT_TRUE(contains(message, dir_.file("missing.model") + ": no such file")) << message;
+
+  options.tokenizer = dir_.file("garbage.model");
+  write_text_file(options.tokenizer, "this is not a model");
+  message = error_message<DataError>([&] { run_prepare(options); });
+  EXPECT_TRUE(contains(message, dir_.file("garbage.model") + ": not a SentencePiece model")) << message;
+}
+
+TEST_F(PrepareTest, VocabularySizeOutOfReach) {
+  PrepareOptions options = train_options("x");
+  options.vocab_size = 100;
+  std::string message = error_message<DataError>([&] { run_prepare(options); });
+  EXPECT_TRUE(contains(message, "--vocab-size 100 is too small")) << message;
+  options.vocab_size = 20000;  // far more pieces than this little text can make
+  message = error_message<DataError>([&] { run_prepare(options); });
+  EXPECT_TRUE(contains(message, "use a smaller --vocab-size")) << message;
+  EXPECT_FALSE(std::filesystem::exists(options.tokenizer_out));
+}
+
+TEST_F(PrepareTest, InconsistentOptions) {
+  PrepareOptions options = train_options("x");
+  options.tokenizer = dir_.file("tok.model");
+  EXPECT_THROW(run_prepare(options), ConfigError);  // both --tokenizer and --tokenizer-out
+  options = train_options("x");
+  options.vocab_size = 0;
+  EXPECT_THROW(run_prepare(options), ConfigError);
+  options = train_options("x");
+  options.valid_fraction = 1.5;
+  EXPECT_THROW(run_prepare(options), ConfigError);
+  options = train_options("x");
+  options.inputs.clear();
+  EXPECT_THROW(run_prepare(options), ConfigError);
+  options = train_options("x");
+  options.out_prefix.clear();
+  EXPECT_THROW(run_prepare(options), ConfigError);
+}
+
+TEST_F(PrepareTest, CommandLine) {
+  ::testing::internal::CaptureStdout();
+  const int code = prepare_command({"--input", input_, input_, "--tokenizer-out", dir_.file("cli.model"),
+                                    "--vocab-size=" + std::to_string(kVocab), "--out", dir_.file("cli"),
+                                    "--valid-fraction", "0.1", "--seed=7", "--threads", "2"});
+  const std::string output = ::testing::internal::GetCapturedStdout();
+  EXPECT_EQ(code, 0);
+  EXPECT_TRUE(contains(output, "prepared 240 documents")) << output;
+  EXPECT_TRUE(contains(output, "train: ")) << output;
+  EXPECT_TRUE(IndexedDataset::open(dir_.file("cli_valid")).num_documents() > 0);
+
+  ::testing::internal::CaptureStdout();
+  EXPECT_EQ(prepare_command({"--help"}), 0);
+  EXPECT_TRUE(contains(::testing::internal::GetCapturedStdout(), "usage: tessera prepare"));
+
+  EXPECT_THROW(prepare_command({"--inptu", input_}), ConfigError);
+  EXPECT_THROW(prepare_command({"--input", input_, "--vocab-size", "many"}), ConfigError);
+  EXPECT_THROW(prepare_command({"--input", input_, "--out"}), ConfigError);
+  EXPECT_THROW(prepare_command({"--input"}), ConfigError);
+}
+
+// The binary turns errors into a message and exit code 1, never a crash.
+TEST_F(PrepareTest, BinaryReportsErrors) {
+  const std::string command = std::string(TESSERA_BINARY) + " prepare --input " + dir_.file("missing.txt") +
+                              " --tokenizer " + dir_.file("t.model") + " --out " + dir_.file("o") + " 2> " +
+                              dir_.file("stderr.txt");
+  const int status = std::system(command.c_str());
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 1);
+  EXPECT_TRUE(contains(file_bytes(dir_.file("stderr.txt")), "missing.txt: no such input file"));
+}
+
+}  // namespace
+}  // namespace tessera
