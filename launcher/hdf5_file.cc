@@ -101,9 +101,8 @@ bool H5Reader::has_dataset(const std::string& name) const {
     if (slash == std::string::npos) break;
     start = slash + 1;
   }
-  H5O_info2_t info;
-  if (H5Oget_info_by_name3(file_.get(), name.c_str(), &info, H5O_INFO_BASIC, H5P_DEFAULT) < 0) return false;
-  return info.type == H5O_TYPE_DATASET;
+  H5Handle object(H5Oopen(file_.get(), name.c_str(), H5P_DEFAULT), H5Oclose);
+  return object.valid() && H5Iget_type(object.get()) == H5I_DATASET;
 }
 
 H5Handle H5Reader::open_dataset(const std::string& name) const {
