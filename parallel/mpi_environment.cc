@@ -1,0 +1,53 @@
+// MPI initialization, finalization and abort.
+#include "parallel/mpi_environment.h"
+
+#include <mpi.h>
+
+#include <cstdlib>
+
+#include "core/check.h"
+#include "parallel/mpi_check.h"
+
+namespace tessera {
+
+MpiEnvironment::MpiEnvironment(int* argc, char*** argv) {
+  int initialized = 0;
+  MPI_CHECK(MPI_Initialized(&initialized));
+  TS_CHECK(!initialized, CommError,
+           "MPI is already initialized: create exactly one MpiEnvironment per process, before any MPI call");
+  // Most MPI libraries abort inside MPI_Init_thread on failure; MPI_CHECK covers those that return an error.
+  MPI_CHECK(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &thread_level_));
+  if (thread_level_ < MPI_THREAD_FUNNELED) {
+    MPI_Finalize();
+    throw CommError(str_cat("the MPI library offers thread level ", thread_level_,
+                            ", below MPI_THREAD_FUNNELED; use an MPI built with thread support"));
+  }
+  // Communicators created from the world (dup, split) inherit its error handler.
+  MPI_CHECK(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
+  MPI_CHECK(MPI_Comm_set_errhandler(MPI_COMM_SELF, MPI_ERRORS_RETURN));
+  MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &world_rank_));
+  MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &world_size_));
+}
+
+MpiEnvironment::MpiEnvironment(MpiEnvironment&& other) noexcept
+    : owns_mpi_(other.owns_mpi_),
+      world_rank_(other.world_rank_),
+      world_size_(other.world_size_),
+      thread_level_(other.thread_level_) {
+  other.owns_mpi_ = false;
+}
+
+MpiEnvironment::~MpiEnvironment() {
+  if (!owns_mpi_) return;
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (!finalized) MPI_Finalize();
+}
+
+void MpiEnvironment::abort(int code) {
+  MPI_Abort(MPI_COMM_WORLD, code);
+  // MPI_Abort is not required to kill the caller before returning.
+  std::_Exit(code);
+}
+
+}  // namespace tessera
