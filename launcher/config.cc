@@ -545,6 +545,16 @@ void validate_logging(const config::JobConfig& job, Problems& problems) {
   }
 }
 
+void validate_checkpoint(const config::CheckpointConfig& checkpoint, Problems& problems) {
+  if (checkpoint.every_steps() < 0) {
+    problems.add("checkpoint.every_steps (", checkpoint.every_steps(),
+                 ") must be >= 0 (0 = save only at the end of the run and when stopped by a signal)");
+  }
+  if (checkpoint.keep_last() < 0) {
+    problems.add("checkpoint.keep_last (", checkpoint.keep_last(), ") must be >= 0 (0 = keep every checkpoint)");
+  }
+}
+
 // Sets every unset singular field that has a declared default to that default, recursing into messages
 // (which are created if missing).
 void make_defaults_explicit(Message* message) {
@@ -671,6 +681,7 @@ void validate_job_config(const config::JobConfig& job) {
   validate_parallel(job.parallel(), problems);
   validate_data(job.data(), problems);
   validate_logging(job, problems);
+  validate_checkpoint(job.checkpoint(), problems);
   problems.throw_if_any();
 }
 
