@@ -17,6 +17,13 @@ H5Handle& H5Handle::operator=(H5Handle&& other) noexcept {
   return *this;
 }
 
+herr_t H5Handle::close() {
+  herr_t status = 0;
+  if (id_ >= 0 && closer_) status = closer_(id_);
+  id_ = H5I_INVALID_HID;
+  return status;
+}
+
 H5Handle::~H5Handle() {
   if (id_ >= 0 && closer_) closer_(id_);
 }

@@ -23,6 +23,9 @@ class H5Handle {
   ~H5Handle();
   hid_t get() const { return id_; }
   bool valid() const { return id_ >= 0; }
+  // Closes the identifier now and returns the closer's status (negative on failure: for a file written to,
+  // the final flush failed); the handle is then empty. 0 if it was already empty.
+  herr_t close();
 
  private:
   hid_t id_ = H5I_INVALID_HID;

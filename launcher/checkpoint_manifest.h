@@ -1,0 +1,93 @@
+// A checkpoint directory on disk, without MPI: names, the manifest, integrity checks, the `latest` pointer,
+// finding checkpoints, and deleting old ones. Used by the training run's Checkpointer (on each rank or on
+// rank 0, as it says), `tessera inspect` and `tessera import`.
+//
+//   RUN_DIR/checkpoints/
+//     latest                     text: the directory name of the newest published checkpoint ("step_00000200")
+//     step_00000200/             one checkpoint; a directory appears under this name only when complete
+//       manifest.pb              checkpoint::Manifest, binary (what Tessera reads)
+//       manifest.textproto       the same, in text format (for humans)
+//       model.h5                 virtual datasets: every global tensor whole
+//       shard_<world rank>.h5    the slices one rank stored
+//     step_00000300.tmp-1a2b3c/  a save in progress (or interrupted): never read
+//
+// Errors are CheckpointError naming the path and saying what to do.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "proto/checkpoint.pb.h"
+
+namespace tessera {
+
+inline constexpr char kManifestFile[] = "manifest.pb";
+inline constexpr char kManifestTextFile[] = "manifest.textproto";
+inline constexpr char kVirtualFile[] = "model.h5";
+inline constexpr char kLatestFile[] = "latest";
+inline constexpr int kManifestFormatVersion = 1;
+
+// RUN_DIR/checkpoints
+std::string checkpoints_dir_of(const std::string& run_dir);
+// "step_00000200" (8 digits, more when needed).
+std::string step_dir_name(int64_t step);
+// The step of a published checkpoint directory name, or nothing (temporaries and other names).
+std::optional<int64_t> step_of_dir_name(const std::string& name);
+// "shard_3.h5"
+std::string shard_file_name(int world_rank);
+
+// Writes manifest.pb and manifest.textproto into dir and fsyncs both.
+void write_manifest(const std::string& dir, const checkpoint::Manifest& manifest);
+// Reads dir/manifest.pb. Throws CheckpointError when it is missing ("no manifest.pb: the save was
+// interrupted before it finished"), unreadable or of an unknown format version.
+checkpoint::Manifest read_manifest(const std::string& dir);
+
+// How one file compares with its manifest entry.
+enum class FileStatus : int32_t { kOk = 0, kMissing = 1, kSizeDiffers = 2, kChecksumDiffers = 3, kUnreadable = 4 };
+// Checks dir/entry.file: exists, has the recorded size, hashes to the recorded XXH64. Reads the whole file.
+FileStatus check_file(const std::string& dir, const checkpoint::FileEntry& entry);
+// "step_00000200/shard_1.h5 is truncated or was extended: the manifest says 1234 bytes" and the like.
+std::string describe_file_problem(const std::string& dir, const checkpoint::FileEntry& entry, FileStatus status);
+
+// Every file a checkpoint's manifest lists: the shards, then model.h5.
+std::vector<checkpoint::FileEntry> manifest_files(const checkpoint::Manifest& manifest);
+
+// Everything wrong with a checkpoint directory, one line each: no or unreadable manifest, slices that do not
+// tile their tensors, missing, truncated or corrupted files. Empty when the checkpoint is complete and intact.
+// Single-process: reads every file.
+std::vector<std::string> verify_checkpoint(const std::string& dir);
+
+// The directory name `latest` points to, or nothing when there is no `latest` file.
+std::optional<std::string> read_latest(const std::string& checkpoints_dir);
+// Points `latest` at step_dir_name, atomically and durably.
+void write_latest(const std::string& checkpoints_dir, const std::string& step_dir_name);
+
+// Published checkpoint directories (step_NNNNNNNN, with or without a manifest), newest first.
+struct CheckpointEntry {
+  int64_t step = 0;
+  std::string path;
+};
+std::vector<CheckpointEntry> list_checkpoints(const std::string& checkpoints_dir);
+
+// Deletes the oldest published checkpoints so that keep_last remain (keep_last 0 keeps all), never `keep`
+// (the directory name latest points to), and any save temporaries other than `in_progress`. Returns the
+// paths deleted. Deletion failures are reported as CheckpointError.
+std::vector<std::string> remove_old_checkpoints(const std::string& checkpoints_dir, int keep_last,
+                                                const std::string& keep, const std::string& in_progress);
+
+// What `--resume SPEC` names. SPEC is "latest" (the run's own checkpoints), a checkpoint directory
+// (step_NNNNNNNN, or any directory with manifest.pb), a checkpoints directory (one holding `latest` or
+// step directories) or a run directory (one holding checkpoints/).
+struct ResumeCandidates {
+  // Checkpoint directories to try, in order: for a checkpoints directory the one `latest` names, then every
+  // other newest first; for a checkpoint directory just that one.
+  std::vector<std::string> dirs;
+  bool may_fall_back = false;   // try the next when one is damaged
+  std::string checkpoints_dir;  // where they were looked for (messages)
+};
+// Throws ConfigError when SPEC is not "latest" and names no directory.
+ResumeCandidates resume_candidates(const std::string& spec, const std::string& run_dir);
+
+}  // namespace tessera
