@@ -3,6 +3,7 @@
 
 #include <cerrno>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 
@@ -20,6 +21,24 @@ void make_directories(const std::string& dir) {
 MetricsWriter::MetricsWriter(const std::string& path) {
   file_ = std::fopen(path.c_str(), "w");
   TS_CHECK(file_ != nullptr, ConfigError, "cannot write '", path, "': ", std::strerror(errno));
+}
+
+MetricsWriter::MetricsWriter(const std::string& path, long long resumed_step) {
+  std::string kept;
+  if (std::FILE* old = std::fopen(path.c_str(), "r")) {
+    char line[4096];
+    const std::string key = "{\"step\": ";
+    while (std::fgets(line, sizeof(line), old) != nullptr) {
+      const std::string text = line;
+      if (text.compare(0, key.size(), key) != 0 || text.back() != '\n') continue;
+      if (std::atoll(text.c_str() + key.size()) <= resumed_step) kept += text;
+    }
+    std::fclose(old);
+  }
+  file_ = std::fopen(path.c_str(), "w");
+  TS_CHECK(file_ != nullptr, ConfigError, "cannot write '", path, "': ", std::strerror(errno));
+  std::fputs(kept.c_str(), file_);
+  std::fflush(file_);
 }
 
 MetricsWriter::~MetricsWriter() {

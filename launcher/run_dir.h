@@ -14,6 +14,9 @@ class MetricsWriter {
  public:
   // Opens (truncating) path. Throws ConfigError if it cannot be created.
   explicit MetricsWriter(const std::string& path);
+  // For a run resumed after step `resumed_step`: keeps the rows of steps <= resumed_step already in path (a
+  // run killed after its last checkpoint wrote rows that are run again) and appends after them.
+  MetricsWriter(const std::string& path, long long resumed_step);
   ~MetricsWriter();
   MetricsWriter(const MetricsWriter&) = delete;
   MetricsWriter& operator=(const MetricsWriter&) = delete;

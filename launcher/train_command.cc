@@ -1,19 +1,23 @@
-// `tessera train --config FILE [--set k=v]... [--run-dir DIR]`: the training loop. One human line per
-// logged step and the run's metrics.jsonl come from world rank 0 only.
+// `tessera train --config FILE [--set k=v]... [--run-dir DIR] [--resume latest|PATH]`: the training loop. One
+// human line per logged step and the run's metrics.jsonl come from world rank 0 only. Checkpoints: see
+// launcher/checkpoint.h.
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <memory>
+#include <utility>
 
 #include "cluster/process_env.h"
 #include "core/check.h"
+#include "launcher/checkpoint.h"
 #include "launcher/cli_args.h"
 #include "launcher/commands.h"
 #include "launcher/config.h"
 #include "launcher/data_sources.h"
 #include "launcher/job.h"
 #include "launcher/run_dir.h"
+#include "launcher/stop_signal.h"
 #include "parallel/mpi_environment.h"
 
 namespace tessera {
@@ -37,10 +41,23 @@ std::string human_count(double n) {
 
 constexpr int kMaxConsecutiveSkips = 5;
 
+// "--debug-kill-during-save STEP:shards|manifest|rename" (tests of interrupted saves).
+std::pair<int64_t, SaveCrashPoint> parse_crash_point(const std::string& value) {
+  const size_t colon = value.find(':');
+  const std::string point = colon == std::string::npos ? "" : value.substr(colon + 1);
+  const SaveCrashPoint crash = point == "shards"     ? SaveCrashPoint::kAfterShards
+                               : point == "manifest" ? SaveCrashPoint::kAfterManifest
+                               : point == "rename"   ? SaveCrashPoint::kAfterRename
+                                                     : SaveCrashPoint::kNone;
+  TS_CHECK(crash != SaveCrashPoint::kNone && colon > 0 && value.find_first_not_of("0123456789") == colon, ConfigError,
+           "--debug-kill-during-save takes STEP:shards, STEP:manifest or STEP:rename, not '", value, "'");
+  return {std::stoll(value.substr(0, colon)), crash};
+}
+
 }  // namespace
 
 int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, const ProcessEnv& env) {
-  CliArgs cli("train", args, {"--config", "--set", "--run-dir"}, {}, {"--set"});
+  CliArgs cli("train", args, {"--config", "--set", "--run-dir", "--resume", "--debug-kill-during-save"}, {}, {"--set"});
   config::JobConfig config = load_job_config(cli.required("--config"), cli.all("--set"));
   if (cli.has("--run-dir")) config.mutable_logging()->set_run_dir(cli.get("--run-dir"));
 
@@ -51,11 +68,11 @@ int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
   const bool log = job.is_logger();
 
   const std::string run_dir = logging.run_dir();
+
   std::unique_ptr<MetricsWriter> metrics;
   if (log) {
     make_directories(run_dir);
     std::ofstream(run_dir + "/config.textproto") << job_config_to_text(config);
-    metrics = std::make_unique<MetricsWriter>(run_dir + "/metrics.jsonl");
     const ModelConfig& m = job.model_config;
     std::printf("tessera train: %s | gpt2 %d layers, %d heads, C %d, vocab %d (%s params) | %s, %d micro-batch(es) "
                 "of %d | %d thread(s)/rank | %s tokens/step | data: %s\n",
@@ -68,15 +85,30 @@ int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
     std::fflush(stdout);
   }
 
+  // ---- checkpoints (launcher/checkpoint.h): resume, then save between steps ----
+  install_stop_signal_handlers();
+  Checkpointer checkpointer(job, data, run_dir);
+  if (cli.has("--debug-kill-during-save")) {
+    const auto [crash_step, crash_point] = parse_crash_point(cli.get("--debug-kill-during-save"));
+    checkpointer.crash_during_save(crash_step, crash_point);
+  }
+  const int start_step = cli.has("--resume") ? static_cast<int>(checkpointer.resume(cli.get("--resume"))) : 0;
+  // ---- end of checkpoints ----
+  if (log) {
+    metrics = start_step > 0 ? std::make_unique<MetricsWriter>(run_dir + "/metrics.jsonl", start_step)
+                             : std::make_unique<MetricsWriter>(run_dir + "/metrics.jsonl");
+  }
+
   const double tokens_per_step = static_cast<double>(train.global_batch()) * train.seq_len();
   const auto run_start = Clock::now();
   double first_loss = NAN, last_loss = NAN, best_val = INFINITY;
   int best_val_step = -1, consecutive_skips = 0, skipped_total = 0;
-  for (int step = 0; step < train.steps(); ++step) {
+  int steps_done = start_step;
+  for (int step = start_step; step < train.steps(); ++step) {
     const auto step_start = Clock::now();
     StepResult r = job.trainer->train_step(step, *data.train);
     const double seconds = seconds_since(step_start);
-    if (step == 0) first_loss = r.loss;
+    if (step == start_step) first_loss = r.loss;
     last_loss = r.loss;
     if (r.skipped) {
       ++skipped_total;
@@ -95,28 +127,37 @@ int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
         best_val_step = step + 1;
       }
     }
-    if (!log) continue;
-    const double tokens_per_s = tokens_per_step / seconds;
-    JsonObject row;
-    row.add("step", step + 1).add("loss", r.loss).add("lr", r.lr).add("grad_norm", r.grad_norm);
-    row.add("tokens_per_s", tokens_per_s).add("ms_per_step", seconds * 1e3);
-    if (r.skipped) row.add("skipped", 1);
-    if (!std::isnan(val_loss)) row.add("val_loss", val_loss);
-    metrics->write_line(row.str());
-    if ((step + 1) % logging.log_every() == 0 || step == 0 || last || r.skipped) {
-      std::printf("step %5d/%d | loss %.4f | lr %.2e | grad norm %.3f | %s tok/s | %.1f ms%s\n", step + 1,
-                  train.steps(), r.loss, r.lr, r.grad_norm, human_count(tokens_per_s).c_str(), seconds * 1e3,
-                  r.skipped ? " | not finite: update skipped" : "");
+    steps_done = step + 1;
+    if (log) {
+      const double tokens_per_s = tokens_per_step / seconds;
+      JsonObject row;
+      row.add("step", step + 1).add("loss", r.loss).add("lr", r.lr).add("grad_norm", r.grad_norm);
+      row.add("tokens_per_s", tokens_per_s).add("ms_per_step", seconds * 1e3);
+      if (r.skipped) row.add("skipped", 1);
+      if (!std::isnan(val_loss)) row.add("val_loss", val_loss);
+      metrics->write_line(row.str());
+      if ((step + 1) % logging.log_every() == 0 || step == start_step || last || r.skipped) {
+        std::printf("step %5d/%d | loss %.4f | lr %.2e | grad norm %.3f | %s tok/s | %.1f ms%s\n", step + 1,
+                    train.steps(), r.loss, r.lr, r.grad_norm, human_count(tokens_per_s).c_str(), seconds * 1e3,
+                    r.skipped ? " | not finite: update skipped" : "");
+      }
+      if (!std::isnan(val_loss)) std::printf("step %5d/%d | val loss %.4f\n", step + 1, train.steps(), val_loss);
+      std::fflush(stdout);
     }
-    if (!std::isnan(val_loss)) std::printf("step %5d/%d | val loss %.4f\n", step + 1, train.steps(), val_loss);
-    std::fflush(stdout);
+    if (checkpointer.after_step(step + 1, last)) break;  // a stop signal: saved (save_on_exit), leave
   }
+  checkpointer.finish();
 
+  if (log && checkpointer.stop_signal() != 0) {
+    std::printf("stopped by %s after step %d: the run can continue with --resume latest\n",
+                stop_signal_name(checkpointer.stop_signal()), steps_done);
+  }
   if (log) {
     const double total = seconds_since(run_start);
-    std::printf("done: %d steps, %s tokens in %.1f s (%s tok/s); train loss %.4f -> %.4f", train.steps(),
-                human_count(tokens_per_step * train.steps()).c_str(), total,
-                human_count(tokens_per_step * train.steps() / total).c_str(), first_loss, last_loss);
+    const int steps_run = steps_done - start_step;
+    std::printf("done: %d steps, %s tokens in %.1f s (%s tok/s); train loss %.4f -> %.4f", steps_run,
+                human_count(tokens_per_step * steps_run).c_str(), total,
+                human_count(tokens_per_step * steps_run / total).c_str(), first_loss, last_loss);
     if (best_val_step > 0) std::printf("; best val loss %.4f at step %d", best_val, best_val_step);
     if (skipped_total > 0) std::printf("; %d step(s) skipped (not finite)", skipped_total);
     std::printf("\nrun directory: %s (config.textproto, metrics.jsonl)\n", run_dir.c_str());

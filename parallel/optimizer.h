@@ -27,6 +27,8 @@ class AdamW {
   // step count used for bias correction.
   void step(double lr, double grad_scale);
   int64_t steps_taken() const { return steps_; }
+  // Restores the step count of a checkpoint (with its moments, written into flat_m() and flat_v()).
+  void set_steps_taken(int64_t steps) { steps_ = steps; }
   Tensor flat_m() const { return m_; }
   Tensor flat_v() const { return v_; }
 
