@@ -13,7 +13,9 @@ struct ProcessEnv;
 int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, const ProcessEnv& env);
 int verify_command(const std::vector<std::string>& args, MpiEnvironment& mpi, const ProcessEnv& env);
 int bench_command(const std::vector<std::string>& args, MpiEnvironment& mpi, const ProcessEnv& env);
-// Single-process: needs no MPI.
+// Single-process: need no MPI.
 int prepare_command(const std::vector<std::string>& args);
+int inspect_command(const std::vector<std::string>& args);
+int import_command(const std::vector<std::string>& args);
 
 }  // namespace tessera

@@ -23,8 +23,13 @@ constexpr const char* kUsage =
     "commands:\n"
     "  prepare  --input FILE... --out PREFIX (--tokenizer-out PATH.model --vocab-size N | --tokenizer PATH.model)\n"
     "           train a SentencePiece BPE tokenizer and write Megatron-format token shards\n"
-    "  train    --config FILE.textproto [--set field=value]... [--run-dir DIR]\n"
-    "           train a GPT (run under mpirun for several ranks)\n"
+    "  train    --config FILE.textproto [--set field=value]... [--run-dir DIR] [--resume latest|PATH]\n"
+    "           train a GPT (run under mpirun for several ranks); --resume continues from a checkpoint\n"
+    "           in any layout\n"
+    "  inspect  PATH [--slices]\n"
+    "           show a checkpoint (step, layout, files, tensors) and check that it is complete and intact\n"
+    "  import   --input FILE.h5 --out RUN_DIR [--config FILE.textproto] [--set field=value]...\n"
+    "           turn full tensors made elsewhere into a step-0 checkpoint to train from\n"
     "  verify   --fixture FILE.h5 [--set field=value]...\n"
     "           reproduce a PyTorch reference run and compare losses, gradient norms and weights\n"
     "  bench    [--shape tiny|gpt2-124m] [--steps N] [--set field=value]...\n"
@@ -50,14 +55,16 @@ int main(int argc, char** argv) {
   const std::string command = argv[1];
   const std::vector<std::string> args(argv + 2, argv + argc);
 
-  if (command == "prepare") {
+  if (command == "prepare" || command == "inspect" || command == "import") {
     try {
+      if (command == "inspect") return inspect_command(args);
+      if (command == "import") return import_command(args);
       return prepare_command(args);
     } catch (const ConfigError& e) {
-      report("prepare", "", "error", e.what());
+      report(command.c_str(), "", "error", e.what());
       return 2;
     } catch (const std::exception& e) {
-      report("prepare", "", "error", e.what());
+      report(command.c_str(), "", "error", e.what());
       return 1;
     }
   }
