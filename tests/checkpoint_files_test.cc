@@ -1,0 +1,298 @@
+// Checkpoint files without MPI: every rank of a layout simulated in one process writes its shard, rank 0's
+// publish step makes the directory, and every rank of another layout reads its slices back bit-exactly (all
+// three tensor kinds, vocabulary padding, ZeRO-like sharded moments); model.h5 presents whole tensors; damaged
+// checkpoints are reported by name; latest, listing, retention, resume targets and the config fields.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "core/check.h"
+#include "launcher/checkpoint.h"
+#include "launcher/checkpoint_manifest.h"
+#include "launcher/checkpoint_shard.h"
+#include "launcher/config.h"
+#include "launcher/hdf5_file.h"
+#include "tests/checkpoint_state.h"
+#include "tests/temp_dir.h"
+
+namespace tessera {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::error_message;
+using testing::ShardState;
+using testing::TempDir;
+using testing::tiny_model;
+
+struct SimulatedLayout {
+  int tp = 1, dp = 1;
+  bool sharded_optimizer = false;  // ZeRO-1-like: DP rank d stores moments of flat range d of dp
+};
+
+std::string layout_name(const SimulatedLayout& l) {
+  return str_cat("tp=", l.tp, " dp=", l.dp, l.sharded_optimizer ? " (sharded moments)" : "");
+}
+
+// Writes a checkpoint of `step` as every rank of `layout` would (each its own shard), then publishes it as
+// rank 0 does. Returns the checkpoint directory.
+std::string save_simulated(const std::string& checkpoints_dir, const SimulatedLayout& layout, int64_t step) {
+  const std::string tmp = checkpoints_dir + "/" + step_dir_name(step) + ".tmp-test";
+  fs::create_directories(tmp);
+  checkpoint::Manifest manifest;
+  manifest.set_format_version(kManifestFormatVersion);
+  manifest.set_step(step);
+  manifest.set_optimizer_steps(step);
+  for (int d = 0; d < layout.dp; ++d) {
+    for (int t = 0; t < layout.tp; ++t) {
+      ShardState state(tiny_model(), t, layout.tp, 0.0f);
+      state.fill_expected();
+      const int64_t n = static_cast<int64_t>(state.values.size());
+      ReplicaRole role;
+      role.dp_rank = d;
+      role.optimizer_sharded = layout.sharded_optimizer;
+      // Sharded moments: DP rank d keeps (and here holds) only its range of the flat buffer.
+      const int64_t begin = layout.sharded_optimizer ? n * d / layout.dp : 0;
+      const int64_t end = layout.sharded_optimizer ? n * (d + 1) / layout.dp : n;
+      const std::vector<StatePiece> pieces = plan_state_pieces(state.params, state.optimizer_view(begin, end), role);
+      std::vector<ShardWriteItem> items;
+      for (const SliceWrite& write : plan_slice_writes(state.params, pieces)) {
+        items.push_back({write.slice, pieces[write.piece].memory.f32(), write.runs});
+      }
+      if (items.empty()) continue;
+      const int rank = d * layout.tp + t;
+      const std::string name = shard_file_name(rank);
+      checkpoint::Shard* shard = manifest.add_shards();
+      *shard = write_shard_file(tmp + "/" + name, name, items, step);
+      shard->set_world_rank(rank);
+    }
+  }
+  return publish_checkpoint(tmp, checkpoints_dir, manifest);
+}
+
+// Loads every TP rank of tp_size from dir and checks each element bit-exactly (padding zero).
+void check_load(const std::string& dir, int tp_size) {
+  const checkpoint::Manifest manifest = read_manifest(dir);
+  for (int t = 0; t < tp_size; ++t) {
+    ShardState state(tiny_model(), t, tp_size, std::numeric_limits<float>::quiet_NaN());
+    const std::vector<StatePiece> pieces = plan_state_pieces(state.params, state.optimizer_view(), {});
+    for (const StatePiece& piece : pieces) std::fill_n(piece.memory.f32(), piece.memory.numel(), 0.0f);
+    for (const SliceRead& read : plan_slice_reads(state.params, pieces, manifest, dir)) {
+      ShardReader reader(dir + "/" + manifest.shards(read.shard).file().file());
+      const StatePiece& piece = pieces[read.piece];
+      reader.read(read.dataset, read.dataset_count, read.within, piece.memory.f32(), piece.memory.numel(), read.runs);
+    }
+    for (StateKind kind : kStateKinds) {
+      const std::vector<float> want = state.expected(kind);
+      ASSERT_EQ(std::memcmp(state.of(kind).data(), want.data(), want.size() * sizeof(float)), 0)
+          << state_kind_group(kind) << " differs on TP rank " << t << " of " << tp_size;
+    }
+  }
+}
+
+TEST(CheckpointFiles, RoundTripBitExactAcrossLayouts) {
+  const std::vector<SimulatedLayout> layouts = {{1, 1}, {2, 1}, {1, 2}, {2, 2}, {4, 1}, {1, 4}, {2, 2, true}};
+  for (const SimulatedLayout& saved : layouts) {
+    TempDir dir;
+    const std::string checkpoint = save_simulated(dir.file("checkpoints"), saved, 7);
+    EXPECT_TRUE(verify_checkpoint(checkpoint).empty()) << layout_name(saved);
+    for (int tp : {1, 2, 4}) {
+      SCOPED_TRACE("saved in " + layout_name(saved) + ", loaded with tp=" + std::to_string(tp));
+      check_load(checkpoint, tp);
+    }
+  }
+}
+
+TEST(CheckpointFiles, StoresOneCopyOfTheModelAndOptimizer) {
+  TempDir dir;
+  const std::string checkpoint = save_simulated(dir.file("checkpoints"), {2, 2}, 1);
+  const checkpoint::Manifest manifest = read_manifest(checkpoint);
+  EXPECT_EQ(manifest.shards_size(), 2);  // DP rank 1 stores nothing
+  int64_t values = 0;
+  for (const auto& shard : manifest.shards()) {
+    for (const auto& slice : shard.tensors()) values += testing::numel_of({slice.count().begin(), slice.count().end()});
+  }
+  EXPECT_EQ(values, 3 * tiny_model().num_parameters());
+}
+
+TEST(CheckpointFiles, VirtualFileReadsWholeTensors) {
+  TempDir dir;
+  const std::string checkpoint = save_simulated(dir.file("checkpoints"), {4, 1}, 2);
+  // Read from elsewhere: the shard names in model.h5 are relative to its own directory.
+  const fs::path cwd = fs::current_path();
+  fs::current_path("/");
+  H5Reader file(checkpoint + "/" + kVirtualFile);
+  for (const ParamSpec& spec : gpt2_param_specs(tiny_model())) {
+    for (StateKind kind : kStateKinds) {
+      std::vector<int64_t> shape;
+      const std::vector<float> values = file.read_f32(std::string(state_kind_group(kind)) + "/" + spec.name, &shape);
+      EXPECT_EQ(shape, spec.shape) << spec.name;
+      for (int64_t g = 0; g < spec.numel(); ++g) {
+        ASSERT_EQ(values[g], testing::expected_value(kind, spec.name, g)) << state_kind_group(kind) << "/" << spec.name;
+      }
+    }
+  }
+  fs::current_path(cwd);
+}
+
+// ---- integrity ----------------------------------------------------------------------------------------------------
+
+void flip_byte(const std::string& path, uint64_t offset) {
+  std::fstream file(path, std::ios::in | std::ios::out | std::ios::binary);
+  file.seekg(static_cast<std::streamoff>(offset));
+  char c = 0;
+  file.read(&c, 1);
+  c = static_cast<char>(c ^ 0x01);
+  file.seekp(static_cast<std::streamoff>(offset));
+  file.write(&c, 1);
+}
+
+std::string joined(const std::vector<std::string>& lines) {
+  std::string out;
+  for (const std::string& line : lines) out += line + "\n";
+  return out;
+}
+
+TEST(CheckpointIntegrity, FlippedByteTruncationMissingShardAndManifestAreNamed) {
+  TempDir dir;
+  const std::string checkpoint = save_simulated(dir.file("checkpoints"), {2, 1}, 3);
+  const std::string shard = checkpoint + "/shard_1.h5";
+  const uint64_t size = fs::file_size(shard);
+
+  flip_byte(shard, size / 2);
+  std::string problems = joined(verify_checkpoint(checkpoint));
+  EXPECT_NE(problems.find("shard_1.h5 is corrupted: its XXH64 checksum differs"), std::string::npos) << problems;
+  flip_byte(shard, size / 2);
+  EXPECT_TRUE(verify_checkpoint(checkpoint).empty());
+
+  fs::resize_file(shard, size - 100);
+  problems = joined(verify_checkpoint(checkpoint));
+  EXPECT_NE(problems.find("shard_1.h5 is truncated or was changed: " + std::to_string(size - 100) +
+                          " bytes, the manifest says " + std::to_string(size)),
+            std::string::npos)
+      << problems;
+
+  fs::remove(shard);
+  problems = joined(verify_checkpoint(checkpoint));
+  EXPECT_NE(problems.find("shard_1.h5 is missing"), std::string::npos) << problems;
+
+  fs::remove(checkpoint + "/" + kManifestFile);
+  problems = joined(verify_checkpoint(checkpoint));
+  EXPECT_NE(problems.find("has no manifest.pb: the save was interrupted"), std::string::npos) << problems;
+}
+
+TEST(CheckpointIntegrity, ReadingADamagedShardIsACheckpointErrorNotAnHdf5Stack) {
+  TempDir dir;
+  const std::string checkpoint = save_simulated(dir.file("checkpoints"), {1, 1}, 3);
+  testing::write_text_file(checkpoint + "/shard_0.h5", "not hdf5");
+  const std::string message = error_message<CheckpointError>([&] { check_load(checkpoint, 1); });
+  EXPECT_NE(message.find("shard_0.h5' is missing or not an HDF5 file"), std::string::npos) << message;
+  EXPECT_EQ(message.find("HDF5-DIAG"), std::string::npos) << message;
+}
+
+// ---- directories ------------------------------------------------------------------------------------------------
+
+TEST(CheckpointDirectories, NamesLatestListingAndRetention) {
+  EXPECT_EQ(step_dir_name(42), "step_00000042");
+  EXPECT_EQ(step_dir_name(123456789), "step_123456789");
+  EXPECT_EQ(step_of_dir_name("step_00000042"), 42);
+  EXPECT_FALSE(step_of_dir_name("step_00000042.tmp-1234").has_value());
+  EXPECT_FALSE(step_of_dir_name("latest").has_value());
+
+  TempDir dir;
+  const std::string checkpoints = dir.file("checkpoints");
+  for (int64_t step : {2, 4, 6, 8}) save_simulated(checkpoints, {1, 1}, step);
+  EXPECT_EQ(read_latest(checkpoints), "step_00000008");
+  std::vector<CheckpointEntry> entries = list_checkpoints(checkpoints);
+  ASSERT_EQ(entries.size(), 4u);
+  EXPECT_EQ(entries[0].step, 8);
+  EXPECT_EQ(entries[3].step, 2);
+
+  // A crashed save's temporary is removed; the latest is kept even when it is not among the newest.
+  fs::create_directories(checkpoints + "/step_00000010.tmp-dead");
+  write_latest(checkpoints, "step_00000002");
+  const std::vector<std::string> removed = remove_old_checkpoints(checkpoints, 2, "step_00000002", "");
+  EXPECT_EQ(removed.size(), 2u);  // step 4 and the temporary
+  entries = list_checkpoints(checkpoints);
+  ASSERT_EQ(entries.size(), 3u);
+  EXPECT_EQ(entries[0].step, 8);
+  EXPECT_EQ(entries[1].step, 6);
+  EXPECT_EQ(entries[2].step, 2);
+  EXPECT_FALSE(fs::exists(checkpoints + "/step_00000010.tmp-dead"));
+  // keep_last 0 keeps everything.
+  EXPECT_TRUE(remove_old_checkpoints(checkpoints, 0, "step_00000008", "").empty());
+}
+
+TEST(CheckpointDirectories, SavingAStepAgainReplacesIt) {
+  TempDir dir;
+  const std::string checkpoints = dir.file("checkpoints");
+  save_simulated(checkpoints, {1, 1}, 5);
+  const std::string again = save_simulated(checkpoints, {2, 1}, 5);
+  EXPECT_TRUE(verify_checkpoint(again).empty());
+  EXPECT_EQ(read_manifest(again).shards_size(), 2);
+  EXPECT_EQ(list_checkpoints(checkpoints).size(), 1u);
+}
+
+TEST(CheckpointDirectories, ResumeCandidates) {
+  TempDir dir;
+  const std::string run = dir.file("run");
+  const std::string checkpoints = checkpoints_dir_of(run);
+  for (int64_t step : {1, 2, 3}) save_simulated(checkpoints, {1, 1}, step);
+  write_latest(checkpoints, "step_00000002");  // e.g. step 3 was renamed but latest not yet moved
+
+  ResumeCandidates latest = resume_candidates("latest", run);
+  EXPECT_TRUE(latest.may_fall_back);
+  ASSERT_EQ(latest.dirs.size(), 3u);
+  EXPECT_EQ(fs::path(latest.dirs[0]).filename(), "step_00000002");
+  EXPECT_EQ(fs::path(latest.dirs[1]).filename(), "step_00000003");
+  EXPECT_EQ(fs::path(latest.dirs[2]).filename(), "step_00000001");
+  // A run directory or a checkpoints directory mean the same.
+  EXPECT_EQ(resume_candidates(run, "elsewhere").dirs, latest.dirs);
+  EXPECT_EQ(resume_candidates(checkpoints, "elsewhere").dirs, latest.dirs);
+  // A checkpoint directory: just it, no fallback.
+  ResumeCandidates one = resume_candidates(checkpoints + "/step_00000001", "");
+  EXPECT_FALSE(one.may_fall_back);
+  ASSERT_EQ(one.dirs.size(), 1u);
+
+  EXPECT_TRUE(resume_candidates("latest", dir.file("fresh")).dirs.empty());
+  const std::string message = error_message<ConfigError>([&] { resume_candidates(dir.file("nope"), ""); });
+  EXPECT_NE(message.find("no such directory"), std::string::npos) << message;
+}
+
+TEST(CheckpointDirectories, WriteFileAtomicallyReplacesWholly) {
+  TempDir dir;
+  write_latest(dir.path().string(), "step_00000001");
+  write_latest(dir.path().string(), "step_00000002");
+  EXPECT_EQ(read_latest(dir.path().string()), "step_00000002");
+  EXPECT_FALSE(fs::exists(dir.file("latest.tmp")));
+}
+
+// ---- config ------------------------------------------------------------------------------------------------------
+
+TEST(CheckpointConfig, DefaultsAndValidation) {
+  config::JobConfig job = parse_job_config(
+      "model { vocab_size: 64 n_layer: 1 n_head: 2 n_embd: 16 max_seq_len: 16 }\n"
+      "train { steps: 3 global_batch: 2 seq_len: 16 }\ndata { mock: true }\n",
+      "job.textproto");
+  EXPECT_EQ(job.checkpoint().every_steps(), 0);
+  EXPECT_EQ(job.checkpoint().keep_last(), 3);
+  EXPECT_FALSE(job.checkpoint().async());
+  EXPECT_TRUE(job.checkpoint().save_on_exit());
+  validate_job_config(job);
+  apply_override(job, "checkpoint.every_steps=-1");
+  apply_override(job, "checkpoint.keep_last=-2");
+  const std::string message = error_message<ConfigError>([&] { validate_job_config(job); });
+  EXPECT_NE(message.find("checkpoint.every_steps (-1) must be >= 0"), std::string::npos) << message;
+  EXPECT_NE(message.find("checkpoint.keep_last (-2) must be >= 0 (0 = keep every checkpoint)"), std::string::npos)
+      << message;
+  apply_override(job, "checkpoint.async=true");
+  EXPECT_TRUE(job.checkpoint().async());
+}
+
+}  // namespace
+}  // namespace tessera
