@@ -327,7 +327,7 @@ void Checkpointer::publish(Pending& pending) {
   }
   publish_checkpoint(pending.tmp_dir, checkpoints_dir_, manifest,
                      pending.step == crash_step_ ? crash_point_ : SaveCrashPoint::kNone);
-  const std::vector<std::string> removed = remove_old_checkpoints(checkpoints_dir_, options_.keep_last(), name, "");
+  const std::vector<std::string> removed = remove_old_checkpoints(checkpoints_dir_, options_.keep_last(), name, token_);
   pending.blocked_s += now_s() - enter;
   const double total_s = now_s() - pending.started_s;
   std::printf(

@@ -170,7 +170,7 @@ std::vector<CheckpointEntry> list_checkpoints(const std::string& checkpoints_dir
 }
 
 std::vector<std::string> remove_old_checkpoints(const std::string& checkpoints_dir, int keep_last,
-                                                const std::string& keep, const std::string& in_progress) {
+                                                const std::string& keep, const std::string& own_token) {
   std::vector<std::string> removed;
   auto remove = [&](const fs::path& path) {
     std::error_code error;
@@ -191,8 +191,9 @@ std::vector<std::string> remove_old_checkpoints(const std::string& checkpoints_d
   std::error_code error;
   for (const fs::directory_entry& entry : fs::directory_iterator(checkpoints_dir, error)) {
     const std::string name = entry.path().filename().string();
-    if (entry.is_directory() && name.rfind(kStepPrefix, 0) == 0 && name.find(".tmp-") != std::string::npos &&
-        name != in_progress) {
+    const size_t tmp = name.find(".tmp-");
+    if (entry.is_directory() && name.rfind(kStepPrefix, 0) == 0 && tmp != std::string::npos &&
+        name.substr(tmp + 5) != own_token) {
       remove(entry.path());
     }
   }

@@ -72,10 +72,11 @@ struct CheckpointEntry {
 std::vector<CheckpointEntry> list_checkpoints(const std::string& checkpoints_dir);
 
 // Deletes the oldest published checkpoints so that keep_last remain (keep_last 0 keeps all), never `keep`
-// (the directory name latest points to), and any save temporaries other than `in_progress`. Returns the
-// paths deleted. Deletion failures are reported as CheckpointError.
+// (the directory name latest points to), and the temporaries of interrupted saves: step_N.tmp-<token> of any
+// token but own_token (this run's token: its ranks may already be writing the next save). Returns the paths
+// deleted. Deletion failures are reported as CheckpointError.
 std::vector<std::string> remove_old_checkpoints(const std::string& checkpoints_dir, int keep_last,
-                                                const std::string& keep, const std::string& in_progress);
+                                                const std::string& keep, const std::string& own_token);
 
 // What `--resume SPEC` names. SPEC is "latest" (the run's own checkpoints), a checkpoint directory
 // (step_NNNNNNNN, or any directory with manifest.pb), a checkpoints directory (one holding `latest` or

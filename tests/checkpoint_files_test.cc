@@ -213,10 +213,12 @@ TEST(CheckpointDirectories, NamesLatestListingAndRetention) {
   EXPECT_EQ(entries[0].step, 8);
   EXPECT_EQ(entries[3].step, 2);
 
-  // A crashed save's temporary is removed; the latest is kept even when it is not among the newest.
+  // A crashed save's temporary is removed, not this run's own (its ranks may be writing the next save); the
+  // latest is kept even when it is not among the newest.
   fs::create_directories(checkpoints + "/step_00000010.tmp-dead");
+  fs::create_directories(checkpoints + "/step_00000012.tmp-mine");
   write_latest(checkpoints, "step_00000002");
-  const std::vector<std::string> removed = remove_old_checkpoints(checkpoints, 2, "step_00000002", "");
+  const std::vector<std::string> removed = remove_old_checkpoints(checkpoints, 2, "step_00000002", "mine");
   EXPECT_EQ(removed.size(), 2u);  // step 4 and the temporary
   entries = list_checkpoints(checkpoints);
   ASSERT_EQ(entries.size(), 3u);
@@ -224,8 +226,9 @@ TEST(CheckpointDirectories, NamesLatestListingAndRetention) {
   EXPECT_EQ(entries[1].step, 6);
   EXPECT_EQ(entries[2].step, 2);
   EXPECT_FALSE(fs::exists(checkpoints + "/step_00000010.tmp-dead"));
+  EXPECT_TRUE(fs::exists(checkpoints + "/step_00000012.tmp-mine"));
   // keep_last 0 keeps everything.
-  EXPECT_TRUE(remove_old_checkpoints(checkpoints, 0, "step_00000008", "").empty());
+  EXPECT_TRUE(remove_old_checkpoints(checkpoints, 0, "step_00000008", "mine").empty());
 }
 
 TEST(CheckpointDirectories, SavingAStepAgainReplacesIt) {
