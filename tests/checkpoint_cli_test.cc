@@ -1,0 +1,408 @@
+// Checkpoints through the tessera command as a user runs it, under mpirun: a run saved in one layout and
+// resumed in another continues the uninterrupted run's loss trajectory (bit for bit in the same layout,
+// within 1e-5 otherwise); a save killed at any point leaves the previous checkpoint as latest and loadable;
+// SIGTERM on one rank gives a final checkpoint and exit 0; damaged checkpoints are named and `--resume
+// latest` falls back; a different model shape, batch or tokenizer is refused; imported weights train.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/param_spec.h"
+#include "launcher/checkpoint_layout.h"
+#include "launcher/checkpoint_manifest.h"
+#include "launcher/config.h"
+#include "launcher/fixture.h"
+#include "launcher/hdf5_file.h"
+#include "launcher/job.h"
+#include "tests/run_command.h"
+#include "tests/temp_dir.h"
+
+namespace tessera {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::run_command;
+using testing::TempDir;
+
+const std::string kTessera = TESSERA_BINARY;
+const std::string kEnvironment =
+    "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE ";
+
+// The tiny mock-data job: each run takes well under a second.
+const std::string kJob =
+    "model { vocab_size: 64 n_layer: 2 n_head: 4 n_embd: 16 max_seq_len: 16 }\n"
+    "train { steps: 6 global_batch: 8 seq_len: 16 threads: 1 }\n"
+    "optimizer { lr: 1e-2 warmup_steps: 2 }\n"
+    "data { mock: true }\n"
+    "checkpoint { every_steps: 3 keep_last: 0 }\n"
+    "logging { log_every: 100 }\n";
+
+struct RunLayout {
+  int tp = 1, pp = 1, dp = 1;
+  bool async = false;  // how this layout saves (loading is the same either way)
+  int ranks() const { return tp * pp * dp; }
+  bool same_layout(const RunLayout& other) const { return tp == other.tp && pp == other.pp && dp == other.dp; }
+  std::string name() const { return str_cat("(", tp, ",", pp, ",", dp, ")", async ? " async" : ""); }
+};
+
+// The layouts of the resume matrix; every pair (X saves, Y resumes) is run. Pipeline layouts (pp > 1) join
+// the table when the model has pipeline stages.
+const RunLayout kLayouts[] = {{1, 1, 1, false}, {2, 1, 1, true},  {1, 1, 2, false},
+                              {2, 1, 2, true},  {1, 1, 4, false}, {4, 1, 1, false}};
+
+// `tessera train` in a layout, with extra arguments: under mpirun, or alone (as MPI singleton) on one rank.
+std::string train_command(const std::string& job, const RunLayout& layout, const std::string& run_dir,
+                          const std::string& extra = "") {
+  const std::string launcher =
+      layout.ranks() == 1 ? std::string() : str_cat(TESSERA_MPIEXEC, " --oversubscribe -np ", layout.ranks(), " ");
+  return str_cat(kEnvironment, launcher, kTessera, " train --config ", job, " --set parallel.tp=", layout.tp,
+                 " --set parallel.pp=", layout.pp, " --set parallel.dp=", layout.dp,
+                 " --set checkpoint.async=", layout.async ? "true" : "false", " --run-dir ", run_dir, " ", extra);
+}
+
+// Runs the commands, `parallel` at a time (the runs mostly wait on process start-up), in order of results.
+std::vector<testing::CommandResult> run_all(const std::vector<std::string>& commands, int parallel = 3) {
+  std::vector<testing::CommandResult> results(commands.size());
+  std::atomic<size_t> next{0};
+  std::vector<std::thread> workers;
+  for (int w = 0; w < parallel; ++w) {
+    workers.emplace_back([&] {
+      for (size_t i = next++; i < commands.size(); i = next++) results[i] = run_command(commands[i]);
+    });
+  }
+  for (std::thread& worker : workers) worker.join();
+  return results;
+}
+
+std::string tessera(const std::string& args) { return kEnvironment + kTessera + " " + args; }
+
+// step -> the metrics row's "loss" and "grad_norm" as printed (9 significant digits).
+struct Row {
+  std::string loss, grad_norm;
+};
+std::string field(const std::string& line, const std::string& key) {
+  const std::string quoted = "\"" + key + "\": ";
+  const size_t start = line.find(quoted);
+  if (start == std::string::npos) return "";
+  const size_t begin = start + quoted.size();
+  return line.substr(begin, line.find_first_of(",}", begin) - begin);
+}
+std::map<int, Row> read_metrics(const std::string& run_dir) {
+  std::map<int, Row> rows;
+  std::ifstream in(run_dir + "/metrics.jsonl");
+  std::string line;
+  while (std::getline(in, line)) {
+    const int step = std::stoi(field(line, "step"));
+    EXPECT_EQ(rows.count(step), 0u) << "step " << step << " twice in " << run_dir;
+    rows[step] = {field(line, "loss"), field(line, "grad_norm")};
+  }
+  return rows;
+}
+
+std::string write_job(const TempDir& dir, const std::string& text = kJob) {
+  const std::string path = dir.file("job.textproto");
+  testing::write_text_file(path, text);
+  return path;
+}
+
+bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+// Every tensor of two checkpoints' model.h5, bit for bit.
+void expect_same_tensors(const std::string& a, const std::string& b) {
+  H5Reader first(a + "/model.h5"), second(b + "/model.h5");
+  ModelConfig model;
+  model.vocab_size = 64;
+  model.n_layer = 2;
+  model.n_head = 4;
+  model.n_embd = 16;
+  model.max_seq_len = 16;
+  for (const ParamSpec& spec : gpt2_param_specs(model)) {
+    for (StateKind kind : kStateKinds) {
+      const std::string name = std::string(state_kind_group(kind)) + "/" + spec.name;
+      const std::vector<float> x = first.read_f32(name), y = second.read_f32(name);
+      ASSERT_EQ(x.size(), y.size()) << name;
+      EXPECT_EQ(std::memcmp(x.data(), y.data(), x.size() * sizeof(float)), 0) << name << " differs";
+    }
+  }
+}
+
+TEST(CheckpointCli, EveryLayoutResumesEveryOthersCheckpoint) {
+  TempDir dir;
+  const std::string job = write_job(dir);
+  const size_t n = std::size(kLayouts);
+  auto reference_dir = [&](size_t x) { return dir.file("ref" + std::to_string(x)); };
+  auto resume_dir = [&](size_t x, size_t y) { return dir.file(str_cat("resume", x, "_", y)); };
+  auto checkpoint_of = [&](size_t x) { return reference_dir(x) + "/checkpoints/step_00000003"; };
+  // Uninterrupted runs: 6 steps, checkpoints after steps 3 and 6.
+  std::vector<std::string> commands;
+  for (size_t x = 0; x < n; ++x) commands.push_back(train_command(job, kLayouts[x], reference_dir(x)));
+  std::vector<testing::CommandResult> results = run_all(commands);
+  std::vector<std::map<int, Row>> reference(n);
+  for (size_t x = 0; x < n; ++x) {
+    ASSERT_EQ(results[x].exit_code, 0) << kLayouts[x].name() << "\n" << results[x].output;
+    reference[x] = read_metrics(reference_dir(x));
+    ASSERT_EQ(reference[x].size(), 6u);
+  }
+  // Every pair resumes after step 3; only same-layout runs save at the end, to compare every tensor.
+  commands.clear();
+  for (size_t x = 0; x < n; ++x) {
+    for (size_t y = 0; y < n; ++y) {
+      const bool same = kLayouts[x].same_layout(kLayouts[y]);
+      commands.push_back(train_command(job, kLayouts[y], resume_dir(x, y),
+                                       "--resume " + checkpoint_of(x) + " --set checkpoint.every_steps=0" +
+                                           (same ? "" : " --set checkpoint.save_on_exit=false")));
+    }
+  }
+  results = run_all(commands);
+  for (size_t x = 0; x < n; ++x) {
+    for (size_t y = 0; y < n; ++y) {
+      const RunLayout& saved = kLayouts[x];
+      const RunLayout& resumed = kLayouts[y];
+      SCOPED_TRACE("saved in " + saved.name() + ", resumed in " + resumed.name());
+      const testing::CommandResult& r = results[x * n + y];
+      ASSERT_EQ(r.exit_code, 0) << r.output;
+      ASSERT_TRUE(contains(r.output, "resumed from " + checkpoint_of(x) + ": step 3")) << r.output;
+      const std::map<int, Row> rows = read_metrics(resume_dir(x, y));
+      ASSERT_EQ(rows.size(), 3u) << "steps 4 to 6";
+      for (const auto& [step, row] : rows) {
+        const Row& want = reference[y].at(step);
+        if (saved.same_layout(resumed)) {
+          EXPECT_EQ(row.loss, want.loss) << "step " << step;
+          EXPECT_EQ(row.grad_norm, want.grad_norm) << "step " << step;
+        } else {
+          const double loss = std::stod(row.loss), expected = std::stod(want.loss);
+          EXPECT_LE(std::fabs(loss - expected), 1e-5 * std::fabs(expected)) << "step " << step;
+        }
+      }
+      if (saved.same_layout(resumed)) {
+        expect_same_tensors(resume_dir(x, y) + "/checkpoints/step_00000006",
+                            reference_dir(y) + "/checkpoints/step_00000006");
+      }
+    }
+  }
+}
+
+TEST(CheckpointCli, SaveKilledAtAnyPointLeavesThePreviousCheckpointLatest) {
+  TempDir dir;
+  const std::string job = write_job(dir);
+  const RunLayout layout{2, 1, 1, false};
+  const std::string every2 = "--set checkpoint.every_steps=2 ";
+  const std::vector<std::string> points = {"shards", "manifest", "rename"};
+  auto run_dir = [&](size_t i) { return dir.file("run_" + points[i]); };
+  // The uninterrupted run, and one run killed in the save of step 4 at each point.
+  std::vector<std::string> commands = {train_command(job, layout, dir.file("ref"), every2)};
+  for (size_t i = 0; i < points.size(); ++i) {
+    commands.push_back(train_command(job, layout, run_dir(i), every2 + "--debug-kill-during-save 4:" + points[i]));
+  }
+  std::vector<testing::CommandResult> results = run_all(commands, 4);
+  ASSERT_EQ(results[0].exit_code, 0) << results[0].output;
+  commands.clear();
+  for (size_t i = 0; i < points.size(); ++i) {
+    SCOPED_TRACE("killed after " + points[i]);
+    EXPECT_NE(results[i + 1].exit_code, 0) << results[i + 1].output;
+    EXPECT_EQ(read_latest(run_dir(i) + "/checkpoints"), std::optional<std::string>("step_00000002"));
+    const auto inspect = run_command(tessera("inspect " + run_dir(i)));
+    EXPECT_EQ(inspect.exit_code, 0) << inspect.output;
+    EXPECT_TRUE(contains(inspect.output, "step_00000002")) << inspect.output;
+    commands.push_back(train_command(job, layout, run_dir(i), every2 + "--resume latest"));
+  }
+  results = run_all(commands);
+  const std::map<int, Row> want = read_metrics(dir.file("ref"));
+  for (size_t i = 0; i < points.size(); ++i) {
+    SCOPED_TRACE("killed after " + points[i]);
+    const std::string checkpoints = run_dir(i) + "/checkpoints";
+    ASSERT_EQ(results[i].exit_code, 0) << results[i].output;
+    EXPECT_TRUE(contains(results[i].output, "resumed from " + checkpoints + "/step_00000002: step 2"))
+        << results[i].output;
+    EXPECT_EQ(read_latest(checkpoints), std::optional<std::string>("step_00000006"));
+    // Nothing of the interrupted save is left, and the run is the uninterrupted one.
+    for (const auto& entry : fs::directory_iterator(checkpoints)) {
+      EXPECT_FALSE(contains(entry.path().filename().string(), ".tmp-")) << entry.path();
+    }
+    const std::map<int, Row> rows = read_metrics(run_dir(i));
+    ASSERT_EQ(rows.size(), 6u);
+    for (const auto& [step, row] : rows) EXPECT_EQ(row.loss, want.at(step).loss) << "step " << step;
+  }
+}
+
+// The ranks mpirun started (its child processes).
+std::vector<pid_t> children_of(pid_t pid) {
+  std::vector<pid_t> children;
+  std::ifstream in("/proc/" + std::to_string(pid) + "/task/" + std::to_string(pid) + "/children");
+  pid_t child;
+  while (in >> child) children.push_back(child);
+  return children;
+}
+
+TEST(CheckpointCli, SigtermOnOneRankSavesAFinalCheckpointAndExitsZero) {
+  TempDir dir;
+  const std::string job = write_job(dir);
+  const std::string run = dir.file("run");
+  const std::string log = dir.file("log");
+  const std::string command =
+      train_command(job, {1, 1, 2, false}, run,
+                    "--set train.steps=50000 --set checkpoint.every_steps=0 --set logging.log_every=100000");
+  const pid_t launcher = ::fork();
+  ASSERT_GE(launcher, 0);
+  if (launcher == 0) {
+    ::execl("/bin/sh", "sh", "-c", ("exec env " + command + " > " + log + " 2>&1").c_str(), nullptr);
+    ::_exit(127);
+  }
+  // Wait for a few steps, then stop rank 1 only.
+  bool running = false;
+  for (int i = 0; i < 600 && !running; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    running = read_metrics(run).size() >= 5 && children_of(launcher).size() == 2;
+  }
+  if (!running) {
+    ::kill(launcher, SIGKILL);
+    ::waitpid(launcher, nullptr, 0);
+  }
+  ASSERT_TRUE(running) << "the run did not start";
+  ::kill(children_of(launcher).at(1), SIGTERM);
+  int status = 0;
+  bool exited = false;
+  for (int i = 0; i < 600 && !exited; ++i) {
+    exited = ::waitpid(launcher, &status, WNOHANG) == launcher;
+    if (!exited) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  if (!exited) {
+    ::kill(launcher, SIGKILL);
+    ::waitpid(launcher, &status, 0);
+  }
+  ASSERT_TRUE(exited) << "the run did not stop within 30 s of SIGTERM";
+  std::ifstream in(log);
+  const std::string output((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  ASSERT_TRUE(WIFEXITED(status)) << output;
+  EXPECT_EQ(WEXITSTATUS(status), 0) << output;
+  const int last = read_metrics(run).rbegin()->first;
+  EXPECT_TRUE(contains(output, "stopped by SIGTERM after step " + std::to_string(last))) << output;
+  EXPECT_EQ(read_latest(run + "/checkpoints"), step_dir_name(last));
+  EXPECT_EQ(run_command(tessera("inspect " + run)).exit_code, 0);
+}
+
+void flip_byte(const std::string& path) {
+  std::fstream file(path, std::ios::in | std::ios::out | std::ios::binary);
+  const auto middle = static_cast<std::streamoff>(fs::file_size(path) / 2);
+  file.seekg(middle);
+  char c = 0;
+  file.read(&c, 1);
+  file.seekp(middle);
+  file.put(static_cast<char>(c ^ 0x10));
+}
+
+TEST(CheckpointCli, DamagedCheckpointsAreNamedAndLatestFallsBack) {
+  TempDir dir;
+  const std::string job = write_job(dir);
+  const RunLayout layout{2, 1, 1, false};
+  const std::string run = dir.file("run");
+  const std::string checkpoints = run + "/checkpoints";
+  ASSERT_EQ(run_command(train_command(job, layout, run)).exit_code, 0);
+
+  flip_byte(checkpoints + "/step_00000006/shard_1.h5");
+  auto r = run_command(tessera("inspect " + run));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_TRUE(contains(r.output, "step_00000006/shard_1.h5 is corrupted: its XXH64 checksum differs")) << r.output;
+  const RunLayout one_rank{1, 1, 1, false};
+  r = run_command(train_command(job, one_rank, dir.file("other"), "--resume " + checkpoints + "/step_00000006"));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_TRUE(contains(r.output, "shard_1.h5 is corrupted")) << r.output;
+  EXPECT_FALSE(contains(r.output, "HDF5-DIAG")) << r.output;
+
+  // --resume latest skips the damaged checkpoint, says so, and saves step 6 again in its place.
+  r = run_command(train_command(job, layout, run, "--resume latest"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "is not usable")) << r.output;
+  EXPECT_TRUE(contains(r.output, "falling back to the next newest checkpoint")) << r.output;
+  EXPECT_TRUE(contains(r.output, "resumed from " + checkpoints + "/step_00000003 (the newest complete checkpoint)"))
+      << r.output;
+  EXPECT_EQ(run_command(tessera("inspect " + run)).exit_code, 0);
+
+  fs::resize_file(checkpoints + "/step_00000003/shard_0.h5", 1000);
+  r = run_command(tessera("inspect " + checkpoints + "/step_00000003"));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_TRUE(contains(r.output, "step_00000003/shard_0.h5 is truncated or was changed: 1000 bytes")) << r.output;
+
+  fs::remove(checkpoints + "/step_00000006/manifest.pb");
+  r = run_command(tessera("inspect " + checkpoints + "/step_00000006"));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_TRUE(contains(r.output, "has no manifest.pb: the save was interrupted")) << r.output;
+  // Nothing usable is left: every damaged checkpoint is listed.
+  r = run_command(train_command(job, one_rank, run, "--resume latest"));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_TRUE(contains(r.output, "no usable checkpoint in " + checkpoints)) << r.output;
+  EXPECT_TRUE(contains(r.output, "step_00000006' has no manifest.pb")) << r.output;
+  EXPECT_TRUE(contains(r.output, "step_00000003/shard_0.h5 is truncated")) << r.output;
+}
+
+TEST(CheckpointCli, AnotherModelShapeBatchOrTokenizerIsRefused) {
+  TempDir dir;
+  const std::string job = write_job(dir);
+  testing::write_text_file(dir.file("a.model"), "tokenizer a");
+  testing::write_text_file(dir.file("b.model"), "tokenizer b");
+  const RunLayout layout{1, 1, 1, false};
+  const std::string run = dir.file("run");
+  const std::string checkpoint = run + "/checkpoints/step_00000003";
+  ASSERT_EQ(run_command(train_command(job, layout, run, "--set data.tokenizer=" + dir.file("a.model"))).exit_code, 0);
+  auto r = run_command(train_command(job, layout, dir.file("x"), "--resume " + checkpoint + " --set model.n_embd=32"));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_TRUE(contains(r.output, "model.n_embd: the checkpoint has 16, this run 32")) << r.output;
+  r = run_command(train_command(job, layout, dir.file("x"), "--resume " + checkpoint + " --set train.global_batch=16"));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_TRUE(contains(r.output, "train.global_batch: the checkpoint has 8, this run 16")) << r.output;
+  r = run_command(train_command(job, layout, dir.file("x"),
+                                "--resume " + checkpoint + " --set data.tokenizer=" + dir.file("b.model")));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_TRUE(contains(r.output, "data.tokenizer: the checkpoint was trained with '" + dir.file("a.model")))
+      << r.output;
+  // No checkpoint yet: --resume latest starts from step 0.
+  r = run_command(train_command(job, layout, dir.file("fresh"), "--resume latest --set train.steps=2"));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "starting from step 0")) << r.output;
+}
+
+TEST(CheckpointCli, ImportedFixtureWeightsLoadWholeAndTrainInAnotherLayout) {
+  TempDir dir;
+  const std::string fixture_path = std::string(TESSERA_TEST_DATA) + "/gpt2-tiny.h5";
+  const std::string run = dir.file("run");
+  auto r = run_command(tessera("import --input " + fixture_path + " --out " + run));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run_command(tessera("inspect " + run));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+
+  const Fixture fixture = load_fixture(fixture_path);
+  H5Reader model(run + "/checkpoints/step_00000000/model.h5");
+  for (const std::string& name : fixture.param_names) {
+    EXPECT_EQ(model.read_f32("model/" + name), fixture.init.at(name)) << name;
+    for (float m : model.read_f32("optim/exp_avg/" + name)) ASSERT_EQ(m, 0.0f);
+  }
+  // The fixture's job, trained for two steps from the imported weights with tp=2.
+  const std::string job = dir.file("fixture.textproto");
+  testing::write_text_file(job, job_config_to_text(fixture_job_config(fixture)));
+  r = run_command(train_command(job, {2, 1, 1, false}, run, "--resume latest --set train.steps=2"));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "resumed from " + run + "/checkpoints/step_00000000: step 0")) << r.output;
+  EXPECT_EQ(read_latest(run + "/checkpoints"), std::optional<std::string>("step_00000002"));
+
+  r = run_command(tessera("import --input " + fixture_path + " --out " + dir.file("bad") + " --set model.n_embd=32"));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_TRUE(contains(r.output, "init/wte has shape [512, 64], the model of the config expects [512, 32]"))
+      << r.output;
+}
+
+}  // namespace
+}  // namespace tessera
