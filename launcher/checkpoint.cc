@@ -205,7 +205,9 @@ Checkpointer::Checkpointer(Job& job, const DataSources& data, std::string run_di
     staging_size_ += pieces_[k].end - pieces_[k].begin;
   }
   if (options_.async() || job.backend->device() != Device::kCpu) {
+    // Touched now, so that the first save does not pay for faulting in its pages.
     staging_.reset(new float[static_cast<size_t>(std::max<int64_t>(staging_size_, 1))]);
+    std::memset(staging_.get(), 0, static_cast<size_t>(staging_size_) * sizeof(float));
   }
 }
 
@@ -266,14 +268,14 @@ void Checkpointer::save(int64_t step) {
       host[k] = pieces_[k].memory.f32();
     }
   }
+  pending->copy_s = now_s() - pending->started_s;
   if (options_.async()) {
-    pending->blocked_s = now_s() - pending->started_s;
     Pending* writing = pending.get();
     pending->writer = std::thread([this, writing, host] { write_shard(*writing, host); });
     pending_ = std::move(pending);
   } else {
     write_shard(*pending, host);
-    pending->blocked_s = now_s() - pending->started_s;
+    pending->write_s = now_s() - pending->started_s - pending->copy_s;
     publish(*pending);
   }
   last_saved_step_ = step;
@@ -282,6 +284,7 @@ void Checkpointer::save(int64_t step) {
 void Checkpointer::publish(Pending& pending) {
   const double enter = now_s();
   if (pending.writer.joinable()) pending.writer.join();
+  const double wait_s = now_s() - enter;
   ProcessGroup& world = *job_.groups.world;
   const std::vector<std::string> reports = all_gather_bytes(world, pending.shard);
   const std::string name = step_dir_name(pending.step);
@@ -328,14 +331,18 @@ void Checkpointer::publish(Pending& pending) {
   publish_checkpoint(pending.tmp_dir, checkpoints_dir_, manifest,
                      pending.step == crash_step_ ? crash_point_ : SaveCrashPoint::kNone);
   const std::vector<std::string> removed = remove_old_checkpoints(checkpoints_dir_, options_.keep_last(), name, token_);
-  pending.blocked_s += now_s() - enter;
-  const double total_s = now_s() - pending.started_s;
+  const double publish_s = now_s() - enter - wait_s;
+  // The training loop waited for: the copy to staging, the shard write (synchronous saves) or the rest of the
+  // background write, and this publish.
+  const double blocked_s = pending.copy_s + pending.write_s + wait_s + publish_s;
   std::printf(
-      "checkpoint %s saved%s: %d shard(s), %s in %.3f s (shards written in %.3f s, %s/s); training "
-      "blocked %.3f s%s\n",
+      "checkpoint %s saved%s: %d shard(s), %s; shards written in %.3f s (%s/s), %.3f s to publish; "
+      "training blocked %.3f s (copy %.3f, %s %.3f, publish %.3f)%s\n",
       join_path(checkpoints_dir_, name).c_str(), options_.async() ? " in the background" : "", manifest.shards_size(),
-      human_bytes(static_cast<double>(bytes)).c_str(), total_s, slowest_write_s,
-      human_bytes(slowest_write_s > 0 ? static_cast<double>(bytes) / slowest_write_s : 0).c_str(), pending.blocked_s,
+      human_bytes(static_cast<double>(bytes)).c_str(), slowest_write_s,
+      human_bytes(slowest_write_s > 0 ? static_cast<double>(bytes) / slowest_write_s : 0).c_str(), publish_s, blocked_s,
+      pending.copy_s, options_.async() ? "waiting for the writer" : "write",
+      options_.async() ? wait_s : pending.write_s, publish_s,
       removed.empty() ? "" : str_cat("; deleted ", removed.size(), " older checkpoint(s)").c_str());
   std::fflush(stdout);
 }

@@ -98,7 +98,8 @@ class Checkpointer {
     int64_t optimizer_steps = 0;  // at the time of the save
     std::string tmp_dir;
     double started_s = 0;  // monotonic seconds
-    double blocked_s = 0;  // the training loop's stall for this save so far
+    double copy_s = 0;     // copying the state to the staging buffer (the training loop waits)
+    double write_s = 0;    // writing the shard in the training loop (synchronous saves)
     std::thread writer;
     std::atomic<bool> done{false};
     std::string shard;  // the serialized checkpoint::Shard, or the error

@@ -96,15 +96,20 @@ checkpoint::Shard write_shard_file(const std::string& path, const std::string& f
                                   dcpl.get(), H5P_DEFAULT),
                        H5Dclose);
       context.check(dataset.valid(), "cannot create dataset '" + slice.dataset() + "'");
-      // The box's elements in memory: item.runs.rows runs of cols floats, stride apart.
+      // The box's elements in memory: item.runs.rows runs of cols floats, stride apart. Contiguous runs are
+      // written straight from memory; strided ones (column-split shards) through a hyperslab of memory.
+      const MemoryRuns& runs = item.runs;
+      const bool contiguous = runs.rows == 1 || runs.stride == runs.cols;
       const hsize_t extent =
-          static_cast<hsize_t>(item.runs.start + (item.runs.rows - 1) * item.runs.stride + item.runs.cols);
+          static_cast<hsize_t>(contiguous ? runs.rows * runs.cols : (runs.rows - 1) * runs.stride + runs.cols);
       H5Handle memory_space(H5Screate_simple(1, &extent, nullptr), H5Sclose);
-      const hsize_t start = item.runs.start, stride = std::max(item.runs.stride, item.runs.cols);
-      const hsize_t runs = item.runs.rows, block = item.runs.cols;
-      context.check(H5Sselect_hyperslab(memory_space.get(), H5S_SELECT_SET, &start, &stride, &runs, &block) >= 0,
-                    "memory selection of '" + slice.dataset() + "'");
-      context.check(H5Dwrite(dataset.get(), H5T_NATIVE_FLOAT, memory_space.get(), H5S_ALL, H5P_DEFAULT, item.host) >= 0,
+      if (!contiguous) {
+        const hsize_t start = 0, stride = runs.stride, count = runs.rows, block = runs.cols;
+        context.check(H5Sselect_hyperslab(memory_space.get(), H5S_SELECT_SET, &start, &stride, &count, &block) >= 0,
+                      "memory selection of '" + slice.dataset() + "'");
+      }
+      context.check(H5Dwrite(dataset.get(), H5T_NATIVE_FLOAT, memory_space.get(), H5S_ALL, H5P_DEFAULT,
+                             item.host + runs.start) >= 0,
                     "cannot write dataset '" + slice.dataset() + "'");
       context.string_attribute(dataset.get(), "global_name", slice.name());
       context.string_attribute(dataset.get(), "kind", state_kind_group(from_proto(slice.kind())));

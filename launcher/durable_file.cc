@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <vector>
 
 #include "core/check.h"
 #include "launcher/xxhash64.h"
@@ -34,9 +35,30 @@ void fsync_path(const std::string& path) {
 }
 
 uint64_t hash_and_sync_file(const std::string& path, uint64_t* size_bytes) {
-  const uint64_t hash = xxh64_file(path, size_bytes);
-  fsync_path(path);
-  return hash;
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  TS_CHECK(fd >= 0, CheckpointError, "cannot open '", path, "': ", std::strerror(errno));
+#ifdef __linux__
+  // Start writing the file back now, so the disk works while the file is hashed from the page cache.
+  ::sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+#endif
+  std::vector<unsigned char> buffer(1 << 20);
+  Xxh64 hash;
+  uint64_t total = 0;
+  int error = 0;
+  while (true) {
+    const ssize_t n = ::read(fd, buffer.data(), buffer.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) error = errno;
+    if (n <= 0) break;
+    hash.update(buffer.data(), static_cast<size_t>(n));
+    total += static_cast<uint64_t>(n);
+  }
+  if (error == 0 && ::fsync(fd) != 0) error = errno;
+  ::close(fd);
+  TS_CHECK(error == 0, CheckpointError, "cannot read back and sync '", path, "': ", std::strerror(error),
+           ". Check that the disk is healthy and not full.");
+  *size_bytes = total;
+  return hash.digest();
 }
 
 void write_file_atomically(const std::string& path, const std::string& contents) {
