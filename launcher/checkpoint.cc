@@ -171,6 +171,10 @@ std::string publish_checkpoint(const std::string& tmp_dir, const std::string& ch
 Checkpointer::Checkpointer(Job& job, const DataSources& data, std::string run_dir)
     : job_(job), data_(data), run_dir_(std::move(run_dir)), options_(job.config.checkpoint()) {
   checkpoints_dir_ = checkpoints_dir_of(run_dir_);
+  // HDF5 starts up on the main thread: a parallel HDF5 build registers an MPI attribute when it initializes,
+  // and the async writer thread must never be the first to call it (Note [Async checkpoints]).
+  TS_CHECK(H5open() >= 0, CheckpointError, "cannot initialize the HDF5 library");
+  silence_hdf5_errors();
   ProcessGroup& world = *job.groups.world;
   std::string token;
   if (world.rank() == 0) {

@@ -15,7 +15,7 @@
 // all-reduces "my writer is still busy" together with the stop flag; once no rank is busy, the main threads
 // publish (gather + rank 0's manifest) as in a synchronous save. The next save, or finish(), waits for a
 // writer that is still busy. The main thread makes no HDF5 call while a writer runs (HDF5 is not
-// thread-safe here).
+// thread-safe here), and HDF5 is initialized on the main thread (a parallel HDF5 build calls MPI then).
 //
 // Every method is collective over the job's world group unless it says otherwise: all ranks call it in the
 // same order with the same arguments. Main thread only.
