@@ -712,10 +712,11 @@ Layout resolve_layout(const config::JobConfig& job, int world_size) {
                  "): every tensor-parallel rank computes whole attention heads; choose parallel.tp from ",
                  join(divisors(model.n_head())));
   }
-  if (model.n_layer() < layout.pp) {
-    problems.add("model.n_layer (", model.n_layer(), ") must be >= parallel.pp (", layout.pp,
-                 "): every pipeline stage needs at least one transformer layer; set parallel.pp to at most ",
-                 model.n_layer());
+  // The embedding and the output head can each be a stage of their own, so n_layer + 2 stages is the most.
+  if (model.n_layer() + 2 < layout.pp) {
+    problems.add("parallel.pp (", layout.pp, ") is more than model.n_layer + 2 (", model.n_layer() + 2,
+                 "): every pipeline stage needs a transformer layer, the embedding or the output head; set "
+                 "parallel.pp to at most ", model.n_layer() + 2);
   }
   if (problems.empty()) {
     const long long slots = static_cast<long long>(layout.dp) * layout.micro_batches;

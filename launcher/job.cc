@@ -5,6 +5,7 @@
 #include "kernels/cpu/cpu_backend.h"
 #include "parallel/mpi_environment.h"
 #include "parallel/parallel_groups.h"
+#include "parallel/pipeline_schedule.h"
 
 namespace tessera {
 
@@ -41,9 +42,6 @@ Job build_job(const config::JobConfig& config, MpiEnvironment& mpi, const Proces
   job.config = config;
   job.world_rank = mpi.world_rank();
   job.layout = resolve_layout(config, mpi.world_size());
-  TS_CHECK(job.layout.pp == 1, ConfigError,
-           "parallel.pp=", job.layout.pp, ": pipeline parallelism is not implemented yet; use parallel.pp=1 "
-           "(tensor and data parallelism work)");
   job.model_config = model_config_from(config.model());
   job.threads = config.train().threads() > 0 ? config.train().threads() : default_threads_per_rank(env);
   job.backend = std::make_unique<CpuBackend>(job.threads);
@@ -51,11 +49,19 @@ Job build_job(const config::JobConfig& config, MpiEnvironment& mpi, const Proces
   RankGrid grid(job.layout.tp, job.layout.pp, job.layout.dp);
   job.groups = make_mpi_groups(grid, job.world_rank, config.parallel().timeout_s());
 
+  // This rank's pipeline stage: its blocks, the embedding on the first stage, the head on the last.
+  const int pp_rank = job.groups.pp->rank();
+  const auto layers = split_layers(job.model_config.n_layer, job.layout.pp);
   StageRange stage;
-  stage.first_layer = 0;
-  stage.end_layer = job.model_config.n_layer;
+  stage.first_layer = layers[pp_rank].first;
+  stage.end_layer = layers[pp_rank].second;
+  stage.has_embedding = pp_rank == 0;
+  stage.has_head = pp_rank == job.layout.pp - 1;
+  const PipelineKind schedule =
+      config.parallel().schedule() == config::GPIPE ? PipelineKind::kGPipe : PipelineKind::kOneFOneB;
+  const int slots = pipeline_in_flight(schedule, job.layout.pp, pp_rank, job.layout.micro_batches);
   job.model = std::make_unique<Gpt2Model>(job.model_config, *job.backend, *job.groups.tp, stage,
-                                          job.layout.micro_batch_size, config.train().seq_len(), 1);
+                                          job.layout.micro_batch_size, config.train().seq_len(), slots);
   job.model->init_parameters(config.train().seed());
 
   AdamWConfig adamw;
@@ -70,6 +76,7 @@ Job build_job(const config::JobConfig& config, MpiEnvironment& mpi, const Proces
   options.micro_batches = job.layout.micro_batches;
   options.seq_len = config.train().seq_len();
   options.grad_clip = config.train().grad_clip();
+  options.schedule = schedule;
   options.lr = lr_schedule_from(config);
   job.trainer = std::make_unique<Trainer>(*job.model, *job.optimizer, *job.backend, job.groups, options);
   return job;

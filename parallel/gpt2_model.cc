@@ -63,7 +63,9 @@ Gpt2Model::Gpt2Model(const ModelConfig& config, Backend& backend, ProcessGroup& 
     p.spec = spec;
     p.layout = shard_layout(spec, config, tp_rank, tp_size);
     p.offset = total;
-    p.counted = spec.tp_split_dim >= 0 || tp_rank == 0;
+    // Replicated parameters count on TP rank 0 only; the tied embedding's copy on the last pipeline stage
+    // mirrors the first stage's and does not count.
+    p.counted = (spec.tp_split_dim >= 0 || tp_rank == 0) && !(spec.name == "wte" && !stage.has_embedding);
     total += product(p.layout.local_shape);
     params_.push_back(std::move(p));
   }

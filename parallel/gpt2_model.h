@@ -81,6 +81,11 @@ class Gpt2Model {
   // [B,T,C] gradient w.r.t. stage_input after backward (stages after the first); valid until the next backward.
   Tensor stage_input_grad() const;
 
+  // The gradient of the (tied) token embedding on this stage, or an undefined tensor if the stage holds none.
+  // With pipeline parallelism the first stage (embedding) and the last (head) each hold a copy whose
+  // gradients must be summed before the update.
+  Tensor embedding_grad() const { return wte_ >= 0 ? grad(wte_) : Tensor(); }
+  int slots() const { return slots_; }
   int micro_batch() const { return micro_batch_; }
   int seq_len() const { return seq_len_; }
 
