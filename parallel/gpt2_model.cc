@@ -164,6 +164,7 @@ void Gpt2Model::init_parameters(uint64_t seed) {
     const int64_t cols = local.size() == 2 ? local[1] : 1;
     const int64_t global_cols = global.size() == 2 ? global[1] : 1;
     const uint64_t stream = hash_name(p.spec.name);
+#pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; ++i) {
       int64_t r = i / cols, c = i % cols;
       // Map the local (row, col) to the global one through the TP split.
