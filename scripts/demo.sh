@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh --with-corpus
-bash scripts/build.sh
+TESSERA_BUILD_TARGETS=tessera bash scripts/build.sh
 
 corpus_dir=/usr/share/games/fortunes
 mapfile -t corpus < <(find "$corpus_dir" -maxdepth 1 -type f ! -name '*.*' | sort)
