@@ -272,10 +272,10 @@ void Gpt2Model::layer_forward(int slot, int i) {
 double Gpt2Model::loss_sum(int slot) {
   TS_ASSERT(stage_.has_head, "loss on a stage without the head");
   Tensor losses = act(slot_acts_[slot].losses);
-  std::vector<float> host(losses.numel());
-  backend_.copy_to_host(host.data(), losses);
+  host_losses_.resize(losses.numel());  // sized once
+  backend_.copy_to_host(host_losses_.data(), losses);
   double sum = 0;
-  for (float l : host) sum += l;
+  for (float l : host_losses_) sum += l;
   return sum;
 }
 

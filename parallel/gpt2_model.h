@@ -130,6 +130,7 @@ class Gpt2Model {
   std::vector<SlotActs> slot_acts_;
   // Shared scratch: logits and cross-entropy statistics, and backward temporaries.
   int logits_, row_max_, row_stats_, d_res_, d_ln_, d_big_, d_atty_, d_probs_;
+  std::vector<float> host_losses_;
 };
 
 }  // namespace tessera

@@ -33,8 +33,10 @@ void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, c
 void layernorm_backward(float* d_inp, float* d_weight, float* d_bias, const float* d_out, const float* inp,
                         const float* weight, const float* mean, const float* rstd, int64_t N, int64_t C) {
   int threads = omp_get_max_threads();
-  // Per-thread partial sums of the parameter gradients, reduced in a fixed order (deterministic).
-  std::vector<float> partial(static_cast<size_t>(threads) * 2 * C, 0.0f);
+  // Per-thread partial sums of the parameter gradients, reduced in a fixed order (deterministic). The
+  // scratch grows to its largest size once and is reused, so the training step allocates nothing.
+  static thread_local std::vector<float> partial;
+  partial.assign(static_cast<size_t>(threads) * 2 * C, 0.0f);
 #pragma omp parallel num_threads(threads)
   {
     float* dw = partial.data() + static_cast<size_t>(omp_get_thread_num()) * 2 * C;
