@@ -359,6 +359,8 @@ TEST(ValidateJobConfig, EveryRuleNamesItsField) {
       {{"parallel.micro_batches=0"}, "parallel.micro_batches (0) must be >= 1"},
       {{"parallel.zero_stage=2"}, "parallel.zero_stage (2) must be 0"},
       {{"parallel.timeout_s=0"}, "parallel.timeout_s (0) must be a finite number > 0"},
+      {{"parallel.dp_bucket_mb=0"}, "parallel.dp_bucket_mb (0) must be a finite number > 0"},
+      {{"parallel.dp_bucket_mb=-1"}, "parallel.dp_bucket_mb (-1) must be a finite number > 0"},
       {{"data.mock=false"}, "data.train_prefix is not set"},
       {{"data.mock=false", "data.train_prefix="}, "data.train_prefix is not set"},
       {{"data.train_prefix=data/x"}, "data.mock=true and data.train_prefix are both set"},
@@ -386,6 +388,7 @@ TEST(ValidateJobConfig, ValidVariantsPass) {
       {"logging.eval_every=5"},  // mock data evaluates on generated tokens
       {"optimizer.warmup_steps=10", "optimizer.min_lr=3e-4", "optimizer.decay_steps=0"},
       {"train.grad_clip=0", "optimizer.weight_decay=0", "optimizer.beta1=0", "parallel.zero_stage=1"},
+      {"parallel.zero_stage=1", "parallel.dp_bucket_mb=0.001"},
       {"train.seq_len=1", "model.max_seq_len=1"},
   };
   for (const auto& overrides : cases) {
