@@ -2,11 +2,12 @@
 #include "parallel/optimizer.h"
 
 #include <cmath>
+#include <utility>
 
 namespace tessera {
 
-AdamW::AdamW(Gpt2Model& model, Backend& backend, AdamWConfig config)
-    : model_(model), backend_(backend), config_(config) {
+AdamW::AdamW(Gpt2Model& model, Backend& backend, AdamWConfig config, std::vector<ProcessGroup*> norm_groups)
+    : model_(model), backend_(backend), config_(config), norm_groups_(std::move(norm_groups)) {
   const int64_t n = model.flat_params().numel();
   m_buffer_ = backend.allocate(static_cast<size_t>(n) * sizeof(float));
   v_buffer_ = backend.allocate(static_cast<size_t>(n) * sizeof(float));
@@ -15,6 +16,8 @@ AdamW::AdamW(Gpt2Model& model, Backend& backend, AdamWConfig config)
   backend.fill(m_, 0.0f);
   backend.fill(v_, 0.0f);
 }
+
+double AdamW::grad_norm() { return global_grad_norm(model_, backend_, norm_groups_); }
 
 void AdamW::step(double lr, double grad_scale) {
   ++steps_;
@@ -38,6 +41,10 @@ double global_grad_norm(Gpt2Model& model, Backend& backend, const std::vector<Pr
   double local = 0;
   for (LocalParam& p : model.params())
     if (p.counted) local += backend.sum_of_squares(p.grad);
+  return std::sqrt(sum_over_groups(local, groups));
+}
+
+double sum_over_groups(double local, const std::vector<ProcessGroup*>& groups) {
   // Reduced as two floats (high and low parts) so the sum keeps double precision across ranks.
   float parts[2] = {static_cast<float>(local), 0.0f};
   parts[1] = static_cast<float>(local - static_cast<double>(parts[0]));
@@ -49,8 +56,7 @@ double global_grad_norm(Gpt2Model& model, Backend& backend, const std::vector<Pr
     group->all_reduce(t, ReduceOp::kSum)->wait();
     reduced = true;
   }
-  double total = reduced ? static_cast<double>(parts[0]) + parts[1] : local;
-  return std::sqrt(total);
+  return reduced ? static_cast<double>(parts[0]) + parts[1] : local;
 }
 
 double clip_factor(double grad_norm, double max_norm) {
