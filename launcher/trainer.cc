@@ -8,9 +8,14 @@
 
 namespace tessera {
 
-Trainer::Trainer(Gpt2Model& model, AdamW& optimizer, Backend& backend, ParallelGroups& groups,
-                 TrainerOptions options)
-    : model_(model), optimizer_(optimizer), backend_(backend), groups_(groups), options_(options) {
+Trainer::Trainer(Gpt2Model& model, Optimizer& optimizer, DpGradSync& grad_sync, Backend& backend,
+                 ParallelGroups& groups, TrainerOptions options)
+    : model_(model),
+      optimizer_(optimizer),
+      grad_sync_(grad_sync),
+      backend_(backend),
+      groups_(groups),
+      options_(options) {
   const int dp = groups.dp->size();
   TS_ASSERT(options.global_batch % (dp * options.micro_batches) == 0, "batch does not divide");
   micro_batch_size_ = options.global_batch / (dp * options.micro_batches);
@@ -40,7 +45,13 @@ double Trainer::run_batch(const Sampler& source, int64_t first_sample, bool trai
     load_micro_batch(source, first_sample, m);
     model_.forward(0, train, d_scale);
     loss_sum += model_.loss_sum(0);
-    if (train) model_.backward(0, Tensor());
+    if (train) {
+      // The last micro-batch's backward completes the gradients: the DP sync starts buckets as blocks finish.
+      const bool last = m + 1 == options_.micro_batches;
+      if (last) model_.set_backward_hook([this](int layer) { grad_sync_.mark_layer_done(layer); });
+      model_.backward(0, Tensor());
+      if (last) model_.set_backward_hook(nullptr);
+    }
   }
   // Sum the loss over DP ranks (as a high and a low float, to keep double precision).
   float parts[2] = {static_cast<float>(loss_sum), 0.0f};
@@ -57,10 +68,11 @@ StepResult Trainer::train_step(int step, const Sampler& source) {
   StepResult result;
   result.lr = options_.lr.at(step);
   model_.zero_grads();
+  grad_sync_.start_step();
   result.loss = run_batch(source, static_cast<int64_t>(step) * options_.global_batch, true);
   // Every micro-batch's loss was scaled by 1/(G*T): summing over DP ranks gives the gradient of the mean.
-  if (groups_.dp->size() > 1) groups_.dp->all_reduce(model_.flat_grads(), ReduceOp::kSum)->wait();
-  result.grad_norm = global_grad_norm(model_, backend_, {groups_.tp.get(), groups_.pp.get()});
+  grad_sync_.finish();
+  result.grad_norm = optimizer_.grad_norm();
   if (!std::isfinite(result.loss) || !std::isfinite(result.grad_norm)) {
     result.skipped = true;
     return result;

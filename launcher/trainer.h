@@ -14,6 +14,7 @@
 #include "core/lr_schedule.h"
 #include "launcher/sampler.h"
 #include "parallel/gpt2_model.h"
+#include "parallel/grad_sync.h"
 #include "parallel/optimizer.h"
 #include "parallel/process_group.h"
 
@@ -36,8 +37,10 @@ struct StepResult {
 
 class Trainer {
  public:
-  // All references must outlive the trainer.
-  Trainer(Gpt2Model& model, AdamW& optimizer, Backend& backend, ParallelGroups& groups, TrainerOptions options);
+  // All references must outlive the trainer. grad_sync: the model's DP gradient sync (in reduce-scatter mode
+  // when optimizer is ZeRO-1).
+  Trainer(Gpt2Model& model, Optimizer& optimizer, DpGradSync& grad_sync, Backend& backend, ParallelGroups& groups,
+          TrainerOptions options);
 
   // Runs optimizer step `step` (0-based) on samples from source.
   StepResult train_step(int step, const Sampler& source);
@@ -51,7 +54,8 @@ class Trainer {
   double run_batch(const Sampler& source, int64_t first_sample, bool train);
 
   Gpt2Model& model_;
-  AdamW& optimizer_;
+  Optimizer& optimizer_;
+  DpGradSync& grad_sync_;
   Backend& backend_;
   ParallelGroups& groups_;
   TrainerOptions options_;
