@@ -60,8 +60,9 @@ class AdamW final : public Optimizer {
 // same averaged gradients). Synchronizes.
 double global_grad_norm(Gpt2Model& model, Backend& backend, const std::vector<ProcessGroup*>& groups);
 
-// The sum over `groups` (null or size-1 groups skipped) of each rank's `local`, reduced as two floats (a high
-// and a low part) so that it keeps double precision. Collective over every group given; synchronizes.
+// The sum over `groups` (null or size-1 groups skipped, one group after the other) of each rank's `local`,
+// to nearly double precision and bit-identical on every rank (sent as a high and a low float part, added in
+// double in rank order). Collective over every group given; synchronizes.
 double sum_over_groups(double local, const std::vector<ProcessGroup*>& groups);
 
 // The factor PyTorch's clip_grad_norm_ applies: min(1, max_norm / (norm + 1e-6)); 1 when max_norm is 0.
