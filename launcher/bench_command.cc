@@ -123,12 +123,15 @@ int bench_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
                 flops_per_token * tokens_per_step / median / 1e9 / world);
     if (job.layout.dp > 1) {
       const DpSyncStats& sync = job.grad_sync->stats();
+      // Per step, on rank 0: see DpSyncStats for what each number includes.
+      const double per_step_ms = 1e3 / static_cast<double>(std::max<int64_t>(sync.steps, 1));
       std::printf(
-          "  dp gradient sync on rank 0 (%s, %zu bucket(s) of <= %g MiB, overlap %s): collectives in flight "
-          "%.1f ms/step, blocked after backward %.1f ms/step, hidden %.0f%%\n",
+          "  dp gradient sync on rank 0 (%s, %zu bucket(s) of <= %g MiB, overlap %s), ms/step: in flight %.1f, "
+          "blocked in finish %.1f, exposed after backward %.1f; hidden %.0f%%\n",
           config.parallel().zero_stage() == 1 ? "reduce-scatter" : "all-reduce", job.grad_sync->buckets().size(),
-          config.parallel().dp_bucket_mb(), dp_overlap ? "on" : "off", sync.comm_seconds / sync.steps * 1e3,
-          sync.blocked_seconds / sync.steps * 1e3, 100 * job.grad_sync->hidden_fraction());
+          config.parallel().dp_bucket_mb(), dp_overlap ? "on" : "off", sync.comm_seconds * per_step_ms,
+          sync.blocked_seconds * per_step_ms, sync.exposed_seconds * per_step_ms,
+          100 * job.grad_sync->hidden_fraction());
     }
     std::printf("  sgemm GFLOP/s on rank 0 with %d thread(s): %.1f  -> model FLOP/s are %.0f%% of it per rank\n",
                 job.threads, sgemm, 100.0 * flops_per_token * tokens_per_step / median / 1e9 / world / sgemm);

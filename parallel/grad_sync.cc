@@ -170,6 +170,7 @@ void DpGradSync::mark_layer_done(int layer) {
   TS_ASSERT(layer >= -1 && layer < done_layer_, "mark_layer_done(", layer, ") after mark_layer_done(", done_layer_,
             "): layers must complete in decreasing order");
   done_layer_ = layer;
+  if (layer == -1) backward_done_at_ = Clock::now();
   if (!overlap_) return;
   const int n = static_cast<int>(buckets_.size());
   while (next_bucket_ < n && ready_layer_[next_bucket_] >= layer) launch(next_bucket_++);
@@ -211,6 +212,8 @@ void DpGradSync::finish() {
   if (!idle_) {
     stats_.comm_seconds += comm;
     stats_.blocked_seconds += std::chrono::duration<double>(end - start).count();
+    const Clock::time_point backward_end = done_layer_ == -1 ? backward_done_at_ : start;
+    stats_.exposed_seconds += std::chrono::duration<double>(end - backward_end).count();
   }
 }
 

@@ -94,6 +94,11 @@ struct DpSyncStats {
   double comm_seconds = 0;
   // Wall time the caller spent inside finish(): the part of the sync that backward did not hide.
   double blocked_seconds = 0;
+  // Wall time from the end of backward (mark_layer_done(-1); the start of finish() if it never came) to the
+  // end of finish(): blocked_seconds plus whatever the caller did in between. The trainer's loss all-reduce
+  // runs there; it drives the outstanding buckets too, and absorbs any lag between the ranks, so this is the
+  // number to compare between overlap on and off.
+  double exposed_seconds = 0;
 };
 
 class DpGradSync {
@@ -145,7 +150,7 @@ class DpGradSync {
   const DpSyncStats& stats() const { return stats_; }
   void reset_stats() { stats_ = DpSyncStats{}; }
   // 1 - blocked_seconds / comm_seconds, clamped to [0, 1]: the fraction of the collectives' wall time that
-  // was hidden behind backward; 0 when nothing was communicated.
+  // was hidden behind backward; 0 when nothing was communicated. Optimistic, as comm_seconds can be.
   double hidden_fraction() const;
 
  private:
@@ -179,6 +184,7 @@ class DpGradSync {
   bool step_open_ = false;
   std::vector<WorkHandle> work_;  // per bucket; null once completed (or not launched)
   std::vector<Clock::time_point> launched_at_, completed_at_;
+  Clock::time_point backward_done_at_;
 
   DpSyncStats stats_;
 };
