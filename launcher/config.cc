@@ -507,6 +507,7 @@ void validate_parallel(const config::ParallelConfig& parallel, Problems& problem
                  "across data-parallel ranks)");
   }
   check_finite_positive(problems, parallel.timeout_s(), "parallel.timeout_s");
+  check_finite_positive(problems, parallel.dp_bucket_mb(), "parallel.dp_bucket_mb");
 }
 
 void validate_data(const config::DataConfig& data, Problems& problems) {

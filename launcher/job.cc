@@ -1,11 +1,14 @@
 // Building a rank's training job.
 #include "launcher/job.h"
 
+#include <vector>
+
 #include "core/check.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "parallel/mpi_environment.h"
 #include "parallel/parallel_groups.h"
 #include "parallel/pipeline_schedule.h"
+#include "parallel/zero_optimizer.h"
 
 namespace tessera {
 
@@ -69,7 +72,17 @@ Job build_job(const config::JobConfig& config, MpiEnvironment& mpi, const Proces
   adamw.beta2 = config.optimizer().beta2();
   adamw.eps = config.optimizer().eps();
   adamw.weight_decay = config.optimizer().weight_decay();
-  job.optimizer = std::make_unique<AdamW>(*job.model, *job.backend, adamw);
+  const bool zero = config.parallel().zero_stage() == 1;
+  job.grad_sync =
+      std::make_unique<DpGradSync>(*job.model, *job.backend, *job.groups.dp, config.parallel().dp_bucket_mb(),
+                                   zero ? DpGradSync::Mode::kReduceScatter : DpGradSync::Mode::kAllReduce);
+  // The gradient norm sums over the groups that hold disjoint parts of the model (under ZeRO-1, DP too).
+  std::vector<ProcessGroup*> norm_groups = {job.groups.tp.get(), job.groups.pp.get()};
+  if (zero) {
+    job.optimizer = std::make_unique<ZeroAdamW>(*job.model, *job.backend, *job.grad_sync, adamw, norm_groups);
+  } else {
+    job.optimizer = std::make_unique<AdamW>(*job.model, *job.backend, adamw, norm_groups);
+  }
 
   TrainerOptions options;
   options.global_batch = config.train().global_batch();
@@ -78,7 +91,8 @@ Job build_job(const config::JobConfig& config, MpiEnvironment& mpi, const Proces
   options.grad_clip = config.train().grad_clip();
   options.schedule = schedule;
   options.lr = lr_schedule_from(config);
-  job.trainer = std::make_unique<Trainer>(*job.model, *job.optimizer, *job.backend, job.groups, options);
+  job.trainer =
+      std::make_unique<Trainer>(*job.model, *job.optimizer, *job.grad_sync, *job.backend, job.groups, options);
   return job;
 }
 

@@ -15,9 +15,14 @@ int activation_tag(int m) { return 2 * m; }
 int gradient_tag(int m) { return 2 * m + 1; }
 }  // namespace
 
-Trainer::Trainer(Gpt2Model& model, AdamW& optimizer, Backend& backend, ParallelGroups& groups,
-                 TrainerOptions options)
-    : model_(model), optimizer_(optimizer), backend_(backend), groups_(groups), options_(options) {
+Trainer::Trainer(Gpt2Model& model, Optimizer& optimizer, DpGradSync& grad_sync, Backend& backend,
+                 ParallelGroups& groups, TrainerOptions options)
+    : model_(model),
+      optimizer_(optimizer),
+      grad_sync_(grad_sync),
+      backend_(backend),
+      groups_(groups),
+      options_(options) {
   const int dp = groups.dp->size();
   TS_ASSERT(options.global_batch % (dp * options.micro_batches) == 0, "batch does not divide");
   micro_batch_size_ = options.global_batch / (dp * options.micro_batches);
@@ -89,8 +94,23 @@ double Trainer::run_batch(const Sampler& source, int64_t first_sample, bool trai
       if (!stage.has_head) pp.recv(d_output_, stage_ + 1, gradient_tag(m))->wait();
       if (grad_send_) grad_send_->wait();  // the previous send still reads the input-gradient buffer
       grad_send_.reset();
+      // The last micro-batch's backward completes the gradients: the DP sync starts its buckets as blocks
+      // finish. The rest (-1: embeddings, final norm) is marked only after this stage's input gradient is on
+      // its way and the tied embedding's copies on the first and last stage are summed, so the DP reduction
+      // (or ZeRO's reduce-scatter) sees the complete gradient and the exchange cannot wait on that send.
+      const bool last = m + 1 == options_.micro_batches;
+      if (last) {
+        model_.set_backward_hook([this](int layer) {
+          if (layer >= 0) grad_sync_.mark_layer_done(layer);
+        });
+      }
       model_.backward(slot, d_output_);
       if (!stage.has_embedding) grad_send_ = pp.send(model_.stage_input_grad(), stage_ - 1, gradient_tag(m));
+      if (last) {
+        model_.set_backward_hook(nullptr);
+        sum_tied_embedding_grads();
+        grad_sync_.mark_layer_done(-1);
+      }
     }
   }
   for (int s = 0; s < model_.slots(); ++s) wait_slot_sends(s);
@@ -126,11 +146,11 @@ StepResult Trainer::train_step(int step, const Sampler& source) {
   StepResult result;
   result.lr = options_.lr.at(step);
   model_.zero_grads();
+  grad_sync_.start_step();
   result.loss = run_batch(source, static_cast<int64_t>(step) * options_.global_batch, true);
   // Every micro-batch's loss was scaled by 1/(G*T): summing over DP ranks gives the gradient of the mean.
-  if (groups_.dp->size() > 1) groups_.dp->all_reduce(model_.flat_grads(), ReduceOp::kSum)->wait();
-  sum_tied_embedding_grads();
-  result.grad_norm = global_grad_norm(model_, backend_, {groups_.tp.get(), groups_.pp.get()});
+  grad_sync_.finish();
+  result.grad_norm = optimizer_.grad_norm();
   if (!std::isfinite(result.loss) || !std::isfinite(result.grad_norm)) {
     result.skipped = true;
     return result;

@@ -16,6 +16,7 @@
 #include "core/lr_schedule.h"
 #include "launcher/sampler.h"
 #include "parallel/gpt2_model.h"
+#include "parallel/grad_sync.h"
 #include "parallel/optimizer.h"
 #include "parallel/pipeline_schedule.h"
 #include "parallel/process_group.h"
@@ -40,9 +41,11 @@ struct StepResult {
 
 class Trainer {
  public:
-  // All references must outlive the trainer. The model must have been planned with at least
+  // All references must outlive the trainer. grad_sync: the model's DP gradient sync (in reduce-scatter mode
+  // when optimizer is ZeRO-1). The model must have been planned with at least
   // pipeline_in_flight(schedule, pp, stage, micro_batches) slots.
-  Trainer(Gpt2Model& model, AdamW& optimizer, Backend& backend, ParallelGroups& groups, TrainerOptions options);
+  Trainer(Gpt2Model& model, Optimizer& optimizer, DpGradSync& grad_sync, Backend& backend, ParallelGroups& groups,
+          TrainerOptions options);
 
   // Runs optimizer step `step` (0-based) on samples from source. Every rank returns the same result.
   StepResult train_step(int step, const Sampler& source);
@@ -61,7 +64,8 @@ class Trainer {
   void sum_tied_embedding_grads();
 
   Gpt2Model& model_;
-  AdamW& optimizer_;
+  Optimizer& optimizer_;
+  DpGradSync& grad_sync_;
   Backend& backend_;
   ParallelGroups& groups_;
   TrainerOptions options_;

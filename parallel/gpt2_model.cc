@@ -290,11 +290,15 @@ void Gpt2Model::backward(int slot, Tensor d_output) {
   } else {
     backend_.copy(d_res, d_output);
   }
-  for (int i = n_local - 1; i >= 0; --i) layer_backward(slot, i);
+  for (int i = n_local - 1; i >= 0; --i) {
+    layer_backward(slot, i);
+    if (backward_hook_) backward_hook_(stage_.first_layer + i);
+  }
   if (stage_.has_embedding) {
     // Every TP rank holds the full d_x, so the replicated wpe gets identical gradients everywhere.
     backend_.embedding_backward(grad(wte_), grad(wpe_), d_res, act(a.tokens), seq_len_, vocab_start_);
   }
+  if (backward_hook_) backward_hook_(-1);
 }
 
 void Gpt2Model::layer_backward(int slot, int i) {

@@ -12,6 +12,20 @@
 
 namespace tessera {
 
+// What the trainer drives, whatever the layout of the optimizer state: plain AdamW (every DP rank holds all of
+// it) or ZeRO-1 (parallel/zero_optimizer.h: each DP rank holds a shard).
+class Optimizer {
+ public:
+  virtual ~Optimizer() = default;
+  // Global L2 norm of the whole model's gradient, once the step's DP gradient sync has finished. Collective
+  // over the groups the optimizer was built with; synchronizes.
+  virtual double grad_norm() = 0;
+  // One update of every local parameter from its gradient, scaled by grad_scale (clipping). Increments the
+  // step count used for bias correction. Collective over the DP group under ZeRO-1.
+  virtual void step(double lr, double grad_scale) = 0;
+  virtual int64_t steps_taken() const = 0;
+};
+
 struct AdamWConfig {
   double beta1 = 0.9;
   double beta2 = 0.95;
@@ -19,14 +33,15 @@ struct AdamWConfig {
   double weight_decay = 0.1;
 };
 
-class AdamW {
+class AdamW final : public Optimizer {
  public:
-  AdamW(Gpt2Model& model, Backend& backend, AdamWConfig config);
+  // norm_groups: the groups grad_norm() sums over (global_grad_norm); the references must outlive this.
+  AdamW(Gpt2Model& model, Backend& backend, AdamWConfig config, std::vector<ProcessGroup*> norm_groups = {});
 
-  // One update of every local parameter from its gradient, scaled by grad_scale (clipping). Increments the
-  // step count used for bias correction.
-  void step(double lr, double grad_scale);
-  int64_t steps_taken() const { return steps_; }
+  // global_grad_norm(model, backend, norm_groups).
+  double grad_norm() override;
+  void step(double lr, double grad_scale) override;
+  int64_t steps_taken() const override { return steps_; }
   Tensor flat_m() const { return m_; }
   Tensor flat_v() const { return v_; }
 
@@ -34,6 +49,7 @@ class AdamW {
   Gpt2Model& model_;
   Backend& backend_;
   AdamWConfig config_;
+  std::vector<ProcessGroup*> norm_groups_;
   Buffer m_buffer_, v_buffer_;
   Tensor m_, v_;
   int64_t steps_ = 0;
@@ -43,6 +59,11 @@ class AdamW {
 // (LocalParam::counted), summed over `groups` (the TP and PP groups: every rank of a DP group holds the
 // same averaged gradients). Synchronizes.
 double global_grad_norm(Gpt2Model& model, Backend& backend, const std::vector<ProcessGroup*>& groups);
+
+// The sum over `groups` (null or size-1 groups skipped, one group after the other) of each rank's `local`,
+// to nearly double precision and bit-identical on every rank (sent as a high and a low float part, added in
+// double in rank order). Collective over every group given; synchronizes.
+double sum_over_groups(double local, const std::vector<ProcessGroup*>& groups);
 
 // The factor PyTorch's clip_grad_norm_ applies: min(1, max_norm / (norm + 1e-6)); 1 when max_norm is 0.
 double clip_factor(double grad_norm, double max_norm);
