@@ -5,7 +5,8 @@
 // All four are generated from one generic macro, TS_GPU_CHECK. Each evaluates its argument exactly once and
 // costs one comparison on the success path; the message is built out of line. This header includes only the
 // CUDA runtime: a file that uses CUBLAS_CHECK, CUDNN_CHECK or NCCL_CHECK includes that library's header itself
-// (the macros name its status type and error-string function only where they are expanded).
+// (the macros name its status type and error-string function only where they are expanded). CUBLAS_CHECK
+// takes its text from cuBLASLt, the only part of cuBLAS Tessera links.
 //
 // Kernel launches do not return a status: follow every launch with CUDA_CHECK_LAUNCH(), which reports a bad
 // launch configuration at once (errors raised while the kernel runs surface at the next synchronizing call).
@@ -47,7 +48,7 @@ namespace cuda {
 
 #define CUDA_CHECK(call) TS_GPU_CHECK(call, cudaSuccess, cudaGetErrorString, ::tessera::cuda::throw_cuda_error, "CUDA")
 #define CUBLAS_CHECK(call) \
-  TS_GPU_CHECK(call, CUBLAS_STATUS_SUCCESS, cublasGetStatusString, ::tessera::cuda::throw_cuda_error, "cuBLAS")
+  TS_GPU_CHECK(call, CUBLAS_STATUS_SUCCESS, cublasLtGetStatusString, ::tessera::cuda::throw_cuda_error, "cuBLAS")
 #define CUDNN_CHECK(call) \
   TS_GPU_CHECK(call, CUDNN_STATUS_SUCCESS, cudnnGetErrorString, ::tessera::cuda::throw_cuda_error, "cuDNN")
 #define NCCL_CHECK(call) TS_GPU_CHECK(call, ncclSuccess, ncclGetErrorString, ::tessera::cuda::throw_nccl_error, "NCCL")
