@@ -80,6 +80,15 @@ std::unique_ptr<Backend> make_backend(const config::JobConfig& job, const Proces
 #endif
 }
 
+DeviceDescription describe_device(const Backend& backend) {
+#if TESSERA_HAS_CUDA
+  if (const auto* gpu = dynamic_cast<const CudaBackend*>(&backend)) {
+    return DeviceDescription{gpu->device_name(), cuda::dense_bf16_peak_tflops(gpu->device_name())};
+  }
+#endif
+  return DeviceDescription{backend.name(), 0};
+}
+
 ParallelGroups make_groups(const config::JobConfig& job, const RankGrid& grid, int world_rank, Backend& backend,
                            const ProcessEnv& env) {
   const double timeout_s = job.parallel().timeout_s();

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <memory>
+#include <string>
 
 #include "cluster/process_env.h"
 #include "core/backend.h"
@@ -34,6 +35,14 @@ config::Comm choose_comm(const config::JobConfig& job, const DeviceSupport& supp
 // instead of leaving the others waiting). ConfigError when the build has no CUDA or a rank sees no GPU.
 // Collective for train.device=CUDA.
 std::unique_ptr<Backend> make_backend(const config::JobConfig& job, const ProcessEnv& env, int threads);
+
+// What a backend runs on, for reports: "cpu" or the GPU's name, and the GPU's dense bf16 peak in TFLOP/s (0: a
+// CPU, or a GPU model not in the table of kernels/cuda/device.h).
+struct DeviceDescription {
+  std::string name;
+  double bf16_peak_tflops = 0;
+};
+DeviceDescription describe_device(const Backend& backend);
 
 // The rank's world/tp/pp/dp groups for `backend`. Collective over MPI_COMM_WORLD (as make_mpi_groups):
 // - CPU backend: make_mpi_groups.
