@@ -153,8 +153,9 @@ bool Gemm::try_run(const GemmProblem& p, cudaStream_t stream) {
     if (status == CUBLAS_STATUS_SUCCESS && found > 0) {
       choice.supported = true;
       choice.algorithm = result.algo;
-    } else if (status != CUBLAS_STATUS_NOT_SUPPORTED && status != CUBLAS_STATUS_SUCCESS) {
-      CUBLAS_CHECK(status);
+    } else if (p.epilogue == GemmEpilogue::kNone && status != CUBLAS_STATUS_NOT_SUPPORTED &&
+               status != CUBLAS_STATUS_SUCCESS) {
+      CUBLAS_CHECK(status);  // a plain product cuBLASLt rejects: report its reason (an epilogue falls back instead)
     }
     it = choices_.emplace(key, choice).first;
   }
