@@ -14,6 +14,7 @@
 #include "launcher/commands.h"
 #include "launcher/config.h"
 #include "launcher/data_sources.h"
+#include "launcher/device_setup.h"
 #include "launcher/job.h"
 #include "parallel/mpi_environment.h"
 
@@ -135,6 +136,16 @@ int bench_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
     }
     std::printf("  sgemm GFLOP/s on rank 0 with %d thread(s): %.1f  -> model FLOP/s are %.0f%% of it per rank\n",
                 job.threads, sgemm, 100.0 * flops_per_token * tokens_per_step / median / 1e9 / world / sgemm);
+    const DeviceDescription device = describe_device(*job.backend);
+    if (job.backend->device() == Device::kCuda) {
+      const double tflops_per_rank = flops_per_token * tokens_per_step / median / 1e12 / world;
+      if (device.bf16_peak_tflops > 0) {
+        std::printf("  device: %s, dense bf16 peak %.0f TFLOP/s -> MFU %.1f%% (this run computes in fp32)\n",
+                    device.name.c_str(), device.bf16_peak_tflops, 100.0 * tflops_per_rank / device.bf16_peak_tflops);
+      } else {
+        std::printf("  device: %s, dense bf16 peak unknown (not in Tessera's table): no MFU\n", device.name.c_str());
+      }
+    }
     std::fflush(stdout);
   }
   return 0;

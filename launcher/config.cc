@@ -448,7 +448,8 @@ void validate_model(const config::ModelConfig& model, Problems& problems) {
   check_finite_positive(problems, model.init_std(), "model.init_std");
   if (model.dtype() != config::FP32) {
     problems.add("model.dtype=", config::DType_Name(model.dtype()),
-                 " needs the CUDA backend, which this build does not have yet; use model.dtype=FP32 (the default)");
+                 " needs the CUDA backend's bf16 kernels, which do not exist yet (train.device=CUDA computes in fp32 "
+                 "too); use model.dtype=FP32 (the default)");
   }
 }
 
@@ -508,6 +509,13 @@ void validate_parallel(const config::ParallelConfig& parallel, Problems& problem
   }
   check_finite_positive(problems, parallel.timeout_s(), "parallel.timeout_s");
   check_finite_positive(problems, parallel.dp_bucket_mb(), "parallel.dp_bucket_mb");
+}
+
+void validate_device(const config::JobConfig& job, Problems& problems) {
+  if (job.parallel().comm() == config::NCCL && job.train().device() != config::CUDA) {
+    problems.add("parallel.comm=NCCL needs GPU tensors: set train.device=CUDA, or parallel.comm=AUTO or MPI to run "
+                 "on train.device=", config::DeviceType_Name(job.train().device()));
+  }
 }
 
 void validate_data(const config::DataConfig& data, Problems& problems) {
@@ -670,6 +678,7 @@ void validate_job_config(const config::JobConfig& job) {
   validate_train(job, problems);
   validate_optimizer(job, problems);
   validate_parallel(job.parallel(), problems);
+  validate_device(job, problems);
   validate_data(job.data(), problems);
   validate_logging(job, problems);
   problems.throw_if_any();

@@ -4,9 +4,8 @@
 #include <vector>
 
 #include "core/check.h"
-#include "kernels/cpu/cpu_backend.h"
+#include "launcher/device_setup.h"
 #include "parallel/mpi_environment.h"
-#include "parallel/parallel_groups.h"
 #include "parallel/pipeline_schedule.h"
 #include "parallel/zero_optimizer.h"
 
@@ -47,10 +46,10 @@ Job build_job(const config::JobConfig& config, MpiEnvironment& mpi, const Proces
   job.layout = resolve_layout(config, mpi.world_size());
   job.model_config = model_config_from(config.model());
   job.threads = config.train().threads() > 0 ? config.train().threads() : default_threads_per_rank(env);
-  job.backend = std::make_unique<CpuBackend>(job.threads);
+  job.backend = make_backend(config, env, job.threads);
 
   RankGrid grid(job.layout.tp, job.layout.pp, job.layout.dp);
-  job.groups = make_mpi_groups(grid, job.world_rank, config.parallel().timeout_s());
+  job.groups = make_groups(config, grid, job.world_rank, *job.backend, env);
 
   // This rank's pipeline stage: its blocks, the embedding on the first stage, the head on the last.
   const int pp_rank = job.groups.pp->rank();

@@ -446,9 +446,9 @@ TEST(ValidateJobConfig, NonFiniteValuesFromTextAreRejected) {
 // ---- layouts ----------------------------------------------------------------------------------------------
 
 // Every (tp, pp, micro_batches) on 1..8 ranks against closed-form expectations: a layout is valid exactly when
-// tp * pp divides the world, tp divides n_head (4) and pp <= n_layer + 2 (6: the embedding and the head may
-// be stages of their own); global_batch 5040 is divisible by
-// every dp * micro_batches that occurs (dp <= 8, micro_batches <= 3).
+// tp * pp divides the world, tp divides n_head (4) and pp <= n_layer + 2 (6: the embedding and the head may be
+// stages of their own); global_batch 5040 is divisible by every dp * micro_batches that occurs (dp <= 8,
+// micro_batches <= 3).
 TEST(ResolveLayout, AllLayoutsOnOneToEightRanks) {
   for (int world_size = 1; world_size <= 8; ++world_size) {
     for (int tp = 1; tp <= 8; ++tp) {
