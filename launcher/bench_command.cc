@@ -14,6 +14,7 @@
 #include "launcher/commands.h"
 #include "launcher/config.h"
 #include "launcher/data_sources.h"
+#include "launcher/device_setup.h"
 #include "launcher/job.h"
 #include "parallel/mpi_environment.h"
 
@@ -77,7 +78,7 @@ double measure_sgemm_gflops(Backend& backend) {
 }  // namespace
 
 int bench_command(const std::vector<std::string>& args, MpiEnvironment& mpi, const ProcessEnv& env) {
-  CliArgs cli("bench", args, {"--shape", "--steps", "--warmup", "--set"}, {}, {"--set"});
+  CliArgs cli("bench", args, {"--shape", "--steps", "--warmup", "--set"}, {"--no-dp-overlap"}, {"--set"});
   config::JobConfig config = bench_shape(cli.get("--shape", "tiny"));
   const int steps = std::stoi(cli.get("--steps", "5"));
   const int warmup = std::stoi(cli.get("--warmup", "1"));
@@ -87,6 +88,9 @@ int bench_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
   validate_job_config(config);
   Job job = build_job(config, mpi, env);
   DataSources data = open_data_sources(config);
+  // The reference for the overlapped DP gradient sync: the same buckets, all started after backward.
+  const bool dp_overlap = !cli.has("--no-dp-overlap");
+  job.grad_sync->set_overlap(dp_overlap);
 
   const ModelConfig& m = job.model_config;
   const int64_t T = config.train().seq_len();
@@ -97,6 +101,7 @@ int bench_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
   const double flops_per_token = 6.0 * matmul_params + 12.0 * m.n_layer * m.n_embd * T;
 
   for (int s = 0; s < warmup; ++s) job.trainer->train_step(s, *data.train);
+  job.grad_sync->reset_stats();
   std::vector<double> times;
   for (int s = 0; s < steps; ++s) {
     auto start = Clock::now();
@@ -117,8 +122,30 @@ int bench_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
     std::printf("  model GFLOP/s: %.1f  (%.2f GFLOP per token, %.1f per rank)\n",
                 flops_per_token * tokens_per_step / median / 1e9, flops_per_token / 1e9,
                 flops_per_token * tokens_per_step / median / 1e9 / world);
+    if (job.layout.dp > 1) {
+      const DpSyncStats& sync = job.grad_sync->stats();
+      // Per step, on rank 0: see DpSyncStats for what each number includes.
+      const double per_step_ms = 1e3 / static_cast<double>(std::max<int64_t>(sync.steps, 1));
+      std::printf(
+          "  dp gradient sync on rank 0 (%s, %zu bucket(s) of <= %g MiB, overlap %s), ms/step: in flight %.1f, "
+          "blocked in finish %.1f, exposed after backward %.1f; hidden %.0f%%\n",
+          config.parallel().zero_stage() == 1 ? "reduce-scatter" : "all-reduce", job.grad_sync->buckets().size(),
+          config.parallel().dp_bucket_mb(), dp_overlap ? "on" : "off", sync.comm_seconds * per_step_ms,
+          sync.blocked_seconds * per_step_ms, sync.exposed_seconds * per_step_ms,
+          100 * job.grad_sync->hidden_fraction());
+    }
     std::printf("  sgemm GFLOP/s on rank 0 with %d thread(s): %.1f  -> model FLOP/s are %.0f%% of it per rank\n",
                 job.threads, sgemm, 100.0 * flops_per_token * tokens_per_step / median / 1e9 / world / sgemm);
+    const DeviceDescription device = describe_device(*job.backend);
+    if (job.backend->device() == Device::kCuda) {
+      const double tflops_per_rank = flops_per_token * tokens_per_step / median / 1e12 / world;
+      if (device.bf16_peak_tflops > 0) {
+        std::printf("  device: %s, dense bf16 peak %.0f TFLOP/s -> MFU %.1f%% (this run computes in fp32)\n",
+                    device.name.c_str(), device.bf16_peak_tflops, 100.0 * tflops_per_rank / device.bf16_peak_tflops);
+      } else {
+        std::printf("  device: %s, dense bf16 peak unknown (not in Tessera's table): no MFU\n", device.name.c_str());
+      }
+    }
     std::fflush(stdout);
   }
   return 0;

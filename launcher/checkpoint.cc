@@ -189,15 +189,14 @@ Checkpointer::Checkpointer(Job& job, const DataSources& data, std::string run_di
   coord_.dp = job.groups.dp->rank();
 
   // Without ZeRO every DP rank holds the moments of all its parameters, laid out like the flat parameter
-  // buffer. Under ZeRO-1 this view is the DP rank's own range and optimizer_sharded is set.
+  // buffer; under ZeRO-1 the segments of its shard, which it alone stores.
   OptimizerStateView optimizer;
-  optimizer.exp_avg = job.optimizer->flat_m();
-  optimizer.exp_avg_sq = job.optimizer->flat_v();
-  optimizer.flat_begin = 0;
-  optimizer.flat_end = job.model->flat_params().numel();
+  optimizer.exp_avg = job.optimizer->exp_avg();
+  optimizer.exp_avg_sq = job.optimizer->exp_avg_sq();
+  optimizer.ranges = job.optimizer->state_ranges();
   ReplicaRole role;
   role.dp_rank = job.groups.dp->rank();
-  role.optimizer_sharded = false;
+  role.optimizer_sharded = job.optimizer->state_sharded_over_dp();
   role.first_pipeline_stage = job.model->stage().has_embedding;
   pieces_ = plan_state_pieces(job.model->params(), optimizer, role);
   writes_ = plan_slice_writes(job.model->params(), pieces_);

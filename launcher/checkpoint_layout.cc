@@ -223,21 +223,24 @@ std::vector<StatePiece> plan_state_pieces(const std::vector<LocalParam>& params,
   for (StateKind kind : {StateKind::kExpAvg, StateKind::kExpAvgSq}) {
     const Tensor& moments = kind == StateKind::kExpAvg ? optimizer.exp_avg : optimizer.exp_avg_sq;
     if (!moments.defined()) continue;
-    TS_ASSERT(moments.numel() == optimizer.flat_end - optimizer.flat_begin, "optimizer state view of ", moments.numel(),
-              " elements for range [", optimizer.flat_begin, ", ", optimizer.flat_end, ")");
-    for (int i = 0; i < static_cast<int>(params.size()); ++i) {
-      const LocalParam& p = params[i];
-      const int64_t lo = std::max(p.offset, optimizer.flat_begin);
-      const int64_t hi = std::min(p.offset + p.value.numel(), optimizer.flat_end);
-      if (lo >= hi) continue;
-      StatePiece piece;
-      piece.kind = kind;
-      piece.param = i;
-      piece.begin = lo - p.offset;
-      piece.end = hi - p.offset;
-      piece.memory = Tensor(moments.f32() + (lo - optimizer.flat_begin), DType::kF32, moments.device(), {hi - lo});
-      piece.stored = (role.optimizer_sharded || role.dp_rank == 0) && stored_copy(p);
-      pieces.push_back(piece);
+    for (const OptimizerStateRange& range : optimizer.ranges) {
+      TS_ASSERT(range.state_begin >= 0 && range.state_begin + range.size <= moments.numel(), "optimizer state range [",
+                range.state_begin, ", ", range.state_begin + range.size, ") of ", moments.numel(), " elements");
+      for (int i = 0; i < static_cast<int>(params.size()); ++i) {
+        const LocalParam& p = params[i];
+        const int64_t lo = std::max(p.offset, range.flat_begin);
+        const int64_t hi = std::min(p.offset + p.value.numel(), range.flat_begin + range.size);
+        if (lo >= hi) continue;
+        StatePiece piece;
+        piece.kind = kind;
+        piece.param = i;
+        piece.begin = lo - p.offset;
+        piece.end = hi - p.offset;
+        piece.memory = Tensor(moments.f32() + range.state_begin + (lo - range.flat_begin), DType::kF32,
+                              moments.device(), {hi - lo});
+        piece.stored = (role.optimizer_sharded || role.dp_rank == 0) && stored_copy(p);
+        pieces.push_back(piece);
+      }
     }
   }
   return pieces;

@@ -25,6 +25,7 @@
 #include "core/param_spec.h"
 #include "core/tensor.h"
 #include "parallel/gpt2_model.h"
+#include "parallel/optimizer.h"
 #include "proto/checkpoint.pb.h"
 
 namespace tessera {
@@ -67,11 +68,12 @@ struct MemoryRuns {
 MemoryRuns memory_runs(const ShardLayout& layout, int64_t piece_begin, const std::vector<int64_t>& local_offset,
                        const std::vector<int64_t>& count);
 
-// A rank's optimizer state: moments for elements [flat_begin, flat_end) of the model's flat parameter buffer
-// (all of it without ZeRO), element flat_begin first.
+// A rank's optimizer state (Optimizer::exp_avg/exp_avg_sq/state_ranges): the moments of flat parameter
+// elements [flat_begin, flat_begin + size) of each range are elements [state_begin, state_begin + size) of the
+// two buffers. Plain AdamW: one range over the whole flat buffer; ZeRO-1: the segments of the rank's shard.
 struct OptimizerStateView {
   Tensor exp_avg, exp_avg_sq;
-  int64_t flat_begin = 0, flat_end = 0;
+  std::vector<OptimizerStateRange> ranges;
 };
 
 // Which replicas a rank stores.

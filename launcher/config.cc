@@ -448,7 +448,8 @@ void validate_model(const config::ModelConfig& model, Problems& problems) {
   check_finite_positive(problems, model.init_std(), "model.init_std");
   if (model.dtype() != config::FP32) {
     problems.add("model.dtype=", config::DType_Name(model.dtype()),
-                 " needs the CUDA backend, which this build does not have yet; use model.dtype=FP32 (the default)");
+                 " needs the CUDA backend's bf16 kernels, which do not exist yet (train.device=CUDA computes in fp32 "
+                 "too); use model.dtype=FP32 (the default)");
   }
 }
 
@@ -507,6 +508,14 @@ void validate_parallel(const config::ParallelConfig& parallel, Problems& problem
                  "across data-parallel ranks)");
   }
   check_finite_positive(problems, parallel.timeout_s(), "parallel.timeout_s");
+  check_finite_positive(problems, parallel.dp_bucket_mb(), "parallel.dp_bucket_mb");
+}
+
+void validate_device(const config::JobConfig& job, Problems& problems) {
+  if (job.parallel().comm() == config::NCCL && job.train().device() != config::CUDA) {
+    problems.add("parallel.comm=NCCL needs GPU tensors: set train.device=CUDA, or parallel.comm=AUTO or MPI to run "
+                 "on train.device=", config::DeviceType_Name(job.train().device()));
+  }
 }
 
 void validate_data(const config::DataConfig& data, Problems& problems) {
@@ -679,6 +688,7 @@ void validate_job_config(const config::JobConfig& job) {
   validate_train(job, problems);
   validate_optimizer(job, problems);
   validate_parallel(job.parallel(), problems);
+  validate_device(job, problems);
   validate_data(job.data(), problems);
   validate_logging(job, problems);
   validate_checkpoint(job.checkpoint(), problems);
@@ -723,10 +733,11 @@ Layout resolve_layout(const config::JobConfig& job, int world_size) {
                  "): every tensor-parallel rank computes whole attention heads; choose parallel.tp from ",
                  join(divisors(model.n_head())));
   }
-  if (model.n_layer() < layout.pp) {
-    problems.add("model.n_layer (", model.n_layer(), ") must be >= parallel.pp (", layout.pp,
-                 "): every pipeline stage needs at least one transformer layer; set parallel.pp to at most ",
-                 model.n_layer());
+  // The embedding and the output head can each be a stage of their own, so n_layer + 2 stages is the most.
+  if (model.n_layer() + 2 < layout.pp) {
+    problems.add("parallel.pp (", layout.pp, ") is more than model.n_layer + 2 (", model.n_layer() + 2,
+                 "): every pipeline stage needs a transformer layer, the embedding or the output head; set "
+                 "parallel.pp to at most ", model.n_layer() + 2);
   }
   if (problems.empty()) {
     const long long slots = static_cast<long long>(layout.dp) * layout.micro_batches;

@@ -10,6 +10,7 @@
 #include "launcher/config.h"
 #include "launcher/trainer.h"
 #include "parallel/gpt2_model.h"
+#include "parallel/grad_sync.h"
 #include "parallel/optimizer.h"
 #include "parallel/process_group.h"
 #include "parallel/rank_grid.h"
@@ -28,7 +29,9 @@ struct Job {
   std::unique_ptr<Backend> backend;
   ParallelGroups groups;
   std::unique_ptr<Gpt2Model> model;
-  std::unique_ptr<AdamW> optimizer;
+  std::unique_ptr<DpGradSync> grad_sync;
+  // AdamW, or ZeroAdamW when parallel.zero_stage is 1.
+  std::unique_ptr<Optimizer> optimizer;
   std::unique_ptr<Trainer> trainer;
 
   // Rank 0 prints and writes the run directory.

@@ -32,7 +32,7 @@ constexpr const char* kUsage =
     "           turn full tensors made elsewhere into a step-0 checkpoint to train from\n"
     "  verify   --fixture FILE.h5 [--set field=value]...\n"
     "           reproduce a PyTorch reference run and compare losses, gradient norms and weights\n"
-    "  bench    [--shape tiny|gpt2-124m] [--steps N] [--set field=value]...\n"
+    "  bench    [--shape tiny|gpt2-124m] [--steps N] [--no-dp-overlap] [--set field=value]...\n"
     "           measure training throughput on generated data\n"
     "\n"
     "Run `tessera <command> --help` for a command's flags.\n";

@@ -8,19 +8,51 @@
 
 namespace tessera {
 
-Trainer::Trainer(Gpt2Model& model, AdamW& optimizer, Backend& backend, ParallelGroups& groups,
-                 TrainerOptions options)
-    : model_(model), optimizer_(optimizer), backend_(backend), groups_(groups), options_(options) {
+namespace {
+// Message tags: activations and gradients of micro-batch m never share a tag within a step; MPI keeps
+// messages of equal tag in order across steps.
+int activation_tag(int m) { return 2 * m; }
+int gradient_tag(int m) { return 2 * m + 1; }
+}  // namespace
+
+Trainer::Trainer(Gpt2Model& model, Optimizer& optimizer, DpGradSync& grad_sync, Backend& backend,
+                 ParallelGroups& groups, TrainerOptions options)
+    : model_(model),
+      optimizer_(optimizer),
+      grad_sync_(grad_sync),
+      backend_(backend),
+      groups_(groups),
+      options_(options) {
   const int dp = groups.dp->size();
   TS_ASSERT(options.global_batch % (dp * options.micro_batches) == 0, "batch does not divide");
   micro_batch_size_ = options.global_batch / (dp * options.micro_batches);
   TS_ASSERT(micro_batch_size_ == model.micro_batch() && options.seq_len == model.seq_len(), "model plan mismatch");
+  stage_ = groups.pp->rank();
+  stages_ = groups.pp->size();
+  train_schedule_ = pipeline_schedule(options.schedule, stages_, stage_, options.micro_batches);
+  TS_ASSERT(pipeline_in_flight(options.schedule, stages_, stage_, options.micro_batches) <= model.slots(),
+            "model has too few activation slots for the schedule");
+  for (int m = 0; m < options.micro_batches; ++m) eval_schedule_.push_back({true, m});
   const size_t n = static_cast<size_t>(micro_batch_size_) * options.seq_len;
   host_inputs_.resize(n);
   host_targets_.resize(n);
+  slot_sends_.resize(model.slots());
+
+  const int64_t C = model.config().n_embd;
+  const Tensor wte_grad = model.embedding_grad();
+  const bool tied_across_stages = stages_ > 1 && wte_grad.defined();
+  const int64_t activation_elems = static_cast<int64_t>(micro_batch_size_) * options.seq_len * C;
+  const int64_t embedding_elems = tied_across_stages ? wte_grad.numel() : 0;
+  exchange_buffer_ = backend.allocate(static_cast<size_t>(activation_elems + embedding_elems) * sizeof(float));
+  d_output_ = exchange_buffer_.tensor(0, DType::kF32, {micro_batch_size_, options.seq_len, C});
+  if (tied_across_stages) {
+    peer_embedding_grad_ = exchange_buffer_.tensor(activation_elems * sizeof(float), DType::kF32, {embedding_elems});
+  }
 }
 
-void Trainer::load_micro_batch(const Sampler& source, int64_t first_sample, int m) {
+void Trainer::load_micro_batch(const Sampler& source, int64_t first_sample, int m, int slot) {
+  const StageRange& stage = model_.stage();
+  if (!stage.has_embedding && !stage.has_head) return;
   const int T = options_.seq_len;
   const int64_t per_dp = options_.global_batch / groups_.dp->size();
   const int64_t base = first_sample + groups_.dp->rank() * per_dp + static_cast<int64_t>(m) * micro_batch_size_;
@@ -28,39 +60,97 @@ void Trainer::load_micro_batch(const Sampler& source, int64_t first_sample, int 
     source.get(base + b, host_inputs_.data() + static_cast<size_t>(b) * T,
                host_targets_.data() + static_cast<size_t>(b) * T);
   }
-  backend_.copy_from_host(model_.tokens(0), host_inputs_.data());
-  backend_.copy_from_host(model_.targets(0), host_targets_.data());
+  if (stage.has_embedding) backend_.copy_from_host(model_.tokens(slot), host_inputs_.data());
+  if (stage.has_head) backend_.copy_from_host(model_.targets(slot), host_targets_.data());
+}
+
+void Trainer::wait_slot_sends(int slot) {
+  if (slot_sends_[slot]) {
+    slot_sends_[slot]->wait();
+    slot_sends_[slot].reset();
+  }
 }
 
 double Trainer::run_batch(const Sampler& source, int64_t first_sample, bool train) {
   const double tokens = static_cast<double>(options_.global_batch) * options_.seq_len;
   const float d_scale = static_cast<float>(1.0 / tokens);
+  const StageRange& stage = model_.stage();
+  ProcessGroup& pp = *groups_.pp;
   double loss_sum = 0;
-  for (int m = 0; m < options_.micro_batches; ++m) {
-    load_micro_batch(source, first_sample, m);
-    model_.forward(0, train, d_scale);
-    loss_sum += model_.loss_sum(0);
-    if (train) model_.backward(0, Tensor());
+  for (const PipelineAction& action : train ? train_schedule_ : eval_schedule_) {
+    const int m = action.micro_batch;
+    const int slot = m % model_.slots();
+    if (action.forward) {
+      wait_slot_sends(slot);
+      load_micro_batch(source, first_sample, m, slot);
+      if (!stage.has_embedding) pp.recv(model_.stage_input(slot), stage_ - 1, activation_tag(m))->wait();
+      model_.forward(slot, train, d_scale);
+      if (stage.has_head) {
+        loss_sum += model_.loss_sum(slot);
+      } else {
+        slot_sends_[slot] = pp.send(model_.stage_output(slot), stage_ + 1, activation_tag(m));
+      }
+    } else {
+      if (!stage.has_head) pp.recv(d_output_, stage_ + 1, gradient_tag(m))->wait();
+      if (grad_send_) grad_send_->wait();  // the previous send still reads the input-gradient buffer
+      grad_send_.reset();
+      // The last micro-batch's backward completes the gradients: the DP sync starts its buckets as blocks
+      // finish. The rest (-1: embeddings, final norm) is marked only after this stage's input gradient is on
+      // its way and the tied embedding's copies on the first and last stage are summed, so the DP reduction
+      // (or ZeRO's reduce-scatter) sees the complete gradient and the exchange cannot wait on that send.
+      const bool last = m + 1 == options_.micro_batches;
+      if (last) {
+        model_.set_backward_hook([this](int layer) {
+          if (layer >= 0) grad_sync_.mark_layer_done(layer);
+        });
+      }
+      model_.backward(slot, d_output_);
+      if (!stage.has_embedding) grad_send_ = pp.send(model_.stage_input_grad(), stage_ - 1, gradient_tag(m));
+      if (last) {
+        model_.set_backward_hook(nullptr);
+        sum_tied_embedding_grads();
+        grad_sync_.mark_layer_done(-1);
+      }
+    }
   }
-  // Sum the loss over DP ranks (as a high and a low float, to keep double precision).
+  for (int s = 0; s < model_.slots(); ++s) wait_slot_sends(s);
+  if (grad_send_) grad_send_->wait();
+  grad_send_.reset();
+
+  // The loss lives on the last stage: sum it over the pipeline (other stages add 0) and over DP, as a high
+  // and a low float to keep double precision.
   float parts[2] = {static_cast<float>(loss_sum), 0.0f};
   parts[1] = static_cast<float>(loss_sum - static_cast<double>(parts[0]));
-  if (groups_.dp->size() > 1) {
-    Tensor t(parts, DType::kF32, Device::kCpu, {2});
-    groups_.dp->all_reduce(t, ReduceOp::kSum)->wait();
-    loss_sum = static_cast<double>(parts[0]) + parts[1];
-  }
+  Tensor t(parts, DType::kF32, Device::kCpu, {2});
+  if (stages_ > 1) pp.all_reduce(t, ReduceOp::kSum)->wait();
+  if (groups_.dp->size() > 1) groups_.dp->all_reduce(t, ReduceOp::kSum)->wait();
+  loss_sum = static_cast<double>(parts[0]) + parts[1];
   return loss_sum / tokens;
+}
+
+void Trainer::sum_tied_embedding_grads() {
+  if (!peer_embedding_grad_.defined()) return;
+  // The first and the last stage each hold d(wte) from their own use of it (embedding, head); both need the
+  // sum. Each sends its own and adds the other's: a + b == b + a, so both copies stay bit-identical.
+  Tensor mine = model_.embedding_grad().view({peer_embedding_grad_.numel()});
+  const int peer = stage_ == 0 ? stages_ - 1 : 0;
+  constexpr int kTiedTag = 1 << 20;
+  WorkHandle recv = groups_.pp->recv(peer_embedding_grad_, peer, kTiedTag);
+  WorkHandle send = groups_.pp->send(mine, peer, kTiedTag);
+  recv->wait();
+  send->wait();
+  backend_.add(mine, mine, peer_embedding_grad_);
 }
 
 StepResult Trainer::train_step(int step, const Sampler& source) {
   StepResult result;
   result.lr = options_.lr.at(step);
   model_.zero_grads();
+  grad_sync_.start_step();
   result.loss = run_batch(source, static_cast<int64_t>(step) * options_.global_batch, true);
   // Every micro-batch's loss was scaled by 1/(G*T): summing over DP ranks gives the gradient of the mean.
-  if (groups_.dp->size() > 1) groups_.dp->all_reduce(model_.flat_grads(), ReduceOp::kSum)->wait();
-  result.grad_norm = global_grad_norm(model_, backend_, {groups_.tp.get(), groups_.pp.get()});
+  grad_sync_.finish();
+  result.grad_norm = optimizer_.grad_norm();
   if (!std::isfinite(result.loss) || !std::isfinite(result.grad_norm)) {
     result.skipped = true;
     return result;

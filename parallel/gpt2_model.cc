@@ -63,7 +63,9 @@ Gpt2Model::Gpt2Model(const ModelConfig& config, Backend& backend, ProcessGroup& 
     p.spec = spec;
     p.layout = shard_layout(spec, config, tp_rank, tp_size);
     p.offset = total;
-    p.counted = spec.tp_split_dim >= 0 || tp_rank == 0;
+    // Replicated parameters count on TP rank 0 only; the tied embedding's copy on the last pipeline stage
+    // mirrors the first stage's and does not count.
+    p.counted = (spec.tp_split_dim >= 0 || tp_rank == 0) && !(spec.name == "wte" && !stage.has_embedding);
     total += product(p.layout.local_shape);
     params_.push_back(std::move(p));
   }
@@ -162,6 +164,7 @@ void Gpt2Model::init_parameters(uint64_t seed) {
     const int64_t cols = local.size() == 2 ? local[1] : 1;
     const int64_t global_cols = global.size() == 2 ? global[1] : 1;
     const uint64_t stream = hash_name(p.spec.name);
+#pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; ++i) {
       int64_t r = i / cols, c = i % cols;
       // Map the local (row, col) to the global one through the TP split.
@@ -269,10 +272,10 @@ void Gpt2Model::layer_forward(int slot, int i) {
 double Gpt2Model::loss_sum(int slot) {
   TS_ASSERT(stage_.has_head, "loss on a stage without the head");
   Tensor losses = act(slot_acts_[slot].losses);
-  std::vector<float> host(losses.numel());
-  backend_.copy_to_host(host.data(), losses);
+  host_losses_.resize(losses.numel());  // sized once
+  backend_.copy_to_host(host_losses_.data(), losses);
   double sum = 0;
-  for (float l : host) sum += l;
+  for (float l : host_losses_) sum += l;
   return sum;
 }
 
@@ -287,11 +290,15 @@ void Gpt2Model::backward(int slot, Tensor d_output) {
   } else {
     backend_.copy(d_res, d_output);
   }
-  for (int i = n_local - 1; i >= 0; --i) layer_backward(slot, i);
+  for (int i = n_local - 1; i >= 0; --i) {
+    layer_backward(slot, i);
+    if (backward_hook_) backward_hook_(stage_.first_layer + i);
+  }
   if (stage_.has_embedding) {
     // Every TP rank holds the full d_x, so the replicated wpe gets identical gradients everywhere.
     backend_.embedding_backward(grad(wte_), grad(wpe_), d_res, act(a.tokens), seq_len_, vocab_start_);
   }
+  if (backward_hook_) backward_hook_(-1);
 }
 
 void Gpt2Model::layer_backward(int slot, int i) {

@@ -12,7 +12,9 @@
 // construction; a micro-batch occupies one slot from its forward until its backward.
 #pragma once
 
+#include <functional>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "core/backend.h"
@@ -78,9 +80,18 @@ class Gpt2Model {
   // Backward through this stage. d_output: gradient of the loss w.r.t. stage_output(slot) (ignored on the
   // last stage, which starts from its own loss). Parameter gradients accumulate.
   void backward(int slot, Tensor d_output);
+  // Called by backward() with a block's global index right after that block's backward, and with -1 at the
+  // end of backward() (after the embedding's, on the first stage). The DP gradient sync (parallel/grad_sync.h)
+  // starts its buckets from it. Empty (the default): no calls.
+  void set_backward_hook(std::function<void(int layer)> hook) { backward_hook_ = std::move(hook); }
   // [B,T,C] gradient w.r.t. stage_input after backward (stages after the first); valid until the next backward.
   Tensor stage_input_grad() const;
 
+  // The gradient of the (tied) token embedding on this stage, or an undefined tensor if the stage holds none.
+  // With pipeline parallelism the first stage (embedding) and the last (head) each hold a copy whose
+  // gradients must be summed before the update.
+  Tensor embedding_grad() const { return wte_ >= 0 ? grad(wte_) : Tensor(); }
+  int slots() const { return slots_; }
   int micro_batch() const { return micro_batch_; }
   int seq_len() const { return seq_len_; }
 
@@ -123,8 +134,10 @@ class Gpt2Model {
 
   TensorArena arena_;
   std::vector<SlotActs> slot_acts_;
+  std::function<void(int layer)> backward_hook_;
   // Shared scratch: logits and cross-entropy statistics, and backward temporaries.
   int logits_, row_max_, row_stats_, d_res_, d_ln_, d_big_, d_atty_, d_probs_;
+  std::vector<float> host_losses_;
 };
 
 }  // namespace tessera

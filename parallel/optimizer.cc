@@ -2,11 +2,13 @@
 #include "parallel/optimizer.h"
 
 #include <cmath>
+#include <utility>
+#include <vector>
 
 namespace tessera {
 
-AdamW::AdamW(Gpt2Model& model, Backend& backend, AdamWConfig config)
-    : model_(model), backend_(backend), config_(config) {
+AdamW::AdamW(Gpt2Model& model, Backend& backend, AdamWConfig config, std::vector<ProcessGroup*> norm_groups)
+    : model_(model), backend_(backend), config_(config), norm_groups_(std::move(norm_groups)) {
   const int64_t n = model.flat_params().numel();
   m_buffer_ = backend.allocate(static_cast<size_t>(n) * sizeof(float));
   v_buffer_ = backend.allocate(static_cast<size_t>(n) * sizeof(float));
@@ -15,6 +17,8 @@ AdamW::AdamW(Gpt2Model& model, Backend& backend, AdamWConfig config)
   backend.fill(m_, 0.0f);
   backend.fill(v_, 0.0f);
 }
+
+double AdamW::grad_norm() { return global_grad_norm(model_, backend_, norm_groups_); }
 
 void AdamW::step(double lr, double grad_scale) {
   ++steps_;
@@ -38,19 +42,30 @@ double global_grad_norm(Gpt2Model& model, Backend& backend, const std::vector<Pr
   double local = 0;
   for (LocalParam& p : model.params())
     if (p.counted) local += backend.sum_of_squares(p.grad);
-  // Reduced as two floats (high and low parts) so the sum keeps double precision across ranks.
-  float parts[2] = {static_cast<float>(local), 0.0f};
-  parts[1] = static_cast<float>(local - static_cast<double>(parts[0]));
-  bool reduced = false;
+  return std::sqrt(sum_over_groups(local, groups));
+}
+
+double sum_over_groups(double local, const std::vector<ProcessGroup*>& groups) {
+  // Every rank of a group holds a disjoint share. Each rank's value travels as two floats, a high part
+  // float(x) and a low part float(x - high) (about 48 significant bits together); every rank gathers all of
+  // them and adds them up in double, in group-rank order. An all-reduce of the parts would round each partial
+  // sum to float (a relative error of ~1e-7), and the order would be up to the MPI library; this way the sum
+  // keeps nearly double precision and is bit-identical on every rank.
+  double total = local;
+  std::vector<float> gathered;
   for (ProcessGroup* group : groups) {
     if (group == nullptr || group->size() == 1) continue;
-    // Every rank of a group holds a disjoint share; sum over the group.
-    Tensor t(parts, DType::kF32, Device::kCpu, {2});
-    group->all_reduce(t, ReduceOp::kSum)->wait();
-    reduced = true;
+    float parts[2] = {static_cast<float>(total), 0.0f};
+    parts[1] = static_cast<float>(total - static_cast<double>(parts[0]));
+    gathered.assign(2 * static_cast<size_t>(group->size()), 0.0f);
+    const Tensor out(gathered.data(), DType::kF32, Device::kCpu, {static_cast<int64_t>(gathered.size())});
+    group->all_gather(out, Tensor(parts, DType::kF32, Device::kCpu, {2}))->wait();
+    total = 0;
+    for (size_t r = 0; r < gathered.size(); r += 2) {
+      total += static_cast<double>(gathered[r]) + static_cast<double>(gathered[r + 1]);
+    }
   }
-  double total = reduced ? static_cast<double>(parts[0]) + parts[1] : local;
-  return std::sqrt(total);
+  return total;
 }
 
 double clip_factor(double grad_norm, double max_norm) {

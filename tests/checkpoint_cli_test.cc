@@ -54,15 +54,19 @@ const std::string kJob =
 struct RunLayout {
   int tp = 1, pp = 1, dp = 1;
   bool async = false;  // how this layout saves (loading is the same either way)
+  bool zero = false;   // ZeRO-1
   int ranks() const { return tp * pp * dp; }
-  bool same_layout(const RunLayout& other) const { return tp == other.tp && pp == other.pp && dp == other.dp; }
-  std::string name() const { return str_cat("(", tp, ",", pp, ",", dp, ")", async ? " async" : ""); }
+  bool same_layout(const RunLayout& other) const {
+    return tp == other.tp && pp == other.pp && dp == other.dp && zero == other.zero;
+  }
+  std::string name() const {
+    return str_cat("(", tp, ",", pp, ",", dp, ")", zero ? " zero-1" : "", async ? " async" : "");
+  }
 };
 
-// The layouts of the resume matrix; every pair (X saves, Y resumes) is run. Pipeline layouts (pp > 1) join
-// the table when the model has pipeline stages.
-const RunLayout kLayouts[] = {{1, 1, 1, false}, {2, 1, 1, true},  {1, 1, 2, false},
-                              {2, 1, 2, true},  {1, 1, 4, false}, {4, 1, 1, false}};
+// The layouts of the resume matrix; every pair (X saves, Y resumes) is run.
+const RunLayout kLayouts[] = {{1, 1, 1, false}, {2, 1, 1, true},  {1, 1, 2, false}, {2, 1, 2, true},
+                              {1, 1, 4, false}, {4, 1, 1, false}, {1, 2, 1, true},  {1, 2, 2, false, true}};
 
 // `tessera train` in a layout, with extra arguments: under mpirun, or alone (as MPI singleton) on one rank.
 std::string train_command(const std::string& job, const RunLayout& layout, const std::string& run_dir,
@@ -71,6 +75,7 @@ std::string train_command(const std::string& job, const RunLayout& layout, const
       layout.ranks() == 1 ? std::string() : str_cat(TESSERA_MPIEXEC, " --oversubscribe -np ", layout.ranks(), " ");
   return str_cat(kEnvironment, launcher, kTessera, " train --config ", job, " --set parallel.tp=", layout.tp,
                  " --set parallel.pp=", layout.pp, " --set parallel.dp=", layout.dp,
+                 " --set parallel.zero_stage=", layout.zero ? 1 : 0,
                  " --set checkpoint.async=", layout.async ? "true" : "false", " --run-dir ", run_dir, " ", extra);
 }
 

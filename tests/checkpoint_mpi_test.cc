@@ -1,7 +1,8 @@
 // The Checkpointer on 4 MPI ranks with real model shards, optimizers and process groups: a checkpoint saved
-// in each layout of 4 ranks (sync and async) loads bit-exactly in every other (weights, both moments, the step
-// count, zero vocabulary padding); async saves copy the state before training changes it and publish between
-// steps; a damaged latest checkpoint makes every rank fall back alike; a stop signal on one rank stops all.
+// in each layout of 4 ranks (tensor, pipeline and data parallel, with and without ZeRO-1; sync and async)
+// loads bit-exactly in every other (weights, both moments, the step count, zero vocabulary padding); async
+// saves copy the state before training changes it and publish between steps; a damaged latest checkpoint
+// makes every rank fall back alike; a stop signal on one rank stops all.
 #include <gtest/gtest.h>
 #include <mpi.h>
 #include <unistd.h>
@@ -26,6 +27,8 @@
 #include "launcher/stop_signal.h"
 #include "parallel/mpi_process_group.h"
 #include "parallel/parallel_groups.h"
+#include "parallel/pipeline_schedule.h"
+#include "parallel/zero_optimizer.h"
 #include "tests/checkpoint_state.h"
 
 namespace tessera {
@@ -83,13 +86,21 @@ class SharedDir {
   std::string path_;
 };
 
-config::JobConfig job_config(int tp, int dp, const std::string& run_dir, bool async) {
+// A layout of the 4 ranks.
+struct Layout4 {
+  int tp = 1, pp = 1, dp = 1;
+  bool zero = false;  // ZeRO-1: the optimizer state sharded over DP
+  std::string name() const { return str_cat("tp=", tp, " pp=", pp, " dp=", dp, zero ? " zero-1" : ""); }
+};
+
+config::JobConfig job_config(const Layout4& layout, const std::string& run_dir, bool async) {
   config::JobConfig job =
       parse_job_config(str_cat("model { vocab_size: 63 n_layer: 2 n_head: 4 n_embd: 16 max_seq_len: 16 }\n"
                                "train { steps: 10 global_batch: 8 seq_len: 16 threads: 1 }\n"
                                "data { mock: true }\n"
                                "parallel { tp: ",
-                               tp, " dp: ", dp, " timeout_s: ", kTimeoutS,
+                               layout.tp, " pp: ", layout.pp, " dp: ", layout.dp, " zero_stage: ", layout.zero ? 1 : 0,
+                               " dp_bucket_mb: 0.001 timeout_s: ", kTimeoutS,
                                " }\n"
                                "checkpoint { keep_last: 0 async: ",
                                async ? "true" : "false", " }\nlogging { run_dir: \"", run_dir, "\" }\n"),
@@ -98,91 +109,105 @@ config::JobConfig job_config(int tp, int dp, const std::string& run_dir, bool as
   return job;
 }
 
-// build_job without the MpiEnvironment (the test's main owns it).
-Job make_job(int tp, int dp, const std::string& run_dir, bool async = false) {
+// build_job without the MpiEnvironment (the test's main owns it) and without a trainer.
+Job make_job(const Layout4& layout, const std::string& run_dir, bool async = false) {
   Job job;
-  job.config = job_config(tp, dp, run_dir, async);
+  job.config = job_config(layout, run_dir, async);
   job.layout = resolve_layout(job.config, world_size());
   job.model_config = model_config_from(job.config.model());
   job.world_rank = world_rank();
   job.threads = 1;
   job.backend = std::make_unique<CpuBackend>(1);
-  job.groups = make_mpi_groups(RankGrid(tp, 1, dp), job.world_rank, kTimeoutS);
+  job.groups = make_mpi_groups(RankGrid(layout.tp, layout.pp, layout.dp), job.world_rank, kTimeoutS);
+  const int pp_rank = job.groups.pp->rank();
+  const auto layers = split_layers(job.model_config.n_layer, layout.pp);
   StageRange stage;
-  stage.end_layer = job.model_config.n_layer;
+  stage.first_layer = layers[pp_rank].first;
+  stage.end_layer = layers[pp_rank].second;
+  stage.has_embedding = pp_rank == 0;
+  stage.has_head = pp_rank == layout.pp - 1;
   job.model = std::make_unique<Gpt2Model>(job.model_config, *job.backend, *job.groups.tp, stage,
                                           job.layout.micro_batch_size, job.config.train().seq_len(), 1);
-  job.optimizer = std::make_unique<AdamW>(*job.model, *job.backend, AdamWConfig{});
+  job.grad_sync =
+      std::make_unique<DpGradSync>(*job.model, *job.backend, *job.groups.dp, job.config.parallel().dp_bucket_mb(),
+                                   layout.zero ? DpGradSync::Mode::kReduceScatter : DpGradSync::Mode::kAllReduce);
+  if (layout.zero) {
+    job.optimizer = std::make_unique<ZeroAdamW>(*job.model, *job.backend, *job.grad_sync, AdamWConfig{},
+                                                std::vector<ProcessGroup*>{});
+  } else {
+    job.optimizer = std::make_unique<AdamW>(*job.model, *job.backend, AdamWConfig{});
+  }
   return job;
 }
 
-float* moments_of(Job& job, StateKind kind) {
-  return kind == StateKind::kExpAvg ? job.optimizer->flat_m().f32() : job.optimizer->flat_v().f32();
+// The pieces of the job's state (weights, and the moments this rank holds), as the checkpointer sees them.
+std::vector<StatePiece> pieces_of(Job& job) {
+  OptimizerStateView view{job.optimizer->exp_avg(), job.optimizer->exp_avg_sq(), job.optimizer->state_ranges()};
+  return plan_state_pieces(job.model->params(), view, {});
 }
 
-// Sets every local element to expected_value of its global element (padding zero), or to `poison`.
+// expected_value of every element of a piece, through the TP map (padding zero).
+std::vector<float> expected_piece(const LocalParam& p, const StatePiece& piece) {
+  std::vector<float> global(static_cast<size_t>(p.spec.numel())), local(p.value.numel());
+  for (int64_t g = 0; g < p.spec.numel(); ++g) global[g] = testing::expected_value(piece.kind, p.spec.name, g);
+  slice_global_to_local(p.spec, p.layout, global.data(), local.data());
+  return std::vector<float>(local.begin() + piece.begin, local.begin() + piece.end);
+}
+
+// Sets every element of the state to expected_value of its global element (padding zero), or to `poison`.
 void fill_state(Job& job, bool expected, float poison = 0.0f) {
-  for (StateKind kind : kStateKinds) {
-    for (LocalParam& p : job.model->params()) {
-      float* local = kind == StateKind::kModel ? p.value.f32() : moments_of(job, kind) + p.offset;
-      if (!expected) {
-        std::fill_n(local, p.value.numel(), poison);
-        continue;
-      }
-      std::vector<float> global(static_cast<size_t>(p.spec.numel()));
-      for (int64_t g = 0; g < p.spec.numel(); ++g) global[g] = testing::expected_value(kind, p.spec.name, g);
-      slice_global_to_local(p.spec, p.layout, global.data(), local);
+  for (const StatePiece& piece : pieces_of(job)) {
+    if (expected) {
+      const std::vector<float> want = expected_piece(job.model->params()[piece.param], piece);
+      std::copy(want.begin(), want.end(), piece.memory.f32());
+    } else {
+      std::fill_n(piece.memory.f32(), piece.memory.numel(), poison);
     }
   }
 }
 
-// Every local element equals what fill_state(expected) writes, bit for bit.
+// Every element of the state equals what fill_state(expected) writes, bit for bit.
 void expect_state(Job& job, const std::string& what) {
-  for (StateKind kind : kStateKinds) {
-    for (LocalParam& p : job.model->params()) {
-      const float* local = kind == StateKind::kModel ? p.value.f32() : moments_of(job, kind) + p.offset;
-      std::vector<float> global(static_cast<size_t>(p.spec.numel())), want(p.value.numel());
-      for (int64_t g = 0; g < p.spec.numel(); ++g) global[g] = testing::expected_value(kind, p.spec.name, g);
-      slice_global_to_local(p.spec, p.layout, global.data(), want.data());
-      ASSERT_EQ(std::memcmp(local, want.data(), want.size() * sizeof(float)), 0)
-          << what << ": " << state_kind_group(kind) << "/" << p.spec.name << " differs on rank " << world_rank();
-    }
+  for (const StatePiece& piece : pieces_of(job)) {
+    const LocalParam& p = job.model->params()[piece.param];
+    const std::vector<float> want = expected_piece(p, piece);
+    ASSERT_EQ(std::memcmp(piece.memory.f32(), want.data(), want.size() * sizeof(float)), 0)
+        << what << ": " << state_kind_group(piece.kind) << "/" << p.spec.name << " differs on rank " << world_rank();
   }
 }
 
-struct Layout4 {
-  int tp, dp;
-};
-// The layouts of 4 ranks (pp > 1 joins when the model supports pipeline stages).
-const Layout4 kLayouts[] = {{4, 1}, {2, 2}, {1, 4}};
+// The layouts of 4 ranks the checkpoints move between: tensor, pipeline and data parallel, with and without
+// ZeRO-1.
+const Layout4 kLayouts[] = {{4, 1, 1}, {2, 1, 2},       {1, 1, 4},       {1, 2, 2},
+                            {2, 2, 1}, {1, 1, 4, true}, {2, 1, 2, true}, {1, 2, 2, true}};
 
 TEST(CheckpointerMpi, SaveInEveryLayoutLoadInEveryOther) {
   if (world_size() != 4) GTEST_SKIP() << "needs 4 ranks";
-  for (bool async : {false, true}) {
-    for (const Layout4& saved : kLayouts) {
-      SharedDir dir;
-      {
-        Job job = make_job(saved.tp, saved.dp, dir.path(), async);
-        fill_state(job, true);
-        job.optimizer->set_steps_taken(4);
-        DataSources data = open_data_sources(job.config);
-        Checkpointer checkpointer(job, data, dir.path());
-        checkpointer.save(5);
-        // An async save must not see what training does next: it copied the state before returning.
-        if (async) fill_state(job, false, 7.0f);
-        checkpointer.finish();
-      }
-      for (const Layout4& loaded : kLayouts) {
-        const std::string what = str_cat(async ? "async" : "sync", " save in tp=", saved.tp, " dp=", saved.dp,
-                                         ", load in tp=", loaded.tp, " dp=", loaded.dp);
-        Job job = make_job(loaded.tp, loaded.dp, dir.path() + "/other-run");
-        fill_state(job, false, std::numeric_limits<float>::quiet_NaN());
-        DataSources data = open_data_sources(job.config);
-        Checkpointer checkpointer(job, data, dir.path() + "/other-run");
-        EXPECT_EQ(checkpointer.resume(dir.path()), 5) << what;
-        EXPECT_EQ(job.optimizer->steps_taken(), 4) << what;
-        expect_state(job, what);
-      }
+  for (const Layout4& saved : kLayouts) {
+    // Every other saved layout saves asynchronously.
+    const bool async = (&saved - kLayouts) % 2 == 1;
+    SharedDir dir;
+    {
+      Job job = make_job(saved, dir.path(), async);
+      fill_state(job, true);
+      job.optimizer->set_steps_taken(4);
+      DataSources data = open_data_sources(job.config);
+      Checkpointer checkpointer(job, data, dir.path());
+      checkpointer.save(5);
+      // An async save must not see what training does next: it copied the state before returning.
+      if (async) fill_state(job, false, 7.0f);
+      checkpointer.finish();
+    }
+    for (const Layout4& loaded : kLayouts) {
+      const std::string what =
+          str_cat(async ? "async" : "sync", " save in ", saved.name(), ", load in ", loaded.name());
+      Job job = make_job(loaded, dir.path() + "/other-run");
+      fill_state(job, false, std::numeric_limits<float>::quiet_NaN());
+      DataSources data = open_data_sources(job.config);
+      Checkpointer checkpointer(job, data, dir.path() + "/other-run");
+      EXPECT_EQ(checkpointer.resume(dir.path()), 5) << what;
+      EXPECT_EQ(job.optimizer->steps_taken(), 4) << what;
+      expect_state(job, what);
     }
   }
 }
@@ -190,7 +215,7 @@ TEST(CheckpointerMpi, SaveInEveryLayoutLoadInEveryOther) {
 TEST(CheckpointerMpi, AsyncSaveIsPublishedBetweenStepsOnceEveryWriterIsDone) {
   if (world_size() != 4) GTEST_SKIP() << "needs 4 ranks";
   SharedDir dir;
-  Job job = make_job(2, 2, dir.path(), true);
+  Job job = make_job({2, 1, 2}, dir.path(), true);
   fill_state(job, true);
   DataSources data = open_data_sources(job.config);
   Checkpointer checkpointer(job, data, dir.path());
@@ -213,7 +238,7 @@ TEST(CheckpointerMpi, DamagedLatestFallsBackOnEveryRank) {
   if (world_size() != 4) GTEST_SKIP() << "needs 4 ranks";
   SharedDir dir;
   {
-    Job job = make_job(2, 2, dir.path());
+    Job job = make_job({2, 1, 2}, dir.path());
     fill_state(job, true);
     DataSources data = open_data_sources(job.config);
     Checkpointer checkpointer(job, data, dir.path());
@@ -228,7 +253,7 @@ TEST(CheckpointerMpi, DamagedLatestFallsBackOnEveryRank) {
     file.put('\x7f');
   }
   barrier();
-  Job job = make_job(1, 4, dir.path());
+  Job job = make_job({1, 1, 4, true}, dir.path());
   DataSources data = open_data_sources(job.config);
   Checkpointer checkpointer(job, data, dir.path());
   EXPECT_EQ(checkpointer.resume("latest"), 1);
@@ -238,7 +263,7 @@ TEST(CheckpointerMpi, DamagedLatestFallsBackOnEveryRank) {
 TEST(CheckpointerMpi, AStopSignalOnOneRankStopsAllAndSaves) {
   if (world_size() != 4) GTEST_SKIP() << "needs 4 ranks";
   SharedDir dir;
-  Job job = make_job(2, 2, dir.path());
+  Job job = make_job({2, 1, 2}, dir.path());
   fill_state(job, true);
   DataSources data = open_data_sources(job.config);
   install_stop_signal_handlers();

@@ -99,8 +99,7 @@ struct ShardState {
     OptimizerStateView view;
     view.exp_avg = Tensor(exp_avg.data() + begin, DType::kF32, Device::kCpu, {end - begin});
     view.exp_avg_sq = Tensor(exp_avg_sq.data() + begin, DType::kF32, Device::kCpu, {end - begin});
-    view.flat_begin = begin;
-    view.flat_end = end;
+    view.ranges = {{begin, 0, end - begin}};
     return view;
   }
 };

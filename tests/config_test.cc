@@ -359,6 +359,8 @@ TEST(ValidateJobConfig, EveryRuleNamesItsField) {
       {{"parallel.micro_batches=0"}, "parallel.micro_batches (0) must be >= 1"},
       {{"parallel.zero_stage=2"}, "parallel.zero_stage (2) must be 0"},
       {{"parallel.timeout_s=0"}, "parallel.timeout_s (0) must be a finite number > 0"},
+      {{"parallel.dp_bucket_mb=0"}, "parallel.dp_bucket_mb (0) must be a finite number > 0"},
+      {{"parallel.dp_bucket_mb=-1"}, "parallel.dp_bucket_mb (-1) must be a finite number > 0"},
       {{"data.mock=false"}, "data.train_prefix is not set"},
       {{"data.mock=false", "data.train_prefix="}, "data.train_prefix is not set"},
       {{"data.train_prefix=data/x"}, "data.mock=true and data.train_prefix are both set"},
@@ -386,6 +388,7 @@ TEST(ValidateJobConfig, ValidVariantsPass) {
       {"logging.eval_every=5"},  // mock data evaluates on generated tokens
       {"optimizer.warmup_steps=10", "optimizer.min_lr=3e-4", "optimizer.decay_steps=0"},
       {"train.grad_clip=0", "optimizer.weight_decay=0", "optimizer.beta1=0", "parallel.zero_stage=1"},
+      {"parallel.zero_stage=1", "parallel.dp_bucket_mb=0.001"},
       {"train.seq_len=1", "model.max_seq_len=1"},
   };
   for (const auto& overrides : cases) {
@@ -443,8 +446,9 @@ TEST(ValidateJobConfig, NonFiniteValuesFromTextAreRejected) {
 // ---- layouts ----------------------------------------------------------------------------------------------
 
 // Every (tp, pp, micro_batches) on 1..8 ranks against closed-form expectations: a layout is valid exactly when
-// tp * pp divides the world, tp divides n_head (4) and pp <= n_layer (4); global_batch 5040 is divisible by
-// every dp * micro_batches that occurs (dp <= 8, micro_batches <= 3).
+// tp * pp divides the world, tp divides n_head (4) and pp <= n_layer + 2 (6: the embedding and the head may be
+// stages of their own); global_batch 5040 is divisible by every dp * micro_batches that occurs (dp <= 8,
+// micro_batches <= 3).
 TEST(ResolveLayout, AllLayoutsOnOneToEightRanks) {
   for (int world_size = 1; world_size <= 8; ++world_size) {
     for (int tp = 1; tp <= 8; ++tp) {
@@ -460,7 +464,7 @@ TEST(ResolveLayout, AllLayoutsOnOneToEightRanks) {
             job.mutable_parallel()->set_micro_batches(micro_batches);
             const bool divides = world_size % (tp * pp) == 0;
             if (explicit_dp) job.mutable_parallel()->set_dp(divides ? world_size / (tp * pp) : 1);
-            const bool valid = divides && 4 % tp == 0 && pp <= 4;
+            const bool valid = divides && 4 % tp == 0 && pp <= 6;
             if (valid) {
               const Layout layout = resolve_layout(job, world_size);
               const int dp = world_size / (tp * pp);
@@ -509,7 +513,7 @@ TEST(ResolveLayout, HeadsLayersAndBatch) {
   const std::vector<Case> cases = {
       {{"parallel.tp=3"}, 3, "model.n_head (4) must be divisible by parallel.tp (3)"},
       {{"parallel.tp=3"}, 3, "choose parallel.tp from 1, 2, 4"},
-      {{"parallel.pp=5"}, 5, "model.n_layer (4) must be >= parallel.pp (5)"},
+      {{"parallel.pp=7"}, 7, "parallel.pp (7) is more than model.n_layer + 2 (6)"},
       {{}, 3, "train.global_batch (8) must be divisible by dp (3) * parallel.micro_batches (1) = 3"},
       {{}, 3, "a multiple of 3 such as 6 or 9"},
       {{"parallel.micro_batches=3"},

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "core/backend.h"
+#include "kernels/cpu/fast_math.h"
 #include "kernels/cpu/cpu_backend.h"
 
 namespace tessera {
@@ -1103,3 +1104,33 @@ INSTANTIATE_TEST_SUITE_P(
 
 }  // namespace
 }  // namespace tessera
+
+// ---- fast_math: the vectorizable exp/tanh used inside the kernels ------------------------------------------
+
+namespace {
+
+TEST(FastMath, ExpWithinTwoUlpOverTheUsedRange) {
+  double worst_ulps = 0;
+  for (double x = -87.0; x <= 88.0; x += 0.000731) {
+    const float xf = static_cast<float>(x);
+    const double want = std::exp(static_cast<double>(xf));
+    const double got = tessera::cpu::exp_approx(xf);
+    const double ulp = std::nextafter(static_cast<float>(want), INFINITY) - static_cast<float>(want);
+    worst_ulps = std::max(worst_ulps, std::fabs(got - want) / ulp);
+  }
+  EXPECT_LE(worst_ulps, 2.0);
+  EXPECT_EQ(tessera::cpu::exp_approx(0.0f), 1.0f);
+  EXPECT_GE(tessera::cpu::exp_approx(-1000.0f), 0.0f);
+  EXPECT_LT(tessera::cpu::exp_approx(-1000.0f), 1e-37f);
+}
+
+TEST(FastMath, TanhAbsoluteErrorBelow3e7) {
+  double worst = 0;
+  for (double x = -20.0; x <= 20.0; x += 0.000377) {
+    const float xf = static_cast<float>(x);
+    worst = std::max(worst, std::fabs(tessera::cpu::tanh_approx(xf) - std::tanh(static_cast<double>(xf))));
+  }
+  EXPECT_LT(worst, 3e-7);
+}
+
+}  // namespace

@@ -14,6 +14,8 @@
 #include <cmath>
 #include <cstring>
 
+#include "kernels/cpu/fast_math.h"
+
 namespace tessera::cpu {
 
 void attention_forward(float* out, float* probs, const float* qkv, int64_t B, int64_t T, int64_t H, int64_t hs) {
@@ -33,8 +35,9 @@ void attention_forward(float* out, float* probs, const float* qkv, int64_t B, in
         float max = row[0];
         for (int64_t j = 1; j <= i; ++j) max = row[j] > max ? row[j] : max;
         float sum = 0;
+#pragma omp simd reduction(+ : sum)
         for (int64_t j = 0; j <= i; ++j) {
-          row[j] = std::exp(row[j] - max);
+          row[j] = exp_approx(row[j] - max);
           sum += row[j];
         }
         float inv = 1.0f / sum;

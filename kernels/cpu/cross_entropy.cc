@@ -3,6 +3,8 @@
 
 #include <cmath>
 
+#include "kernels/cpu/fast_math.h"
+
 namespace tessera::cpu {
 
 void cross_entropy_row_max(float* row_max, const float* logits, int64_t N, int64_t V_local, int64_t valid_cols) {
@@ -24,8 +26,15 @@ void cross_entropy_row_stats(float* sum_exp, float* target_logit, const float* l
   for (int64_t i = 0; i < N; ++i) {
     const float* row = logits + i * V_local;
     float m = row_max[i];
+    // Blocks of float sums (vectorized), added up in double.
     double sum = 0;
-    for (int64_t j = 0; j < cols; ++j) sum += std::exp(row[j] - m);
+    for (int64_t j0 = 0; j0 < cols; j0 += 256) {
+      const int64_t j1 = j0 + 256 < cols ? j0 + 256 : cols;
+      float block = 0;
+#pragma omp simd reduction(+ : block)
+      for (int64_t j = j0; j < j1; ++j) block += exp_approx(row[j] - m);
+      sum += block;
+    }
     sum_exp[i] = static_cast<float>(sum);
     int64_t t = static_cast<int64_t>(targets[i]) - vocab_start;
     target_logit[i] = (t >= 0 && t < cols) ? row[t] : 0.0f;
@@ -42,7 +51,9 @@ void cross_entropy_loss_backward(float* losses, float* logits, const float* row_
     float m = row_max[i];
     float inv_sum = 1.0f / sum_exp[i];
     losses[i] = std::log(sum_exp[i]) + m - target_logit[i];
-    for (int64_t j = 0; j < cols; ++j) row[j] = std::exp(row[j] - m) * inv_sum * d_scale;
+    const float scale = inv_sum * d_scale;
+#pragma omp simd
+    for (int64_t j = 0; j < cols; ++j) row[j] = exp_approx(row[j] - m) * scale;
     for (int64_t j = cols; j < V_local; ++j) row[j] = 0.0f;
     int64_t t = static_cast<int64_t>(targets[i]) - vocab_start;
     if (t >= 0 && t < cols) row[t] -= d_scale;

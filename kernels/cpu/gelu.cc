@@ -1,7 +1,7 @@
 // GELU forward/backward.
 #include "kernels/cpu/gelu.h"
 
-#include <cmath>
+#include "kernels/cpu/fast_math.h"
 
 namespace tessera::cpu {
 
@@ -14,7 +14,7 @@ void gelu_forward(float* out, const float* inp, int64_t n) {
 #pragma omp parallel for simd schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     float x = inp[i];
-    out[i] = 0.5f * x * (1.0f + std::tanh(kSqrt2OverPi * (x + kCubic * x * x * x)));
+    out[i] = 0.5f * x * (1.0f + tanh_approx(kSqrt2OverPi * (x + kCubic * x * x * x)));
   }
 }
 
@@ -23,7 +23,7 @@ void gelu_backward(float* d_inp, const float* inp, const float* d_out, int64_t n
   for (int64_t i = 0; i < n; ++i) {
     float x = inp[i];
     float u = kSqrt2OverPi * (x + kCubic * x * x * x);
-    float t = std::tanh(u);
+    float t = tanh_approx(u);
     float sech2 = 1.0f - t * t;
     float grad = 0.5f * (1.0f + t) + 0.5f * x * sech2 * kSqrt2OverPi * (1.0f + 3.0f * kCubic * x * x);
     d_inp[i] = grad * d_out[i];

@@ -33,11 +33,15 @@ void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, c
 void layernorm_backward(float* d_inp, float* d_weight, float* d_bias, const float* d_out, const float* inp,
                         const float* weight, const float* mean, const float* rstd, int64_t N, int64_t C) {
   int threads = omp_get_max_threads();
-  // Per-thread partial sums of the parameter gradients, reduced in a fixed order (deterministic).
-  std::vector<float> partial(static_cast<size_t>(threads) * 2 * C, 0.0f);
+  // Per-thread partial sums of the parameter gradients, reduced in a fixed order (deterministic). The
+  // scratch grows to its largest size once and is reused, so the training step allocates nothing.
+  // (thread_local: the calling thread's copy; worker threads use it through `sums`, not by name.)
+  static thread_local std::vector<float> partial;
+  partial.assign(static_cast<size_t>(threads) * 2 * C, 0.0f);
+  float* sums = partial.data();
 #pragma omp parallel num_threads(threads)
   {
-    float* dw = partial.data() + static_cast<size_t>(omp_get_thread_num()) * 2 * C;
+    float* dw = sums + static_cast<size_t>(omp_get_thread_num()) * 2 * C;
     float* db = dw + C;
 #pragma omp for schedule(static)
     for (int64_t i = 0; i < N; ++i) {
@@ -64,7 +68,7 @@ void layernorm_backward(float* d_inp, float* d_weight, float* d_bias, const floa
     }
   }
   for (int t = 0; t < threads; ++t) {
-    const float* dw = partial.data() + static_cast<size_t>(t) * 2 * C;
+    const float* dw = sums + static_cast<size_t>(t) * 2 * C;
     for (int64_t j = 0; j < C; ++j) {
       d_weight[j] += dw[j];
       d_bias[j] += dw[C + j];

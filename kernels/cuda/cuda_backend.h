@@ -1,0 +1,94 @@
+// CudaBackend: the Backend on one NVIDIA GPU, fp32 (the interface is fp32 today). Matrix products through
+// cuBLASLt with fp32 compute, custom kernels for everything else; see the launchers in this folder.
+//
+// Streams: every op is issued to the backend's own non-blocking stream (stream()) and returns without waiting,
+// except the ones core/backend.h marks as synchronizing, which wait for that stream:
+//   allocate, deallocate    do not wait: memory is reused in stream order (Note [Stream-ordered reuse] in
+//                           caching_allocator.h); allocate may call cudaMalloc while the cache is cold
+//   copy_from_host          waits until the copy is done (the host buffer may be reused at once)
+//   copy_to_host            waits until everything issued before it, and the copy, are done
+//   copy, fill              are issued to the stream like any other op: no host code can tell the difference,
+//                           since the host reads device memory only through copy_to_host
+//   sum_of_squares          waits for the stream (it returns a host value)
+//   synchronize             waits for the stream
+// Other streams (a NCCL process group's) order themselves against stream() with events.
+//
+// Tensors passed to any op must be CUDA tensors from this backend's allocate(). Thread-safety: one thread at a
+// time; the calling thread's current device must be this backend's device (the constructor sets it).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <memory>
+#include <string>
+
+#include "core/backend.h"
+#include "kernels/cuda/caching_allocator.h"
+#include "kernels/cuda/context.h"
+#include "kernels/cuda/device.h"
+#include "kernels/cuda/gemm.h"
+
+namespace tessera {
+
+class CudaBackend final : public Backend {
+ public:
+  // Uses GPU `device` and makes it the calling thread's current device. Creates the stream, the cuBLASLt
+  // handle and its workspace. Throws CudaError if the device cannot be used.
+  explicit CudaBackend(int device);
+  // Waits for the stream, then releases everything (device memory included).
+  ~CudaBackend() override;
+  CudaBackend(const CudaBackend&) = delete;
+  CudaBackend& operator=(const CudaBackend&) = delete;
+
+  Device device() const override { return Device::kCuda; }
+  const char* name() const override { return "cuda"; }
+  int device_index() const { return device_; }
+  // As the driver reports it, e.g. "NVIDIA H100 80GB HBM3".
+  const std::string& device_name() const { return device_name_; }
+  // The stream every op is issued to.
+  cudaStream_t stream() const { return stream_.get(); }
+  cuda::CachingAllocator::Stats memory_stats() const { return allocator_.stats(); }
+
+  Buffer allocate(size_t bytes) override;
+  void deallocate(void* data) override;
+  void copy_from_host(Tensor dst, const void* src) override;
+  void copy_to_host(void* dst, Tensor src) override;
+  void copy(Tensor dst, Tensor src) override;
+  void fill(Tensor t, float value) override;
+  void synchronize() override;
+
+  void matmul_forward(Tensor out, Tensor inp, Tensor weight, Tensor bias) override;
+  void matmul_backward(Tensor d_inp, Tensor d_weight, Tensor d_bias, Tensor d_out, Tensor inp, Tensor weight) override;
+  void layernorm_forward(Tensor out, Tensor mean, Tensor rstd, Tensor inp, Tensor weight, Tensor bias,
+                         float eps) override;
+  void layernorm_backward(Tensor d_inp, Tensor d_weight, Tensor d_bias, Tensor d_out, Tensor inp, Tensor weight,
+                          Tensor mean, Tensor rstd) override;
+  void gelu_forward(Tensor out, Tensor inp) override;
+  void gelu_backward(Tensor d_inp, Tensor inp, Tensor d_out) override;
+  void add(Tensor out, Tensor a, Tensor b) override;
+  void attention_forward(Tensor out, Tensor probs, Tensor qkv, int n_head) override;
+  void attention_backward(Tensor d_qkv, Tensor d_probs, Tensor d_out, Tensor qkv, Tensor probs, int n_head) override;
+  void embedding_forward(Tensor out, Tensor tokens, Tensor wte, Tensor wpe, int seq_len, int64_t vocab_start) override;
+  void embedding_backward(Tensor d_wte, Tensor d_wpe, Tensor d_out, Tensor tokens, int seq_len,
+                          int64_t vocab_start) override;
+  void cross_entropy_row_max(Tensor row_max, Tensor logits, int64_t valid_cols) override;
+  void cross_entropy_row_stats(Tensor sum_exp, Tensor target_logit, Tensor logits, Tensor row_max, Tensor targets,
+                               int64_t vocab_start, int64_t valid_cols) override;
+  void cross_entropy_loss_backward(Tensor losses, Tensor logits, Tensor row_max, Tensor sum_exp, Tensor target_logit,
+                                   Tensor targets, int64_t vocab_start, int64_t valid_cols, float d_scale) override;
+  void adamw_update(Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWStep& step) override;
+  double sum_of_squares(Tensor t) override;
+  void scale(Tensor t, float factor) override;
+
+ private:
+  // Members are destroyed in reverse order: the allocator outlives everything that holds its memory.
+  int device_;
+  std::string device_name_;
+  cuda::CachingAllocator allocator_;
+  cuda::Stream stream_;
+  std::unique_ptr<cuda::Gemm> gemm_;
+  cuda::Context context_;
+  double* host_scalar_ = nullptr;  // pinned, for sum_of_squares
+};
+
+}  // namespace tessera

@@ -1,0 +1,192 @@
+// DpGradSync: data-parallel gradient synchronization in buckets, started while backward is still running.
+//
+// Instead of one blocking all-reduce of the whole gradient after backward, the flat gradient buffer is cut
+// into buckets of whole parameters, and each bucket's collective starts as soon as backward of the step's
+// last micro-batch has completed every parameter in it, so it overlaps the backward of the layers below.
+// Plain data parallelism all-reduces (sums) each bucket; ZeRO-1 reduce-scatters it instead, so that each DP
+// rank ends up with the summed gradient of its own shard only, and all-gathers the updated parameters back
+// after the optimizer step (gather_params()).
+//
+// Note [DP gradient buckets]
+// The model's flat gradient buffer holds its parameters p_0 .. p_{P-1} back to back in params() order (wte,
+// wpe, h.0.*, ..., h.{L-1}.*, lnf.*): p_i occupies elements [o_i, o_i + n_i), o_{i+1} = o_i + n_i. Backward
+// completes them roughly from p_{P-1} down to p_0, so buckets are formed walking the parameters in reverse:
+// bucket 0 starts with p_{P-1} and takes p_{P-2}, p_{P-3}, ... as long as its size stays <= cap elements; the
+// parameter that would overflow it starts bucket 1, and so on. A parameter larger than the cap gets a bucket
+// of its own. Bucket k therefore covers the contiguous range [o_first(k), o_first(k-1)) of whole parameters,
+// just below bucket k-1, and bucket K-1 (holding wte) ends at element 0.
+//
+// When a bucket is complete: a block's parameters once that block's backward is done (mark_layer_done(l)
+// for block l); the final norm (lnf) once the stage's last block is done (its gradient is computed before
+// any block's backward); the embeddings only at the very end (mark_layer_done(-1)): wte receives the tied
+// head's gradient in forward and the lookup's in the embedding backward, which runs last. Blocks finish in
+// decreasing order, so buckets become complete, and are launched, in the order 0, 1, 2, ...; every rank of
+// the DP group launches the same collectives in the same order, as MPI requires.
+//
+// ZeRO-1 partition of bucket k (n = its size, D = DP size, r = DP rank):
+//   chunk c = ceil(n / D); the bucket is padded with D*c - n (< D) zeros to D*c elements;
+//   rank r owns bucket elements [r*c, (r+1)*c), of which [r*c, min((r+1)*c, n)) are real (possibly none);
+//   rank r's shard is the concatenation of its chunks of buckets 0, 1, ..., K-1: bucket k's chunk starts at
+//   shard offset s_k = c_0 + ... + c_{k-1}, and the shard holds s_K = sum_k c_k elements.
+// When D divides n the collectives read and write the flat buffers in place; otherwise the bucket goes
+// through a padded staging copy (allocated once, only for such buckets).
+//
+// Note [MPI progress for overlap]
+// Open MPI makes no progress on a nonblocking collective unless the process calls into MPI. progress() tests
+// every outstanding collective, and mark_layer_done() calls it, so transfers advance at each block boundary
+// of backward (and during any other MPI call the model makes, e.g. its TP all-reduces).
+//
+// Thread-safety: one thread, like the ProcessGroup it uses.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <vector>
+
+#include "core/backend.h"
+#include "parallel/gpt2_model.h"
+#include "parallel/process_group.h"
+
+namespace tessera {
+
+// One bucket of Note [DP gradient buckets].
+struct GradBucket {
+  int first_param = 0;  // parameters [first_param, end_param), in params() order
+  int end_param = 0;
+  int64_t begin = 0;  // flat buffer elements [begin, end)
+  int64_t end = 0;
+  int64_t chunk = 0;         // ceil(size() / dp_size): the elements each DP rank owns under ZeRO-1
+  int64_t shard_offset = 0;  // where this bucket's chunk starts in a rank's shard
+  int64_t size() const { return end - begin; }
+};
+
+// Buckets of parameters with element counts numels (in flat-buffer order, back to back from element 0),
+// formed as in Note [DP gradient buckets]: bucket 0 holds the last parameters. cap_elements >= 1,
+// dp_size >= 1. Pure.
+std::vector<GradBucket> plan_grad_buckets(const std::vector<int64_t>& numels, int64_t cap_elements, int dp_size);
+
+// Elements of one gradient bucket for a cap of bucket_mb MiB (2^20 bytes) of f32: at least 1.
+int64_t bucket_cap_elements(double bucket_mb);
+
+// A piece of one parameter inside one DP rank's ZeRO-1 shard.
+struct ShardSegment {
+  int param = 0;  // index in params()
+  int bucket = 0;
+  int64_t flat_begin = 0;   // flat buffer elements [flat_begin, flat_begin + size)
+  int64_t shard_begin = 0;  // are shard elements [shard_begin, shard_begin + size)
+  int64_t size = 0;
+};
+
+// The real (non-padding) elements of rank dp_rank's shard, split at parameter boundaries, in shard order.
+// numels as for plan_grad_buckets, buckets from it with the same dp_size. Pure.
+std::vector<ShardSegment> plan_shard_segments(const std::vector<GradBucket>& buckets,
+                                              const std::vector<int64_t>& numels, int dp_rank, int dp_size);
+
+// Elements of a rank's shard: sum of the buckets' chunks.
+int64_t shard_numel(const std::vector<GradBucket>& buckets);
+
+// Where the time of the gradient sync went, summed over the steps since the last reset_stats().
+struct DpSyncStats {
+  int64_t steps = 0;
+  // Wall time during which at least one bucket collective was in flight: the union over buckets of
+  // [launch, observed completion]. Completion is only observed when progress() or finish() tests it, so
+  // this can overstate the collectives' true duration by up to one block's backward.
+  double comm_seconds = 0;
+  // Wall time the caller spent inside finish(): the part of the sync that backward did not hide.
+  double blocked_seconds = 0;
+  // Wall time from the end of backward (mark_layer_done(-1); the start of finish() if it never came) to the
+  // end of finish(): blocked_seconds plus whatever the caller did in between. The trainer's loss all-reduce
+  // runs there; it drives the outstanding buckets too, and absorbs any lag between the ranks, so this is the
+  // number to compare between overlap on and off.
+  double exposed_seconds = 0;
+};
+
+class DpGradSync {
+ public:
+  enum class Mode {
+    kAllReduce,      // every rank gets the summed gradient of the whole model
+    kReduceScatter,  // ZeRO-1: every rank gets the summed gradient of its shard, in shard()
+  };
+
+  // Plans the buckets over model.flat_grads() with a cap of bucket_mb MiB (> 0) and allocates the ZeRO-1
+  // shard and padding staging from backend. model, backend and dp must outlive this object. Local.
+  DpGradSync(Gpt2Model& model, Backend& backend, ProcessGroup& dp, double bucket_mb, Mode mode);
+  DpGradSync(const DpGradSync&) = delete;
+  DpGradSync& operator=(const DpGradSync&) = delete;
+
+  // Begins a step: forgets the previous step's progress. The previous step must have finished.
+  void start_step();
+  // Backward of the step's last micro-batch has completed block `layer` (its global index), and every block
+  // above it; layer = -1: all of backward is done. Calls must come in strictly decreasing layer order within
+  // a step. Launches the collectives of the buckets that are now complete (unless overlap is off), then
+  // progress(). Never blocks on communication.
+  void mark_layer_done(int layer);
+  // Tests every outstanding collective, which lets MPI advance them (Note [MPI progress for overlap]).
+  // Never blocks.
+  void progress();
+  // Launches the buckets not yet launched and waits for all of them. Afterwards, in kAllReduce mode
+  // model.flat_grads() holds the sum over the DP group; in kReduceScatter mode shard() holds the sum of
+  // this rank's shard, and flat_grads() still holds this rank's own (unsummed) gradients. Throws CommError
+  // when a peer does not arrive within the group's timeout.
+  void finish();
+
+  // ZeRO-1: the updated parameters of this rank's shard, put in shard() by the optimizer (padding elements
+  // zero), are all-gathered into model.flat_params(), one collective per bucket, started together. Blocks
+  // until done. Collective over the DP group.
+  void gather_params();
+
+  // Off: nothing is launched before finish(), which then does a blocking sync of all buckets after backward
+  // (the reference that the overlap is measured against). On by default.
+  void set_overlap(bool overlap) { overlap_ = overlap; }
+
+  Mode mode() const { return mode_; }
+  ProcessGroup& dp() const { return dp_; }
+  const std::vector<GradBucket>& buckets() const { return buckets_; }
+  // ZeRO-1: this rank's shard segments (plan_shard_segments) and its [shard_numel] buffer; see finish() and
+  // gather_params() for what it holds when.
+  const std::vector<ShardSegment>& shard_segments() const { return segments_; }
+  Tensor shard() const { return shard_; }
+
+  const DpSyncStats& stats() const { return stats_; }
+  void reset_stats() { stats_ = DpSyncStats{}; }
+  // 1 - blocked_seconds / comm_seconds, clamped to [0, 1]: the fraction of the collectives' wall time that
+  // was hidden behind backward; 0 when nothing was communicated. Optimistic, as comm_seconds can be.
+  double hidden_fraction() const;
+
+ private:
+  using Clock = std::chrono::steady_clock;
+
+  void launch(int bucket);
+  // Tensor over flat-buffer elements [begin, begin + n) of `flat`.
+  Tensor range(Tensor flat, int64_t begin, int64_t n) const;
+  // The padded staging copy of a bucket whose size D does not divide (undefined otherwise).
+  Tensor staging(int bucket) const;
+
+  Gpt2Model& model_;
+  Backend& backend_;
+  ProcessGroup& dp_;
+  Mode mode_;
+  bool overlap_ = true;
+  // Nothing to do: all-reduce over a group of one.
+  bool idle_ = false;
+
+  std::vector<GradBucket> buckets_;
+  std::vector<int> ready_layer_;  // bucket b is complete once mark_layer_done(l) with l <= ready_layer_[b]
+  std::vector<ShardSegment> segments_;
+  Buffer shard_buffer_;
+  Tensor shard_;
+  Buffer staging_buffer_;
+  std::vector<int64_t> staging_offset_;  // per bucket, elements into staging_buffer_; -1: none
+
+  // The current step.
+  int next_bucket_ = 0;  // buckets [0, next_bucket_) are launched
+  int done_layer_ = 0;   // the last mark_layer_done() argument
+  bool step_open_ = false;
+  std::vector<WorkHandle> work_;  // per bucket; null once completed (or not launched)
+  std::vector<Clock::time_point> launched_at_, completed_at_;
+  Clock::time_point backward_done_at_;
+
+  DpSyncStats stats_;
+};
+
+}  // namespace tessera

@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# The GPU check, in one command, on a GPU machine with no package registry (docs/gpu.md): unpacks the bundle
+# made by scripts/gpu_bundle.sh, finds the CUDA libraries (cudart 13, cuBLASLt 13, NCCL 2) among the Python
+# wheels of the machine's PyTorch, and runs
+#   1. the GPU unit tests (cuda_device_test; cuda_backend_test: every CudaBackend op against CpuBackend),
+#   2. the NCCL process-group tests on 2 ranks (size-1 groups; multi-rank ones need a GPU per rank),
+#   3. `tessera verify` of both GPT-2 fixtures on CUDA: single rank over MPI groups, single rank over NCCL
+#      (size-1 groups), and tp=2 x pp=2 x dp=2 on 8 ranks sharing the GPU (MPI with host staging),
+#   4. `tessera bench` on CUDA (gpt2-124m shape).
+# Each step has its own time limit; the whole check stays under 10 minutes. Prints a summary table last and exits
+# non-zero if any step failed. Logs (environment.log, steps.log, summary.txt) go to $OUT (the device tool's
+# output folder) or /tmp/tessera-gpu-check.
+#
+# Usage, from the repository root: bash scripts/gpu_check.sh [BUNDLE]   (default build-gpu/tessera-gpu.tar.xz)
+# TESSERA_CUDA_LIB_DIRS (colon-separated) overrides the search for the CUDA libraries.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+bundle=${1:-build-gpu/tessera-gpu.tar.xz}
+logs=${OUT:-/tmp/tessera-gpu-check}
+work=$(mktemp -d /tmp/tessera-gpu.XXXXXX)
+mkdir -p "$logs"
+
+if [[ ! -f $bundle ]]; then
+  echo "gpu_check: no bundle at $bundle: run scripts/gpu_bundle.sh on the build machine and carry build-gpu/" >&2
+  exit 2
+fi
+python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' "$bundle" "$work" || exit 2
+# The bundle's libraries come from Debian 12 and need glibc 2.36 or newer.
+glibc=$(getconf GNU_LIBC_VERSION | awk '{print $2}')
+if [[ $(printf '%s\n2.36\n' "$glibc" | sort -V | head -n 1) != 2.36 ]]; then
+  echo "gpu_check: this machine has glibc $glibc; the bundle (built on Debian 12) needs 2.36 or newer" >&2
+  exit 2
+fi
+
+# ---- libraries ------------------------------------------------------------------------------------------------
+cuda_dirs=${TESSERA_CUDA_LIB_DIRS:-$(python3 - <<'EOF'
+import glob, os, site
+roots = list(site.getsitepackages())
+try:
+    roots.append(site.getusersitepackages())
+except Exception:
+    pass
+dirs = []
+for name in ("libcudart.so.13", "libcublasLt.so.13", "libnccl.so.2"):
+    for root in roots:
+        for path in glob.glob(os.path.join(root, "nvidia", "**", name), recursive=True):
+            if os.path.dirname(path) not in dirs:
+                dirs.append(os.path.dirname(path))
+print(":".join(dirs))
+EOF
+)}
+library_path="$work/lib:$cuda_dirs"
+# Debian 12's libstdc++/libgomp only where the machine's are older or missing (GCC 12 exports GLIBCXX_3.4.30).
+system_cxx=$(ldconfig -p 2>/dev/null | awk '/libstdc\+\+\.so\.6 .*x86-64/ {print $NF; exit}')
+if [[ -z $system_cxx ]] || ! grep -q GLIBCXX_3.4.30 "$system_cxx" || ! ldconfig -p | grep -q 'libgomp\.so\.1 '; then
+  library_path="$work/compat:$library_path"
+fi
+export LD_LIBRARY_PATH="$library_path${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+
+# Open MPI from the bundle, relocated; shared memory between the ranks of this one machine.
+export OPAL_PREFIX="$work/root/usr"
+export PMIX_MCA_mca_base_component_path="$work/root/usr/lib/x86_64-linux-gnu/pmix2/lib/pmix"
+export PATH="$work/bin:$work/root/usr/bin:$PATH"
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+export OMPI_MCA_pml=ob1 OMPI_MCA_btl=self,vader OMPI_MCA_btl_vader_single_copy_mechanism=none
+export OMPI_MCA_mca_base_component_show_load_errors=0
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} OMP_WAIT_POLICY=PASSIVE
+mpirun=(orterun --oversubscribe --bind-to none)
+
+{
+  echo "bundle: $bundle -> $work"
+  echo "CUDA libraries from: ${cuda_dirs:-(none found)}"
+  nvidia-smi -L 2>&1 || echo "nvidia-smi: not available"
+  ldd "$work/bin/tessera" | grep -E 'not found|cudart|cublas|nccl|stdc\+\+'
+} 2>&1 | tee "$logs/environment.log"
+
+# ---- steps ----------------------------------------------------------------------------------------------------
+declare -a names results
+# step NAME SECONDS COMMAND...: runs with a time limit, appends its output to $logs/steps.log (one file: the
+# device tool brings back at most 8), records PASS/FAIL and the time.
+: >"$logs/steps.log"
+step() {
+  local name=$1 limit=$2
+  shift 2
+  local start=$SECONDS
+  echo "==> $name: $*" | tee -a "$logs/steps.log"
+  timeout --kill-after=10 "$limit" "$@" >"$work/step.log" 2>&1
+  local rc=$?
+  local verdict=PASS
+  if ((rc == 124 || rc == 137)); then verdict="FAIL (timed out after ${limit}s)"; elif ((rc != 0)); then verdict="FAIL (exit $rc)"; fi
+  cat "$work/step.log" >>"$logs/steps.log"
+  tail -n 3 "$work/step.log" | sed 's/^/    /'
+  names+=("$name")
+  results+=("$verdict, $((SECONDS - start))s")
+}
+
+fixtures="$repo/tests/data"
+cuda=(--set train.device=CUDA)
+step cuda_device_test 60 cuda_device_test
+step cuda_backend_test 150 cuda_backend_test
+step nccl_process_group_test 90 "${mpirun[@]}" -np 2 nccl_process_group_test
+for fixture in gpt2-tiny gpt2-tiny-clip; do
+  step "verify_${fixture}_cuda" 60 tessera verify --fixture "$fixtures/$fixture.h5" "${cuda[@]}"
+  step "verify_${fixture}_cuda_nccl" 60 tessera verify --fixture "$fixtures/$fixture.h5" "${cuda[@]}" \
+    --set parallel.comm=NCCL
+  step "verify_${fixture}_cuda_tp2_pp2_dp2" 120 "${mpirun[@]}" -np 8 tessera verify \
+    --fixture "$fixtures/$fixture.h5" "${cuda[@]}" --set parallel.tp=2 --set parallel.pp=2 --set parallel.dp=2
+done
+step bench_gpt2-124m_cuda 90 tessera bench --shape gpt2-124m --steps 5 "${cuda[@]}"
+
+echo
+printf '%-40s %s\n' "step" "result" | tee "$logs/summary.txt"
+failed=0
+for i in "${!names[@]}"; do
+  printf '%-40s %s\n' "${names[$i]}" "${results[$i]}" | tee -a "$logs/summary.txt"
+  [[ ${results[$i]} == PASS* ]] || failed=1
+done
+sed -n '/==> bench_gpt2-124m_cuda/,$p' "$logs/steps.log" | grep -E '^  (step time|tokens/s|model GFLOP/s|sgemm|device)'
+
+echo "logs: $logs"
+rm -rf "$work"
+exit $failed
