@@ -216,6 +216,7 @@ Checkpointer::Checkpointer(Job& job, const DataSources& data, std::string run_di
 
 Checkpointer::~Checkpointer() {
   if (pending_ && pending_->writer.joinable()) pending_->writer.join();
+  if (cleaner_.joinable()) cleaner_.join();
 }
 
 void Checkpointer::crash_during_save(int64_t step, SaveCrashPoint point) {
@@ -333,7 +334,16 @@ void Checkpointer::publish(Pending& pending) {
   }
   publish_checkpoint(pending.tmp_dir, checkpoints_dir_, manifest,
                      pending.step == crash_step_ ? crash_point_ : SaveCrashPoint::kNone);
-  const std::vector<std::string> removed = remove_old_checkpoints(checkpoints_dir_, options_.keep_last(), name, token_);
+  if (cleaner_.joinable()) cleaner_.join();
+  const std::vector<std::string> removed = old_checkpoints(checkpoints_dir_, options_.keep_last(), name, token_);
+  cleaner_ = std::thread([removed] {
+    for (const std::string& path : removed) {
+      std::error_code error;
+      fs::remove_all(path, error);
+      if (error)
+        std::fprintf(stderr, "warning: cannot delete old checkpoint '%s': %s\n", path.c_str(), error.message().c_str());
+    }
+  });
   const double publish_s = now_s() - enter - wait_s;
   // The training loop waited for: the copy to staging, the shard write (synchronous saves) or the rest of the
   // background write, and this publish.
@@ -346,7 +356,7 @@ void Checkpointer::publish(Pending& pending) {
       human_bytes(slowest_write_s > 0 ? static_cast<double>(bytes) / slowest_write_s : 0).c_str(), publish_s, blocked_s,
       pending.copy_s, options_.async() ? "waiting for the writer" : "write",
       options_.async() ? wait_s : pending.write_s, publish_s,
-      removed.empty() ? "" : str_cat("; deleted ", removed.size(), " older checkpoint(s)").c_str());
+      removed.empty() ? "" : str_cat("; deleting ", removed.size(), " older checkpoint(s)").c_str());
   std::fflush(stdout);
 }
 
@@ -366,9 +376,11 @@ bool Checkpointer::after_step(int64_t completed_steps, bool last) {
 }
 
 void Checkpointer::finish() {
-  if (!pending_) return;
-  publish(*pending_);
-  pending_.reset();
+  if (pending_) {
+    publish(*pending_);
+    pending_.reset();
+  }
+  if (cleaner_.joinable()) cleaner_.join();
 }
 
 std::vector<std::string> Checkpointer::verify(const std::string& dir, checkpoint::Manifest* manifest) {

@@ -59,7 +59,8 @@ class Checkpointer {
   // checkpoints/). Collective: agrees on a token naming this run's temporary directories. With
   // checkpoint.async, allocates the host staging buffer now.
   Checkpointer(Job& job, const DataSources& data, std::string run_dir);
-  // Waits for a background write that is still running (it is not published: that needs the other ranks).
+  // Waits for a background write that is still running (it is not published: that needs the other ranks)
+  // and for the deletion of old checkpoints.
   ~Checkpointer();
   Checkpointer(const Checkpointer&) = delete;
   Checkpointer& operator=(const Checkpointer&) = delete;
@@ -83,7 +84,8 @@ class Checkpointer {
   // Saves the state after `step` completed steps (synchronously, or started in the background with async).
   void save(int64_t step);
 
-  // Waits for a background save and publishes it. Call before leaving the training loop.
+  // Waits for a background save and publishes it, and for the deletion of old checkpoints. Call before
+  // leaving the training loop.
   void finish();
 
   // The signal that stopped the run, 0 if none.
@@ -128,6 +130,9 @@ class Checkpointer {
   std::vector<int64_t> staging_offset_;  // per piece, -1 if not stored
   int64_t staging_size_ = 0;
   std::unique_ptr<Pending> pending_;
+  // World rank 0 deletes old checkpoints in the background (file system only: no HDF5, no MPI), so that
+  // unlinking gigabytes does not stall training; joined before the next deletion and in finish().
+  std::thread cleaner_;
   int64_t last_saved_step_ = -1;
   int stop_signal_ = 0;
   int64_t crash_step_ = -1;

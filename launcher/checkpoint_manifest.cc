@@ -169,15 +169,9 @@ std::vector<CheckpointEntry> list_checkpoints(const std::string& checkpoints_dir
   return entries;
 }
 
-std::vector<std::string> remove_old_checkpoints(const std::string& checkpoints_dir, int keep_last,
-                                                const std::string& keep, const std::string& own_token) {
-  std::vector<std::string> removed;
-  auto remove = [&](const fs::path& path) {
-    std::error_code error;
-    fs::remove_all(path, error);
-    TS_CHECK(!error, CheckpointError, "cannot delete old checkpoint '", path.string(), "': ", error.message());
-    removed.push_back(path.string());
-  };
+std::vector<std::string> old_checkpoints(const std::string& checkpoints_dir, int keep_last, const std::string& keep,
+                                         const std::string& own_token) {
+  std::vector<std::string> old;
   if (keep_last > 0) {
     int kept = 0;
     for (const CheckpointEntry& entry : list_checkpoints(checkpoints_dir)) {
@@ -185,7 +179,7 @@ std::vector<std::string> remove_old_checkpoints(const std::string& checkpoints_d
         ++kept;
         continue;
       }
-      remove(entry.path);
+      old.push_back(entry.path);
     }
   }
   std::error_code error;
@@ -194,10 +188,21 @@ std::vector<std::string> remove_old_checkpoints(const std::string& checkpoints_d
     const size_t tmp = name.find(".tmp-");
     if (entry.is_directory() && name.rfind(kStepPrefix, 0) == 0 && tmp != std::string::npos &&
         name.substr(tmp + 5) != own_token) {
-      remove(entry.path());
+      old.push_back(entry.path().string());
     }
   }
-  return removed;
+  return old;
+}
+
+std::vector<std::string> remove_old_checkpoints(const std::string& checkpoints_dir, int keep_last,
+                                                const std::string& keep, const std::string& own_token) {
+  const std::vector<std::string> old = old_checkpoints(checkpoints_dir, keep_last, keep, own_token);
+  for (const std::string& path : old) {
+    std::error_code error;
+    fs::remove_all(path, error);
+    TS_CHECK(!error, CheckpointError, "cannot delete old checkpoint '", path, "': ", error.message());
+  }
+  return old;
 }
 
 ResumeCandidates resume_candidates(const std::string& spec, const std::string& run_dir) {

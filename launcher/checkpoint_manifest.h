@@ -71,10 +71,13 @@ struct CheckpointEntry {
 };
 std::vector<CheckpointEntry> list_checkpoints(const std::string& checkpoints_dir);
 
-// Deletes the oldest published checkpoints so that keep_last remain (keep_last 0 keeps all), never `keep`
-// (the directory name latest points to), and the temporaries of interrupted saves: step_N.tmp-<token> of any
-// token but own_token (this run's token: its ranks may already be writing the next save). Returns the paths
-// deleted. Deletion failures are reported as CheckpointError.
+// The directories a retention pass deletes: the oldest published checkpoints beyond keep_last (keep_last 0
+// keeps all), never `keep` (the directory name latest points to), and the temporaries of interrupted saves:
+// step_N.tmp-<token> of any token but own_token (this run's token: its ranks may already be writing the next
+// save). Lists only.
+std::vector<std::string> old_checkpoints(const std::string& checkpoints_dir, int keep_last, const std::string& keep,
+                                         const std::string& own_token);
+// Deletes old_checkpoints(...) and returns their paths. Deletion failures are reported as CheckpointError.
 std::vector<std::string> remove_old_checkpoints(const std::string& checkpoints_dir, int keep_last,
                                                 const std::string& keep, const std::string& own_token);
 
