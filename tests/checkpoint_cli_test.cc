@@ -64,9 +64,18 @@ struct RunLayout {
   }
 };
 
-// The layouts of the resume matrix; every pair (X saves, Y resumes) is run.
+// The layouts of the resume matrix (X saves after step 3, Y resumes). Every pair of the first kAllPairs
+// layouts runs; each later one (pipeline, ZeRO-1) resumes its own checkpoint, (1,1,1)'s and the other later
+// ones', and (1,1,1) resumes its checkpoint. Add layouts at the end.
 const RunLayout kLayouts[] = {{1, 1, 1, false}, {2, 1, 1, true},  {1, 1, 2, false}, {2, 1, 2, true},
                               {1, 1, 4, false}, {4, 1, 1, false}, {1, 2, 1, true},  {1, 2, 2, false, true}};
+constexpr size_t kAllPairs = 6;
+
+bool in_matrix(size_t saved, size_t resumed) {
+  const bool core = saved < kAllPairs && resumed < kAllPairs;
+  const bool extra = saved >= kAllPairs && resumed >= kAllPairs;
+  return core || extra || saved == 0 || resumed == 0;
+}
 
 // `tessera train` in a layout, with extra arguments: under mpirun, or alone (as MPI singleton) on one rank.
 std::string train_command(const std::string& job, const RunLayout& layout, const std::string& run_dir,
@@ -164,8 +173,11 @@ TEST(CheckpointCli, EveryLayoutResumesEveryOthersCheckpoint) {
   }
   // Every pair resumes after step 3; only same-layout runs save at the end, to compare every tensor.
   commands.clear();
+  std::vector<std::pair<size_t, size_t>> pairs;
   for (size_t x = 0; x < n; ++x) {
     for (size_t y = 0; y < n; ++y) {
+      if (!in_matrix(x, y)) continue;
+      pairs.emplace_back(x, y);
       const bool same = kLayouts[x].same_layout(kLayouts[y]);
       commands.push_back(train_command(job, kLayouts[y], resume_dir(x, y),
                                        "--resume " + checkpoint_of(x) + " --set checkpoint.every_steps=0" +
@@ -173,30 +185,29 @@ TEST(CheckpointCli, EveryLayoutResumesEveryOthersCheckpoint) {
     }
   }
   results = run_all(commands);
-  for (size_t x = 0; x < n; ++x) {
-    for (size_t y = 0; y < n; ++y) {
-      const RunLayout& saved = kLayouts[x];
-      const RunLayout& resumed = kLayouts[y];
-      SCOPED_TRACE("saved in " + saved.name() + ", resumed in " + resumed.name());
-      const testing::CommandResult& r = results[x * n + y];
-      ASSERT_EQ(r.exit_code, 0) << r.output;
-      ASSERT_TRUE(contains(r.output, "resumed from " + checkpoint_of(x) + ": step 3")) << r.output;
-      const std::map<int, Row> rows = read_metrics(resume_dir(x, y));
-      ASSERT_EQ(rows.size(), 3u) << "steps 4 to 6";
-      for (const auto& [step, row] : rows) {
-        const Row& want = reference[y].at(step);
-        if (saved.same_layout(resumed)) {
-          EXPECT_EQ(row.loss, want.loss) << "step " << step;
-          EXPECT_EQ(row.grad_norm, want.grad_norm) << "step " << step;
-        } else {
-          const double loss = std::stod(row.loss), expected = std::stod(want.loss);
-          EXPECT_LE(std::fabs(loss - expected), 1e-5 * std::fabs(expected)) << "step " << step;
-        }
-      }
+  for (size_t i = 0; i < pairs.size(); ++i) {
+    const auto [x, y] = pairs[i];
+    const RunLayout& saved = kLayouts[x];
+    const RunLayout& resumed = kLayouts[y];
+    SCOPED_TRACE("saved in " + saved.name() + ", resumed in " + resumed.name());
+    const testing::CommandResult& r = results[i];
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    ASSERT_TRUE(contains(r.output, "resumed from " + checkpoint_of(x) + ": step 3")) << r.output;
+    const std::map<int, Row> rows = read_metrics(resume_dir(x, y));
+    ASSERT_EQ(rows.size(), 3u) << "steps 4 to 6";
+    for (const auto& [step, row] : rows) {
+      const Row& want = reference[y].at(step);
       if (saved.same_layout(resumed)) {
-        expect_same_tensors(resume_dir(x, y) + "/checkpoints/step_00000006",
-                            reference_dir(y) + "/checkpoints/step_00000006");
+        EXPECT_EQ(row.loss, want.loss) << "step " << step;
+        EXPECT_EQ(row.grad_norm, want.grad_norm) << "step " << step;
+      } else {
+        const double loss = std::stod(row.loss), expected = std::stod(want.loss);
+        EXPECT_LE(std::fabs(loss - expected), 1e-5 * std::fabs(expected)) << "step " << step;
       }
+    }
+    if (saved.same_layout(resumed)) {
+      expect_same_tensors(resume_dir(x, y) + "/checkpoints/step_00000006",
+                          reference_dir(y) + "/checkpoints/step_00000006");
     }
   }
 }
