@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The main job: installs what is missing, builds, tokenizes a real English corpus (Debian's fortunes),
 # trains the tiny GPT of configs/tiny.textproto for a few minutes on CPU over four MPI ranks (two pipeline
-# stages x two data-parallel replicas), and prints a summary. Everything it writes goes to data/ and
-# runs/tiny/. Extra arguments go to `tessera train` (e.g. --set train.steps=100).
+# stages x two data-parallel replicas) with a checkpoint every 100 steps, resumes the last checkpoint in
+# another layout (two tensor-parallel ranks x two data-parallel replicas) for 50 more steps, and prints a
+# summary. Everything it writes goes to data/ and runs/tiny/. Extra arguments go to both `tessera train` runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh --with-corpus
@@ -21,13 +22,24 @@ if [[ ! -f data/fortunes_train.idx || ! -f data/fortunes.model ]]; then
 fi
 
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_WAIT_POLICY=PASSIVE
+rm -rf runs/tiny
 mpirun --oversubscribe -np 4 build/tessera train --config configs/tiny.textproto \
   --set parallel.pp=2 --set parallel.dp=2 --set parallel.micro_batches=2 "$@"
+
+echo
+echo "== resuming the last checkpoint in another layout (tp=2 x dp=2) for 50 more steps"
+mpirun --oversubscribe -np 4 build/tessera train --config configs/tiny.textproto --resume latest \
+  --set train.steps=450 --set parallel.tp=2 --set parallel.dp=2 "$@"
+echo
+build/tessera inspect runs/tiny | head -n 8
 
 cat <<SUMMARY
 
 Summary: tokenized ${#corpus[@]} fortune files into data/fortunes_{train,valid}.{bin,idx} with the BPE
-tokenizer data/fortunes.model, and trained configs/tiny.textproto on 4 MPI ranks (pp=2 x dp=2). The run
-directory runs/tiny/ holds config.textproto and metrics.jsonl. Prove the numbers against PyTorch with
+tokenizer data/fortunes.model; trained configs/tiny.textproto for 400 steps on 4 MPI ranks (pp=2 x dp=2),
+saving sharded checkpoints every 100 steps; then resumed step 400 on 4 ranks in another layout (tp=2 x dp=2)
+and trained to step 450. runs/tiny/ holds config.textproto, metrics.jsonl (all 450 steps) and
+checkpoints/ (h5py reads runs/tiny/checkpoints/step_00000450/model.h5). Prove the numbers against PyTorch
+with
   build/tessera verify --fixture tests/data/gpt2-tiny.h5
 SUMMARY
