@@ -31,7 +31,9 @@ echo "== resuming the last checkpoint in another layout (tp=2 x dp=2) for 50 mor
 mpirun --oversubscribe -np 4 build/tessera train --config configs/tiny.textproto --resume latest \
   --set train.steps=450 --set parallel.tp=2 --set parallel.dp=2 "$@"
 echo
-build/tessera inspect runs/tiny | head -n 8
+inspect_out=$(build/tessera inspect runs/tiny)
+sed -n '1,6p' <<<"$inspect_out"
+tail -n 1 <<<"$inspect_out"
 
 cat <<SUMMARY
 
