@@ -16,6 +16,7 @@
 #include "core/check.h"
 #include "launcher/checkpoint_manifest.h"
 #include "launcher/durable_file.h"
+#include "launcher/human_format.h"
 #include "launcher/stop_signal.h"
 #include "launcher/xxhash64.h"
 
@@ -28,19 +29,6 @@ namespace {
 double now_s() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
 std::string join_path(const std::string& dir, const std::string& name) { return (fs::path(dir) / name).string(); }
-
-std::string human_bytes(double bytes) {
-  char text[32];
-  if (bytes >= 1e9)
-    std::snprintf(text, sizeof(text), "%.2f GB", bytes / 1e9);
-  else if (bytes >= 1e6)
-    std::snprintf(text, sizeof(text), "%.1f MB", bytes / 1e6);
-  else if (bytes >= 1e3)
-    std::snprintf(text, sizeof(text), "%.1f kB", bytes / 1e3);
-  else
-    std::snprintf(text, sizeof(text), "%.0f B", bytes);
-  return text;
-}
 
 std::string join_lines(const std::vector<std::string>& lines, const std::string& indent) {
   std::string out;

@@ -15,24 +15,12 @@
 #include "launcher/checkpoint_manifest.h"
 #include "launcher/cli_args.h"
 #include "launcher/commands.h"
+#include "launcher/human_format.h"
 #include "launcher/xxhash64.h"
 
 namespace tessera {
 
 namespace {
-
-std::string human_bytes(double bytes) {
-  char text[32];
-  if (bytes >= 1e9)
-    std::snprintf(text, sizeof(text), "%.2f GB", bytes / 1e9);
-  else if (bytes >= 1e6)
-    std::snprintf(text, sizeof(text), "%.1f MB", bytes / 1e6);
-  else if (bytes >= 1e3)
-    std::snprintf(text, sizeof(text), "%.1f kB", bytes / 1e3);
-  else
-    std::snprintf(text, sizeof(text), "%.0f B", bytes);
-  return text;
-}
 
 std::string shape_text(const google::protobuf::RepeatedField<int64_t>& shape) {
   std::string out = "[";

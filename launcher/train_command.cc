@@ -15,6 +15,7 @@
 #include "launcher/commands.h"
 #include "launcher/config.h"
 #include "launcher/data_sources.h"
+#include "launcher/human_format.h"
 #include "launcher/job.h"
 #include "launcher/run_dir.h"
 #include "launcher/stop_signal.h"
@@ -28,15 +29,6 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
-std::string human_count(double n) {
-  char buf[32];
-  if (n >= 1e9) std::snprintf(buf, sizeof(buf), "%.2fG", n / 1e9);
-  else if (n >= 1e6) std::snprintf(buf, sizeof(buf), "%.2fM", n / 1e6);
-  else if (n >= 1e4) std::snprintf(buf, sizeof(buf), "%.1fk", n / 1e3);
-  else std::snprintf(buf, sizeof(buf), "%.0f", n);
-  return buf;
 }
 
 constexpr int kMaxConsecutiveSkips = 5;
