@@ -6,7 +6,7 @@
 # root/ and are relocated at run time (OPAL_PREFIX; PMIx plugins through PMIX_MCA_mca_base_component_path).
 #
 # Usage: scripts/gpu_bundle.sh [BUILD_DIR]     (default build/, configured with CUDA and already built)
-# Output: build-gpu/tessera-gpu.tar.xz, xz-compressed to stay well under the device tool's 64 MiB carry limit.
+# Output: build-gpu/tessera-gpu.tar.xz, xz-compressed (about 19 MB) so it is quick to copy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}

@@ -8,8 +8,8 @@
 #      (size-1 groups), and tp=2 x pp=2 x dp=2 on 8 ranks sharing the GPU (MPI with host staging),
 #   4. `tessera bench` on CUDA (gpt2-124m shape).
 # Each step has its own time limit; the whole check stays under 10 minutes. Prints a summary table last and exits
-# non-zero if any step failed. Logs (environment.log, steps.log, summary.txt) go to $OUT (the device tool's
-# output folder) or /tmp/tessera-gpu-check.
+# non-zero if any step failed. Logs (environment.log, steps.log, summary.txt) go to $OUT (if the
+# environment names an output folder) or /tmp/tessera-gpu-check.
 #
 # Usage, from the repository root: bash scripts/gpu_check.sh [BUNDLE]   (default build-gpu/tessera-gpu.tar.xz)
 # TESSERA_CUDA_LIB_DIRS (colon-separated) overrides the search for the CUDA libraries.
@@ -77,8 +77,8 @@ mpirun=(orterun --oversubscribe --bind-to none)
 
 # ---- steps ----------------------------------------------------------------------------------------------------
 declare -a names results
-# step NAME SECONDS COMMAND...: runs with a time limit, appends its output to $logs/steps.log (one file: the
-# device tool brings back at most 8), records PASS/FAIL and the time.
+# step NAME SECONDS COMMAND...: runs with a time limit, appends its output to $logs/steps.log (one file, so
+# the logs stay few), records PASS/FAIL and the time.
 : >"$logs/steps.log"
 step() {
   local name=$1 limit=$2
