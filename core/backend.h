@@ -64,7 +64,7 @@ class Backend {
   virtual Device device() const = 0;
   virtual const char* name() const = 0;
 
-  // ---- memory (synchronizes) -------------------------------------------------------------------------
+  // ---- memory: allocate/deallocate and copy_to_host synchronize; copies and fills are ordered like any op --
   virtual Buffer allocate(size_t bytes) = 0;
   virtual void deallocate(void* data) = 0;
   virtual void copy_from_host(Tensor dst, const void* src) = 0;

@@ -117,14 +117,9 @@ double Trainer::run_batch(const Sampler& source, int64_t first_sample, bool trai
   if (grad_send_) grad_send_->wait();
   grad_send_.reset();
 
-  // The loss lives on the last stage: sum it over the pipeline (other stages add 0) and over DP, as a high
-  // and a low float to keep double precision.
-  float parts[2] = {static_cast<float>(loss_sum), 0.0f};
-  parts[1] = static_cast<float>(loss_sum - static_cast<double>(parts[0]));
-  Tensor t(parts, DType::kF32, Device::kCpu, {2});
-  if (stages_ > 1) pp.all_reduce(t, ReduceOp::kSum)->wait();
-  if (groups_.dp->size() > 1) groups_.dp->all_reduce(t, ReduceOp::kSum)->wait();
-  loss_sum = static_cast<double>(parts[0]) + parts[1];
+  // The loss lives on the last stage: sum it over the pipeline (other stages add 0) and over DP, in double
+  // and bit-identical on every rank (the same reduction as the gradient norm's).
+  loss_sum = sum_over_groups(loss_sum, {&pp, groups_.dp.get()});
   return loss_sum / tokens;
 }
 

@@ -30,6 +30,7 @@
 #include "parallel/pipeline_schedule.h"
 #include "parallel/zero_optimizer.h"
 #include "tests/checkpoint_state.h"
+#include "tests/mpi_test_util.h"
 
 namespace tessera {
 namespace {
@@ -38,17 +39,8 @@ namespace fs = std::filesystem;
 
 constexpr double kTimeoutS = 60.0;
 
-int world_rank() {
-  int rank = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  return rank;
-}
-
-int world_size() {
-  int size = 0;
-  MPI_Comm_size(MPI_COMM_WORLD, &size);
-  return size;
-}
+using tessera::mpi_test::world_rank;
+using tessera::mpi_test::world_size;
 
 // The world as a timed group, so that a rank that fails a test early turns its peers' waits into errors
 // instead of hangs.

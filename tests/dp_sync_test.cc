@@ -32,6 +32,7 @@
 #include "parallel/parallel_groups.h"
 #include "parallel/rank_grid.h"
 #include "parallel/zero_optimizer.h"
+#include "tests/mpi_test_util.h"
 
 namespace tessera {
 namespace {
@@ -41,17 +42,8 @@ constexpr double kTimeoutS = 60.0;
 constexpr int kSeqLen = 8;
 constexpr int kMicroBatch = 2;  // sequences per micro-batch
 
-int world_rank() {
-  int rank = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  return rank;
-}
-
-int world_size() {
-  int size = 0;
-  MPI_Comm_size(MPI_COMM_WORLD, &size);
-  return size;
-}
+using tessera::mpi_test::world_rank;
+using tessera::mpi_test::world_size;
 
 // The layouts the tests run in, all over the 4 ranks of the world.
 enum class Layout {

@@ -19,22 +19,15 @@
 #include "parallel/mpi_check.h"
 #include "parallel/mpi_process_group.h"
 #include "parallel/rank_grid.h"
+#include "tests/mpi_test_util.h"
 
 namespace tessera {
 namespace {
 
 constexpr double kTimeoutS = 60;
 
-int world_rank() {
-  int rank = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  return rank;
-}
-int world_size() {
-  int size = 0;
-  MPI_Comm_size(MPI_COMM_WORLD, &size);
-  return size;
-}
+using tessera::mpi_test::world_rank;
+using tessera::mpi_test::world_size;
 
 std::unique_ptr<MpiProcessGroup> self_group() {
   MPI_Comm comm = MPI_COMM_NULL;

@@ -17,6 +17,7 @@
 #include "parallel/mpi_process_group.h"
 #include "parallel/parallel_groups.h"
 #include "parallel/rank_grid.h"
+#include "tests/mpi_test_util.h"
 
 namespace tessera {
 namespace {
@@ -26,17 +27,8 @@ constexpr double kTimeoutS = 30.0;
 // For the timeout tests: how long a rank waits for a peer that is deliberately late.
 constexpr double kShortTimeoutS = 1.0;
 
-int world_rank() {
-  int rank = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  return rank;
-}
-
-int world_size() {
-  int size = 0;
-  MPI_Comm_size(MPI_COMM_WORLD, &size);
-  return size;
-}
+using tessera::mpi_test::world_rank;
+using tessera::mpi_test::world_size;
 
 template <typename T>
 DType dtype_of();
