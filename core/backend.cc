@@ -26,4 +26,19 @@ Tensor Buffer::tensor(size_t offset_bytes, DType dtype, std::initializer_list<in
   return t;
 }
 
+void Backend::matmul_gelu_forward(Tensor out_gelu, Tensor pre_gelu, Tensor inp, Tensor weight, Tensor bias) {
+  matmul_forward(pre_gelu, inp, weight, bias);
+  gelu_forward(out_gelu, pre_gelu);
+}
+
+void Backend::residual_layernorm_forward(Tensor residual_out, Tensor out, Tensor mean, Tensor rstd, Tensor a,
+                                         Tensor b, Tensor weight, Tensor bias, float eps) {
+  add(residual_out, a, b);
+  layernorm_forward(out, mean, rstd, residual_out, weight, bias, eps);
+}
+
+void Backend::sum_of_squares_many(const Tensor* tensors, int count, double* sums) {
+  for (int i = 0; i < count; ++i) sums[i] = sum_of_squares(tensors[i]);
+}
+
 }  // namespace tessera

@@ -1,8 +1,9 @@
 // Backend: the compute interface every model layer is written against.
 //
-// One implementation per device: kernels/cpu (OpenBLAS + OpenMP, the reference) and, later, kernels/cuda.
-// Code above this interface never knows which one runs it. Every op works on Tensors carved out of Buffers
-// allocated by the same backend. Rows: N = batch * seq tokens, processed independently unless said so.
+// One implementation per device: kernels/cpu (OpenBLAS + OpenMP, the reference) and kernels/cuda (cuBLASLt,
+// cuDNN, custom kernels). Code above this interface never knows which one runs it. Every op works on Tensors
+// carved out of Buffers allocated by the same backend. Rows: N = batch * seq tokens, processed independently
+// unless said so.
 //
 // Conventions:
 // - Linear weights are [out_features, in_features]: y = x W^T + b (as in PyTorch and the fixtures).
@@ -10,6 +11,17 @@
 //   parameters accumulate across micro-batches; the caller zeroes them once per optimizer step).
 // - Ops are asynchronous with respect to the host unless marked "synchronizes".
 // - An undefined Tensor (Tensor()) passed for an optional argument means "none".
+//
+// Note [Precision]
+// An op's tensors come in three kinds, and the dtypes each may have are fixed by kind:
+// - compute tensors: activations, their gradients, logits and the compute copy of parameters (the weights and
+//   biases passed to forward ops). f32, or bf16 for mixed precision; all compute tensors of one op share a dtype.
+// - parameter gradients (d_weight, d_bias, d_wte, d_wpe): always f32, and they accumulate.
+// - statistics (mean, rstd, lse, row_max, sum_exp, target_logit, losses) and optimizer state: always f32;
+//   token ids: i32.
+// Arithmetic is f32 whatever the storage: bf16 inputs are widened, sums run in f32 (or wider), and a bf16
+// output is rounded once, to nearest even, when it is stored. With bf16 compute tensors the master weights stay
+// f32 in the optimizer (adamw_update writes the bf16 copy).
 #pragma once
 
 #include <cstddef>
@@ -69,6 +81,7 @@ class Backend {
   virtual void deallocate(void* data) = 0;
   virtual void copy_from_host(Tensor dst, const void* src) = 0;
   virtual void copy_to_host(void* dst, Tensor src) = 0;
+  // dst = src, same element count; converts when the dtypes differ (f32 <-> bf16, rounding to nearest even).
   virtual void copy(Tensor dst, Tensor src) = 0;
   virtual void fill(Tensor t, float value) = 0;
   // Waits for every op issued so far.
@@ -82,6 +95,10 @@ class Backend {
   virtual void matmul_backward(Tensor d_inp, Tensor d_weight, Tensor d_bias, Tensor d_out, Tensor inp,
                                Tensor weight) = 0;
 
+  // out_gelu = gelu(pre_gelu), pre_gelu = inp weight^T + bias: matmul_forward then gelu_forward, which a backend
+  // may fuse (a GEMM epilogue). Both overwrite.
+  virtual void matmul_gelu_forward(Tensor out_gelu, Tensor pre_gelu, Tensor inp, Tensor weight, Tensor bias);
+
   // ---- normalization and activations -----------------------------------------------------------------
   // out = (inp - mean) * rstd * weight + bias per row of [N,C]; saves mean[N], rstd[N]. Overwrites.
   virtual void layernorm_forward(Tensor out, Tensor mean, Tensor rstd, Tensor inp, Tensor weight, Tensor bias,
@@ -89,6 +106,11 @@ class Backend {
   // d_inp[N,C], d_weight[C], d_bias[C] all accumulate.
   virtual void layernorm_backward(Tensor d_inp, Tensor d_weight, Tensor d_bias, Tensor d_out, Tensor inp,
                                   Tensor weight, Tensor mean, Tensor rstd) = 0;
+  // The residual connection and the next LayerNorm: residual_out = a + b, then layernorm_forward of it into out.
+  // residual_out may alias a or b. Overwrites. Its backward is layernorm_backward, whose d_inp accumulates into
+  // the residual stream's gradient.
+  virtual void residual_layernorm_forward(Tensor residual_out, Tensor out, Tensor mean, Tensor rstd, Tensor a,
+                                          Tensor b, Tensor weight, Tensor bias, float eps);
   // GELU, tanh approximation. Overwrites.
   virtual void gelu_forward(Tensor out, Tensor inp) = 0;
   // d_inp = d_out * gelu'(inp). Overwrites; d_inp may alias d_out.
@@ -99,11 +121,12 @@ class Backend {
   // ---- attention ---------------------------------------------------------------------------------------
   // Causal multi-head attention over qkv[B,T,3*H*hs], where each row holds [Q heads | K heads | V heads] and
   // head h owns columns [h*hs, (h+1)*hs) of each third. Scores are scaled by 1/sqrt(hs).
-  // out[B,T,H*hs] overwrites; probs[B,H,T,T] saves the softmax for the backward pass.
-  virtual void attention_forward(Tensor out, Tensor probs, Tensor qkv, int n_head) = 0;
-  // d_qkv[B,T,3*H*hs] overwrites; d_probs[B,H,T,T] is scratch.
-  virtual void attention_backward(Tensor d_qkv, Tensor d_probs, Tensor d_out, Tensor qkv, Tensor probs,
-                                  int n_head) = 0;
+  // out[B,T,H*hs] overwrites; lse[B,H,T] (f32) saves each query row's log-sum-exp of its scaled, causally
+  // masked scores (natural log), from which backward recomputes the probabilities (flash attention): no [T,T]
+  // matrix outlives a call.
+  virtual void attention_forward(Tensor out, Tensor lse, Tensor qkv, int n_head) = 0;
+  // d_qkv[B,T,3*H*hs] overwrites, from d_out[B,T,H*hs] and the forward's qkv, out and lse.
+  virtual void attention_backward(Tensor d_qkv, Tensor d_out, Tensor qkv, Tensor out, Tensor lse, int n_head) = 0;
 
   // ---- embeddings ---------------------------------------------------------------------------------------
   // out[N,C] = wte[tokens[i] - vocab_start] (zero when the token is outside this shard's
@@ -132,10 +155,16 @@ class Backend {
                                            int64_t valid_cols, float d_scale) = 0;
 
   // ---- optimizer ---------------------------------------------------------------------------------------------
-  // One AdamW update of param from grad, with moments m and v (all the same shape).
-  virtual void adamw_update(Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWStep& step) = 0;
+  // One AdamW update of the f32 master weights param from grad, with moments m and v (all f32, the same
+  // shape). If param_copy is defined (bf16, the same shape), it is overwritten with the updated param rounded to
+  // nearest even: the compute copy the next forward uses.
+  virtual void adamw_update(Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWStep& step,
+                            Tensor param_copy) = 0;
   // Sum of squares of all elements, accumulated in double. Synchronizes.
   virtual double sum_of_squares(Tensor t) = 0;
+  // The sums of squares of several tensors, into sums[i] (accumulated in double): the same values as calling
+  // sum_of_squares on each, with one synchronization. The default calls sum_of_squares.
+  virtual void sum_of_squares_many(const Tensor* tensors, int count, double* sums);
   // t *= factor.
   virtual void scale(Tensor t, float factor) = 0;
 };

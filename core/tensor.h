@@ -46,6 +46,10 @@ class Tensor {
     TS_ASSERT(dtype_ == DType::kF32, "tensor is ", dtype_name(dtype_), ", not f32");
     return static_cast<float*>(data_);
   }
+  uint16_t* bf16() const {
+    TS_ASSERT(dtype_ == DType::kBF16, "tensor is ", dtype_name(dtype_), ", not bf16");
+    return static_cast<uint16_t*>(data_);
+  }
   int32_t* i32() const {
     TS_ASSERT(dtype_ == DType::kI32, "tensor is ", dtype_name(dtype_), ", not i32");
     return static_cast<int32_t*>(data_);
