@@ -3,6 +3,8 @@
 
 #include <cstdint>
 
+#include "core/tensor.h"
+
 namespace tessera {
 
 struct ModelConfig {
@@ -14,6 +16,9 @@ struct ModelConfig {
   float norm_eps = 1e-5f;
   float init_std = 0.02f;
   int vocab_pad_multiple = 1;
+  // Storage of activations and of the parameters' compute copy: kF32, or kBF16 for mixed precision (core/backend.h,
+  // Note [Precision]). Master weights, gradients and optimizer state are f32 either way.
+  DType dtype = DType::kF32;
 
   int head_size() const { return n_embd / n_head; }
   // Rows of the embedding table when split over tp ranks: vocab_size rounded up to a multiple of

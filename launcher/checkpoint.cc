@@ -486,6 +486,7 @@ void Checkpointer::load(const std::string& dir, const checkpoint::Manifest& mani
   if (!on_cpu) {
     for (size_t k = 0; k < pieces_.size(); ++k) job_.backend->copy_from_host(pieces_[k].memory, host[k]);
   }
+  job_.model->refresh_compute_params();  // checkpoints hold the f32 master weights
   job_.optimizer->set_steps_taken(manifest.optimizer_steps());
 }
 

@@ -446,11 +446,6 @@ void validate_model(const config::ModelConfig& model, Problems& problems) {
     problems.add("model.vocab_pad_multiple (", model.vocab_pad_multiple(), ") must be >= 1 (1 = no padding)");
   }
   check_finite_positive(problems, model.init_std(), "model.init_std");
-  if (model.dtype() != config::FP32) {
-    problems.add("model.dtype=", config::DType_Name(model.dtype()),
-                 " needs the CUDA backend's bf16 kernels, which do not exist yet (train.device=CUDA computes in fp32 "
-                 "too); use model.dtype=FP32 (the default)");
-  }
 }
 
 void validate_train(const config::JobConfig& job, Problems& problems) {

@@ -19,6 +19,7 @@ ModelConfig model_config_from(const config::ModelConfig& m) {
   c.n_embd = m.n_embd();
   c.max_seq_len = m.max_seq_len();
   c.norm_eps = m.norm_eps();
+  c.dtype = m.dtype() == config::BF16 ? DType::kBF16 : DType::kF32;
   c.init_std = m.init_std();
   c.vocab_pad_multiple = m.vocab_pad_multiple();
   return c;

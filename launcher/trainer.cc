@@ -43,10 +43,13 @@ Trainer::Trainer(Gpt2Model& model, Optimizer& optimizer, DpGradSync& grad_sync, 
   const bool tied_across_stages = stages_ > 1 && wte_grad.defined();
   const int64_t activation_elems = static_cast<int64_t>(micro_batch_size_) * options.seq_len * C;
   const int64_t embedding_elems = tied_across_stages ? wte_grad.numel() : 0;
-  exchange_buffer_ = backend.allocate(static_cast<size_t>(activation_elems + embedding_elems) * sizeof(float));
-  d_output_ = exchange_buffer_.tensor(0, DType::kF32, {micro_batch_size_, options.seq_len, C});
+  // The gradient received from the next stage has the compute dtype; the tied embedding's gradient is f32.
+  const DType compute = model.config().dtype;
+  const size_t activation_bytes = (static_cast<size_t>(activation_elems) * dtype_size(compute) + 63) / 64 * 64;
+  exchange_buffer_ = backend.allocate(activation_bytes + static_cast<size_t>(embedding_elems) * sizeof(float));
+  d_output_ = exchange_buffer_.tensor(0, compute, {micro_batch_size_, options.seq_len, C});
   if (tied_across_stages) {
-    peer_embedding_grad_ = exchange_buffer_.tensor(activation_elems * sizeof(float), DType::kF32, {embedding_elems});
+    peer_embedding_grad_ = exchange_buffer_.tensor(activation_bytes, DType::kF32, {embedding_elems});
   }
 }
 

@@ -40,18 +40,27 @@ double relative_error(double got, double want) { return std::fabs(got - want) / 
 }  // namespace
 
 int verify_command(const std::vector<std::string>& args, MpiEnvironment& mpi, const ProcessEnv& env) {
-  CliArgs cli("verify", args, {"--fixture", "--set", "--loss-rtol", "--grad-norm-rtol", "--weight-atol"}, {},
+  CliArgs cli("verify", args,
+              {"--fixture", "--set", "--loss-rtol", "--grad-norm-rtol", "--weight-atol", "--update-rtol"}, {},
               {"--set"});
   const std::string path = cli.required("--fixture");
-  // Tolerances a correct fp32 implementation meets (the fixtures' README).
-  const double loss_rtol = std::stod(cli.get("--loss-rtol", "1e-5"));
-  const double norm_rtol = std::stod(cli.get("--grad-norm-rtol", "1e-4"));
-  const double weight_atol = std::stod(cli.get("--weight-atol", "1e-5"));
 
   const Fixture fixture = load_fixture(path);
   config::JobConfig config = fixture_job_config(fixture);
   for (const std::string& assignment : cli.all("--set")) apply_override(config, assignment);
   validate_job_config(config);
+  // Note [bf16 tolerances]
+  // f32: what a correct fp32 implementation meets (the fixtures' README). bf16 stores every activation and the
+  // weights the layers read with 8 significant bits, so losses and gradient norms move by parts per thousand;
+  // the f32 master weights then differ elementwise by up to a few learning rates wherever AdamW normalizes a
+  // gradient that is mostly rounding noise (e.g. the key biases, whose exact gradient is zero). For bf16 the
+  // element-wise weight bound is therefore loose (it catches divergence) and the weights are judged by the
+  // update error: the RMS of (got - expected) over the RMS of (expected - initial), over all weights.
+  const bool bf16 = config.model().dtype() == config::BF16;
+  const double loss_rtol = std::stod(cli.get("--loss-rtol", bf16 ? "2e-3" : "1e-5"));
+  const double norm_rtol = std::stod(cli.get("--grad-norm-rtol", bf16 ? "3e-2" : "1e-4"));
+  const double weight_atol = std::stod(cli.get("--weight-atol", bf16 ? "2e-2" : "1e-5"));
+  const double update_rtol = std::stod(cli.get("--update-rtol", bf16 ? "5e-2" : "1e-3"));
   Job job = build_job(config, mpi, env);
   const bool log = job.is_logger();
 
@@ -66,6 +75,7 @@ int verify_command(const std::vector<std::string>& args, MpiEnvironment& mpi, co
     slice_global_to_local(p.spec, p.layout, it->second.data(), local.data());
     job.backend->copy_from_host(p.value, local.data());
   }
+  job.model->refresh_compute_params();
 
   if (log) {
     std::printf("verify %s: gpt2 vocab %d, %d layers, %d heads, C %d, seq %d, batch %d, %d steps; %s "
@@ -98,32 +108,54 @@ int verify_command(const std::vector<std::string>& args, MpiEnvironment& mpi, co
   // Final weights: each rank compares its own shard with the matching slice of the global tensors.
   double worst_weight = 0;
   std::string worst_name;
-  std::vector<float> want;
+  std::vector<float> want, initial;
+  // Squared update error and squared expected update, over the weights this rank counts once (DP rank 0; a
+  // replicated tensor on TP rank 0; the tied embedding on its first stage).
+  float update_sums[2] = {0, 0};
+  const bool counts_updates = job.groups.dp->rank() == 0;
   for (LocalParam& p : job.model->params()) {
     local.resize(p.value.numel());
     job.backend->copy_to_host(local.data(), p.value);
     want.assign(p.value.numel(), 0.0f);
+    initial.assign(p.value.numel(), 0.0f);
     slice_global_to_local(p.spec, p.layout, fixture.final_weights.at(p.spec.name).data(), want.data());
+    slice_global_to_local(p.spec, p.layout, fixture.init.at(p.spec.name).data(), initial.data());
+    double error_sq = 0, update_sq = 0;
     for (size_t i = 0; i < local.size(); ++i) {
       double err = std::fabs(static_cast<double>(local[i]) - want[i]);
       if (!(err <= worst_weight)) {  // also catches NaN
         worst_weight = std::isfinite(err) ? err : INFINITY;
         worst_name = p.spec.name;
       }
+      const double update = static_cast<double>(want[i]) - initial[i];
+      error_sq += err * err;
+      update_sq += update * update;
+    }
+    if (counts_updates && p.counted) {
+      update_sums[0] += static_cast<float>(error_sq);
+      update_sums[1] += static_cast<float>(update_sq);
     }
   }
-  float errors[3] = {static_cast<float>(worst_loss), static_cast<float>(worst_norm), static_cast<float>(worst_weight)};
   if (job.groups.world->size() > 1) {
-    job.groups.world->all_reduce(Tensor(errors, DType::kF32, Device::kCpu, {3}), ReduceOp::kMax)->wait();
+    job.groups.world->all_reduce(Tensor(update_sums, DType::kF32, Device::kCpu, {2}), ReduceOp::kSum)->wait();
+  }
+  const double update_err = update_sums[1] > 0 ? std::sqrt(update_sums[0] / update_sums[1])
+                                               : (update_sums[0] > 0 ? INFINITY : 0.0);
+  float errors[4] = {static_cast<float>(worst_loss), static_cast<float>(worst_norm), static_cast<float>(worst_weight),
+                     static_cast<float>(update_err)};
+  if (job.groups.world->size() > 1) {
+    job.groups.world->all_reduce(Tensor(errors, DType::kF32, Device::kCpu, {4}), ReduceOp::kMax)->wait();
   }
   const bool steps_ok = steps == fixture.steps;
-  const bool pass = steps_ok && errors[0] <= loss_rtol && errors[1] <= norm_rtol && errors[2] <= weight_atol;
+  const bool pass = steps_ok && errors[0] <= loss_rtol && errors[1] <= norm_rtol && errors[2] <= weight_atol &&
+                    errors[3] <= update_rtol;
   if (log) {
     if (!steps_ok) std::printf("only %d of the fixture's %d steps ran (train.steps was overridden)\n", steps, fixture.steps);
     if (errors[2] > weight_atol && !worst_name.empty()) std::printf("largest weight error on rank 0 in %s\n", worst_name.c_str());
-    std::printf("verify: worst loss rel err %.2e (tol %.0e), worst grad-norm rel err %.2e (tol %.0e), "
-                "worst weight abs err %.2e (tol %.0e): %s\n",
-                errors[0], loss_rtol, errors[1], norm_rtol, errors[2], weight_atol, pass ? "PASS" : "FAIL");
+    std::printf("verify (%s): worst loss rel err %.2e (tol %.0e), worst grad-norm rel err %.2e (tol %.0e), "
+                "worst weight abs err %.2e (tol %.0e), weight update rel err %.2e (tol %.0e): %s\n",
+                bf16 ? "bf16" : "fp32", errors[0], loss_rtol, errors[1], norm_rtol, errors[2], weight_atol, errors[3],
+                update_rtol, pass ? "PASS" : "FAIL");
     std::fflush(stdout);
   }
   return pass ? 0 : 1;

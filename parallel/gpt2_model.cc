@@ -16,9 +16,15 @@ int64_t product(const std::vector<int64_t>& shape) {
   return n;
 }
 
-Tensor make_view(void* data, Device device, const std::vector<int64_t>& shape) {
-  if (shape.size() == 1) return Tensor(data, DType::kF32, device, {shape[0]});
-  return Tensor(data, DType::kF32, device, {shape[0], shape[1]});
+Tensor make_view(void* data, DType dtype, Device device, const std::vector<int64_t>& shape) {
+  if (shape.size() == 1) return Tensor(data, dtype, device, {shape[0]});
+  return Tensor(data, dtype, device, {shape[0], shape[1]});
+}
+
+// Elements [begin, begin + n) of a flat tensor, any dtype.
+Tensor elements(const Tensor& flat, int64_t begin, const std::vector<int64_t>& shape) {
+  return make_view(static_cast<char*>(flat.data()) + begin * static_cast<int64_t>(dtype_size(flat.dtype())),
+                   flat.dtype(), flat.device(), shape);
 }
 
 }  // namespace
@@ -35,6 +41,7 @@ Gpt2Model::Gpt2Model(const ModelConfig& config, Backend& backend, ProcessGroup& 
   const int tp_size = tp.size(), tp_rank = tp.rank();
   TS_ASSERT(config.n_head % tp_size == 0, "n_head ", config.n_head, " over tp ", tp_size);
   TS_ASSERT(seq_len >= 1 && seq_len <= config.max_seq_len && micro_batch >= 1 && slots >= 1, "bad plan");
+  TS_ASSERT(config.dtype == DType::kF32 || config.dtype == DType::kBF16, "compute dtype ", dtype_name(config.dtype));
   TS_ASSERT(stage.first_layer >= 0 && stage.end_layer <= config.n_layer && stage.first_layer <= stage.end_layer,
             "bad stage");
   C_ = config.n_embd;
@@ -73,11 +80,17 @@ Gpt2Model::Gpt2Model(const ModelConfig& config, Backend& backend, ProcessGroup& 
   grad_buffer_ = backend.allocate(static_cast<size_t>(total) * sizeof(float));
   flat_params_ = param_buffer_.tensor(0, DType::kF32, {total});
   flat_grads_ = grad_buffer_.tensor(0, DType::kF32, {total});
+  flat_compute_ = flat_params_;
+  if (config.dtype != DType::kF32) {
+    compute_buffer_ = backend.allocate(static_cast<size_t>(total) * dtype_size(config.dtype));
+    flat_compute_ = compute_buffer_.tensor(0, config.dtype, {total});
+  }
   layer_params_.resize(stage.end_layer - stage.first_layer);
   for (int i = 0; i < static_cast<int>(params_.size()); ++i) {
     LocalParam& p = params_[i];
-    p.value = make_view(flat_params_.f32() + p.offset, backend.device(), p.layout.local_shape);
-    p.grad = make_view(flat_grads_.f32() + p.offset, backend.device(), p.layout.local_shape);
+    p.value = elements(flat_params_, p.offset, p.layout.local_shape);
+    p.compute = elements(flat_compute_, p.offset, p.layout.local_shape);
+    p.grad = elements(flat_grads_, p.offset, p.layout.local_shape);
     const std::string& n = p.spec.name;
     if (n == "wte") wte_ = i;
     else if (n == "wpe") wpe_ = i;
@@ -102,49 +115,50 @@ Gpt2Model::Gpt2Model(const ModelConfig& config, Backend& backend, ProcessGroup& 
     }
   }
   backend.fill(flat_params_, 0.0f);
+  refresh_compute_params();
   backend.fill(flat_grads_, 0.0f);
 
   // ---- activations, planned once ----
+  const DType A = config.dtype;  // compute dtype
   const int64_t B = micro_batch, T = seq_len, BT = B * T, C = C_, Cl = local_C_, Hl = local_heads_;
   for (int s = 0; s < slots; ++s) {
     SlotActs a{};
     a.tokens = arena_.reserve(DType::kI32, {BT});
     a.targets = arena_.reserve(DType::kI32, {BT});
-    a.input = arena_.reserve(DType::kF32, {B, T, C});
+    a.input = arena_.reserve(A, {B, T, C});
     for (int l = stage.first_layer; l < stage.end_layer; ++l) {
       LayerActs la{};
-      la.ln1 = arena_.reserve(DType::kF32, {BT, C});
+      la.ln1 = arena_.reserve(A, {BT, C});
       la.ln1_mean = arena_.reserve(DType::kF32, {BT});
       la.ln1_rstd = arena_.reserve(DType::kF32, {BT});
-      la.qkv = arena_.reserve(DType::kF32, {B, T, 3 * Cl});
-      la.atty = arena_.reserve(DType::kF32, {BT, Cl});
-      la.probs = arena_.reserve(DType::kF32, {B, Hl, T, T});
-      la.res2 = arena_.reserve(DType::kF32, {BT, C});
-      la.ln2 = arena_.reserve(DType::kF32, {BT, C});
+      la.qkv = arena_.reserve(A, {B, T, 3 * Cl});
+      la.atty = arena_.reserve(A, {BT, Cl});
+      la.lse = arena_.reserve(DType::kF32, {B, Hl, T});
+      la.res2 = arena_.reserve(A, {BT, C});
+      la.ln2 = arena_.reserve(A, {BT, C});
       la.ln2_mean = arena_.reserve(DType::kF32, {BT});
       la.ln2_rstd = arena_.reserve(DType::kF32, {BT});
-      la.fch = arena_.reserve(DType::kF32, {BT, 4 * Cl});
-      la.fch_gelu = arena_.reserve(DType::kF32, {BT, 4 * Cl});
-      la.res3 = arena_.reserve(DType::kF32, {BT, C});
+      la.fch = arena_.reserve(A, {BT, 4 * Cl});
+      la.fch_gelu = arena_.reserve(A, {BT, 4 * Cl});
+      la.res3 = arena_.reserve(A, {BT, C});
       a.layers.push_back(la);
     }
     if (stage.has_head) {
-      a.lnf = arena_.reserve(DType::kF32, {BT, C});
+      a.lnf = arena_.reserve(A, {BT, C});
       a.lnf_mean = arena_.reserve(DType::kF32, {BT});
       a.lnf_rstd = arena_.reserve(DType::kF32, {BT});
       a.losses = arena_.reserve(DType::kF32, {BT});
-      a.d_lnf = arena_.reserve(DType::kF32, {BT, C});
+      a.d_lnf = arena_.reserve(A, {BT, C});
     }
     slot_acts_.push_back(std::move(a));
   }
-  logits_ = stage.has_head ? arena_.reserve(DType::kF32, {BT, vocab_rows_}) : -1;
+  logits_ = stage.has_head ? arena_.reserve(A, {BT, vocab_rows_}) : -1;
   row_max_ = arena_.reserve(DType::kF32, {BT});
   row_stats_ = arena_.reserve(DType::kF32, {2, BT});  // sum_exp, target_logit: one all-reduce for both
-  d_res_ = arena_.reserve(DType::kF32, {B, T, C});
-  d_ln_ = arena_.reserve(DType::kF32, {BT, C});
-  d_big_ = arena_.reserve(DType::kF32, {BT * 4 * Cl});
-  d_atty_ = arena_.reserve(DType::kF32, {BT, Cl});
-  d_probs_ = arena_.reserve(DType::kF32, {B, Hl, T, T});
+  d_res_ = arena_.reserve(A, {B, T, C});
+  d_ln_ = arena_.reserve(A, {BT, C});
+  d_big_ = arena_.reserve(A, {BT * 4 * Cl});
+  d_atty_ = arena_.reserve(A, {BT, Cl});
   arena_.allocate(backend);
 }
 
@@ -181,6 +195,11 @@ void Gpt2Model::init_parameters(uint64_t seed) {
     }
     backend_.copy_from_host(p.value, host.data());
   }
+  refresh_compute_params();
+}
+
+void Gpt2Model::refresh_compute_params() {
+  if (has_compute_copy()) backend_.copy(flat_compute_, flat_params_);
 }
 
 void Gpt2Model::zero_grads() { backend_.fill(flat_grads_, 0.0f); }
@@ -218,15 +237,16 @@ void Gpt2Model::forward(int slot, bool train, float d_scale) {
   const int n_local = stage_.end_layer - stage_.first_layer;
   for (int i = 0; i < n_local; ++i) layer_forward(slot, i);
   if (!stage_.has_head) return;
+  if (n_local == 0) {  // a head-only stage: no layer's fused residual + LayerNorm has computed lnf
+    backend_.layernorm_forward(act(a.lnf), act(a.lnf_mean), act(a.lnf_rstd), layer_input(slot, 0),
+                               value(lnf_weight_), value(lnf_bias_), config_.norm_eps);
+  }
 
-  const Tensor x = layer_input(slot, n_local);
   const int64_t BT = static_cast<int64_t>(micro_batch_) * seq_len_;
   Tensor logits = act(logits_), row_max = act(row_max_), row_stats = act(row_stats_);
   Tensor sum_exp = row_stats.view({2 * BT});
   Tensor sum_exp_part(sum_exp.f32(), DType::kF32, backend_.device(), {BT});
   Tensor target_logit(sum_exp.f32() + BT, DType::kF32, backend_.device(), {BT});
-  backend_.layernorm_forward(act(a.lnf), act(a.lnf_mean), act(a.lnf_rstd), x, value(lnf_weight_),
-                             value(lnf_bias_), config_.norm_eps);
   // logits[:, vocab shard] = lnf(x) wte_shard^T (tied head, column-parallel over the vocabulary).
   backend_.matmul_forward(logits, act(a.lnf), value(wte_), Tensor());
   backend_.cross_entropy_row_max(row_max, logits, valid_vocab_);
@@ -249,24 +269,38 @@ void Gpt2Model::layer_forward(int slot, int i) {
   const bool tp_lead = tp_.rank() == 0;
   const Tensor x = layer_input(slot, i);
   // Attention half: x + proj(attention(qkv(ln1(x)))).
-  backend_.layernorm_forward(act(a.ln1), act(a.ln1_mean), act(a.ln1_rstd), x, value(p.ln1_weight),
-                             value(p.ln1_bias), config_.norm_eps);
+  if (i == 0) {
+    backend_.layernorm_forward(act(a.ln1), act(a.ln1_mean), act(a.ln1_rstd), x, value(p.ln1_weight),
+                               value(p.ln1_bias), config_.norm_eps);
+  }
   backend_.matmul_forward(act(a.qkv), act(a.ln1), value(p.qkv_weight), value(p.qkv_bias));
-  backend_.attention_forward(act(a.atty), act(a.probs), act(a.qkv), local_heads_);
+  backend_.attention_forward(act(a.atty), act(a.lse), act(a.qkv), local_heads_);
   // Row-parallel: every rank adds its heads' share; the replicated bias is added once (TP rank 0).
   backend_.matmul_forward(act(a.res2), act(a.atty), value(p.attn_proj_weight),
                           tp_lead ? value(p.attn_proj_bias) : Tensor());
   all_reduce_tp(act(a.res2), ReduceOp::kSum);
-  backend_.add(act(a.res2), act(a.res2), x);
+  // res2 = x + attention output, and ln2 of it, in one pass.
+  backend_.residual_layernorm_forward(act(a.res2), act(a.ln2), act(a.ln2_mean), act(a.ln2_rstd), act(a.res2), x,
+                                      value(p.ln2_weight), value(p.ln2_bias), config_.norm_eps);
   // MLP half: res2 + proj(gelu(fc(ln2(res2)))).
-  backend_.layernorm_forward(act(a.ln2), act(a.ln2_mean), act(a.ln2_rstd), act(a.res2), value(p.ln2_weight),
-                             value(p.ln2_bias), config_.norm_eps);
-  backend_.matmul_forward(act(a.fch), act(a.ln2), value(p.fc_weight), value(p.fc_bias));
-  backend_.gelu_forward(act(a.fch_gelu), act(a.fch));
+  backend_.matmul_gelu_forward(act(a.fch_gelu), act(a.fch), act(a.ln2), value(p.fc_weight), value(p.fc_bias));
   backend_.matmul_forward(act(a.res3), act(a.fch_gelu), value(p.mlp_proj_weight),
                           tp_lead ? value(p.mlp_proj_bias) : Tensor());
   all_reduce_tp(act(a.res3), ReduceOp::kSum);
-  backend_.add(act(a.res3), act(a.res3), act(a.res2));
+  // res3 = res2 + MLP output, fused with the LayerNorm that reads it next: the next layer's ln1, or the head's lnf.
+  const int n_local = stage_.end_layer - stage_.first_layer;
+  if (i + 1 < n_local) {
+    const LayerParams& next = layer_params_[i + 1];
+    const LayerActs& na = slot_acts_[slot].layers[i + 1];
+    backend_.residual_layernorm_forward(act(a.res3), act(na.ln1), act(na.ln1_mean), act(na.ln1_rstd), act(a.res3),
+                                        act(a.res2), value(next.ln1_weight), value(next.ln1_bias), config_.norm_eps);
+  } else if (stage_.has_head) {
+    const SlotActs& sa = slot_acts_[slot];
+    backend_.residual_layernorm_forward(act(a.res3), act(sa.lnf), act(sa.lnf_mean), act(sa.lnf_rstd), act(a.res3),
+                                        act(a.res2), value(lnf_weight_), value(lnf_bias_), config_.norm_eps);
+  } else {
+    backend_.add(act(a.res3), act(a.res3), act(a.res2));
+  }
 }
 
 double Gpt2Model::loss_sum(int slot) {
@@ -307,8 +341,8 @@ void Gpt2Model::layer_backward(int slot, int i) {
   const int64_t B = micro_batch_, T = seq_len_, BT = B * T;
   Tensor d_res = act(d_res_);  // gradient w.r.t. this layer's output; becomes that w.r.t. its input
   Tensor d_ln = act(d_ln_);
-  Tensor d_hidden(act(d_big_).f32(), DType::kF32, backend_.device(), {BT, 4 * local_C_});
-  Tensor d_qkv(act(d_big_).f32(), DType::kF32, backend_.device(), {B, T, 3 * local_C_});
+  Tensor d_hidden(act(d_big_).data(), config_.dtype, backend_.device(), {BT, 4 * local_C_});
+  Tensor d_qkv(act(d_big_).data(), config_.dtype, backend_.device(), {B, T, 3 * local_C_});
   // MLP half.
   backend_.matmul_backward(d_hidden, grad(p.mlp_proj_weight), grad(p.mlp_proj_bias), d_res, act(a.fch_gelu),
                            value(p.mlp_proj_weight));
@@ -320,7 +354,7 @@ void Gpt2Model::layer_backward(int slot, int i) {
   // Attention half.
   backend_.matmul_backward(act(d_atty_), grad(p.attn_proj_weight), grad(p.attn_proj_bias), d_res, act(a.atty),
                            value(p.attn_proj_weight));
-  backend_.attention_backward(d_qkv, act(d_probs_), act(d_atty_), act(a.qkv), act(a.probs), local_heads_);
+  backend_.attention_backward(d_qkv, act(d_atty_), act(a.qkv), act(a.atty), act(a.lse), local_heads_);
   backend_.matmul_backward(d_ln, grad(p.qkv_weight), grad(p.qkv_bias), d_qkv, act(a.ln1), value(p.qkv_weight));
   all_reduce_tp(d_ln, ReduceOp::kSum);
   backend_.layernorm_backward(d_res, grad(p.ln1_weight), grad(p.ln1_bias), d_ln, layer_input(slot, i),

@@ -10,6 +10,10 @@
 //
 // Forward and backward are explicit. Activations for `slots` micro-batches are planned once at
 // construction; a micro-batch occupies one slot from its forward until its backward.
+//
+// Precision (core/backend.h, Note [Precision]): activations and the parameters' compute copies have the dtype
+// config.dtype (f32, or bf16 for mixed precision); master weights (LocalParam::value, what the optimizer updates
+// and checkpoints hold) and gradients are f32. With f32 compute the copy is the master itself.
 #pragma once
 
 #include <functional>
@@ -37,8 +41,9 @@ struct StageRange {
 struct LocalParam {
   ParamSpec spec;
   ShardLayout layout;
-  Tensor value;
-  Tensor grad;
+  Tensor value;    // f32 master weights
+  Tensor compute;  // what forward and backward read: value itself, or its bf16 copy
+  Tensor grad;     // f32
   int64_t offset = 0;  // elements into the flat parameter/gradient buffers
   // True on the one TP rank whose copy counts in global reductions over all parameters (e.g. the gradient
   // norm): split parameters count on every rank, replicated ones on tp rank 0 only.
@@ -59,6 +64,12 @@ class Gpt2Model {
   // Every local parameter (and gradient) back to back, in params() order.
   Tensor flat_params() const { return flat_params_; }
   Tensor flat_grads() const { return flat_grads_; }
+  // The compute copies back to back (the same tensor as flat_params() with f32 compute).
+  Tensor flat_compute_params() const { return flat_compute_; }
+  bool has_compute_copy() const { return flat_compute_.data() != flat_params_.data(); }
+  // Rewrites the compute copies from the master weights (rounding to bf16); nothing with f32 compute. Call after
+  // anything but the optimizer's fused update writes master weights (initialization does it itself).
+  void refresh_compute_params();
 
   // Layout-independent initialization (core/init.h): a function of seed and global position only.
   void init_parameters(uint64_t seed);
@@ -101,7 +112,7 @@ class Gpt2Model {
     int ln2_weight, ln2_bias, fc_weight, fc_bias, mlp_proj_weight, mlp_proj_bias;
   };
   struct LayerActs {  // arena handles
-    int ln1, ln1_mean, ln1_rstd, qkv, atty, probs, res2, ln2, ln2_mean, ln2_rstd, fch, fch_gelu, res3;
+    int ln1, ln1_mean, ln1_rstd, qkv, atty, lse, res2, ln2, ln2_mean, ln2_rstd, fch, fch_gelu, res3;
   };
   struct SlotActs {
     int tokens, targets, input, lnf, lnf_mean, lnf_rstd, losses, d_lnf;
@@ -109,12 +120,15 @@ class Gpt2Model {
   };
 
   Tensor act(int handle) const { return arena_.get(handle); }
-  Tensor value(int param) const { return params_[param].value; }
+  // The compute copy forward and backward read.
+  Tensor value(int param) const { return params_[param].compute; }
   Tensor grad(int param) const { return params_[param].grad; }
   // The residual stream entering local layer i (0-based within the stage) of a slot.
   Tensor layer_input(int slot, int i) const;
   void all_reduce_tp(Tensor t, ReduceOp op);
 
+  // Layer i's forward. Layer 0 of the stage starts with its ln1; later layers find theirs already computed by
+  // the previous layer's fused residual + LayerNorm (as the head finds lnf).
   void layer_forward(int slot, int i);
   void layer_backward(int slot, int i);
 
@@ -129,14 +143,14 @@ class Gpt2Model {
   std::vector<LocalParam> params_;
   int wte_ = -1, wpe_ = -1, lnf_weight_ = -1, lnf_bias_ = -1;
   std::vector<LayerParams> layer_params_;
-  Buffer param_buffer_, grad_buffer_;
-  Tensor flat_params_, flat_grads_;
+  Buffer param_buffer_, grad_buffer_, compute_buffer_;
+  Tensor flat_params_, flat_grads_, flat_compute_;
 
   TensorArena arena_;
   std::vector<SlotActs> slot_acts_;
   std::function<void(int layer)> backward_hook_;
   // Shared scratch: logits and cross-entropy statistics, and backward temporaries.
-  int logits_, row_max_, row_stats_, d_res_, d_ln_, d_big_, d_atty_, d_probs_;
+  int logits_, row_max_, row_stats_, d_res_, d_ln_, d_big_, d_atty_;
   std::vector<float> host_losses_;
 };
 

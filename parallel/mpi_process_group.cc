@@ -8,6 +8,7 @@
 #include <thread>
 #include <utility>
 
+#include "core/bf16.h"
 #include "core/check.h"
 #include "parallel/mpi_check.h"
 #include "parallel/process_group_checks.h"
@@ -36,6 +37,43 @@ std::string label_suffix() {
   return label.empty() ? "" : str_cat(" (", label, ")");
 }
 
+// bf16 has no MPI datatype: it travels as a committed duplicate of MPI_UINT16_T, and its reductions are
+// user-defined operations that widen each pair to f32, combine them and round the result to nearest even (as
+// NCCL's bf16 reductions do). Created on first use, after MPI_Init; never freed (MPI_Finalize reclaims them).
+MPI_Datatype bf16_type() {
+  static const MPI_Datatype type = [] {
+    MPI_Datatype t;
+    MPI_CHECK(MPI_Type_dup(MPI_UINT16_T, &t));
+    MPI_CHECK(MPI_Type_commit(&t));
+    return t;
+  }();
+  return type;
+}
+
+template <bool kMax>
+void bf16_reduce(void* in, void* inout, int* len, MPI_Datatype* /*type*/) {
+  const uint16_t* a = static_cast<const uint16_t*>(in);
+  uint16_t* b = static_cast<uint16_t*>(inout);
+  for (int i = 0; i < *len; ++i) {
+    const float x = bf16_to_f32(a[i]), y = bf16_to_f32(b[i]);
+    b[i] = f32_to_bf16(kMax ? (x > y ? x : y) : x + y);
+  }
+}
+
+MPI_Op bf16_op(ReduceOp op) {
+  static const MPI_Op sum = [] {
+    MPI_Op o;
+    MPI_CHECK(MPI_Op_create(&bf16_reduce<false>, /*commute=*/1, &o));
+    return o;
+  }();
+  static const MPI_Op max = [] {
+    MPI_Op o;
+    MPI_CHECK(MPI_Op_create(&bf16_reduce<true>, /*commute=*/1, &o));
+    return o;
+  }();
+  return op == ReduceOp::kSum ? sum : max;
+}
+
 MPI_Datatype mpi_type(DType dtype) {
   switch (dtype) {
     case DType::kF32:
@@ -43,13 +81,16 @@ MPI_Datatype mpi_type(DType dtype) {
     case DType::kI32:
       return MPI_INT32_T;
     case DType::kBF16:
-      break;
+      return bf16_type();
   }
   TS_ASSERT(false, "no MPI datatype for ", dtype_name(dtype));
   return MPI_DATATYPE_NULL;
 }
 
-MPI_Op mpi_op(ReduceOp op) { return op == ReduceOp::kSum ? MPI_SUM : MPI_MAX; }
+MPI_Op mpi_op(ReduceOp op, DType dtype) {
+  if (dtype == DType::kBF16) return bf16_op(op);
+  return op == ReduceOp::kSum ? MPI_SUM : MPI_MAX;
+}
 
 enum class OpKind { kCollective, kSend, kRecv };
 
@@ -222,7 +263,8 @@ double MpiProcessGroup::timeout_s() const { return info_->timeout_s; }
 WorkHandle MpiProcessGroup::all_reduce(Tensor t, ReduceOp op) {
   const int count = mpi_count(*this, "all_reduce", t);
   auto work = std::make_unique<MpiWork>(info_, Operation{.name = "all_reduce", .count = count, .dtype = t.dtype()});
-  MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, t.data(), count, mpi_type(t.dtype()), mpi_op(op), comm_, work->request()));
+  MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, t.data(), count, mpi_type(t.dtype()), mpi_op(op, t.dtype()), comm_,
+                           work->request()));
   return work;
 }
 
@@ -232,7 +274,7 @@ WorkHandle MpiProcessGroup::reduce_scatter(Tensor out, Tensor in, ReduceOp op) {
   const int count = mpi_count(*this, "reduce_scatter", out);
   auto work =
       std::make_unique<MpiWork>(info_, Operation{.name = "reduce_scatter", .count = count, .dtype = out.dtype()});
-  MPI_CHECK(MPI_Ireduce_scatter_block(in.data(), out.data(), count, mpi_type(out.dtype()), mpi_op(op), comm_,
+  MPI_CHECK(MPI_Ireduce_scatter_block(in.data(), out.data(), count, mpi_type(out.dtype()), mpi_op(op, out.dtype()), comm_,
                                       work->request()));
   return work;
 }

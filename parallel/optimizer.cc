@@ -34,14 +34,20 @@ void AdamW::step(double lr, double grad_scale) {
     s.grad_scale = static_cast<float>(grad_scale);
     Tensor m(m_.f32() + p.offset, DType::kF32, m_.device(), {n});
     Tensor v(v_.f32() + p.offset, DType::kF32, v_.device(), {n});
-    backend_.adamw_update(p.value.view({n}), p.grad.view({n}), m, v, s);
+    // With bf16 compute the fused update also writes the parameter's compute copy.
+    backend_.adamw_update(p.value.view({n}), p.grad.view({n}), m, v, s,
+                          model_.has_compute_copy() ? p.compute.view({n}) : Tensor());
   }
 }
 
 double global_grad_norm(Gpt2Model& model, Backend& backend, const std::vector<ProcessGroup*>& groups) {
-  double local = 0;
+  std::vector<Tensor> counted;
   for (LocalParam& p : model.params())
-    if (p.counted) local += backend.sum_of_squares(p.grad);
+    if (p.counted) counted.push_back(p.grad);
+  std::vector<double> sums(counted.size());
+  backend.sum_of_squares_many(counted.data(), static_cast<int>(counted.size()), sums.data());
+  double local = 0;
+  for (double s : sums) local += s;  // in parameter order, as before
   return std::sqrt(sum_over_groups(local, groups));
 }
 

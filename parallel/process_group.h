@@ -6,7 +6,8 @@
 // CommError naming the operation, the group and its member ranks, instead of a hang.
 //
 // Ranks in arguments (root, peer) are ranks within the group, 0..size()-1. Tensors must stay alive and
-// untouched until their Work completes. Supported dtypes: f32 and i32.
+// untouched until their Work completes. Supported dtypes: f32, bf16 (reduced in f32, rounded
+// to nearest even) and i32.
 #pragma once
 
 #include <memory>

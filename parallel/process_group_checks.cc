@@ -27,9 +27,9 @@ std::string describe_group(const std::string& name, const std::vector<int>& worl
 }
 
 void check_comm_tensor(const ProcessGroup& group, const char* op, const Tensor& t) {
-  TS_ASSERT(t.dtype() == DType::kF32 || t.dtype() == DType::kI32, op, " on ",
+  TS_ASSERT(t.dtype() == DType::kF32 || t.dtype() == DType::kBF16 || t.dtype() == DType::kI32, op, " on ",
             describe_group(group.name(), group.world_ranks()), ": dtype ", dtype_name(t.dtype()),
-            " is not supported (f32 or i32)");
+            " is not supported (f32, bf16 or i32)");
   TS_ASSERT(t.defined() || t.numel() == 0, op, " on ", describe_group(group.name(), group.world_ranks()),
             ": tensor has no memory");
 }

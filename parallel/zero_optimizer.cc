@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <utility>
+#include <vector>
 
 #include "core/check.h"
 
@@ -42,10 +43,14 @@ std::vector<OptimizerStateRange> ZeroAdamW::state_ranges() const {
 double ZeroAdamW::grad_norm() {
   const std::vector<LocalParam>& params = model_.params();
   const Tensor shard = sync_.shard();
-  double local = 0;
+  std::vector<Tensor> counted;
   for (const ShardSegment& s : sync_.shard_segments()) {
-    if (params[s.param].counted) local += backend_.sum_of_squares(slice(shard, s.shard_begin, s.size));
+    if (params[s.param].counted) counted.push_back(slice(shard, s.shard_begin, s.size));
   }
+  std::vector<double> sums(counted.size());
+  backend_.sum_of_squares_many(counted.data(), static_cast<int>(counted.size()), sums.data());
+  double local = 0;
+  for (double s : sums) local += s;
   return std::sqrt(sum_over_groups(local, norm_groups_));
 }
 
@@ -63,7 +68,7 @@ void ZeroAdamW::step(double lr, double grad_scale) {
     a.step = steps_;
     a.grad_scale = static_cast<float>(grad_scale);
     backend_.adamw_update(slice(flat, s.flat_begin, s.size), slice(shard, s.shard_begin, s.size),
-                          slice(m_, s.shard_begin, s.size), slice(v_, s.shard_begin, s.size), a);
+                          slice(m_, s.shard_begin, s.size), slice(v_, s.shard_begin, s.size), a, Tensor());
   }
   // The summed gradients in the shard are spent: the shard now carries the updated parameters to the other
   // DP ranks. Padding (bucket elements past the end of a bucket) is sent as zeros.
@@ -72,6 +77,8 @@ void ZeroAdamW::step(double lr, double grad_scale) {
     backend_.copy(slice(shard, s.shard_begin, s.size), slice(flat, s.flat_begin, s.size));
   }
   sync_.gather_params();
+  // The gathered master weights, rounded once into the compute copies (bf16 compute only).
+  model_.refresh_compute_params();
 }
 
 }  // namespace tessera

@@ -336,7 +336,6 @@ TEST(ValidateJobConfig, EveryRuleNamesItsField) {
       {{"model.norm_eps=0"}, "model.norm_eps (0) must be a finite number > 0"},
       {{"model.vocab_pad_multiple=0"}, "model.vocab_pad_multiple (0) must be >= 1"},
       {{"model.init_std=-0.02"}, "model.init_std (-0.02) must be a finite number > 0"},
-      {{"model.dtype=BF16"}, "model.dtype=BF16 needs the CUDA backend"},
       {{"train.steps=0"}, "train.steps (0) must be > 0"},
       {{"train.global_batch=-8"}, "train.global_batch (-8) must be > 0"},
       {{"train.seq_len=0"}, "train.seq_len (0) must be > 0"},

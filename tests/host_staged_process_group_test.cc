@@ -52,7 +52,7 @@ class FakeDeviceBackend final : public Backend {
   void cross_entropy_loss_backward(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, int64_t, int64_t, float) override {
     unused();
   }
-  void adamw_update(Tensor, Tensor, Tensor, Tensor, const AdamWStep&) override { unused(); }
+  void adamw_update(Tensor, Tensor, Tensor, Tensor, const AdamWStep&, Tensor) override { unused(); }
   double sum_of_squares(Tensor) override {
     unused();
     return 0;

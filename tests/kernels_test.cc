@@ -233,14 +233,15 @@ Doubles gelu_reference(const Doubles& inp) {
   return out;
 }
 
-// Causal attention over qkv[B,T,3*H*hs] (rows [Q heads | K heads | V heads]); out[B,T,H*hs], probs[B,H,T,T]
-// with zeros above the diagonal (masked scores get no probability).
+// Causal attention over qkv[B,T,3*H*hs] (rows [Q heads | K heads | V heads]); out[B,T,H*hs], lse[B,H,T]: the
+// log-sum-exp of each query row's scaled scores over the keys it sees.
 Doubles attention_reference(const Doubles& qkv, int64_t B, int64_t T, int64_t H, int64_t hs,
-                            Doubles* probs_out = nullptr) {
+                            Doubles* lse_out = nullptr) {
   const int64_t C = H * hs;
   const double scale = 1 / std::sqrt(static_cast<double>(hs));
   Doubles out(B * T * C, 0.0);
-  Doubles probs(B * H * T * T, 0.0);
+  Doubles lse(B * H * T, 0.0);
+  Doubles probs(T);
   Doubles scores(T);
   for (int64_t b = 0; b < B; ++b) {
     for (int64_t h = 0; h < H; ++h) {
@@ -256,7 +257,8 @@ Doubles attention_reference(const Doubles& qkv, int64_t B, int64_t T, int64_t H,
         }
         double total = 0;
         for (int64_t u = 0; u <= t; ++u) total += std::exp(scores[u] - max_score);
-        double* p = &probs[((b * H + h) * T + t) * T];
+        lse[(b * H + h) * T + t] = max_score + std::log(total);
+        double* p = probs.data();
         for (int64_t u = 0; u <= t; ++u) p[u] = std::exp(scores[u] - max_score) / total;
         double* o = &out[(b * T + t) * C + h * hs];
         for (int64_t u = 0; u <= t; ++u) {
@@ -266,7 +268,7 @@ Doubles attention_reference(const Doubles& qkv, int64_t B, int64_t T, int64_t H,
       }
     }
   }
-  if (probs_out != nullptr) *probs_out = probs;
+  if (lse_out != nullptr) *lse_out = lse;
   return out;
 }
 
@@ -750,15 +752,14 @@ TEST_P(AttentionForward, MatchesDoubleReference) {
   Floats qkv = rng_.normal(c.B * c.T * 3 * C, 1.5);
   DeviceTensor qkv_t = upload(backend_, qkv, {c.B, c.T, 3 * C});
   DeviceTensor out_t = poisoned(backend_, {c.B, c.T, C});
-  DeviceTensor probs_t = poisoned(backend_, {c.B, c.H, c.T, c.T});
+  DeviceTensor lse_t = poisoned(backend_, {c.B, c.H, c.T});
 
-  backend_.attention_forward(out_t.tensor, probs_t.tensor, qkv_t.tensor, static_cast<int>(c.H));
+  backend_.attention_forward(out_t.tensor, lse_t.tensor, qkv_t.tensor, static_cast<int>(c.H));
 
-  Doubles probs;
-  Doubles want = attention_reference(to_doubles(qkv), c.B, c.T, c.H, c.hs, &probs);
+  Doubles lse;
+  Doubles want = attention_reference(to_doubles(qkv), c.B, c.T, c.H, c.hs, &lse);
   EXPECT_TRUE(all_close(download(backend_, out_t.tensor), want, {1e-5, 1e-5})) << "out";
-  // Masked (future) positions hold exactly zero probability.
-  EXPECT_TRUE(all_close(download(backend_, probs_t.tensor), probs, {1e-5, 1e-6})) << "probs";
+  EXPECT_TRUE(all_close(download(backend_, lse_t.tensor), lse, {1e-5, 1e-6})) << "lse";
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -768,8 +769,7 @@ INSTANTIATE_TEST_SUITE_P(
                       AttentionCase{"B2_T16_H4_hs8", 2, 16, 4, 8}, AttentionCase{"B2_T64_H12_hs64", 2, 64, 12, 64}),
     CaseName());
 
-// d_qkv overwrites; d_probs is scratch, poisoned too so that reading it before writing shows up. probs comes
-// from the double reference.
+// d_qkv overwrites. out and lse (what the forward saved) come from the double reference.
 class AttentionBackward : public KernelTest<AttentionCase> {};
 
 TEST_P(AttentionBackward, MatchesFiniteDifferences) {
@@ -778,16 +778,16 @@ TEST_P(AttentionBackward, MatchesFiniteDifferences) {
   Floats qkv = rng_.normal(c.B * c.T * 3 * C, 1.5);
   Floats d_out = rng_.normal(c.B * c.T * C);
   const Doubles x = to_doubles(qkv), r = to_doubles(d_out);
-  Doubles probs;
-  attention_reference(x, c.B, c.T, c.H, c.hs, &probs);
+  Doubles lse;
+  const Doubles out = attention_reference(x, c.B, c.T, c.H, c.hs, &lse);
 
   DeviceTensor qkv_t = upload(backend_, qkv, {c.B, c.T, 3 * C});
-  DeviceTensor probs_t = upload(backend_, to_floats(probs), {c.B, c.H, c.T, c.T});
+  DeviceTensor out_t = upload(backend_, to_floats(out), {c.B, c.T, C});
+  DeviceTensor lse_t = upload(backend_, to_floats(lse), {c.B, c.H, c.T});
   DeviceTensor d_out_t = upload(backend_, d_out, {c.B, c.T, C});
   DeviceTensor d_qkv_t = poisoned(backend_, {c.B, c.T, 3 * C});
-  DeviceTensor d_probs_t = poisoned(backend_, {c.B, c.H, c.T, c.T});
 
-  backend_.attention_backward(d_qkv_t.tensor, d_probs_t.tensor, d_out_t.tensor, qkv_t.tensor, probs_t.tensor,
+  backend_.attention_backward(d_qkv_t.tensor, d_out_t.tensor, qkv_t.tensor, out_t.tensor, lse_t.tensor,
                               static_cast<int>(c.H));
 
   Doubles want =
@@ -1077,7 +1077,7 @@ TEST_P(AdamW, MatchesPyTorchFormulaEveryStep) {
     }
     adamw_reference(want_param, want_m, want_v, grad, step);
 
-    backend_.adamw_update(param_t.tensor, grad_t.tensor, m_t.tensor, v_t.tensor, step);
+    backend_.adamw_update(param_t.tensor, grad_t.tensor, m_t.tensor, v_t.tensor, step, Tensor());
 
     EXPECT_TRUE(all_close(download(backend_, param_t.tensor), want_param, {5e-7, 1e-5 * step.lr}))
         << "param after step " << step.step;

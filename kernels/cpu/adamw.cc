@@ -4,10 +4,12 @@
 
 #include <cmath>
 
+#include "core/bf16.h"
+
 namespace tessera::cpu {
 
 void adamw_update(float* param, const float* grad, float* m, float* v, int64_t n, float lr, float beta1,
-                  float beta2, float eps, float weight_decay, int64_t step, float grad_scale) {
+                  float beta2, float eps, float weight_decay, int64_t step, float grad_scale, uint16_t* param_copy) {
   const float decay = static_cast<float>(1.0 - static_cast<double>(lr) * weight_decay);
   const double bias_correction1 = 1.0 - std::pow(static_cast<double>(beta1), static_cast<double>(step));
   const double bias_correction2 = 1.0 - std::pow(static_cast<double>(beta2), static_cast<double>(step));
@@ -23,6 +25,10 @@ void adamw_update(float* param, const float* grad, float* m, float* v, int64_t n
     v[i] = vi;
     float denom = std::sqrt(vi) / bias_correction2_sqrt + eps;
     param[i] = w - step_size * (mi / denom);
+  }
+  if (param_copy != nullptr) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; ++i) param_copy[i] = f32_to_bf16(param[i]);
   }
 }
 

@@ -1,4 +1,6 @@
-// Causal multi-head attention on CPU, one (batch, head) pair per OpenMP task, matmuls through sgemm.
+// Causal multi-head attention on CPU, flash-style: the forward saves each query row's log-sum-exp and the
+// backward recomputes the probabilities from it, so no [T,T] matrix outlives a call. One (batch, head) pair per
+// OpenMP iteration, matmuls through sgemm, [T,T] scratch per thread.
 #pragma once
 
 #include <cstdint>
@@ -6,10 +8,10 @@
 namespace tessera::cpu {
 
 // qkv[B,T,3*H*hs] rows are [Q | K | V], head h owning columns [h*hs, (h+1)*hs) of each third.
-// out[B,T,H*hs] overwrites; probs[B,H,T,T] saves the causal softmax (zeros above the diagonal).
-void attention_forward(float* out, float* probs, const float* qkv, int64_t B, int64_t T, int64_t H, int64_t hs);
-// d_qkv[B,T,3*H*hs] overwrites; d_probs[B,H,T,T] is scratch.
-void attention_backward(float* d_qkv, float* d_probs, const float* d_out, const float* qkv, const float* probs,
+// out[B,T,H*hs] overwrites; lse[B,H,T] = log(sum_j<=i exp(s q_i.k_j)) with s = 1/sqrt(hs).
+void attention_forward(float* out, float* lse, const float* qkv, int64_t B, int64_t T, int64_t H, int64_t hs);
+// d_qkv[B,T,3*H*hs] overwrites, from d_out[B,T,H*hs] and the forward's qkv, out and lse.
+void attention_backward(float* d_qkv, const float* d_out, const float* qkv, const float* out, const float* lse,
                         int64_t B, int64_t T, int64_t H, int64_t hs);
 
 }  // namespace tessera::cpu

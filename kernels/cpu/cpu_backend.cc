@@ -1,4 +1,10 @@
 // CpuBackend: shape checks and dispatch to the per-op kernels in this folder.
+//
+// Note [bf16 on CPU]
+// The kernels compute in f32. A bf16 compute tensor (core/backend.h, Note [Precision]) is widened into scratch
+// before the kernel runs and, if the op writes it, rounded back to nearest even afterwards; f32 tensors are used
+// in place. This gives the CPU the GPU's storage precision (every activation rounded once when it is stored), so
+// the mixed-precision model, its layouts and its tolerances can be checked without a GPU. It is not fast.
 #include "kernels/cpu/cpu_backend.h"
 
 #include <omp.h>
@@ -6,7 +12,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <vector>
 
+#include "core/bf16.h"
 #include "kernels/cpu/adamw.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/cross_entropy.h"
@@ -27,8 +35,70 @@ void expect_same_size(const Tensor& a, const Tensor& b, const char* what) {
   TS_ASSERT(a.numel() == b.numel(), what, ": ", a.shape_string(), " vs ", b.shape_string());
 }
 
-const float* f32_or_null(const Tensor& t) { return t.defined() ? t.f32() : nullptr; }
-float* mutable_f32_or_null(const Tensor& t) { return t.defined() ? t.f32() : nullptr; }
+void widen(float* dst, const uint16_t* src, int64_t n) {
+#pragma omp parallel for simd schedule(static)
+  for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(src[i]);
+}
+
+void narrow(uint16_t* dst, const float* src, int64_t n) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) dst[i] = f32_to_bf16(src[i]);
+}
+
+// The f32 data of an op's tensors for the duration of one op (Note [bf16 on CPU]). in() for tensors the op
+// reads, out() for tensors it overwrites, inout() for tensors it reads and writes (accumulates into); bf16 outputs
+// are rounded back when the Staging object dies. Undefined tensors give nullptr. Scratch comes from the
+// backend's pool and is reused by the next op.
+class Staging {
+ public:
+  explicit Staging(std::vector<std::vector<float>>& pool) : pool_(pool) {}
+  ~Staging() {
+    for (const Pending& p : pending_) narrow(p.dst.bf16(), p.src, p.dst.numel());
+  }
+  Staging(const Staging&) = delete;
+  Staging& operator=(const Staging&) = delete;
+
+  const float* in(const Tensor& t) { return stage(t, /*read=*/true, /*write=*/false); }
+  float* out(const Tensor& t) { return stage(t, /*read=*/false, /*write=*/true); }
+  float* inout(const Tensor& t) { return stage(t, /*read=*/true, /*write=*/true); }
+
+ private:
+  struct Pending {
+    Tensor dst;
+    const float* src;
+  };
+
+  float* stage(const Tensor& t, bool read, bool write) {
+    if (!t.defined()) return nullptr;
+    if (t.dtype() == DType::kF32) return t.f32();
+    TS_ASSERT(t.dtype() == DType::kBF16, "CPU ops take f32 or bf16 tensors, got ", dtype_name(t.dtype()));
+    if (next_ == pool_.size()) pool_.emplace_back();
+    std::vector<float>& buffer = pool_[next_++];
+    if (static_cast<int64_t>(buffer.size()) < t.numel()) buffer.resize(static_cast<size_t>(t.numel()));
+    if (read) widen(buffer.data(), t.bf16(), t.numel());
+    if (write) pending_.push_back({t, buffer.data()});
+    return buffer.data();
+  }
+
+  std::vector<std::vector<float>>& pool_;
+  size_t next_ = 0;
+  std::vector<Pending> pending_;
+};
+
+// Every compute tensor of an op shares one dtype, f32 or bf16 (undefined ones are skipped).
+void expect_compute_dtype(std::initializer_list<Tensor> tensors, const char* op) {
+  DType dtype = DType::kF32;
+  bool first = true;
+  for (const Tensor& t : tensors) {
+    if (!t.defined()) continue;
+    TS_ASSERT(t.dtype() == DType::kF32 || t.dtype() == DType::kBF16, op, ": compute tensors are f32 or bf16, got ",
+              dtype_name(t.dtype()));
+    TS_ASSERT(first || t.dtype() == dtype, op, ": compute tensors mix ", dtype_name(dtype), " and ",
+              dtype_name(t.dtype()));
+    dtype = t.dtype();
+    first = false;
+  }
+}
 
 }  // namespace
 
@@ -48,21 +118,35 @@ void CpuBackend::deallocate(void* data) { std::free(data); }
 
 void CpuBackend::copy_from_host(Tensor dst, const void* src) { std::memcpy(dst.data(), src, dst.bytes()); }
 void CpuBackend::copy_to_host(void* dst, Tensor src) { std::memcpy(dst, src.data(), src.bytes()); }
+
 void CpuBackend::copy(Tensor dst, Tensor src) {
-  TS_ASSERT(dst.bytes() == src.bytes(), "copy ", src.shape_string(), " into ", dst.shape_string());
-  std::memcpy(dst.data(), src.data(), dst.bytes());
+  TS_ASSERT(dst.numel() == src.numel(), "copy ", src.shape_string(), " into ", dst.shape_string());
+  if (dst.dtype() == src.dtype()) {
+    std::memcpy(dst.data(), src.data(), dst.bytes());
+  } else if (dst.dtype() == DType::kBF16 && src.dtype() == DType::kF32) {
+    narrow(dst.bf16(), src.f32(), src.numel());
+  } else if (dst.dtype() == DType::kF32 && src.dtype() == DType::kBF16) {
+    widen(dst.f32(), src.bf16(), src.numel());
+  } else {
+    TS_ASSERT(false, "no conversion from ", dtype_name(src.dtype()), " to ", dtype_name(dst.dtype()));
+  }
 }
 
 void CpuBackend::fill(Tensor t, float value) {
+  const int64_t n = t.numel();
   if (t.dtype() == DType::kI32) {
     int32_t* p = t.i32();
-    for (int64_t i = 0, n = t.numel(); i < n; ++i) p[i] = static_cast<int32_t>(value);
-    return;
-  }
-  float* p = t.f32();
-  int64_t n = t.numel();
+    for (int64_t i = 0; i < n; ++i) p[i] = static_cast<int32_t>(value);
+  } else if (t.dtype() == DType::kBF16) {
+    uint16_t* p = t.bf16();
+    const uint16_t bits = f32_to_bf16(value);
 #pragma omp parallel for simd schedule(static)
-  for (int64_t i = 0; i < n; ++i) p[i] = value;
+    for (int64_t i = 0; i < n; ++i) p[i] = bits;
+  } else {
+    float* p = t.f32();
+#pragma omp parallel for simd schedule(static)
+    for (int64_t i = 0; i < n; ++i) p[i] = value;
+  }
 }
 
 void CpuBackend::matmul_forward(Tensor out, Tensor inp, Tensor weight, Tensor bias) {
@@ -70,7 +154,9 @@ void CpuBackend::matmul_forward(Tensor out, Tensor inp, Tensor weight, Tensor bi
   TS_ASSERT(weight.numel() == OC * C && out.numel() == N * OC, "matmul ", inp.shape_string(), " x ",
             weight.shape_string(), "^T -> ", out.shape_string());
   TS_ASSERT(!bias.defined() || bias.numel() == OC, "bias ", bias.shape_string());
-  cpu::matmul_forward(out.f32(), inp.f32(), weight.f32(), f32_or_null(bias), N, C, OC);
+  expect_compute_dtype({out, inp, weight, bias}, "matmul_forward");
+  Staging f32(staging_);
+  cpu::matmul_forward(f32.out(out), f32.in(inp), f32.in(weight), f32.in(bias), N, C, OC);
 }
 
 void CpuBackend::matmul_backward(Tensor d_inp, Tensor d_weight, Tensor d_bias, Tensor d_out, Tensor inp,
@@ -78,8 +164,10 @@ void CpuBackend::matmul_backward(Tensor d_inp, Tensor d_weight, Tensor d_bias, T
   int64_t N = rows(inp), C = cols(inp), OC = weight.dim(0);
   TS_ASSERT(d_out.numel() == N * OC && d_weight.numel() == OC * C, "matmul backward shapes");
   TS_ASSERT(!d_inp.defined() || d_inp.numel() == N * C, "d_inp ", d_inp.shape_string());
-  cpu::matmul_backward(mutable_f32_or_null(d_inp), d_weight.f32(), mutable_f32_or_null(d_bias), d_out.f32(),
-                       inp.f32(), weight.f32(), N, C, OC);
+  expect_compute_dtype({d_inp, d_out, inp, weight}, "matmul_backward");
+  Staging f32(staging_);
+  cpu::matmul_backward(f32.out(d_inp), d_weight.f32(), d_bias.defined() ? d_bias.f32() : nullptr, f32.in(d_out),
+                       f32.in(inp), f32.in(weight), N, C, OC);
 }
 
 void CpuBackend::layernorm_forward(Tensor out, Tensor mean, Tensor rstd, Tensor inp, Tensor weight, Tensor bias,
@@ -88,7 +176,10 @@ void CpuBackend::layernorm_forward(Tensor out, Tensor mean, Tensor rstd, Tensor 
   expect_same_size(out, inp, "layernorm out");
   TS_ASSERT(mean.numel() == N && rstd.numel() == N && weight.numel() == C && bias.numel() == C,
             "layernorm shapes");
-  cpu::layernorm_forward(out.f32(), mean.f32(), rstd.f32(), inp.f32(), weight.f32(), bias.f32(), eps, N, C);
+  expect_compute_dtype({out, inp, weight, bias}, "layernorm_forward");
+  Staging f32(staging_);
+  cpu::layernorm_forward(f32.out(out), mean.f32(), rstd.f32(), f32.in(inp), f32.in(weight), f32.in(bias), eps, N,
+                         C);
 }
 
 void CpuBackend::layernorm_backward(Tensor d_inp, Tensor d_weight, Tensor d_bias, Tensor d_out, Tensor inp,
@@ -96,53 +187,69 @@ void CpuBackend::layernorm_backward(Tensor d_inp, Tensor d_weight, Tensor d_bias
   int64_t N = rows(inp), C = cols(inp);
   expect_same_size(d_inp, inp, "layernorm d_inp");
   expect_same_size(d_out, inp, "layernorm d_out");
-  cpu::layernorm_backward(d_inp.f32(), d_weight.f32(), d_bias.f32(), d_out.f32(), inp.f32(), weight.f32(),
-                          mean.f32(), rstd.f32(), N, C);
+  expect_compute_dtype({d_inp, d_out, inp, weight}, "layernorm_backward");
+  Staging f32(staging_);
+  cpu::layernorm_backward(f32.inout(d_inp), d_weight.f32(), d_bias.f32(), f32.in(d_out), f32.in(inp),
+                          f32.in(weight), mean.f32(), rstd.f32(), N, C);
 }
 
 void CpuBackend::gelu_forward(Tensor out, Tensor inp) {
   expect_same_size(out, inp, "gelu");
-  cpu::gelu_forward(out.f32(), inp.f32(), inp.numel());
+  expect_compute_dtype({out, inp}, "gelu_forward");
+  Staging f32(staging_);
+  cpu::gelu_forward(f32.out(out), f32.in(inp), inp.numel());
 }
 
 void CpuBackend::gelu_backward(Tensor d_inp, Tensor inp, Tensor d_out) {
   expect_same_size(d_inp, inp, "gelu backward");
   expect_same_size(d_out, inp, "gelu backward");
-  cpu::gelu_backward(d_inp.f32(), inp.f32(), d_out.f32(), inp.numel());
+  expect_compute_dtype({d_inp, inp, d_out}, "gelu_backward");
+  Staging f32(staging_);
+  const float* x = f32.in(inp);
+  const float* dy = f32.in(d_out);
+  cpu::gelu_backward(f32.out(d_inp), x, dy, inp.numel());
 }
 
 void CpuBackend::add(Tensor out, Tensor a, Tensor b) {
   expect_same_size(out, a, "add");
   expect_same_size(out, b, "add");
-  float* o = out.f32();
-  const float* x = a.f32();
-  const float* y = b.f32();
+  expect_compute_dtype({out, a, b}, "add");
+  Staging f32(staging_);
+  const float* x = f32.in(a);
+  const float* y = f32.in(b);
+  float* o = f32.out(out);
   int64_t n = out.numel();
 #pragma omp parallel for simd schedule(static)
   for (int64_t i = 0; i < n; ++i) o[i] = x[i] + y[i];
 }
 
-void CpuBackend::attention_forward(Tensor out, Tensor probs, Tensor qkv, int n_head) {
+void CpuBackend::attention_forward(Tensor out, Tensor lse, Tensor qkv, int n_head) {
   TS_ASSERT(qkv.ndim() == 3 && qkv.dim(2) % (3 * n_head) == 0, "qkv ", qkv.shape_string());
   int64_t B = qkv.dim(0), T = qkv.dim(1), hs = qkv.dim(2) / (3 * n_head);
-  TS_ASSERT(out.numel() == B * T * n_head * hs && probs.numel() == B * n_head * T * T, "attention shapes");
-  cpu::attention_forward(out.f32(), probs.f32(), qkv.f32(), B, T, n_head, hs);
+  TS_ASSERT(out.numel() == B * T * n_head * hs && lse.numel() == B * n_head * T, "attention shapes");
+  expect_compute_dtype({out, qkv}, "attention_forward");
+  Staging f32(staging_);
+  cpu::attention_forward(f32.out(out), lse.f32(), f32.in(qkv), B, T, n_head, hs);
 }
 
-void CpuBackend::attention_backward(Tensor d_qkv, Tensor d_probs, Tensor d_out, Tensor qkv, Tensor probs,
-                                    int n_head) {
+void CpuBackend::attention_backward(Tensor d_qkv, Tensor d_out, Tensor qkv, Tensor out, Tensor lse, int n_head) {
   TS_ASSERT(qkv.ndim() == 3 && qkv.dim(2) % (3 * n_head) == 0, "qkv ", qkv.shape_string());
   int64_t B = qkv.dim(0), T = qkv.dim(1), hs = qkv.dim(2) / (3 * n_head);
   expect_same_size(d_qkv, qkv, "attention d_qkv");
-  TS_ASSERT(d_out.numel() == B * T * n_head * hs && d_probs.numel() == probs.numel(), "attention shapes");
-  cpu::attention_backward(d_qkv.f32(), d_probs.f32(), d_out.f32(), qkv.f32(), probs.f32(), B, T, n_head, hs);
+  TS_ASSERT(d_out.numel() == B * T * n_head * hs && out.numel() == d_out.numel() && lse.numel() == B * n_head * T,
+            "attention shapes");
+  expect_compute_dtype({d_qkv, d_out, qkv, out}, "attention_backward");
+  Staging f32(staging_);
+  cpu::attention_backward(f32.out(d_qkv), f32.in(d_out), f32.in(qkv), f32.in(out), lse.f32(), B, T, n_head, hs);
 }
 
 void CpuBackend::embedding_forward(Tensor out, Tensor tokens, Tensor wte, Tensor wpe, int seq_len,
                                    int64_t vocab_start) {
   int64_t N = tokens.numel(), C = cols(wte);
   TS_ASSERT(out.numel() == N * C && N % seq_len == 0, "embedding shapes");
-  cpu::embedding_forward(out.f32(), tokens.i32(), wte.f32(), f32_or_null(wpe), N, C, wte.dim(0), seq_len,
+  expect_compute_dtype({out, wte, wpe}, "embedding_forward");
+  Staging f32(staging_);
+  cpu::embedding_forward(f32.out(out), tokens.i32(), f32.in(wte), f32.in(wpe), N, C, wte.dim(0), seq_len,
                          vocab_start);
 }
 
@@ -150,20 +257,26 @@ void CpuBackend::embedding_backward(Tensor d_wte, Tensor d_wpe, Tensor d_out, Te
                                     int64_t vocab_start) {
   int64_t N = tokens.numel(), C = cols(d_wte);
   TS_ASSERT(d_out.numel() == N * C, "embedding backward shapes");
-  cpu::embedding_backward(d_wte.f32(), mutable_f32_or_null(d_wpe), d_out.f32(), tokens.i32(), N, C, d_wte.dim(0),
-                          seq_len, vocab_start);
+  expect_compute_dtype({d_out}, "embedding_backward");
+  Staging f32(staging_);
+  cpu::embedding_backward(d_wte.f32(), d_wpe.defined() ? d_wpe.f32() : nullptr, f32.in(d_out), tokens.i32(), N, C,
+                          d_wte.dim(0), seq_len, vocab_start);
 }
 
 void CpuBackend::cross_entropy_row_max(Tensor row_max, Tensor logits, int64_t valid_cols) {
   TS_ASSERT(row_max.numel() == rows(logits), "row_max shape");
-  cpu::cross_entropy_row_max(row_max.f32(), logits.f32(), rows(logits), cols(logits), valid_cols);
+  expect_compute_dtype({logits}, "cross_entropy_row_max");
+  Staging f32(staging_);
+  cpu::cross_entropy_row_max(row_max.f32(), f32.in(logits), rows(logits), cols(logits), valid_cols);
 }
 
 void CpuBackend::cross_entropy_row_stats(Tensor sum_exp, Tensor target_logit, Tensor logits, Tensor row_max,
                                          Tensor targets, int64_t vocab_start, int64_t valid_cols) {
   int64_t N = rows(logits);
   TS_ASSERT(sum_exp.numel() == N && target_logit.numel() == N && targets.numel() == N, "row stats shapes");
-  cpu::cross_entropy_row_stats(sum_exp.f32(), target_logit.f32(), logits.f32(), row_max.f32(), targets.i32(), N,
+  expect_compute_dtype({logits}, "cross_entropy_row_stats");
+  Staging f32(staging_);
+  cpu::cross_entropy_row_stats(sum_exp.f32(), target_logit.f32(), f32.in(logits), row_max.f32(), targets.i32(), N,
                                cols(logits), vocab_start, valid_cols);
 }
 
@@ -172,22 +285,29 @@ void CpuBackend::cross_entropy_loss_backward(Tensor losses, Tensor logits, Tenso
                                              int64_t valid_cols, float d_scale) {
   int64_t N = rows(logits);
   TS_ASSERT(losses.numel() == N && targets.numel() == N, "loss shapes");
-  cpu::cross_entropy_loss_backward(losses.f32(), logits.f32(), row_max.f32(), sum_exp.f32(), target_logit.f32(),
+  expect_compute_dtype({logits}, "cross_entropy_loss_backward");
+  Staging f32(staging_);
+  cpu::cross_entropy_loss_backward(losses.f32(), f32.inout(logits), row_max.f32(), sum_exp.f32(), target_logit.f32(),
                                    targets.i32(), N, cols(logits), vocab_start, valid_cols, d_scale);
 }
 
-void CpuBackend::adamw_update(Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWStep& step) {
+void CpuBackend::adamw_update(Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWStep& step,
+                              Tensor param_copy) {
   expect_same_size(param, grad, "adamw grad");
   expect_same_size(param, m, "adamw m");
   expect_same_size(param, v, "adamw v");
+  TS_ASSERT(!param_copy.defined() || param_copy.numel() == param.numel(), "adamw param_copy ",
+            param_copy.shape_string());
   cpu::adamw_update(param.f32(), grad.f32(), m.f32(), v.f32(), param.numel(), step.lr, step.beta1, step.beta2,
-                    step.eps, step.weight_decay, step.step, step.grad_scale);
+                    step.eps, step.weight_decay, step.step, step.grad_scale,
+                    param_copy.defined() ? param_copy.bf16() : nullptr);
 }
 
 double CpuBackend::sum_of_squares(Tensor t) { return cpu::sum_of_squares(t.f32(), t.numel()); }
 
 void CpuBackend::scale(Tensor t, float factor) {
-  float* p = t.f32();
+  Staging f32(staging_);
+  float* p = f32.inout(t);
   int64_t n = t.numel();
 #pragma omp parallel for simd schedule(static)
   for (int64_t i = 0; i < n; ++i) p[i] *= factor;

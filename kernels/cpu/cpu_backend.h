@@ -1,5 +1,8 @@
-// CpuBackend: the reference Backend, fp32, OpenBLAS sgemm and OpenMP. Every op runs synchronously.
+// CpuBackend: the reference Backend, OpenBLAS sgemm and OpenMP, f32 arithmetic with f32 or bf16 storage (Note [bf16
+// on CPU] in cpu_backend.cc). Every op runs synchronously.
 #pragma once
+
+#include <vector>
 
 #include "core/backend.h"
 
@@ -32,9 +35,8 @@ class CpuBackend final : public Backend {
   void gelu_forward(Tensor out, Tensor inp) override;
   void gelu_backward(Tensor d_inp, Tensor inp, Tensor d_out) override;
   void add(Tensor out, Tensor a, Tensor b) override;
-  void attention_forward(Tensor out, Tensor probs, Tensor qkv, int n_head) override;
-  void attention_backward(Tensor d_qkv, Tensor d_probs, Tensor d_out, Tensor qkv, Tensor probs,
-                          int n_head) override;
+  void attention_forward(Tensor out, Tensor lse, Tensor qkv, int n_head) override;
+  void attention_backward(Tensor d_qkv, Tensor d_out, Tensor qkv, Tensor out, Tensor lse, int n_head) override;
   void embedding_forward(Tensor out, Tensor tokens, Tensor wte, Tensor wpe, int seq_len,
                          int64_t vocab_start) override;
   void embedding_backward(Tensor d_wte, Tensor d_wpe, Tensor d_out, Tensor tokens, int seq_len,
@@ -44,12 +46,15 @@ class CpuBackend final : public Backend {
                                int64_t vocab_start, int64_t valid_cols) override;
   void cross_entropy_loss_backward(Tensor losses, Tensor logits, Tensor row_max, Tensor sum_exp, Tensor target_logit,
                                    Tensor targets, int64_t vocab_start, int64_t valid_cols, float d_scale) override;
-  void adamw_update(Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWStep& step) override;
+  void adamw_update(Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWStep& step,
+                    Tensor param_copy) override;
   double sum_of_squares(Tensor t) override;
   void scale(Tensor t, float factor) override;
 
  private:
   int threads_;
+  // f32 scratch for bf16 tensors, reused op after op (Note [bf16 on CPU]).
+  std::vector<std::vector<float>> staging_;
 };
 
 }  // namespace tessera
