@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "core/bf16.h"
 #include "core/check.h"
 #include "core/tensor.h"
 #include "parallel/mpi_process_group.h"
@@ -245,16 +246,43 @@ TEST(MpiProcessGroup, TestPollsWithoutBlockingAndDestructorWaits) {
   for (int32_t v : y) EXPECT_EQ(v, 2 * n);
 }
 
+// bf16 travels as 16-bit words and reduces in f32 with one rounding to nearest even per combining step. Small
+// integers are exact in bf16, so sums and maxima have closed forms; 1 + 2^-8 (not a bf16 value once summed
+// with 1) checks that results are rounded, not truncated or kept in f32.
+TEST(MpiProcessGroup, Bf16AllReduceSumsAndMaxesInF32AndRounds) {
+  ParallelGroups groups = make_mpi_groups(RankGrid(1, 1, world_size()), world_rank(), kTimeoutS);
+  ProcessGroup& world = *groups.world;
+  const int n = world.size(), r = world.rank();
+  std::vector<uint16_t> x(kCount);
+  Tensor t(x.data(), DType::kBF16, Device::kCpu, {kCount});
+  for (int i = 0; i < kCount; ++i) x[i] = f32_to_bf16(static_cast<float>((r + 1) * (i % 5 + 1)));
+  world.all_reduce(t, ReduceOp::kSum)->wait();
+  for (int i = 0; i < kCount; ++i) ASSERT_EQ(bf16_to_f32(x[i]), static_cast<float>(n * (n + 1) / 2 * (i % 5 + 1)));
+  for (int i = 0; i < kCount; ++i) x[i] = f32_to_bf16(static_cast<float>(i % 2 == 0 ? r + 1 : -(r + 1)));
+  world.all_reduce(t, ReduceOp::kMax)->wait();
+  for (int i = 0; i < kCount; ++i) ASSERT_EQ(bf16_to_f32(x[i]), static_cast<float>(i % 2 == 0 ? n : -1));
+  // 256 + 1 on rank 0 and 0 elsewhere: 257 is not a bf16 value (8 significant bits), the sum rounds to 256.
+  for (int i = 0; i < kCount; ++i) x[i] = f32_to_bf16(r == 0 ? 256.0f : (r == 1 ? 1.0f : 0.0f));
+  world.all_reduce(t, ReduceOp::kSum)->wait();
+  for (int i = 0; i < kCount; ++i) ASSERT_EQ(bf16_to_f32(x[i]), 256.0f);
+  // Point to point: bits unchanged.
+  if (n >= 2 && r < 2) {
+    for (int i = 0; i < kCount; ++i) x[i] = static_cast<uint16_t>(r == 0 ? 0x3f81 + i : 0);
+    if (r == 0) world.send(t, 1, 7)->wait();
+    if (r == 1) {
+      world.recv(t, 0, 7)->wait();
+      for (int i = 0; i < kCount; ++i) ASSERT_EQ(x[i], 0x3f81 + i);
+    }
+  }
+}
+
 TEST(MpiProcessGroup, BadArgumentsAreInternalErrors) {
   ParallelGroups groups = make_mpi_groups(RankGrid(1, 1, world_size()), world_rank(), kTimeoutS);
   ProcessGroup& world = *groups.world;
   const int n = world.size();
   std::vector<float> x(static_cast<size_t>(2 * n));
-  std::vector<uint16_t> half(4);
   Tensor whole = tensor_of(x);
   Tensor one(x.data(), DType::kF32, Device::kCpu, {1});
-  Tensor bf16(half.data(), DType::kBF16, Device::kCpu, {4});
-  EXPECT_THROW(world.all_reduce(bf16, ReduceOp::kSum), InternalError);
   EXPECT_THROW(world.all_gather(one, whole), InternalError);
   EXPECT_THROW(world.reduce_scatter(whole, one, ReduceOp::kSum), InternalError);
   EXPECT_THROW(world.broadcast(one, n), InternalError);

@@ -59,6 +59,24 @@ TEST(Verify, FailsWithADifferentLearningRate) {
   EXPECT_NE(r.output.find("FAIL"), std::string::npos) << r.output;
 }
 
+// The bf16 tolerances (Note [bf16 tolerances] in launcher/verify_command.cc) still catch a wrong run: a 1%
+// change of one expected loss, and a learning rate 10% off (through the weight-update error).
+TEST(VerifyBf16, FailsWhenTheExpectedLossChangesByOnePercent) {
+  std::string changed = fixture_with_changed_loss(5, 1.01);
+  auto r = run_command(std::string(TESSERA_BINARY) + " verify --fixture " + changed + " --set model.dtype=BF16");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("verify (bf16)"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("over tolerance"), std::string::npos) << r.output;
+  fs::remove_all(fs::path(changed).parent_path());
+}
+
+TEST(VerifyBf16, FailsWithALearningRateTenPercentOff) {
+  auto r = run_command(std::string(TESSERA_BINARY) + " verify --fixture " + kFixture +
+                       " --set model.dtype=BF16 --set optimizer.lr=0.0011");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("FAIL"), std::string::npos) << r.output;
+}
+
 TEST(Verify, MissingFixtureIsAClearError) {
   auto r = run_command(std::string(TESSERA_BINARY) + " verify --fixture /nonexistent/fixture.h5");
   EXPECT_EQ(r.exit_code, 1) << r.output;
