@@ -1,8 +1,10 @@
 // `tessera bench`: training throughput on generated tokens for a named model shape, with the achieved
-// model FLOP/s next to what this machine's sgemm reaches. A benchmark, never a test: it only measures.
+// model FLOP/s (launcher/throughput.h) next to what this machine's matmul reaches, and MFU on a GPU whose peak is
+// known. A benchmark, never a test: it only measures.
 //
-// Model FLOPs per token (the usual dense-transformer count, full attention square):
-//   6 * (non-embedding parameters + head parameters) + 12 * n_layer * n_embd * seq_len
+// Shapes: tiny; gpt2-124m, gpt2-350m, gpt2-774m (GPT-2 small, medium, large; vocabulary padded to 50304). On
+// CPU the GPT-2 shapes run seq 256, batch 4 in fp32; with train.device=CUDA they run seq 1024 in bf16, batch 32,
+// 16 and 8 sequences, unless --set says otherwise.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -16,6 +18,7 @@
 #include "launcher/data_sources.h"
 #include "launcher/device_setup.h"
 #include "launcher/job.h"
+#include "launcher/throughput.h"
 #include "parallel/mpi_environment.h"
 
 namespace tessera {
@@ -24,7 +27,17 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-config::JobConfig bench_shape(const std::string& shape) {
+struct GptShape {
+  const char* name;
+  int n_layer, n_head, n_embd, gpu_batch;
+};
+constexpr GptShape kGptShapes[] = {
+    {"gpt2-124m", 12, 12, 768, 32},
+    {"gpt2-350m", 24, 16, 1024, 16},
+    {"gpt2-774m", 36, 20, 1280, 8},
+};
+
+config::JobConfig bench_shape(const std::string& shape, bool gpu) {
   config::JobConfig job;
   job.set_name("bench-" + shape);
   auto* m = job.mutable_model();
@@ -37,16 +50,23 @@ config::JobConfig bench_shape(const std::string& shape) {
     m->set_max_seq_len(128);
     t->set_seq_len(128);
     t->set_global_batch(16);
-  } else if (shape == "gpt2-124m") {
-    m->set_vocab_size(50304);
-    m->set_n_layer(12);
-    m->set_n_head(12);
-    m->set_n_embd(768);
-    m->set_max_seq_len(1024);
-    t->set_seq_len(256);
-    t->set_global_batch(4);
   } else {
-    TS_CHECK(false, ConfigError, "tessera bench: unknown --shape '", shape, "'; use tiny or gpt2-124m");
+    const GptShape* found = nullptr;
+    for (const GptShape& s : kGptShapes)
+      if (shape == s.name) found = &s;
+    TS_CHECK(found != nullptr, ConfigError, "tessera bench: unknown --shape '", shape,
+             "'; use tiny, gpt2-124m, gpt2-350m or gpt2-774m");
+    m->set_vocab_size(50304);
+    m->set_n_layer(found->n_layer);
+    m->set_n_head(found->n_head);
+    m->set_n_embd(found->n_embd);
+    m->set_max_seq_len(1024);
+    t->set_seq_len(gpu ? 1024 : 256);
+    t->set_global_batch(gpu ? found->gpu_batch : 4);
+  }
+  if (gpu) {
+    t->set_device(config::CUDA);
+    m->set_dtype(config::BF16);
   }
   t->set_steps(10);
   job.mutable_optimizer()->set_lr(1e-4);
@@ -79,7 +99,10 @@ double measure_sgemm_gflops(Backend& backend) {
 
 int bench_command(const std::vector<std::string>& args, MpiEnvironment& mpi, const ProcessEnv& env) {
   CliArgs cli("bench", args, {"--shape", "--steps", "--warmup", "--set"}, {"--no-dp-overlap"}, {"--set"});
-  config::JobConfig config = bench_shape(cli.get("--shape", "tiny"));
+  // The device decides the defaults of the shape; --set is applied on top of them.
+  config::JobConfig probe;
+  for (const std::string& assignment : cli.all("--set")) apply_override(probe, assignment);
+  config::JobConfig config = bench_shape(cli.get("--shape", "tiny"), probe.train().device() == config::CUDA);
   const int steps = std::stoi(cli.get("--steps", "5"));
   const int warmup = std::stoi(cli.get("--warmup", "1"));
   TS_CHECK(steps >= 1 && warmup >= 0, ConfigError, "tessera bench: --steps must be >= 1 and --warmup >= 0");
@@ -95,10 +118,7 @@ int bench_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
   const ModelConfig& m = job.model_config;
   const int64_t T = config.train().seq_len();
   const double tokens_per_step = static_cast<double>(config.train().global_batch()) * T;
-  const double embedding_params = static_cast<double>(m.vocab_size) * m.n_embd + static_cast<double>(m.max_seq_len) * m.n_embd;
-  const double matmul_params = static_cast<double>(m.num_parameters()) - embedding_params +
-                               static_cast<double>(m.vocab_size) * m.n_embd;  // + the tied head
-  const double flops_per_token = 6.0 * matmul_params + 12.0 * m.n_layer * m.n_embd * T;
+  const double flops_per_token = model_flops_per_token(m, T);
 
   for (int s = 0; s < warmup; ++s) job.trainer->train_step(s, *data.train);
   job.grad_sync->reset_stats();
@@ -137,14 +157,11 @@ int bench_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
     std::printf("  sgemm GFLOP/s on rank 0 with %d thread(s): %.1f  -> model FLOP/s are %.0f%% of it per rank\n",
                 job.threads, sgemm, 100.0 * flops_per_token * tokens_per_step / median / 1e9 / world / sgemm);
     const DeviceDescription device = describe_device(*job.backend);
+    std::printf("  %s\n", device_line(device, m.dtype).c_str());
     if (job.backend->device() == Device::kCuda) {
-      const double tflops_per_rank = flops_per_token * tokens_per_step / median / 1e12 / world;
-      if (device.bf16_peak_tflops > 0) {
-        std::printf("  device: %s, dense bf16 peak %.0f TFLOP/s -> MFU %.1f%% (this run computes in fp32)\n",
-                    device.name.c_str(), device.bf16_peak_tflops, 100.0 * tflops_per_rank / device.bf16_peak_tflops);
-      } else {
-        std::printf("  device: %s, dense bf16 peak unknown (not in Tessera's table): no MFU\n", device.name.c_str());
-      }
+      const Throughput t = throughput(m, T, tokens_per_step, median, static_cast<int>(world), device.bf16_peak_tflops);
+      std::printf("  %.1f TFLOP/s per GPU%s\n", t.tflops_per_device,
+                  t.mfu >= 0 ? str_cat(" -> MFU ", static_cast<int>(1000 * t.mfu + 0.5) / 10.0, "%").c_str() : "");
     }
     std::fflush(stdout);
   }

@@ -89,6 +89,16 @@ DeviceDescription describe_device(const Backend& backend) {
   return DeviceDescription{backend.name(), 0};
 }
 
+std::string device_line(const DeviceDescription& device, DType compute) {
+  const std::string head = str_cat("device: ", device.name, ", ", dtype_name(compute), " compute");
+  if (device.name == "cpu") return head + " (MFU is reported on GPUs only)";
+  if (device.bf16_peak_tflops > 0) {
+    return str_cat(head, "; MFU against its dense bf16 peak of ", static_cast<int>(device.bf16_peak_tflops),
+                   " TFLOP/s");
+  }
+  return head + "; dense bf16 peak unknown (not in Tessera's table), so no MFU: TFLOP/s per GPU instead";
+}
+
 ParallelGroups make_groups(const config::JobConfig& job, const RankGrid& grid, int world_rank, Backend& backend,
                            const ProcessEnv& env) {
   const double timeout_s = job.parallel().timeout_s();

@@ -43,6 +43,10 @@ struct DeviceDescription {
   double bf16_peak_tflops = 0;
 };
 DeviceDescription describe_device(const Backend& backend);
+// One line for the start of a run: the device, the compute dtype and how MFU is reported, e.g.
+// "device: NVIDIA H100 80GB HBM3, bf16 compute; MFU against its dense bf16 peak of 989 TFLOP/s", or for a GPU
+// missing from the table "...: dense bf16 peak unknown, so no MFU (TFLOP/s per GPU instead)".
+std::string device_line(const DeviceDescription& device, DType compute);
 
 // The rank's world/tp/pp/dp groups for `backend`. Collective over MPI_COMM_WORLD (as make_mpi_groups):
 // - CPU backend: make_mpi_groups.

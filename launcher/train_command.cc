@@ -15,10 +15,12 @@
 #include "launcher/commands.h"
 #include "launcher/config.h"
 #include "launcher/data_sources.h"
+#include "launcher/device_setup.h"
 #include "launcher/human_format.h"
 #include "launcher/job.h"
 #include "launcher/run_dir.h"
 #include "launcher/stop_signal.h"
+#include "launcher/throughput.h"
 #include "parallel/mpi_environment.h"
 
 namespace tessera {
@@ -74,6 +76,7 @@ int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
                 job.layout.micro_batch_size, job.threads,
                 human_count(static_cast<double>(train.global_batch()) * train.seq_len()).c_str(),
                 data.description.c_str());
+    std::printf("%s\n", device_line(describe_device(*job.backend), m.dtype).c_str());
     std::fflush(stdout);
   }
 
@@ -92,6 +95,8 @@ int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
   }
 
   const double tokens_per_step = static_cast<double>(train.global_batch()) * train.seq_len();
+  const double peak_tflops = describe_device(*job.backend).bf16_peak_tflops;
+  const bool on_gpu = job.backend->device() == Device::kCuda;
   const auto run_start = Clock::now();
   double first_loss = NAN, last_loss = NAN, best_val = INFINITY;
   int best_val_step = -1, consecutive_skips = 0, skipped_total = 0;
@@ -122,15 +127,20 @@ int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
     steps_done = step + 1;
     if (log) {
       const double tokens_per_s = tokens_per_step / seconds;
+      const Throughput t = throughput(job.model_config, train.seq_len(), tokens_per_step, seconds,
+                                      job.groups.world->size(), peak_tflops);
       JsonObject row;
       row.add("step", step + 1).add("loss", r.loss).add("lr", r.lr).add("grad_norm", r.grad_norm);
       row.add("tokens_per_s", tokens_per_s).add("ms_per_step", seconds * 1e3);
+      row.add("tflops_per_rank", t.tflops_per_device);
+      if (t.mfu >= 0) row.add("mfu", t.mfu);
       if (r.skipped) row.add("skipped", 1);
       if (!std::isnan(val_loss)) row.add("val_loss", val_loss);
       metrics->write_line(row.str());
       if ((step + 1) % logging.log_every() == 0 || step == start_step || last || r.skipped) {
-        std::printf("step %5d/%d | loss %.4f | lr %.2e | grad norm %.3f | %s tok/s | %.1f ms%s\n", step + 1,
+        std::printf("step %5d/%d | loss %.4f | lr %.2e | grad norm %.3f | %s tok/s | %.1f ms%s%s\n", step + 1,
                     train.steps(), r.loss, r.lr, r.grad_norm, human_count(tokens_per_s).c_str(), seconds * 1e3,
+                    on_gpu ? (" | " + format_throughput(t)).c_str() : "",
                     r.skipped ? " | not finite: update skipped" : "");
       }
       if (!std::isnan(val_loss)) std::printf("step %5d/%d | val loss %.4f\n", step + 1, train.steps(), val_loss);
