@@ -150,7 +150,9 @@ Arg output_of(DType dtype, std::vector<int64_t> shape) {
 Arg in_out_of(DType dtype, std::vector<int64_t> shape, Floats values, int64_t offset = 0) {
   return Arg{Role::kInOut, false, dtype, std::move(shape), std::move(values), {}, offset};
 }
-Arg stats(std::vector<int64_t> shape, Floats values) { return input_of(DType::kF32, std::move(shape), std::move(values)); }
+Arg stats(std::vector<int64_t> shape, Floats values) {
+  return input_of(DType::kF32, std::move(shape), std::move(values));
+}
 Arg stats_out(std::vector<int64_t> shape) { return output_of(DType::kF32, std::move(shape)); }
 Arg grad(std::vector<int64_t> shape, Floats values, int64_t offset = 0) {
   return in_out_of(DType::kF32, std::move(shape), std::move(values), offset);
@@ -188,8 +190,8 @@ std::vector<std::vector<std::byte>> run_case(Backend& backend, const Case& c) {
     const DType dtype = dtype_of(arg, c);
     const size_t element = dtype_size(dtype);
     buffers.push_back(backend.allocate(static_cast<size_t>(arg.offset + n) * element));
-    Tensor t =
-        make_tensor(static_cast<char*>(buffers.back().data()) + arg.offset * element, dtype, backend.device(), arg.shape);
+    Tensor t = make_tensor(static_cast<char*>(buffers.back().data()) + arg.offset * element, dtype, backend.device(),
+                           arg.shape);
     if (dtype == DType::kI32) {
       Ints values = arg.role == Role::kInput ? arg.i : Ints(n, kIntPoison);
       backend.copy_from_host(t, values.data());
@@ -323,7 +325,8 @@ void attention_reference(const Floats& qkv, int64_t B, int64_t T, int64_t H, int
         for (int64_t j = 0; j <= i; ++j) sum += std::exp(scores[j] - max);
         for (int64_t d = 0; d < hs; ++d) {
           double o = 0;
-          for (int64_t j = 0; j <= i; ++j) o += std::exp(scores[j] - max) / sum * qkv[(b * T + j) * C3 + 2 * C + h * hs + d];
+          for (int64_t j = 0; j <= i; ++j)
+            o += std::exp(scores[j] - max) / sum * qkv[(b * T + j) * C3 + 2 * C + h * hs + d];
           (*out)[(b * T + i) * C + h * hs + d] = static_cast<float>(o);
         }
         (*lse)[(b * H + h) * T + i] = static_cast<float>(max + std::log(sum));
@@ -340,7 +343,8 @@ const char* suffix(DType dtype) { return dtype == DType::kBF16 ? "_bf16" : "_f32
 
 // Cases whose tensors have fixed dtypes: conversions, integer fill, AdamW (f32 master weights, bf16 copy).
 void add_fixed_dtype_cases(Rng& rng, std::vector<Case>& cases) {
-  cases.push_back({"fill_i32", {output_of(DType::kI32, {37})}, [](Backend& b, const Tensors& t) { b.fill(t[0], 7.0f); }});
+  cases.push_back(
+      {"fill_i32", {output_of(DType::kI32, {37})}, [](Backend& b, const Tensors& t) { b.fill(t[0], 7.0f); }});
   cases.push_back({"copy_f32_to_bf16",
                    {output_of(DType::kBF16, {517}), input_of(DType::kF32, {517}, rng.normal(517), 3)},
                    [](Backend& b, const Tensors& t) { b.copy(t[0], t[1]); }});
@@ -376,12 +380,13 @@ void add_fixed_dtype_cases(Rng& rng, std::vector<Case>& cases) {
       step.grad_scale = 0.7f;
       std::string name = weight_decay == 0 ? "adamw_update" : "adamw_update_decayed";
       if (with_copy) name += "_with_bf16_copy";
-      cases.push_back({name,
-                       {in_out_of(DType::kF32, {n}, rng.normal(n), 1), input_of(DType::kF32, {n}, rng.normal(n)),
-                        in_out_of(DType::kF32, {n}, rng.normal(n, 0.1)), in_out_of(DType::kF32, {n}, rng.uniform(n, 0, 0.5)),
-                        with_copy ? output_of(DType::kBF16, {n}) : none()},
-                       [step](Backend& b, const Tensors& t) { b.adamw_update(t[0], t[1], t[2], t[3], step, t[4]); },
-                       {1e-5, 1e-6}});
+      cases.push_back(
+          {name,
+           {in_out_of(DType::kF32, {n}, rng.normal(n), 1), input_of(DType::kF32, {n}, rng.normal(n)),
+            in_out_of(DType::kF32, {n}, rng.normal(n, 0.1)), in_out_of(DType::kF32, {n}, rng.uniform(n, 0, 0.5)),
+            with_copy ? output_of(DType::kBF16, {n}) : none()},
+           [step](Backend& b, const Tensors& t) { b.adamw_update(t[0], t[1], t[2], t[3], step, t[4]); },
+           {1e-5, 1e-6}});
     }
   }
 }
@@ -400,22 +405,31 @@ void add_compute_cases(Rng& rng, DType dtype, std::vector<Case>& cases) {
   };
 
   // Memory and elementwise ops.
-  push("fill", {output({1001})}, [](Backend& b, const Tensors& t) { b.fill(t[0], 3.5f); }, tol(kFp32));
-  push("fill_rounded", {output({33})}, [](Backend& b, const Tensors& t) { b.fill(t[0], 0.1f); }, tol(kFp32));
-  push("copy", {output({517}), input({517}, rng.normal(517), 3)}, [](Backend& b, const Tensors& t) { b.copy(t[0], t[1]); },
-       tol(kFp32));
-  push("add", {output({3, 337}), input({3, 337}, rng.normal(1011)), input({3, 337}, rng.normal(1011))},
-       [](Backend& b, const Tensors& t) { b.add(t[0], t[1], t[2]); }, tol(kFp32));
-  push("add_in_place", {in_out({1011}, rng.normal(1011)), input({1011}, rng.normal(1011))},
-       [](Backend& b, const Tensors& t) { b.add(t[0], t[0], t[1]); }, tol(kFp32));
-  push("scale", {in_out({999}, rng.normal(999), 1)}, [](Backend& b, const Tensors& t) { b.scale(t[0], -0.37f); },
-       tol(kFp32));
-  push("gelu_forward", {output({7, 143}), input({7, 143}, rng.normal(1001, 2))},
-       [](Backend& b, const Tensors& t) { b.gelu_forward(t[0], t[1]); }, tol(kFp32));
-  push("gelu_backward", {output({1001}), input({1001}, rng.normal(1001, 2)), input({1001}, rng.normal(1001))},
-       [](Backend& b, const Tensors& t) { b.gelu_backward(t[0], t[1], t[2]); }, tol(kFp32));
-  push("gelu_backward_in_place", {input({1001}, rng.normal(1001, 2)), in_out({1001}, rng.normal(1001))},
-       [](Backend& b, const Tensors& t) { b.gelu_backward(t[1], t[0], t[1]); }, tol(kFp32));
+  push(
+      "fill", {output({1001})}, [](Backend& b, const Tensors& t) { b.fill(t[0], 3.5f); }, tol(kFp32));
+  push(
+      "fill_rounded", {output({33})}, [](Backend& b, const Tensors& t) { b.fill(t[0], 0.1f); }, tol(kFp32));
+  push(
+      "copy", {output({517}), input({517}, rng.normal(517), 3)},
+      [](Backend& b, const Tensors& t) { b.copy(t[0], t[1]); }, tol(kFp32));
+  push(
+      "add", {output({3, 337}), input({3, 337}, rng.normal(1011)), input({3, 337}, rng.normal(1011))},
+      [](Backend& b, const Tensors& t) { b.add(t[0], t[1], t[2]); }, tol(kFp32));
+  push(
+      "add_in_place", {in_out({1011}, rng.normal(1011)), input({1011}, rng.normal(1011))},
+      [](Backend& b, const Tensors& t) { b.add(t[0], t[0], t[1]); }, tol(kFp32));
+  push(
+      "scale", {in_out({999}, rng.normal(999), 1)}, [](Backend& b, const Tensors& t) { b.scale(t[0], -0.37f); },
+      tol(kFp32));
+  push(
+      "gelu_forward", {output({7, 143}), input({7, 143}, rng.normal(1001, 2))},
+      [](Backend& b, const Tensors& t) { b.gelu_forward(t[0], t[1]); }, tol(kFp32));
+  push(
+      "gelu_backward", {output({1001}), input({1001}, rng.normal(1001, 2)), input({1001}, rng.normal(1001))},
+      [](Backend& b, const Tensors& t) { b.gelu_backward(t[0], t[1], t[2]); }, tol(kFp32));
+  push(
+      "gelu_backward_in_place", {input({1001}, rng.normal(1001, 2)), in_out({1001}, rng.normal(1001))},
+      [](Backend& b, const Tensors& t) { b.gelu_backward(t[1], t[0], t[1]); }, tol(kFp32));
 
   // Linear layers: (N, C, OC); tolerances grow with the reduction length. OC = 72 is a multiple of 8 (the GELU
   // epilogue's condition), 37 and 211 are not.
@@ -423,19 +437,19 @@ void add_compute_cases(Rng& rng, DType dtype, std::vector<Case>& cases) {
     int64_t N, C, OC;
     Tolerance tolerance;
   };
-  for (const MatmulShape& s : {MatmulShape{1, 1, 1, kFp32}, MatmulShape{7, 13, 37, kFp32},
-                               MatmulShape{37, 72, 72, {1e-5, 1e-5}}, MatmulShape{65, 129, 211, {1e-4, 1e-5}},
-                               MatmulShape{128, 768, 333, {1e-4, 1e-4}}}) {
+  for (const MatmulShape& s :
+       {MatmulShape{1, 1, 1, kFp32}, MatmulShape{7, 13, 37, kFp32}, MatmulShape{37, 72, 72, {1e-5, 1e-5}},
+        MatmulShape{65, 129, 211, {1e-4, 1e-5}}, MatmulShape{128, 768, 333, {1e-4, 1e-4}}}) {
     const std::string shape = "_" + std::to_string(s.N) + "x" + std::to_string(s.C) + "x" + std::to_string(s.OC);
     const Tolerance t = tol(s.tolerance);
     const auto forward = [](Backend& b, const Tensors& t) { b.matmul_forward(t[0], t[1], t[2], t[3]); };
     push("matmul_forward" + shape,
-         {output({s.N, s.OC}), input({s.N, s.C}, rng.normal(s.N * s.C)), input({s.OC, s.C}, rng.normal(s.OC * s.C, 0.1)),
-          input({s.OC}, rng.normal(s.OC))},
+         {output({s.N, s.OC}), input({s.N, s.C}, rng.normal(s.N * s.C)),
+          input({s.OC, s.C}, rng.normal(s.OC * s.C, 0.1)), input({s.OC}, rng.normal(s.OC))},
          forward, t);
     push("matmul_forward_no_bias" + shape,
-         {output({s.N, s.OC}), input({s.N, s.C}, rng.normal(s.N * s.C)), input({s.OC, s.C}, rng.normal(s.OC * s.C, 0.1)),
-          none()},
+         {output({s.N, s.OC}), input({s.N, s.C}, rng.normal(s.N * s.C)),
+          input({s.OC, s.C}, rng.normal(s.OC * s.C, 0.1)), none()},
          forward, t);
     // Parameters at odd offsets of a flat buffer, as in the model (the bias epilogue may not take them).
     push("matmul_forward_unaligned" + shape,
@@ -478,19 +492,21 @@ void add_compute_cases(Rng& rng, DType dtype, std::vector<Case>& cases) {
     Floats x = rng.normal(N * C, 2);
     for (float& v : x) v += 0.5f;
     x = rounded(x, dtype);
-    push("layernorm_forward" + shape,
-         {output({N, C}), stats_out({N}), stats_out({N}), input({N, C}, x), input({C}, rng.uniform(C, 0.5, 1.5), 1),
-          input({C}, rng.normal(C))},
-         [eps](Backend& b, const Tensors& t) { b.layernorm_forward(t[0], t[1], t[2], t[3], t[4], t[5], eps); },
-         tol({1e-5, 1e-5}));
+    push(
+        "layernorm_forward" + shape,
+        {output({N, C}), stats_out({N}), stats_out({N}), input({N, C}, x), input({C}, rng.uniform(C, 0.5, 1.5), 1),
+         input({C}, rng.normal(C))},
+        [eps](Backend& b, const Tensors& t) { b.layernorm_forward(t[0], t[1], t[2], t[3], t[4], t[5], eps); },
+        tol({1e-5, 1e-5}));
     Floats mean, rstd;
     row_statistics(x, N, C, eps, &mean, &rstd);
-    push("layernorm_backward" + shape,
-         {in_out({N, C}, rng.normal(N * C)), grad({C}, rng.normal(C), 3), grad({C}, rng.normal(C)),
-          input({N, C}, rng.normal(N * C)), input({N, C}, x), input({C}, rng.uniform(C, 0.5, 1.5)), stats({N}, mean),
-          stats({N}, rstd)},
-         [](Backend& b, const Tensors& t) { b.layernorm_backward(t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7]); },
-         tol({1e-4, 1e-5}));
+    push(
+        "layernorm_backward" + shape,
+        {in_out({N, C}, rng.normal(N * C)), grad({C}, rng.normal(C), 3), grad({C}, rng.normal(C)),
+         input({N, C}, rng.normal(N * C)), input({N, C}, x), input({C}, rng.uniform(C, 0.5, 1.5)), stats({N}, mean),
+         stats({N}, rstd)},
+        [](Backend& b, const Tensors& t) { b.layernorm_backward(t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7]); },
+        tol({1e-4, 1e-5}));
     // residual_out, out, mean, rstd, a, b, weight, bias.
     const auto fused = [eps](Backend& b, const Tensors& t) {
       b.residual_layernorm_forward(t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], eps);
@@ -522,21 +538,23 @@ void add_compute_cases(Rng& rng, DType dtype, std::vector<Case>& cases) {
   };
   for (const AttentionShape& s : {AttentionShape{1, 1, 1, 4}, AttentionShape{2, 13, 3, 8}, AttentionShape{1, 64, 4, 16},
                                   AttentionShape{2, 37, 3, 24}, AttentionShape{1, 70, 2, 128}}) {
-    const std::string shape = "_" + std::to_string(s.B) + "x" + std::to_string(s.T) + "x" + std::to_string(s.H) + "x" +
-                              std::to_string(s.hs);
+    const std::string shape =
+        "_" + std::to_string(s.B) + "x" + std::to_string(s.T) + "x" + std::to_string(s.H) + "x" + std::to_string(s.hs);
     const int64_t C = s.H * s.hs;
     const int n_head = static_cast<int>(s.H);
     const Floats qkv = rounded(rng.normal(s.B * s.T * 3 * C), dtype);
-    push("attention_forward" + shape, {output({s.B, s.T, C}), stats_out({s.B, s.H, s.T}), input({s.B, s.T, 3 * C}, qkv)},
-         [n_head](Backend& b, const Tensors& t) { b.attention_forward(t[0], t[1], t[2], n_head); }, tol({1e-5, 1e-6}));
+    push(
+        "attention_forward" + shape, {output({s.B, s.T, C}), stats_out({s.B, s.H, s.T}), input({s.B, s.T, 3 * C}, qkv)},
+        [n_head](Backend& b, const Tensors& t) { b.attention_forward(t[0], t[1], t[2], n_head); }, tol({1e-5, 1e-6}));
     // The backward from the same forward results on both backends: out and lse computed on the host.
     Floats out, lse;
     attention_reference(qkv, s.B, s.T, s.H, s.hs, &out, &lse);
-    push("attention_backward" + shape,
-         {output({s.B, s.T, 3 * C}), input({s.B, s.T, C}, rng.normal(s.B * s.T * C)), input({s.B, s.T, 3 * C}, qkv),
-          input({s.B, s.T, C}, out), stats({s.B, s.H, s.T}, lse)},
-         [n_head](Backend& b, const Tensors& t) { b.attention_backward(t[0], t[1], t[2], t[3], t[4], n_head); },
-         tol({1e-4, 1e-5}));
+    push(
+        "attention_backward" + shape,
+        {output({s.B, s.T, 3 * C}), input({s.B, s.T, C}, rng.normal(s.B * s.T * C)), input({s.B, s.T, 3 * C}, qkv),
+         input({s.B, s.T, C}, out), stats({s.B, s.H, s.T}, lse)},
+        [n_head](Backend& b, const Tensors& t) { b.attention_backward(t[0], t[1], t[2], t[3], t[4], n_head); },
+        tol({1e-4, 1e-5}));
   }
 
   // Embeddings: a vocabulary shard of V_local rows starting at vocab_start; tokens inside and outside it,
@@ -550,7 +568,8 @@ void add_compute_cases(Rng& rng, DType dtype, std::vector<Case>& cases) {
       b.embedding_forward(t[0], t[1], t[2], t[3], seq_len, vocab_start);
     };
     push("embedding_forward",
-         {output({N, C}), tokens({N}, ids), input({V_local, C}, rng.normal(V_local * C), 2), input({T, C}, rng.normal(T * C))},
+         {output({N, C}), tokens({N}, ids), input({V_local, C}, rng.normal(V_local * C), 2),
+          input({T, C}, rng.normal(T * C))},
          forward, tol(kFp32));
     push("embedding_forward_no_positions",
          {output({N, C}), tokens({N}, ids), input({V_local, C}, rng.normal(V_local * C)), none()}, forward, tol(kFp32));
@@ -558,8 +577,8 @@ void add_compute_cases(Rng& rng, DType dtype, std::vector<Case>& cases) {
       b.embedding_backward(t[0], t[1], t[2], t[3], seq_len, vocab_start);
     };
     push("embedding_backward",
-         {grad({V_local, C}, rng.normal(V_local * C), 1), grad({T, C}, rng.normal(T * C)), input({N, C}, rng.normal(N * C)),
-          tokens({N}, ids)},
+         {grad({V_local, C}, rng.normal(V_local * C), 1), grad({T, C}, rng.normal(T * C)),
+          input({N, C}, rng.normal(N * C)), tokens({N}, ids)},
          backward, tol(kFp32));
     push("embedding_backward_no_positions",
          {grad({V_local, C}, rng.normal(V_local * C)), none(), input({N, C}, rng.normal(N * C)), tokens({N}, ids)},
@@ -571,11 +590,12 @@ void add_compute_cases(Rng& rng, DType dtype, std::vector<Case>& cases) {
     const int seq_len = static_cast<int>(T);
     Ints ids = rng.integers(N, 0, 1200);
     for (int64_t i = 0; i < N; i += 3) ids[i] = 17;
-    push("embedding_backward_skewed",
-         {grad({V_local, C}, rng.normal(V_local * C)), grad({T, C}, rng.normal(T * C)), input({N, C}, rng.normal(N * C)),
-          tokens({N}, ids)},
-         [seq_len](Backend& b, const Tensors& t) { b.embedding_backward(t[0], t[1], t[2], t[3], seq_len, vocab_start); },
-         tol({1e-5, 1e-5}));
+    push(
+        "embedding_backward_skewed",
+        {grad({V_local, C}, rng.normal(V_local * C)), grad({T, C}, rng.normal(T * C)), input({N, C}, rng.normal(N * C)),
+         tokens({N}, ids)},
+        [seq_len](Backend& b, const Tensors& t) { b.embedding_backward(t[0], t[1], t[2], t[3], seq_len, vocab_start); },
+        tol({1e-5, 1e-5}));
   }
 
   // Cross-entropy over a vocabulary shard [vocab_start, vocab_start + V) with padding from column `valid` on.
@@ -584,7 +604,8 @@ void add_compute_cases(Rng& rng, DType dtype, std::vector<Case>& cases) {
   };
   for (const VocabShape& s : {VocabShape{11, 50, 47, 100}, VocabShape{4, 5003, 5000, 0}, VocabShape{3, 8, 0, 16},
                               VocabShape{37, 1000, 997, 0}}) {
-    const std::string shape = "_" + std::to_string(s.N) + "x" + std::to_string(s.V) + "_valid" + std::to_string(s.valid);
+    const std::string shape =
+        "_" + std::to_string(s.N) + "x" + std::to_string(s.V) + "_valid" + std::to_string(s.valid);
     const Floats logits = rounded(rng.normal(s.N * s.V, 3), dtype);
     // Targets below, inside, in the padding of, and above the shard.
     Ints targets =
@@ -592,23 +613,26 @@ void add_compute_cases(Rng& rng, DType dtype, std::vector<Case>& cases) {
     Floats row_max, sum_exp, target_logit;
     logit_statistics(logits, targets, s.N, s.V, s.valid, s.vocab_start, &row_max, &sum_exp, &target_logit);
     const int64_t valid = s.valid, vocab_start = s.vocab_start;
-    push("cross_entropy_row_max" + shape, {stats_out({s.N}), input({s.N, s.V}, logits)},
-         [valid](Backend& b, const Tensors& t) { b.cross_entropy_row_max(t[0], t[1], valid); }, kFp32);
+    push(
+        "cross_entropy_row_max" + shape, {stats_out({s.N}), input({s.N, s.V}, logits)},
+        [valid](Backend& b, const Tensors& t) { b.cross_entropy_row_max(t[0], t[1], valid); }, kFp32);
     if (s.valid == 0) continue;  // no softmax over an empty shard
-    push("cross_entropy_row_stats" + shape,
-         {stats_out({s.N}), stats_out({s.N}), input({s.N, s.V}, logits), stats({s.N}, row_max), tokens({s.N}, targets)},
-         [valid, vocab_start](Backend& b, const Tensors& t) {
-           b.cross_entropy_row_stats(t[0], t[1], t[2], t[3], t[4], vocab_start, valid);
-         },
-         kFp32);
+    push(
+        "cross_entropy_row_stats" + shape,
+        {stats_out({s.N}), stats_out({s.N}), input({s.N, s.V}, logits), stats({s.N}, row_max), tokens({s.N}, targets)},
+        [valid, vocab_start](Backend& b, const Tensors& t) {
+          b.cross_entropy_row_stats(t[0], t[1], t[2], t[3], t[4], vocab_start, valid);
+        },
+        kFp32);
     // The gradients are about 1/44 of a probability: an absolute floor far below their size.
-    push("cross_entropy_loss_backward" + shape,
-         {stats_out({s.N}), in_out({s.N, s.V}, logits), stats({s.N}, row_max), stats({s.N}, sum_exp),
-          stats({s.N}, target_logit), tokens({s.N}, targets)},
-         [valid, vocab_start](Backend& b, const Tensors& t) {
-           b.cross_entropy_loss_backward(t[0], t[1], t[2], t[3], t[4], t[5], vocab_start, valid, 1.0f / 44.0f);
-         },
-         tol(kFp32, 1e-6));
+    push(
+        "cross_entropy_loss_backward" + shape,
+        {stats_out({s.N}), in_out({s.N, s.V}, logits), stats({s.N}, row_max), stats({s.N}, sum_exp),
+         stats({s.N}, target_logit), tokens({s.N}, targets)},
+        [valid, vocab_start](Backend& b, const Tensors& t) {
+          b.cross_entropy_loss_backward(t[0], t[1], t[2], t[3], t[4], t[5], vocab_start, valid, 1.0f / 44.0f);
+        },
+        tol(kFp32, 1e-6));
   }
 }
 

@@ -240,8 +240,8 @@ __global__ void __launch_bounds__(kThreads)
 // V [kTile][hs + 1].
 template <typename S>
 __global__ void __launch_bounds__(kThreads)
-    attention_backward_query_kernel(S* d_qkv, const S* d_out, const S* qkv, const float* lse, const float* delta,
-                                    int T, int H, int hs, float scale) {
+    attention_backward_query_kernel(S* d_qkv, const S* d_out, const S* qkv, const float* lse, const float* delta, int T,
+                                    int H, int hs, float scale) {
   extern __shared__ float shared[];
   float* q_tile = shared;
   float* do_tile = q_tile + kTile * hs;

@@ -327,8 +327,8 @@ void CudaBackend::embedding_forward(Tensor out, Tensor tokens, Tensor wte, Tenso
   TS_ASSERT(!wpe.defined() || wpe.numel() >= seq_len * C, "wpe ", wpe.shape_string(), " for seq_len ", seq_len);
   cuda::dispatch_compute(dtype, "embedding_forward", [&]<typename Tag>(Tag) {
     using T = typename Tag::type;
-    cuda::embedding_forward(data_as<T>(out), tokens.i32(), data_as<T>(wte), data_as<T>(wpe), N, C, wte.dim(0),
-                            seq_len, vocab_start, context_);
+    cuda::embedding_forward(data_as<T>(out), tokens.i32(), data_as<T>(wte), data_as<T>(wpe), N, C, wte.dim(0), seq_len,
+                            vocab_start, context_);
   });
 }
 
@@ -340,8 +340,7 @@ void CudaBackend::embedding_backward(Tensor d_wte, Tensor d_wpe, Tensor d_out, T
   expect_tokens({&tokens}, "embedding_backward");
   int64_t N = tokens.numel(), C = cols(d_wte);
   TS_ASSERT(seq_len >= 1 && d_out.numel() == N * C && N % seq_len == 0, "embedding backward shapes");
-  TS_ASSERT(!d_wpe.defined() || d_wpe.numel() >= seq_len * C, "d_wpe ", d_wpe.shape_string(), " for seq_len ",
-            seq_len);
+  TS_ASSERT(!d_wpe.defined() || d_wpe.numel() >= seq_len * C, "d_wpe ", d_wpe.shape_string(), " for seq_len ", seq_len);
   cuda::dispatch_compute(dtype, "embedding_backward", [&]<typename Tag>(Tag) {
     using T = typename Tag::type;
     cuda::embedding_backward(data_as<float>(d_wte), data_as<float>(d_wpe), data_as<T>(d_out), tokens.i32(), N, C,

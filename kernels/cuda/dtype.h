@@ -38,8 +38,8 @@ constexpr DType dtype_of() {
 template <typename T>
 T* data_as(const Tensor& t) {
   if (!t.defined()) return nullptr;
-  TS_ASSERT(t.dtype() == dtype_of<T>(), "a ", dtype_name(t.dtype()), " tensor ", t.shape_string(),
-            " used as ", dtype_name(dtype_of<T>()));
+  TS_ASSERT(t.dtype() == dtype_of<T>(), "a ", dtype_name(t.dtype()), " tensor ", t.shape_string(), " used as ",
+            dtype_name(dtype_of<T>()));
   return static_cast<T*>(t.data());
 }
 

@@ -84,9 +84,8 @@ Gemm::~Gemm() {
 
 void Gemm::run(const GemmProblem& problem, cudaStream_t stream) {
   TS_CHECK(try_run(problem, stream), CudaError, "cuBLASLt has no algorithm for a ", problem.m, "x", problem.n, "x",
-           problem.k, " product (batch ", problem.batch, ", operands ",
-           problem.a_type == CUDA_R_32F ? "f32" : "bf16", ", result ", problem.d_type == CUDA_R_32F ? "f32" : "bf16",
-           ")");
+           problem.k, " product (batch ", problem.batch, ", operands ", problem.a_type == CUDA_R_32F ? "f32" : "bf16",
+           ", result ", problem.d_type == CUDA_R_32F ? "f32" : "bf16", ")");
 }
 
 bool Gemm::try_run(const GemmProblem& p, cudaStream_t stream) {
