@@ -1,12 +1,21 @@
 // Table-driven parity of every CudaBackend op with CpuBackend, the reference (whose own correctness
-// kernels_test proves against double-precision math).
+// kernels_test proves against double-precision math), with f32 and with bf16 compute tensors (Note [Precision]
+// in core/backend.h).
 //
 // Each case lists its tensors with a role: inputs get fresh random values; outputs the contract calls
 // "overwrites" are poisoned (NaN, or INT32_MIN for integers) before the call on both backends, so an element the
 // GPU skips fails the comparison; outputs that accumulate, and tensors updated in place, start from the same
-// random values on both. Shapes are odd on purpose (not multiples of warps, tiles or vector widths), and some
-// tensors sit at unaligned offsets of their buffers, as views into flat parameter buffers do. Tolerances are
-// fp32's: the two backends sum in different orders.
+// random values on both. A tensor is either a compute tensor, whose dtype is the case's (f32 or bf16), or has a
+// fixed dtype (statistics and parameter gradients f32, tokens i32). Values are generated in f32 and rounded to
+// bf16 on the host for bf16 tensors, so both backends see the same inputs; results are compared in f32. Inputs
+// that must be consistent with others (LayerNorm statistics, logit statistics, the attention forward's output
+// and lse) are computed on the host, in double, from the values as rounded.
+//
+// Shapes are odd on purpose (not multiples of warps, tiles or vector widths: N = 37, C = 72, head size 24,
+// T = 37, a vocabulary of 1000 with 997 valid columns), and some tensors sit at unaligned offsets of their
+// buffers, as views into flat parameter buffers do. Tolerances: f32's for f32 cases (the backends sum in
+// different orders); for bf16 cases at least one bf16 rounding (relative 1e-2), since two nearly equal f32
+// results may round to neighbouring bf16 values.
 //
 // Labelled `gpu`: every test skips itself when cudaGetDeviceCount reports no GPU.
 #include "kernels/cuda/cuda_backend.h"
@@ -27,6 +36,7 @@
 #include <vector>
 
 #include "core/backend.h"
+#include "core/bf16.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cuda/device.h"
 
@@ -38,6 +48,14 @@ using Ints = std::vector<int32_t>;
 
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 constexpr int32_t kIntPoison = std::numeric_limits<int32_t>::min();
+
+// values as a tensor of `dtype` will hold them (rounded to nearest even for bf16).
+Floats rounded(Floats values, DType dtype) {
+  if (dtype == DType::kBF16) {
+    for (float& x : values) x = round_to_bf16(x);
+  }
+  return values;
+}
 
 class Rng {
  public:
@@ -77,9 +95,10 @@ enum class Role {
 
 struct Arg {
   Role role = Role::kInput;
-  DType dtype = DType::kF32;
+  bool compute = true;        // a compute tensor: the case's dtype; else `dtype`
+  DType dtype = DType::kF32;  // of tensors that are not compute tensors
   std::vector<int64_t> shape;
-  Floats f;            // f32 values of inputs and in-out tensors
+  Floats f;            // values of inputs and in-out tensors (rounded on upload for bf16)
   Ints i;              // i32 values of inputs
   int64_t offset = 0;  // elements between the buffer's start and the tensor: unaligned views
 };
@@ -95,7 +114,16 @@ struct Case {
   std::vector<Arg> args;
   std::function<void(Backend&, const std::vector<Tensor>&)> op;
   Tolerance tolerance = kFp32;
+  DType compute = DType::kF32;  // the dtype of the compute tensors
 };
+
+DType dtype_of(const Arg& arg, const Case& c) { return arg.compute ? c.compute : arg.dtype; }
+
+// A bf16 value cannot be compared more tightly than one rounding; f32 values keep the case's tolerance.
+Tolerance tolerance_for(DType dtype, Tolerance tolerance) {
+  if (dtype != DType::kBF16) return tolerance;
+  return {std::max(tolerance.rtol, 1e-2), tolerance.atol};
+}
 
 int64_t numel(const std::vector<int64_t>& shape) {
   int64_t n = 1;
@@ -103,20 +131,36 @@ int64_t numel(const std::vector<int64_t>& shape) {
   return n;
 }
 
+// Compute tensors (the case's dtype).
 Arg input(std::vector<int64_t> shape, Floats values, int64_t offset = 0) {
-  return Arg{Role::kInput, DType::kF32, std::move(shape), std::move(values), {}, offset};
+  return Arg{Role::kInput, true, DType::kF32, std::move(shape), std::move(values), {}, offset};
+}
+Arg output(std::vector<int64_t> shape) { return Arg{Role::kOutput, true, DType::kF32, std::move(shape), {}, {}, 0}; }
+Arg in_out(std::vector<int64_t> shape, Floats values, int64_t offset = 0) {
+  return Arg{Role::kInOut, true, DType::kF32, std::move(shape), std::move(values), {}, offset};
+}
+// Tensors of a fixed dtype: statistics, parameter gradients, optimizer state (f32), tokens (i32), and the two
+// sides of a conversion.
+Arg input_of(DType dtype, std::vector<int64_t> shape, Floats values, int64_t offset = 0) {
+  return Arg{Role::kInput, false, dtype, std::move(shape), std::move(values), {}, offset};
+}
+Arg output_of(DType dtype, std::vector<int64_t> shape) {
+  return Arg{Role::kOutput, false, dtype, std::move(shape), {}, {}, 0};
+}
+Arg in_out_of(DType dtype, std::vector<int64_t> shape, Floats values, int64_t offset = 0) {
+  return Arg{Role::kInOut, false, dtype, std::move(shape), std::move(values), {}, offset};
+}
+Arg stats(std::vector<int64_t> shape, Floats values) {
+  return input_of(DType::kF32, std::move(shape), std::move(values));
+}
+Arg stats_out(std::vector<int64_t> shape) { return output_of(DType::kF32, std::move(shape)); }
+Arg grad(std::vector<int64_t> shape, Floats values, int64_t offset = 0) {
+  return in_out_of(DType::kF32, std::move(shape), std::move(values), offset);
 }
 Arg tokens(std::vector<int64_t> shape, Ints values) {
-  return Arg{Role::kInput, DType::kI32, std::move(shape), {}, std::move(values), 0};
+  return Arg{Role::kInput, false, DType::kI32, std::move(shape), {}, std::move(values), 0};
 }
-Arg output(std::vector<int64_t> shape, DType dtype = DType::kF32) {
-  return Arg{Role::kOutput, dtype, std::move(shape), {}, {}, 0};
-}
-Arg in_out(std::vector<int64_t> shape, Floats values, int64_t offset = 0) {
-  return Arg{Role::kInOut, DType::kF32, std::move(shape), std::move(values), {}, offset};
-}
-Arg scratch(std::vector<int64_t> shape) { return Arg{Role::kScratch, DType::kF32, std::move(shape), {}, {}, 0}; }
-Arg none() { return Arg{Role::kNone, DType::kF32, {1}, {}, {}, 0}; }
+Arg none() { return Arg{Role::kNone, true, DType::kF32, {1}, {}, {}, 0}; }
 
 // ---- running a case on one backend ----------------------------------------------------------------------------
 
@@ -143,18 +187,26 @@ std::vector<std::vector<std::byte>> run_case(Backend& backend, const Case& c) {
       continue;
     }
     const int64_t n = numel(arg.shape);
-    const size_t element = dtype_size(arg.dtype);
+    const DType dtype = dtype_of(arg, c);
+    const size_t element = dtype_size(dtype);
     buffers.push_back(backend.allocate(static_cast<size_t>(arg.offset + n) * element));
-    Tensor t = make_tensor(static_cast<char*>(buffers.back().data()) + arg.offset * element, arg.dtype,
-                           backend.device(), arg.shape);
-    if (arg.dtype == DType::kI32) {
+    Tensor t = make_tensor(static_cast<char*>(buffers.back().data()) + arg.offset * element, dtype, backend.device(),
+                           arg.shape);
+    if (dtype == DType::kI32) {
       Ints values = arg.role == Role::kInput ? arg.i : Ints(n, kIntPoison);
       backend.copy_from_host(t, values.data());
     } else {
       const bool poisoned = arg.role == Role::kOutput || arg.role == Role::kScratch;
       Floats values = poisoned ? Floats(n, kNaN) : arg.f;
       EXPECT_EQ(std::ssize(values), n) << c.name << ": values do not match the shape";
-      backend.copy_from_host(t, values.data());
+      values.resize(n);
+      if (dtype == DType::kBF16) {
+        std::vector<uint16_t> halves(values.size());
+        for (size_t e = 0; e < values.size(); ++e) halves[e] = f32_to_bf16(values[e]);
+        backend.copy_from_host(t, halves.data());
+      } else {
+        backend.copy_from_host(t, values.data());
+      }
     }
     tensors.push_back(t);
   }
@@ -171,7 +223,12 @@ std::vector<std::vector<std::byte>> run_case(Backend& backend, const Case& c) {
 
 ::testing::AssertionResult all_close(const std::vector<std::byte>& got_bytes, const std::vector<std::byte>& want_bytes,
                                      DType dtype, Tolerance tolerance) {
-  const size_t n = want_bytes.size() / 4;
+  if (got_bytes.size() != want_bytes.size()) {
+    return ::testing::AssertionFailure() << got_bytes.size() << " bytes from the GPU, " << want_bytes.size()
+                                         << " from the CPU";
+  }
+  const size_t element = dtype_size(dtype);
+  const size_t n = want_bytes.size() / element;
   int64_t mismatches = 0;
   std::ostringstream first;
   first << std::setprecision(9);
@@ -187,8 +244,16 @@ std::vector<std::vector<std::byte>> run_case(Backend& backend, const Case& c) {
       want = w;
     } else {
       float g = 0, w = 0;
-      std::memcpy(&g, &got_bytes[4 * i], 4);
-      std::memcpy(&w, &want_bytes[4 * i], 4);
+      if (dtype == DType::kBF16) {
+        uint16_t gh = 0, wh = 0;
+        std::memcpy(&gh, &got_bytes[2 * i], 2);
+        std::memcpy(&wh, &want_bytes[2 * i], 2);
+        g = bf16_to_f32(gh);
+        w = bf16_to_f32(wh);
+      } else {
+        std::memcpy(&g, &got_bytes[4 * i], 4);
+        std::memcpy(&w, &want_bytes[4 * i], 4);
+      }
       ok = g == w || std::abs(static_cast<double>(g) - w) <= tolerance.atol + tolerance.rtol * std::abs(w);
       got = g;
       want = w;
@@ -237,136 +302,259 @@ void logit_statistics(const Floats& logits, const Ints& targets, int64_t N, int6
   }
 }
 
+// Causal attention forward in double: out[B,T,H*hs] and lse[B,H,T] from qkv[B,T,3*H*hs] (the Backend contract).
+void attention_reference(const Floats& qkv, int64_t B, int64_t T, int64_t H, int64_t hs, Floats* out, Floats* lse) {
+  const int64_t C = H * hs, C3 = 3 * C;
+  const double scale = 1 / std::sqrt(static_cast<double>(hs));
+  out->assign(B * T * C, 0.0f);
+  lse->assign(B * H * T, 0.0f);
+  std::vector<double> scores(T);
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t h = 0; h < H; ++h) {
+      for (int64_t i = 0; i < T; ++i) {
+        const float* q = &qkv[(b * T + i) * C3 + h * hs];
+        double max = -INFINITY;
+        for (int64_t j = 0; j <= i; ++j) {
+          const float* k = &qkv[(b * T + j) * C3 + C + h * hs];
+          double dot = 0;
+          for (int64_t d = 0; d < hs; ++d) dot += static_cast<double>(q[d]) * k[d];
+          scores[j] = dot * scale;
+          max = std::max(max, scores[j]);
+        }
+        double sum = 0;
+        for (int64_t j = 0; j <= i; ++j) sum += std::exp(scores[j] - max);
+        for (int64_t d = 0; d < hs; ++d) {
+          double o = 0;
+          for (int64_t j = 0; j <= i; ++j)
+            o += std::exp(scores[j] - max) / sum * qkv[(b * T + j) * C3 + 2 * C + h * hs + d];
+          (*out)[(b * T + i) * C + h * hs + d] = static_cast<float>(o);
+        }
+        (*lse)[(b * H + h) * T + i] = static_cast<float>(max + std::log(sum));
+      }
+    }
+  }
+}
+
 // ---- the cases --------------------------------------------------------------------------------------------------
 
-std::vector<Case> make_cases() {
-  Rng rng(20250101);
-  std::vector<Case> cases;
+using Tensors = std::vector<Tensor>;
+
+const char* suffix(DType dtype) { return dtype == DType::kBF16 ? "_bf16" : "_f32"; }
+
+// Cases whose tensors have fixed dtypes: conversions, integer fill, AdamW (f32 master weights, bf16 copy).
+void add_fixed_dtype_cases(Rng& rng, std::vector<Case>& cases) {
+  cases.push_back(
+      {"fill_i32", {output_of(DType::kI32, {37})}, [](Backend& b, const Tensors& t) { b.fill(t[0], 7.0f); }});
+  cases.push_back({"copy_f32_to_bf16",
+                   {output_of(DType::kBF16, {517}), input_of(DType::kF32, {517}, rng.normal(517), 3)},
+                   [](Backend& b, const Tensors& t) { b.copy(t[0], t[1]); }});
+  cases.push_back({"copy_bf16_to_f32",
+                   {output_of(DType::kF32, {517}), input_of(DType::kBF16, {517}, rng.normal(517), 1)},
+                   [](Backend& b, const Tensors& t) { b.copy(t[0], t[1]); }});
+  // Halfway cases of bf16 rounding: ties go to even, on both backends.
+  {
+    Floats ties;
+    for (uint32_t low : {0x00008000u, 0x00018000u, 0x00007fffu, 0x00008001u}) {
+      for (uint32_t high : {0x3f800000u, 0xbf800000u, 0x42480000u}) {
+        const uint32_t bits = high | low;
+        float x;
+        std::memcpy(&x, &bits, sizeof(x));
+        ties.push_back(x);
+      }
+    }
+    const int64_t n = std::ssize(ties);
+    cases.push_back({"copy_f32_to_bf16_ties",
+                     {output_of(DType::kBF16, {n}), input_of(DType::kF32, {n}, ties)},
+                     [](Backend& b, const Tensors& t) { b.copy(t[0], t[1]); },
+                     {0, 0}});
+  }
+
+  // AdamW, decayed and not, with a clipping factor, at a later step; with and without the bf16 compute copy.
+  for (const float weight_decay : {0.0f, 0.1f}) {
+    for (const bool with_copy : {false, true}) {
+      const int64_t n = 1003;
+      AdamWStep step;
+      step.lr = 3e-3f;
+      step.weight_decay = weight_decay;
+      step.step = 3;
+      step.grad_scale = 0.7f;
+      std::string name = weight_decay == 0 ? "adamw_update" : "adamw_update_decayed";
+      if (with_copy) name += "_with_bf16_copy";
+      cases.push_back(
+          {name,
+           {in_out_of(DType::kF32, {n}, rng.normal(n), 1), input_of(DType::kF32, {n}, rng.normal(n)),
+            in_out_of(DType::kF32, {n}, rng.normal(n, 0.1)), in_out_of(DType::kF32, {n}, rng.uniform(n, 0, 0.5)),
+            with_copy ? output_of(DType::kBF16, {n}) : none()},
+           [step](Backend& b, const Tensors& t) { b.adamw_update(t[0], t[1], t[2], t[3], step, t[4]); },
+           {1e-5, 1e-6}});
+    }
+  }
+}
+
+// Every op with compute tensors of `dtype`; `tol(f32 tolerance)` widens a tolerance for bf16.
+void add_compute_cases(Rng& rng, DType dtype, std::vector<Case>& cases) {
+  const bool bf16 = dtype == DType::kBF16;
+  // f32: the given tolerance. bf16: one rounding (relative 1e-2, applied per bf16 value by tolerance_for) on top
+  // of an absolute floor for values that are differences of nearly equal numbers.
+  const auto tol = [bf16](Tolerance f32, double bf16_atol = 1e-3) {
+    return bf16 ? Tolerance{std::max(f32.rtol, 1e-2), std::max(f32.atol, bf16_atol)} : f32;
+  };
+  const auto push = [&](std::string name, std::vector<Arg> args, std::function<void(Backend&, const Tensors&)> op,
+                        Tolerance tolerance) {
+    cases.push_back({name + suffix(dtype), std::move(args), std::move(op), tolerance, dtype});
+  };
 
   // Memory and elementwise ops.
-  cases.push_back({"fill_f32", {output({1001})}, [](Backend& b, const std::vector<Tensor>& t) { b.fill(t[0], 3.5f); }});
-  cases.push_back(
-      {"fill_i32", {output({37}, DType::kI32)}, [](Backend& b, const std::vector<Tensor>& t) { b.fill(t[0], 7.0f); }});
-  cases.push_back({"copy",
-                   {output({517}), input({517}, rng.normal(517), 3)},
-                   [](Backend& b, const std::vector<Tensor>& t) { b.copy(t[0], t[1]); }});
-  cases.push_back({"add",
-                   {output({3, 337}), input({3, 337}, rng.normal(1011)), input({3, 337}, rng.normal(1011))},
-                   [](Backend& b, const std::vector<Tensor>& t) { b.add(t[0], t[1], t[2]); }});
-  cases.push_back({"add_in_place",
-                   {in_out({1011}, rng.normal(1011)), input({1011}, rng.normal(1011))},
-                   [](Backend& b, const std::vector<Tensor>& t) { b.add(t[0], t[0], t[1]); }});
-  cases.push_back({"scale", {in_out({999}, rng.normal(999), 1)}, [](Backend& b, const std::vector<Tensor>& t) {
-                     b.scale(t[0], -0.37f);
-                   }});
-  cases.push_back({"gelu_forward",
-                   {output({7, 143}), input({7, 143}, rng.normal(1001, 2))},
-                   [](Backend& b, const std::vector<Tensor>& t) { b.gelu_forward(t[0], t[1]); }});
-  cases.push_back({"gelu_backward",
-                   {output({1001}), input({1001}, rng.normal(1001, 2)), input({1001}, rng.normal(1001))},
-                   [](Backend& b, const std::vector<Tensor>& t) { b.gelu_backward(t[0], t[1], t[2]); }});
-  cases.push_back({"gelu_backward_in_place",
-                   {input({1001}, rng.normal(1001, 2)), in_out({1001}, rng.normal(1001))},
-                   [](Backend& b, const std::vector<Tensor>& t) { b.gelu_backward(t[1], t[0], t[1]); }});
+  push(
+      "fill", {output({1001})}, [](Backend& b, const Tensors& t) { b.fill(t[0], 3.5f); }, tol(kFp32));
+  push(
+      "fill_rounded", {output({33})}, [](Backend& b, const Tensors& t) { b.fill(t[0], 0.1f); }, tol(kFp32));
+  push(
+      "copy", {output({517}), input({517}, rng.normal(517), 3)},
+      [](Backend& b, const Tensors& t) { b.copy(t[0], t[1]); }, tol(kFp32));
+  push(
+      "add", {output({3, 337}), input({3, 337}, rng.normal(1011)), input({3, 337}, rng.normal(1011))},
+      [](Backend& b, const Tensors& t) { b.add(t[0], t[1], t[2]); }, tol(kFp32));
+  push(
+      "add_in_place", {in_out({1011}, rng.normal(1011)), input({1011}, rng.normal(1011))},
+      [](Backend& b, const Tensors& t) { b.add(t[0], t[0], t[1]); }, tol(kFp32));
+  push(
+      "scale", {in_out({999}, rng.normal(999), 1)}, [](Backend& b, const Tensors& t) { b.scale(t[0], -0.37f); },
+      tol(kFp32));
+  push(
+      "gelu_forward", {output({7, 143}), input({7, 143}, rng.normal(1001, 2))},
+      [](Backend& b, const Tensors& t) { b.gelu_forward(t[0], t[1]); }, tol(kFp32));
+  push(
+      "gelu_backward", {output({1001}), input({1001}, rng.normal(1001, 2)), input({1001}, rng.normal(1001))},
+      [](Backend& b, const Tensors& t) { b.gelu_backward(t[0], t[1], t[2]); }, tol(kFp32));
+  push(
+      "gelu_backward_in_place", {input({1001}, rng.normal(1001, 2)), in_out({1001}, rng.normal(1001))},
+      [](Backend& b, const Tensors& t) { b.gelu_backward(t[1], t[0], t[1]); }, tol(kFp32));
 
-  // Linear layers: (N, C, OC); tolerances grow with the reduction length.
+  // Linear layers: (N, C, OC); tolerances grow with the reduction length. OC = 72 is a multiple of 8 (the GELU
+  // epilogue's condition), 37 and 211 are not.
   struct MatmulShape {
     int64_t N, C, OC;
     Tolerance tolerance;
   };
-  for (const MatmulShape& s : {MatmulShape{1, 1, 1, kFp32}, MatmulShape{7, 13, 37, kFp32},
-                               MatmulShape{65, 129, 211, {1e-4, 1e-5}}, MatmulShape{128, 768, 333, {1e-4, 1e-4}}}) {
-    const std::string shape = std::to_string(s.N) + "x" + std::to_string(s.C) + "x" + std::to_string(s.OC);
-    const auto forward = [](Backend& b, const std::vector<Tensor>& t) { b.matmul_forward(t[0], t[1], t[2], t[3]); };
-    cases.push_back({"matmul_forward_" + shape,
-                     {output({s.N, s.OC}), input({s.N, s.C}, rng.normal(s.N * s.C)),
-                      input({s.OC, s.C}, rng.normal(s.OC * s.C, 0.1)), input({s.OC}, rng.normal(s.OC))},
-                     forward,
-                     s.tolerance});
-    cases.push_back({"matmul_forward_no_bias_" + shape,
-                     {output({s.N, s.OC}), input({s.N, s.C}, rng.normal(s.N * s.C)),
-                      input({s.OC, s.C}, rng.normal(s.OC * s.C, 0.1)), none()},
-                     forward,
-                     s.tolerance});
+  for (const MatmulShape& s :
+       {MatmulShape{1, 1, 1, kFp32}, MatmulShape{7, 13, 37, kFp32}, MatmulShape{37, 72, 72, {1e-5, 1e-5}},
+        MatmulShape{65, 129, 211, {1e-4, 1e-5}}, MatmulShape{128, 768, 333, {1e-4, 1e-4}}}) {
+    const std::string shape = "_" + std::to_string(s.N) + "x" + std::to_string(s.C) + "x" + std::to_string(s.OC);
+    const Tolerance t = tol(s.tolerance);
+    const auto forward = [](Backend& b, const Tensors& t) { b.matmul_forward(t[0], t[1], t[2], t[3]); };
+    push("matmul_forward" + shape,
+         {output({s.N, s.OC}), input({s.N, s.C}, rng.normal(s.N * s.C)),
+          input({s.OC, s.C}, rng.normal(s.OC * s.C, 0.1)), input({s.OC}, rng.normal(s.OC))},
+         forward, t);
+    push("matmul_forward_no_bias" + shape,
+         {output({s.N, s.OC}), input({s.N, s.C}, rng.normal(s.N * s.C)),
+          input({s.OC, s.C}, rng.normal(s.OC * s.C, 0.1)), none()},
+         forward, t);
     // Parameters at odd offsets of a flat buffer, as in the model (the bias epilogue may not take them).
-    cases.push_back({"matmul_forward_unaligned_" + shape,
-                     {output({s.N, s.OC}), input({s.N, s.C}, rng.normal(s.N * s.C)),
-                      input({s.OC, s.C}, rng.normal(s.OC * s.C, 0.1), 3), input({s.OC}, rng.normal(s.OC), 1)},
-                     forward,
-                     s.tolerance});
-    const auto backward = [](Backend& b, const std::vector<Tensor>& t) {
-      b.matmul_backward(t[0], t[1], t[2], t[3], t[4], t[5]);
-    };
-    cases.push_back({"matmul_backward_" + shape,
-                     {output({s.N, s.C}), in_out({s.OC, s.C}, rng.normal(s.OC * s.C)), in_out({s.OC}, rng.normal(s.OC)),
-                      input({s.N, s.OC}, rng.normal(s.N * s.OC)), input({s.N, s.C}, rng.normal(s.N * s.C)),
-                      input({s.OC, s.C}, rng.normal(s.OC * s.C, 0.1))},
-                     backward,
-                     s.tolerance});
-    cases.push_back(
-        {"matmul_backward_weight_only_" + shape,
-         {none(), in_out({s.OC, s.C}, rng.normal(s.OC * s.C), 5), none(), input({s.N, s.OC}, rng.normal(s.N * s.OC)),
+    push("matmul_forward_unaligned" + shape,
+         {output({s.N, s.OC}), input({s.N, s.C}, rng.normal(s.N * s.C)),
+          input({s.OC, s.C}, rng.normal(s.OC * s.C, 0.1), 3), input({s.OC}, rng.normal(s.OC), 1)},
+         forward, t);
+    // matmul + GELU: the fused epilogue rounds the pre-activation after GELU reads it, the reference before, so
+    // bf16 allows one more rounding.
+    const auto gelu = [](Backend& b, const Tensors& t) { b.matmul_gelu_forward(t[0], t[1], t[2], t[3], t[4]); };
+    const Tolerance gelu_tolerance = bf16 ? Tolerance{2e-2, 2e-3} : Tolerance{std::max(s.tolerance.rtol, 1e-5), 1e-5};
+    push("matmul_gelu_forward" + shape,
+         {output({s.N, s.OC}), output({s.N, s.OC}), input({s.N, s.C}, rng.normal(s.N * s.C)),
+          input({s.OC, s.C}, rng.normal(s.OC * s.C, 0.1)), input({s.OC}, rng.normal(s.OC))},
+         gelu, gelu_tolerance);
+    push("matmul_gelu_forward_unaligned" + shape,
+         {output({s.N, s.OC}), output({s.N, s.OC}), input({s.N, s.C}, rng.normal(s.N * s.C)),
+          input({s.OC, s.C}, rng.normal(s.OC * s.C, 0.1), 1), input({s.OC}, rng.normal(s.OC), 1)},
+         gelu, gelu_tolerance);
+    const auto backward = [](Backend& b, const Tensors& t) { b.matmul_backward(t[0], t[1], t[2], t[3], t[4], t[5]); };
+    push("matmul_backward" + shape,
+         {output({s.N, s.C}), grad({s.OC, s.C}, rng.normal(s.OC * s.C)), grad({s.OC}, rng.normal(s.OC)),
+          input({s.N, s.OC}, rng.normal(s.N * s.OC)), input({s.N, s.C}, rng.normal(s.N * s.C)),
+          input({s.OC, s.C}, rng.normal(s.OC * s.C, 0.1))},
+         backward, t);
+    push("matmul_backward_weight_only" + shape,
+         {none(), grad({s.OC, s.C}, rng.normal(s.OC * s.C), 5), none(), input({s.N, s.OC}, rng.normal(s.N * s.OC)),
           input({s.N, s.C}, rng.normal(s.N * s.C)), input({s.OC, s.C}, rng.normal(s.OC * s.C, 0.1))},
-         backward,
-         s.tolerance});
-    cases.push_back({"matmul_backward_unaligned_bias_" + shape,
-                     {output({s.N, s.C}), in_out({s.OC, s.C}, rng.normal(s.OC * s.C), 1),
-                      in_out({s.OC}, rng.normal(s.OC), 7), input({s.N, s.OC}, rng.normal(s.N * s.OC)),
-                      input({s.N, s.C}, rng.normal(s.N * s.C)), input({s.OC, s.C}, rng.normal(s.OC * s.C, 0.1))},
-                     backward,
-                     s.tolerance});
+         backward, t);
+    push("matmul_backward_unaligned_bias" + shape,
+         {output({s.N, s.C}), grad({s.OC, s.C}, rng.normal(s.OC * s.C), 1), grad({s.OC}, rng.normal(s.OC), 7),
+          input({s.N, s.OC}, rng.normal(s.N * s.OC)), input({s.N, s.C}, rng.normal(s.N * s.C)),
+          input({s.OC, s.C}, rng.normal(s.OC * s.C, 0.1))},
+         backward, t);
   }
 
-  // LayerNorm: (N, C).
-  for (const auto& [N, C] : {std::pair<int64_t, int64_t>{1, 1}, {9, 67}, {300, 768}}) {
-    const std::string shape = std::to_string(N) + "x" + std::to_string(C);
+  // LayerNorm and residual + LayerNorm: (N, C).
+  for (const auto& [N, C] : {std::pair<int64_t, int64_t>{1, 1}, {9, 67}, {37, 72}, {300, 768}}) {
+    const std::string shape = "_" + std::to_string(N) + "x" + std::to_string(C);
     const float eps = 1e-5f;
     Floats x = rng.normal(N * C, 2);
     for (float& v : x) v += 0.5f;
-    cases.push_back({"layernorm_forward_" + shape,
-                     {output({N, C}), output({N}), output({N}), input({N, C}, x),
-                      input({C}, rng.uniform(C, 0.5, 1.5), 1), input({C}, rng.normal(C))},
-                     [eps](Backend& b, const std::vector<Tensor>& t) {
-                       b.layernorm_forward(t[0], t[1], t[2], t[3], t[4], t[5], eps);
-                     },
-                     {1e-5, 1e-5}});
+    x = rounded(x, dtype);
+    push(
+        "layernorm_forward" + shape,
+        {output({N, C}), stats_out({N}), stats_out({N}), input({N, C}, x), input({C}, rng.uniform(C, 0.5, 1.5), 1),
+         input({C}, rng.normal(C))},
+        [eps](Backend& b, const Tensors& t) { b.layernorm_forward(t[0], t[1], t[2], t[3], t[4], t[5], eps); },
+        tol({1e-5, 1e-5}));
     Floats mean, rstd;
     row_statistics(x, N, C, eps, &mean, &rstd);
-    cases.push_back({"layernorm_backward_" + shape,
-                     {in_out({N, C}, rng.normal(N * C)), in_out({C}, rng.normal(C), 3), in_out({C}, rng.normal(C)),
-                      input({N, C}, rng.normal(N * C)), input({N, C}, x), input({C}, rng.uniform(C, 0.5, 1.5)),
-                      input({N}, mean), input({N}, rstd)},
-                     [](Backend& b, const std::vector<Tensor>& t) {
-                       b.layernorm_backward(t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7]);
-                     },
-                     {1e-4, 1e-5}});
+    push(
+        "layernorm_backward" + shape,
+        {in_out({N, C}, rng.normal(N * C)), grad({C}, rng.normal(C), 3), grad({C}, rng.normal(C)),
+         input({N, C}, rng.normal(N * C)), input({N, C}, x), input({C}, rng.uniform(C, 0.5, 1.5)), stats({N}, mean),
+         stats({N}, rstd)},
+        [](Backend& b, const Tensors& t) { b.layernorm_backward(t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7]); },
+        tol({1e-4, 1e-5}));
+    // residual_out, out, mean, rstd, a, b, weight, bias.
+    const auto fused = [eps](Backend& b, const Tensors& t) {
+      b.residual_layernorm_forward(t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], eps);
+    };
+    push("residual_layernorm_forward" + shape,
+         {output({N, C}), output({N, C}), stats_out({N}), stats_out({N}), input({N, C}, rng.normal(N * C, 2)),
+          input({N, C}, rng.normal(N * C)), input({C}, rng.uniform(C, 0.5, 1.5), 1), input({C}, rng.normal(C))},
+         fused, tol({1e-5, 1e-5}));
+    // residual_out aliasing a (the residual stream updated in place) and aliasing b.
+    const auto fused_into_a = [eps](Backend& b, const Tensors& t) {
+      b.residual_layernorm_forward(t[0], t[1], t[2], t[3], t[0], t[4], t[5], t[6], eps);
+    };
+    push("residual_layernorm_forward_in_place_a" + shape,
+         {in_out({N, C}, rng.normal(N * C, 2)), output({N, C}), stats_out({N}), stats_out({N}),
+          input({N, C}, rng.normal(N * C)), input({C}, rng.uniform(C, 0.5, 1.5)), input({C}, rng.normal(C))},
+         fused_into_a, tol({1e-5, 1e-5}));
+    const auto fused_into_b = [eps](Backend& b, const Tensors& t) {
+      b.residual_layernorm_forward(t[0], t[1], t[2], t[3], t[4], t[0], t[5], t[6], eps);
+    };
+    push("residual_layernorm_forward_in_place_b" + shape,
+         {in_out({N, C}, rng.normal(N * C)), output({N, C}), stats_out({N}), stats_out({N}),
+          input({N, C}, rng.normal(N * C, 2)), input({C}, rng.uniform(C, 0.5, 1.5)), input({C}, rng.normal(C))},
+         fused_into_b, tol({1e-5, 1e-5}));
   }
 
-  // Attention: (B, T, H, hs).
+  // Attention: (B, T, H, hs). Head sizes 24 and 128 (the kernel's largest); T = 37 and 70 span partial tiles.
   struct AttentionShape {
     int64_t B, T, H, hs;
   };
   for (const AttentionShape& s : {AttentionShape{1, 1, 1, 4}, AttentionShape{2, 13, 3, 8}, AttentionShape{1, 64, 4, 16},
-                                  AttentionShape{3, 33, 2, 12}}) {
+                                  AttentionShape{2, 37, 3, 24}, AttentionShape{1, 70, 2, 128}}) {
     const std::string shape =
-        std::to_string(s.B) + "x" + std::to_string(s.T) + "x" + std::to_string(s.H) + "x" + std::to_string(s.hs);
+        "_" + std::to_string(s.B) + "x" + std::to_string(s.T) + "x" + std::to_string(s.H) + "x" + std::to_string(s.hs);
     const int64_t C = s.H * s.hs;
     const int n_head = static_cast<int>(s.H);
-    cases.push_back(
-        {"attention_forward_" + shape,
-         {output({s.B, s.T, C}), output({s.B, s.H, s.T, s.T}), input({s.B, s.T, 3 * C}, rng.normal(s.B * s.T * 3 * C))},
-         [n_head](Backend& b, const std::vector<Tensor>& t) { b.attention_forward(t[0], t[1], t[2], n_head); },
-         {1e-5, 1e-6}});
-    // The backward from each backend's own forward (consistent probabilities on both).
-    cases.push_back(
-        {"attention_backward_" + shape,
-         {output({s.B, s.T, C}), output({s.B, s.H, s.T, s.T}), output({s.B, s.T, 3 * C}), scratch({s.B, s.H, s.T, s.T}),
-          input({s.B, s.T, 3 * C}, rng.normal(s.B * s.T * 3 * C)), input({s.B, s.T, C}, rng.normal(s.B * s.T * C))},
-         [n_head](Backend& b, const std::vector<Tensor>& t) {
-           b.attention_forward(t[0], t[1], t[4], n_head);
-           b.attention_backward(t[2], t[3], t[5], t[4], t[1], n_head);
-         },
-         {1e-4, 1e-5}});
+    const Floats qkv = rounded(rng.normal(s.B * s.T * 3 * C), dtype);
+    push(
+        "attention_forward" + shape, {output({s.B, s.T, C}), stats_out({s.B, s.H, s.T}), input({s.B, s.T, 3 * C}, qkv)},
+        [n_head](Backend& b, const Tensors& t) { b.attention_forward(t[0], t[1], t[2], n_head); }, tol({1e-5, 1e-6}));
+    // The backward from the same forward results on both backends: out and lse computed on the host.
+    Floats out, lse;
+    attention_reference(qkv, s.B, s.T, s.H, s.hs, &out, &lse);
+    push(
+        "attention_backward" + shape,
+        {output({s.B, s.T, 3 * C}), input({s.B, s.T, C}, rng.normal(s.B * s.T * C)), input({s.B, s.T, 3 * C}, qkv),
+         input({s.B, s.T, C}, out), stats({s.B, s.H, s.T}, lse)},
+        [n_head](Backend& b, const Tensors& t) { b.attention_backward(t[0], t[1], t[2], t[3], t[4], n_head); },
+        tol({1e-4, 1e-5}));
   }
 
   // Embeddings: a vocabulary shard of V_local rows starting at vocab_start; tokens inside and outside it,
@@ -376,76 +564,84 @@ std::vector<Case> make_cases() {
     const int seq_len = static_cast<int>(T);
     Ints ids = rng.integers(N, 0, 20);
     ids[4] = ids[9] = ids[17] = 7;  // one token three times
-    const auto forward = [seq_len](Backend& b, const std::vector<Tensor>& t) {
+    const auto forward = [seq_len](Backend& b, const Tensors& t) {
       b.embedding_forward(t[0], t[1], t[2], t[3], seq_len, vocab_start);
     };
-    cases.push_back({"embedding_forward",
-                     {output({N, C}), tokens({N}, ids), input({V_local, C}, rng.normal(V_local * C), 2),
-                      input({T, C}, rng.normal(T * C))},
-                     forward});
-    cases.push_back({"embedding_forward_no_positions",
-                     {output({N, C}), tokens({N}, ids), input({V_local, C}, rng.normal(V_local * C)), none()},
-                     forward});
-    const auto backward = [seq_len](Backend& b, const std::vector<Tensor>& t) {
+    push("embedding_forward",
+         {output({N, C}), tokens({N}, ids), input({V_local, C}, rng.normal(V_local * C), 2),
+          input({T, C}, rng.normal(T * C))},
+         forward, tol(kFp32));
+    push("embedding_forward_no_positions",
+         {output({N, C}), tokens({N}, ids), input({V_local, C}, rng.normal(V_local * C)), none()}, forward, tol(kFp32));
+    const auto backward = [seq_len](Backend& b, const Tensors& t) {
       b.embedding_backward(t[0], t[1], t[2], t[3], seq_len, vocab_start);
     };
-    cases.push_back({"embedding_backward",
-                     {in_out({V_local, C}, rng.normal(V_local * C), 1), in_out({T, C}, rng.normal(T * C)),
-                      input({N, C}, rng.normal(N * C)), tokens({N}, ids)},
-                     backward});
-    cases.push_back(
-        {"embedding_backward_no_positions",
-         {in_out({V_local, C}, rng.normal(V_local * C)), none(), input({N, C}, rng.normal(N * C)), tokens({N}, ids)},
-         backward});
+    push("embedding_backward",
+         {grad({V_local, C}, rng.normal(V_local * C), 1), grad({T, C}, rng.normal(T * C)),
+          input({N, C}, rng.normal(N * C)), tokens({N}, ids)},
+         backward, tol(kFp32));
+    push("embedding_backward_no_positions",
+         {grad({V_local, C}, rng.normal(V_local * C)), none(), input({N, C}, rng.normal(N * C)), tokens({N}, ids)},
+         backward, tol(kFp32));
+  }
+  // A longer batch with a skewed token distribution (runs of many equal tokens, most of the vocabulary absent).
+  {
+    const int64_t B = 4, T = 129, N = B * T, C = 72, V_local = 1000, vocab_start = 0;
+    const int seq_len = static_cast<int>(T);
+    Ints ids = rng.integers(N, 0, 1200);
+    for (int64_t i = 0; i < N; i += 3) ids[i] = 17;
+    push(
+        "embedding_backward_skewed",
+        {grad({V_local, C}, rng.normal(V_local * C)), grad({T, C}, rng.normal(T * C)), input({N, C}, rng.normal(N * C)),
+         tokens({N}, ids)},
+        [seq_len](Backend& b, const Tensors& t) { b.embedding_backward(t[0], t[1], t[2], t[3], seq_len, vocab_start); },
+        tol({1e-5, 1e-5}));
   }
 
   // Cross-entropy over a vocabulary shard [vocab_start, vocab_start + V) with padding from column `valid` on.
   struct VocabShape {
     int64_t N, V, valid, vocab_start;
   };
-  for (const VocabShape& s : {VocabShape{11, 50, 47, 100}, VocabShape{4, 5003, 5000, 0}, VocabShape{3, 8, 0, 16}}) {
-    const std::string shape = std::to_string(s.N) + "x" + std::to_string(s.V) + "_valid" + std::to_string(s.valid);
-    Floats logits = rng.normal(s.N * s.V, 3);
+  for (const VocabShape& s : {VocabShape{11, 50, 47, 100}, VocabShape{4, 5003, 5000, 0}, VocabShape{3, 8, 0, 16},
+                              VocabShape{37, 1000, 997, 0}}) {
+    const std::string shape =
+        "_" + std::to_string(s.N) + "x" + std::to_string(s.V) + "_valid" + std::to_string(s.valid);
+    const Floats logits = rounded(rng.normal(s.N * s.V, 3), dtype);
     // Targets below, inside, in the padding of, and above the shard.
     Ints targets =
         rng.integers(s.N, static_cast<int32_t>(s.vocab_start - 10), static_cast<int32_t>(s.vocab_start + s.V + 10));
     Floats row_max, sum_exp, target_logit;
     logit_statistics(logits, targets, s.N, s.V, s.valid, s.vocab_start, &row_max, &sum_exp, &target_logit);
     const int64_t valid = s.valid, vocab_start = s.vocab_start;
-    cases.push_back(
-        {"cross_entropy_row_max_" + shape,
-         {output({s.N}), input({s.N, s.V}, logits)},
-         [valid](Backend& b, const std::vector<Tensor>& t) { b.cross_entropy_row_max(t[0], t[1], valid); }});
+    push(
+        "cross_entropy_row_max" + shape, {stats_out({s.N}), input({s.N, s.V}, logits)},
+        [valid](Backend& b, const Tensors& t) { b.cross_entropy_row_max(t[0], t[1], valid); }, kFp32);
     if (s.valid == 0) continue;  // no softmax over an empty shard
-    cases.push_back(
-        {"cross_entropy_row_stats_" + shape,
-         {output({s.N}), output({s.N}), input({s.N, s.V}, logits), input({s.N}, row_max), tokens({s.N}, targets)},
-         [valid, vocab_start](Backend& b, const std::vector<Tensor>& t) {
-           b.cross_entropy_row_stats(t[0], t[1], t[2], t[3], t[4], vocab_start, valid);
-         }});
-    cases.push_back({"cross_entropy_loss_backward_" + shape,
-                     {output({s.N}), in_out({s.N, s.V}, logits), input({s.N}, row_max), input({s.N}, sum_exp),
-                      input({s.N}, target_logit), tokens({s.N}, targets)},
-                     [valid, vocab_start](Backend& b, const std::vector<Tensor>& t) {
-                       b.cross_entropy_loss_backward(t[0], t[1], t[2], t[3], t[4], t[5], vocab_start, valid,
-                                                     1.0f / 44.0f);
-                     }});
+    push(
+        "cross_entropy_row_stats" + shape,
+        {stats_out({s.N}), stats_out({s.N}), input({s.N, s.V}, logits), stats({s.N}, row_max), tokens({s.N}, targets)},
+        [valid, vocab_start](Backend& b, const Tensors& t) {
+          b.cross_entropy_row_stats(t[0], t[1], t[2], t[3], t[4], vocab_start, valid);
+        },
+        kFp32);
+    // The gradients are about 1/44 of a probability: an absolute floor far below their size.
+    push(
+        "cross_entropy_loss_backward" + shape,
+        {stats_out({s.N}), in_out({s.N, s.V}, logits), stats({s.N}, row_max), stats({s.N}, sum_exp),
+         stats({s.N}, target_logit), tokens({s.N}, targets)},
+        [valid, vocab_start](Backend& b, const Tensors& t) {
+          b.cross_entropy_loss_backward(t[0], t[1], t[2], t[3], t[4], t[5], vocab_start, valid, 1.0f / 44.0f);
+        },
+        tol(kFp32, 1e-6));
   }
+}
 
-  // AdamW, decayed and not, with a clipping factor, at a later step.
-  for (const float weight_decay : {0.0f, 0.1f}) {
-    const int64_t n = 1003;
-    AdamWStep step;
-    step.lr = 3e-3f;
-    step.weight_decay = weight_decay;
-    step.step = 3;
-    step.grad_scale = 0.7f;
-    cases.push_back({weight_decay == 0 ? "adamw_update" : "adamw_update_decayed",
-                     {in_out({n}, rng.normal(n), 1), input({n}, rng.normal(n)), in_out({n}, rng.normal(n, 0.1)),
-                      in_out({n}, rng.uniform(n, 0, 0.5))},
-                     [step](Backend& b, const std::vector<Tensor>& t) { b.adamw_update(t[0], t[1], t[2], t[3], step); },
-                     {1e-5, 1e-6}});
-  }
+std::vector<Case> make_cases() {
+  Rng rng(20250101);
+  std::vector<Case> cases;
+  add_fixed_dtype_cases(rng, cases);
+  add_compute_cases(rng, DType::kF32, cases);
+  add_compute_cases(rng, DType::kBF16, cases);
   return cases;
 }
 
@@ -493,7 +689,9 @@ TEST_P(CudaParityTest, MatchesCpuBackend) {
   for (size_t a = 0; a < c.args.size(); ++a) {
     const Arg& arg = c.args[a];
     if (arg.role != Role::kOutput && arg.role != Role::kInOut) continue;
-    EXPECT_TRUE(all_close(got[compared], want[compared], arg.dtype, c.tolerance)) << c.name << ", argument " << a;
+    const DType dtype = dtype_of(arg, c);
+    EXPECT_TRUE(all_close(got[compared], want[compared], dtype, tolerance_for(dtype, c.tolerance)))
+        << c.name << ", argument " << a;
     ++compared;
   }
 }
@@ -514,6 +712,69 @@ TEST_F(CudaBackendTest, SumOfSquaresMatchesCpu) {
     const double want = cpu().sum_of_squares(on_cpu);
     EXPECT_NEAR(gpu_->sum_of_squares(on_gpu), want, 1e-12 * want) << "n = " << n;
   }
+}
+
+// The batched form: the same values as one call per tensor (f32 gradients and a bf16 tensor), one wait.
+TEST_F(CudaBackendTest, SumOfSquaresManyMatchesOneByOne) {
+  Rng rng(11);
+  const std::vector<int64_t> sizes = {1, 255, 100003, 4099, 70000};
+  std::vector<Buffer> buffers;
+  std::vector<Tensor> tensors;
+  std::vector<double> want;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    const int64_t n = sizes[i];
+    const bool bf16 = i == 3;
+    Floats x = rounded(rng.normal(n), bf16 ? DType::kBF16 : DType::kF32);
+    double sum = 0;
+    for (float v : x) sum += static_cast<double>(v) * v;
+    want.push_back(sum);
+    buffers.push_back(gpu_->allocate((n + 1) * 4));
+    Tensor t = buffers.back().tensor(bf16 ? 2 : 4, bf16 ? DType::kBF16 : DType::kF32, {n});  // unaligned views
+    if (bf16) {
+      std::vector<uint16_t> halves(x.size());
+      for (size_t e = 0; e < x.size(); ++e) halves[e] = f32_to_bf16(x[e]);
+      gpu_->copy_from_host(t, halves.data());
+    } else {
+      gpu_->copy_from_host(t, x.data());
+    }
+    tensors.push_back(t);
+  }
+  std::vector<double> sums(sizes.size(), -1.0);
+  gpu_->sum_of_squares_many(tensors.data(), static_cast<int>(tensors.size()), sums.data());
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    EXPECT_NEAR(sums[i], want[i], 1e-12 * want[i]) << "n = " << sizes[i];
+    EXPECT_EQ(sums[i], gpu_->sum_of_squares(tensors[i])) << "n = " << sizes[i];
+  }
+  // More tensors than the pinned staging memory held so far.
+  std::vector<Tensor> many(200, tensors[1]);
+  std::vector<double> many_sums(many.size(), -1.0);
+  gpu_->sum_of_squares_many(many.data(), static_cast<int>(many.size()), many_sums.data());
+  for (double s : many_sums) EXPECT_EQ(s, sums[1]);
+}
+
+// Attention's fallback kernel refuses head sizes it was not written for, with a message.
+TEST_F(CudaBackendTest, AttentionRefusesHeadsLargerThan128) {
+  const int64_t B = 1, T = 2, H = 1, hs = 136;
+  Buffer buffer = gpu_->allocate((B * T * 4 * H * hs + B * H * T) * sizeof(float));
+  Tensor qkv = buffer.tensor(0, DType::kF32, {B, T, 3 * H * hs});
+  Tensor out = buffer.tensor(qkv.bytes(), DType::kF32, {B, T, H * hs});
+  Tensor lse = buffer.tensor(qkv.bytes() + out.bytes(), DType::kF32, {B, H, T});
+  EXPECT_THROW(gpu_->attention_forward(out, lse, qkv, static_cast<int>(H)), ConfigError);
+}
+
+// Compute tensors of one op share a dtype; statistics are f32.
+TEST_F(CudaBackendTest, RejectsMixedComputeDtypes) {
+  Buffer buffer = gpu_->allocate(4096);
+  Tensor a = buffer.tensor(0, DType::kF32, {16});
+  Tensor b = buffer.tensor(64, DType::kBF16, {16});
+  Tensor c = buffer.tensor(128, DType::kF32, {16});
+  EXPECT_THROW(gpu_->add(c, a, b), InternalError);
+  Tensor mean = buffer.tensor(256, DType::kBF16, {1});
+  Tensor rstd = buffer.tensor(320, DType::kF32, {1});
+  Tensor x = buffer.tensor(384, DType::kBF16, {1, 16});
+  Tensor y = buffer.tensor(448, DType::kBF16, {1, 16});
+  Tensor w = buffer.tensor(512, DType::kBF16, {16});
+  EXPECT_THROW(gpu_->layernorm_forward(y, mean, rstd, x, w, w, 1e-5f), InternalError);
 }
 
 TEST_F(CudaBackendTest, CopiesRoundTripThroughTheDevice) {

@@ -1,132 +1,379 @@
-// Attention forward/backward, the CPU twin's math. For one (b, h), with Q, K, V the [T, hs] slices of qkv
-// (row stride 3C) and s = 1/sqrt(hs):
-//   S = s Q K^T,  P = causal_softmax_rows(S),  O = P V
-//   dP = dO V^T,  dV = P^T dO,  dS = P * (dP - rowsum(dP * P)),  dQ = s dS K,  dK = s dS^T Q
-// Each product runs as one cuBLASLt call per batch element b, batched over the H heads (head h of Q starts
-// h*hs columns after head 0: a constant batch stride). Full squares are computed and the causal structure is
-// applied by the softmax kernels, which write exact zeros above the diagonal.
+// Attention forward/backward without a [T, T] buffer, the CPU twin's math. For one (b, h), with Q, K, V the
+// [T, hs] slices of qkv (row stride 3C) and s = 1/sqrt(hs), rows i (queries) and columns j (keys), j <= i:
+//   S = s Q K^T,  P = softmax_rows(S),  O = P V,  lse_i = log sum_j exp(S_ij)
+//   P_ij = exp(S_ij - lse_i),  dP = dO V^T,  D_i = rowsum(dO_i * O_i) (= rowsum(dP_i * P_i)),
+//   dS = P * (dP - D),  dQ = s dS K,  dK = s dS^T Q,  dV = P^T dO
+//
+// Tiles of kTile = 32 queries and 32 keys; a block of 8 warps works on one (b, h, tile). Tiles are widened to
+// f32 in shared memory. Every score is a dot product over the head dimension, computed by one lane, in the same
+// order (d = 0, 1, ...) in all kernels, so backward recomputes exactly the forward's scores. The two roles of a
+// warp's lanes:
+//   - for dot products, lane = the other index of the tile (key for a query row, query for a key row): each
+//     lane reads its own padded shared-memory row (stride hs + 1: no bank conflicts);
+//   - for the accumulations (O, dQ, dK, dV rows), lane = column d, d + 32, ...: each value computed by lane l in
+//     the first role is broadcast with __shfl_sync in a loop over l whose bounds are the same for the warp.
+// Each warp owns kRowsPerWarp rows of the block's tile; their accumulators stay in registers.
+//
+// Forward (one block per query tile): online softmax over the key tiles up to the diagonal; running max m and
+// sum l per row, O rescaled by exp(m_old - m_new). Backward: D first (one warp per row), then dK and dV (one
+// block per key tile, looping over the query tiles from the diagonal on) and dQ (one block per query tile,
+// looping over the key tiles up to the diagonal): two kernels and no atomics, each output written once.
+#include <algorithm>
 #include <cmath>
 
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/cuda_check.h"
-#include "kernels/cuda/gemm.h"
 #include "kernels/cuda/reduce.cuh"
+#include "kernels/cuda/storage.cuh"
 
 namespace tessera::cuda {
 
 namespace {
 
-constexpr int kThreads = 256;
-constexpr int kRowsPerBlock = kThreads / 32;
+constexpr int kTile = 32;
+constexpr int kWarps = 8;
+constexpr int kThreads = kWarps * 32;
+constexpr int kRowsPerWarp = kTile / kWarps;
+constexpr int kChunks = static_cast<int>(kMaxAttentionHeadSize) / 32;  // columns d = lane + 32 c, c < kChunks
 
-// One warp per row of probs [B*H*T, T]; row r is query position r % T. In place: scores in, probabilities out.
-__global__ void causal_softmax_forward_kernel(float* probs, int64_t rows, int64_t T) {
-  const int64_t r = blockIdx.x * static_cast<int64_t>(kRowsPerBlock) + threadIdx.x / 32;
-  const int lane = threadIdx.x % 32;
-  if (r >= rows) return;
-  const int64_t i = r % T;
-  float* row = probs + r * T;
-  float m = -INFINITY;
-  for (int64_t j = lane; j <= i; j += 32) m = fmaxf(m, row[j]);
-  m = warp_max(m);
-  float sum = 0.0f;
-  for (int64_t j = lane; j <= i; j += 32) {
-    const float e = expf(row[j] - m);
-    row[j] = e;
-    sum += e;
-  }
-  const float inv = 1.0f / warp_sum(sum);
-  for (int64_t j = lane; j < T; j += 32) row[j] = j <= i ? row[j] * inv : 0.0f;
-}
-
-// dS = P * (dP - rowsum(dP * P)) in place in d_probs; zero above the diagonal.
-__global__ void causal_softmax_backward_kernel(float* d_probs, const float* probs, int64_t rows, int64_t T) {
-  const int64_t r = blockIdx.x * static_cast<int64_t>(kRowsPerBlock) + threadIdx.x / 32;
-  const int lane = threadIdx.x % 32;
-  if (r >= rows) return;
-  const int64_t i = r % T;
-  const float* p = probs + r * T;
-  float* dp = d_probs + r * T;
-  float dot = 0.0f;
-  for (int64_t j = lane; j <= i; j += 32) dot += p[j] * dp[j];
-  dot = warp_sum(dot);
-  for (int64_t j = lane; j < T; j += 32) dp[j] = j <= i ? p[j] * (dp[j] - dot) : 0.0f;
-}
-
-// Operands of one batch element b, batched over heads: Q/K/V/dQ/dK/dV are [T, hs] with row stride 3C and head
-// stride hs; O/dO are [T, hs] with row stride C; P/dP are [T, T] with head stride T*T.
-struct HeadMatrix {
-  const float* data;
-  int64_t ld;
-  int64_t head_stride;
+// Where the operands of one (b, h) start; rows of Q, K, V (and their gradients) are C3 apart, rows of O and dO C.
+struct Head {
+  int64_t qkv;  // offset of Q[0] of this head in qkv / d_qkv
+  int64_t o;    // offset of O[0] in out / d_out
+  int64_t lse;  // offset of row 0 in lse / delta
 };
 
-// D = alpha op(A) op(B) for every head of one batch element.
-void batched_product(const Context& ctx, int64_t H, int64_t m, int64_t n, int64_t k, HeadMatrix a, bool transpose_a,
-                     HeadMatrix b, bool transpose_b, float* d, int64_t ldd, int64_t d_head_stride, float alpha) {
-  GemmProblem p;
-  p.m = m;
-  p.n = n;
-  p.k = k;
-  p.batch = H;
-  p.a = a.data;
-  p.lda = a.ld;
-  p.stride_a = a.head_stride;
-  p.transpose_a = transpose_a;
-  p.b = b.data;
-  p.ldb = b.ld;
-  p.stride_b = b.head_stride;
-  p.transpose_b = transpose_b;
-  p.d = d;
-  p.ldd = ldd;
-  p.stride_d = d_head_stride;
-  p.alpha = alpha;
-  ctx.gemm->run(p, ctx.stream);
+__device__ __forceinline__ Head head_offsets(int T, int H, int hs) {
+  const int64_t b = blockIdx.z, h = blockIdx.y, C = static_cast<int64_t>(H) * hs;
+  return Head{b * T * 3 * C + h * hs, b * T * C + h * hs, (b * H + h) * T};
 }
 
-unsigned row_blocks(int64_t rows) { return static_cast<unsigned>((rows + kRowsPerBlock - 1) / kRowsPerBlock); }
+// tile[r * stride + d] = rows first_row + r (r < kTile) of src (row stride ld), widened; zero past row T.
+template <typename S>
+__device__ void load_tile(float* tile, int stride, const S* src, int64_t ld, int first_row, int T, int hs) {
+  for (int e = threadIdx.x; e < kTile * hs; e += blockDim.x) {
+    const int r = e / hs, d = e % hs, t = first_row + r;
+    tile[r * stride + d] = t < T ? to_float(src[static_cast<int64_t>(t) * ld + d]) : 0.0f;
+  }
+}
+
+__device__ __forceinline__ float dot(const float* x, const float* y, int hs) {
+  float sum = 0.0f;
+  for (int d = 0; d < hs; ++d) sum += x[d] * y[d];
+  return sum;
+}
+
+// Grid (query tiles, H, B). Shared: Q [kTile][hs], K [kTile][hs + 1], V [kTile][hs].
+template <typename S>
+__global__ void __launch_bounds__(kThreads)
+    attention_forward_kernel(S* out, float* lse, const S* qkv, int T, int H, int hs, float scale) {
+  extern __shared__ float shared[];
+  float* q_tile = shared;
+  float* k_tile = q_tile + kTile * hs;
+  float* v_tile = k_tile + kTile * (hs + 1);
+  const Head head = head_offsets(T, H, hs);
+  const int64_t C = static_cast<int64_t>(H) * hs, C3 = 3 * C;
+  const S* q = qkv + head.qkv;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int q0 = blockIdx.x * kTile;
+  const int q_last = min(q0 + kTile, T) - 1;
+
+  load_tile(q_tile, hs, q, C3, q0, T, hs);
+  float m[kRowsPerWarp], l[kRowsPerWarp], acc[kRowsPerWarp][kChunks];
+#pragma unroll
+  for (int rr = 0; rr < kRowsPerWarp; ++rr) {
+    m[rr] = -INFINITY;
+    l[rr] = 0.0f;
+#pragma unroll
+    for (int c = 0; c < kChunks; ++c) acc[rr][c] = 0.0f;
+  }
+
+  // Key tiles start at multiples of kTile up to the diagonal, so k0 <= q0 <= i for every query row i of the
+  // block: key k0 is visible to every row, every row's max is finite from the first tile on.
+  for (int k0 = 0; k0 <= q_last; k0 += kTile) {
+    __syncthreads();  // nobody reads the previous K and V tiles any more (and the Q tile is complete)
+    load_tile(k_tile, hs + 1, q + C, C3, k0, T, hs);
+    load_tile(v_tile, hs, q + 2 * C, C3, k0, T, hs);
+    __syncthreads();
+#pragma unroll
+    for (int rr = 0; rr < kRowsPerWarp; ++rr) {
+      const int r = warp + rr * kWarps, i = q0 + r;
+      if (i >= T) continue;  // the same for the whole warp
+      const int j = k0 + lane;
+      const float s = j <= i ? dot(q_tile + r * hs, k_tile + lane * (hs + 1), hs) * scale : -INFINITY;
+      const float m_new = fmaxf(m[rr], warp_max(s));
+      const float p = j <= i ? expf(s - m_new) : 0.0f;
+      const float alpha = expf(m[rr] - m_new);  // 0 on the first tile, where m is -inf
+      l[rr] = l[rr] * alpha + warp_sum(p);
+      m[rr] = m_new;
+#pragma unroll
+      for (int c = 0; c < kChunks; ++c) acc[rr][c] *= alpha;
+      const int keys = min(kTile, i - k0 + 1);  // keys of this tile visible to row i, at least 1
+      for (int jj = 0; jj < keys; ++jj) {
+        const float pj = __shfl_sync(kFullMask, p, jj);
+#pragma unroll
+        for (int c = 0; c < kChunks; ++c) {
+          const int d = lane + 32 * c;
+          if (d < hs) acc[rr][c] += pj * v_tile[jj * hs + d];
+        }
+      }
+    }
+  }
+
+#pragma unroll
+  for (int rr = 0; rr < kRowsPerWarp; ++rr) {
+    const int i = q0 + warp + rr * kWarps;
+    if (i >= T) continue;
+    const float inv = 1.0f / l[rr];
+    S* o = out + head.o + static_cast<int64_t>(i) * C;
+#pragma unroll
+    for (int c = 0; c < kChunks; ++c) {
+      const int d = lane + 32 * c;
+      if (d < hs) o[d] = from_float<S>(acc[rr][c] * inv);
+    }
+    if (lane == 0) lse[head.lse + i] = m[rr] + logf(l[rr]);
+  }
+}
+
+// delta[(b*H + h)*T + t] = sum_d d_out[b, t, h*hs + d] * out[b, t, h*hs + d]: one warp per (b, t, h).
+template <typename S>
+__global__ void attention_backward_delta_kernel(float* delta, const S* d_out, const S* out, int64_t rows, int T, int H,
+                                                int hs) {
+  const int64_t row = blockIdx.x * static_cast<int64_t>(kWarps) + threadIdx.x / 32;  // (b * T + t) * H + h
+  const int lane = threadIdx.x % 32;
+  if (row >= rows) return;
+  const S* dy = d_out + row * hs;
+  const S* y = out + row * hs;
+  float sum = 0.0f;
+  for (int d = lane; d < hs; d += 32) sum += to_float(dy[d]) * to_float(y[d]);
+  sum = warp_sum(sum);
+  const int64_t h = row % H, bt = row / H, t = bt % T, b = bt / T;
+  if (lane == 0) delta[(b * H + h) * T + t] = sum;
+}
+
+// dK and dV of one key tile. Grid (key tiles, H, B). Shared: Q [kTile][hs + 1], dO [kTile][hs + 1],
+// K [kTile][hs], V [kTile][hs], lse [kTile], delta [kTile].
+template <typename S>
+__global__ void __launch_bounds__(kThreads)
+    attention_backward_key_kernel(S* d_qkv, const S* d_out, const S* qkv, const float* lse, const float* delta, int T,
+                                  int H, int hs, float scale) {
+  extern __shared__ float shared[];
+  float* q_tile = shared;
+  float* do_tile = q_tile + kTile * (hs + 1);
+  float* k_tile = do_tile + kTile * (hs + 1);
+  float* v_tile = k_tile + kTile * hs;
+  float* lse_tile = v_tile + kTile * hs;
+  float* delta_tile = lse_tile + kTile;
+  const Head head = head_offsets(T, H, hs);
+  const int64_t C = static_cast<int64_t>(H) * hs, C3 = 3 * C;
+  const S* q = qkv + head.qkv;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int k0 = blockIdx.x * kTile;
+
+  load_tile(k_tile, hs, q + C, C3, k0, T, hs);
+  load_tile(v_tile, hs, q + 2 * C, C3, k0, T, hs);
+  float dk[kRowsPerWarp][kChunks], dv[kRowsPerWarp][kChunks];
+#pragma unroll
+  for (int rr = 0; rr < kRowsPerWarp; ++rr) {
+#pragma unroll
+    for (int c = 0; c < kChunks; ++c) dk[rr][c] = dv[rr][c] = 0.0f;
+  }
+
+  // Queries i >= j >= k0: the query tiles from the one starting at k0 on.
+  for (int q0 = k0; q0 < T; q0 += kTile) {
+    __syncthreads();  // nobody reads the previous query tile any more (and the K, V tiles are complete)
+    load_tile(q_tile, hs + 1, q, C3, q0, T, hs);
+    load_tile(do_tile, hs + 1, d_out + head.o, C, q0, T, hs);
+    if (threadIdx.x < kTile) {
+      const int i = q0 + threadIdx.x;
+      lse_tile[threadIdx.x] = i < T ? lse[head.lse + i] : 0.0f;
+      delta_tile[threadIdx.x] = i < T ? delta[head.lse + i] : 0.0f;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int rr = 0; rr < kRowsPerWarp; ++rr) {
+      const int r = warp + rr * kWarps, j = k0 + r;
+      if (j >= T) continue;  // the same for the whole warp
+      const int i = q0 + lane;
+      float p = 0.0f, ds = 0.0f;
+      if (i < T && i >= j) {
+        const float s = dot(q_tile + lane * (hs + 1), k_tile + r * hs, hs) * scale;
+        p = expf(s - lse_tile[lane]);
+        const float dp = dot(do_tile + lane * (hs + 1), v_tile + r * hs, hs);
+        ds = p * (dp - delta_tile[lane]);
+      }
+      // Queries of this tile that see key j and exist: [max(j - q0, 0), min(kTile, T - q0)).
+      const int first = max(j - q0, 0), last = min(kTile, T - q0);
+      for (int ii = first; ii < last; ++ii) {
+        const float pi = __shfl_sync(kFullMask, p, ii);
+        const float dsi = __shfl_sync(kFullMask, ds, ii);
+#pragma unroll
+        for (int c = 0; c < kChunks; ++c) {
+          const int d = lane + 32 * c;
+          if (d < hs) {
+            dv[rr][c] += pi * do_tile[ii * (hs + 1) + d];
+            dk[rr][c] += dsi * q_tile[ii * (hs + 1) + d];
+          }
+        }
+      }
+    }
+  }
+
+#pragma unroll
+  for (int rr = 0; rr < kRowsPerWarp; ++rr) {
+    const int j = k0 + warp + rr * kWarps;
+    if (j >= T) continue;
+    S* dk_row = d_qkv + head.qkv + C + static_cast<int64_t>(j) * C3;
+    S* dv_row = dk_row + C;
+#pragma unroll
+    for (int c = 0; c < kChunks; ++c) {
+      const int d = lane + 32 * c;
+      if (d < hs) {
+        dk_row[d] = from_float<S>(dk[rr][c] * scale);
+        dv_row[d] = from_float<S>(dv[rr][c]);
+      }
+    }
+  }
+}
+
+// dQ of one query tile. Grid (query tiles, H, B). Shared: Q [kTile][hs], dO [kTile][hs], K [kTile][hs + 1],
+// V [kTile][hs + 1].
+template <typename S>
+__global__ void __launch_bounds__(kThreads)
+    attention_backward_query_kernel(S* d_qkv, const S* d_out, const S* qkv, const float* lse, const float* delta, int T,
+                                    int H, int hs, float scale) {
+  extern __shared__ float shared[];
+  float* q_tile = shared;
+  float* do_tile = q_tile + kTile * hs;
+  float* k_tile = do_tile + kTile * hs;
+  float* v_tile = k_tile + kTile * (hs + 1);
+  const Head head = head_offsets(T, H, hs);
+  const int64_t C = static_cast<int64_t>(H) * hs, C3 = 3 * C;
+  const S* q = qkv + head.qkv;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int q0 = blockIdx.x * kTile;
+  const int q_last = min(q0 + kTile, T) - 1;
+
+  load_tile(q_tile, hs, q, C3, q0, T, hs);
+  load_tile(do_tile, hs, d_out + head.o, C, q0, T, hs);
+  float row_lse[kRowsPerWarp], row_delta[kRowsPerWarp], dq[kRowsPerWarp][kChunks];
+#pragma unroll
+  for (int rr = 0; rr < kRowsPerWarp; ++rr) {
+    const int i = q0 + warp + rr * kWarps;
+    row_lse[rr] = i < T ? lse[head.lse + i] : 0.0f;
+    row_delta[rr] = i < T ? delta[head.lse + i] : 0.0f;
+#pragma unroll
+    for (int c = 0; c < kChunks; ++c) dq[rr][c] = 0.0f;
+  }
+
+  // As in the forward: k0 <= q0 <= i, so every row sees at least key k0 of every tile.
+  for (int k0 = 0; k0 <= q_last; k0 += kTile) {
+    __syncthreads();  // nobody reads the previous K and V tiles any more (and the Q, dO tiles are complete)
+    load_tile(k_tile, hs + 1, q + C, C3, k0, T, hs);
+    load_tile(v_tile, hs + 1, q + 2 * C, C3, k0, T, hs);
+    __syncthreads();
+#pragma unroll
+    for (int rr = 0; rr < kRowsPerWarp; ++rr) {
+      const int r = warp + rr * kWarps, i = q0 + r;
+      if (i >= T) continue;  // the same for the whole warp
+      const int j = k0 + lane;
+      float ds = 0.0f;
+      if (j <= i) {
+        const float s = dot(q_tile + r * hs, k_tile + lane * (hs + 1), hs) * scale;
+        const float p = expf(s - row_lse[rr]);
+        const float dp = dot(do_tile + r * hs, v_tile + lane * (hs + 1), hs);
+        ds = p * (dp - row_delta[rr]);
+      }
+      const int keys = min(kTile, i - k0 + 1);
+      for (int jj = 0; jj < keys; ++jj) {
+        const float dsj = __shfl_sync(kFullMask, ds, jj);
+#pragma unroll
+        for (int c = 0; c < kChunks; ++c) {
+          const int d = lane + 32 * c;
+          if (d < hs) dq[rr][c] += dsj * k_tile[jj * (hs + 1) + d];
+        }
+      }
+    }
+  }
+
+#pragma unroll
+  for (int rr = 0; rr < kRowsPerWarp; ++rr) {
+    const int i = q0 + warp + rr * kWarps;
+    if (i >= T) continue;
+    S* dq_row = d_qkv + head.qkv + static_cast<int64_t>(i) * C3;
+#pragma unroll
+    for (int c = 0; c < kChunks; ++c) {
+      const int d = lane + 32 * c;
+      if (d < hs) dq_row[d] = from_float<S>(dq[rr][c] * scale);
+    }
+  }
+}
+
+// Dynamic shared memory of a kernel, allowed past the default 48 KiB where needed (sm_80 and sm_90 have more).
+template <typename Kernel>
+void allow_shared_memory(Kernel kernel, size_t bytes) {
+  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+}
+
+void check_shape(int64_t B, int64_t T, int64_t H, int64_t hs) {
+  TS_CHECK(hs >= 1 && hs <= kMaxAttentionHeadSize, ConfigError, "attention: head size ", hs,
+           " is not supported by the CUDA fallback kernel (1 to ", kMaxAttentionHeadSize,
+           "); choose n_embd / n_head within that range");
+  TS_CHECK(B <= 65535 && H <= 65535 && T < (int64_t{1} << 31), ConfigError, "attention: batch ", B, ", heads ", H,
+           ", sequence ", T, " exceed the CUDA kernel's grid (65535 batch rows and heads at most)");
+}
+
+dim3 tile_grid(int64_t B, int64_t T, int64_t H) {
+  return dim3(static_cast<unsigned>((T + kTile - 1) / kTile), static_cast<unsigned>(H), static_cast<unsigned>(B));
+}
 
 }  // namespace
 
-void attention_forward(float* out, float* probs, const float* qkv, int64_t B, int64_t T, int64_t H, int64_t hs,
+template <typename S>
+void attention_forward(S* out, float* lse, const S* qkv, int64_t B, int64_t T, int64_t H, int64_t hs,
                        const Context& ctx) {
   if (B == 0 || T == 0 || H == 0) return;
-  const int64_t C = H * hs, C3 = 3 * C, TT = T * T;
+  check_shape(B, T, H, hs);
   const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
-  for (int64_t b = 0; b < B; ++b) {
-    const float* q = qkv + b * T * C3;
-    const HeadMatrix Q{q, C3, hs}, K{q + C, C3, hs};
-    batched_product(ctx, H, T, T, hs, Q, false, K, true, probs + b * H * TT, T, TT, scale);  // S = s Q K^T
-  }
-  causal_softmax_forward_kernel<<<row_blocks(B * H * T), kThreads, 0, ctx.stream>>>(probs, B * H * T, T);
+  const size_t shared = static_cast<size_t>(kTile * (3 * hs + 1)) * sizeof(float);
+  allow_shared_memory(attention_forward_kernel<S>, shared);
+  attention_forward_kernel<S><<<tile_grid(B, T, H), kThreads, shared, ctx.stream>>>(
+      out, lse, qkv, static_cast<int>(T), static_cast<int>(H), static_cast<int>(hs), scale);
   CUDA_CHECK_LAUNCH();
-  for (int64_t b = 0; b < B; ++b) {
-    const HeadMatrix P{probs + b * H * TT, T, TT}, V{qkv + b * T * C3 + 2 * C, C3, hs};
-    batched_product(ctx, H, T, hs, T, P, false, V, false, out + b * T * C, C, hs, 1.0f);  // O = P V
-  }
 }
 
-void attention_backward(float* d_qkv, float* d_probs, const float* d_out, const float* qkv, const float* probs,
-                        int64_t B, int64_t T, int64_t H, int64_t hs, const Context& ctx) {
+template <typename S>
+void attention_backward(S* d_qkv, const S* d_out, const S* qkv, const S* out, const float* lse, int64_t B, int64_t T,
+                        int64_t H, int64_t hs, const Context& ctx) {
   if (B == 0 || T == 0 || H == 0) return;
-  const int64_t C = H * hs, C3 = 3 * C, TT = T * T;
+  check_shape(B, T, H, hs);
   const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
-  for (int64_t b = 0; b < B; ++b) {
-    const float* q = qkv + b * T * C3;
-    float* dq = d_qkv + b * T * C3;
-    const HeadMatrix V{q + 2 * C, C3, hs}, dO{d_out + b * T * C, C, hs}, P{probs + b * H * TT, T, TT};
-    batched_product(ctx, H, T, T, hs, dO, false, V, true, d_probs + b * H * TT, T, TT, 1.0f);  // dP = dO V^T
-    batched_product(ctx, H, T, hs, T, P, true, dO, false, dq + 2 * C, C3, hs, 1.0f);           // dV = P^T dO
-  }
-  causal_softmax_backward_kernel<<<row_blocks(B * H * T), kThreads, 0, ctx.stream>>>(d_probs, probs, B * H * T, T);
+  const int T32 = static_cast<int>(T), H32 = static_cast<int>(H), hs32 = static_cast<int>(hs);
+  Scratch delta(ctx, static_cast<size_t>(B * H * T) * sizeof(float));
+  const int64_t rows = B * T * H;
+  attention_backward_delta_kernel<<<static_cast<unsigned>((rows + kWarps - 1) / kWarps), kThreads, 0, ctx.stream>>>(
+      delta.f32(), d_out, out, rows, T32, H32, hs32);
   CUDA_CHECK_LAUNCH();
-  for (int64_t b = 0; b < B; ++b) {
-    const float* q = qkv + b * T * C3;
-    float* dq = d_qkv + b * T * C3;
-    const HeadMatrix Q{q, C3, hs}, K{q + C, C3, hs}, dS{d_probs + b * H * TT, T, TT};
-    batched_product(ctx, H, T, hs, T, dS, false, K, false, dq, C3, hs, scale);     // dQ = s dS K
-    batched_product(ctx, H, T, hs, T, dS, true, Q, false, dq + C, C3, hs, scale);  // dK = s dS^T Q
-  }
+
+  // Both kernels: two tiles of kTile x (hs + 1) and two of kTile x hs (plus lse and delta for the key kernel).
+  const size_t key_shared = static_cast<size_t>(kTile * (4 * hs + 2) + 2 * kTile) * sizeof(float);
+  allow_shared_memory(attention_backward_key_kernel<S>, key_shared);
+  attention_backward_key_kernel<S><<<tile_grid(B, T, H), kThreads, key_shared, ctx.stream>>>(
+      d_qkv, d_out, qkv, lse, delta.f32(), T32, H32, hs32, scale);
+  CUDA_CHECK_LAUNCH();
+  const size_t query_shared = static_cast<size_t>(kTile * (4 * hs + 2)) * sizeof(float);
+  allow_shared_memory(attention_backward_query_kernel<S>, query_shared);
+  attention_backward_query_kernel<S><<<tile_grid(B, T, H), kThreads, query_shared, ctx.stream>>>(
+      d_qkv, d_out, qkv, lse, delta.f32(), T32, H32, hs32, scale);
+  CUDA_CHECK_LAUNCH();
 }
+
+template void attention_forward<float>(float*, float*, const float*, int64_t, int64_t, int64_t, int64_t,
+                                       const Context&);
+template void attention_forward<bf16>(bf16*, float*, const bf16*, int64_t, int64_t, int64_t, int64_t, const Context&);
+template void attention_backward<float>(float*, const float*, const float*, const float*, const float*, int64_t,
+                                        int64_t, int64_t, int64_t, const Context&);
+template void attention_backward<bf16>(bf16*, const bf16*, const bf16*, const bf16*, const float*, int64_t, int64_t,
+                                       int64_t, int64_t, const Context&);
 
 }  // namespace tessera::cuda

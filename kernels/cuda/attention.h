@@ -1,24 +1,30 @@
-// Causal multi-head attention on CUDA, fp32, materializing the [T, T] probabilities. Twin of
-// kernels/cpu/attention.h.
+// Causal multi-head attention on CUDA, flash-style: no [T, T] matrix in global memory. Twin of
+// kernels/cpu/attention.h. T (the storage type) is float or bf16; lse is f32.
 //
-// This is the straightforward formulation (matrix products through cuBLASLt, causal softmax kernels) that the
-// fp32 backend needs to match the CPU reference. A fused flash-attention implementation (cuDNN's SDPA graph,
-// bf16) is meant to replace this pair for bf16 training: it would provide the same two launchers and keep
-// the log-sum-exp per row instead of `probs`, so only CudaBackend's dispatch changes.
+// This is the fallback implementation, written to be obviously right rather than fast (f32 arithmetic in
+// shared memory, no tensor cores). CudaBackend tries cuDNN's fused SDPA first for bf16 where it is available.
 #pragma once
 
 #include <cstdint>
 
 #include "kernels/cuda/context.h"
+#include "kernels/cuda/dtype.h"
 
 namespace tessera::cuda {
 
-// qkv[B,T,3*H*hs] rows are [Q | K | V], head h owning columns [h*hs, (h+1)*hs) of each third.
-// out[B,T,H*hs] overwrites; probs[B,H,T,T] saves the causal softmax (zeros above the diagonal).
-void attention_forward(float* out, float* probs, const float* qkv, int64_t B, int64_t T, int64_t H, int64_t hs,
+// The largest head size the kernels take (their per-thread accumulators are sized for it).
+constexpr int64_t kMaxAttentionHeadSize = 128;
+
+// qkv[B,T,3*H*hs] rows are [Q | K | V], head h owning columns [h*hs, (h+1)*hs) of each third; scores are scaled
+// by 1/sqrt(hs) and causally masked. out[B,T,H*hs] overwrites; lse[B,H,T] overwrites with each query row's
+// log-sum-exp of its scores. Requires hs <= kMaxAttentionHeadSize, B and H at most 65535.
+template <typename S>
+void attention_forward(S* out, float* lse, const S* qkv, int64_t B, int64_t T, int64_t H, int64_t hs,
                        const Context& ctx);
-// d_qkv[B,T,3*H*hs] overwrites; d_probs[B,H,T,T] is scratch.
-void attention_backward(float* d_qkv, float* d_probs, const float* d_out, const float* qkv, const float* probs,
-                        int64_t B, int64_t T, int64_t H, int64_t hs, const Context& ctx);
+// d_qkv[B,T,3*H*hs] overwrites, from d_out[B,T,H*hs] and the forward's qkv, out and lse; the probabilities are
+// recomputed from lse. Uses B*H*T floats of scratch from ctx.allocator. Same limits as the forward.
+template <typename S>
+void attention_backward(S* d_qkv, const S* d_out, const S* qkv, const S* out, const float* lse, int64_t B, int64_t T,
+                        int64_t H, int64_t hs, const Context& ctx);
 
 }  // namespace tessera::cuda

@@ -32,6 +32,7 @@ class Scratch {
   Scratch(const Scratch&) = delete;
   Scratch& operator=(const Scratch&) = delete;
 
+  void* data() const { return data_; }
   float* f32() const { return static_cast<float*>(data_); }
   double* f64() const { return static_cast<double*>(data_); }
 

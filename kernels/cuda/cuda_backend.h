@@ -1,5 +1,10 @@
-// CudaBackend: the Backend on one NVIDIA GPU, fp32 (the interface is fp32 today). Matrix products through
-// cuBLASLt with fp32 compute, custom kernels for everything else; see the launchers in this folder.
+// CudaBackend: the Backend on one NVIDIA GPU, f32 or bf16 compute tensors (Note [Precision] in core/backend.h):
+// every op takes its compute tensors in either dtype (one dtype per call), parameter gradients, statistics and
+// optimizer state in f32, token ids in i32, and computes in f32 whatever the storage. Matrix products through
+// cuBLASLt (f32 compute; fused bias, bias-gradient and GELU epilogues where cuBLASLt takes them), custom kernels
+// for everything else: fused residual + LayerNorm, flash-style attention (no [T, T] matrix), the three
+// cross-entropy passes (the probabilities are never stored), AdamW writing the bf16 compute copy, a sorted,
+// atomic-free embedding backward. See the launchers in this folder.
 //
 // Streams: every op is issued to the backend's own non-blocking stream (stream()) and returns without waiting,
 // except the ones core/backend.h marks as synchronizing, which wait for that stream:
@@ -9,7 +14,7 @@
 //   copy_to_host            waits until everything issued before it, and the copy, are done
 //   copy, fill              are issued to the stream like any other op: no host code can tell the difference,
 //                           since the host reads device memory only through copy_to_host
-//   sum_of_squares          waits for the stream (it returns a host value)
+//   sum_of_squares(_many)   wait for the stream once (they return host values)
 //   synchronize             waits for the stream
 // Other streams (a NCCL process group's) order themselves against stream() with events.
 //
@@ -59,15 +64,18 @@ class CudaBackend final : public Backend {
 
   void matmul_forward(Tensor out, Tensor inp, Tensor weight, Tensor bias) override;
   void matmul_backward(Tensor d_inp, Tensor d_weight, Tensor d_bias, Tensor d_out, Tensor inp, Tensor weight) override;
+  void matmul_gelu_forward(Tensor out_gelu, Tensor pre_gelu, Tensor inp, Tensor weight, Tensor bias) override;
   void layernorm_forward(Tensor out, Tensor mean, Tensor rstd, Tensor inp, Tensor weight, Tensor bias,
                          float eps) override;
   void layernorm_backward(Tensor d_inp, Tensor d_weight, Tensor d_bias, Tensor d_out, Tensor inp, Tensor weight,
                           Tensor mean, Tensor rstd) override;
+  void residual_layernorm_forward(Tensor residual_out, Tensor out, Tensor mean, Tensor rstd, Tensor a, Tensor b,
+                                  Tensor weight, Tensor bias, float eps) override;
   void gelu_forward(Tensor out, Tensor inp) override;
   void gelu_backward(Tensor d_inp, Tensor inp, Tensor d_out) override;
   void add(Tensor out, Tensor a, Tensor b) override;
-  void attention_forward(Tensor out, Tensor probs, Tensor qkv, int n_head) override;
-  void attention_backward(Tensor d_qkv, Tensor d_probs, Tensor d_out, Tensor qkv, Tensor probs, int n_head) override;
+  void attention_forward(Tensor out, Tensor lse, Tensor qkv, int n_head) override;
+  void attention_backward(Tensor d_qkv, Tensor d_out, Tensor qkv, Tensor out, Tensor lse, int n_head) override;
   void embedding_forward(Tensor out, Tensor tokens, Tensor wte, Tensor wpe, int seq_len, int64_t vocab_start) override;
   void embedding_backward(Tensor d_wte, Tensor d_wpe, Tensor d_out, Tensor tokens, int seq_len,
                           int64_t vocab_start) override;
@@ -76,8 +84,9 @@ class CudaBackend final : public Backend {
                                int64_t vocab_start, int64_t valid_cols) override;
   void cross_entropy_loss_backward(Tensor losses, Tensor logits, Tensor row_max, Tensor sum_exp, Tensor target_logit,
                                    Tensor targets, int64_t vocab_start, int64_t valid_cols, float d_scale) override;
-  void adamw_update(Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWStep& step) override;
+  void adamw_update(Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWStep& step, Tensor param_copy) override;
   double sum_of_squares(Tensor t) override;
+  void sum_of_squares_many(const Tensor* tensors, int count, double* sums) override;
   void scale(Tensor t, float factor) override;
 
  private:
@@ -88,7 +97,9 @@ class CudaBackend final : public Backend {
   cuda::Stream stream_;
   std::unique_ptr<cuda::Gemm> gemm_;
   cuda::Context context_;
-  double* host_scalar_ = nullptr;  // pinned, for sum_of_squares
+  // Pinned host memory the sums of squares are copied into: host_staging_capacity_ doubles, grown on demand.
+  double* host_staging_ = nullptr;
+  int host_staging_capacity_ = 0;
 };
 
 }  // namespace tessera

@@ -1,7 +1,10 @@
-// Elementwise kernels: one grid-stride loop each.
+// Elementwise kernels: one grid-stride loop each, templated on the storage type.
+#include <type_traits>
+
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/reduce.cuh"
+#include "kernels/cuda/storage.cuh"
 
 namespace tessera::cuda {
 
@@ -9,45 +12,53 @@ namespace {
 
 constexpr int kThreads = 256;
 
-__global__ void add_kernel(float* out, const float* a, const float* b, int64_t n) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    out[i] = a[i] + b[i];
-  }
+// Not __restrict__: out may alias a or b (each element is read before it is written, by the same thread).
+template <typename T>
+__global__ void add_kernel(T* out, const T* a, const T* b, int64_t n) {
+  for (int64_t i = grid_start(); i < n; i += grid_stride()) out[i] = from_float<T>(to_float(a[i]) + to_float(b[i]));
 }
 
-__global__ void scale_kernel(float* t, float factor, int64_t n) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    t[i] *= factor;
-  }
+template <typename T>
+__global__ void scale_kernel(T* t, float factor, int64_t n) {
+  for (int64_t i = grid_start(); i < n; i += grid_stride()) t[i] = from_float<T>(to_float(t[i]) * factor);
 }
 
 template <typename T>
 __global__ void fill_kernel(T* t, T value, int64_t n) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    t[i] = value;
-  }
+  for (int64_t i = grid_start(); i < n; i += grid_stride()) t[i] = value;
+}
+
+template <typename Dst, typename Src>
+__global__ void convert_kernel(Dst* dst, const Src* src, int64_t n) {
+  for (int64_t i = grid_start(); i < n; i += grid_stride()) dst[i] = from_float<Dst>(to_float(src[i]));
 }
 
 }  // namespace
 
-void add(float* out, const float* a, const float* b, int64_t n, const Context& ctx) {
+template <typename T>
+void add(T* out, const T* a, const T* b, int64_t n, const Context& ctx) {
   if (n == 0) return;
   add_kernel<<<grid_size(n, kThreads), kThreads, 0, ctx.stream>>>(out, a, b, n);
   CUDA_CHECK_LAUNCH();
 }
 
-void scale(float* t, float factor, int64_t n, const Context& ctx) {
+template <typename T>
+void scale(T* t, float factor, int64_t n, const Context& ctx) {
   if (n == 0) return;
   scale_kernel<<<grid_size(n, kThreads), kThreads, 0, ctx.stream>>>(t, factor, n);
   CUDA_CHECK_LAUNCH();
 }
 
-void fill(float* t, float value, int64_t n, const Context& ctx) {
+template <typename T>
+void fill(T* t, float value, int64_t n, const Context& ctx) {
   if (n == 0) return;
-  fill_kernel<<<grid_size(n, kThreads), kThreads, 0, ctx.stream>>>(t, value, n);
+  T stored;  // rounded once, here on the host (__float2bfloat16_rn is a host function too)
+  if constexpr (std::is_same_v<T, float>) {
+    stored = value;
+  } else {
+    stored = __float2bfloat16_rn(value);
+  }
+  fill_kernel<<<grid_size(n, kThreads), kThreads, 0, ctx.stream>>>(t, stored, n);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -56,5 +67,21 @@ void fill(int32_t* t, int32_t value, int64_t n, const Context& ctx) {
   fill_kernel<<<grid_size(n, kThreads), kThreads, 0, ctx.stream>>>(t, value, n);
   CUDA_CHECK_LAUNCH();
 }
+
+template <typename Dst, typename Src>
+void convert(Dst* dst, const Src* src, int64_t n, const Context& ctx) {
+  if (n == 0) return;
+  convert_kernel<<<grid_size(n, kThreads), kThreads, 0, ctx.stream>>>(dst, src, n);
+  CUDA_CHECK_LAUNCH();
+}
+
+template void add<float>(float*, const float*, const float*, int64_t, const Context&);
+template void add<bf16>(bf16*, const bf16*, const bf16*, int64_t, const Context&);
+template void scale<float>(float*, float, int64_t, const Context&);
+template void scale<bf16>(bf16*, float, int64_t, const Context&);
+template void fill<float>(float*, float, int64_t, const Context&);
+template void fill<bf16>(bf16*, float, int64_t, const Context&);
+template void convert<float, bf16>(float*, const bf16*, int64_t, const Context&);
+template void convert<bf16, float>(bf16*, const float*, int64_t, const Context&);
 
 }  // namespace tessera::cuda

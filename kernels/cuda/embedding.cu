@@ -1,67 +1,89 @@
 // Embedding forward/backward.
 //
-// The backward scatter d_wte[token[i]] += d_out[i] is done without sorting and without atomics: block i looks
-// at token i; if an earlier position holds the same token, another block owns that row and block i stops.
-// Otherwise block i owns the row and sums d_out over every position with that token, in increasing order. The
-// ownership test reads all N tokens per block (N^2 integer compares in total, cheap next to the row traffic at
-// GPT batch sizes; a sort-based scheme is the upgrade for very long batches).
+// The backward scatter d_wte[token[i]] += d_out[i], without atomics and in a fixed order:
+//   1. key[i] = the token's row in this shard, or V_local for a token outside it; position[i] = i.
+//   2. cub's radix sort orders the (key, position) pairs by key; it is stable, so within one key the
+//      positions stay increasing.
+//   3. One block per sorted slot s. The block whose slot starts a run of equal keys (s == 0 or key[s-1] !=
+//      key[s]) owns that row; it finds the run's end and, one column per thread, adds d_out[position[k]] for
+//      k over the run in order. Blocks of other slots, and of the run of skipped tokens, return at once.
+// Every row of d_wte is read and written by exactly one block, so there is no race; the work is the run
+// lengths, O(N) in all, plus the sort.
+#include <cub/device/device_radix_sort.cuh>
+
+#include <bit>
+
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/embedding.h"
 #include "kernels/cuda/reduce.cuh"
+#include "kernels/cuda/storage.cuh"
 
 namespace tessera::cuda {
 
 namespace {
 
 constexpr int kThreads = 256;
+constexpr int kRowThreads = 128;
 
-__global__ void embedding_forward_kernel(float* out, const int32_t* tokens, const float* wte, const float* wpe,
-                                         int64_t N, int64_t C, int64_t V_local, int64_t seq_len, int64_t vocab_start) {
+template <typename T>
+__global__ void embedding_forward_kernel(T* out, const int32_t* tokens, const T* wte, const T* wpe, int64_t N,
+                                         int64_t C, int64_t V_local, int64_t seq_len, int64_t vocab_start) {
   const int64_t n = N * C;
-  for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < n;
-       e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+  for (int64_t e = grid_start(); e < n; e += grid_stride()) {
     const int64_t i = e / C, j = e % C;
     const int64_t row = static_cast<int64_t>(tokens[i]) - vocab_start;
-    float value = (row >= 0 && row < V_local) ? wte[row * C + j] : 0.0f;
-    if (wpe != nullptr) value += wpe[(i % seq_len) * C + j];
-    out[e] = value;
+    float value = (row >= 0 && row < V_local) ? to_float(wte[row * C + j]) : 0.0f;
+    if (wpe != nullptr) value += to_float(wpe[(i % seq_len) * C + j]);
+    out[e] = from_float<T>(value);
   }
 }
 
-// One block per position i; see the file comment.
-__global__ void embedding_backward_wte_kernel(float* d_wte, const float* d_out, const int32_t* tokens, int64_t N,
-                                              int64_t C, int64_t V_local, int64_t vocab_start) {
-  const int64_t i = blockIdx.x;
-  const int32_t token = tokens[i];
-  const int64_t row = static_cast<int64_t>(token) - vocab_start;
-  if (row < 0 || row >= V_local) return;  // the same for the whole block
-  int seen_earlier = 0;
-  for (int64_t k = threadIdx.x; k < i; k += blockDim.x) seen_earlier |= tokens[k] == token;
-  if (__syncthreads_or(seen_earlier)) return;
-  float* dw = d_wte + row * C;
+// Step 1 of the file comment.
+__global__ void embedding_sort_keys_kernel(uint32_t* keys, uint32_t* positions, const int32_t* tokens, int64_t N,
+                                           int64_t V_local, int64_t vocab_start) {
+  for (int64_t i = grid_start(); i < N; i += grid_stride()) {
+    const int64_t row = static_cast<int64_t>(tokens[i]) - vocab_start;
+    keys[i] = static_cast<uint32_t>((row >= 0 && row < V_local) ? row : V_local);
+    positions[i] = static_cast<uint32_t>(i);
+  }
+}
+
+// Step 3 of the file comment: block s, sorted keys and positions.
+template <typename T>
+__global__ void embedding_backward_wte_kernel(float* d_wte, const T* d_out, const uint32_t* keys,
+                                              const uint32_t* positions, int64_t N, int64_t C, int64_t V_local) {
+  const int64_t s = blockIdx.x;
+  const uint32_t key = keys[s];
+  // Uniform over the block: every thread reads the same keys.
+  if (key == static_cast<uint32_t>(V_local)) return;
+  if (s > 0 && keys[s - 1] == key) return;
+  int64_t end = s + 1;
+  while (end < N && keys[end] == key) ++end;
+  float* dw = d_wte + static_cast<int64_t>(key) * C;
   for (int64_t j = threadIdx.x; j < C; j += blockDim.x) {
     float acc = dw[j];
-    for (int64_t k = i; k < N; ++k) {
-      if (tokens[k] == token) acc += d_out[k * C + j];
-    }
+    for (int64_t k = s; k < end; ++k) acc += to_float(d_out[static_cast<int64_t>(positions[k]) * C + j]);
     dw[j] = acc;
   }
 }
 
 // One thread per (position p, column j): the rows i = p, p + seq_len, ... in increasing order.
-__global__ void embedding_backward_wpe_kernel(float* d_wpe, const float* d_out, int64_t N, int64_t C, int64_t seq_len) {
+template <typename T>
+__global__ void embedding_backward_wpe_kernel(float* d_wpe, const T* d_out, int64_t N, int64_t C, int64_t seq_len) {
   const int64_t n = seq_len * C;
-  for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < n;
-       e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+  for (int64_t e = grid_start(); e < n; e += grid_stride()) {
     float acc = d_wpe[e];
-    for (int64_t i = e / C; i < N; i += seq_len) acc += d_out[i * C + e % C];
+    for (int64_t i = e / C; i < N; i += seq_len) acc += to_float(d_out[i * C + e % C]);
     d_wpe[e] = acc;
   }
 }
 
+size_t round_up(size_t bytes) { return (bytes + 255) / 256 * 256; }
+
 }  // namespace
 
-void embedding_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int64_t N, int64_t C,
+template <typename T>
+void embedding_forward(T* out, const int32_t* tokens, const T* wte, const T* wpe, int64_t N, int64_t C,
                        int64_t V_local, int64_t seq_len, int64_t vocab_start, const Context& ctx) {
   if (N == 0 || C == 0) return;
   embedding_forward_kernel<<<grid_size(N * C, kThreads), kThreads, 0, ctx.stream>>>(out, tokens, wte, wpe, N, C,
@@ -69,17 +91,51 @@ void embedding_forward(float* out, const int32_t* tokens, const float* wte, cons
   CUDA_CHECK_LAUNCH();
 }
 
-void embedding_backward(float* d_wte, float* d_wpe, const float* d_out, const int32_t* tokens, int64_t N, int64_t C,
+template <typename T>
+void embedding_backward(float* d_wte, float* d_wpe, const T* d_out, const int32_t* tokens, int64_t N, int64_t C,
                         int64_t V_local, int64_t seq_len, int64_t vocab_start, const Context& ctx) {
   if (N == 0 || C == 0) return;
-  embedding_backward_wte_kernel<<<static_cast<unsigned>(N), 128, 0, ctx.stream>>>(d_wte, d_out, tokens, N, C, V_local,
-                                                                                  vocab_start);
-  CUDA_CHECK_LAUNCH();
+  TS_CHECK(N < (int64_t{1} << 31) && V_local < (int64_t{1} << 31), ConfigError, "embedding_backward: ", N,
+           " tokens and ", V_local, " vocabulary rows; at most 2^31 - 1 of each per call");
+  if (V_local > 0) {
+    const int count = static_cast<int>(N);
+    // Keys are 0..V_local: enough bits for V_local itself.
+    const int end_bit = std::bit_width(static_cast<uint64_t>(V_local));
+    size_t sort_bytes = 0;
+    CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, sort_bytes, static_cast<const uint32_t*>(nullptr),
+                                               static_cast<uint32_t*>(nullptr), static_cast<const uint32_t*>(nullptr),
+                                               static_cast<uint32_t*>(nullptr), count, 0, end_bit, ctx.stream));
+    const size_t array_bytes = round_up(static_cast<size_t>(N) * sizeof(uint32_t));
+    Scratch scratch(ctx, 4 * array_bytes + round_up(sort_bytes));
+    char* base = static_cast<char*>(scratch.data());
+    uint32_t* keys = reinterpret_cast<uint32_t*>(base);
+    uint32_t* positions = reinterpret_cast<uint32_t*>(base + array_bytes);
+    uint32_t* sorted_keys = reinterpret_cast<uint32_t*>(base + 2 * array_bytes);
+    uint32_t* sorted_positions = reinterpret_cast<uint32_t*>(base + 3 * array_bytes);
+    void* sort_scratch = base + 4 * array_bytes;
+    embedding_sort_keys_kernel<<<grid_size(N, kThreads), kThreads, 0, ctx.stream>>>(keys, positions, tokens, N, V_local,
+                                                                                   vocab_start);
+    CUDA_CHECK_LAUNCH();
+    CUDA_CHECK(cub::DeviceRadixSort::SortPairs(sort_scratch, sort_bytes, keys, sorted_keys, positions,
+                                               sorted_positions, count, 0, end_bit, ctx.stream));
+    embedding_backward_wte_kernel<<<static_cast<unsigned>(N), kRowThreads, 0, ctx.stream>>>(
+        d_wte, d_out, sorted_keys, sorted_positions, N, C, V_local);
+    CUDA_CHECK_LAUNCH();
+  }
   if (d_wpe != nullptr) {
     embedding_backward_wpe_kernel<<<grid_size(seq_len * C, kThreads), kThreads, 0, ctx.stream>>>(d_wpe, d_out, N, C,
                                                                                                  seq_len);
     CUDA_CHECK_LAUNCH();
   }
 }
+
+template void embedding_forward<float>(float*, const int32_t*, const float*, const float*, int64_t, int64_t, int64_t,
+                                       int64_t, int64_t, const Context&);
+template void embedding_forward<bf16>(bf16*, const int32_t*, const bf16*, const bf16*, int64_t, int64_t, int64_t,
+                                      int64_t, int64_t, const Context&);
+template void embedding_backward<float>(float*, float*, const float*, const int32_t*, int64_t, int64_t, int64_t,
+                                        int64_t, int64_t, const Context&);
+template void embedding_backward<bf16>(float*, float*, const bf16*, const int32_t*, int64_t, int64_t, int64_t, int64_t,
+                                       int64_t, const Context&);
 
 }  // namespace tessera::cuda

@@ -15,11 +15,17 @@ constexpr size_t kWorkspaceBytes = size_t{32} << 20;  // what cuBLAS recommends 
 // The largest power of two (up to 256) dividing the address and every stride of an operand, in bytes:
 // cuBLASLt assumes 256-byte aligned operands unless told otherwise, and Tessera's views of flat buffers
 // (parameters at any offset, heads at h * head_size) often are not.
-uint32_t alignment(const void* ptr, int64_t ld, int64_t stride) {
+uint32_t alignment(const void* ptr, int64_t ld, int64_t stride, size_t element_bytes) {
   uint64_t bits = reinterpret_cast<uintptr_t>(ptr) | 256u;
-  bits |= static_cast<uint64_t>(ld) * sizeof(float);
-  if (stride != 0) bits |= static_cast<uint64_t>(stride) * sizeof(float);
+  bits |= static_cast<uint64_t>(ld) * element_bytes;
+  if (stride != 0) bits |= static_cast<uint64_t>(stride) * element_bytes;
   return static_cast<uint32_t>(uint64_t{1} << std::countr_zero(bits));
+}
+
+size_t element_bytes(cudaDataType_t type) {
+  TS_ASSERT(type == CUDA_R_32F || type == CUDA_R_16BF, "gemm operands are f32 or bf16, not cudaDataType ",
+            static_cast<int>(type));
+  return type == CUDA_R_32F ? 4 : 2;
 }
 
 // RAII for the cuBLASLt descriptors of one call.
@@ -38,10 +44,9 @@ struct Descriptors {
 
 // A column-major layout of the row-major matrix [rows, cols] with leading dimension ld: cuBLASLt sees its
 // transpose, [cols, rows].
-void make_layout(cublasLtMatrixLayout_t* layout, int64_t rows, int64_t cols, int64_t ld, int64_t batch,
-                 int64_t stride) {
-  CUBLAS_CHECK(
-      cublasLtMatrixLayoutCreate(layout, CUDA_R_32F, static_cast<uint64_t>(cols), static_cast<uint64_t>(rows), ld));
+void make_layout(cublasLtMatrixLayout_t* layout, cudaDataType_t type, int64_t rows, int64_t cols, int64_t ld,
+                 int64_t batch, int64_t stride) {
+  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(layout, type, static_cast<uint64_t>(cols), static_cast<uint64_t>(rows), ld));
   if (batch > 1) {
     const int32_t count = static_cast<int32_t>(batch);
     CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(*layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof(count)));
@@ -58,6 +63,10 @@ void check_problem(const GemmProblem& p) {
             "gemm leading dimensions too small");
   TS_ASSERT(p.batch == 1 || p.epilogue == GemmEpilogue::kNone, "gemm epilogues are for single products");
   TS_ASSERT(p.epilogue == GemmEpilogue::kNone || p.vector != nullptr, "gemm epilogue without its vector");
+  TS_ASSERT(p.epilogue != GemmEpilogue::kGeluBias || (p.aux != nullptr && p.ld_aux >= p.n),
+            "gemm GELU epilogue without its pre-activation output");
+  TS_ASSERT(p.a_type == p.b_type, "gemm A and B of different types");
+  TS_ASSERT(p.d_type == CUDA_R_32F || p.d_type == p.a_type, "gemm: f32 operands with a bf16 result");
 }
 
 }  // namespace
@@ -74,8 +83,9 @@ Gemm::~Gemm() {
 }
 
 void Gemm::run(const GemmProblem& problem, cudaStream_t stream) {
-  TS_CHECK(try_run(problem, stream), CudaError, "cuBLASLt has no fp32 algorithm for a ", problem.m, "x", problem.n, "x",
-           problem.k, " product (batch ", problem.batch, ")");
+  TS_CHECK(try_run(problem, stream), CudaError, "cuBLASLt has no algorithm for a ", problem.m, "x", problem.n, "x",
+           problem.k, " product (batch ", problem.batch, ", operands ", problem.a_type == CUDA_R_32F ? "f32" : "bf16",
+           ", result ", problem.d_type == CUDA_R_32F ? "f32" : "bf16", ")");
 }
 
 bool Gemm::try_run(const GemmProblem& p, cudaStream_t stream) {
@@ -89,13 +99,18 @@ bool Gemm::try_run(const GemmProblem& p, cudaStream_t stream) {
   if (p.epilogue == GemmEpilogue::kBias) epilogue = CUBLASLT_EPILOGUE_BIAS;
   // Our op(A) is cuBLASLt's second operand ("B"); its reduction over k is BGRADB.
   if (p.epilogue == GemmEpilogue::kBiasGradient) epilogue = CUBLASLT_EPILOGUE_BGRADB;
+  if (p.epilogue == GemmEpilogue::kGeluBias) epilogue = CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
 
-  const uint32_t align_a = alignment(p.a, p.lda, p.batch > 1 ? p.stride_a : 0);
-  const uint32_t align_b = alignment(p.b, p.ldb, p.batch > 1 ? p.stride_b : 0);
-  const uint32_t align_d = alignment(p.d, p.ldd, p.batch > 1 ? p.stride_d : 0);
-  const int align_vector = p.vector != nullptr ? static_cast<int>(alignment(p.vector, 0, 0)) : 0;
-  // An epilogue vector that is not 16-byte aligned is refused here: cuBLASLt has no preference to declare it.
+  const size_t ab_bytes = element_bytes(p.a_type), d_bytes = element_bytes(p.d_type);
+  const uint32_t align_a = alignment(p.a, p.lda, p.batch > 1 ? p.stride_a : 0, ab_bytes);
+  const uint32_t align_b = alignment(p.b, p.ldb, p.batch > 1 ? p.stride_b : 0, ab_bytes);
+  const uint32_t align_d = alignment(p.d, p.ldd, p.batch > 1 ? p.stride_d : 0, d_bytes);
+  const uint32_t align_vector = p.vector != nullptr ? alignment(p.vector, 0, 0, d_bytes) : 0;
+  const uint32_t align_aux = p.aux != nullptr ? alignment(p.aux, p.ld_aux, 0, d_bytes) : 0;
+  // An epilogue vector or aux matrix that is not 16-byte aligned is refused here: cuBLASLt has no preference to
+  // declare their alignment. cuBLASLt's documented rule for the GELU input matrix: ld divisible by 8.
   if (p.epilogue != GemmEpilogue::kNone && align_vector < 16) return false;
+  if (p.epilogue == GemmEpilogue::kGeluBias && (align_aux < 16 || p.ld_aux % 8 != 0)) return false;
 
   Descriptors desc;
   CUBLAS_CHECK(cublasLtMatmulDescCreate(&desc.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
@@ -105,14 +120,24 @@ bool Gemm::try_run(const GemmProblem& p, cudaStream_t stream) {
   if (p.epilogue != GemmEpilogue::kNone) {
     const void* vector = p.vector;
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &vector, sizeof(vector)));
-    const cudaDataType_t vector_type = CUDA_R_32F;
+    // The bias (and bias gradient) vector has D's type, as cuBLASLt requires for these type combinations.
+    const int32_t vector_type = p.d_type;
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &vector_type,
                                                 sizeof(vector_type)));
   }
+  if (p.epilogue == GemmEpilogue::kGeluBias) {
+    // Our row-major aux [m, n] is cuBLASLt's column-major [n, m]: its "rows of the output" are our n, which is
+    // what ld_aux must be at least (checked above). Its type defaults to D's.
+    const void* aux = p.aux;
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof(aux)));
+    const int64_t ld_aux = p.ld_aux;
+    CUBLAS_CHECK(
+        cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ld_aux, sizeof(ld_aux)));
+  }
   // Stored shapes (row-major) of B, A and D.
-  make_layout(&desc.a, p.transpose_b ? p.n : p.k, p.transpose_b ? p.k : p.n, p.ldb, p.batch, p.stride_b);
-  make_layout(&desc.b, p.transpose_a ? p.k : p.m, p.transpose_a ? p.m : p.k, p.lda, p.batch, p.stride_a);
-  make_layout(&desc.d, p.m, p.n, p.ldd, p.batch, p.stride_d);
+  make_layout(&desc.a, p.b_type, p.transpose_b ? p.n : p.k, p.transpose_b ? p.k : p.n, p.ldb, p.batch, p.stride_b);
+  make_layout(&desc.b, p.a_type, p.transpose_a ? p.k : p.m, p.transpose_a ? p.m : p.k, p.lda, p.batch, p.stride_a);
+  make_layout(&desc.d, p.d_type, p.m, p.n, p.ldd, p.batch, p.stride_d);
 
   const Key key{p.m,
                 p.n,
@@ -121,16 +146,22 @@ bool Gemm::try_run(const GemmProblem& p, cudaStream_t stream) {
                 p.lda,
                 p.ldb,
                 p.ldd,
+                p.epilogue == GemmEpilogue::kGeluBias ? p.ld_aux : 0,
                 p.stride_a,
                 p.stride_b,
                 p.stride_d,
+                static_cast<int>(p.a_type),
+                static_cast<int>(p.b_type),
+                static_cast<int>(p.d_type),
                 p.transpose_a,
                 p.transpose_b,
                 static_cast<int>(p.epilogue),
-                static_cast<int>(align_a),
-                static_cast<int>(align_b),
-                static_cast<int>(align_d),
-                p.beta == 0.0f ? 0 : 1};
+                align_a,
+                align_b,
+                align_d,
+                align_vector,
+                align_aux,
+                p.beta != 0.0f};
   auto it = choices_.find(key);
   if (it == choices_.end()) {
     CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&desc.preference));

@@ -1,5 +1,9 @@
-// Gemm: row-major fp32 matrix products through cuBLASLt, with fp32 compute (CUBLAS_COMPUTE_32F: no TF32, so
-// results stay within fp32 rounding of the CPU reference), optionally batched and with a fused bias epilogue.
+// Gemm: row-major matrix products through cuBLASLt, f32 or bf16 operands, always with f32 compute and f32
+// scale factors (CUBLAS_COMPUTE_32F: no TF32, so f32 results stay within f32 rounding of the CPU reference and
+// bf16 products are accumulated in f32 and rounded once), optionally batched and with a fused epilogue.
+// The combinations Tessera uses (Note [Precision] in core/backend.h): A, B and D all f32; A and B bf16 with D
+// bf16 (forward products, input gradients); A and B bf16 with D f32 and beta = 1 (weight gradients accumulating
+// into f32 parameter gradients).
 //
 // Everything in Tessera is row-major; cuBLASLt is column-major. A row-major D[m,n] = op(A) op(B) is the
 // column-major D^T[n,m] = op(B)^T op(A)^T, so run() hands cuBLASLt the operands swapped and its "transpose"
@@ -11,9 +15,9 @@
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
+#include <compare>
 #include <cstdint>
 #include <map>
-#include <tuple>
 
 #include "kernels/cuda/caching_allocator.h"
 
@@ -24,33 +28,52 @@ enum class GemmEpilogue {
   // D[i, :] += vector[:] (length n), fused into the product (cuBLASLt's BIAS epilogue).
   kBias,
   // vector[i] = sum over k of op(A)[i, k] (length m), written (not accumulated) next to the product
-  // (cuBLASLt's BGRADB epilogue): the bias gradient of a linear layer.
+  // (cuBLASLt's BGRADB epilogue): the bias gradient of a linear layer. The vector has D's type.
   kBiasGradient,
+  // aux[i, :] = product + vector[:] (the pre-activation, D's type, leading dimension ld_aux), and
+  // D = gelu(aux) with GELU's tanh approximation (cuBLASLt's GELU_AUX_BIAS epilogue). cuBLASLt wants ld_aux
+  // divisible by 8 and at least n; try_run refuses the problem otherwise.
+  kGeluBias,
 };
 
 // D[m,n] = alpha * op(A)[m,k] op(B)[k,n] + beta * D, for each of `batch` matrices.
 // A is stored row-major as [m,k] (transpose_a false) or [k,m] (true) with leading dimension lda >= its columns;
 // likewise B as [k,n] or [n,k]; D as [m,n]. Batch i uses a + i*stride_a, b + i*stride_b, d + i*stride_d
-// (elements). beta == 0 ignores what D held (NaN included).
+// (elements). beta == 0 ignores what D held (NaN included). Types are CUDA_R_32F or CUDA_R_16BF; A and B share
+// one type.
 struct GemmProblem {
   int64_t m = 0, n = 0, k = 0;
   int64_t batch = 1;
-  const float* a = nullptr;
+  const void* a = nullptr;
+  cudaDataType_t a_type = CUDA_R_32F;
   int64_t lda = 0;
   int64_t stride_a = 0;
   bool transpose_a = false;
-  const float* b = nullptr;
+  const void* b = nullptr;
+  cudaDataType_t b_type = CUDA_R_32F;
   int64_t ldb = 0;
   int64_t stride_b = 0;
   bool transpose_b = false;
-  float* d = nullptr;
+  void* d = nullptr;
+  cudaDataType_t d_type = CUDA_R_32F;
   int64_t ldd = 0;
   int64_t stride_d = 0;
   float alpha = 1.0f;
   float beta = 0.0f;
   GemmEpilogue epilogue = GemmEpilogue::kNone;
-  float* vector = nullptr;  // the bias (read) or bias gradient (written) of the epilogue; batch must be 1
+  // The bias (read) or bias gradient (written) of an epilogue, of D's type (cuBLASLt requires it); batch must
+  // be 1.
+  void* vector = nullptr;
+  // kGeluBias only: the pre-activation output, of D's type, row-major [m, n] with leading dimension ld_aux.
+  void* aux = nullptr;
+  int64_t ld_aux = 0;
 };
+
+// The cuBLASLt type of a storage type of dtype.h's (float or bf16), for GemmProblem.
+template <typename T>
+constexpr cudaDataType_t gemm_type() {
+  return sizeof(T) == 4 ? CUDA_R_32F : CUDA_R_16BF;
+}
 
 class Gemm {
  public:
@@ -69,9 +92,17 @@ class Gemm {
   bool try_run(const GemmProblem& problem, cudaStream_t stream);
 
  private:
-  // Everything the choice of algorithm depends on: shapes, strides, flags and the alignments of the pointers.
-  using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int,
-                         int, int, int, int, int, int>;
+  // Everything the choice of algorithm depends on: shapes, strides, types, flags and the alignments of the
+  // pointers.
+  struct Key {
+    int64_t m, n, k, batch, lda, ldb, ldd, ld_aux, stride_a, stride_b, stride_d;
+    int a_type, b_type, d_type;
+    bool transpose_a, transpose_b;
+    int epilogue;
+    uint32_t align_a, align_b, align_d, align_vector, align_aux;
+    bool beta_nonzero;
+    auto operator<=>(const Key&) const = default;
+  };
   struct Choice {
     bool supported = false;
     cublasLtMatmulAlgo_t algorithm{};

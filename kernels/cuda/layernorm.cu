@@ -1,13 +1,17 @@
-// LayerNorm forward/backward.
+// LayerNorm forward/backward and the fused residual + LayerNorm forward.
 //
 // Forward and the input gradient: one warp per row; each lane walks columns lane, lane+32, ... and the warp
-// reduces. The row is read from global memory in each pass (it stays in L1/L2 at GPT widths).
+// reduces (f32). Mean first, then the variance as the mean of squared deviations (two passes, as the CPU twin).
+// The row is read from global memory in each pass (it stays in L1/L2 at GPT widths). Every lane reads back only
+// the columns it wrote itself, so the fused kernel needs no synchronization between writing residual_out and
+// normalizing it, and residual_out may alias a or b (each element is read before the same thread writes it).
 // Parameter gradients, d_weight[j] += sum_i d_out[i,j] * norm[i,j] and d_bias[j] += sum_i d_out[i,j], are
 // column sums: a grid of (column tiles x row chunks) writes per-chunk partial sums, then one thread per
 // column adds the chunks in order. Both steps have a fixed summation order, so results are reproducible.
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/layernorm.h"
 #include "kernels/cuda/reduce.cuh"
+#include "kernels/cuda/storage.cuh"
 
 namespace tessera::cuda {
 
@@ -19,59 +23,82 @@ constexpr int kTileColumns = 32;
 constexpr int kTileRows = 8;
 constexpr int kMaxChunks = 128;
 
-__global__ void layernorm_forward_kernel(float* out, float* mean, float* rstd, const float* inp, const float* weight,
-                                         const float* bias, float eps, int64_t N, int64_t C) {
-  const int64_t row = blockIdx.x * static_cast<int64_t>(kRowsPerBlock) + threadIdx.x / 32;
-  const int lane = threadIdx.x % 32;
-  if (row >= N) return;
-  const float* x = inp + row * C;
+// Normalizes row x (already in memory as T) into y and returns through mean/rstd. Called by a whole warp.
+template <typename T>
+__device__ void normalize_row(T* y, float* mean, float* rstd, const T* x, const T* weight, const T* bias, float eps,
+                              int64_t C, int lane) {
   float sum = 0.0f;
-  for (int64_t j = lane; j < C; j += 32) sum += x[j];
+  for (int64_t j = lane; j < C; j += 32) sum += to_float(x[j]);
   const float m = warp_sum(sum) / static_cast<float>(C);
   float var = 0.0f;
   for (int64_t j = lane; j < C; j += 32) {
-    const float d = x[j] - m;
+    const float d = to_float(x[j]) - m;
     var += d * d;
   }
   const float s = 1.0f / sqrtf(warp_sum(var) / static_cast<float>(C) + eps);
-  float* y = out + row * C;
-  for (int64_t j = lane; j < C; j += 32) y[j] = (x[j] - m) * s * weight[j] + bias[j];
+  for (int64_t j = lane; j < C; j += 32) {
+    y[j] = from_float<T>((to_float(x[j]) - m) * s * to_float(weight[j]) + to_float(bias[j]));
+  }
   if (lane == 0) {
-    mean[row] = m;
-    rstd[row] = s;
+    *mean = m;
+    *rstd = s;
   }
 }
 
-__global__ void layernorm_backward_input_kernel(float* d_inp, const float* d_out, const float* inp, const float* weight,
+template <typename T>
+__global__ void layernorm_forward_kernel(T* out, float* mean, float* rstd, const T* inp, const T* weight,
+                                         const T* bias, float eps, int64_t N, int64_t C) {
+  const int64_t row = blockIdx.x * static_cast<int64_t>(kRowsPerBlock) + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (row >= N) return;  // the whole warp: rows are per warp
+  normalize_row(out + row * C, mean + row, rstd + row, inp + row * C, weight, bias, eps, C, lane);
+}
+
+// Not __restrict__: residual_out may alias a or b.
+template <typename T>
+__global__ void residual_layernorm_forward_kernel(T* residual_out, T* out, float* mean, float* rstd, const T* a,
+                                                  const T* b, const T* weight, const T* bias, float eps, int64_t N,
+                                                  int64_t C) {
+  const int64_t row = blockIdx.x * static_cast<int64_t>(kRowsPerBlock) + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (row >= N) return;
+  T* r = residual_out + row * C;
+  for (int64_t j = lane; j < C; j += 32) r[j] = from_float<T>(to_float(a[row * C + j]) + to_float(b[row * C + j]));
+  // The lane reads back exactly the columns j = lane (mod 32) it wrote: its own writes, visible without a fence.
+  normalize_row(out + row * C, mean + row, rstd + row, static_cast<const T*>(r), weight, bias, eps, C, lane);
+}
+
+template <typename T>
+__global__ void layernorm_backward_input_kernel(T* d_inp, const T* d_out, const T* inp, const T* weight,
                                                 const float* mean, const float* rstd, int64_t N, int64_t C) {
   const int64_t row = blockIdx.x * static_cast<int64_t>(kRowsPerBlock) + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (row >= N) return;
-  const float* x = inp + row * C;
-  const float* dy = d_out + row * C;
+  const T* x = inp + row * C;
+  const T* dy = d_out + row * C;
   const float m = mean[row], s = rstd[row];
   float dnorm_sum = 0.0f, dnorm_norm_sum = 0.0f;
   for (int64_t j = lane; j < C; j += 32) {
-    const float norm = (x[j] - m) * s;
-    const float dnorm = weight[j] * dy[j];
+    const float norm = (to_float(x[j]) - m) * s;
+    const float dnorm = to_float(weight[j]) * to_float(dy[j]);
     dnorm_sum += dnorm;
     dnorm_norm_sum += dnorm * norm;
   }
   const float dnorm_mean = warp_sum(dnorm_sum) / static_cast<float>(C);
   const float dnorm_norm_mean = warp_sum(dnorm_norm_sum) / static_cast<float>(C);
-  float* dx = d_inp + row * C;
+  T* dx = d_inp + row * C;
   for (int64_t j = lane; j < C; j += 32) {
-    const float norm = (x[j] - m) * s;
-    const float dnorm = weight[j] * dy[j];
-    dx[j] += (dnorm - dnorm_mean - norm * dnorm_norm_mean) * s;
+    const float norm = (to_float(x[j]) - m) * s;
+    const float dnorm = to_float(weight[j]) * to_float(dy[j]);
+    dx[j] = from_float<T>(to_float(dx[j]) + (dnorm - dnorm_mean - norm * dnorm_norm_mean) * s);
   }
 }
 
 // Block (kTileColumns x kTileRows) sums rows [chunk * rows_per_chunk, ...) of a tile of 32 columns into
 // partial[chunk][2][C]: [0] for d_weight, [1] for d_bias.
-__global__ void layernorm_backward_params_kernel(float* partial, const float* d_out, const float* inp,
-                                                 const float* mean, const float* rstd, int64_t N, int64_t C,
-                                                 int64_t rows_per_chunk) {
+template <typename T>
+__global__ void layernorm_backward_params_kernel(float* partial, const T* d_out, const T* inp, const float* mean,
+                                                 const float* rstd, int64_t N, int64_t C, int64_t rows_per_chunk) {
   __shared__ float weight_sums[kTileRows][kTileColumns];
   __shared__ float bias_sums[kTileRows][kTileColumns];
   const int64_t j = blockIdx.x * static_cast<int64_t>(kTileColumns) + threadIdx.x;
@@ -81,8 +108,8 @@ __global__ void layernorm_backward_params_kernel(float* partial, const float* d_
   float dw = 0.0f, db = 0.0f;
   if (j < C) {
     for (int64_t i = begin + threadIdx.y; i < end; i += kTileRows) {
-      const float dy = d_out[i * C + j];
-      dw += dy * (inp[i * C + j] - mean[i]) * rstd[i];
+      const float dy = to_float(d_out[i * C + j]);
+      dw += dy * ((to_float(inp[i * C + j]) - mean[i]) * rstd[i]);
       db += dy;
     }
   }
@@ -112,23 +139,34 @@ __global__ void layernorm_backward_params_sum_kernel(float* d_weight, float* d_b
   d_bias[j] += db;
 }
 
+unsigned row_blocks(int64_t N) { return static_cast<unsigned>((N + kRowsPerBlock - 1) / kRowsPerBlock); }
+
 }  // namespace
 
-void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* weight, const float* bias,
-                       float eps, int64_t N, int64_t C, const Context& ctx) {
+template <typename T>
+void layernorm_forward(T* out, float* mean, float* rstd, const T* inp, const T* weight, const T* bias, float eps,
+                       int64_t N, int64_t C, const Context& ctx) {
   if (N == 0) return;
-  const unsigned blocks = static_cast<unsigned>((N + kRowsPerBlock - 1) / kRowsPerBlock);
-  layernorm_forward_kernel<<<blocks, kRowThreads, 0, ctx.stream>>>(out, mean, rstd, inp, weight, bias, eps, N, C);
+  layernorm_forward_kernel<<<row_blocks(N), kRowThreads, 0, ctx.stream>>>(out, mean, rstd, inp, weight, bias, eps, N,
+                                                                          C);
   CUDA_CHECK_LAUNCH();
 }
 
-void layernorm_backward(float* d_inp, float* d_weight, float* d_bias, const float* d_out, const float* inp,
-                        const float* weight, const float* mean, const float* rstd, int64_t N, int64_t C,
-                        const Context& ctx) {
+template <typename T>
+void residual_layernorm_forward(T* residual_out, T* out, float* mean, float* rstd, const T* a, const T* b,
+                                const T* weight, const T* bias, float eps, int64_t N, int64_t C, const Context& ctx) {
+  if (N == 0) return;
+  residual_layernorm_forward_kernel<<<row_blocks(N), kRowThreads, 0, ctx.stream>>>(residual_out, out, mean, rstd, a, b,
+                                                                                   weight, bias, eps, N, C);
+  CUDA_CHECK_LAUNCH();
+}
+
+template <typename T>
+void layernorm_backward(T* d_inp, float* d_weight, float* d_bias, const T* d_out, const T* inp, const T* weight,
+                        const float* mean, const float* rstd, int64_t N, int64_t C, const Context& ctx) {
   if (N == 0 || C == 0) return;
-  const unsigned row_blocks = static_cast<unsigned>((N + kRowsPerBlock - 1) / kRowsPerBlock);
-  layernorm_backward_input_kernel<<<row_blocks, kRowThreads, 0, ctx.stream>>>(d_inp, d_out, inp, weight, mean, rstd, N,
-                                                                              C);
+  layernorm_backward_input_kernel<<<row_blocks(N), kRowThreads, 0, ctx.stream>>>(d_inp, d_out, inp, weight, mean, rstd,
+                                                                                 N, C);
   CUDA_CHECK_LAUNCH();
 
   // Enough row chunks to fill the GPU, each at least a few tile heights long.
@@ -147,5 +185,16 @@ void layernorm_backward(float* d_inp, float* d_weight, float* d_bias, const floa
       d_weight, d_bias, partial.f32(), chunks, C);
   CUDA_CHECK_LAUNCH();
 }
+
+#define TS_INSTANTIATE(T)                                                                                           \
+  template void layernorm_forward<T>(T*, float*, float*, const T*, const T*, const T*, float, int64_t, int64_t,      \
+                                     const Context&);                                                              \
+  template void residual_layernorm_forward<T>(T*, T*, float*, float*, const T*, const T*, const T*, const T*, float, \
+                                              int64_t, int64_t, const Context&);                                   \
+  template void layernorm_backward<T>(T*, float*, float*, const T*, const T*, const T*, const float*, const float*,  \
+                                      int64_t, int64_t, const Context&);
+TS_INSTANTIATE(float)
+TS_INSTANTIATE(bf16)
+#undef TS_INSTANTIATE
 
 }  // namespace tessera::cuda

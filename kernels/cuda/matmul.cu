@@ -1,15 +1,20 @@
 // Linear layer forward/backward: the products through Gemm (cuBLASLt), plus the small kernels of the
-// fallbacks when an epilogue is not available (bias broadcast, column sums).
+// fallbacks when an epilogue is not available (bias add, column sums).
 //
 // Row-major products, with Gemm's op(A) op(B):
-//   forward   out[N,OC]    = inp[N,C] . W[OC,C]^T          (+ bias per column: BIAS epilogue)
+//   forward   out[N,OC]    = inp[N,C] . W[OC,C]^T          (+ bias per column: BIAS or GELU_AUX_BIAS epilogue)
 //   backward  d_inp[N,C]   = d_out[N,OC] . W[OC,C]
 //             d_W[OC,C]   += d_out[N,OC]^T . inp[N,C]      (+ d_bias[OC] = rows of d_out^T summed: BGRADB)
+// With bf16 T the products read bf16, accumulate in f32 and store bf16 (forward, d_inp) or f32 (d_W).
+#include <type_traits>
+
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/elementwise.h"
+#include "kernels/cuda/gelu.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/matmul.h"
 #include "kernels/cuda/reduce.cuh"
+#include "kernels/cuda/storage.cuh"
 
 namespace tessera::cuda {
 
@@ -19,17 +24,22 @@ constexpr int kTileColumns = 32;
 constexpr int kTileRows = 8;
 constexpr int kMaxChunks = 128;
 
-__global__ void broadcast_rows_kernel(float* out, const float* row, int64_t N, int64_t OC) {
+template <typename T>
+__global__ void broadcast_rows_kernel(T* out, const T* row, int64_t N, int64_t OC) {
   const int64_t n = N * OC;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    out[i] = row[i % OC];
-  }
+  for (int64_t i = grid_start(); i < n; i += grid_stride()) out[i] = row[i % OC];
 }
 
-// partial[chunk][j] = sum of in[i, j] over the rows of the chunk, in a fixed order.
-__global__ void column_sums_partial_kernel(float* partial, const float* in, int64_t N, int64_t OC,
-                                           int64_t rows_per_chunk) {
+// out[i, j] = product[i, j] + bias[j], rounded once to T. product may be out itself (T = float).
+template <typename T>
+__global__ void add_bias_kernel(T* out, const float* product, const T* bias, int64_t N, int64_t OC) {
+  const int64_t n = N * OC;
+  for (int64_t i = grid_start(); i < n; i += grid_stride()) out[i] = from_float<T>(product[i] + to_float(bias[i % OC]));
+}
+
+// partial[chunk][j] = sum of in[i, j] over the rows of the chunk, in a fixed order, in f32.
+template <typename T>
+__global__ void column_sums_partial_kernel(float* partial, const T* in, int64_t N, int64_t OC, int64_t rows_per_chunk) {
   __shared__ float sums[kTileRows][kTileColumns];
   const int64_t j = blockIdx.x * static_cast<int64_t>(kTileColumns) + threadIdx.x;
   const int64_t chunk = blockIdx.y;
@@ -37,7 +47,7 @@ __global__ void column_sums_partial_kernel(float* partial, const float* in, int6
   const int64_t end = begin + rows_per_chunk < N ? begin + rows_per_chunk : N;
   float sum = 0.0f;
   if (j < OC) {
-    for (int64_t i = begin + threadIdx.y; i < end; i += kTileRows) sum += in[i * OC + j];
+    for (int64_t i = begin + threadIdx.y; i < end; i += kTileRows) sum += to_float(in[i * OC + j]);
   }
   sums[threadIdx.y][threadIdx.x] = sum;
   __syncthreads();
@@ -59,7 +69,8 @@ __global__ void accumulate_chunks_kernel(float* out, const float* partial, int64
 unsigned blocks_for(int64_t n, int threads) { return static_cast<unsigned>((n + threads - 1) / threads); }
 
 // out[OC] += column sums of in[N, OC], deterministically.
-void accumulate_column_sums(float* out, const float* in, int64_t N, int64_t OC, const Context& ctx) {
+template <typename T>
+void accumulate_column_sums(float* out, const T* in, int64_t N, int64_t OC, const Context& ctx) {
   int64_t chunks = (N + 4 * kTileRows - 1) / (4 * kTileRows);
   if (chunks > kMaxChunks) chunks = kMaxChunks;
   const int64_t rows_per_chunk = (N + chunks - 1) / chunks;
@@ -73,38 +84,80 @@ void accumulate_column_sums(float* out, const float* in, int64_t N, int64_t OC, 
   CUDA_CHECK_LAUNCH();
 }
 
-}  // namespace
-
-void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int64_t N, int64_t C,
-                    int64_t OC, const Context& ctx) {
-  if (N == 0 || OC == 0) return;
+// The forward product out[N,OC] = inp W^T, no epilogue, into D of type D_T.
+template <typename T>
+GemmProblem forward_problem(const T* inp, const T* weight, int64_t N, int64_t C, int64_t OC) {
   GemmProblem p;
   p.m = N;
   p.n = OC;
   p.k = C;
   p.a = inp;
+  p.a_type = gemm_type<T>();
   p.lda = C;
   p.b = weight;
+  p.b_type = gemm_type<T>();
   p.ldb = C;
   p.transpose_b = true;
-  p.d = out;
   p.ldd = OC;
-  if (bias != nullptr) {
-    p.epilogue = GemmEpilogue::kBias;
-    p.vector = const_cast<float*>(bias);  // read only: cuBLASLt takes one pointer for bias and bias gradient
-    if (ctx.gemm->try_run(p, ctx.stream)) return;
-    // Fallback: out = bias in every row, then out += inp W^T.
-    broadcast_rows_kernel<<<grid_size(N * OC, 256), 256, 0, ctx.stream>>>(out, bias, N, OC);
-    CUDA_CHECK_LAUNCH();
-    p.epilogue = GemmEpilogue::kNone;
-    p.vector = nullptr;
-    p.beta = 1.0f;
-  }
-  ctx.gemm->run(p, ctx.stream);
+  return p;
 }
 
-void matmul_backward(float* d_inp, float* d_weight, float* d_bias, const float* d_out, const float* inp,
-                     const float* weight, int64_t N, int64_t C, int64_t OC, const Context& ctx) {
+}  // namespace
+
+template <typename T>
+void matmul_forward(T* out, const T* inp, const T* weight, const T* bias, int64_t N, int64_t C, int64_t OC,
+                    const Context& ctx) {
+  if (N == 0 || OC == 0) return;
+  GemmProblem p = forward_problem(inp, weight, N, C, OC);
+  p.d = out;
+  p.d_type = gemm_type<T>();
+  if (bias == nullptr) {
+    ctx.gemm->run(p, ctx.stream);
+    return;
+  }
+  p.epilogue = GemmEpilogue::kBias;
+  p.vector = const_cast<T*>(bias);  // read only: cuBLASLt takes one pointer for bias and bias gradient
+  if (ctx.gemm->try_run(p, ctx.stream)) return;
+  p.epilogue = GemmEpilogue::kNone;
+  p.vector = nullptr;
+  if constexpr (std::is_same_v<T, float>) {
+    // out = bias in every row, then out += inp W^T: the CPU twin's order.
+    broadcast_rows_kernel<<<grid_size(N * OC, 256), 256, 0, ctx.stream>>>(out, bias, N, OC);
+    CUDA_CHECK_LAUNCH();
+    p.beta = 1.0f;
+    ctx.gemm->run(p, ctx.stream);
+  } else {
+    // The product in f32, then the bias added and the sum rounded once.
+    Scratch product(ctx, static_cast<size_t>(N * OC) * sizeof(float));
+    p.d = product.f32();
+    p.d_type = CUDA_R_32F;
+    ctx.gemm->run(p, ctx.stream);
+    add_bias_kernel<<<grid_size(N * OC, 256), 256, 0, ctx.stream>>>(out, product.f32(), bias, N, OC);
+    CUDA_CHECK_LAUNCH();
+  }
+}
+
+template <typename T>
+void matmul_gelu_forward(T* out_gelu, T* pre_gelu, const T* inp, const T* weight, const T* bias, int64_t N, int64_t C,
+                         int64_t OC, const Context& ctx) {
+  if (N == 0 || OC == 0) return;
+  if (bias != nullptr) {
+    GemmProblem p = forward_problem(inp, weight, N, C, OC);
+    p.d = out_gelu;
+    p.d_type = gemm_type<T>();
+    p.epilogue = GemmEpilogue::kGeluBias;
+    p.vector = const_cast<T*>(bias);  // read only
+    p.aux = pre_gelu;
+    p.ld_aux = OC;
+    if (ctx.gemm->try_run(p, ctx.stream)) return;
+  }
+  matmul_forward(pre_gelu, inp, weight, bias, N, C, OC, ctx);
+  gelu_forward(out_gelu, pre_gelu, N * OC, ctx);
+}
+
+template <typename T>
+void matmul_backward(T* d_inp, float* d_weight, float* d_bias, const T* d_out, const T* inp, const T* weight, int64_t N,
+                     int64_t C, int64_t OC, const Context& ctx) {
   if (OC == 0 || C == 0) return;
   if (d_inp != nullptr && N > 0) {
     GemmProblem p;
@@ -112,10 +165,13 @@ void matmul_backward(float* d_inp, float* d_weight, float* d_bias, const float* 
     p.n = C;
     p.k = OC;
     p.a = d_out;
+    p.a_type = gemm_type<T>();
     p.lda = OC;
     p.b = weight;
+    p.b_type = gemm_type<T>();
     p.ldb = C;
     p.d = d_inp;
+    p.d_type = gemm_type<T>();
     p.ldd = C;
     ctx.gemm->run(p, ctx.stream);
   }
@@ -125,15 +181,19 @@ void matmul_backward(float* d_inp, float* d_weight, float* d_bias, const float* 
   p.n = C;
   p.k = N;
   p.a = d_out;  // stored [N, OC]: op(A) = d_out^T
+  p.a_type = gemm_type<T>();
   p.lda = OC;
   p.transpose_a = true;
   p.b = inp;
+  p.b_type = gemm_type<T>();
   p.ldb = C;
   p.d = d_weight;
+  p.d_type = CUDA_R_32F;
   p.ldd = C;
   p.beta = 1.0f;
   if (d_bias != nullptr) {
-    // BGRADB writes the bias gradient; the contract accumulates, so it goes to scratch and is added after.
+    // BGRADB writes the bias gradient (f32, D's type); the contract accumulates, so it goes to scratch and is
+    // added after.
     Scratch column_sums(ctx, static_cast<size_t>(OC) * sizeof(float));
     p.epilogue = GemmEpilogue::kBiasGradient;
     p.vector = column_sums.f32();
@@ -147,5 +207,18 @@ void matmul_backward(float* d_inp, float* d_weight, float* d_bias, const float* 
   }
   ctx.gemm->run(p, ctx.stream);
 }
+
+template void matmul_forward<float>(float*, const float*, const float*, const float*, int64_t, int64_t, int64_t,
+                                    const Context&);
+template void matmul_forward<bf16>(bf16*, const bf16*, const bf16*, const bf16*, int64_t, int64_t, int64_t,
+                                   const Context&);
+template void matmul_gelu_forward<float>(float*, float*, const float*, const float*, const float*, int64_t, int64_t,
+                                         int64_t, const Context&);
+template void matmul_gelu_forward<bf16>(bf16*, bf16*, const bf16*, const bf16*, const bf16*, int64_t, int64_t, int64_t,
+                                        const Context&);
+template void matmul_backward<float>(float*, float*, float*, const float*, const float*, const float*, int64_t, int64_t,
+                                     int64_t, const Context&);
+template void matmul_backward<bf16>(bf16*, float*, float*, const bf16*, const bf16*, const bf16*, int64_t, int64_t,
+                                    int64_t, const Context&);
 
 }  // namespace tessera::cuda
