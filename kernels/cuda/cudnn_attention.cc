@@ -1,0 +1,679 @@
+// Causal self-attention through cuDNN's fused flash attention, described with the cuDNN backend graph API
+// (tensor and operation descriptors, an operation graph, engine heuristics, an execution plan, variant packs).
+//
+// cuDNN 9.19 also has dedicated SDPA_FWD/SDPA_BWD operations, but they have no attribute for a causal mask
+// (cudnn-frontend combines them with masks only from cuDNN 9.21). Attention is instead described as a graph of
+// matmul, pointwise, reduction and reshape operations in the pattern cuDNN's flash-attention engines recognize
+// (the composite graph cudnn-frontend builds for causal bf16 attention on cuDNN 9.x); cuDNN fuses the graph
+// into one kernel, so the tensors marked virtual below never reach memory.
+//
+// Layout: no transposes, no copies. Every tensor is 4-d, [b, h, row, column], described by strides into the
+// caller's buffers. With C = H*hs, element (b, t, which, h, d) of qkv[B,T,3,H,hs] is at b*T*3C + t*3C + which*C
+// + h*hs + d, so
+//   Q, K, V    = qkv + 0, C, 2C elements, dims [B,H,T,hs], strides [T*3C, hs, 3C, 1]
+//   K^T, V^T   = the same memory with the last two dims and strides swapped: dims [B,H,hs,T], strides
+//                [T*3C, hs, 1, 3C] (what the products Q K^T and dO V^T take)
+//   dQ, dK, dV = d_qkv + 0, C, 2C elements, like Q, K, V
+//   O, dO      = dims [B,H,T,hs], strides [T*C, hs, C, 1]
+//   Stats      = lse: dims [B,H,T,1], strides [H*T, T, 1, 1], f32
+// 16-byte alignment is declared for every tensor: hs % 8 == 0 puts K and V 16 bytes apart from Q.
+//
+// Forward. s = 1/sqrt(hs) and the mask value (-inf; the most negative float before cuDNN 9.10, as cudnn-frontend
+// uses) are by-value f32 scalars. Virtual tensors are f32 unless marked.
+//   S   = Q K^T                          matmul                          [B,H,T,T] virtual
+//   S   = S * s                          pointwise MUL
+//   S   = row >= column ? S : -inf       GEN_INDEX axis 2 and axis 3 (int32), CMP_GE (bool), BINARY_SELECT
+//   M   = max over columns of S          reduction MAX                   [B,H,T,1] virtual
+//   E   = exp(S - M)                     SUB, EXP
+//   Z   = sum over columns of E          reduction ADD                   [B,H,T,1] virtual
+//   lse = M + log Z                      LOG, ADD                        -> Stats
+//   P   = E / Z                          DIV, bf16 (the engine takes the second product's A in the I/O type)
+//   O   = P V                            matmul                          -> O
+// Backward, recomputing P from lse:
+//   D   = (sum over d of dO * O) * 1     MUL, reduction ADD, MUL by 1.0  [B,H,T,1] f32, non-virtual scratch
+//   S   = Q K^T * s - lse, causally masked as above; P = exp(S)          (no max and sum: lse normalizes)
+//   dV  = P^T dO                         RESHAPE P to its transpose [B,H,T(key),T(query)] bf16, matmul -> dV
+//   dP  = dO V^T                         matmul
+//   dS  = P * (dP - D) * s               SUB, MUL, MUL
+//   dK  = dS^T Q                         RESHAPE (bf16), matmul -> dK
+//   dQ  = dS K                           RESHAPE K^T back to [B,H,T,hs] (an f32 view, as cudnn-frontend leaves
+//                                        it); matmul into a zeroed f32 accumulator [B,H,T,hs] (non-virtual
+//                                        scratch, summed into across key blocks); IDENTITY -> dQ (bf16)
+// D and the dQ accumulator are the two non-virtual intermediates the backward pattern requires; the op order,
+// data types and the "* 1" follow cudnn-frontend's graph, which is what cuDNN's pattern matcher is tested on.
+#include "kernels/cuda/cudnn_attention.h"
+
+#include <cudnn.h>
+
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <initializer_list>
+#include <limits>
+#include <utility>
+#include <vector>
+
+#include "core/check.h"
+#include "kernels/cuda/context.h"
+#include "kernels/cuda/cuda_check.h"
+
+namespace tessera::cuda {
+
+namespace {
+
+constexpr int64_t kBf16Bytes = 2;
+constexpr int64_t kTensorAlignment = 16;  // bytes, declared for every tensor
+constexpr size_t kScratchAlignment = 256;
+
+// Unique ids of the tensors in the variant packs. Virtual tensors are numbered from kFirstVirtualUid.
+enum Uid : int64_t {
+  kUidQ = 1,
+  kUidK,
+  kUidV,
+  kUidO,
+  kUidStats,
+  kUidDO,
+  kUidDQ,
+  kUidDK,
+  kUidDV,
+  kUidScale,
+  kUidMaskValue,
+  kUidOne,
+  kUidSoftmaxSum,
+  kUidDQAccumulator,
+  kFirstVirtualUid = 100,
+};
+
+// cuDNN's own account of the last failure on this thread (cudnnGetLastErrorString), which for a rejected graph
+// names the operation or attribute: the status alone is usually just BAD_PARAM or NOT_SUPPORTED.
+std::string last_cudnn_message() {
+  std::array<char, 1024> message{};
+  cudnnGetLastErrorString(message.data(), message.size());
+  return std::string(message.data());
+}
+
+// cuDNN's text for `status`, then last_cudnn_message(). Valid until the next call on this thread.
+const char* cudnn_error_text(cudnnStatus_t status) {
+  thread_local std::string text;
+  const std::string last = last_cudnn_message();
+  text = cudnnGetErrorString(status);
+  if (!last.empty()) text += str_cat("; cuDNN's last message: ", last);
+  return text.c_str();
+}
+
+// CUDNN_CHECK with cudnn_error_text for the text.
+#define CUDNN_CHECK_DETAILED(call) \
+  TS_GPU_CHECK(call, CUDNN_STATUS_SUCCESS, cudnn_error_text, ::tessera::cuda::throw_cuda_error, "cuDNN")
+
+void set_attribute(cudnnBackendDescriptor_t descriptor, cudnnBackendAttributeName_t name,
+                   cudnnBackendAttributeType_t type, int64_t count, const void* values) {
+  // Checked like CUDNN_CHECK, with the attribute's number in the statement: the call site alone does not say
+  // which of the many attributes cuDNN refused.
+  const cudnnStatus_t status = cudnnBackendSetAttribute(descriptor, name, type, count, values);
+  if (status != CUDNN_STATUS_SUCCESS) {
+    const std::string statement = str_cat("cudnnBackendSetAttribute(attribute ", static_cast<int>(name), ")");
+    throw_cuda_error("cuDNN", static_cast<int>(status), cudnn_error_text(status), statement.c_str(), __FILE__,
+                     __LINE__);
+  }
+}
+
+void finalize(cudnnBackendDescriptor_t descriptor) { CUDNN_CHECK_DETAILED(cudnnBackendFinalize(descriptor)); }
+
+// One backend descriptor, destroyed with the object. Move-only.
+class Descriptor {
+ public:
+  explicit Descriptor(cudnnBackendDescriptorType_t type) {
+    CUDNN_CHECK_DETAILED(cudnnBackendCreateDescriptor(type, &descriptor_));
+  }
+  ~Descriptor() {
+    if (descriptor_ != nullptr) cudnnBackendDestroyDescriptor(descriptor_);
+  }
+  Descriptor(Descriptor&& other) noexcept : descriptor_(std::exchange(other.descriptor_, nullptr)) {}
+  Descriptor& operator=(Descriptor&& other) noexcept {
+    if (this != &other) {
+      if (descriptor_ != nullptr) cudnnBackendDestroyDescriptor(descriptor_);
+      descriptor_ = std::exchange(other.descriptor_, nullptr);
+    }
+    return *this;
+  }
+  Descriptor(const Descriptor&) = delete;
+  Descriptor& operator=(const Descriptor&) = delete;
+
+  cudnnBackendDescriptor_t get() const { return descriptor_; }
+
+ private:
+  cudnnBackendDescriptor_t descriptor_ = nullptr;
+};
+
+using Dims = std::array<int64_t, 4>;
+
+// The dims and strides of one shape's tensors (see the top of this file).
+struct Layout {
+  Layout(int64_t B, int64_t T, int64_t H, int64_t hs) {
+    const int64_t C = H * hs;
+    heads = {B, H, T, hs};
+    heads_in_qkv = {T * 3 * C, hs, 3 * C, 1};
+    heads_transposed = {B, H, hs, T};
+    heads_transposed_in_qkv = {T * 3 * C, hs, 1, 3 * C};
+    heads_in_out = {T * C, hs, C, 1};
+    heads_packed = {H * T * hs, T * hs, hs, 1};
+    scores = {B, H, T, T};
+    scores_packed = {H * T * T, T * T, T, 1};
+    scores_transposed = {H * T * T, T * T, 1, T};
+    rows = {B, H, T, 1};
+    rows_packed = {H * T, T, 1, 1};
+  }
+  Dims heads, heads_in_qkv, heads_transposed, heads_transposed_in_qkv, heads_in_out, heads_packed;
+  Dims scores, scores_packed, scores_transposed;
+  Dims rows, rows_packed;
+};
+
+// A finalized execution plan and every descriptor it was built from, which stay alive with it as they do in
+// cudnn-frontend. Destroyed in reverse order of creation.
+struct PlanGraph {
+  PlanGraph() = default;
+  ~PlanGraph() {
+    while (!descriptors.empty()) descriptors.pop_back();
+  }
+  PlanGraph(const PlanGraph&) = delete;
+  PlanGraph& operator=(const PlanGraph&) = delete;
+
+  std::vector<Descriptor> descriptors;
+  cudnnBackendDescriptor_t plan = nullptr;  // owned by `descriptors`
+  int64_t workspace_bytes = 0;
+};
+
+}  // namespace
+
+struct CudnnAttention::Plans {
+  bool supported = false;
+  std::string reason;  // why not, when !supported
+  PlanGraph forward;
+  PlanGraph backward;
+  // The by-value scalars. Variant packs point at these host values, so they live as long as the plans.
+  float scale = 0.0f;
+  float mask_value = 0.0f;
+  float one = 1.0f;
+};
+
+namespace {
+
+// Builds one operation graph into a PlanGraph. Each method describes one operation; `step` names it for the
+// error message if cuDNN refuses it.
+class GraphBuilder {
+ public:
+  GraphBuilder(cudnnHandle_t handle, PlanGraph& graph) : handle_(handle), graph_(graph) {}
+
+  const std::string& step() const { return step_; }
+
+  // A tensor of the variant pack, found by `uid` at execution.
+  cudnnBackendDescriptor_t tensor(int64_t uid, cudnnDataType_t type, const Dims& dims, const Dims& strides) {
+    return make_tensor(uid, type, dims, strides, /*is_virtual=*/false, /*is_by_value=*/false);
+  }
+  // An intermediate that stays inside the fused kernel.
+  cudnnBackendDescriptor_t virtual_tensor(cudnnDataType_t type, const Dims& dims, const Dims& strides) {
+    return make_tensor(next_virtual_uid_++, type, dims, strides, /*is_virtual=*/true, /*is_by_value=*/false);
+  }
+  // An f32 scalar passed by value: its variant-pack pointer is a host address, read at execution.
+  cudnnBackendDescriptor_t scalar(int64_t uid) {
+    const Dims one = {1, 1, 1, 1};
+    return make_tensor(uid, CUDNN_DATA_FLOAT, one, one, /*is_virtual=*/false, /*is_by_value=*/true);
+  }
+
+  // y = mode(x) elementwise.
+  void unary(const char* step, cudnnPointwiseMode_t mode, cudnnBackendDescriptor_t x, cudnnBackendDescriptor_t y) {
+    pointwise(step, mode, CUDNN_DATA_FLOAT, -1, x, nullptr, nullptr, y);
+  }
+  // y = mode(x, b) elementwise, b broadcast over its size-1 dims; the math in `precision`.
+  void binary(const char* step, cudnnPointwiseMode_t mode, cudnnBackendDescriptor_t x, cudnnBackendDescriptor_t b,
+              cudnnBackendDescriptor_t y, cudnnDataType_t precision = CUDNN_DATA_FLOAT) {
+    pointwise(step, mode, precision, -1, x, b, nullptr, y);
+  }
+  // y = keep ? x : b (BINARY_SELECT; `keep` is boolean).
+  void select(const char* step, cudnnBackendDescriptor_t x, cudnnBackendDescriptor_t b, cudnnBackendDescriptor_t keep,
+              cudnnBackendDescriptor_t y) {
+    pointwise(step, CUDNN_POINTWISE_BINARY_SELECT, CUDNN_DATA_FLOAT, -1, x, b, keep, y);
+  }
+  // y = the index of each element of x along `axis`.
+  void index(const char* step, int64_t axis, cudnnBackendDescriptor_t x, cudnnBackendDescriptor_t y) {
+    pointwise(step, CUDNN_POINTWISE_GEN_INDEX, CUDNN_DATA_FLOAT, axis, x, nullptr, nullptr, y);
+  }
+
+  // c = a b over the last two dims, batched over the first two; f32 accumulation.
+  void matmul(const char* step, cudnnBackendDescriptor_t a, cudnnBackendDescriptor_t b, cudnnBackendDescriptor_t c) {
+    step_ = step;
+    const cudnnDataType_t compute = CUDNN_DATA_FLOAT;
+    cudnnBackendDescriptor_t desc = create(CUDNN_BACKEND_MATMUL_DESCRIPTOR);
+    set_attribute(desc, CUDNN_ATTR_MATMUL_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &compute);
+    finalize(desc);
+    cudnnBackendDescriptor_t op = create(CUDNN_BACKEND_OPERATION_MATMUL_DESCRIPTOR);
+    set_attribute(op, CUDNN_ATTR_OPERATION_MATMUL_ADESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &a);
+    set_attribute(op, CUDNN_ATTR_OPERATION_MATMUL_BDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &b);
+    set_attribute(op, CUDNN_ATTR_OPERATION_MATMUL_CDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &c);
+    set_attribute(op, CUDNN_ATTR_OPERATION_MATMUL_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &desc);
+    finalize(op);
+    operations_.push_back(op);
+  }
+
+  // y = reduction of x over the dims where y has size 1; f32.
+  void reduction(const char* step, cudnnReduceTensorOp_t reduce, cudnnBackendDescriptor_t x,
+                 cudnnBackendDescriptor_t y) {
+    step_ = step;
+    const cudnnDataType_t compute = CUDNN_DATA_FLOAT;
+    cudnnBackendDescriptor_t desc = create(CUDNN_BACKEND_REDUCTION_DESCRIPTOR);
+    set_attribute(desc, CUDNN_ATTR_REDUCTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &compute);
+    set_attribute(desc, CUDNN_ATTR_REDUCTION_OPERATOR, CUDNN_TYPE_REDUCTION_OPERATOR_TYPE, 1, &reduce);
+    finalize(desc);
+    cudnnBackendDescriptor_t op = create(CUDNN_BACKEND_OPERATION_REDUCTION_DESCRIPTOR);
+    set_attribute(op, CUDNN_ATTR_OPERATION_REDUCTION_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &desc);
+    set_attribute(op, CUDNN_ATTR_OPERATION_REDUCTION_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x);
+    set_attribute(op, CUDNN_ATTR_OPERATION_REDUCTION_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y);
+    finalize(op);
+    operations_.push_back(op);
+  }
+
+  // y = x seen through y's dims and strides (here: a transpose that moves no data).
+  void reshape(const char* step, cudnnBackendDescriptor_t x, cudnnBackendDescriptor_t y) {
+    step_ = step;
+    cudnnBackendDescriptor_t op = create(CUDNN_BACKEND_OPERATION_RESHAPE_DESCRIPTOR);
+    set_attribute(op, CUDNN_ATTR_OPERATION_RESHAPE_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x);
+    set_attribute(op, CUDNN_ATTR_OPERATION_RESHAPE_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y);
+    finalize(op);
+    operations_.push_back(op);
+  }
+
+  // Finalizes the operation graph, asks the heuristics (mode A, then the fallback list) for engine
+  // configurations and keeps the first whose execution plan finalizes. Throws CudaError listing every refusal
+  // when none does.
+  void build_plan() {
+    step_ = "operation graph";
+    cudnnBackendDescriptor_t operation_graph = create(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
+    set_attribute(operation_graph, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR,
+                  static_cast<int64_t>(operations_.size()), operations_.data());
+    set_attribute(operation_graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle_);
+    finalize(operation_graph);
+
+    std::string refusals;
+    for (const cudnnBackendHeurMode_t mode : {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK}) {
+      std::string refused;
+      if (try_engines(operation_graph, mode, refused)) return;
+      refusals += str_cat(refusals.empty() ? "" : "; ", "heuristics mode ", static_cast<int>(mode), ": ", refused,
+                          " (cuDNN's last message: ", last_cudnn_message(), ")");
+    }
+    throw CudaError(str_cat("cuDNN has no engine for this graph: ", refusals));
+  }
+
+ private:
+  // Asks the heuristics in `mode` for engine configurations and keeps the first whose execution plan finalizes
+  // (returns true). Otherwise returns false with what each configuration answered in `refused`.
+  bool try_engines(cudnnBackendDescriptor_t operation_graph, cudnnBackendHeurMode_t mode, std::string& refused) {
+    step_ = str_cat("engine heuristics, mode ", static_cast<int>(mode));
+    cudnnBackendDescriptor_t heuristics = create(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR);
+    set_attribute(heuristics, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
+                  &operation_graph);
+    set_attribute(heuristics, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &mode);
+    const cudnnStatus_t heuristics_status = cudnnBackendFinalize(heuristics);
+    if (heuristics_status != CUDNN_STATUS_SUCCESS) {
+      refused = cudnnGetErrorString(heuristics_status);
+      return false;
+    }
+    int64_t available = 0;
+    CUDNN_CHECK_DETAILED(cudnnBackendGetAttribute(heuristics, CUDNN_ATTR_ENGINEHEUR_RESULTS,
+                                                  CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &available, nullptr));
+    if (available <= 0) {
+      refused = "no engine configuration";
+      return false;
+    }
+    // cuDNN fills descriptors the caller created.
+    std::vector<cudnnBackendDescriptor_t> configs;
+    for (int64_t i = 0; i < available; ++i) configs.push_back(create(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR));
+    int64_t returned = 0;
+    CUDNN_CHECK_DETAILED(cudnnBackendGetAttribute(heuristics, CUDNN_ATTR_ENGINEHEUR_RESULTS,
+                                                  CUDNN_TYPE_BACKEND_DESCRIPTOR, available, &returned, configs.data()));
+    if (returned <= 0) {
+      refused = str_cat("none of ", available, " engine configurations applies");
+      return false;
+    }
+    for (int64_t i = 0; i < returned && i < available; ++i) {
+      step_ = str_cat("execution plan for engine configuration ", i, " of heuristics mode ", static_cast<int>(mode));
+      Descriptor plan(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
+      set_attribute(plan.get(), CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle_);
+      set_attribute(plan.get(), CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
+                    &configs[static_cast<size_t>(i)]);
+      const cudnnStatus_t plan_status = cudnnBackendFinalize(plan.get());
+      if (plan_status != CUDNN_STATUS_SUCCESS) {
+        refused += str_cat(i == 0 ? "" : ", ", "configuration ", i, ": ", cudnnGetErrorString(plan_status));
+        continue;  // this engine cannot run the graph; its plan is destroyed here
+      }
+      int64_t workspace_bytes = 0;
+      int64_t count = 0;
+      CUDNN_CHECK_DETAILED(cudnnBackendGetAttribute(plan.get(), CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
+                                                    CUDNN_TYPE_INT64, 1, &count, &workspace_bytes));
+      TS_CHECK(workspace_bytes >= 0, CudaError, "cuDNN reported a workspace of ", workspace_bytes, " bytes");
+      graph_.plan = plan.get();
+      graph_.workspace_bytes = workspace_bytes;
+      graph_.descriptors.push_back(std::move(plan));
+      return true;
+    }
+    return false;
+  }
+
+  cudnnBackendDescriptor_t create(cudnnBackendDescriptorType_t type) {
+    graph_.descriptors.emplace_back(type);
+    return graph_.descriptors.back().get();
+  }
+
+  cudnnBackendDescriptor_t make_tensor(int64_t uid, cudnnDataType_t type, const Dims& dims, const Dims& strides,
+                                       bool is_virtual, bool is_by_value) {
+    step_ = str_cat("tensor ", uid);
+    cudnnBackendDescriptor_t tensor = create(CUDNN_BACKEND_TENSOR_DESCRIPTOR);
+    set_attribute(tensor, CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &type);
+    set_attribute(tensor, CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, static_cast<int64_t>(dims.size()),
+                  dims.data());
+    set_attribute(tensor, CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, static_cast<int64_t>(strides.size()),
+                  strides.data());
+    set_attribute(tensor, CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, 1, &uid);
+    set_attribute(tensor, CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, 1, &kTensorAlignment);
+    if (is_virtual) set_attribute(tensor, CUDNN_ATTR_TENSOR_IS_VIRTUAL, CUDNN_TYPE_BOOLEAN, 1, &is_virtual);
+    if (is_by_value) set_attribute(tensor, CUDNN_ATTR_TENSOR_IS_BY_VALUE, CUDNN_TYPE_BOOLEAN, 1, &is_by_value);
+    finalize(tensor);
+    return tensor;
+  }
+
+  // b and t are null for operations that do not take them; axis is set for GEN_INDEX only.
+  void pointwise(const char* step, cudnnPointwiseMode_t mode, cudnnDataType_t precision, int64_t axis,
+                 cudnnBackendDescriptor_t x, cudnnBackendDescriptor_t b, cudnnBackendDescriptor_t t,
+                 cudnnBackendDescriptor_t y) {
+    step_ = step;
+    cudnnBackendDescriptor_t desc = create(CUDNN_BACKEND_POINTWISE_DESCRIPTOR);
+    set_attribute(desc, CUDNN_ATTR_POINTWISE_MODE, CUDNN_TYPE_POINTWISE_MODE, 1, &mode);
+    set_attribute(desc, CUDNN_ATTR_POINTWISE_MATH_PREC, CUDNN_TYPE_DATA_TYPE, 1, &precision);
+    if (mode == CUDNN_POINTWISE_GEN_INDEX) set_attribute(desc, CUDNN_ATTR_POINTWISE_AXIS, CUDNN_TYPE_INT64, 1, &axis);
+    finalize(desc);
+    cudnnBackendDescriptor_t op = create(CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR);
+    set_attribute(op, CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &desc);
+    set_attribute(op, CUDNN_ATTR_OPERATION_POINTWISE_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x);
+    set_attribute(op, CUDNN_ATTR_OPERATION_POINTWISE_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y);
+    if (b != nullptr) set_attribute(op, CUDNN_ATTR_OPERATION_POINTWISE_BDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &b);
+    if (t != nullptr) set_attribute(op, CUDNN_ATTR_OPERATION_POINTWISE_TDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &t);
+    finalize(op);
+    operations_.push_back(op);
+  }
+
+  cudnnHandle_t handle_;
+  PlanGraph& graph_;
+  std::vector<cudnnBackendDescriptor_t> operations_;  // in the order they were described (a topological order)
+  int64_t next_virtual_uid_ = kFirstVirtualUid;
+  std::string step_;
+};
+
+// scores with every entry above the diagonal (column > row, a key after its query) replaced by mask_value.
+cudnnBackendDescriptor_t causal_mask(GraphBuilder& graph, const Layout& layout, cudnnBackendDescriptor_t scores,
+                                     cudnnBackendDescriptor_t mask_value) {
+  cudnnBackendDescriptor_t row = graph.virtual_tensor(CUDNN_DATA_INT32, layout.scores, layout.scores_packed);
+  graph.index("row index", 2, scores, row);
+  cudnnBackendDescriptor_t column = graph.virtual_tensor(CUDNN_DATA_INT32, layout.scores, layout.scores_packed);
+  graph.index("column index", 3, scores, column);
+  cudnnBackendDescriptor_t keep = graph.virtual_tensor(CUDNN_DATA_BOOLEAN, layout.scores, layout.scores_packed);
+  graph.binary("row >= column", CUDNN_POINTWISE_CMP_GE, row, column, keep, CUDNN_DATA_BOOLEAN);
+  cudnnBackendDescriptor_t masked = graph.virtual_tensor(CUDNN_DATA_FLOAT, layout.scores, layout.scores_packed);
+  graph.select("causal mask", scores, mask_value, keep, masked);
+  return masked;
+}
+
+void build_forward(GraphBuilder& graph, const Layout& l) {
+  cudnnBackendDescriptor_t q = graph.tensor(kUidQ, CUDNN_DATA_BFLOAT16, l.heads, l.heads_in_qkv);
+  cudnnBackendDescriptor_t k_t =
+      graph.tensor(kUidK, CUDNN_DATA_BFLOAT16, l.heads_transposed, l.heads_transposed_in_qkv);
+  cudnnBackendDescriptor_t v = graph.tensor(kUidV, CUDNN_DATA_BFLOAT16, l.heads, l.heads_in_qkv);
+  cudnnBackendDescriptor_t scale = graph.scalar(kUidScale);
+  cudnnBackendDescriptor_t mask_value = graph.scalar(kUidMaskValue);
+  cudnnBackendDescriptor_t o = graph.tensor(kUidO, CUDNN_DATA_BFLOAT16, l.heads, l.heads_in_out);
+  cudnnBackendDescriptor_t stats = graph.tensor(kUidStats, CUDNN_DATA_FLOAT, l.rows, l.rows_packed);
+
+  cudnnBackendDescriptor_t scores = graph.virtual_tensor(CUDNN_DATA_FLOAT, l.scores, l.scores_packed);
+  graph.matmul("S = Q K^T", q, k_t, scores);
+  cudnnBackendDescriptor_t scaled = graph.virtual_tensor(CUDNN_DATA_FLOAT, l.scores, l.scores_packed);
+  graph.binary("S * scale", CUDNN_POINTWISE_MUL, scores, scale, scaled);
+  cudnnBackendDescriptor_t masked = causal_mask(graph, l, scaled, mask_value);
+
+  cudnnBackendDescriptor_t row_max = graph.virtual_tensor(CUDNN_DATA_FLOAT, l.rows, l.rows_packed);
+  graph.reduction("M = row max", CUDNN_REDUCE_TENSOR_MAX, masked, row_max);
+  cudnnBackendDescriptor_t shifted = graph.virtual_tensor(CUDNN_DATA_FLOAT, l.scores, l.scores_packed);
+  graph.binary("S - M", CUDNN_POINTWISE_SUB, masked, row_max, shifted);
+  cudnnBackendDescriptor_t exps = graph.virtual_tensor(CUDNN_DATA_FLOAT, l.scores, l.scores_packed);
+  graph.unary("E = exp(S - M)", CUDNN_POINTWISE_EXP, shifted, exps);
+  cudnnBackendDescriptor_t row_sum = graph.virtual_tensor(CUDNN_DATA_FLOAT, l.rows, l.rows_packed);
+  graph.reduction("Z = row sum of E", CUDNN_REDUCE_TENSOR_ADD, exps, row_sum);
+  cudnnBackendDescriptor_t log_sum = graph.virtual_tensor(CUDNN_DATA_FLOAT, l.rows, l.rows_packed);
+  graph.unary("log Z", CUDNN_POINTWISE_LOG, row_sum, log_sum);
+  graph.binary("lse = M + log Z", CUDNN_POINTWISE_ADD, row_max, log_sum, stats);
+  cudnnBackendDescriptor_t probs = graph.virtual_tensor(CUDNN_DATA_BFLOAT16, l.scores, l.scores_packed);
+  graph.binary("P = E / Z", CUDNN_POINTWISE_DIV, exps, row_sum, probs);
+  graph.matmul("O = P V", probs, v, o);
+
+  graph.build_plan();
+}
+
+void build_backward(GraphBuilder& graph, const Layout& l) {
+  cudnnBackendDescriptor_t q = graph.tensor(kUidQ, CUDNN_DATA_BFLOAT16, l.heads, l.heads_in_qkv);
+  cudnnBackendDescriptor_t k_t =
+      graph.tensor(kUidK, CUDNN_DATA_BFLOAT16, l.heads_transposed, l.heads_transposed_in_qkv);
+  cudnnBackendDescriptor_t v_t =
+      graph.tensor(kUidV, CUDNN_DATA_BFLOAT16, l.heads_transposed, l.heads_transposed_in_qkv);
+  cudnnBackendDescriptor_t o = graph.tensor(kUidO, CUDNN_DATA_BFLOAT16, l.heads, l.heads_in_out);
+  cudnnBackendDescriptor_t d_o = graph.tensor(kUidDO, CUDNN_DATA_BFLOAT16, l.heads, l.heads_in_out);
+  cudnnBackendDescriptor_t stats = graph.tensor(kUidStats, CUDNN_DATA_FLOAT, l.rows, l.rows_packed);
+  cudnnBackendDescriptor_t scale = graph.scalar(kUidScale);
+  cudnnBackendDescriptor_t mask_value = graph.scalar(kUidMaskValue);
+  cudnnBackendDescriptor_t one = graph.scalar(kUidOne);
+  cudnnBackendDescriptor_t d_q = graph.tensor(kUidDQ, CUDNN_DATA_BFLOAT16, l.heads, l.heads_in_qkv);
+  cudnnBackendDescriptor_t d_k = graph.tensor(kUidDK, CUDNN_DATA_BFLOAT16, l.heads, l.heads_in_qkv);
+  cudnnBackendDescriptor_t d_v = graph.tensor(kUidDV, CUDNN_DATA_BFLOAT16, l.heads, l.heads_in_qkv);
+  cudnnBackendDescriptor_t softmax_sum = graph.tensor(kUidSoftmaxSum, CUDNN_DATA_FLOAT, l.rows, l.rows_packed);
+  cudnnBackendDescriptor_t d_q_accumulator = graph.tensor(kUidDQAccumulator, CUDNN_DATA_FLOAT, l.heads, l.heads_packed);
+
+  // D = sum over d of dO * O (= sum over keys of P * dP): the softmax backward's row term.
+  cudnnBackendDescriptor_t d_o_times_o = graph.virtual_tensor(CUDNN_DATA_FLOAT, l.heads, l.heads_in_out);
+  graph.binary("dO * O", CUDNN_POINTWISE_MUL, d_o, o, d_o_times_o);
+  cudnnBackendDescriptor_t row_dot = graph.virtual_tensor(CUDNN_DATA_FLOAT, l.rows, l.rows_packed);
+  graph.reduction("row sum of dO * O", CUDNN_REDUCE_TENSOR_ADD, d_o_times_o, row_dot);
+  graph.binary("D = row sum * 1", CUDNN_POINTWISE_MUL, row_dot, one, softmax_sum);
+
+  // P = exp(Q K^T * scale - lse), causally masked.
+  cudnnBackendDescriptor_t scores = graph.virtual_tensor(CUDNN_DATA_FLOAT, l.scores, l.scores_packed);
+  graph.matmul("S = Q K^T", q, k_t, scores);
+  cudnnBackendDescriptor_t scaled = graph.virtual_tensor(CUDNN_DATA_FLOAT, l.scores, l.scores_packed);
+  graph.binary("S * scale", CUDNN_POINTWISE_MUL, scores, scale, scaled);
+  cudnnBackendDescriptor_t shifted = graph.virtual_tensor(CUDNN_DATA_FLOAT, l.scores, l.scores_packed);
+  graph.binary("S - lse", CUDNN_POINTWISE_SUB, scaled, stats, shifted);
+  cudnnBackendDescriptor_t masked = causal_mask(graph, l, shifted, mask_value);
+  cudnnBackendDescriptor_t probs = graph.virtual_tensor(CUDNN_DATA_FLOAT, l.scores, l.scores_packed);
+  graph.unary("P = exp(S - lse)", CUDNN_POINTWISE_EXP, masked, probs);
+
+  // dV = P^T dO.
+  cudnnBackendDescriptor_t probs_t = graph.virtual_tensor(CUDNN_DATA_BFLOAT16, l.scores, l.scores_transposed);
+  graph.reshape("P^T", probs, probs_t);
+  graph.matmul("dV = P^T dO", probs_t, d_o, d_v);
+
+  // dS = P * (dO V^T - D) * scale.
+  cudnnBackendDescriptor_t d_probs = graph.virtual_tensor(CUDNN_DATA_FLOAT, l.scores, l.scores_packed);
+  graph.matmul("dP = dO V^T", d_o, v_t, d_probs);
+  cudnnBackendDescriptor_t d_probs_centered = graph.virtual_tensor(CUDNN_DATA_FLOAT, l.scores, l.scores_packed);
+  graph.binary("dP - D", CUDNN_POINTWISE_SUB, d_probs, softmax_sum, d_probs_centered);
+  cudnnBackendDescriptor_t d_scaled = graph.virtual_tensor(CUDNN_DATA_FLOAT, l.scores, l.scores_packed);
+  graph.binary("(dP - D) * P", CUDNN_POINTWISE_MUL, d_probs_centered, probs, d_scaled);
+  cudnnBackendDescriptor_t d_scores = graph.virtual_tensor(CUDNN_DATA_FLOAT, l.scores, l.scores_packed);
+  graph.binary("dS = (dP - D) * P * scale", CUDNN_POINTWISE_MUL, d_scaled, scale, d_scores);
+
+  // dK = dS^T Q.
+  cudnnBackendDescriptor_t d_scores_t = graph.virtual_tensor(CUDNN_DATA_BFLOAT16, l.scores, l.scores_transposed);
+  graph.reshape("dS^T", d_scores, d_scores_t);
+  graph.matmul("dK = dS^T Q", d_scores_t, q, d_k);
+
+  // dQ = dS K, accumulated in f32, then rounded to bf16.
+  cudnnBackendDescriptor_t k = graph.virtual_tensor(CUDNN_DATA_FLOAT, l.heads, l.heads_in_qkv);
+  graph.reshape("K = (K^T)^T", k_t, k);
+  graph.matmul("dQ accumulator = dS K", d_scores, k, d_q_accumulator);
+  graph.unary("dQ = accumulator", CUDNN_POINTWISE_IDENTITY, d_q_accumulator, d_q);
+
+  graph.build_plan();
+}
+
+// Runs `plan` on `stream` with the tensors `uids[i]` at `pointers[i]`.
+template <size_t N>
+void execute(cudnnHandle_t handle, const PlanGraph& plan, const std::array<int64_t, N>& uids,
+             const std::array<void*, N>& pointers, void* workspace, cudaStream_t stream) {
+  CUDNN_CHECK_DETAILED(cudnnSetStream(handle, stream));
+  Descriptor variant_pack(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR);
+  set_attribute(variant_pack.get(), CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, static_cast<int64_t>(N),
+                uids.data());
+  set_attribute(variant_pack.get(), CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, static_cast<int64_t>(N),
+                pointers.data());
+  set_attribute(variant_pack.get(), CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &workspace);
+  finalize(variant_pack.get());
+  CUDNN_CHECK_DETAILED(cudnnBackendExecute(handle, plan.plan, variant_pack.get()));
+}
+
+size_t round_up(size_t bytes, size_t multiple) { return (bytes + multiple - 1) / multiple * multiple; }
+
+bool aligned(const void* pointer) { return reinterpret_cast<uintptr_t>(pointer) % kTensorAlignment == 0; }
+
+// The element `elements` bf16 values after `base`.
+void* bf16_offset(const void* base, int64_t elements) {
+  return static_cast<char*>(const_cast<void*>(base)) + elements * kBf16Bytes;
+}
+
+}  // namespace
+
+std::string describe_cudnn() {
+  const size_t version = cudnnGetVersion();
+  return str_cat("cuDNN ", version / 10000, ".", version % 10000 / 100, ".", version % 100, " (built against ",
+                 CUDNN_MAJOR, ".", CUDNN_MINOR, ".", CUDNN_PATCHLEVEL, ")");
+}
+
+CudnnAttention::CudnnAttention(CachingAllocator& allocator) : allocator_(allocator) {
+  CUDA_CHECK(cudaGetDevice(&device_));
+  CUDA_CHECK(cudaDeviceGetAttribute(&compute_capability_major_, cudaDevAttrComputeCapabilityMajor, device_));
+  CUDA_CHECK(cudaDeviceGetAttribute(&compute_capability_minor_, cudaDevAttrComputeCapabilityMinor, device_));
+  cudnnHandle_t handle = nullptr;
+  CUDNN_CHECK_DETAILED(cudnnCreate(&handle));
+  handle_ = handle;
+}
+
+CudnnAttention::~CudnnAttention() {
+  plans_.clear();  // every descriptor before the handle they were built with
+  if (handle_ != nullptr) cudnnDestroy(handle_);
+}
+
+bool CudnnAttention::supported(int64_t B, int64_t T, int64_t H, int64_t hs) {
+  const Plans& plans = plans_for(B, T, H, hs);
+  reason_ = plans.supported ? std::string() : plans.reason;
+  return plans.supported;
+}
+
+CudnnAttention::Plans& CudnnAttention::plans_for(int64_t B, int64_t T, int64_t H, int64_t hs) {
+  const Shape shape{B, T, H, hs};
+  if (auto it = plans_.find(shape); it != plans_.end()) return *it->second;
+
+  auto plans = std::make_unique<Plans>();
+  const size_t version = cudnnGetVersion();
+  if (B < 1 || T < 1 || H < 1 || hs < 1) {
+    plans->reason = str_cat("empty attention shape B=", B, " T=", T, " H=", H, " hs=", hs);
+  } else if (version < 90000) {
+    plans->reason = str_cat(describe_cudnn(), " is older than 9.0, the first with these attention graphs");
+  } else if (compute_capability_major_ < 8) {
+    plans->reason = str_cat("GPU ", device_, " has compute capability ", compute_capability_major_, ".",
+                            compute_capability_minor_, "; cuDNN's fused attention needs 8.0 or newer");
+  } else if (hs % 8 != 0 || hs > 128) {
+    plans->reason = str_cat("head size ", hs, " is not a multiple of 8 up to 128");
+  } else if (T == 1) {
+    plans->reason = "cuDNN's attention backward does not take a single token (T = 1)";
+  } else {
+    plans->scale = 1.0f / std::sqrt(static_cast<float>(hs));
+    plans->mask_value =
+        version < 91000 ? std::numeric_limits<float>::lowest() : -std::numeric_limits<float>::infinity();
+    const Layout layout(B, T, H, hs);
+    const char* which = "forward";
+    GraphBuilder forward(handle_, plans->forward);
+    GraphBuilder backward(handle_, plans->backward);
+    const GraphBuilder* current = &forward;
+    try {
+      build_forward(forward, layout);
+      which = "backward";
+      current = &backward;
+      build_backward(backward, layout);
+      plans->supported = true;
+    } catch (const CudaError& error) {
+      const std::string reason = str_cat("cuDNN cannot build the attention ", which, " graph for B=", B, " T=", T,
+                                         " H=", H, " hs=", hs, " (at ", current->step(), "): ", error.what());
+      plans = std::make_unique<Plans>();  // drops the partial graphs
+      plans->reason = reason;
+    }
+  }
+  return *plans_.emplace(shape, std::move(plans)).first->second;
+}
+
+CudnnAttention::Plans& CudnnAttention::runnable_plans(int64_t B, int64_t T, int64_t H, int64_t hs) {
+  int device = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  TS_ASSERT(device == device_, "CudnnAttention made on GPU ", device_, " used with GPU ", device, " current");
+  Plans& plans = plans_for(B, T, H, hs);
+  TS_CHECK(plans.supported, CudaError, plans.reason);
+  return plans;
+}
+
+void CudnnAttention::forward(void* out, float* lse, const void* qkv, int64_t B, int64_t T, int64_t H, int64_t hs,
+                             cudaStream_t stream) {
+  Plans& plans = runnable_plans(B, T, H, hs);
+  TS_ASSERT(aligned(out) && aligned(lse) && aligned(qkv), "cuDNN attention buffers must be 16-byte aligned");
+  const int64_t C = H * hs;
+
+  const Context context{stream, &allocator_, nullptr};
+  Scratch workspace(context, static_cast<size_t>(plans.forward.workspace_bytes));
+  const std::array<int64_t, 7> uids = {kUidQ, kUidK, kUidV, kUidScale, kUidMaskValue, kUidO, kUidStats};
+  const std::array<void*, 7> pointers = {
+      const_cast<void*>(qkv), bf16_offset(qkv, C), bf16_offset(qkv, 2 * C), &plans.scale, &plans.mask_value, out, lse};
+  execute(handle_, plans.forward, uids, pointers, workspace.f32(), stream);
+}
+
+void CudnnAttention::backward(void* d_qkv, const void* d_out, const void* qkv, const void* out, const float* lse,
+                              int64_t B, int64_t T, int64_t H, int64_t hs, cudaStream_t stream) {
+  Plans& plans = runnable_plans(B, T, H, hs);
+  TS_ASSERT(aligned(d_qkv) && aligned(d_out) && aligned(qkv) && aligned(out) && aligned(lse),
+            "cuDNN attention buffers must be 16-byte aligned");
+  const int64_t C = H * hs;
+
+  // One scratch block: [cuDNN workspace | dQ accumulator, f32 [B,H,T,hs] | D, f32 [B,H,T]].
+  const size_t workspace_bytes = round_up(static_cast<size_t>(plans.backward.workspace_bytes), kScratchAlignment);
+  const size_t accumulator_bytes = static_cast<size_t>(B * H * T * hs) * sizeof(float);
+  const size_t softmax_sum_bytes = static_cast<size_t>(B * H * T) * sizeof(float);
+  const Context context{stream, &allocator_, nullptr};
+  Scratch scratch(context, workspace_bytes + round_up(accumulator_bytes, kScratchAlignment) + softmax_sum_bytes);
+  char* workspace = reinterpret_cast<char*>(scratch.f32());
+  char* accumulator = workspace + workspace_bytes;
+  char* softmax_sum = accumulator + round_up(accumulator_bytes, kScratchAlignment);
+  // cuDNN from 9.6 clears the accumulator itself; earlier versions need it zeroed (as cudnn-frontend does).
+  CUDA_CHECK(cudaMemsetAsync(accumulator, 0, accumulator_bytes, stream));
+
+  const std::array<int64_t, 14> uids = {
+      kUidQ,         kUidK,   kUidV,  kUidO,  kUidDO, kUidStats,      kUidScale,
+      kUidMaskValue, kUidOne, kUidDQ, kUidDK, kUidDV, kUidSoftmaxSum, kUidDQAccumulator};
+  const std::array<void*, 14> pointers = {const_cast<void*>(qkv),
+                                          bf16_offset(qkv, C),
+                                          bf16_offset(qkv, 2 * C),
+                                          const_cast<void*>(out),
+                                          const_cast<void*>(d_out),
+                                          const_cast<float*>(lse),
+                                          &plans.scale,
+                                          &plans.mask_value,
+                                          &plans.one,
+                                          d_qkv,
+                                          bf16_offset(d_qkv, C),
+                                          bf16_offset(d_qkv, 2 * C),
+                                          softmax_sum,
+                                          accumulator};
+  execute(handle_, plans.backward, uids, pointers, workspace, stream);
+}
+
+}  // namespace tessera::cuda
