@@ -2,11 +2,13 @@
 # The GPU check, in one command, on a GPU machine with no package registry (docs/gpu.md): unpacks the bundle
 # made by scripts/gpu_bundle.sh, finds the CUDA libraries (cudart 13, cuBLASLt 13, NCCL 2) among the Python
 # wheels of the machine's PyTorch, and runs
-#   1. the GPU unit tests (cuda_device_test; cuda_backend_test: every CudaBackend op against CpuBackend),
+#   1. the GPU unit tests (cuda_device_test; cuda_backend_test: every CudaBackend op against CpuBackend, in f32
+#      and bf16; its attention cases once more with cuDNN attention switched off),
 #   2. the NCCL process-group tests on 2 ranks (size-1 groups; multi-rank ones need a GPU per rank),
-#   3. `tessera verify` of both GPT-2 fixtures on CUDA: single rank over MPI groups, single rank over NCCL
-#      (size-1 groups), and tp=2 x pp=2 x dp=2 on 8 ranks sharing the GPU (MPI with host staging),
-#   4. `tessera bench` on CUDA (gpt2-124m shape).
+#   3. `tessera verify` of both GPT-2 fixtures on CUDA, in fp32 and in bf16 (model.dtype=BF16, at the bf16
+#      tolerances): single rank over MPI groups, single rank over NCCL (size-1 groups), and tp=2, pp=2, dp=2 on 2
+#      ranks sharing the GPU (MPI with host staging); tp=2 x pp=2 x dp=2 on 8 ranks in bf16,
+#   4. `tessera bench` on CUDA: GPT-2 124M, 350M and 774M at seq 1024 in bf16, and 124M in fp32.
 # Each step has its own time limit; the whole check stays under 10 minutes. Prints a summary table last and exits
 # non-zero if any step failed. Logs (environment.log, steps.log, summary.txt) go to $OUT (if the
 # environment names an output folder) or /tmp/tessera-gpu-check.
@@ -42,7 +44,7 @@ try:
 except Exception:
     pass
 dirs = []
-for name in ("libcudart.so.13", "libcublasLt.so.13", "libnccl.so.2"):
+for name in ("libcudart.so.13", "libcublasLt.so.13", "libnccl.so.2", "libcudnn.so.9"):
     for root in roots:
         for path in glob.glob(os.path.join(root, "nvidia", "**", name), recursive=True):
             if os.path.dirname(path) not in dirs:
@@ -99,15 +101,29 @@ fixtures="$repo/tests/data"
 cuda=(--set train.device=CUDA)
 step cuda_device_test 60 cuda_device_test
 step cuda_backend_test 150 cuda_backend_test
+# bf16 attention runs on cuDNN where it can; the same cases again on Tessera's own attention kernels.
+step cuda_backend_test_attention_without_cudnn 60 env TESSERA_CUDNN_ATTENTION=0 cuda_backend_test \
+  --gtest_filter='*attention*'
 step nccl_process_group_test 90 "${mpirun[@]}" -np 2 nccl_process_group_test
 for fixture in gpt2-tiny gpt2-tiny-clip; do
-  step "verify_${fixture}_cuda" 60 tessera verify --fixture "$fixtures/$fixture.h5" "${cuda[@]}"
-  step "verify_${fixture}_cuda_nccl" 60 tessera verify --fixture "$fixtures/$fixture.h5" "${cuda[@]}" \
-    --set parallel.comm=NCCL
-  step "verify_${fixture}_cuda_tp2_pp2_dp2" 120 "${mpirun[@]}" -np 8 tessera verify \
-    --fixture "$fixtures/$fixture.h5" "${cuda[@]}" --set parallel.tp=2 --set parallel.pp=2 --set parallel.dp=2
+  for dtype in FP32 BF16; do
+    tag="${fixture}_cuda_${dtype,,}"
+    f=(--fixture "$fixtures/$fixture.h5" "${cuda[@]}" --set model.dtype=$dtype)
+    step "verify_$tag" 60 tessera verify "${f[@]}"
+    step "verify_${tag}_nccl" 60 tessera verify "${f[@]}" --set parallel.comm=NCCL
+    step "verify_${tag}_tp2" 60 "${mpirun[@]}" -np 2 tessera verify "${f[@]}" --set parallel.tp=2
+    step "verify_${tag}_pp2" 60 "${mpirun[@]}" -np 2 tessera verify "${f[@]}" --set parallel.pp=2 \
+      --set parallel.micro_batches=2
+    step "verify_${tag}_dp2" 60 "${mpirun[@]}" -np 2 tessera verify "${f[@]}" --set parallel.dp=2
+  done
 done
-step bench_gpt2-124m_cuda 90 tessera bench --shape gpt2-124m --steps 5 "${cuda[@]}"
+step verify_gpt2-tiny_cuda_bf16_tp2_pp2_dp2 120 "${mpirun[@]}" -np 8 tessera verify \
+  --fixture "$fixtures/gpt2-tiny.h5" "${cuda[@]}" --set model.dtype=BF16 --set parallel.tp=2 --set parallel.pp=2 \
+  --set parallel.dp=2
+for shape in gpt2-124m gpt2-350m gpt2-774m; do
+  step "bench_${shape}_cuda_bf16" 120 tessera bench --shape $shape --steps 5 "${cuda[@]}"
+done
+step bench_gpt2-124m_cuda_fp32 120 tessera bench --shape gpt2-124m --steps 5 "${cuda[@]}" --set model.dtype=FP32
 
 echo
 printf '%-40s %s\n' "step" "result" | tee "$logs/summary.txt"
@@ -116,7 +132,7 @@ for i in "${!names[@]}"; do
   printf '%-40s %s\n' "${names[$i]}" "${results[$i]}" | tee -a "$logs/summary.txt"
   [[ ${results[$i]} == PASS* ]] || failed=1
 done
-sed -n '/==> bench_gpt2-124m_cuda/,$p' "$logs/steps.log" | grep -E '^  (step time|tokens/s|model GFLOP/s|sgemm|device)'
+sed -n '/==> bench_/,$p' "$logs/steps.log" | grep -E '^(==> bench|  (step time|tokens/s|device|[0-9.]+ TFLOP))'
 
 echo "logs: $logs"
 rm -rf "$work"

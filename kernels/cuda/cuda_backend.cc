@@ -2,7 +2,13 @@
 // folder with the storage type of the op's compute tensors.
 #include "kernels/cuda/cuda_backend.h"
 
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <initializer_list>
+#include <set>
+#include <tuple>
 
 #include "kernels/cuda/adamw.h"
 #include "kernels/cuda/attention.h"
@@ -87,6 +93,36 @@ CudaBackend::CudaBackend(int device) : device_(device), device_name_(bind_device
   context_ = cuda::Context{stream_.get(), &allocator_, gemm_.get()};
   host_staging_capacity_ = 64;
   CUDA_CHECK(cudaMallocHost(&host_staging_, sizeof(double) * host_staging_capacity_));
+  const char* cudnn_setting = std::getenv("TESSERA_CUDNN_ATTENTION");
+  cudnn_attention_disabled_ = cudnn_setting != nullptr && std::strcmp(cudnn_setting, "0") == 0;
+}
+
+// Note [Attention choice]
+// bf16 attention goes to cuDNN's fused flash attention (kernels/cuda/cudnn_attention.h) when the build has cuDNN 9
+// and cuDNN has an engine for the shape; f32 attention, shapes cuDNN refuses (hs not a multiple of 8 or over 128,
+// T = 1, GPUs before sm_80), unaligned pointers and TESSERA_CUDNN_ATTENTION=0 take Tessera's own flash-style
+// kernels (attention.cu). Both follow the same contract (out and lse; backward from qkv, out, lse), so the
+// forward of one and the backward of the other could even be mixed; the choice is made per shape and is the
+// same for a shape's forward and backward. A refused shape is reported once on stderr with cuDNN's reason.
+bool CudaBackend::use_cudnn_attention(int64_t B, int64_t T, int64_t H, int64_t hs,
+                                      std::initializer_list<const void*> pointers) {
+#if defined(TESSERA_HAS_CUDNN)
+  if (cudnn_attention_disabled_) return false;
+  for (const void* p : pointers)
+    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
+  if (!cudnn_attention_) cudnn_attention_ = std::make_unique<cuda::CudnnAttention>(allocator_);
+  if (cudnn_attention_->supported(B, T, H, hs)) return true;
+  static std::set<std::tuple<int64_t, int64_t, int64_t, int64_t>> reported;
+  if (reported.insert({B, T, H, hs}).second) {
+    std::fprintf(stderr, "tessera: cuDNN attention does not take B=%lld T=%lld H=%lld hs=%lld (%s); using Tessera's "
+                 "attention kernels for it\n", static_cast<long long>(B), static_cast<long long>(T),
+                 static_cast<long long>(H), static_cast<long long>(hs), cudnn_attention_->reason().c_str());
+  }
+  return false;
+#else
+  (void)B, (void)T, (void)H, (void)hs, (void)pointers;
+  return false;
+#endif
 }
 
 CudaBackend::~CudaBackend() {
@@ -289,8 +325,14 @@ void CudaBackend::attention_forward(Tensor out, Tensor lse, Tensor qkv, int n_he
   int64_t B = qkv.dim(0), T = qkv.dim(1), hs = qkv.dim(2) / (3 * n_head);
   TS_ASSERT(out.numel() == B * T * n_head * hs && lse.numel() == B * n_head * T, "attention shapes: out ",
             out.shape_string(), ", lse ", lse.shape_string(), ", qkv ", qkv.shape_string());
-  // cuDNN: for bf16, the fused SDPA (kernels/cuda/cudnn_attention) is tried here first, falling back to the
-  // kernel below when cuDNN has no engine for the shape.
+  if (dtype == DType::kBF16 && use_cudnn_attention(B, T, n_head, hs, {out.data(), lse.data(), qkv.data()})) {
+#if defined(TESSERA_HAS_CUDNN)
+    cudnn_attention_->forward(out.data(), data_as<float>(lse), qkv.data(), B, T, n_head, hs, stream());
+    last_attention_engine_ = "cudnn";
+    return;
+#endif
+  }
+  last_attention_engine_ = "tessera";
   cuda::dispatch_compute(dtype, "attention_forward", [&]<typename Tag>(Tag) {
     using S = typename Tag::type;
     cuda::attention_forward(data_as<S>(out), data_as<float>(lse), data_as<S>(qkv), B, T, n_head, hs, context_);
@@ -308,8 +350,14 @@ void CudaBackend::attention_backward(Tensor d_qkv, Tensor d_out, Tensor qkv, Ten
   TS_ASSERT(d_out.numel() == B * T * n_head * hs && out.numel() == d_out.numel() && lse.numel() == B * n_head * T,
             "attention backward shapes: d_out ", d_out.shape_string(), ", out ", out.shape_string(), ", lse ",
             lse.shape_string());
-  // cuDNN: for bf16, the fused SDPA backward (kernels/cuda/cudnn_attention) is tried here first, falling back to
-  // the kernels below when cuDNN has no engine for the shape.
+  if (dtype == DType::kBF16 &&
+      use_cudnn_attention(B, T, n_head, hs, {d_qkv.data(), d_out.data(), qkv.data(), out.data(), lse.data()})) {
+#if defined(TESSERA_HAS_CUDNN)
+    cudnn_attention_->backward(d_qkv.data(), d_out.data(), qkv.data(), out.data(), data_as<float>(lse), B, T, n_head,
+                               hs, stream());
+    return;
+#endif
+  }
   cuda::dispatch_compute(dtype, "attention_backward", [&]<typename Tag>(Tag) {
     using S = typename Tag::type;
     cuda::attention_backward(data_as<S>(d_qkv), data_as<S>(d_out), data_as<S>(qkv), data_as<S>(out),

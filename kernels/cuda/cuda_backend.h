@@ -30,6 +30,7 @@
 #include "core/backend.h"
 #include "kernels/cuda/caching_allocator.h"
 #include "kernels/cuda/context.h"
+#include "kernels/cuda/cudnn_attention.h"
 #include "kernels/cuda/device.h"
 #include "kernels/cuda/gemm.h"
 
@@ -89,7 +90,15 @@ class CudaBackend final : public Backend {
   void sum_of_squares_many(const Tensor* tensors, int count, double* sums) override;
   void scale(Tensor t, float factor) override;
 
+  // Which attention runs: "cudnn" (bf16 through cuDNN's fused flash attention) or "tessera" (the kernels of
+  // attention.cu) for the last attention_forward's shape. Note [Attention choice] in cuda_backend.cc.
+  const char* attention_engine() const { return last_attention_engine_; }
+
  private:
+  // True when cuDNN takes this bf16 attention: built with cuDNN, not disabled by TESSERA_CUDNN_ATTENTION=0, the
+  // shape supported and every pointer 16-byte aligned. Says once per shape on stderr why it does not.
+  bool use_cudnn_attention(int64_t B, int64_t T, int64_t H, int64_t hs, std::initializer_list<const void*> pointers);
+
   // Members are destroyed in reverse order: the allocator outlives everything that holds its memory.
   int device_;
   std::string device_name_;
@@ -100,6 +109,11 @@ class CudaBackend final : public Backend {
   // Pinned host memory the sums of squares are copied into: host_staging_capacity_ doubles, grown on demand.
   double* host_staging_ = nullptr;
   int host_staging_capacity_ = 0;
+#if defined(TESSERA_HAS_CUDNN)
+  std::unique_ptr<cuda::CudnnAttention> cudnn_attention_;  // created on first bf16 attention
+#endif
+  bool cudnn_attention_disabled_ = false;  // TESSERA_CUDNN_ATTENTION=0
+  const char* last_attention_engine_ = "none";
 };
 
 }  // namespace tessera
