@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 build=${1:-build}
 out=build-gpu
 
-binaries=(launcher/tessera tests/cuda_backend_test tests/cuda_device_test tests/nccl_process_group_test)
+binaries=(tessera tests/cuda_backend_test tests/cuda_device_test tests/nccl_process_group_test)
 for binary in "${binaries[@]}"; do
   if [[ ! -x $build/$binary ]]; then
     echo "gpu_bundle: $build/$binary is missing: build with CUDA first, e.g." >&2
