@@ -41,6 +41,10 @@
 //                                        scratch, summed into across key blocks); IDENTITY -> dQ (bf16)
 // D and the dQ accumulator are the two non-virtual intermediates the backward pattern requires; the op order,
 // data types and the "* 1" follow cudnn-frontend's graph, which is what cuDNN's pattern matcher is tested on.
+//
+// One path describes both graphs (build_attention_graphs): CudnnAttention builds execution plans from them for
+// the current GPU, and check_attention_graphs_for_device asks cuDNN's engine heuristics about a GPU that is only
+// described, without a GPU at all (Note [Checking the graphs without a GPU]).
 #include "kernels/cuda/cudnn_attention.h"
 
 #include <cudnn.h>
@@ -64,6 +68,10 @@ namespace {
 constexpr int64_t kBf16Bytes = 2;
 constexpr int64_t kTensorAlignment = 16;  // bytes, declared for every tensor
 constexpr size_t kScratchAlignment = 256;
+// cuDNN 9.8 added graphs bound to no handle and heuristics for a described GPU (Note [Checking the graphs
+// without a GPU]): the version of the library loaded, and of the headers (which decide what compiles).
+constexpr size_t kFirstVersionDescribingDevices = 90800;
+#define TS_CUDNN_DESCRIBES_DEVICES (CUDNN_VERSION >= 90800)
 
 // Unique ids of the tensors in the variant packs. Virtual tensors are numbered from kFirstVirtualUid.
 enum Uid : int64_t {
@@ -202,7 +210,7 @@ namespace {
 // error message if cuDNN refuses it.
 class GraphBuilder {
  public:
-  GraphBuilder(cudnnHandle_t handle, PlanGraph& graph) : handle_(handle), graph_(graph) {}
+  explicit GraphBuilder(PlanGraph& graph) : graph_(graph) {}
 
   const std::string& step() const { return step_; }
 
@@ -282,36 +290,57 @@ class GraphBuilder {
     operations_.push_back(op);
   }
 
-  // Finalizes the operation graph, asks the heuristics (mode A, then the fallback list) for engine
-  // configurations and keeps the first whose execution plan finalizes. Throws CudaError listing every refusal
-  // when none does.
-  void build_plan() {
+  // Finalizes the operation graph for the handle's GPU, asks the heuristics (mode A, then the fallback list) for
+  // engine configurations and keeps the first whose execution plan finalizes. Throws CudaError listing every
+  // refusal when none does.
+  void build_plan(cudnnHandle_t handle) { choose_engine(handle, nullptr); }
+
+  // Finalizes the operation graph bound to no GPU and asks the heuristics (mode A, then the fallback list) for
+  // engine configurations for the GPU `device_properties` describes; builds no plan. Throws CudaError listing
+  // every refusal when neither mode gives one. See Note [Checking the graphs without a GPU].
+  void check_engines(cudnnBackendDescriptor_t device_properties) { choose_engine(nullptr, device_properties); }
+
+ private:
+  // build_plan() when `handle` is set, check_engines() when `device_properties` is (exactly one of the two).
+  void choose_engine(cudnnHandle_t handle, cudnnBackendDescriptor_t device_properties) {
     step_ = "operation graph";
     cudnnBackendDescriptor_t operation_graph = create(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
     set_attribute(operation_graph, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR,
                   static_cast<int64_t>(operations_.size()), operations_.data());
-    set_attribute(operation_graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle_);
+    // From cuDNN 9.8 the handle is optional; a graph without one is what heuristics for a described GPU take.
+    if (handle != nullptr) {
+      set_attribute(operation_graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle);
+    }
     finalize(operation_graph);
 
     std::string refusals;
     for (const cudnnBackendHeurMode_t mode : {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK}) {
       std::string refused;
-      if (try_engines(operation_graph, mode, refused)) return;
+      if (try_engines(operation_graph, mode, handle, device_properties, refused)) return;
       refusals += str_cat(refusals.empty() ? "" : "; ", "heuristics mode ", static_cast<int>(mode), ": ", refused,
                           " (cuDNN's last message: ", last_cudnn_message(), ")");
     }
     throw CudaError(str_cat("cuDNN has no engine for this graph: ", refusals));
   }
 
- private:
-  // Asks the heuristics in `mode` for engine configurations and keeps the first whose execution plan finalizes
-  // (returns true). Otherwise returns false with what each configuration answered in `refused`.
-  bool try_engines(cudnnBackendDescriptor_t operation_graph, cudnnBackendHeurMode_t mode, std::string& refused) {
+  // Asks the heuristics in `mode` for engine configurations, for `device_properties` if set and the handle's GPU
+  // otherwise. With a handle, keeps the first configuration whose execution plan finalizes (returns true);
+  // without one, returns true when there is any configuration. Otherwise returns false with what the
+  // heuristics, or each configuration, answered in `refused`.
+  bool try_engines(cudnnBackendDescriptor_t operation_graph, cudnnBackendHeurMode_t mode, cudnnHandle_t handle,
+                   cudnnBackendDescriptor_t device_properties, std::string& refused) {
     step_ = str_cat("engine heuristics, mode ", static_cast<int>(mode));
     cudnnBackendDescriptor_t heuristics = create(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR);
     set_attribute(heuristics, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
                   &operation_graph);
     set_attribute(heuristics, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &mode);
+    if (device_properties != nullptr) {
+#if TS_CUDNN_DESCRIBES_DEVICES
+      set_attribute(heuristics, CUDNN_ATTR_ENGINEHEUR_DEVICEPROP, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &device_properties);
+#else
+      TS_ASSERT(false, "a described GPU needs cuDNN 9.8 headers");
+#endif
+    }
     const cudnnStatus_t heuristics_status = cudnnBackendFinalize(heuristics);
     if (heuristics_status != CUDNN_STATUS_SUCCESS) {
       refused = cudnnGetErrorString(heuristics_status);
@@ -324,7 +353,8 @@ class GraphBuilder {
       refused = "no engine configuration";
       return false;
     }
-    // cuDNN fills descriptors the caller created.
+    // cuDNN fills descriptors the caller created, keeping only the configurations whose engine supports the
+    // graph on that GPU (and whose runtime prerequisites, such as libcuda for runtime-compiled engines, load).
     std::vector<cudnnBackendDescriptor_t> configs;
     for (int64_t i = 0; i < available; ++i) configs.push_back(create(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR));
     int64_t returned = 0;
@@ -334,10 +364,11 @@ class GraphBuilder {
       refused = str_cat("none of ", available, " engine configurations applies");
       return false;
     }
+    if (handle == nullptr) return true;  // a described GPU: plans are built where it runs
     for (int64_t i = 0; i < returned && i < available; ++i) {
       step_ = str_cat("execution plan for engine configuration ", i, " of heuristics mode ", static_cast<int>(mode));
       Descriptor plan(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
-      set_attribute(plan.get(), CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle_);
+      set_attribute(plan.get(), CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle);
       set_attribute(plan.get(), CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
                     &configs[static_cast<size_t>(i)]);
       const cudnnStatus_t plan_status = cudnnBackendFinalize(plan.get());
@@ -400,7 +431,6 @@ class GraphBuilder {
     operations_.push_back(op);
   }
 
-  cudnnHandle_t handle_;
   PlanGraph& graph_;
   std::vector<cudnnBackendDescriptor_t> operations_;  // in the order they were described (a topological order)
   int64_t next_virtual_uid_ = kFirstVirtualUid;
@@ -421,6 +451,7 @@ cudnnBackendDescriptor_t causal_mask(GraphBuilder& graph, const Layout& layout, 
   return masked;
 }
 
+// Describes the forward graph (top of this file) into `graph`, which the caller then plans or checks.
 void build_forward(GraphBuilder& graph, const Layout& l) {
   cudnnBackendDescriptor_t q = graph.tensor(kUidQ, CUDNN_DATA_BFLOAT16, l.heads, l.heads_in_qkv);
   cudnnBackendDescriptor_t k_t =
@@ -451,10 +482,9 @@ void build_forward(GraphBuilder& graph, const Layout& l) {
   cudnnBackendDescriptor_t probs = graph.virtual_tensor(CUDNN_DATA_BFLOAT16, l.scores, l.scores_packed);
   graph.binary("P = E / Z", CUDNN_POINTWISE_DIV, exps, row_sum, probs);
   graph.matmul("O = P V", probs, v, o);
-
-  graph.build_plan();
 }
 
+// Describes the backward graph (top of this file) into `graph`, which the caller then plans or checks.
 void build_backward(GraphBuilder& graph, const Layout& l) {
   cudnnBackendDescriptor_t q = graph.tensor(kUidQ, CUDNN_DATA_BFLOAT16, l.heads, l.heads_in_qkv);
   cudnnBackendDescriptor_t k_t =
@@ -516,8 +546,41 @@ void build_backward(GraphBuilder& graph, const Layout& l) {
   graph.reshape("K = (K^T)^T", k_t, k);
   graph.matmul("dQ accumulator = dS K", d_scores, k, d_q_accumulator);
   graph.unary("dQ = accumulator", CUDNN_POINTWISE_IDENTITY, d_q_accumulator, d_q);
+}
 
-  graph.build_plan();
+// Why Tessera does not ask cuDNN about this shape at all, or "": limits of cuDNN's fused attention engines that
+// are checked here for a clear message (cuDNN would only say it has no engine).
+std::string shape_refusal(int64_t B, int64_t T, int64_t H, int64_t hs) {
+  if (B < 1 || T < 1 || H < 1 || hs < 1) return str_cat("empty attention shape B=", B, " T=", T, " H=", H, " hs=", hs);
+  if (hs % 8 != 0 || hs > 128) return str_cat("head size ", hs, " is not a multiple of 8 up to 128");
+  if (T == 1) return "cuDNN's attention backward does not take a single token (T = 1)";
+  return "";
+}
+
+// Describes the forward and then the backward graph of a shape into `forward` and `backward`, handing each to
+// `finish` (GraphBuilder::build_plan or check_engines) as soon as it is described: the one path by which both
+// CudnnAttention and check_attention_graphs_for_device build the graphs. Returns "" or why cuDNN refused,
+// naming the graph and the step; the partial graphs are left for the caller to drop.
+template <typename Finish>
+std::string build_attention_graphs(int64_t B, int64_t T, int64_t H, int64_t hs, PlanGraph& forward, PlanGraph& backward,
+                                   const Finish& finish) {
+  const Layout layout(B, T, H, hs);
+  const char* which = "forward";
+  GraphBuilder forward_builder(forward);
+  GraphBuilder backward_builder(backward);
+  const GraphBuilder* current = &forward_builder;
+  try {
+    build_forward(forward_builder, layout);
+    finish(forward_builder);
+    which = "backward";
+    current = &backward_builder;
+    build_backward(backward_builder, layout);
+    finish(backward_builder);
+  } catch (const CudaError& error) {
+    return str_cat("cuDNN cannot build the attention ", which, " graph for B=", B, " T=", T, " H=", H, " hs=", hs,
+                   " (at ", current->step(), "): ", error.what());
+  }
+  return "";
 }
 
 // Runs `plan` on `stream` with the tensors `uids[i]` at `pointers[i]`.
@@ -552,6 +615,73 @@ std::string describe_cudnn() {
                  CUDNN_MAJOR, ".", CUDNN_MINOR, ".", CUDNN_PATCHLEVEL, ")");
 }
 
+// Note [Checking the graphs without a GPU]
+// From cuDNN 9.8 an operation graph need not be bound to a handle, and the engine heuristics can be asked about a
+// GPU that a CUDNN_BACKEND_DEVICEPROP_DESCRIPTOR describes (CUDNN_ATTR_ENGINEHEUR_DEVICEPROP) instead of the
+// handle's: this is the first step of cuDNN's documented deviceless ahead-of-time compilation. The heuristics
+// return only configurations whose engine's support check accepts the graph on that GPU, so an attention graph
+// that cuDNN's fused-attention engines do not recognize gets none. check_attention_graphs_for_device stops
+// there: an execution plan would compile the engine's kernels (about half a second per configuration on the
+// build machine, and the last step needs a driver). The support check is coarser than compiling: a graph
+// refused here would be refused on the GPU, but one accepted may still fail to compile there (seen with a
+// backward graph whose Q was fp16 and everything else bf16: configurations returned, the first one's kernels
+// failed to compile).
+//
+// The runtime-compiled engines that run these graphs count libcuda among their prerequisites: cuDNN dlopens
+// libcuda.so.1 while it filters the configurations and drops every one of them, whatever the graph, when that
+// fails. No driver function is called on this path, so without a GPU the CUDA toolkit's stub libcuda.so (which
+// answers every call with an error) is enough; the test loads it, production code never does.
+std::string described_gpu_json(int sm, int multiprocessors, int64_t shared_memory_per_block_optin,
+                               const std::string& name) {
+  // Fixed for every described GPU: limits that sm80 and sm90 data-center GPUs share, and sizes and clocks of an
+  // H100 SXM, which the heuristics may use to rank engines but which did not change which graphs get one.
+  constexpr int64_t kL2CacheBytes = 50 << 20;
+  constexpr int64_t kMemoryBytes = 80LL << 30;
+  constexpr int kSmClockKhz = 1980000;
+  constexpr int kMemoryClockKhz = 2619000;
+  TS_CHECK(name.find_first_of("\"\\") == std::string::npos, ConfigError, "GPU name ", name,
+           " must not contain quotes or backslashes");
+  return str_cat("{\"deviceName\":\"", name, "\",\"deviceVer\":", sm * 10, ",\"multiProcessorCount\":", multiprocessors,
+                 ",\"maxSharedMemoryPerBlockOptin\":", shared_memory_per_block_optin,
+                 ",\"maxSharedMemoryPerBlock\":49152,\"reservedSharedMemoryPerBlock\":1024,"
+                 "\"regsPerBlock\":65536,\"maxRegistersPerSM\":65536,\"maxThreadsPerBlock\":1024,"
+                 "\"maxThreadsPerSM\":2048,\"maxCtasPerSM\":32,\"warpSize\":32,"
+                 "\"maxGridSize\":[2147483647,65535,65535],\"maxBlockSize\":[1024,1024,64],"
+                 "\"supportCoopLaunch\":1,\"isTccDriver\":0,\"l2CacheSize\":",
+                 kL2CacheBytes, ",\"totalGlobalMem\":", kMemoryBytes, ",\"smClockRateKHz\":", kSmClockKhz,
+                 ",\"memClockRateKHz\":", kMemoryClockKhz, ",\"driverVer\":", CUDART_VERSION,
+                 ",\"pciDeviceId\":0,\"cudaDeviceId\":0}");
+}
+
+std::string h100_sxm_json() { return described_gpu_json(90, 132, 232448, "NVIDIA H100 80GB HBM3"); }
+
+std::string a100_sxm_json() { return described_gpu_json(80, 108, 166912, "NVIDIA A100-SXM4-80GB"); }
+
+std::string check_attention_graphs_for_device(const std::string& device_json, int64_t B, int64_t T, int64_t H,
+                                              int64_t hs) {
+#if TS_CUDNN_DESCRIBES_DEVICES
+  if (cudnnGetVersion() < kFirstVersionDescribingDevices) {
+    return str_cat(describe_cudnn(), " cannot describe a GPU it does not see: that needs cuDNN 9.8 or newer");
+  }
+  if (std::string refused = shape_refusal(B, T, H, hs); !refused.empty()) return refused;
+  Descriptor device_properties(CUDNN_BACKEND_DEVICEPROP_DESCRIPTOR);
+  try {
+    set_attribute(device_properties.get(), CUDNN_ATTR_DEVICEPROP_JSON_REPRESENTATION, CUDNN_TYPE_CHAR,
+                  static_cast<int64_t>(device_json.size()), device_json.data());
+    finalize(device_properties.get());
+  } catch (const CudaError& error) {
+    return str_cat("cuDNN does not take the GPU description ", device_json, ": ", error.what());
+  }
+  PlanGraph forward;
+  PlanGraph backward;
+  return build_attention_graphs(B, T, H, hs, forward, backward,
+                                [&](GraphBuilder& graph) { graph.check_engines(device_properties.get()); });
+#else
+  (void)device_json, (void)B, (void)T, (void)H, (void)hs;
+  return str_cat(describe_cudnn(), ": headers older than cuDNN 9.8 cannot describe a GPU this process does not see");
+#endif
+}
+
 CudnnAttention::CudnnAttention(CachingAllocator& allocator) : allocator_(allocator) {
   CUDA_CHECK(cudaGetDevice(&device_));
   CUDA_CHECK(cudaDeviceGetAttribute(&compute_capability_major_, cudaDevAttrComputeCapabilityMajor, device_));
@@ -578,35 +708,23 @@ CudnnAttention::Plans& CudnnAttention::plans_for(int64_t B, int64_t T, int64_t H
 
   auto plans = std::make_unique<Plans>();
   const size_t version = cudnnGetVersion();
-  if (B < 1 || T < 1 || H < 1 || hs < 1) {
-    plans->reason = str_cat("empty attention shape B=", B, " T=", T, " H=", H, " hs=", hs);
-  } else if (version < 90000) {
+  const std::string shape_refused = shape_refusal(B, T, H, hs);
+  if (version < 90000) {
     plans->reason = str_cat(describe_cudnn(), " is older than 9.0, the first with these attention graphs");
   } else if (compute_capability_major_ < 8) {
     plans->reason = str_cat("GPU ", device_, " has compute capability ", compute_capability_major_, ".",
                             compute_capability_minor_, "; cuDNN's fused attention needs 8.0 or newer");
-  } else if (hs % 8 != 0 || hs > 128) {
-    plans->reason = str_cat("head size ", hs, " is not a multiple of 8 up to 128");
-  } else if (T == 1) {
-    plans->reason = "cuDNN's attention backward does not take a single token (T = 1)";
+  } else if (!shape_refused.empty()) {
+    plans->reason = shape_refused;
   } else {
     plans->scale = 1.0f / std::sqrt(static_cast<float>(hs));
     plans->mask_value =
         version < 91000 ? std::numeric_limits<float>::lowest() : -std::numeric_limits<float>::infinity();
-    const Layout layout(B, T, H, hs);
-    const char* which = "forward";
-    GraphBuilder forward(handle_, plans->forward);
-    GraphBuilder backward(handle_, plans->backward);
-    const GraphBuilder* current = &forward;
-    try {
-      build_forward(forward, layout);
-      which = "backward";
-      current = &backward;
-      build_backward(backward, layout);
+    const std::string reason = build_attention_graphs(B, T, H, hs, plans->forward, plans->backward,
+                                                      [&](GraphBuilder& graph) { graph.build_plan(handle_); });
+    if (reason.empty()) {
       plans->supported = true;
-    } catch (const CudaError& error) {
-      const std::string reason = str_cat("cuDNN cannot build the attention ", which, " graph for B=", B, " T=", T,
-                                         " H=", H, " hs=", hs, " (at ", current->step(), "): ", error.what());
+    } else {
       plans = std::make_unique<Plans>();  // drops the partial graphs
       plans->reason = reason;
     }

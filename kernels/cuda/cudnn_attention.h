@@ -28,6 +28,32 @@ namespace tessera::cuda {
 // Needs no GPU. A first self-check when bringing cuDNN attention up on a new machine.
 std::string describe_cudnn();
 
+// The JSON by which cuDNN takes a GPU's properties (CUDNN_ATTR_DEVICEPROP_JSON_REPRESENTATION) for a GPU
+// described, not queried: compute capability `sm` (80 for 8.0, 90 for 9.0), `multiprocessors` SMs, and
+// `shared_memory_per_block_optin` bytes of shared memory a block can opt into; `name` as the driver reports it
+// (no quotes or backslashes: ConfigError). The other properties are fixed: the limits that sm80 and sm90
+// data-center GPUs share, with the memory size, L2 size and clocks of an H100 SXM. Needs no GPU.
+std::string described_gpu_json(int sm, int multiprocessors, int64_t shared_memory_per_block_optin,
+                               const std::string& name);
+// Described, not queried: an H100 SXM5 80GB (sm90, 132 SMs, 227 KiB opt-in shared memory) and an A100 SXM4
+// 80GB (sm80, 108 SMs, 163 KiB).
+std::string h100_sxm_json();
+std::string a100_sxm_json();
+
+// Whether cuDNN would run CudnnAttention's graphs for shape B, T, H, hs on the GPU `device_json` describes (see
+// described_gpu_json): builds the same forward and backward graphs as CudnnAttention::supported(), through the
+// same code, and asks cuDNN's engine heuristics about that GPU instead of the current one. Returns "" when both
+// graphs get at least one engine configuration, else the reason, in the words supported() would use. Builds no
+// execution plan, so it compiles no kernel: a GPU accepted here can still fail at plan or run time.
+//
+// Needs no GPU and no handle, but cuDNN 9.8 or newer and a loadable libcuda.so.1 (the driver, or the CUDA
+// toolkit's stub where there is no GPU): without one cuDNN drops every configuration of these engines and this
+// returns its "none applies" refusal. Note [Checking the graphs without a GPU] in cudnn_attention.cc. Host work
+// only, tens of milliseconds; each call builds and destroys descriptors of its own. Throws CudaError only when
+// cuDNN itself fails (allocation), never for a refused shape or description.
+std::string check_attention_graphs_for_device(const std::string& device_json, int64_t B, int64_t T, int64_t H,
+                                              int64_t hs);
+
 class CudnnAttention {
  public:
   // Creates the cuDNN handle on the calling thread's current device, which every later call must also have
