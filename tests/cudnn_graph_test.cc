@@ -61,7 +61,12 @@ std::string load_driver_library() {
 
 class CudnnAttentionGraphs : public ::testing::Test {
  protected:
-  void SetUp() override { ASSERT_EQ(load_driver_library(), ""); }
+  // Like the GPU tests without a GPU: a machine that has neither the stub nor a driver cannot run the check, and
+  // says so instead of failing.
+  void SetUp() override {
+    const std::string problem = load_driver_library();
+    if (!problem.empty()) GTEST_SKIP() << problem;
+  }
 };
 
 TEST_F(CudnnAttentionGraphs, Gpt2ShapesGetEnginesOnA100AndH100) {
