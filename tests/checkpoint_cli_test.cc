@@ -212,6 +212,41 @@ TEST(CheckpointCli, EveryLayoutResumesEveryOthersCheckpoint) {
   }
 }
 
+// Mixed precision: checkpoints hold the f32 master weights; a resume rebuilds the bf16 compute copy from them,
+// so a resume in the same layout continues bit for bit, and one in another layout within bf16 rounding of that
+// layout's own uninterrupted run.
+TEST(CheckpointCli, MixedPrecisionResumesBitExactInTheSameLayoutAndCloseInAnother) {
+  TempDir dir;
+  std::string text = kJob;
+  text.replace(text.find("max_seq_len: 16 }"), 17, "max_seq_len: 16 dtype: BF16 }");
+  const std::string job = write_job(dir, text);
+  const RunLayout single{1, 1, 1, false}, tensor_parallel{2, 1, 1, true};
+  const std::vector<testing::CommandResult> references =
+      run_all({train_command(job, single, dir.file("ref1")), train_command(job, tensor_parallel, dir.file("ref2"))});
+  for (const testing::CommandResult& r : references) ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string checkpoint = dir.file("ref1") + "/checkpoints/step_00000003";
+  const std::vector<testing::CommandResult> resumed =
+      run_all({train_command(job, single, dir.file("same"), "--resume " + checkpoint + " --set checkpoint.every_steps=0"),
+               train_command(job, tensor_parallel, dir.file("other"),
+                             "--resume " + checkpoint + " --set checkpoint.every_steps=0 --set checkpoint.save_on_exit=false")});
+  for (const testing::CommandResult& r : resumed) ASSERT_EQ(r.exit_code, 0) << r.output;
+
+  const std::map<int, Row> want_same = read_metrics(dir.file("ref1")), got_same = read_metrics(dir.file("same"));
+  ASSERT_EQ(got_same.size(), 3u);
+  for (const auto& [step, row] : got_same) {
+    EXPECT_EQ(row.loss, want_same.at(step).loss) << "step " << step;
+    EXPECT_EQ(row.grad_norm, want_same.at(step).grad_norm) << "step " << step;
+  }
+  expect_same_tensors(dir.file("same") + "/checkpoints/step_00000006", dir.file("ref1") + "/checkpoints/step_00000006");
+
+  const std::map<int, Row> want_other = read_metrics(dir.file("ref2")), got_other = read_metrics(dir.file("other"));
+  ASSERT_EQ(got_other.size(), 3u);
+  for (const auto& [step, row] : got_other) {
+    const double loss = std::stod(row.loss), expected = std::stod(want_other.at(step).loss);
+    EXPECT_LE(std::fabs(loss - expected), 2e-3 * std::fabs(expected)) << "step " << step;
+  }
+}
+
 TEST(CheckpointCli, SaveKilledAtAnyPointLeavesThePreviousCheckpointLatest) {
   TempDir dir;
   const std::string job = write_job(dir);
