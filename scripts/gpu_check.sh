@@ -14,7 +14,8 @@
 # environment names an output folder) or /tmp/tessera-gpu-check.
 #
 # Usage, from the repository root: bash scripts/gpu_check.sh [BUNDLE]   (default build-gpu/tessera-gpu.tar.xz)
-# TESSERA_CUDA_LIB_DIRS (colon-separated) overrides the search for the CUDA libraries.
+# TESSERA_CUDA_LIB_DIRS (colon-separated) overrides the search for the CUDA libraries. GPU_CHECK_ONLY=REGEX runs
+# only the steps whose names match (e.g. 'bf16|bench' or '^cuda_'), to split the check over several sessions.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -85,6 +86,7 @@ declare -a names results
 step() {
   local name=$1 limit=$2
   shift 2
+  if [[ -n ${GPU_CHECK_ONLY:-} && ! $name =~ $GPU_CHECK_ONLY ]]; then return 0; fi
   local start=$SECONDS
   echo "==> $name: $*" | tee -a "$logs/steps.log"
   timeout --kill-after=10 "$limit" "$@" >"$work/step.log" 2>&1
