@@ -160,8 +160,9 @@ int bench_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
     std::printf("  %s\n", device_line(device, m.dtype).c_str());
     if (job.backend->device() == Device::kCuda) {
       const Throughput t = throughput(m, T, tokens_per_step, median, static_cast<int>(world), device.bf16_peak_tflops);
-      std::printf("  %.1f TFLOP/s per GPU%s\n", t.tflops_per_device,
-                  t.mfu >= 0 ? str_cat(" -> MFU ", static_cast<int>(1000 * t.mfu + 0.5) / 10.0, "%").c_str() : "");
+      std::printf("  %.1f TFLOP/s per GPU%s; attention: %s\n", t.tflops_per_device,
+                  t.mfu >= 0 ? str_cat(" -> MFU ", static_cast<int>(1000 * t.mfu + 0.5) / 10.0, "%").c_str() : "",
+                  attention_engine(*job.backend).c_str());
     }
     std::fflush(stdout);
   }

@@ -89,6 +89,13 @@ DeviceDescription describe_device(const Backend& backend) {
   return DeviceDescription{backend.name(), 0};
 }
 
+std::string attention_engine(const Backend& backend) {
+#if TESSERA_HAS_CUDA
+  if (const auto* gpu = dynamic_cast<const CudaBackend*>(&backend)) return gpu->attention_engine();
+#endif
+  return backend.name();
+}
+
 std::string device_line(const DeviceDescription& device, DType compute) {
   const std::string head = str_cat("device: ", device.name, ", ", dtype_name(compute), " compute");
   if (device.name == "cpu") return head + " (MFU is reported on GPUs only)";

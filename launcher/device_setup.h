@@ -47,6 +47,9 @@ DeviceDescription describe_device(const Backend& backend);
 // "device: NVIDIA H100 80GB HBM3, bf16 compute; MFU against its dense bf16 peak of 989 TFLOP/s", or for a GPU
 // missing from the table "...: dense bf16 peak unknown, so no MFU (TFLOP/s per GPU instead)".
 std::string device_line(const DeviceDescription& device, DType compute);
+// Which attention implementation the backend ran last: "cudnn" or "tessera" on a GPU (kernels/cuda, Note
+// [Attention choice]), "cpu" otherwise.
+std::string attention_engine(const Backend& backend);
 
 // The rank's world/tp/pp/dp groups for `backend`. Collective over MPI_COMM_WORLD (as make_mpi_groups):
 // - CPU backend: make_mpi_groups.

@@ -221,10 +221,23 @@ struct NcclProcessGroup::Core {
       watched.clear();
       return;
     }
+    // The communicator is read under comm_mutex, so that an abort from the main thread cannot free it in between.
+    // When the main thread holds the lock (it is issuing NCCL calls), the error query waits for the next poll;
+    // the timeouts below are checked either way.
     ncclResult_t async = ncclSuccess;
-    if (ncclCommGetAsyncError(comm, &async) == ncclSuccess && async != ncclSuccess && async != ncclInProgress) {
+    std::string last_error;
+    {
+      std::unique_lock<std::timed_mutex> lock(comm_mutex, std::try_to_lock);
+      if (lock.owns_lock() && !aborted.load() && ncclCommGetAsyncError(comm, &async) == ncclSuccess &&
+          async != ncclSuccess && async != ncclInProgress) {
+        last_error = ncclGetLastError(comm);
+      } else {
+        async = ncclSuccess;
+      }
+    }
+    if (async != ncclSuccess) {
       fail(str_cat("NCCL reported an asynchronous error on ", group(), ": ", ncclGetErrorString(async), " (",
-                   ncclGetLastError(comm), ")"));
+                   last_error, ")"));
       return;
     }
     std::vector<std::shared_ptr<Pending>> snapshot;
