@@ -125,6 +125,14 @@ bool CudaBackend::use_cudnn_attention(int64_t B, int64_t T, int64_t H, int64_t h
 #endif
 }
 
+void CudaBackend::stop_cudnn_attention(const std::exception& error) {
+  // Both implementations follow the same contract, so the op is redone with Tessera's kernels. An error that
+  // poisoned the CUDA context (an illegal address) fails those too and surfaces there.
+  std::fprintf(stderr, "tessera: cuDNN attention failed at run time (%s); using Tessera's attention kernels from now "
+               "on\n", error.what());
+  cudnn_attention_disabled_ = true;
+}
+
 CudaBackend::~CudaBackend() {
   // Errors cannot be reported from here; whatever failed was reported by the op that saw it.
   cudaStreamSynchronize(stream_.get());
@@ -327,9 +335,13 @@ void CudaBackend::attention_forward(Tensor out, Tensor lse, Tensor qkv, int n_he
             out.shape_string(), ", lse ", lse.shape_string(), ", qkv ", qkv.shape_string());
   if (dtype == DType::kBF16 && use_cudnn_attention(B, T, n_head, hs, {out.data(), lse.data(), qkv.data()})) {
 #if defined(TESSERA_HAS_CUDNN)
-    cudnn_attention_->forward(out.data(), data_as<float>(lse), qkv.data(), B, T, n_head, hs, stream());
-    last_attention_engine_ = "cudnn";
-    return;
+    try {
+      cudnn_attention_->forward(out.data(), data_as<float>(lse), qkv.data(), B, T, n_head, hs, stream());
+      last_attention_engine_ = "cudnn";
+      return;
+    } catch (const CudaError& error) {
+      stop_cudnn_attention(error);
+    }
 #endif
   }
   last_attention_engine_ = "tessera";
@@ -353,9 +365,13 @@ void CudaBackend::attention_backward(Tensor d_qkv, Tensor d_out, Tensor qkv, Ten
   if (dtype == DType::kBF16 &&
       use_cudnn_attention(B, T, n_head, hs, {d_qkv.data(), d_out.data(), qkv.data(), out.data(), lse.data()})) {
 #if defined(TESSERA_HAS_CUDNN)
-    cudnn_attention_->backward(d_qkv.data(), d_out.data(), qkv.data(), out.data(), data_as<float>(lse), B, T, n_head,
-                               hs, stream());
-    return;
+    try {
+      cudnn_attention_->backward(d_qkv.data(), d_out.data(), qkv.data(), out.data(), data_as<float>(lse), B, T,
+                                 n_head, hs, stream());
+      return;
+    } catch (const CudaError& error) {
+      stop_cudnn_attention(error);
+    }
 #endif
   }
   cuda::dispatch_compute(dtype, "attention_backward", [&]<typename Tag>(Tag) {

@@ -24,6 +24,7 @@
 
 #include <cuda_runtime.h>
 
+#include <exception>
 #include <memory>
 #include <string>
 
@@ -98,6 +99,9 @@ class CudaBackend final : public Backend {
   // True when cuDNN takes this bf16 attention: built with cuDNN, not disabled by TESSERA_CUDNN_ATTENTION=0, the
   // shape supported and every pointer 16-byte aligned. Says once per shape on stderr why it does not.
   bool use_cudnn_attention(int64_t B, int64_t T, int64_t H, int64_t hs, std::initializer_list<const void*> pointers);
+  // After cuDNN attention threw at run time: says so once on stderr and sends every later attention to Tessera's
+  // kernels (the caller then redoes the op with them).
+  void stop_cudnn_attention(const std::exception& error);
 
   // Members are destroyed in reverse order: the allocator outlives everything that holds its memory.
   int device_;
