@@ -60,7 +60,7 @@ int verify_command(const std::vector<std::string>& args, MpiEnvironment& mpi, co
   const double loss_rtol = std::stod(cli.get("--loss-rtol", bf16 ? "2e-3" : "1e-5"));
   const double norm_rtol = std::stod(cli.get("--grad-norm-rtol", bf16 ? "3e-2" : "1e-4"));
   const double weight_atol = std::stod(cli.get("--weight-atol", bf16 ? "2e-2" : "1e-5"));
-  const double update_rtol = std::stod(cli.get("--update-rtol", bf16 ? "5e-2" : "1e-3"));
+  const double update_rtol = std::stod(cli.get("--update-rtol", bf16 ? "5e-2" : "1e-4"));
   Job job = build_job(config, mpi, env);
   const bool log = job.is_logger();
 
@@ -108,9 +108,12 @@ int verify_command(const std::vector<std::string>& args, MpiEnvironment& mpi, co
   // Final weights: each rank compares its own shard with the matching slice of the global tensors.
   double worst_weight = 0;
   std::string worst_name;
-  std::vector<float> want, initial;
+  std::vector<float> want, initial, judged;
   // Squared update error and squared expected update, over the weights this rank counts once (DP rank 0; a
-  // replicated tensor on TP rank 0; the tied embedding on its first stage).
+  // replicated tensor on TP rank 0; the tied embedding on its first stage). The key biases are left out: softmax
+  // is unchanged when every score of a row moves by the same amount, so their exact gradient is zero and what
+  // AdamW makes of their rounding noise is noise in the fixture too (relative update error ~0.7 in bf16, 0.5 of
+  // the whole metric's squared error on gpt2-tiny); they still count in the element-wise bound.
   float update_sums[2] = {0, 0};
   const bool counts_updates = job.groups.dp->rank() == 0;
   for (LocalParam& p : job.model->params()) {
@@ -120,6 +123,14 @@ int verify_command(const std::vector<std::string>& args, MpiEnvironment& mpi, co
     initial.assign(p.value.numel(), 0.0f);
     slice_global_to_local(p.spec, p.layout, fixture.final_weights.at(p.spec.name).data(), want.data());
     slice_global_to_local(p.spec, p.layout, fixture.init.at(p.spec.name).data(), initial.data());
+    // 1 where the element counts in the update error: all but the K third of each block's attn.qkv.bias.
+    std::vector<float> mask(static_cast<size_t>(p.spec.numel()), 1.0f);
+    if (p.spec.name.size() > 13 && p.spec.name.ends_with(".attn.qkv.bias")) {
+      const int64_t C = job.model_config.n_embd;
+      std::fill(mask.begin() + C, mask.begin() + 2 * C, 0.0f);
+    }
+    judged.assign(p.value.numel(), 0.0f);
+    slice_global_to_local(p.spec, p.layout, mask.data(), judged.data());
     double error_sq = 0, update_sq = 0;
     for (size_t i = 0; i < local.size(); ++i) {
       double err = std::fabs(static_cast<double>(local[i]) - want[i]);
@@ -128,8 +139,8 @@ int verify_command(const std::vector<std::string>& args, MpiEnvironment& mpi, co
         worst_name = p.spec.name;
       }
       const double update = static_cast<double>(want[i]) - initial[i];
-      error_sq += err * err;
-      update_sq += update * update;
+      error_sq += judged[i] * err * err;
+      update_sq += judged[i] * update * update;
     }
     if (counts_updates && p.counted) {
       update_sums[0] += static_cast<float>(error_sq);
