@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <utility>
@@ -11,6 +12,7 @@
 #include "cluster/process_env.h"
 #include "core/check.h"
 #include "launcher/checkpoint.h"
+#include "launcher/checkpoint_manifest.h"
 #include "launcher/cli_args.h"
 #include "launcher/commands.h"
 #include "launcher/config.h"
@@ -48,11 +50,49 @@ std::pair<int64_t, SaveCrashPoint> parse_crash_point(const std::string& value) {
   return {std::stoll(value.substr(0, colon)), crash};
 }
 
+// The job config saved in the checkpoint `--resume SPEC` names (the newest one whose manifest reads), with the
+// command line's overrides applied and validated. The run directory becomes the one holding that checkpoint
+// (RUN_DIR/checkpoints/step_N), so the run continues where it was, unless --run-dir says otherwise.
+config::JobConfig config_from_checkpoint(const std::string& spec, const std::string& run_dir,
+                                         const std::vector<std::string>& overrides, std::string* source) {
+  TS_CHECK(spec != "latest" || !run_dir.empty(), ConfigError,
+           "--resume latest without --config needs --run-dir RUN_DIR (where the run's checkpoints "
+           "are); or give --resume RUN_DIR or a checkpoint directory");
+  const ResumeCandidates candidates = resume_candidates(spec, run_dir);
+  std::string problems;
+  for (const std::string& dir : candidates.dirs) {
+    try {
+      const checkpoint::Manifest manifest = read_manifest(dir);
+      TS_CHECK(manifest.has_config(), CheckpointError, dir, ": the manifest holds no job config");
+      config::JobConfig config = manifest.config();
+      const std::filesystem::path checkpoints = std::filesystem::path(dir).parent_path();
+      if (checkpoints.filename() == "checkpoints") config.mutable_logging()->set_run_dir(checkpoints.parent_path());
+      for (const std::string& assignment : overrides) apply_override(config, assignment);
+      validate_job_config(config);
+      *source = dir;
+      return config;
+    } catch (const CheckpointError& error) {
+      problems += str_cat("\n  ", error.what());
+    }
+  }
+  TS_CHECK(false, ConfigError, "--resume ", spec, " without --config: no checkpoint in ",
+           candidates.checkpoints_dir, " has a readable manifest to take the job config from", problems,
+           "\ngive the job with --config FILE.textproto");
+  return {};
+}
+
 }  // namespace
 
 int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, const ProcessEnv& env) {
   CliArgs cli("train", args, {"--config", "--set", "--run-dir", "--resume", "--debug-kill-during-save"}, {}, {"--set"});
-  config::JobConfig config = load_job_config(cli.required("--config"), cli.all("--set"));
+  TS_CHECK(cli.has("--config") || cli.has("--resume"), ConfigError,
+           "give the job with --config FILE.textproto, or --resume CHECKPOINT|RUN_DIR to continue a "
+           "run with the job config saved in its checkpoint");
+  std::string config_source;
+  config::JobConfig config =
+      cli.has("--config")
+          ? load_job_config(cli.get("--config"), cli.all("--set"))
+          : config_from_checkpoint(cli.get("--resume"), cli.get("--run-dir", ""), cli.all("--set"), &config_source);
   if (cli.has("--run-dir")) config.mutable_logging()->set_run_dir(cli.get("--run-dir"));
 
   Job job = build_job(config, mpi, env);
@@ -77,6 +117,10 @@ int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
                 human_count(static_cast<double>(train.global_batch()) * train.seq_len()).c_str(),
                 data.description.c_str());
     std::printf("%s\n", device_line(describe_device(*job.backend), m.dtype).c_str());
+    if (!config_source.empty()) {
+      std::printf("job config: the one saved in %s%s\n", config_source.c_str(),
+                  cli.all("--set").empty() ? "" : ", with the --set overrides");
+    }
     std::fflush(stdout);
   }
 

@@ -247,6 +247,43 @@ TEST(CheckpointCli, MixedPrecisionResumesBitExactInTheSameLayoutAndCloseInAnothe
   }
 }
 
+// `--resume` without `--config` takes the job config saved in the checkpoint (and continues in the run directory
+// that holds it); --set still applies on top, e.g. to change the layout.
+TEST(CheckpointCli, ResumeWithoutConfigTakesTheCheckpointsJobConfig) {
+  TempDir dir;
+  const std::string job = write_job(dir);
+  const RunLayout single{1, 1, 1, false};
+  const testing::CommandResult reference = run_command(train_command(job, single, dir.file("ref")));
+  ASSERT_EQ(reference.exit_code, 0) << reference.output;
+  // A copy of the run holding only the step-3 checkpoint: resuming the run directory continues from there.
+  const std::string copy = dir.file("copy");
+  std::filesystem::create_directories(copy + "/checkpoints");
+  std::filesystem::copy(dir.file("ref") + "/checkpoints/step_00000003", copy + "/checkpoints/step_00000003",
+                        std::filesystem::copy_options::recursive);
+  const testing::CommandResult same = run_command(tessera("train --resume " + copy));
+  ASSERT_EQ(same.exit_code, 0) << same.output;
+  EXPECT_TRUE(contains(same.output, "job config: the one saved in " + copy + "/checkpoints/step_00000003"))
+      << same.output;
+  const std::map<int, Row> want = read_metrics(dir.file("ref")), got = read_metrics(copy);
+  ASSERT_EQ(got.size(), 3u) << "steps 4 to 6, written into the resumed run's directory";
+  for (const auto& [step, row] : got) EXPECT_EQ(row.loss, want.at(step).loss) << "step " << step;
+
+  const testing::CommandResult other = run_command(str_cat(
+      kEnvironment, TESSERA_MPIEXEC, " --oversubscribe -np 2 ", kTessera, " train --resume ", dir.file("ref"),
+      "/checkpoints/step_00000003 --set parallel.tp=2 --set checkpoint.save_on_exit=false --run-dir ",
+      dir.file("tp2")));
+  ASSERT_EQ(other.exit_code, 0) << other.output;
+  EXPECT_TRUE(contains(other.output, "with the --set overrides")) << other.output;
+  EXPECT_EQ(read_metrics(dir.file("tp2")).size(), 3u);
+
+  const testing::CommandResult neither = run_command(tessera("train"));
+  EXPECT_EQ(neither.exit_code, 2) << neither.output;
+  EXPECT_TRUE(contains(neither.output, "give the job with --config FILE.textproto, or --resume")) << neither.output;
+  const testing::CommandResult latest = run_command(tessera("train --resume latest"));
+  EXPECT_EQ(latest.exit_code, 2) << latest.output;
+  EXPECT_TRUE(contains(latest.output, "--resume latest without --config needs --run-dir")) << latest.output;
+}
+
 TEST(CheckpointCli, SaveKilledAtAnyPointLeavesThePreviousCheckpointLatest) {
   TempDir dir;
   const std::string job = write_job(dir);
