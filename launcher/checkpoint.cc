@@ -113,10 +113,20 @@ checkpoint::ModelShape model_shape(const config::ModelConfig& model) {
 checkpoint::DataIdentity data_identity(const config::JobConfig& job, const DataSources& data) {
   checkpoint::DataIdentity identity;
   identity.set_mock(job.data().mock());
-  identity.set_train_prefix(job.data().train_prefix());
-  if (data.train_data) {
-    identity.set_num_tokens(data.train_data->num_tokens());
-    identity.set_num_documents(data.train_data->num_documents());
+  // A blend is named by its datasets and weights, so that a resume with another blend is reported.
+  std::string train = job.data().train_prefix();
+  for (const config::BlendSource& source : job.data().train_blend()) {
+    train += str_cat(train.empty() ? "" : " + ", source.weight(), " x ", source.prefix());
+  }
+  identity.set_train_prefix(train);
+  int64_t tokens = 0, documents = 0;
+  for (const auto& dataset : data.train_data) {
+    tokens += dataset->num_tokens();
+    documents += dataset->num_documents();
+  }
+  if (!data.train_data.empty()) {
+    identity.set_num_tokens(tokens);
+    identity.set_num_documents(documents);
   }
   identity.set_tokenizer(job.data().tokenizer());
   uint64_t hash = 0;

@@ -514,6 +514,7 @@ void validate_device(const config::JobConfig& job, Problems& problems) {
 }
 
 void validate_data(const config::DataConfig& data, Problems& problems) {
+  const bool blend = data.train_blend_size() > 0;
   if (data.mock()) {
     if (data.has_train_prefix()) {
       problems.add(
@@ -521,11 +522,27 @@ void validate_data(const config::DataConfig& data, Problems& problems) {
           "data.mock=false to train on '",
           data.train_prefix(), "', or remove data.train_prefix to train on generated tokens");
     }
-  } else if (!data.has_train_prefix() || data.train_prefix().empty()) {
+    if (blend) {
+      problems.add("data.mock=true and data.train_blend are both set, so it is unclear what to train on: remove one");
+    }
+  } else if (blend && data.has_train_prefix()) {
+    problems.add("data.train_prefix and data.train_blend are both set: train on one dataset (train_prefix) or on a "
+                 "blend (train_blend), not both");
+  } else if (!blend && (!data.has_train_prefix() || data.train_prefix().empty())) {
     problems.add(
         "data.train_prefix is not set, so there is nothing to train on: set it to the prefix of a "
-        "tokenized dataset (PREFIX.bin + PREFIX.idx, made by `tessera prepare --out PREFIX`), or set "
-        "data.mock=true to train on generated tokens");
+        "tokenized dataset (PREFIX.bin + PREFIX.idx, made by `tessera prepare --out PREFIX`), list several in "
+        "data.train_blend, or set data.mock=true to train on generated tokens");
+  }
+  for (int i = 0; i < data.train_blend_size(); ++i) {
+    const config::BlendSource& source = data.train_blend(i);
+    if (source.prefix().empty()) {
+      problems.add("data.train_blend[", i, "].prefix is not set: give the prefix of a tokenized dataset");
+    }
+    if (!(source.weight() > 0) || !std::isfinite(source.weight())) {
+      problems.add("data.train_blend[", i, "].weight (", source.weight(),
+                   ") must be a finite number > 0 (the dataset's relative share of the samples)");
+    }
   }
   if (data.has_valid_prefix() && data.valid_prefix().empty()) {
     problems.add("data.valid_prefix is set but empty: give the prefix of a tokenized dataset or remove it");

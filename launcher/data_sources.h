@@ -1,9 +1,10 @@
 // The training and validation token sources a job config asks for: Megatron-format datasets read through the
-// deterministic GptSampler, or generated tokens (data.mock).
+// deterministic GptSampler (several blended by weight through BlendedSampler), or generated tokens (data.mock).
 #pragma once
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "launcher/indexed_dataset.h"
 #include "launcher/sampler.h"
@@ -12,7 +13,9 @@
 namespace tessera {
 
 struct DataSources {
-  std::unique_ptr<IndexedDataset> train_data, valid_data;
+  // The training datasets: one (data.train_prefix) or those of data.train_blend, in its order.
+  std::vector<std::unique_ptr<IndexedDataset>> train_data;
+  std::unique_ptr<IndexedDataset> valid_data;
   std::unique_ptr<Sampler> train;
   std::unique_ptr<Sampler> valid;  // null without a validation set
   std::string description;         // one line for the log

@@ -20,6 +20,54 @@ constexpr size_t kCachedEpochs = 2;
 
 }  // namespace
 
+// ---- BlendedSampler ---------------------------------------------------------------------------------------
+
+BlendedSampler::BlendedSampler(std::vector<std::unique_ptr<Sampler>> samplers, std::vector<double> weights,
+                               std::vector<std::string> names)
+    : samplers_(std::move(samplers)), counts_(samplers_.size(), 0), dataset_(kBlock), rank_(kBlock) {
+  TS_ASSERT(!samplers_.empty() && weights.size() == samplers_.size() && names.size() == samplers_.size(),
+            "blend of ", samplers_.size(), " samplers, ", weights.size(), " weights, ", names.size(), " names");
+  TS_ASSERT(samplers_.size() < 65536, "too many datasets in a blend");
+  double total = 0;
+  for (double w : weights) {
+    TS_ASSERT(w > 0 && std::isfinite(w), "blend weight ", w);
+    total += w;
+  }
+  for (const auto& sampler : samplers_) {
+    TS_ASSERT(sampler->seq_len() == samplers_.front()->seq_len(), "blended samplers differ in seq_len");
+  }
+  for (int j = 0; j < kBlock; ++j) {
+    size_t best = 0;
+    double best_deficit = -std::numeric_limits<double>::infinity();
+    for (size_t d = 0; d < samplers_.size(); ++d) {
+      const double deficit = weights[d] / total * (j + 1) - counts_[d];
+      if (deficit > best_deficit) {
+        best_deficit = deficit;
+        best = d;
+      }
+    }
+    dataset_[static_cast<size_t>(j)] = static_cast<uint16_t>(best);
+    rank_[static_cast<size_t>(j)] = counts_[best]++;
+  }
+  for (size_t d = 0; d < samplers_.size(); ++d) {
+    TS_CHECK(counts_[d] > 0, ConfigError, "data.train_blend: '", names[d], "' has weight ", weights[d], " of ", total,
+             ", less than one sample in ", kBlock, ": raise its weight or leave it out");
+  }
+}
+
+std::pair<int, int64_t> BlendedSampler::source(int64_t global_index) const {
+  TS_ASSERT(global_index >= 0, "negative sample index");
+  const int64_t block = global_index / kBlock;
+  const size_t j = static_cast<size_t>(global_index % kBlock);
+  const int d = dataset_[j];
+  return {d, block * counts_[static_cast<size_t>(d)] + rank_[j]};
+}
+
+void BlendedSampler::get(int64_t global_index, int32_t* inputs, int32_t* targets) const {
+  const auto [d, index] = source(global_index);
+  samplers_[static_cast<size_t>(d)]->get(index, inputs, targets);
+}
+
 // ---- GptSampler -------------------------------------------------------------------------------------------
 
 GptSampler::GptSampler(const IndexedDataset& dataset, int seq_len, uint64_t seed)

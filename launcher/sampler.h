@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <string>
 #include <mutex>
 #include <utility>
 #include <vector>
@@ -82,6 +83,36 @@ class MockSampler final : public Sampler {
   int seq_len_;
   uint64_t seed_;
   std::vector<int32_t> successors_;  // [vocab_size][kBranching]
+};
+
+// Samples from several datasets in given proportions (data.train_blend). Global sample g falls in block
+// b = g / kBlock at position j = g % kBlock. One block's assignment of positions to datasets is fixed once from the
+// normalized weights: the dataset with the largest remaining deficit, weight * (position + 1) - taken so far,
+// takes each position (ties to the lower index), so every prefix of a block is as close to the weights as whole
+// samples allow and each dataset gets count_d = its positions per block. Sample g is then sample
+// b * count_d + (rank of j among d's positions) of dataset d's own sampler, whose order comes from (seed, d).
+// Everything is a pure function of (weights, seed, g), as Note [Global data order] requires.
+class BlendedSampler final : public Sampler {
+ public:
+  static constexpr int kBlock = 4096;
+
+  // samplers[i] draws from dataset i, with relative share weights[i] > 0; all have the same seq_len. A dataset
+  // whose share rounds to no position of a block is a ConfigError naming it (its weight is below 1/kBlock).
+  BlendedSampler(std::vector<std::unique_ptr<Sampler>> samplers, std::vector<double> weights,
+                 std::vector<std::string> names);
+
+  int seq_len() const override { return samplers_.front()->seq_len(); }
+  void get(int64_t global_index, int32_t* inputs, int32_t* targets) const override;
+  // The dataset and its own sample index that global sample global_index reads.
+  std::pair<int, int64_t> source(int64_t global_index) const;
+  // Samples of dataset i in each block of kBlock.
+  int per_block(int i) const { return counts_[static_cast<size_t>(i)]; }
+
+ private:
+  std::vector<std::unique_ptr<Sampler>> samplers_;
+  std::vector<int> counts_;          // positions per block, by dataset
+  std::vector<uint16_t> dataset_;    // [kBlock]: the dataset of each position
+  std::vector<int32_t> rank_;        // [kBlock]: how many earlier positions of the block went to that dataset
 };
 
 }  // namespace tessera

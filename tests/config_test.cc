@@ -3,6 +3,7 @@
 #include "launcher/config.h"
 
 #include <google/protobuf/util/message_differencer.h>
+#include <google/protobuf/text_format.h>
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -546,6 +547,29 @@ TEST(JobConfigToText, MakesDefaultsExplicitAndLeavesMeaningfulUnsetFieldsOut) {
   EXPECT_TRUE(MessageDifferencer::Equivalent(small_job(), reparsed));
   EXPECT_TRUE(reparsed.parallel().has_tp());
   EXPECT_FALSE(reparsed.parallel().has_dp());
+}
+
+// data.train_blend: several datasets instead of train_prefix, each with a positive weight.
+TEST(ConfigTest, TrainBlendIsValidatedEntryByEntry) {
+  auto job_with_data = [](const std::string& data) {
+    config::JobConfig job = small_job();
+    job.clear_data();
+    google::protobuf::TextFormat::ParseFromString(data, job.mutable_data());
+    return job;
+  };
+  EXPECT_NO_THROW(validate_job_config(
+      job_with_data(R"(train_blend { prefix: "a" weight: 0.7 } train_blend { prefix: "b" weight: 0.3 })")));
+  std::string message = config_error([&] {
+    validate_job_config(job_with_data(R"(train_prefix: "a" train_blend { prefix: "b" weight: 1 })"));
+  });
+  EXPECT_NE(message.find("data.train_prefix and data.train_blend are both set"), std::string::npos) << message;
+  message = config_error([&] { validate_job_config(job_with_data(R"(mock: true train_blend { prefix: "b" weight: 1 })")); });
+  EXPECT_NE(message.find("data.mock=true and data.train_blend are both set"), std::string::npos) << message;
+  message = config_error([&] {
+    validate_job_config(job_with_data(R"(train_blend { prefix: "a" weight: 1 } train_blend { weight: 0 })"));
+  });
+  EXPECT_NE(message.find("data.train_blend[1].prefix is not set"), std::string::npos) << message;
+  EXPECT_NE(message.find("data.train_blend[1].weight (0) must be a finite number > 0"), std::string::npos) << message;
 }
 
 }  // namespace

@@ -208,5 +208,78 @@ TEST(MockSamplerTest, FollowsAFixedMarkovChain) {
   EXPECT_NEAR(MockSampler::optimal_loss(), 1.208, 0.001);
 }
 
+// ---- BlendedSampler ------------------------------------------------------------------------------------------
+
+// A stand-in sampler whose sample k has inputs [id, k, k, ...]: a blended sample names its dataset and index.
+class LabelSampler final : public Sampler {
+ public:
+  LabelSampler(int id, int seq_len) : id_(id), seq_len_(seq_len) {}
+  int seq_len() const override { return seq_len_; }
+  void get(int64_t global_index, int32_t* inputs, int32_t* targets) const override {
+    for (int t = 0; t < seq_len_; ++t) {
+      inputs[t] = t == 0 ? id_ : static_cast<int32_t>(global_index);
+      targets[t] = static_cast<int32_t>(global_index);
+    }
+  }
+
+ private:
+  int id_, seq_len_;
+};
+
+BlendedSampler label_blend(const std::vector<double>& weights) {
+  std::vector<std::unique_ptr<Sampler>> samplers;
+  std::vector<std::string> names;
+  for (size_t i = 0; i < weights.size(); ++i) {
+    samplers.push_back(std::make_unique<LabelSampler>(static_cast<int>(i), 4));
+    names.push_back("d" + std::to_string(i));
+  }
+  return BlendedSampler(std::move(samplers), weights, names);
+}
+
+TEST(BlendedSamplerTest, SharesFollowTheWeightsInEveryPrefixOfABlock) {
+  const std::vector<double> weights = {0.7, 0.2, 0.1};
+  const BlendedSampler blend = label_blend(weights);
+  std::vector<int64_t> taken(3, 0);
+  for (int64_t j = 0; j < BlendedSampler::kBlock; ++j) {
+    ++taken[static_cast<size_t>(blend.source(j).first)];
+    // Every prefix of a block is within one sample of the exact shares.
+    for (size_t d = 0; d < 3; ++d) {
+      ASSERT_LE(std::fabs(static_cast<double>(taken[d]) - weights[d] * static_cast<double>(j + 1)), 1.0)
+          << "dataset " << d << " after " << j + 1 << " samples";
+    }
+  }
+  // Blocks repeat the same assignment, so over many of them each share is off by at most half a sample per block.
+  for (size_t d = 0; d < 3; ++d) {
+    EXPECT_LE(std::fabs(blend.per_block(static_cast<int>(d)) - weights[d] * BlendedSampler::kBlock), 0.5);
+    EXPECT_EQ(blend.source(7 * BlendedSampler::kBlock + 5).first, blend.source(5).first);
+  }
+  EXPECT_EQ(blend.per_block(0) + blend.per_block(1) + blend.per_block(2), BlendedSampler::kBlock);
+}
+
+TEST(BlendedSamplerTest, EachDatasetIsReadInItsOwnOrderWithoutGapsOrRepeats) {
+  const BlendedSampler blend = label_blend({3, 1});  // unnormalized weights
+  std::vector<int64_t> next(2, 0);
+  std::vector<int32_t> inputs(4), targets(4);
+  for (int64_t g = 0; g < 2 * BlendedSampler::kBlock + 17; ++g) {
+    blend.get(g, inputs.data(), targets.data());
+    const size_t d = static_cast<size_t>(inputs[0]);
+    ASSERT_LT(d, 2u);
+    ASSERT_EQ(inputs[1], next[d]++) << "sample " << g;
+    ASSERT_EQ(blend.source(g), std::make_pair(static_cast<int>(d), static_cast<int64_t>(inputs[1])));
+  }
+  EXPECT_EQ(blend.per_block(0), 3 * BlendedSampler::kBlock / 4);
+}
+
+TEST(BlendedSamplerTest, IsAPureFunctionOfTheIndex) {
+  const BlendedSampler a = label_blend({0.5, 0.25, 0.25}), b = label_blend({0.5, 0.25, 0.25});
+  for (int64_t g : {int64_t{0}, int64_t{4095}, int64_t{4096}, int64_t{123456789}}) EXPECT_EQ(a.source(g), b.source(g));
+}
+
+TEST(BlendedSamplerTest, ADatasetTooSmallForOneSampleABlockIsNamed) {
+  const std::string message = error_message<ConfigError>([] { label_blend({1.0, 1e-6}); });
+  EXPECT_NE(message.find("'d1' has weight 1e-06"), std::string::npos) << message;
+  EXPECT_NE(message.find("raise its weight or leave it out"), std::string::npos) << message;
+}
+
 }  // namespace
 }  // namespace tessera
