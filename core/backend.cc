@@ -31,8 +31,8 @@ void Backend::matmul_gelu_forward(Tensor out_gelu, Tensor pre_gelu, Tensor inp, 
   gelu_forward(out_gelu, pre_gelu);
 }
 
-void Backend::residual_layernorm_forward(Tensor residual_out, Tensor out, Tensor mean, Tensor rstd, Tensor a,
-                                         Tensor b, Tensor weight, Tensor bias, float eps) {
+void Backend::residual_layernorm_forward(Tensor residual_out, Tensor out, Tensor mean, Tensor rstd, Tensor a, Tensor b,
+                                         Tensor weight, Tensor bias, float eps) {
   add(residual_out, a, b);
   layernorm_forward(out, mean, rstd, residual_out, weight, bias, eps);
 }

@@ -104,13 +104,13 @@ class Backend {
   virtual void layernorm_forward(Tensor out, Tensor mean, Tensor rstd, Tensor inp, Tensor weight, Tensor bias,
                                  float eps) = 0;
   // d_inp[N,C], d_weight[C], d_bias[C] all accumulate.
-  virtual void layernorm_backward(Tensor d_inp, Tensor d_weight, Tensor d_bias, Tensor d_out, Tensor inp,
-                                  Tensor weight, Tensor mean, Tensor rstd) = 0;
+  virtual void layernorm_backward(Tensor d_inp, Tensor d_weight, Tensor d_bias, Tensor d_out, Tensor inp, Tensor weight,
+                                  Tensor mean, Tensor rstd) = 0;
   // The residual connection and the next LayerNorm: residual_out = a + b, then layernorm_forward of it into out.
   // residual_out may alias a or b. Overwrites. Its backward is layernorm_backward, whose d_inp accumulates into
   // the residual stream's gradient.
-  virtual void residual_layernorm_forward(Tensor residual_out, Tensor out, Tensor mean, Tensor rstd, Tensor a,
-                                          Tensor b, Tensor weight, Tensor bias, float eps);
+  virtual void residual_layernorm_forward(Tensor residual_out, Tensor out, Tensor mean, Tensor rstd, Tensor a, Tensor b,
+                                          Tensor weight, Tensor bias, float eps);
   // GELU, tanh approximation. Overwrites.
   virtual void gelu_forward(Tensor out, Tensor inp) = 0;
   // d_inp = d_out * gelu'(inp). Overwrites; d_inp may alias d_out.
@@ -151,8 +151,8 @@ class Backend {
   // losses[N] = log(sum_exp) + row_max - target_logit; logits is overwritten in place with
   // d_scale * (softmax - onehot(target)), zero in padding columns.
   virtual void cross_entropy_loss_backward(Tensor losses, Tensor logits, Tensor row_max, Tensor sum_exp,
-                                           Tensor target_logit, Tensor targets, int64_t vocab_start,
-                                           int64_t valid_cols, float d_scale) = 0;
+                                           Tensor target_logit, Tensor targets, int64_t vocab_start, int64_t valid_cols,
+                                           float d_scale) = 0;
 
   // ---- optimizer ---------------------------------------------------------------------------------------------
   // One AdamW update of the f32 master weights param from grad, with moments m and v (all f32, the same

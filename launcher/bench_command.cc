@@ -133,9 +133,9 @@ int bench_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
   const double world = job.groups.world->size();
   const double sgemm = measure_sgemm_gflops(*job.backend);
   if (job.is_logger()) {
-    std::printf("bench %s: %s, %d thread(s)/rank, %d rank(s); %d timed steps after %d warm-up\n",
-                config.name().c_str(), RankGrid(job.layout.tp, job.layout.pp, job.layout.dp).to_string().c_str(),
-                job.threads, static_cast<int>(world), steps, warmup);
+    std::printf("bench %s: %s, %d thread(s)/rank, %d rank(s); %d timed steps after %d warm-up\n", config.name().c_str(),
+                RankGrid(job.layout.tp, job.layout.pp, job.layout.dp).to_string().c_str(), job.threads,
+                static_cast<int>(world), steps, warmup);
     std::printf("  step time median %.1f ms (min %.1f, max %.1f)\n", median * 1e3, times.front() * 1e3,
                 times.back() * 1e3);
     std::printf("  tokens/s: %.1f  (%.1f per rank)\n", tokens_per_step / median, tokens_per_step / median / world);

@@ -508,8 +508,10 @@ void validate_parallel(const config::ParallelConfig& parallel, Problems& problem
 
 void validate_device(const config::JobConfig& job, Problems& problems) {
   if (job.parallel().comm() == config::NCCL && job.train().device() != config::CUDA) {
-    problems.add("parallel.comm=NCCL needs GPU tensors: set train.device=CUDA, or parallel.comm=AUTO or MPI to run "
-                 "on train.device=", config::DeviceType_Name(job.train().device()));
+    problems.add(
+        "parallel.comm=NCCL needs GPU tensors: set train.device=CUDA, or parallel.comm=AUTO or MPI to run "
+        "on train.device=",
+        config::DeviceType_Name(job.train().device()));
   }
 }
 
@@ -526,8 +528,9 @@ void validate_data(const config::DataConfig& data, Problems& problems) {
       problems.add("data.mock=true and data.train_blend are both set, so it is unclear what to train on: remove one");
     }
   } else if (blend && data.has_train_prefix()) {
-    problems.add("data.train_prefix and data.train_blend are both set: train on one dataset (train_prefix) or on a "
-                 "blend (train_blend), not both");
+    problems.add(
+        "data.train_prefix and data.train_blend are both set: train on one dataset (train_prefix) or on a "
+        "blend (train_blend), not both");
   } else if (!blend && (!data.has_train_prefix() || data.train_prefix().empty())) {
     problems.add(
         "data.train_prefix is not set, so there is nothing to train on: set it to the prefix of a "
@@ -749,7 +752,8 @@ Layout resolve_layout(const config::JobConfig& job, int world_size) {
   if (model.n_layer() + 2 < layout.pp) {
     problems.add("parallel.pp (", layout.pp, ") is more than model.n_layer + 2 (", model.n_layer() + 2,
                  "): every pipeline stage needs a transformer layer, the embedding or the output head; set "
-                 "parallel.pp to at most ", model.n_layer() + 2);
+                 "parallel.pp to at most ",
+                 model.n_layer() + 2);
   }
   if (problems.empty()) {
     const long long slots = static_cast<long long>(layout.dp) * layout.micro_batches;

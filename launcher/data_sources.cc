@@ -37,8 +37,8 @@ DataSources open_data_sources(const config::JobConfig& job) {
     for (int i = 0; i < job.data().train_blend_size(); ++i) {
       const config::BlendSource& source = job.data().train_blend(i);
       d.train_data.push_back(open(source.prefix()));
-      samplers.push_back(std::make_unique<GptSampler>(*d.train_data.back(), seq_len,
-                                                      hash_pair(seed, static_cast<uint64_t>(i))));
+      samplers.push_back(
+          std::make_unique<GptSampler>(*d.train_data.back(), seq_len, hash_pair(seed, static_cast<uint64_t>(i))));
       weights.push_back(source.weight());
       names.push_back(source.prefix());
       d.description += str_cat(i == 0 ? " " : ", ", source.prefix(), " x ", source.weight(), " (",

@@ -33,9 +33,15 @@ LrSchedule lr_schedule_from(const config::JobConfig& job) {
   s.warmup_steps = o.warmup_steps();
   s.decay_steps = o.has_decay_steps() ? o.decay_steps() : job.train().steps() - o.warmup_steps();
   switch (o.schedule()) {
-    case config::COSINE: s.decay = LrDecay::kCosine; break;
-    case config::LINEAR: s.decay = LrDecay::kLinear; break;
-    case config::CONSTANT: s.decay = LrDecay::kConstant; break;
+    case config::COSINE:
+      s.decay = LrDecay::kCosine;
+      break;
+    case config::LINEAR:
+      s.decay = LrDecay::kLinear;
+      break;
+    case config::CONSTANT:
+      s.decay = LrDecay::kConstant;
+      break;
   }
   return s;
 }

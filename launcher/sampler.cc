@@ -25,8 +25,8 @@ constexpr size_t kCachedEpochs = 2;
 BlendedSampler::BlendedSampler(std::vector<std::unique_ptr<Sampler>> samplers, std::vector<double> weights,
                                std::vector<std::string> names)
     : samplers_(std::move(samplers)), counts_(samplers_.size(), 0), dataset_(kBlock), rank_(kBlock) {
-  TS_ASSERT(!samplers_.empty() && weights.size() == samplers_.size() && names.size() == samplers_.size(),
-            "blend of ", samplers_.size(), " samplers, ", weights.size(), " weights, ", names.size(), " names");
+  TS_ASSERT(!samplers_.empty() && weights.size() == samplers_.size() && names.size() == samplers_.size(), "blend of ",
+            samplers_.size(), " samplers, ", weights.size(), " weights, ", names.size(), " names");
   TS_ASSERT(samplers_.size() < 65536, "too many datasets in a blend");
   double total = 0;
   for (double w : weights) {

@@ -8,8 +8,8 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
-#include <string>
 #include <mutex>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -110,9 +110,9 @@ class BlendedSampler final : public Sampler {
 
  private:
   std::vector<std::unique_ptr<Sampler>> samplers_;
-  std::vector<int> counts_;          // positions per block, by dataset
-  std::vector<uint16_t> dataset_;    // [kBlock]: the dataset of each position
-  std::vector<int32_t> rank_;        // [kBlock]: how many earlier positions of the block went to that dataset
+  std::vector<int> counts_;        // positions per block, by dataset
+  std::vector<uint16_t> dataset_;  // [kBlock]: the dataset of each position
+  std::vector<int32_t> rank_;      // [kBlock]: how many earlier positions of the block went to that dataset
 };
 
 }  // namespace tessera

@@ -31,9 +31,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
+double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
 constexpr int kMaxConsecutiveSkips = 5;
 
@@ -75,8 +73,8 @@ config::JobConfig config_from_checkpoint(const std::string& spec, const std::str
       problems += str_cat("\n  ", error.what());
     }
   }
-  TS_CHECK(false, ConfigError, "--resume ", spec, " without --config: no checkpoint in ",
-           candidates.checkpoints_dir, " has a readable manifest to take the job config from", problems,
+  TS_CHECK(false, ConfigError, "--resume ", spec, " without --config: no checkpoint in ", candidates.checkpoints_dir,
+           " has a readable manifest to take the job config from", problems,
            "\ngive the job with --config FILE.textproto");
   return {};
 }
@@ -89,10 +87,9 @@ int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
            "give the job with --config FILE.textproto, or --resume CHECKPOINT|RUN_DIR to continue a "
            "run with the job config saved in its checkpoint");
   std::string config_source;
-  config::JobConfig config =
-      cli.has("--config")
-          ? load_job_config(cli.get("--config"), cli.all("--set"))
-          : config_from_checkpoint(cli.get("--resume"), cli.get("--run-dir", ""), cli.all("--set"), &config_source);
+  config::JobConfig config = cli.has("--config") ? load_job_config(cli.get("--config"), cli.all("--set"))
+                                                 : config_from_checkpoint(cli.get("--resume"), cli.get("--run-dir", ""),
+                                                                          cli.all("--set"), &config_source);
   if (cli.has("--run-dir")) config.mutable_logging()->set_run_dir(cli.get("--run-dir"));
 
   Job job = build_job(config, mpi, env);
@@ -108,14 +105,14 @@ int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
     make_directories(run_dir);
     std::ofstream(run_dir + "/config.textproto") << job_config_to_text(config);
     const ModelConfig& m = job.model_config;
-    std::printf("tessera train: %s | gpt2 %d layers, %d heads, C %d, vocab %d (%s params) | %s, %d micro-batch(es) "
-                "of %d | %d thread(s)/rank | %s tokens/step | data: %s\n",
-                config.name().c_str(), m.n_layer, m.n_head, m.n_embd, m.vocab_size,
-                human_count(static_cast<double>(m.num_parameters())).c_str(),
-                RankGrid(job.layout.tp, job.layout.pp, job.layout.dp).to_string().c_str(), job.layout.micro_batches,
-                job.layout.micro_batch_size, job.threads,
-                human_count(static_cast<double>(train.global_batch()) * train.seq_len()).c_str(),
-                data.description.c_str());
+    std::printf(
+        "tessera train: %s | gpt2 %d layers, %d heads, C %d, vocab %d (%s params) | %s, %d micro-batch(es) "
+        "of %d | %d thread(s)/rank | %s tokens/step | data: %s\n",
+        config.name().c_str(), m.n_layer, m.n_head, m.n_embd, m.vocab_size,
+        human_count(static_cast<double>(m.num_parameters())).c_str(),
+        RankGrid(job.layout.tp, job.layout.pp, job.layout.dp).to_string().c_str(), job.layout.micro_batches,
+        job.layout.micro_batch_size, job.threads,
+        human_count(static_cast<double>(train.global_batch()) * train.seq_len()).c_str(), data.description.c_str());
     std::printf("%s\n", device_line(describe_device(*job.backend), m.dtype).c_str());
     if (!config_source.empty()) {
       std::printf("job config: the one saved in %s%s\n", config_source.c_str(),

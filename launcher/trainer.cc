@@ -38,6 +38,12 @@ Trainer::Trainer(Gpt2Model& model, Optimizer& optimizer, DpGradSync& grad_sync, 
   host_targets_.resize(n);
   slot_sends_.resize(model.slots());
 
+  if (model.stage().has_head) {
+    const int64_t tokens = static_cast<int64_t>(micro_batch_size_) * options.seq_len;
+    loss_buffer_ = backend.allocate(static_cast<size_t>(options.micro_batches * tokens) * sizeof(float));
+    step_losses_ = loss_buffer_.tensor(0, DType::kF32, {options.micro_batches, tokens});
+    host_step_losses_.resize(static_cast<size_t>(step_losses_.numel()));
+  }
   const int64_t C = model.config().n_embd;
   const Tensor wte_grad = model.embedding_grad();
   const bool tied_across_stages = stages_ > 1 && wte_grad.defined();
@@ -89,7 +95,9 @@ double Trainer::run_batch(const Sampler& source, int64_t first_sample, bool trai
       if (!stage.has_embedding) pp.recv(model_.stage_input(slot), stage_ - 1, activation_tag(m))->wait();
       model_.forward(slot, train, d_scale);
       if (stage.has_head) {
-        loss_sum += model_.loss_sum(slot);
+        const Tensor losses = model_.losses(slot);
+        backend_.copy(Tensor(step_losses_.f32() + m * losses.numel(), DType::kF32, backend_.device(), {losses.numel()}),
+                      losses);
       } else {
         slot_sends_[slot] = pp.send(model_.stage_output(slot), stage_ + 1, activation_tag(m));
       }
@@ -119,6 +127,17 @@ double Trainer::run_batch(const Sampler& source, int64_t first_sample, bool trai
   for (int s = 0; s < model_.slots(); ++s) wait_slot_sends(s);
   if (grad_send_) grad_send_->wait();
   grad_send_.reset();
+  if (stage.has_head) {
+    // Each micro-batch's losses summed in order, then the micro-batches in order (one host read per batch).
+    backend_.copy_to_host(host_step_losses_.data(), step_losses_);
+    const int64_t per_micro_batch = step_losses_.dim(1);
+    for (int m = 0; m < options_.micro_batches; ++m) {
+      double sum = 0;
+      for (int64_t i = 0; i < per_micro_batch; ++i)
+        sum += host_step_losses_[static_cast<size_t>(m * per_micro_batch + i)];
+      loss_sum += sum;
+    }
+  }
 
   // The loss lives on the last stage: sum it over the pipeline (other stages add 0) and over DP, in double
   // and bit-identical on every rank (the same reduction as the gradient norm's).

@@ -75,7 +75,12 @@ class Trainer {
   std::vector<int32_t> host_inputs_, host_targets_;
   std::vector<WorkHandle> slot_sends_;  // activation send per slot
   WorkHandle grad_send_;                // the last input-gradient send (reads the model's d_input buffer)
-  Buffer exchange_buffer_;              // output gradient received from the next stage; tied-embedding peer
+  // Last stage: every micro-batch's per-token losses, [micro_batches, B*T], copied on the device after each
+  // forward and read once at the end of the batch (no host synchronization per micro-batch).
+  Buffer loss_buffer_;
+  Tensor step_losses_;
+  std::vector<float> host_step_losses_;
+  Buffer exchange_buffer_;  // output gradient received from the next stage; tied-embedding peer
   Tensor d_output_, peer_embedding_grad_;
 };
 

@@ -1,8 +1,6 @@
 // `tessera verify --fixture FILE.h5 [--set k=v]...`: trains from a PyTorch fixture's initial weights on its
 // batches and compares every step's loss and gradient norm, and the final weights, with what PyTorch
 // computed. Works in any layout (the --set parallel.* overrides); exits 0 only on PASS.
-#include "launcher/commands.h"
-
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -10,6 +8,7 @@
 #include "cluster/process_env.h"
 #include "core/check.h"
 #include "launcher/cli_args.h"
+#include "launcher/commands.h"
 #include "launcher/config.h"
 #include "launcher/fixture.h"
 #include "launcher/job.h"
@@ -78,12 +77,12 @@ int verify_command(const std::vector<std::string>& args, MpiEnvironment& mpi, co
   job.model->refresh_compute_params();
 
   if (log) {
-    std::printf("verify %s: gpt2 vocab %d, %d layers, %d heads, C %d, seq %d, batch %d, %d steps; %s "
-                "micro_batches=%d, %d thread(s)/rank\n",
-                path.c_str(), fixture.vocab_size, fixture.n_layer, fixture.n_head, fixture.n_embd, fixture.seq_len,
-                fixture.batch_size, fixture.steps,
-                RankGrid(job.layout.tp, job.layout.pp, job.layout.dp).to_string().c_str(), job.layout.micro_batches,
-                job.threads);
+    std::printf(
+        "verify %s: gpt2 vocab %d, %d layers, %d heads, C %d, seq %d, batch %d, %d steps; %s "
+        "micro_batches=%d, %d thread(s)/rank\n",
+        path.c_str(), fixture.vocab_size, fixture.n_layer, fixture.n_head, fixture.n_embd, fixture.seq_len,
+        fixture.batch_size, fixture.steps, RankGrid(job.layout.tp, job.layout.pp, job.layout.dp).to_string().c_str(),
+        job.layout.micro_batches, job.threads);
     std::printf("%5s  %12s  %12s  %9s  %12s  %12s  %9s\n", "step", "loss", "expected", "rel err", "grad norm",
                 "expected", "rel err");
   }
@@ -150,8 +149,8 @@ int verify_command(const std::vector<std::string>& args, MpiEnvironment& mpi, co
   if (job.groups.world->size() > 1) {
     job.groups.world->all_reduce(Tensor(update_sums, DType::kF32, Device::kCpu, {2}), ReduceOp::kSum)->wait();
   }
-  const double update_err = update_sums[1] > 0 ? std::sqrt(update_sums[0] / update_sums[1])
-                                               : (update_sums[0] > 0 ? INFINITY : 0.0);
+  const double update_err =
+      update_sums[1] > 0 ? std::sqrt(update_sums[0] / update_sums[1]) : (update_sums[0] > 0 ? INFINITY : 0.0);
   float errors[4] = {static_cast<float>(worst_loss), static_cast<float>(worst_norm), static_cast<float>(worst_weight),
                      static_cast<float>(update_err)};
   if (job.groups.world->size() > 1) {
@@ -161,12 +160,15 @@ int verify_command(const std::vector<std::string>& args, MpiEnvironment& mpi, co
   const bool pass = steps_ok && errors[0] <= loss_rtol && errors[1] <= norm_rtol && errors[2] <= weight_atol &&
                     errors[3] <= update_rtol;
   if (log) {
-    if (!steps_ok) std::printf("only %d of the fixture's %d steps ran (train.steps was overridden)\n", steps, fixture.steps);
-    if (errors[2] > weight_atol && !worst_name.empty()) std::printf("largest weight error on rank 0 in %s\n", worst_name.c_str());
-    std::printf("verify (%s): worst loss rel err %.2e (tol %.0e), worst grad-norm rel err %.2e (tol %.0e), "
-                "worst weight abs err %.2e (tol %.0e), weight update rel err %.2e (tol %.0e): %s\n",
-                bf16 ? "bf16" : "fp32", errors[0], loss_rtol, errors[1], norm_rtol, errors[2], weight_atol, errors[3],
-                update_rtol, pass ? "PASS" : "FAIL");
+    if (!steps_ok)
+      std::printf("only %d of the fixture's %d steps ran (train.steps was overridden)\n", steps, fixture.steps);
+    if (errors[2] > weight_atol && !worst_name.empty())
+      std::printf("largest weight error on rank 0 in %s\n", worst_name.c_str());
+    std::printf(
+        "verify (%s): worst loss rel err %.2e (tol %.0e), worst grad-norm rel err %.2e (tol %.0e), "
+        "worst weight abs err %.2e (tol %.0e), weight update rel err %.2e (tol %.0e): %s\n",
+        bf16 ? "bf16" : "fp32", errors[0], loss_rtol, errors[1], norm_rtol, errors[2], weight_atol, errors[3],
+        update_rtol, pass ? "PASS" : "FAIL");
     std::fflush(stdout);
   }
   return pass ? 0 : 1;

@@ -29,8 +29,8 @@ Tensor elements(const Tensor& flat, int64_t begin, const std::vector<int64_t>& s
 
 }  // namespace
 
-Gpt2Model::Gpt2Model(const ModelConfig& config, Backend& backend, ProcessGroup& tp, StageRange stage,
-                     int micro_batch, int seq_len, int slots)
+Gpt2Model::Gpt2Model(const ModelConfig& config, Backend& backend, ProcessGroup& tp, StageRange stage, int micro_batch,
+                     int seq_len, int slots)
     : config_(config),
       backend_(backend),
       tp_(tp),
@@ -92,26 +92,43 @@ Gpt2Model::Gpt2Model(const ModelConfig& config, Backend& backend, ProcessGroup& 
     p.compute = elements(flat_compute_, p.offset, p.layout.local_shape);
     p.grad = elements(flat_grads_, p.offset, p.layout.local_shape);
     const std::string& n = p.spec.name;
-    if (n == "wte") wte_ = i;
-    else if (n == "wpe") wpe_ = i;
-    else if (n == "lnf.weight") lnf_weight_ = i;
-    else if (n == "lnf.bias") lnf_bias_ = i;
+    if (n == "wte")
+      wte_ = i;
+    else if (n == "wpe")
+      wpe_ = i;
+    else if (n == "lnf.weight")
+      lnf_weight_ = i;
+    else if (n == "lnf.bias")
+      lnf_bias_ = i;
     else {
       LayerParams& lp = layer_params_[p.spec.layer - stage.first_layer];
       std::string field = n.substr(n.find('.', 2) + 1);
-      if (field == "ln1.weight") lp.ln1_weight = i;
-      else if (field == "ln1.bias") lp.ln1_bias = i;
-      else if (field == "attn.qkv.weight") lp.qkv_weight = i;
-      else if (field == "attn.qkv.bias") lp.qkv_bias = i;
-      else if (field == "attn.proj.weight") lp.attn_proj_weight = i;
-      else if (field == "attn.proj.bias") lp.attn_proj_bias = i;
-      else if (field == "ln2.weight") lp.ln2_weight = i;
-      else if (field == "ln2.bias") lp.ln2_bias = i;
-      else if (field == "mlp.fc.weight") lp.fc_weight = i;
-      else if (field == "mlp.fc.bias") lp.fc_bias = i;
-      else if (field == "mlp.proj.weight") lp.mlp_proj_weight = i;
-      else if (field == "mlp.proj.bias") lp.mlp_proj_bias = i;
-      else TS_ASSERT(false, "unexpected parameter ", n);
+      if (field == "ln1.weight")
+        lp.ln1_weight = i;
+      else if (field == "ln1.bias")
+        lp.ln1_bias = i;
+      else if (field == "attn.qkv.weight")
+        lp.qkv_weight = i;
+      else if (field == "attn.qkv.bias")
+        lp.qkv_bias = i;
+      else if (field == "attn.proj.weight")
+        lp.attn_proj_weight = i;
+      else if (field == "attn.proj.bias")
+        lp.attn_proj_bias = i;
+      else if (field == "ln2.weight")
+        lp.ln2_weight = i;
+      else if (field == "ln2.bias")
+        lp.ln2_bias = i;
+      else if (field == "mlp.fc.weight")
+        lp.fc_weight = i;
+      else if (field == "mlp.fc.bias")
+        lp.fc_bias = i;
+      else if (field == "mlp.proj.weight")
+        lp.mlp_proj_weight = i;
+      else if (field == "mlp.proj.bias")
+        lp.mlp_proj_bias = i;
+      else
+        TS_ASSERT(false, "unexpected parameter ", n);
     }
   }
   backend.fill(flat_params_, 0.0f);
@@ -186,8 +203,12 @@ void Gpt2Model::init_parameters(uint64_t seed) {
       if (p.layout.split_dim == 1) c = p.layout.global_index_of_local[c];
       if (r < 0) continue;  // vocabulary padding stays zero
       switch (p.spec.init) {
-        case InitKind::kZeros: host[i] = 0.0f; break;
-        case InitKind::kOnes: host[i] = 1.0f; break;
+        case InitKind::kZeros:
+          host[i] = 0.0f;
+          break;
+        case InitKind::kOnes:
+          host[i] = 1.0f;
+          break;
         case InitKind::kNormal:
           host[i] = p.spec.init_std * normal_at(seed, stream, static_cast<uint64_t>(r * global_cols + c));
           break;
@@ -230,16 +251,16 @@ void Gpt2Model::forward(int slot, bool train, float d_scale) {
   if (stage_.has_embedding) {
     // x = wte[tokens] + wpe[pos]: each TP rank looks up its vocabulary rows (zeros elsewhere), the position
     // embedding is added once (on TP rank 0), and the all-reduce completes every row on every rank.
-    backend_.embedding_forward(act(a.input), act(a.tokens), value(wte_), tp_lead ? value(wpe_) : Tensor(),
-                               seq_len_, vocab_start_);
+    backend_.embedding_forward(act(a.input), act(a.tokens), value(wte_), tp_lead ? value(wpe_) : Tensor(), seq_len_,
+                               vocab_start_);
     all_reduce_tp(act(a.input), ReduceOp::kSum);
   }
   const int n_local = stage_.end_layer - stage_.first_layer;
   for (int i = 0; i < n_local; ++i) layer_forward(slot, i);
   if (!stage_.has_head) return;
   if (n_local == 0) {  // a head-only stage: no layer's fused residual + LayerNorm has computed lnf
-    backend_.layernorm_forward(act(a.lnf), act(a.lnf_mean), act(a.lnf_rstd), layer_input(slot, 0),
-                               value(lnf_weight_), value(lnf_bias_), config_.norm_eps);
+    backend_.layernorm_forward(act(a.lnf), act(a.lnf_mean), act(a.lnf_rstd), layer_input(slot, 0), value(lnf_weight_),
+                               value(lnf_bias_), config_.norm_eps);
   }
 
   const int64_t BT = static_cast<int64_t>(micro_batch_) * seq_len_;
@@ -254,8 +275,8 @@ void Gpt2Model::forward(int slot, bool train, float d_scale) {
   backend_.cross_entropy_row_stats(sum_exp_part, target_logit, logits, row_max, act(a.targets), vocab_start_,
                                    valid_vocab_);
   all_reduce_tp(sum_exp, ReduceOp::kSum);
-  backend_.cross_entropy_loss_backward(act(a.losses), logits, row_max, sum_exp_part, target_logit,
-                                       act(a.targets), vocab_start_, valid_vocab_, d_scale);
+  backend_.cross_entropy_loss_backward(act(a.losses), logits, row_max, sum_exp_part, target_logit, act(a.targets),
+                                       vocab_start_, valid_vocab_, d_scale);
   if (!train) return;
   // The head's backward now, while the logits are at hand: the logits buffer is then free for the next
   // micro-batch, and only d_lnf[B*T, C] waits for backward().
@@ -270,8 +291,8 @@ void Gpt2Model::layer_forward(int slot, int i) {
   const Tensor x = layer_input(slot, i);
   // Attention half: x + proj(attention(qkv(ln1(x)))).
   if (i == 0) {
-    backend_.layernorm_forward(act(a.ln1), act(a.ln1_mean), act(a.ln1_rstd), x, value(p.ln1_weight),
-                               value(p.ln1_bias), config_.norm_eps);
+    backend_.layernorm_forward(act(a.ln1), act(a.ln1_mean), act(a.ln1_rstd), x, value(p.ln1_weight), value(p.ln1_bias),
+                               config_.norm_eps);
   }
   backend_.matmul_forward(act(a.qkv), act(a.ln1), value(p.qkv_weight), value(p.qkv_bias));
   backend_.attention_forward(act(a.atty), act(a.lse), act(a.qkv), local_heads_);
@@ -301,6 +322,11 @@ void Gpt2Model::layer_forward(int slot, int i) {
   } else {
     backend_.add(act(a.res3), act(a.res3), act(a.res2));
   }
+}
+
+Tensor Gpt2Model::losses(int slot) const {
+  TS_ASSERT(stage_.has_head, "losses on a stage without the head");
+  return act(slot_acts_[slot].losses);
 }
 
 double Gpt2Model::loss_sum(int slot) {

@@ -32,7 +32,7 @@ namespace tessera {
 // The layers this rank's pipeline stage runs.
 struct StageRange {
   int first_layer = 0;
-  int end_layer = 0;         // exclusive
+  int end_layer = 0;          // exclusive
   bool has_embedding = true;  // first stage
   bool has_head = true;       // last stage
 };
@@ -41,9 +41,9 @@ struct StageRange {
 struct LocalParam {
   ParamSpec spec;
   ShardLayout layout;
-  Tensor value;    // f32 master weights
-  Tensor compute;  // what forward and backward read: value itself, or its bf16 copy
-  Tensor grad;     // f32
+  Tensor value;        // f32 master weights
+  Tensor compute;      // what forward and backward read: value itself, or its bf16 copy
+  Tensor grad;         // f32
   int64_t offset = 0;  // elements into the flat parameter/gradient buffers
   // True on the one TP rank whose copy counts in global reductions over all parameters (e.g. the gradient
   // norm): split parameters count on every rank, replicated ones on tp rank 0 only.
@@ -86,6 +86,8 @@ class Gpt2Model {
   void forward(int slot, bool train, float d_scale);
   // The last stage's sum of per-token losses of `slot`, after forward. Synchronizes.
   double loss_sum(int slot);
+  // The last stage's per-token losses [B*T] (f32) of `slot`, after forward; valid until the slot's next forward.
+  Tensor losses(int slot) const;
   // [B,T,C] output of this stage (not on the last stage), after forward.
   Tensor stage_output(int slot) const;
   // Backward through this stage. d_output: gradient of the loss w.r.t. stage_output(slot) (ignored on the

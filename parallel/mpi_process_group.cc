@@ -274,8 +274,8 @@ WorkHandle MpiProcessGroup::reduce_scatter(Tensor out, Tensor in, ReduceOp op) {
   const int count = mpi_count(*this, "reduce_scatter", out);
   auto work =
       std::make_unique<MpiWork>(info_, Operation{.name = "reduce_scatter", .count = count, .dtype = out.dtype()});
-  MPI_CHECK(MPI_Ireduce_scatter_block(in.data(), out.data(), count, mpi_type(out.dtype()), mpi_op(op, out.dtype()), comm_,
-                                      work->request()));
+  MPI_CHECK(MPI_Ireduce_scatter_block(in.data(), out.data(), count, mpi_type(out.dtype()), mpi_op(op, out.dtype()),
+                                      comm_, work->request()));
   return work;
 }
 

@@ -2,6 +2,8 @@
 // kernels/cpu/cpu_backend.cc): every op with bf16 compute tensors must give exactly what the f32 op gives on the
 // same (bf16-representable) inputs, rounded once to bf16 — the GPU's storage precision, which the mixed-precision
 // model and its tolerances are checked against.
+#include "core/bf16.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -14,7 +16,6 @@
 #include <vector>
 
 #include "core/backend.h"
-#include "core/bf16.h"
 #include "core/check.h"
 #include "kernels/cpu/cpu_backend.h"
 

@@ -225,10 +225,11 @@ TEST(CheckpointCli, MixedPrecisionResumesBitExactInTheSameLayoutAndCloseInAnothe
       run_all({train_command(job, single, dir.file("ref1")), train_command(job, tensor_parallel, dir.file("ref2"))});
   for (const testing::CommandResult& r : references) ASSERT_EQ(r.exit_code, 0) << r.output;
   const std::string checkpoint = dir.file("ref1") + "/checkpoints/step_00000003";
-  const std::vector<testing::CommandResult> resumed =
-      run_all({train_command(job, single, dir.file("same"), "--resume " + checkpoint + " --set checkpoint.every_steps=0"),
-               train_command(job, tensor_parallel, dir.file("other"),
-                             "--resume " + checkpoint + " --set checkpoint.every_steps=0 --set checkpoint.save_on_exit=false")});
+  const std::vector<testing::CommandResult> resumed = run_all(
+      {train_command(job, single, dir.file("same"), "--resume " + checkpoint + " --set checkpoint.every_steps=0"),
+       train_command(
+           job, tensor_parallel, dir.file("other"),
+           "--resume " + checkpoint + " --set checkpoint.every_steps=0 --set checkpoint.save_on_exit=false")});
   for (const testing::CommandResult& r : resumed) ASSERT_EQ(r.exit_code, 0) << r.output;
 
   const std::map<int, Row> want_same = read_metrics(dir.file("ref1")), got_same = read_metrics(dir.file("same"));
@@ -268,10 +269,10 @@ TEST(CheckpointCli, ResumeWithoutConfigTakesTheCheckpointsJobConfig) {
   ASSERT_EQ(got.size(), 3u) << "steps 4 to 6, written into the resumed run's directory";
   for (const auto& [step, row] : got) EXPECT_EQ(row.loss, want.at(step).loss) << "step " << step;
 
-  const testing::CommandResult other = run_command(str_cat(
-      kEnvironment, TESSERA_MPIEXEC, " --oversubscribe -np 2 ", kTessera, " train --resume ", dir.file("ref"),
-      "/checkpoints/step_00000003 --set parallel.tp=2 --set checkpoint.save_on_exit=false --run-dir ",
-      dir.file("tp2")));
+  const testing::CommandResult other = run_command(
+      str_cat(kEnvironment, TESSERA_MPIEXEC, " --oversubscribe -np 2 ", kTessera, " train --resume ", dir.file("ref"),
+              "/checkpoints/step_00000003 --set parallel.tp=2 --set checkpoint.save_on_exit=false --run-dir ",
+              dir.file("tp2")));
   ASSERT_EQ(other.exit_code, 0) << other.output;
   EXPECT_TRUE(contains(other.output, "with the --set overrides")) << other.output;
   EXPECT_EQ(read_metrics(dir.file("tp2")).size(), 3u);

@@ -2,8 +2,8 @@
 // every validation rule, layout resolution on 1..8 ranks, and the explicit text form written to run dirs.
 #include "launcher/config.h"
 
-#include <google/protobuf/util/message_differencer.h>
 #include <google/protobuf/text_format.h>
+#include <google/protobuf/util/message_differencer.h>
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -559,11 +559,11 @@ TEST(ConfigTest, TrainBlendIsValidatedEntryByEntry) {
   };
   EXPECT_NO_THROW(validate_job_config(
       job_with_data(R"(train_blend { prefix: "a" weight: 0.7 } train_blend { prefix: "b" weight: 0.3 })")));
-  std::string message = config_error([&] {
-    validate_job_config(job_with_data(R"(train_prefix: "a" train_blend { prefix: "b" weight: 1 })"));
-  });
+  std::string message = config_error(
+      [&] { validate_job_config(job_with_data(R"(train_prefix: "a" train_blend { prefix: "b" weight: 1 })")); });
   EXPECT_NE(message.find("data.train_prefix and data.train_blend are both set"), std::string::npos) << message;
-  message = config_error([&] { validate_job_config(job_with_data(R"(mock: true train_blend { prefix: "b" weight: 1 })")); });
+  message =
+      config_error([&] { validate_job_config(job_with_data(R"(mock: true train_blend { prefix: "b" weight: 1 })")); });
   EXPECT_NE(message.find("data.mock=true and data.train_blend are both set"), std::string::npos) << message;
   message = config_error([&] {
     validate_job_config(job_with_data(R"(train_blend { prefix: "a" weight: 1 } train_blend { weight: 0 })"));

@@ -26,8 +26,8 @@
 #include <vector>
 
 #include "core/backend.h"
-#include "kernels/cpu/fast_math.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/fast_math.h"
 
 namespace tessera {
 namespace {

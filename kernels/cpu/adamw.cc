@@ -8,8 +8,8 @@
 
 namespace tessera::cpu {
 
-void adamw_update(float* param, const float* grad, float* m, float* v, int64_t n, float lr, float beta1,
-                  float beta2, float eps, float weight_decay, int64_t step, float grad_scale, uint16_t* param_copy) {
+void adamw_update(float* param, const float* grad, float* m, float* v, int64_t n, float lr, float beta1, float beta2,
+                  float eps, float weight_decay, int64_t step, float grad_scale, uint16_t* param_copy) {
   const float decay = static_cast<float>(1.0 - static_cast<double>(lr) * weight_decay);
   const double bias_correction1 = 1.0 - std::pow(static_cast<double>(beta1), static_cast<double>(step));
   const double bias_correction2 = 1.0 - std::pow(static_cast<double>(beta2), static_cast<double>(step));

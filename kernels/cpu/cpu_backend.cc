@@ -174,12 +174,10 @@ void CpuBackend::layernorm_forward(Tensor out, Tensor mean, Tensor rstd, Tensor 
                                    float eps) {
   int64_t N = rows(inp), C = cols(inp);
   expect_same_size(out, inp, "layernorm out");
-  TS_ASSERT(mean.numel() == N && rstd.numel() == N && weight.numel() == C && bias.numel() == C,
-            "layernorm shapes");
+  TS_ASSERT(mean.numel() == N && rstd.numel() == N && weight.numel() == C && bias.numel() == C, "layernorm shapes");
   expect_compute_dtype({out, inp, weight, bias}, "layernorm_forward");
   Staging f32(staging_);
-  cpu::layernorm_forward(f32.out(out), mean.f32(), rstd.f32(), f32.in(inp), f32.in(weight), f32.in(bias), eps, N,
-                         C);
+  cpu::layernorm_forward(f32.out(out), mean.f32(), rstd.f32(), f32.in(inp), f32.in(weight), f32.in(bias), eps, N, C);
 }
 
 void CpuBackend::layernorm_backward(Tensor d_inp, Tensor d_weight, Tensor d_bias, Tensor d_out, Tensor inp,
@@ -189,8 +187,8 @@ void CpuBackend::layernorm_backward(Tensor d_inp, Tensor d_weight, Tensor d_bias
   expect_same_size(d_out, inp, "layernorm d_out");
   expect_compute_dtype({d_inp, d_out, inp, weight}, "layernorm_backward");
   Staging f32(staging_);
-  cpu::layernorm_backward(f32.inout(d_inp), d_weight.f32(), d_bias.f32(), f32.in(d_out), f32.in(inp),
-                          f32.in(weight), mean.f32(), rstd.f32(), N, C);
+  cpu::layernorm_backward(f32.inout(d_inp), d_weight.f32(), d_bias.f32(), f32.in(d_out), f32.in(inp), f32.in(weight),
+                          mean.f32(), rstd.f32(), N, C);
 }
 
 void CpuBackend::gelu_forward(Tensor out, Tensor inp) {
@@ -249,8 +247,7 @@ void CpuBackend::embedding_forward(Tensor out, Tensor tokens, Tensor wte, Tensor
   TS_ASSERT(out.numel() == N * C && N % seq_len == 0, "embedding shapes");
   expect_compute_dtype({out, wte, wpe}, "embedding_forward");
   Staging f32(staging_);
-  cpu::embedding_forward(f32.out(out), tokens.i32(), f32.in(wte), f32.in(wpe), N, C, wte.dim(0), seq_len,
-                         vocab_start);
+  cpu::embedding_forward(f32.out(out), tokens.i32(), f32.in(wte), f32.in(wpe), N, C, wte.dim(0), seq_len, vocab_start);
 }
 
 void CpuBackend::embedding_backward(Tensor d_wte, Tensor d_wpe, Tensor d_out, Tensor tokens, int seq_len,
@@ -291,16 +288,14 @@ void CpuBackend::cross_entropy_loss_backward(Tensor losses, Tensor logits, Tenso
                                    targets.i32(), N, cols(logits), vocab_start, valid_cols, d_scale);
 }
 
-void CpuBackend::adamw_update(Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWStep& step,
-                              Tensor param_copy) {
+void CpuBackend::adamw_update(Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWStep& step, Tensor param_copy) {
   expect_same_size(param, grad, "adamw grad");
   expect_same_size(param, m, "adamw m");
   expect_same_size(param, v, "adamw v");
   TS_ASSERT(!param_copy.defined() || param_copy.numel() == param.numel(), "adamw param_copy ",
             param_copy.shape_string());
-  cpu::adamw_update(param.f32(), grad.f32(), m.f32(), v.f32(), param.numel(), step.lr, step.beta1, step.beta2,
-                    step.eps, step.weight_decay, step.step, step.grad_scale,
-                    param_copy.defined() ? param_copy.bf16() : nullptr);
+  cpu::adamw_update(param.f32(), grad.f32(), m.f32(), v.f32(), param.numel(), step.lr, step.beta1, step.beta2, step.eps,
+                    step.weight_decay, step.step, step.grad_scale, param_copy.defined() ? param_copy.bf16() : nullptr);
 }
 
 double CpuBackend::sum_of_squares(Tensor t) { return cpu::sum_of_squares(t.f32(), t.numel()); }

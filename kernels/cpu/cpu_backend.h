@@ -26,8 +26,7 @@ class CpuBackend final : public Backend {
   void synchronize() override {}
 
   void matmul_forward(Tensor out, Tensor inp, Tensor weight, Tensor bias) override;
-  void matmul_backward(Tensor d_inp, Tensor d_weight, Tensor d_bias, Tensor d_out, Tensor inp,
-                       Tensor weight) override;
+  void matmul_backward(Tensor d_inp, Tensor d_weight, Tensor d_bias, Tensor d_out, Tensor inp, Tensor weight) override;
   void layernorm_forward(Tensor out, Tensor mean, Tensor rstd, Tensor inp, Tensor weight, Tensor bias,
                          float eps) override;
   void layernorm_backward(Tensor d_inp, Tensor d_weight, Tensor d_bias, Tensor d_out, Tensor inp, Tensor weight,
@@ -37,8 +36,7 @@ class CpuBackend final : public Backend {
   void add(Tensor out, Tensor a, Tensor b) override;
   void attention_forward(Tensor out, Tensor lse, Tensor qkv, int n_head) override;
   void attention_backward(Tensor d_qkv, Tensor d_out, Tensor qkv, Tensor out, Tensor lse, int n_head) override;
-  void embedding_forward(Tensor out, Tensor tokens, Tensor wte, Tensor wpe, int seq_len,
-                         int64_t vocab_start) override;
+  void embedding_forward(Tensor out, Tensor tokens, Tensor wte, Tensor wpe, int seq_len, int64_t vocab_start) override;
   void embedding_backward(Tensor d_wte, Tensor d_wpe, Tensor d_out, Tensor tokens, int seq_len,
                           int64_t vocab_start) override;
   void cross_entropy_row_max(Tensor row_max, Tensor logits, int64_t valid_cols) override;
@@ -46,8 +44,7 @@ class CpuBackend final : public Backend {
                                int64_t vocab_start, int64_t valid_cols) override;
   void cross_entropy_loss_backward(Tensor losses, Tensor logits, Tensor row_max, Tensor sum_exp, Tensor target_logit,
                                    Tensor targets, int64_t vocab_start, int64_t valid_cols, float d_scale) override;
-  void adamw_update(Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWStep& step,
-                    Tensor param_copy) override;
+  void adamw_update(Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWStep& step, Tensor param_copy) override;
   double sum_of_squares(Tensor t) override;
   void scale(Tensor t, float factor) override;
 

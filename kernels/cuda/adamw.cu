@@ -105,8 +105,8 @@ void sum_of_squares_many(const Tensor* tensors, int count, double* sums, double*
   }
   sum_partials_kernel<<<static_cast<unsigned>(count), kThreads, 0, ctx.stream>>>(results, partials);
   CUDA_CHECK_LAUNCH();
-  CUDA_CHECK(cudaMemcpyAsync(host_staging, results, static_cast<size_t>(count) * sizeof(double),
-                             cudaMemcpyDeviceToHost, ctx.stream));
+  CUDA_CHECK(cudaMemcpyAsync(host_staging, results, static_cast<size_t>(count) * sizeof(double), cudaMemcpyDeviceToHost,
+                             ctx.stream));
   CUDA_CHECK(cudaStreamSynchronize(ctx.stream));
   for (int i = 0; i < count; ++i) sums[i] = host_staging[i];
 }

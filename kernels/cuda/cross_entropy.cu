@@ -90,10 +90,10 @@ void cross_entropy_loss_backward(float* losses, T* logits, const float* row_max,
   CUDA_CHECK_LAUNCH();
 }
 
-#define TS_INSTANTIATE(T)                                                                                          \
-  template void cross_entropy_row_max<T>(float*, const T*, int64_t, int64_t, int64_t, const Context&);            \
+#define TS_INSTANTIATE(T)                                                                                            \
+  template void cross_entropy_row_max<T>(float*, const T*, int64_t, int64_t, int64_t, const Context&);               \
   template void cross_entropy_row_stats<T>(float*, float*, const T*, const float*, const int32_t*, int64_t, int64_t, \
-                                           int64_t, int64_t, const Context&);                                     \
+                                           int64_t, int64_t, const Context&);                                        \
   template void cross_entropy_loss_backward<T>(float*, T*, const float*, const float*, const float*, const int32_t*, \
                                                int64_t, int64_t, int64_t, int64_t, float, const Context&);
 TS_INSTANTIATE(float)

@@ -114,9 +114,11 @@ bool CudaBackend::use_cudnn_attention(int64_t B, int64_t T, int64_t H, int64_t h
   if (cudnn_attention_->supported(B, T, H, hs)) return true;
   static std::set<std::tuple<int64_t, int64_t, int64_t, int64_t>> reported;
   if (reported.insert({B, T, H, hs}).second) {
-    std::fprintf(stderr, "tessera: cuDNN attention does not take B=%lld T=%lld H=%lld hs=%lld (%s); using Tessera's "
-                 "attention kernels for it\n", static_cast<long long>(B), static_cast<long long>(T),
-                 static_cast<long long>(H), static_cast<long long>(hs), cudnn_attention_->reason().c_str());
+    std::fprintf(stderr,
+                 "tessera: cuDNN attention does not take B=%lld T=%lld H=%lld hs=%lld (%s); using Tessera's "
+                 "attention kernels for it\n",
+                 static_cast<long long>(B), static_cast<long long>(T), static_cast<long long>(H),
+                 static_cast<long long>(hs), cudnn_attention_->reason().c_str());
   }
   return false;
 #else
@@ -128,8 +130,10 @@ bool CudaBackend::use_cudnn_attention(int64_t B, int64_t T, int64_t H, int64_t h
 void CudaBackend::stop_cudnn_attention(const std::exception& error) {
   // Both implementations follow the same contract, so the op is redone with Tessera's kernels. An error that
   // poisoned the CUDA context (an illegal address) fails those too and surfaces there.
-  std::fprintf(stderr, "tessera: cuDNN attention failed at run time (%s); using Tessera's attention kernels from now "
-               "on\n", error.what());
+  std::fprintf(stderr,
+               "tessera: cuDNN attention failed at run time (%s); using Tessera's attention kernels from now "
+               "on\n",
+               error.what());
   cudnn_attention_disabled_ = true;
 }
 
@@ -366,8 +370,8 @@ void CudaBackend::attention_backward(Tensor d_qkv, Tensor d_out, Tensor qkv, Ten
       use_cudnn_attention(B, T, n_head, hs, {d_qkv.data(), d_out.data(), qkv.data(), out.data(), lse.data()})) {
 #if defined(TESSERA_HAS_CUDNN)
     try {
-      cudnn_attention_->backward(d_qkv.data(), d_out.data(), qkv.data(), out.data(), data_as<float>(lse), B, T,
-                                 n_head, hs, stream());
+      cudnn_attention_->backward(d_qkv.data(), d_out.data(), qkv.data(), out.data(), data_as<float>(lse), B, T, n_head,
+                                 hs, stream());
       return;
     } catch (const CudaError& error) {
       stop_cudnn_attention(error);

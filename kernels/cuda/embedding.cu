@@ -9,9 +9,8 @@
 //      k over the run in order. Blocks of other slots, and of the run of skipped tokens, return at once.
 // Every row of d_wte is read and written by exactly one block, so there is no race; the work is the run
 // lengths, O(N) in all, plus the sort.
-#include <cub/device/device_radix_sort.cuh>
-
 #include <bit>
+#include <cub/device/device_radix_sort.cuh>
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/embedding.h"
@@ -83,8 +82,8 @@ size_t round_up(size_t bytes) { return (bytes + 255) / 256 * 256; }
 }  // namespace
 
 template <typename T>
-void embedding_forward(T* out, const int32_t* tokens, const T* wte, const T* wpe, int64_t N, int64_t C,
-                       int64_t V_local, int64_t seq_len, int64_t vocab_start, const Context& ctx) {
+void embedding_forward(T* out, const int32_t* tokens, const T* wte, const T* wpe, int64_t N, int64_t C, int64_t V_local,
+                       int64_t seq_len, int64_t vocab_start, const Context& ctx) {
   if (N == 0 || C == 0) return;
   embedding_forward_kernel<<<grid_size(N * C, kThreads), kThreads, 0, ctx.stream>>>(out, tokens, wte, wpe, N, C,
                                                                                     V_local, seq_len, vocab_start);
@@ -114,10 +113,10 @@ void embedding_backward(float* d_wte, float* d_wpe, const T* d_out, const int32_
     uint32_t* sorted_positions = reinterpret_cast<uint32_t*>(base + 3 * array_bytes);
     void* sort_scratch = base + 4 * array_bytes;
     embedding_sort_keys_kernel<<<grid_size(N, kThreads), kThreads, 0, ctx.stream>>>(keys, positions, tokens, N, V_local,
-                                                                                   vocab_start);
+                                                                                    vocab_start);
     CUDA_CHECK_LAUNCH();
-    CUDA_CHECK(cub::DeviceRadixSort::SortPairs(sort_scratch, sort_bytes, keys, sorted_keys, positions,
-                                               sorted_positions, count, 0, end_bit, ctx.stream));
+    CUDA_CHECK(cub::DeviceRadixSort::SortPairs(sort_scratch, sort_bytes, keys, sorted_keys, positions, sorted_positions,
+                                               count, 0, end_bit, ctx.stream));
     embedding_backward_wte_kernel<<<static_cast<unsigned>(N), kRowThreads, 0, ctx.stream>>>(
         d_wte, d_out, sorted_keys, sorted_positions, N, C, V_local);
     CUDA_CHECK_LAUNCH();

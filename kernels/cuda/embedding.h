@@ -12,8 +12,8 @@ namespace tessera::cuda {
 // out[N,C] = wte[tokens[i] - vocab_start] if that row is in this shard (V_local rows), else 0;
 //            + wpe[i % seq_len] if wpe is not null; summed in f32 and rounded once. Overwrites.
 template <typename T>
-void embedding_forward(T* out, const int32_t* tokens, const T* wte, const T* wpe, int64_t N, int64_t C,
-                       int64_t V_local, int64_t seq_len, int64_t vocab_start, const Context& ctx);
+void embedding_forward(T* out, const int32_t* tokens, const T* wte, const T* wpe, int64_t N, int64_t C, int64_t V_local,
+                       int64_t seq_len, int64_t vocab_start, const Context& ctx);
 // d_wte and d_wpe (if not null) accumulate, in f32. Deterministic, atomic-free and O(N log N + N C): the
 // positions are sorted by token (a stable radix sort on the device), then each token of the shard is owned
 // by one thread block, which adds its rows of d_out in increasing position order (the CPU twin's order, so

@@ -193,9 +193,9 @@ bool Gemm::try_run(const GemmProblem& p, cudaStream_t stream) {
   if (!it->second.supported) return false;
 
   // cuBLASLt's C (read when beta != 0) and D are both our D.
-  const cublasStatus_t run_status = cublasLtMatmul(handle_, desc.op, &p.alpha, p.b, desc.a, p.a, desc.b, &p.beta, p.d,
-                                                   desc.d, p.d, desc.d, &it->second.algorithm, workspace_,
-                                                   workspace_bytes_, stream);
+  const cublasStatus_t run_status =
+      cublasLtMatmul(handle_, desc.op, &p.alpha, p.b, desc.a, p.a, desc.b, &p.beta, p.d, desc.d, p.d, desc.d,
+                     &it->second.algorithm, workspace_, workspace_bytes_, stream);
   if (run_status != CUBLAS_STATUS_SUCCESS && p.epilogue != GemmEpilogue::kNone) {
     // An epilogue the heuristic offered but the launch refused (checked synchronously, nothing was issued):
     // remembered as unsupported, so this and later calls take the caller's fallback.

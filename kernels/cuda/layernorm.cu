@@ -46,8 +46,8 @@ __device__ void normalize_row(T* y, float* mean, float* rstd, const T* x, const 
 }
 
 template <typename T>
-__global__ void layernorm_forward_kernel(T* out, float* mean, float* rstd, const T* inp, const T* weight,
-                                         const T* bias, float eps, int64_t N, int64_t C) {
+__global__ void layernorm_forward_kernel(T* out, float* mean, float* rstd, const T* inp, const T* weight, const T* bias,
+                                         float eps, int64_t N, int64_t C) {
   const int64_t row = blockIdx.x * static_cast<int64_t>(kRowsPerBlock) + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (row >= N) return;  // the whole warp: rows are per warp
@@ -186,11 +186,11 @@ void layernorm_backward(T* d_inp, float* d_weight, float* d_bias, const T* d_out
   CUDA_CHECK_LAUNCH();
 }
 
-#define TS_INSTANTIATE(T)                                                                                           \
+#define TS_INSTANTIATE(T)                                                                                            \
   template void layernorm_forward<T>(T*, float*, float*, const T*, const T*, const T*, float, int64_t, int64_t,      \
-                                     const Context&);                                                              \
+                                     const Context&);                                                                \
   template void residual_layernorm_forward<T>(T*, T*, float*, float*, const T*, const T*, const T*, const T*, float, \
-                                              int64_t, int64_t, const Context&);                                   \
+                                              int64_t, int64_t, const Context&);                                     \
   template void layernorm_backward<T>(T*, float*, float*, const T*, const T*, const T*, const float*, const float*,  \
                                       int64_t, int64_t, const Context&);
 TS_INSTANTIATE(float)
