@@ -117,8 +117,20 @@ TEST(ShippedConfigs, Gpt2SmallRunsInTheReadmeLayout) {
   EXPECT_EQ(layout.micro_batch_size, 4);
 }
 
+TEST(ShippedConfigs, Gpt2SmallOnGpusRunsTheFullBatchOnEightRanks) {
+  // mpirun -np 8 tessera train --config configs/gpt2-124m-gpu.textproto
+  const config::JobConfig job = load_job_config(shipped_config("gpt2-124m-gpu.textproto"), {});
+  EXPECT_EQ(job.train().device(), config::CUDA);
+  EXPECT_EQ(job.model().dtype(), config::BF16);
+  EXPECT_EQ(job.train().global_batch() * job.train().seq_len(), 524288);
+  const Layout layout = resolve_layout(job, 8);
+  EXPECT_EQ(layout.dp, 8);
+  EXPECT_EQ(layout.micro_batches, 2);
+  EXPECT_EQ(layout.micro_batch_size, 32);
+}
+
 TEST(ShippedConfigs, TextFormIsEquivalentAndStable) {
-  for (const char* name : {"tiny.textproto", "gpt2-124m.textproto"}) {
+  for (const char* name : {"tiny.textproto", "gpt2-124m.textproto", "gpt2-124m-gpu.textproto"}) {
     SCOPED_TRACE(name);
     const config::JobConfig job = load_job_config(shipped_config(name), {});
     const std::string text = job_config_to_text(job);
