@@ -61,6 +61,34 @@ std::vector<std::string> all_gather_bytes(ProcessGroup& group, const std::string
   return out;
 }
 
+// Every rank's bytes on `root` (in rank order; empty elsewhere): point to point, so that only the root receives
+// the others' data (an all-gather would hand all of it to every rank).
+std::vector<std::string> gather_bytes(ProcessGroup& group, const std::string& mine, int root) {
+  constexpr int kSizeTag = 7001, kDataTag = 7002;
+  const int n = group.size();
+  if (n == 1) return {mine};
+  if (group.rank() != root) {
+    int32_t size = static_cast<int32_t>(mine.size());
+    std::vector<int32_t> words(std::max<size_t>(1, (mine.size() + 3) / 4), 0);
+    std::memcpy(words.data(), mine.data(), mine.size());
+    group.send(i32_tensor(&size, 1), root, kSizeTag)->wait();
+    group.send(i32_tensor(words.data(), static_cast<int64_t>(words.size())), root, kDataTag)->wait();
+    return {};
+  }
+  std::vector<std::string> out(n);
+  out[static_cast<size_t>(root)] = mine;
+  std::vector<int32_t> words;
+  for (int r = 0; r < n; ++r) {
+    if (r == root) continue;
+    int32_t size = 0;
+    group.recv(i32_tensor(&size, 1), r, kSizeTag)->wait();
+    words.assign(std::max<size_t>(1, (static_cast<size_t>(size) + 3) / 4), 0);
+    group.recv(i32_tensor(words.data(), static_cast<int64_t>(words.size())), r, kDataTag)->wait();
+    out[static_cast<size_t>(r)].assign(reinterpret_cast<const char*>(words.data()), static_cast<size_t>(size));
+  }
+  return out;
+}
+
 std::string broadcast_bytes(ProcessGroup& group, const std::string& value, int root) {
   if (group.size() == 1) return value;
   int32_t size = static_cast<int32_t>(value.size());
@@ -228,6 +256,8 @@ void Checkpointer::write_shard(Pending& pending, const std::vector<const float*>
   for (const SliceWrite& write : writes_) items.push_back({write.slice, host[write.piece], write.runs});
   const int world_rank = job_.world_rank;
   try {
+    TS_CHECK(pending.step != fail_shard_step_ || world_rank != fail_shard_rank_, CheckpointError, "cannot write ",
+             shard_file_name(world_rank), ": failure injected by --debug-fail-shard-write");
     if (items.empty()) {
       pending.shard = shard_report('N', 0, "");
     } else {
@@ -288,7 +318,12 @@ void Checkpointer::publish(Pending& pending) {
   if (pending.writer.joinable()) pending.writer.join();
   const double wait_s = now_s() - enter;
   ProcessGroup& world = *job_.groups.world;
-  const std::vector<std::string> reports = all_gather_bytes(world, pending.shard);
+  // Every rank learns whether any shard failed (one small all-reduce); only then do the reports, with their
+  // error messages, go to every rank. Otherwise the shard metadata goes to rank 0 alone, which writes the manifest.
+  std::vector<int32_t> failed = {pending.shard[0] == 'E' ? 1 : 0};
+  all_reduce_max(world, failed);
+  const std::vector<std::string> reports =
+      failed[0] != 0 ? all_gather_bytes(world, pending.shard) : gather_bytes(world, pending.shard, 0);
   const std::string name = step_dir_name(pending.step);
   std::vector<std::string> errors;
   double slowest_write_s = 0;
@@ -298,7 +333,7 @@ void Checkpointer::publish(Pending& pending) {
     slowest_write_s = std::max(slowest_write_s, seconds);
     if (reports[r][0] == 'E') errors.push_back(str_cat("rank ", r, ": ", reports[r].substr(1 + sizeof(seconds))));
   }
-  if (!errors.empty()) {
+  if (failed[0] != 0) {
     if (world.rank() == 0) {
       std::error_code ignored;
       fs::remove_all(pending.tmp_dir, ignored);

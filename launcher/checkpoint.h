@@ -93,6 +93,11 @@ class Checkpointer {
 
   // Test hook: world rank 0 kills itself with SIGKILL at `point` of the save of `step`.
   void crash_during_save(int64_t step, SaveCrashPoint point);
+  // Test hook: world rank `world_rank` fails to write its shard of `step` (as a full disk would).
+  void fail_shard_write(int64_t step, int world_rank) {
+    fail_shard_step_ = step;
+    fail_shard_rank_ = world_rank;
+  }
 
  private:
   struct Pending {
@@ -136,6 +141,8 @@ class Checkpointer {
   int64_t last_saved_step_ = -1;
   int stop_signal_ = 0;
   int64_t crash_step_ = -1;
+  int64_t fail_shard_step_ = -1;
+  int fail_shard_rank_ = -1;
   SaveCrashPoint crash_point_ = SaveCrashPoint::kNone;
 };
 

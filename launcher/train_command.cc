@@ -82,7 +82,9 @@ config::JobConfig config_from_checkpoint(const std::string& spec, const std::str
 }  // namespace
 
 int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, const ProcessEnv& env) {
-  CliArgs cli("train", args, {"--config", "--set", "--run-dir", "--resume", "--debug-kill-during-save"}, {}, {"--set"});
+  CliArgs cli("train", args,
+              {"--config", "--set", "--run-dir", "--resume", "--debug-kill-during-save", "--debug-fail-shard-write"},
+              {}, {"--set"});
   TS_CHECK(cli.has("--config") || cli.has("--resume"), ConfigError,
            "give the job with --config FILE.textproto, or --resume CHECKPOINT|RUN_DIR to continue a "
            "run with the job config saved in its checkpoint");
@@ -127,6 +129,14 @@ int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
   if (cli.has("--debug-kill-during-save")) {
     const auto [crash_step, crash_point] = parse_crash_point(cli.get("--debug-kill-during-save"));
     checkpointer.crash_during_save(crash_step, crash_point);
+  }
+  if (cli.has("--debug-fail-shard-write")) {  // "STEP:RANK" (tests of a failed save)
+    const std::string value = cli.get("--debug-fail-shard-write");
+    const size_t colon = value.find(':');
+    TS_CHECK(colon != std::string::npos && colon > 0 && colon + 1 < value.size() &&
+                 value.find_first_not_of("0123456789:") == std::string::npos,
+             ConfigError, "--debug-fail-shard-write takes STEP:RANK, not '", value, "'");
+    checkpointer.fail_shard_write(std::stoll(value.substr(0, colon)), std::stoi(value.substr(colon + 1)));
   }
   const int start_step = cli.has("--resume") ? static_cast<int>(checkpointer.resume(cli.get("--resume"))) : 0;
   // ---- end of checkpoints ----

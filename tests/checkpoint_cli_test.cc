@@ -285,6 +285,24 @@ TEST(CheckpointCli, ResumeWithoutConfigTakesTheCheckpointsJobConfig) {
   EXPECT_TRUE(contains(latest.output, "--resume latest without --config needs --run-dir")) << latest.output;
 }
 
+// One rank failing to write its shard fails the save on every rank, naming that rank and its error, and the
+// previous checkpoint stays the latest. (Shard metadata normally goes to rank 0 only; on a failure every rank
+// gets every report, so each can say what happened.)
+TEST(CheckpointCli, AShardThatCannotBeWrittenFailsTheSaveOnEveryRankAndKeepsTheLatest) {
+  TempDir dir;
+  const std::string job = write_job(dir);
+  const testing::CommandResult r =
+      run_command(train_command(job, RunLayout{2, 1, 1, false}, dir.file("run"), "--debug-fail-shard-write 6:1"));
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output,
+                       "checkpoint step_00000006 could not be saved (the previous checkpoint is still the "
+                       "latest):"))
+      << r.output;
+  EXPECT_TRUE(contains(r.output, "rank 1: cannot write shard_1.h5: failure injected")) << r.output;
+  EXPECT_EQ(read_latest(dir.file("run") + "/checkpoints"), std::optional<std::string>("step_00000003"));
+  EXPECT_FALSE(std::filesystem::exists(dir.file("run") + "/checkpoints/step_00000006"));
+}
+
 TEST(CheckpointCli, SaveKilledAtAnyPointLeavesThePreviousCheckpointLatest) {
   TempDir dir;
   const std::string job = write_job(dir);
