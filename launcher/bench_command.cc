@@ -163,6 +163,7 @@ int bench_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
       std::printf("  %.1f TFLOP/s per GPU%s; attention: %s\n", t.tflops_per_device,
                   t.mfu >= 0 ? str_cat(" -> MFU ", static_cast<int>(1000 * t.mfu + 0.5) / 10.0, "%").c_str() : "",
                   attention_engine(*job.backend).c_str());
+      std::printf("  %s (rank 0)\n", memory_report(*job.backend).c_str());
     }
     std::fflush(stdout);
   }

@@ -2,6 +2,7 @@
 #include "launcher/device_setup.h"
 
 #include "core/check.h"
+#include "launcher/human_format.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "parallel/host_staged_process_group.h"
 #include "parallel/mpi_process_group.h"
@@ -94,6 +95,19 @@ std::string attention_engine(const Backend& backend) {
   if (const auto* gpu = dynamic_cast<const CudaBackend*>(&backend)) return gpu->attention_engine();
 #endif
   return backend.name();
+}
+
+std::string memory_report(const Backend& backend) {
+#if TESSERA_HAS_CUDA
+  if (const auto* gpu = dynamic_cast<const CudaBackend*>(&backend)) {
+    const cuda::CachingAllocator::Stats stats = gpu->memory_stats();
+    return str_cat("GPU memory: peak ", human_bytes(static_cast<double>(stats.peak_in_use_bytes)), " in use, ",
+                   human_bytes(static_cast<double>(stats.cached_bytes)), " cached, ", stats.device_allocations,
+                   " cudaMalloc calls");
+  }
+#endif
+  (void)backend;
+  return "";
 }
 
 std::string device_line(const DeviceDescription& device, DType compute) {

@@ -50,6 +50,9 @@ std::string device_line(const DeviceDescription& device, DType compute);
 // Which attention implementation the backend ran last: "cudnn" or "tessera" on a GPU (kernels/cuda, Note
 // [Attention choice]), "cpu" otherwise.
 std::string attention_engine(const Backend& backend);
+// "GPU memory: peak 14.2 GB in use, 1.1 GB cached, 212 cudaMalloc calls" from the CUDA backend's caching
+// allocator; empty for other backends.
+std::string memory_report(const Backend& backend);
 
 // The rank's world/tp/pp/dp groups for `backend`. Collective over MPI_COMM_WORLD (as make_mpi_groups):
 // - CPU backend: make_mpi_groups.

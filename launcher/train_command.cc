@@ -213,7 +213,10 @@ int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
                 human_count(tokens_per_step * steps_run / total).c_str(), first_loss, last_loss);
     if (best_val_step > 0) std::printf("; best val loss %.4f at step %d", best_val, best_val_step);
     if (skipped_total > 0) std::printf("; %d step(s) skipped (not finite)", skipped_total);
-    std::printf("\nrun directory: %s (config.textproto, metrics.jsonl)\n", run_dir.c_str());
+    std::printf("\n");
+    const std::string memory = memory_report(*job.backend);
+    if (!memory.empty()) std::printf("%s (rank 0)\n", memory.c_str());
+    std::printf("run directory: %s (config.textproto, metrics.jsonl)\n", run_dir.c_str());
     std::fflush(stdout);
   }
   return 0;
