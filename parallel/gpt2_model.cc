@@ -329,16 +329,6 @@ Tensor Gpt2Model::losses(int slot) const {
   return act(slot_acts_[slot].losses);
 }
 
-double Gpt2Model::loss_sum(int slot) {
-  TS_ASSERT(stage_.has_head, "loss on a stage without the head");
-  Tensor losses = act(slot_acts_[slot].losses);
-  host_losses_.resize(losses.numel());  // sized once
-  backend_.copy_to_host(host_losses_.data(), losses);
-  double sum = 0;
-  for (float l : host_losses_) sum += l;
-  return sum;
-}
-
 void Gpt2Model::backward(int slot, Tensor d_output) {
   const SlotActs& a = slot_acts_[slot];
   const int n_local = stage_.end_layer - stage_.first_layer;

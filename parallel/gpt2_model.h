@@ -84,8 +84,6 @@ class Gpt2Model {
   // Runs this stage on the micro-batch in `slot`. On the last stage also computes per-token losses and, when
   // train is true, the gradient of d_scale * sum(losses) through the head (the rest in backward()).
   void forward(int slot, bool train, float d_scale);
-  // The last stage's sum of per-token losses of `slot`, after forward. Synchronizes.
-  double loss_sum(int slot);
   // The last stage's per-token losses [B*T] (f32) of `slot`, after forward; valid until the slot's next forward.
   Tensor losses(int slot) const;
   // [B,T,C] output of this stage (not on the last stage), after forward.
@@ -153,7 +151,6 @@ class Gpt2Model {
   std::function<void(int layer)> backward_hook_;
   // Shared scratch: logits and cross-entropy statistics, and backward temporaries.
   int logits_, row_max_, row_stats_, d_res_, d_ln_, d_big_, d_atty_;
-  std::vector<float> host_losses_;
 };
 
 }  // namespace tessera
