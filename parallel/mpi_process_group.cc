@@ -107,14 +107,18 @@ struct Operation {
 class MpiWork final : public Work {
  public:
   MpiWork(std::shared_ptr<const MpiProcessGroup::Info> group, Operation operation)
-      : group_(std::move(group)), operation_(operation) {}
+      : group_(std::move(group)), operation_(operation), started_(Clock::now()) {}
 
+  // A work destroyed unfinished (never waited, or left behind when another wait threw) is given until its own
+  // deadline, counted from when it started, not a fresh timeout: several operations in flight when a peer
+  // stops (DP buckets, pipeline sends) then give up together, and the error reaches the user at the first
+  // deadline instead of one timeout per operation.
   ~MpiWork() override {
     if (request_ == MPI_REQUEST_NULL || mpi_finalized()) return;
     try {
-      if (timed_out_ ? test() : poll_until(Clock::now() + timeout())) return;
+      if (timed_out_ ? test() : poll_until(started_ + timeout())) return;
       const std::string waited = timed_out_ ? std::string(" after its wait timed out")
-                                            : str_cat(" after waiting ", group_->timeout_s, " s for it");
+                                            : str_cat(" ", group_->timeout_s, " s after it started");
       std::fprintf(stderr,
                    "tessera: %s was abandoned unfinished%s: a peer rank is missing, stuck or dead, and its buffer "
                    "may still be in use; the job must be aborted%s\n",
@@ -209,6 +213,7 @@ class MpiWork final : public Work {
   std::shared_ptr<const MpiProcessGroup::Info> group_;
   Operation operation_;
   MPI_Request request_ = MPI_REQUEST_NULL;
+  Clock::time_point started_;
   bool timed_out_ = false;
   std::string error_;  // set once the operation failed; every later wait()/test() throws it
 };

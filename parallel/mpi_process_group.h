@@ -6,8 +6,9 @@
 // until the request completes or the group's timeout, counted from the start of that wait() call, passes;
 // then it throws CommError naming the operation, the group, its world ranks and this process. The request
 // stays pending after a timeout: calling wait() again waits afresh, so a caller that knows the peer is only
-// late can still complete it. A Work destroyed without a successful wait() waits up to one more timeout
-// (none if a wait() already timed out), then logs to stderr and leaves the request behind: the buffer may
+// late can still complete it. A Work destroyed without a successful wait() polls until one timeout after the
+// operation started (at least once; not at all if a wait() already timed out), so operations left in flight
+// by another's timeout give up together, then logs to stderr and leaves the request behind: the buffer may
 // still be written, so the caller must abort the job (the launcher does).
 //
 // Thread-safety: a group and its Work handles are used from one thread (MPI_THREAD_FUNNELED).

@@ -414,5 +414,34 @@ TEST_F(TimeoutTest, AbandonedWorkGivesUpAfterTheTimeoutInsteadOfHanging) {
   meeting_->barrier();
 }
 
+TEST_F(TimeoutTest, WorkLeftBehindByATimedOutWaitGivesUpAtItsOwnDeadline) {
+  // Two operations in flight when the peer stays away (as DP buckets are): the first wait times out at the
+  // deadline; the second, dropped while the error unwinds, must not wait a second full timeout.
+  static std::vector<float> first_buffer(8, 1.0f), second_buffer(8, 1.0f);
+  std::vector<float> x(8, 1.0f), y(8, 1.0f);
+  if (pair_->rank() == 0) {
+    const auto start = std::chrono::steady_clock::now();
+    try {
+      WorkHandle first = pair_->all_reduce(tensor_of(first_buffer), ReduceOp::kSum);
+      WorkHandle second = pair_->all_reduce(tensor_of(second_buffer), ReduceOp::kSum);
+      first->wait();
+      ADD_FAILURE() << "no CommError";
+    } catch (const CommError&) {
+    }
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    EXPECT_GE(seconds, 0.9 * kShortTimeoutS);
+    EXPECT_LT(seconds, kShortTimeoutS + 0.5) << "the dropped operation waited a timeout of its own";
+    meeting_->barrier();
+  } else {
+    meeting_->barrier();
+    WorkHandle a = pair_->all_reduce(tensor_of(x), ReduceOp::kSum);
+    WorkHandle b = pair_->all_reduce(tensor_of(y), ReduceOp::kSum);
+    wait_patiently(*a);
+    wait_patiently(*b);
+    for (float v : y) EXPECT_EQ(v, 2.0f);
+  }
+  meeting_->barrier();
+}
+
 }  // namespace
 }  // namespace tessera
