@@ -30,12 +30,6 @@ double now_s() { return std::chrono::duration<double>(std::chrono::steady_clock:
 
 std::string join_path(const std::string& dir, const std::string& name) { return (fs::path(dir) / name).string(); }
 
-std::string join_lines(const std::vector<std::string>& lines, const std::string& indent) {
-  std::string out;
-  for (const std::string& line : lines) out += "\n" + indent + line;
-  return out;
-}
-
 [[noreturn]] void crash_now() {
   std::fflush(stdout);
   ::kill(::getpid(), SIGKILL);
@@ -105,17 +99,6 @@ void all_reduce_max(ProcessGroup& group, std::vector<int32_t>& values) {
   group.all_reduce(i32_tensor(values.data(), static_cast<int64_t>(values.size())), ReduceOp::kMax)->wait();
 }
 
-std::vector<std::string> split_lines(const std::string& text) {
-  std::vector<std::string> lines;
-  size_t start = 0;
-  while (start < text.size()) {
-    size_t end = text.find('\n', start);
-    if (end == std::string::npos) end = text.size();
-    lines.push_back(text.substr(start, end - start));
-    start = end + 1;
-  }
-  return lines;
-}
 
 // What a rank reports after writing its shard: 'S' + seconds + checkpoint::Shard, 'N' + seconds (nothing to
 // store), or 'E' + seconds + the error message.
@@ -524,8 +507,8 @@ void Checkpointer::load(const std::string& dir, const checkpoint::Manifest& mani
     ShardReader reader(join_path(dir, manifest.shards(shard).file().file()));
     for (const SliceRead* read : shard_reads) {
       const StatePiece& piece = pieces_[read->piece];
-      reader.read(read->dataset, read->dataset_count, read->within, host[read->piece], piece.end - piece.begin,
-                  read->runs);
+      reader.read(manifest.shards(shard).tensors(read->tensor), read->within, host[read->piece],
+                  piece.end - piece.begin, read->runs);
     }
   }
   if (!on_cpu) {
@@ -543,7 +526,8 @@ int64_t Checkpointer::resume(const std::string& spec) {
   if (world.rank() == 0) {
     try {
       const ResumeCandidates candidates = resume_candidates(spec, run_dir_);
-      listing = std::string(candidates.may_fall_back ? "F" : "1") + candidates.checkpoints_dir + "\n";
+      listing = std::string(candidates.may_fall_back ? "F" : "1") + candidates.checkpoints_dir + "\n" +
+                candidates.latest_problem + "\n";
       for (const std::string& dir : candidates.dirs) listing += dir + "\n";
     } catch (const ConfigError& e) {
       listing = std::string("E") + e.what();
@@ -551,43 +535,42 @@ int64_t Checkpointer::resume(const std::string& spec) {
   }
   listing = broadcast_bytes(world, listing, 0);
   TS_CHECK(listing[0] != 'E', ConfigError, listing.substr(1));
-  std::vector<std::string> lines = split_lines(listing.substr(1));
-  const bool may_fall_back = listing[0] == 'F';
-  const std::string checkpoints_dir = lines.empty() ? std::string() : lines.front();
-  const std::vector<std::string> dirs(lines.begin() + (lines.empty() ? 0 : 1), lines.end());
-  if (dirs.empty()) {
-    TS_CHECK(spec == "latest", ConfigError, "--resume ", spec, ": no checkpoint in ", checkpoints_dir);
-    if (log) std::printf("no checkpoint in %s yet: starting from step 0\n", checkpoints_dir.c_str());
+  const std::vector<std::string> lines = split_lines(listing.substr(1));
+  TS_ASSERT(lines.size() >= 2, "bad checkpoint listing");
+  ResumeCandidates candidates;
+  candidates.may_fall_back = listing[0] == 'F';
+  candidates.checkpoints_dir = lines[0];
+  candidates.latest_problem = lines[1];
+  candidates.dirs.assign(lines.begin() + 2, lines.end());
+  if (candidates.dirs.empty()) {
+    TS_CHECK(spec == "latest", ConfigError, "--resume ", spec, ": no checkpoint in ", candidates.checkpoints_dir);
+    if (log) std::printf("no checkpoint in %s yet: starting from step 0\n", candidates.checkpoints_dir.c_str());
     return 0;
+  }
+  if (log && !candidates.latest_problem.empty()) {
+    std::printf("warning: %s\n  using the newest complete checkpoint instead\n", candidates.latest_problem.c_str());
   }
 
   const double start = now_s();
-  std::vector<std::string> rejected;
-  checkpoint::Manifest manifest;
-  std::string chosen;
-  for (const std::string& dir : dirs) {
-    const std::vector<std::string> problems = verify(dir, &manifest);
-    if (problems.empty()) {
-      chosen = dir;
-      break;
-    }
-    rejected.push_back(dir + ":" + join_lines(problems, "      "));
-    TS_CHECK(may_fall_back, CheckpointError, "checkpoint ", dir, " cannot be loaded:", join_lines(problems, "  "),
-             "\nResume from another checkpoint (--resume latest picks the newest complete one).");
-    if (log) {
-      std::printf("warning: checkpoint %s is not usable:%s\n  falling back to the next newest checkpoint\n",
-                  dir.c_str(), join_lines(problems, "    ").c_str());
-      std::fflush(stdout);
-    }
-  }
-  TS_CHECK(!chosen.empty(), CheckpointError, "no usable checkpoint in ", checkpoints_dir, ":",
-           join_lines(rejected, "  - "), "\nStart a new run without --resume, or repair the files.");
+  const CheckpointChoice choice = choose_checkpoint(
+      candidates, [&](const std::string& dir, checkpoint::Manifest* manifest) { return verify(dir, manifest); },
+      [&](const std::string& dir, const std::vector<std::string>& problems) {
+        if (!log) return;
+        std::printf("warning: checkpoint %s is not usable:%s\n  falling back to the next newest checkpoint\n",
+                    dir.c_str(), join_lines(problems, "    ").c_str());
+        std::fflush(stdout);
+      });
+  const std::string& chosen = choice.dir;
+  const checkpoint::Manifest& manifest = choice.manifest;
+  const std::vector<std::string>& rejected = choice.rejected;
   check_compatible(chosen, manifest);
-  if (manifest.has_virtual_file() && log) {
-    const FileStatus status = check_file(chosen, manifest.virtual_file());
-    if (status != FileStatus::kOk) {
-      std::printf("warning: %s (only tools read it; training does not need it)\n",
-                  describe_file_problem(chosen, manifest.virtual_file(), status).c_str());
+  if (log) {
+    if (manifest.format_version() == kLegacyManifestFormatVersion) {
+      std::printf("warning: %s was written in checkpoint format 1, whose manifest has no checksum: damage to it "
+                  "cannot be detected (the next save writes format %d)\n", chosen.c_str(), kManifestFormatVersion);
+    }
+    for (const std::string& problem : auxiliary_file_problems(chosen, manifest)) {
+      std::printf("warning: %s (only tools read it; training does not need it)\n", problem.c_str());
     }
   }
   load(chosen, manifest);
@@ -597,7 +580,7 @@ int64_t Checkpointer::resume(const std::string& spec) {
     std::printf(
         "resumed from %s%s: step %lld (%lld samples consumed, %lld optimizer updates), saved in layout "
         "tp=%d pp=%d dp=%d; verified and loaded in %.3f s\n",
-        chosen.c_str(), rejected.empty() ? "" : " (the newest complete checkpoint)",
+        chosen.c_str(), rejected.empty() && candidates.latest_problem.empty() ? "" : " (the newest complete checkpoint)",
         static_cast<long long>(manifest.step()), static_cast<long long>(manifest.consumed_samples()),
         static_cast<long long>(manifest.optimizer_steps()), saved.tp(), saved.pp(), saved.dp(), now_s() - start);
     std::fflush(stdout);

@@ -277,10 +277,15 @@ std::vector<SliceWrite> plan_slice_writes(const std::vector<LocalParam>& params,
 std::vector<SliceRead> plan_slice_reads(const std::vector<LocalParam>& params, const std::vector<StatePiece>& pieces,
                                         const checkpoint::Manifest& manifest, const std::string& checkpoint_name) {
   // Every stored slice by (kind, name).
-  std::map<std::pair<int, std::string>, std::vector<std::pair<int, const checkpoint::TensorSlice*>>> stored;
+  struct Stored {
+    int shard, tensor;
+    const checkpoint::TensorSlice* slice;
+  };
+  std::map<std::pair<int, std::string>, std::vector<Stored>> stored;
   for (int s = 0; s < manifest.shards_size(); ++s) {
-    for (const checkpoint::TensorSlice& slice : manifest.shards(s).tensors()) {
-      stored[{static_cast<int>(slice.kind()), slice.name()}].push_back({s, &slice});
+    for (int t = 0; t < manifest.shards(s).tensors_size(); ++t) {
+      const checkpoint::TensorSlice& slice = manifest.shards(s).tensors(t);
+      stored[{static_cast<int>(slice.kind()), slice.name()}].push_back({s, t, &slice});
     }
   }
   std::vector<SliceRead> reads;
@@ -291,20 +296,20 @@ std::vector<SliceRead> plan_slice_reads(const std::vector<LocalParam>& params, c
     auto found = stored.find({static_cast<int>(to_proto(piece.kind)), p.spec.name});
     TS_CHECK(found != stored.end(), CheckpointError, checkpoint_name, " has no tensor ", path,
              ": it was saved from a different model (resume with the model it was saved from)");
-    const std::vector<int64_t> shape = slice_shape(*found->second.front().second);
+    const std::vector<int64_t> shape = slice_shape(*found->second.front().slice);
     TS_CHECK(shape == p.spec.shape, CheckpointError, checkpoint_name, ": tensor ", path, " has global shape ",
              shape_string(shape), ", the model expects ", shape_string(p.spec.shape));
     int64_t needed = 0, covered = 0;
     for (const LocalBlock& block : local_blocks(p.layout, piece.begin, piece.end)) {
       needed += block.global.numel();
-      for (const auto& [shard, slice] : found->second) {
+      for (const auto& [shard, tensor, slice] : found->second) {
         const Box box = slice_box(*slice);
         Box overlap;
         if (!intersect(block.global, box, &overlap)) continue;
         SliceRead read;
         read.shard = shard;
+        read.tensor = tensor;
         read.dataset = slice->dataset();
-        read.dataset_count = box.count;
         read.within.count = overlap.count;
         std::vector<int64_t> local = block.local_offset;
         for (size_t d = 0; d < overlap.offset.size(); ++d) {

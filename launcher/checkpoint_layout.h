@@ -112,9 +112,9 @@ std::vector<SliceWrite> plan_slice_writes(const std::vector<LocalParam>& params,
 // One hyperslab read while loading: the box `within` (offsets relative to the dataset's first element) of a
 // stored dataset, into the memory of piece `piece` at `runs`.
 struct SliceRead {
-  int shard = 0;  // index into manifest.shards()
+  int shard = 0;   // index into manifest.shards()
+  int tensor = 0;  // index into manifest.shards(shard).tensors(): the stored slice read from
   std::string dataset;
-  std::vector<int64_t> dataset_count;  // the dataset's extent
   Box within;
   int piece = 0;
   MemoryRuns runs;

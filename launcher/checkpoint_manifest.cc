@@ -11,6 +11,7 @@
 #include "core/check.h"
 #include "launcher/checkpoint_layout.h"
 #include "launcher/durable_file.h"
+#include "launcher/human_format.h"
 #include "launcher/xxhash64.h"
 
 namespace tessera {
@@ -53,30 +54,92 @@ std::optional<int64_t> step_of_dir_name(const std::string& name) {
 
 std::string shard_file_name(int world_rank) { return "shard_" + std::to_string(world_rank) + ".h5"; }
 
-void write_manifest(const std::string& dir, const checkpoint::Manifest& manifest) {
-  std::string binary;
-  TS_ASSERT(manifest.SerializeToString(&binary), "cannot serialize the manifest");
+namespace {
+
+constexpr char kManifestMagic[] = "TSMANIF2";  // 8 bytes, no terminator stored
+constexpr size_t kMagicSize = 8;
+constexpr size_t kEnvelopeHeaderSize = kMagicSize + 16;
+
+void put_u64(std::string& out, uint64_t value) {
+  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((value >> (8 * i)) & 0xff));
+}
+
+uint64_t get_u64(const std::string& in, size_t at) {
+  uint64_t value = 0;
+  for (int i = 7; i >= 0; --i) value = (value << 8) | static_cast<unsigned char>(in[at + i]);
+  return value;
+}
+
+std::string xxh64_line(const std::string& name) { return "xxh64 " + hex64(xxh64(name.data(), name.size())); }
+
+}  // namespace
+
+std::string manifest_envelope(const checkpoint::Manifest& manifest) {
+  std::string payload;
+  TS_ASSERT(manifest.SerializeToString(&payload), "cannot serialize the manifest");
+  std::string out(kManifestMagic, kMagicSize);
+  put_u64(out, payload.size());
+  put_u64(out, xxh64(payload.data(), payload.size()));
+  return out + payload;
+}
+
+checkpoint::Manifest parse_manifest_envelope(const std::string& bytes, const std::string& path) {
+  const std::string damaged = str_cat("'", path, "' is damaged: ");
+  checkpoint::Manifest manifest;
+  if (bytes.size() >= kMagicSize && bytes.compare(0, kMagicSize, kManifestMagic, kMagicSize) == 0) {
+    TS_CHECK(bytes.size() >= kEnvelopeHeaderSize && get_u64(bytes, kMagicSize) == bytes.size() - kEnvelopeHeaderSize,
+             CheckpointError, damaged, "it is ", bytes.size(), " bytes, its header says ",
+             bytes.size() >= kEnvelopeHeaderSize ? get_u64(bytes, kMagicSize) + kEnvelopeHeaderSize : 0,
+             " (truncated or extended)");
+    TS_CHECK(xxh64(bytes.data() + kEnvelopeHeaderSize, bytes.size() - kEnvelopeHeaderSize) ==
+                 get_u64(bytes, kMagicSize + 8),
+             CheckpointError, damaged, "its contents do not match their XXH64 checksum");
+    TS_CHECK(manifest.ParseFromArray(bytes.data() + kEnvelopeHeaderSize,
+                                     static_cast<int>(bytes.size() - kEnvelopeHeaderSize)),
+             CheckpointError, damaged, "its checksum matches but it does not parse (written by another program?)");
+    TS_CHECK(manifest.format_version() == kManifestFormatVersion, CheckpointError, "'", path,
+             "' has checkpoint format version ", manifest.format_version(), "; this build reads versions ",
+             kLegacyManifestFormatVersion, " and ", kManifestFormatVersion);
+    return manifest;
+  }
+  // Format 1 (no envelope): a bare Manifest, whose first byte is the tag of format_version (field 1, varint).
+  // No single bit flip turns the magic into it, and a legacy file must say version 1.
+  TS_CHECK(!bytes.empty() && bytes[0] == 0x08 && manifest.ParseFromString(bytes) &&
+               manifest.format_version() == kLegacyManifestFormatVersion,
+           CheckpointError, damaged, "it is not a Tessera checkpoint manifest (its header is missing or altered)");
+  return manifest;
+}
+
+void write_manifest(const std::string& dir, checkpoint::Manifest manifest) {
+  manifest.clear_text_file();
   std::string text;
   TS_ASSERT(google::protobuf::TextFormat::PrintToString(manifest, &text), "cannot print the manifest");
   text =
       "# Tessera checkpoint manifest (a copy of manifest.pb for humans; Tessera reads manifest.pb).\n"
       "# proto-file: proto/checkpoint.proto\n# proto-message: tessera.checkpoint.Manifest\n" +
       text;
-  // The text copy first: manifest.pb appearing is what makes the directory a complete checkpoint.
+  // The text copy first: manifest.pb appearing is what makes the directory a complete checkpoint, and it
+  // records the text copy's checksum.
   write_file_atomically(join_path(dir, kManifestTextFile), text);
-  write_file_atomically(join_path(dir, kManifestFile), binary);
+  checkpoint::FileEntry* entry = manifest.mutable_text_file();
+  entry->set_file(kManifestTextFile);
+  entry->set_size_bytes(text.size());
+  entry->set_xxh64(xxh64(text.data(), text.size()));
+  write_file_atomically(join_path(dir, kManifestFile), manifest_envelope(manifest));
 }
 
 checkpoint::Manifest read_manifest(const std::string& dir) {
+  std::error_code error;
+  TS_CHECK(fs::is_directory(dir, error), CheckpointError, "checkpoint directory '", dir, "' does not exist");
   const std::string path = join_path(dir, kManifestFile);
-  TS_CHECK(fs::exists(path), CheckpointError, "checkpoint '", dir, "' has no ", kManifestFile,
-           ": the save was interrupted before it finished, so it is incomplete");
-  checkpoint::Manifest manifest;
-  TS_CHECK(manifest.ParseFromString(read_file(path)), CheckpointError, "'", path,
-           "' is not a readable checkpoint manifest (damaged?)");
-  TS_CHECK(manifest.format_version() == kManifestFormatVersion, CheckpointError, "'", path,
-           "' has checkpoint format version ", manifest.format_version(), "; this build reads version ",
-           kManifestFormatVersion);
+  TS_CHECK(fs::exists(fs::symlink_status(path, error)), CheckpointError, "checkpoint '", dir, "' has no ",
+           kManifestFile, ": the save was interrupted before it finished, so it is incomplete");
+  checkpoint::Manifest manifest = parse_manifest_envelope(read_file(path), path);
+  // A directory renamed or copied under another step's name would resume at the wrong data position.
+  const std::optional<int64_t> named_step = step_of_dir_name(base_name(dir));
+  TS_CHECK(!named_step || *named_step == manifest.step(), CheckpointError, "'", path, "' is for step ",
+           manifest.step(), " but its directory is named ", base_name(dir),
+           ": the directory was renamed or its manifest replaced; do not resume from it");
   return manifest;
 }
 
@@ -124,10 +187,11 @@ std::vector<checkpoint::FileEntry> manifest_files(const checkpoint::Manifest& ma
   std::vector<checkpoint::FileEntry> files;
   for (const checkpoint::Shard& shard : manifest.shards()) files.push_back(shard.file());
   if (manifest.has_virtual_file()) files.push_back(manifest.virtual_file());
+  if (manifest.has_text_file()) files.push_back(manifest.text_file());
   return files;
 }
 
-std::vector<std::string> verify_checkpoint(const std::string& dir) {
+std::vector<std::string> verify_checkpoint(const std::string& dir, checkpoint::Manifest* manifest_out) {
   checkpoint::Manifest manifest;
   try {
     manifest = read_manifest(dir);
@@ -135,25 +199,41 @@ std::vector<std::string> verify_checkpoint(const std::string& dir) {
     return {e.what()};
   }
   std::vector<std::string> problems = tiling_problems(manifest);
-  for (const checkpoint::FileEntry& entry : manifest_files(manifest)) {
-    const FileStatus status = check_file(dir, entry);
-    if (status != FileStatus::kOk) problems.push_back(describe_file_problem(dir, entry, status));
+  for (const checkpoint::Shard& shard : manifest.shards()) {
+    const FileStatus status = check_file(dir, shard.file());
+    if (status != FileStatus::kOk) problems.push_back(describe_file_problem(dir, shard.file(), status));
+  }
+  if (manifest_out != nullptr) *manifest_out = std::move(manifest);
+  return problems;
+}
+
+std::vector<std::string> auxiliary_file_problems(const std::string& dir, const checkpoint::Manifest& manifest) {
+  std::vector<std::string> problems;
+  for (const checkpoint::FileEntry* entry : {&manifest.virtual_file(), &manifest.text_file()}) {
+    if (entry->file().empty()) continue;
+    const FileStatus status = check_file(dir, *entry);
+    if (status != FileStatus::kOk) problems.push_back(describe_file_problem(dir, *entry, status));
   }
   return problems;
 }
 
 std::optional<std::string> read_latest(const std::string& checkpoints_dir) {
   const std::string path = join_path(checkpoints_dir, kLatestFile);
-  if (!fs::exists(path)) return std::nullopt;
-  std::string name = read_file(path);
-  while (!name.empty() && (name.back() == '\n' || name.back() == ' ')) name.pop_back();
-  TS_CHECK(!name.empty() && name.find('/') == std::string::npos, CheckpointError, "'", path,
-           "' does not name a checkpoint directory; delete it to use the newest complete checkpoint");
-  return name;
+  std::error_code error;
+  if (!fs::exists(fs::symlink_status(path, error))) return std::nullopt;
+  const std::vector<std::string> lines = split_lines(read_file(path));
+  const std::string hint = "; delete it to use the newest complete checkpoint";
+  TS_CHECK(!lines.empty() && step_of_dir_name(lines[0]), CheckpointError, "'", path,
+           "' is damaged: it does not name a checkpoint directory", hint);
+  // Format 1 had the name alone; since then a second line holds its XXH64, so that a damaged pointer is never
+  // taken for one to another (older) checkpoint.
+  TS_CHECK(lines.size() == 1 || (lines.size() == 2 && lines[1] == xxh64_line(lines[0])), CheckpointError, "'",
+           path, "' is damaged: its checksum line does not match the name it holds", hint);
+  return lines[0];
 }
 
 void write_latest(const std::string& checkpoints_dir, const std::string& step_dir) {
-  write_file_atomically(join_path(checkpoints_dir, kLatestFile), step_dir + "\n");
+  write_file_atomically(join_path(checkpoints_dir, kLatestFile), step_dir + "\n" + xxh64_line(step_dir) + "\n");
 }
 
 std::vector<CheckpointEntry> list_checkpoints(const std::string& checkpoints_dir) {
@@ -205,12 +285,14 @@ std::vector<std::string> remove_old_checkpoints(const std::string& checkpoints_d
   return old;
 }
 
-ResumeCandidates resume_candidates(const std::string& spec, const std::string& run_dir) {
+ResumeCandidates resume_candidates(const std::string& spec, const std::string& run_dir, const std::string& what) {
   ResumeCandidates candidates;
   std::string dir = spec == "latest" ? checkpoints_dir_of(run_dir) : spec;
-  TS_CHECK(spec == "latest" || fs::is_directory(dir), ConfigError, "--resume ", spec,
-           ": no such directory; give a checkpoint directory (RUN_DIR/checkpoints/step_NNNNNNNN), a run directory, "
-           "or 'latest'");
+  std::error_code error;
+  TS_CHECK(spec == "latest" || fs::is_directory(dir, error), ConfigError, what, " ", spec,
+           fs::exists(dir, error) ? ": not a directory" : ": no such directory",
+           "; give a checkpoint directory (RUN_DIR/checkpoints/step_NNNNNNNN), a run directory",
+           what == "--resume" ? ", or 'latest'" : "");
   const bool checkpoint_dir =
       spec != "latest" && (fs::exists(join_path(dir, kManifestFile)) || step_of_dir_name(base_name(dir)));
   if (checkpoint_dir) {
@@ -226,14 +308,34 @@ ResumeCandidates resume_candidates(const std::string& spec, const std::string& r
   std::optional<std::string> latest;
   try {
     latest = read_latest(dir);
-  } catch (const CheckpointError&) {
-    latest.reset();  // a damaged pointer: fall back to the newest complete checkpoint
+  } catch (const CheckpointError& e) {
+    candidates.latest_problem = e.what();  // fall back to the newest complete checkpoint
   }
   if (latest) candidates.dirs.push_back(join_path(dir, *latest));
   for (const CheckpointEntry& entry : list_checkpoints(dir)) {
     if (!latest || base_name(entry.path) != *latest) candidates.dirs.push_back(entry.path);
   }
   return candidates;
+}
+
+CheckpointChoice choose_checkpoint(
+    const ResumeCandidates& candidates, const CheckpointVerifier& verify,
+    const std::function<void(const std::string& dir, const std::vector<std::string>& problems)>& on_rejected) {
+  CheckpointChoice choice;
+  for (const std::string& dir : candidates.dirs) {
+    const std::vector<std::string> problems = verify(dir, &choice.manifest);
+    if (problems.empty()) {
+      choice.dir = dir;
+      return choice;
+    }
+    TS_CHECK(candidates.may_fall_back, CheckpointError, "checkpoint ", dir, " cannot be loaded:",
+             join_lines(problems, "  "), "\nResume from another checkpoint (--resume latest picks the newest complete one).");
+    choice.rejected.push_back(dir + ":" + join_lines(problems, "      "));
+    if (on_rejected) on_rejected(dir, problems);
+  }
+  TS_CHECK(candidates.dirs.empty(), CheckpointError, "no usable checkpoint in ", candidates.checkpoints_dir, ":",
+           join_lines(choice.rejected, "  - "), "\nStart a new run without --resume, or repair the files.");
+  return choice;
 }
 
 }  // namespace tessera

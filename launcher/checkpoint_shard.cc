@@ -1,7 +1,9 @@
 // Shard files and the virtual-dataset file of a checkpoint, through the HDF5 C API.
 #include "launcher/checkpoint_shard.h"
 
+#include <cstring>
 #include <map>
+#include <optional>
 #include <utility>
 
 #include "core/check.h"
@@ -135,8 +137,42 @@ ShardReader::ShardReader(const std::string& path) : path_(path) {
   TS_CHECK(file_.valid(), CheckpointError, "cannot open checkpoint file '", path, "'", reason());
 }
 
-void ShardReader::read(const std::string& dataset_path, const std::vector<int64_t>& dataset_count, const Box& within,
-                       float* host, int64_t host_count, const MemoryRuns& runs) {
+namespace {
+
+// The dataset's attribute `name` as a string, or nothing when it is missing or not a string.
+std::optional<std::string> string_attribute(hid_t object, const char* name) {
+  if (H5Aexists(object, name) <= 0) return std::nullopt;
+  H5Handle attribute(H5Aopen(object, name, H5P_DEFAULT), H5Aclose);
+  if (!attribute.valid()) return std::nullopt;
+  H5Handle type(H5Aget_type(attribute.get()), H5Tclose);
+  if (!type.valid() || H5Tget_class(type.get()) != H5T_STRING || H5Tis_variable_str(type.get()) > 0) {
+    return std::nullopt;
+  }
+  const size_t size = H5Tget_size(type.get());
+  std::string value(size, '\0');
+  if (size == 0 || H5Aread(attribute.get(), type.get(), value.data()) < 0) return std::nullopt;
+  value.resize(std::strlen(value.c_str()));
+  return value;
+}
+
+// The dataset's integer attribute `name` (a scalar or a vector), or nothing.
+std::optional<std::vector<int64_t>> int_attribute(hid_t object, const char* name) {
+  if (H5Aexists(object, name) <= 0) return std::nullopt;
+  H5Handle attribute(H5Aopen(object, name, H5P_DEFAULT), H5Aclose);
+  if (!attribute.valid()) return std::nullopt;
+  H5Handle space(H5Aget_space(attribute.get()), H5Sclose);
+  const hssize_t n = space.valid() ? H5Sget_simple_extent_npoints(space.get()) : -1;
+  if (n < 0 || n > 64) return std::nullopt;
+  std::vector<int64_t> values(static_cast<size_t>(n));
+  if (n > 0 && H5Aread(attribute.get(), H5T_NATIVE_INT64, values.data()) < 0) return std::nullopt;
+  return values;
+}
+
+}  // namespace
+
+void ShardReader::read(const checkpoint::TensorSlice& slice, const Box& within, float* host, int64_t host_count,
+                       const MemoryRuns& runs) {
+  const std::string& dataset_path = slice.dataset();
   auto fail = [&](const std::string& what) {
     return CheckpointError(str_cat("checkpoint file '", path_, "', dataset '", dataset_path, "': ", what, reason(),
                                    ". The file does not match its manifest: the checkpoint is damaged."));
@@ -147,7 +183,15 @@ void ShardReader::read(const std::string& dataset_path, const std::vector<int64_
   const int rank = H5Sget_simple_extent_ndims(file_space.get());
   std::vector<hsize_t> dims(rank > 0 ? rank : 0);
   if (rank >= 0) H5Sget_simple_extent_dims(file_space.get(), dims.data(), nullptr);
-  if (rank < 0 || dims != dims_of(dataset_count)) throw fail("its shape differs from the manifest's");
+  if (rank < 0 || dims != dims_of(to_vector(slice.count()))) throw fail("its shape differs from the manifest's");
+  if (string_attribute(dataset.get(), "global_name") != slice.name() ||
+      string_attribute(dataset.get(), "kind") != std::string(state_kind_group(from_proto(slice.kind())))) {
+    throw fail(str_cat("its attributes do not name ", state_kind_group(from_proto(slice.kind())), "/", slice.name()));
+  }
+  if (int_attribute(dataset.get(), "global_shape") != to_vector(slice.global_shape()) ||
+      int_attribute(dataset.get(), "offset") != to_vector(slice.offset())) {
+    throw fail("its global_shape or offset attribute differs from the manifest's");
+  }
   const std::vector<hsize_t> start = dims_of(within.offset), count = dims_of(within.count);
   if (H5Sselect_hyperslab(file_space.get(), H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr) < 0) {
     throw fail("bad selection");

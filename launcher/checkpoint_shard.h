@@ -41,10 +41,12 @@ class ShardReader {
   // Opens path read-only. Throws CheckpointError if it is missing or not HDF5.
   explicit ShardReader(const std::string& path);
 
-  // Reads the box `within` of dataset (whose extent must be dataset_count) into host memory at `runs`
-  // (host holds host_count floats). Throws CheckpointError naming the file and dataset.
-  void read(const std::string& dataset, const std::vector<int64_t>& dataset_count, const Box& within, float* host,
-            int64_t host_count, const MemoryRuns& runs);
+  // Reads the box `within` of the dataset that holds `slice` (a manifest entry of this shard) into host memory
+  // at `runs` (host holds host_count floats). The dataset's shape and its attributes global_name, kind,
+  // global_shape and offset must be the slice's: a file that disagrees with its manifest is never read from.
+  // Throws CheckpointError naming the file and dataset.
+  void read(const checkpoint::TensorSlice& slice, const Box& within, float* host, int64_t host_count,
+            const MemoryRuns& runs);
 
  private:
   std::string path_;

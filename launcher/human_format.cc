@@ -31,4 +31,22 @@ std::string human_count(double n) {
   return text;
 }
 
+std::vector<std::string> split_lines(const std::string& text) {
+  std::vector<std::string> lines;
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t end = text.find('\n', start);
+    if (end == std::string::npos) end = text.size();
+    lines.push_back(text.substr(start, end - start));
+    start = end + 1;
+  }
+  return lines;
+}
+
+std::string join_lines(const std::vector<std::string>& lines, const std::string& indent) {
+  std::string out;
+  for (const std::string& line : lines) out += "\n" + indent + line;
+  return out;
+}
+
 }  // namespace tessera

@@ -1,8 +1,11 @@
 // `tessera inspect PATH [--slices]`: what a checkpoint holds — step, data position, layout, model shape, data
-// identity, files with sizes and checksums, tensors — and whether it is complete and intact (a manifest, slices
-// that tile every tensor, every file present with its recorded size and XXH64). PATH is a checkpoint directory,
-// or a checkpoints or run directory (then the checkpoint `latest` names). Single process, no MPI. Exit 0 when
-// the checkpoint is complete and intact, 1 when not.
+// identity, files with sizes and checksums, tensors — and whether it is complete and intact (a manifest whose
+// own checksum matches, slices that tile every tensor, every file present with its recorded size and XXH64).
+// PATH is a checkpoint directory, or a checkpoints or run directory: then the checkpoint `train --resume PATH`
+// would load (the one `latest` names, or the newest complete one when that is damaged), chosen by the same
+// code (choose_checkpoint), with every checkpoint passed over listed and why. Single process, no MPI. Exit 0
+// when a resume from PATH would load a checkpoint (damage to model.h5 or manifest.textproto, which loading
+// does not need, is reported), 1 when it would fail.
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
@@ -113,27 +116,55 @@ void print_manifest(const checkpoint::Manifest& m, bool slices) {
 int inspect_command(const std::vector<std::string>& args) {
   TS_CHECK(!args.empty() && args[0].rfind("--", 0) != 0, ConfigError,
            "tessera inspect: give a checkpoint directory, e.g. tessera inspect runs/x/checkpoints/step_00000100 "
-           "(or a run directory for its latest checkpoint)");
+           "(or a run directory for the checkpoint a resume would load)");
   CliArgs cli("inspect", std::vector<std::string>(args.begin() + 1, args.end()), {}, {"--slices"});
-  const ResumeCandidates candidates = resume_candidates(args[0], "");
+  const bool slices = cli.has("--slices");
+  const ResumeCandidates candidates = resume_candidates(args[0], "", "tessera inspect");
   TS_CHECK(!candidates.dirs.empty(), ConfigError, "tessera inspect: no checkpoint in ", candidates.checkpoints_dir);
-  const std::string dir = candidates.dirs.front();
-  std::printf("checkpoint %s\n", dir.c_str());
-  if (std::filesystem::exists(std::filesystem::path(dir) / kManifestFile)) {
-    try {
-      print_manifest(read_manifest(dir), cli.has("--slices"));
-    } catch (const CheckpointError&) {
-      // verify_checkpoint reports it below.
+  if (!candidates.latest_problem.empty()) {
+    std::printf("warning: %s\n  a resume uses the newest complete checkpoint instead\n",
+                candidates.latest_problem.c_str());
+  }
+  // The same choice as `train --resume` makes (choose_checkpoint), with every check run in this process.
+  const CheckpointVerifier verify = [&](const std::string& dir, checkpoint::Manifest* manifest) {
+    std::vector<std::string> problems = verify_checkpoint(dir, manifest);
+    if (!problems.empty()) {
+      std::printf("checkpoint %s\n", dir.c_str());
+      try {
+        print_manifest(read_manifest(dir), slices);
+      } catch (const CheckpointError&) {
+        // The problems say why.
+      }
+      std::printf("  status: NOT usable:\n");
+      for (const std::string& problem : problems) std::printf("    - %s\n", problem.c_str());
     }
+    return problems;
+  };
+  CheckpointChoice choice;
+  try {
+    choice = choose_checkpoint(candidates, verify, nullptr);
+  } catch (const CheckpointError&) {
+    if (candidates.may_fall_back) {
+      std::printf("no usable checkpoint in %s: a resume from it fails\n", candidates.checkpoints_dir.c_str());
+    }
+    return 1;
   }
-  const std::vector<std::string> problems = verify_checkpoint(dir);
-  if (problems.empty()) {
+  std::printf("checkpoint %s%s\n", choice.dir.c_str(),
+              choice.rejected.empty() && candidates.latest_problem.empty()
+                  ? ""
+                  : " (the newest complete checkpoint: what --resume loads)");
+  print_manifest(choice.manifest, slices);
+  const std::vector<std::string> warnings = auxiliary_file_problems(choice.dir, choice.manifest);
+  if (choice.manifest.format_version() == kLegacyManifestFormatVersion) {
+    std::printf("  note: checkpoint format 1: its manifest has no checksum, so damage to it cannot be detected\n");
+  }
+  if (warnings.empty()) {
     std::printf("  status: complete and intact (every file has its recorded size and XXH64)\n");
-    return 0;
+  } else {
+    std::printf("  status: loads (every shard intact), but files only tools read are damaged:\n");
+    for (const std::string& warning : warnings) std::printf("    - %s\n", warning.c_str());
   }
-  std::printf("  status: NOT usable:\n");
-  for (const std::string& problem : problems) std::printf("    - %s\n", problem.c_str());
-  return 1;
+  return 0;
 }
 
 }  // namespace tessera

@@ -85,7 +85,8 @@ void check_load(const std::string& dir, int tp_size) {
     for (const SliceRead& read : plan_slice_reads(state.params, pieces, manifest, dir)) {
       ShardReader reader(dir + "/" + manifest.shards(read.shard).file().file());
       const StatePiece& piece = pieces[read.piece];
-      reader.read(read.dataset, read.dataset_count, read.within, piece.memory.f32(), piece.memory.numel(), read.runs);
+      reader.read(manifest.shards(read.shard).tensors(read.tensor), read.within, piece.memory.f32(),
+                  piece.memory.numel(), read.runs);
     }
     for (StateKind kind : kStateKinds) {
       const std::vector<float> want = state.expected(kind);
