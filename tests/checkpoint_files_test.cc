@@ -9,6 +9,8 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <map>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -16,6 +18,7 @@
 #include "launcher/checkpoint.h"
 #include "launcher/checkpoint_manifest.h"
 #include "launcher/checkpoint_shard.h"
+#include "launcher/durable_file.h"
 #include "launcher/config.h"
 #include "launcher/hdf5_file.h"
 #include "tests/checkpoint_state.h"
@@ -41,13 +44,15 @@ std::string layout_name(const SimulatedLayout& l) {
 
 // Writes a checkpoint of `step` as every rank of `layout` would (each its own shard), then publishes it as
 // rank 0 does. Returns the checkpoint directory.
-std::string save_simulated(const std::string& checkpoints_dir, const SimulatedLayout& layout, int64_t step) {
+std::string save_simulated(const std::string& checkpoints_dir, const SimulatedLayout& layout, int64_t step,
+                           const config::JobConfig* job = nullptr) {
   const std::string tmp = checkpoints_dir + "/" + step_dir_name(step) + ".tmp-test";
   fs::create_directories(tmp);
   checkpoint::Manifest manifest;
   manifest.set_format_version(kManifestFormatVersion);
   manifest.set_step(step);
   manifest.set_optimizer_steps(step);
+  if (job != nullptr) *manifest.mutable_config() = *job;
   for (int d = 0; d < layout.dp; ++d) {
     for (int t = 0; t < layout.tp; ++t) {
       ShardState state(tiny_model(), t, layout.tp, 0.0f);
@@ -194,6 +199,187 @@ TEST(CheckpointIntegrity, ReadingADamagedShardIsACheckpointErrorNotAnHdf5Stack) 
   const std::string message = error_message<CheckpointError>([&] { check_load(checkpoint, 1); });
   EXPECT_NE(message.find("shard_0.h5' is missing or not an HDF5 file"), std::string::npos) << message;
   EXPECT_EQ(message.find("HDF5-DIAG"), std::string::npos) << message;
+}
+
+config::JobConfig job_with_lr(double lr) {
+  config::JobConfig job;
+  job.set_name("fuzz");
+  job.mutable_optimizer()->set_lr(lr);
+  job.mutable_train()->set_steps(1000);
+  return job;
+}
+
+TEST(CheckpointIntegrity, EveryBitFlipOfTheManifestIsRefused) {
+  checkpoint::Manifest manifest;
+  manifest.set_format_version(kManifestFormatVersion);
+  manifest.set_step(4);
+  *manifest.mutable_config() = job_with_lr(3e-4);
+  checkpoint::TensorSlice* slice = manifest.add_shards()->add_tensors();
+  slice->set_name("h.0.ln2.weight");
+  slice->set_dataset("model/h.0.ln2.weight[0]");
+  const std::string bytes = manifest_envelope(manifest);
+  EXPECT_EQ(parse_manifest_envelope(bytes, "m").SerializeAsString(), manifest.SerializeAsString());
+  for (size_t bit = 0; bit < 8 * bytes.size(); ++bit) {
+    std::string damaged = bytes;
+    damaged[bit / 8] = static_cast<char>(damaged[bit / 8] ^ (1 << (bit % 8)));
+    EXPECT_THROW(parse_manifest_envelope(damaged, "m"), CheckpointError) << "bit " << bit;
+  }
+  for (size_t size = 0; size < bytes.size(); ++size) {
+    EXPECT_THROW(parse_manifest_envelope(bytes.substr(0, size), "m"), CheckpointError) << "truncated to " << size;
+  }
+  EXPECT_THROW(parse_manifest_envelope(bytes + '\0', "m"), CheckpointError);
+  // Format 1, a bare Manifest, still reads.
+  manifest.set_format_version(kLegacyManifestFormatVersion);
+  EXPECT_EQ(parse_manifest_envelope(manifest.SerializeAsString(), "m").step(), 4);
+}
+
+TEST(CheckpointIntegrity, EveryBitFlipOfLatestIsRefused) {
+  TempDir dir;
+  write_latest(dir.path(), "step_00000004");
+  const std::string path = dir.file(kLatestFile);
+  const std::string bytes = read_file(path);
+  EXPECT_EQ(read_latest(dir.path()), std::optional<std::string>("step_00000004"));
+  for (size_t bit = 0; bit < 8 * bytes.size(); ++bit) {
+    std::string damaged = bytes;
+    damaged[bit / 8] = static_cast<char>(damaged[bit / 8] ^ (1 << (bit % 8)));
+    testing::write_text_file(path, damaged);
+    EXPECT_THROW(read_latest(dir.path()), CheckpointError) << "bit " << bit << ": " << damaged;
+  }
+  testing::write_text_file(path, "step_00000002\n");  // format 1: the name alone
+  EXPECT_EQ(read_latest(dir.path()), std::optional<std::string>("step_00000002"));
+}
+
+TEST(CheckpointIntegrity, AManifestThatPointsASliceAtAnotherTensorsDatasetIsRefusedOnLoad) {
+  // A manifest with a valid checksum that is wrong all the same (a writer's bug): the loader checks each
+  // dataset's own attributes, so h.0.ln2.weight is never loaded from h.1's dataset.
+  TempDir dir;
+  const std::string checkpoint = save_simulated(dir.file("checkpoints"), {1, 1}, 3);
+  checkpoint::Manifest manifest = read_manifest(checkpoint);
+  for (checkpoint::TensorSlice& slice : *manifest.mutable_shards(0)->mutable_tensors()) {
+    if (slice.name() == "h.0.ln2.weight" && slice.kind() == checkpoint::MODEL) {
+      slice.set_dataset("model/h.1.ln2.weight[0]");
+    }
+  }
+  write_manifest(checkpoint, manifest);
+  const std::string message = error_message<CheckpointError>([&] { check_load(checkpoint, 1); });
+  EXPECT_NE(message.find("dataset 'model/h.1.ln2.weight[0]': its attributes do not name model/h.0.ln2.weight"),
+            std::string::npos)
+      << message;
+}
+
+TEST(CheckpointIntegrity, ACheckpointUnderAnotherStepsNameIsRefused) {
+  TempDir dir;
+  const std::string checkpoint = save_simulated(dir.file("checkpoints"), {1, 1}, 3);
+  const std::string renamed = dir.file("checkpoints/" + step_dir_name(5));
+  fs::rename(checkpoint, renamed);
+  const std::string problems = joined(verify_checkpoint(renamed));
+  EXPECT_NE(problems.find("is for step 3 but its directory is named step_00000005"), std::string::npos) << problems;
+}
+
+// What a resume of a checkpoints directory loads, through the code path the training run uses (resume
+// candidates, choose_checkpoint, the slice plan, ShardReader), at tp=1.
+struct Loaded {
+  bool loaded = false;
+  bool problem_reported = false;  // a damaged latest, a checkpoint passed over, or damaged auxiliary files
+  std::string dir;
+  int64_t step = -1;
+  std::string config;  // serialized JobConfig
+  bool tensors_as_saved = false;
+};
+
+Loaded load_like_a_resume(const std::string& checkpoints_dir) {
+  Loaded out;
+  try {
+    const ResumeCandidates candidates = resume_candidates(checkpoints_dir, "");
+    const CheckpointChoice choice = choose_checkpoint(
+        candidates, [](const std::string& dir, checkpoint::Manifest* m) { return verify_checkpoint(dir, m); },
+        nullptr);
+    if (choice.dir.empty()) return out;
+    out.problem_reported = !candidates.latest_problem.empty() || !choice.rejected.empty() ||
+                           !auxiliary_file_problems(choice.dir, choice.manifest).empty();
+    ShardState state(tiny_model(), 0, 1, std::numeric_limits<float>::quiet_NaN());
+    const std::vector<StatePiece> pieces = plan_state_pieces(state.params, state.optimizer_view(), {});
+    for (const SliceRead& read : plan_slice_reads(state.params, pieces, choice.manifest, choice.dir)) {
+      ShardReader reader(choice.dir + "/" + choice.manifest.shards(read.shard).file().file());
+      const StatePiece& piece = pieces[read.piece];
+      reader.read(choice.manifest.shards(read.shard).tensors(read.tensor), read.within, piece.memory.f32(),
+                  piece.memory.numel(), read.runs);
+    }
+    out.tensors_as_saved = true;
+    for (StateKind kind : kStateKinds) {
+      const std::vector<float> want = state.expected(kind);
+      out.tensors_as_saved &= std::memcmp(state.of(kind).data(), want.data(), want.size() * sizeof(float)) == 0;
+    }
+    out.loaded = true;
+    out.dir = choice.dir;
+    out.step = choice.manifest.step();
+    out.config = choice.manifest.config().SerializeAsString();
+  } catch (const CheckpointError&) {
+    out.loaded = false;
+  }
+  return out;
+}
+
+TEST(CheckpointIntegrity, FuzzRandomBitFlipsInEveryFileNeverLoadOtherStateThanWasSaved) {
+  TempDir dir;
+  const std::string checkpoints = dir.file("checkpoints");
+  const config::JobConfig older = job_with_lr(1e-3), newer = job_with_lr(3e-4);
+  save_simulated(checkpoints, {2, 2, true}, 2, &older);
+  const std::string checkpoint = save_simulated(checkpoints, {2, 2, true}, 4, &newer);
+  const Loaded clean = load_like_a_resume(checkpoints);
+  ASSERT_TRUE(clean.loaded && clean.tensors_as_saved && !clean.problem_reported);
+  ASSERT_EQ(clean.step, 4);
+  ASSERT_EQ(clean.config, newer.SerializeAsString());
+
+  // Every file of the newest checkpoint, and latest.
+  std::vector<std::string> files = {checkpoints + "/" + kLatestFile};
+  for (const auto& entry : fs::directory_iterator(checkpoint)) files.push_back(entry.path().string());
+  ASSERT_EQ(files.size(), 1u + 4u + 3u);  // latest; 4 shards, model.h5, manifest.pb, manifest.textproto
+  std::mt19937_64 rng(20261203);
+  std::map<std::string, int> detected_by_file;
+  int fell_back = 0, refused = 0;
+  constexpr int kTrials = 400;
+  for (int trial = 0; trial < kTrials; ++trial) {
+    const std::string& path = files[rng() % files.size()];
+    const std::string original = read_file(path);
+    std::string damaged = original;
+    const int flips = 1 + static_cast<int>(rng() % 4);
+    for (int f = 0; f < flips; ++f) {
+      const size_t bit = rng() % (8 * damaged.size());
+      damaged[bit / 8] = static_cast<char>(damaged[bit / 8] ^ (1 << (bit % 8)));
+    }
+    if (damaged == original) continue;  // two flips of one bit
+    testing::write_text_file(path, damaged);
+    const Loaded r = load_like_a_resume(checkpoints);
+    testing::write_text_file(path, original);
+    SCOPED_TRACE(str_cat("trial ", trial, ": ", flips, " bit(s) flipped in ", path));
+    if (!r.loaded) {
+      ++refused;
+      ++detected_by_file[fs::path(path).filename().string()];
+      continue;
+    }
+    // A load succeeded: the damage was reported, and what was loaded is exactly one saved checkpoint.
+    EXPECT_TRUE(r.problem_reported);
+    EXPECT_TRUE(r.tensors_as_saved);
+    if (r.step == 4) {
+      EXPECT_EQ(r.config, newer.SerializeAsString());
+    } else {
+      ++fell_back;
+      EXPECT_EQ(r.step, 2);
+      EXPECT_EQ(r.config, older.SerializeAsString());
+    }
+    if (r.problem_reported) ++detected_by_file[fs::path(path).filename().string()];
+  }
+  EXPECT_EQ(load_like_a_resume(checkpoints).step, 4);
+  // Every kind of file was hit and every hit detected; damage to the newest checkpoint's shards or manifest
+  // falls back to step 2.
+  int detected = 0;
+  for (const auto& [file, count] : detected_by_file) detected += count;
+  EXPECT_GT(fell_back, 0);
+  EXPECT_EQ(detected_by_file.size(), files.size());
+  EXPECT_GE(detected, kTrials - 5);  // trials whose flips cancel are skipped
+  std::printf("%d trials: %d fell back to step 2, %d refused outright, every one detected\n", kTrials, fell_back,
+              refused);
 }
 
 // ---- directories ------------------------------------------------------------------------------------------------
