@@ -140,9 +140,7 @@ checkpoint::DataIdentity data_identity(const config::JobConfig& job, const DataS
     identity.set_num_documents(documents);
   }
   identity.set_tokenizer(job.data().tokenizer());
-  uint64_t hash = 0;
-  if (!job.data().tokenizer().empty() && fs::exists(job.data().tokenizer())) hash = xxh64_file(job.data().tokenizer());
-  identity.set_tokenizer_xxh64(hash);
+  identity.set_tokenizer_xxh64(data.tokenizer_xxh64);  // checked when the data was opened
   identity.set_seq_len(job.train().seq_len());
   identity.set_global_batch(job.train().global_batch());
   identity.set_seed(job.train().seed());

@@ -8,6 +8,7 @@
 
 #include "core/check.h"
 #include "launcher/durable_file.h"
+#include "launcher/regular_file.h"
 
 namespace tessera {
 
@@ -131,6 +132,8 @@ checkpoint::Shard write_shard_file(const std::string& path, const std::string& f
 
 ShardReader::ShardReader(const std::string& path) : path_(path) {
   silence_hdf5_errors();
+  const std::string problem = regular_file_problem(path);
+  TS_CHECK(problem.empty(), CheckpointError, "checkpoint file '", path, "' ", problem);
   TS_CHECK(H5Fis_hdf5(path.c_str()) > 0, CheckpointError, "checkpoint file '", path, "' is missing or not an HDF5 file",
            reason());
   file_ = H5Handle(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);

@@ -6,6 +6,8 @@
 #include <google/protobuf/io/tokenizer.h>
 #include <google/protobuf/text_format.h>
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
@@ -20,6 +22,7 @@
 #include <vector>
 
 #include "core/check.h"
+#include "launcher/regular_file.h"
 
 namespace tessera {
 namespace {
@@ -641,7 +644,11 @@ config::JobConfig parse_job_config(const std::string& text, const std::string& s
 }
 
 config::JobConfig load_job_config(const std::string& path, const std::vector<std::string>& overrides) {
-  std::FILE* file = std::fopen(path.c_str(), "rb");
+  std::string problem;
+  const int fd = open_regular_file(path, &problem);
+  TS_CHECK(fd >= 0, ConfigError, "cannot read config '", path, "': it ", problem);
+  std::FILE* file = ::fdopen(fd, "rb");
+  if (file == nullptr) ::close(fd);
   TS_CHECK(file != nullptr, ConfigError, "cannot read config '", path, "': ", std::strerror(errno));
   std::string text;
   char buffer[1 << 16];
@@ -650,6 +657,8 @@ config::JobConfig load_job_config(const std::string& path, const std::vector<std
   const int read_errno = std::ferror(file) ? (errno != 0 ? errno : EIO) : 0;
   std::fclose(file);
   TS_CHECK(read_errno == 0, ConfigError, "cannot read config '", path, "': ", std::strerror(read_errno));
+  // Editors on some systems start UTF-8 files with a byte-order mark, which the text format does not take.
+  if (text.rfind("\xef\xbb\xbf", 0) == 0) text.erase(0, 3);
 
   config::JobConfig job = parse_job_config(text, path);
   for (const std::string& assignment : overrides) apply_override(job, assignment);

@@ -3,6 +3,7 @@
 
 #include "core/check.h"
 #include "launcher/splitmix64.h"
+#include "launcher/tokenizer_file.h"
 
 namespace tessera {
 
@@ -11,6 +12,9 @@ DataSources open_data_sources(const config::JobConfig& job) {
   const int seq_len = job.train().seq_len();
   const uint64_t seed = job.train().seed();
   const int vocab = job.model().vocab_size();
+  if (!job.data().tokenizer().empty()) {
+    d.tokenizer_xxh64 = check_tokenizer_file(job.data().tokenizer(), vocab, "data.tokenizer").xxh64;
+  }
   if (job.data().mock()) {
     d.train = std::make_unique<MockSampler>(vocab, seq_len, seed);
     // Held-out mock data: the same generator, another seed.

@@ -19,9 +19,11 @@ struct DataSources {
   std::unique_ptr<Sampler> train;
   std::unique_ptr<Sampler> valid;  // null without a validation set
   std::string description;         // one line for the log
+  uint64_t tokenizer_xxh64 = 0;     // of data.tokenizer's file, 0 when data.tokenizer is unset
 };
 
-// Opens and checks the datasets (every token id < model.vocab_size). Throws DataError naming the file.
+// Opens and checks the datasets (every token id < model.vocab_size) and data.tokenizer (a SentencePiece model
+// whose vocabulary fits the model). Throws DataError naming the file.
 DataSources open_data_sources(const config::JobConfig& job);
 
 }  // namespace tessera

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/check.h"
+#include "launcher/regular_file.h"
 #include "launcher/xxhash64.h"
 
 namespace tessera {
@@ -82,7 +83,11 @@ void rename_durably(const std::string& from, const std::string& to) {
 }
 
 std::string read_file(const std::string& path) {
-  std::FILE* file = std::fopen(path.c_str(), "rb");
+  std::string problem;
+  const int fd = open_regular_file(path, &problem);
+  TS_CHECK(fd >= 0, CheckpointError, "cannot read '", path, "': it ", problem);
+  std::FILE* file = ::fdopen(fd, "rb");
+  if (file == nullptr) ::close(fd);
   TS_CHECK(file != nullptr, CheckpointError, "cannot read '", path, "': ", std::strerror(errno));
   std::string text;
   char buffer[1 << 16];

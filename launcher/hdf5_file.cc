@@ -4,6 +4,7 @@
 #include <filesystem>
 
 #include "core/check.h"
+#include "launcher/regular_file.h"
 
 namespace tessera {
 
@@ -32,7 +33,8 @@ void silence_hdf5_errors() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
 
 H5Reader::H5Reader(const std::string& path) : path_(path) {
   silence_hdf5_errors();
-  TS_CHECK(std::filesystem::exists(path), DataError, "'", path, "' does not exist");
+  const std::string problem = regular_file_problem(path);
+  TS_CHECK(problem.empty(), DataError, "'", path, "' ", problem == "does not exist" ? "does not exist" : problem);
   TS_CHECK(H5Fis_hdf5(path.c_str()) > 0, DataError, "'", path, "' is not an HDF5 file");
   file_ = H5Handle(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
   TS_CHECK(file_.valid(), DataError, "cannot open HDF5 file '", path, "'");

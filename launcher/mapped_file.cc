@@ -11,19 +11,21 @@
 #include <utility>
 
 #include "core/check.h"
+#include "launcher/regular_file.h"
 
 namespace tessera {
 
 MappedFile MappedFile::open(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  TS_CHECK(fd >= 0, DataError, path, ": cannot open (", std::strerror(errno),
-           "); check the data path, or make the dataset with `tessera prepare`");
+  std::string problem;
+  const int fd = open_regular_file(path, &problem);
+  TS_CHECK(fd >= 0, DataError, path, ": ", problem,
+           problem == "does not exist" ? "; check the data path, or make the dataset with `tessera prepare`"
+                                     : "; check the data path");
   struct stat info {};
-  if (::fstat(fd, &info) != 0 || !S_ISREG(info.st_mode)) {
+  if (::fstat(fd, &info) != 0) {
     const int error = errno;
     ::close(fd);
-    TS_CHECK(false, DataError, path, ": not a readable regular file",
-             (error != 0 ? str_cat(" (", std::strerror(error), ")") : std::string()), "; check the data path");
+    TS_CHECK(false, DataError, path, ": cannot read its size (", std::strerror(error), ")");
   }
   MappedFile file;
   file.path_ = path;

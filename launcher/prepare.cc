@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <charconv>
 #include <chrono>
+#include <cstring>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -23,6 +24,7 @@
 
 #include "core/check.h"
 #include "launcher/indexed_dataset.h"
+#include "launcher/regular_file.h"
 #include "launcher/splitmix64.h"
 
 namespace tessera {
@@ -47,11 +49,51 @@ bool is_blank(const std::string& line) {
   return std::all_of(line.begin(), line.end(), [](unsigned char c) { return c == ' ' || (c >= '\t' && c <= '\r'); });
 }
 
-// Streams the documents of several text files; see PrepareOptions::doc_separator for the rules.
+// The length of the valid UTF-8 sequence starting at text[i] (1 to 4), or 0 when it is not valid: a stray
+// continuation byte, an overlong form, a surrogate, a code point above U+10FFFF, or a truncated sequence
+// (RFC 3629). `*invalid` then gets the length of the maximal invalid prefix (at least 1), which U+FFFD
+// replaces (the Unicode "maximal subpart" practice).
+size_t utf8_sequence(const std::string& text, size_t i, size_t* invalid) {
+  const auto byte = [&](size_t k) { return i + k < text.size() ? static_cast<unsigned char>(text[i + k]) : 0; };
+  const unsigned char lead = byte(0);
+  if (lead < 0x80) return 1;
+  size_t length = 0;
+  unsigned char low = 0x80, high = 0xbf;  // the allowed range of the second byte
+  if (lead >= 0xc2 && lead <= 0xdf) {
+    length = 2;
+  } else if (lead >= 0xe0 && lead <= 0xef) {
+    length = 3;
+    if (lead == 0xe0) low = 0xa0;   // overlong
+    if (lead == 0xed) high = 0x9f;  // surrogates
+  } else if (lead >= 0xf0 && lead <= 0xf4) {
+    length = 4;
+    if (lead == 0xf0) low = 0x90;   // overlong
+    if (lead == 0xf4) high = 0x8f;  // above U+10FFFF
+  } else {
+    *invalid = 1;
+    return 0;
+  }
+  for (size_t k = 1; k < length; ++k) {
+    const unsigned char c = byte(k);
+    const bool ok = i + k < text.size() && (k == 1 ? c >= low && c <= high : c >= 0x80 && c <= 0xbf);
+    if (!ok) {
+      *invalid = k;
+      return 0;
+    }
+  }
+  return length;
+}
+
+// Streams the documents of several text files; see PrepareOptions::doc_separator for the rules. Each line is
+// checked to be UTF-8 and handled as PrepareOptions::invalid_utf8 says.
 class DocumentReader {
  public:
-  DocumentReader(const std::vector<std::string>& files, const std::string& separator)
-      : files_(files), separator_(separator) {}
+  DocumentReader(const std::vector<std::string>& files, const std::string& separator,
+                 InvalidUtf8 invalid_utf8 = InvalidUtf8::kError)
+      : files_(files), separator_(separator), invalid_utf8_(invalid_utf8) {}
+
+  // Invalid UTF-8 sequences replaced or skipped so far.
+  int64_t invalid_sequences() const { return invalid_sequences_; }
 
   // The next document into *document; false after the last. Throws DataError if a file cannot be read.
   bool next(std::string* document) {
@@ -62,9 +104,13 @@ class DocumentReader {
       if (!stream_.is_open()) {
         if (file_index_ == files_.size()) return false;
         const std::string& path = files_[file_index_++];
+        const std::string problem = regular_file_problem(path);
+        TS_CHECK(problem.empty(), DataError, path, ": ", problem, "; check the --input path");
         stream_.open(path, std::ios::binary);
         TS_CHECK(stream_.is_open(), DataError, path, ": cannot read this input file; check the --input path");
         current_path_ = path;
+        offset_ = 0;
+        line_number_ = 0;
       }
       if (!std::getline(stream_, line)) {
         TS_CHECK(!stream_.bad(), DataError, current_path_, ": read error; check the file");
@@ -72,6 +118,10 @@ class DocumentReader {
         if (!document->empty()) return true;
         continue;
       }
+      ++line_number_;
+      const int64_t line_bytes = static_cast<int64_t>(line.size());
+      check_utf8(line);
+      offset_ += line_bytes + 1;
       if (!line.empty() && line.back() == '\r') line.pop_back();
       const bool blank = is_blank(line);
       const bool separates = separator_.empty() ? blank : line == separator_;
@@ -90,17 +140,55 @@ class DocumentReader {
   }
 
  private:
+  // Validates one line (before offset_ moves past it); replaces or drops invalid sequences, or throws.
+  void check_utf8(std::string& line) {
+    std::string fixed;
+    size_t copied = 0;
+    for (size_t i = 0; i < line.size();) {
+      size_t invalid = 0;
+      const size_t length = utf8_sequence(line, i, &invalid);
+      if (length > 0) {
+        i += length;
+        continue;
+      }
+      if (invalid_utf8_ == InvalidUtf8::kError) {
+        char bytes[64] = "";
+        for (size_t k = 0; k < 4 && i + k < line.size(); ++k) {
+          std::snprintf(bytes + std::strlen(bytes), sizeof(bytes) - std::strlen(bytes), "%s0x%02x", k ? " " : "",
+                        static_cast<unsigned char>(line[i + k]));
+        }
+        TS_CHECK(false, DataError, current_path_, ": not valid UTF-8 at byte offset ", offset_ + static_cast<int64_t>(i),
+                 " (line ", line_number_, ", bytes ", bytes, "). Is it a text file? Convert text in another ",
+                 "encoding to UTF-8 first (e.g. iconv -f LATIN1 -t UTF-8), or pass --invalid-utf8 replace (U+FFFD ",
+                 "for each bad sequence) or --invalid-utf8 skip (drop the bad bytes)");
+      }
+      fixed.append(line, copied, i - copied);
+      if (invalid_utf8_ == InvalidUtf8::kReplace) fixed.append("\xef\xbf\xbd");
+      ++invalid_sequences_;
+      i += invalid;
+      copied = i;
+    }
+    if (copied == 0) return;
+    fixed.append(line, copied, std::string::npos);
+    line = std::move(fixed);
+  }
+
   const std::vector<std::string>& files_;
   const std::string& separator_;
+  InvalidUtf8 invalid_utf8_;
   size_t file_index_ = 0;
   std::ifstream stream_;
   std::string current_path_;
+  int64_t offset_ = 0;       // of the current line in its file
+  int64_t line_number_ = 0;  // 1-based, of the current line
+  int64_t invalid_sequences_ = 0;
 };
 
 // Feeds documents to the SentencePiece trainer.
 class TrainingDocuments : public sentencepiece::SentenceIterator {
  public:
-  TrainingDocuments(const std::vector<std::string>& files, const std::string& separator) : reader_(files, separator) {
+  TrainingDocuments(const std::vector<std::string>& files, const std::string& separator, InvalidUtf8 invalid_utf8)
+      : reader_(files, separator, invalid_utf8) {
     Next();
   }
   bool done() const override { return done_; }
@@ -126,6 +214,7 @@ struct CorpusStats {
   int64_t documents = 0;
   int64_t bytes = 0;
   int64_t distinct_characters = 0;  // UTF-8 code points, space included (SentencePiece's "required chars")
+  int64_t invalid_utf8 = 0;         // sequences replaced or skipped
 };
 
 // Counts documents, bytes and (when count_characters) distinct code points in one pass.
@@ -133,7 +222,7 @@ CorpusStats scan_corpus(const PrepareOptions& options, bool count_characters) {
   CorpusStats stats;
   std::set<uint32_t> characters;
   characters.insert(' ');  // SentencePiece always needs its whitespace piece
-  DocumentReader reader(options.inputs, options.doc_separator);
+  DocumentReader reader(options.inputs, options.doc_separator, options.invalid_utf8);
   std::string document;
   while (reader.next(&document)) {
     ++stats.documents;
@@ -151,6 +240,7 @@ CorpusStats scan_corpus(const PrepareOptions& options, bool count_characters) {
     }
   }
   stats.distinct_characters = static_cast<int64_t>(characters.size());
+  stats.invalid_utf8 = reader.invalid_sequences();
   return stats;
 }
 
@@ -186,8 +276,8 @@ void write_file(const std::string& path, const std::string& bytes) {
 }
 
 std::string read_file(const std::string& path, const char* what_to_do) {
-  std::error_code error;
-  TS_CHECK(std::filesystem::is_regular_file(path, error), DataError, path, ": no such file; ", what_to_do);
+  const std::string problem = regular_file_problem(path);
+  TS_CHECK(problem.empty(), DataError, path, ": ", problem, "; ", what_to_do);
   std::ifstream in(path, std::ios::binary);
   TS_CHECK(in.is_open(), DataError, path, ": cannot open; ", what_to_do);
   std::ostringstream bytes;
@@ -222,7 +312,7 @@ std::string train_tokenizer(const PrepareOptions& options, const CorpusStats& st
       {"num_threads", std::to_string(std::clamp(threads, 1, 128))},
       {"minloglevel", "2"},  // SentencePiece's progress log off; errors come back as a Status
   };
-  TrainingDocuments documents(options.inputs, options.doc_separator);
+  TrainingDocuments documents(options.inputs, options.doc_separator, options.invalid_utf8);
   std::string model;
   const auto status = sentencepiece::SentencePieceTrainer::Train(flags, &documents, &model);
   TS_CHECK(status.ok(), DataError, "cannot train a tokenizer with --vocab-size ", options.vocab_size, " on ",
@@ -305,14 +395,20 @@ void check_options(const PrepareOptions& options) {
            "brings its own vocabulary", help);
   TS_CHECK(options.valid_fraction >= 0 && options.valid_fraction <= 1, ConfigError,
            "--valid-fraction must be between 0 and 1, got ", options.valid_fraction, help);
+  TS_CHECK(options.valid_fraction < 1, ConfigError,
+           "--valid-fraction 1 holds out every document, leaving no training data; use a share below 1, "
+           "e.g. 0.02 (or 0 for no validation split)",
+           help);
   TS_CHECK(options.threads >= 0, ConfigError, "--threads must be 0 (all hardware threads) or more, got ",
            options.threads, help);
   for (const auto& input : options.inputs) {
+    const std::string problem = regular_file_problem(input);
+    if (problem.empty()) continue;
+    TS_CHECK(problem != "does not exist", DataError, input, ": no such input file; check the --input path");
     std::error_code error;
-    const auto status = std::filesystem::status(input, error);
-    TS_CHECK(std::filesystem::exists(status), DataError, input, ": no such input file; check the --input path");
-    TS_CHECK(!std::filesystem::is_directory(status), DataError, input,
+    TS_CHECK(!std::filesystem::is_directory(input, error), DataError, input,
              ": is a directory; pass the files in it, e.g. --input ", input, "/*");
+    TS_CHECK(false, DataError, input, ": ", problem, "; --input takes text files");
   }
 }
 
@@ -331,6 +427,7 @@ PrepareSummary run_prepare(const PrepareOptions& options) {
   PrepareSummary summary;
   summary.documents = stats.documents;
   summary.text_bytes = stats.bytes;
+  summary.invalid_utf8 = stats.invalid_utf8;
   summary.trained_tokenizer = train;
   std::string model;
   if (train) {
@@ -360,7 +457,7 @@ PrepareSummary run_prepare(const PrepareOptions& options) {
   IndexedDatasetWriter valid_writer(summary.valid_prefix, dtype);
   const std::vector<bool> valid = split_documents(stats.documents, options.valid_fraction, options.seed);
 
-  DocumentReader reader(options.inputs, options.doc_separator);
+  DocumentReader reader(options.inputs, options.doc_separator, options.invalid_utf8);
   std::vector<std::string> batch;
   std::vector<std::vector<int>> tokens;
   int64_t index = 0;
@@ -402,6 +499,8 @@ Tokenizes text files into Megatron indexed datasets PREFIX_train.{bin,idx} and P
 (one document per sequence, each followed by the tokenizer's end-of-sequence token).
 
   --input FILE...         UTF-8 text files; blank lines separate documents
+  --invalid-utf8 MODE     bytes that are not UTF-8: error (default: stop, naming the file and offset),
+                          replace (each bad sequence becomes U+FFFD) or skip (drop them)
   --doc-separator LINE    a line equal to LINE separates documents instead (e.g. % for fortune files)
   --tokenizer-out PATH    train a SentencePiece BPE tokenizer on the inputs and save it here
   --vocab-size N          vocabulary size of the tokenizer to train
@@ -451,7 +550,7 @@ int prepare_command(const std::vector<std::string>& args) {
     }
     const bool known = flag == "--doc-separator" || flag == "--tokenizer-out" || flag == "--vocab-size" ||
                        flag == "--tokenizer" || flag == "--out" || flag == "--valid-fraction" || flag == "--seed" ||
-                       flag == "--threads";
+                       flag == "--threads" || flag == "--invalid-utf8";
     TS_CHECK(known, ConfigError, "unknown argument '", args[i], "' (see `tessera prepare --help`)");
     if (!has_inline_value) {
       TS_CHECK(i + 1 < args.size(), ConfigError, flag, " needs a value (see `tessera prepare --help`)");
@@ -465,6 +564,13 @@ int prepare_command(const std::vector<std::string>& args) {
     if (flag == "--valid-fraction") options.valid_fraction = parse_number<double>(flag, value);
     if (flag == "--seed") options.seed = parse_number<uint64_t>(flag, value);
     if (flag == "--threads") options.threads = parse_number<int>(flag, value);
+    if (flag == "--invalid-utf8") {
+      TS_CHECK(value == "error" || value == "replace" || value == "skip", ConfigError,
+               "--invalid-utf8 takes error, replace or skip, not '", value, "'");
+      options.invalid_utf8 = value == "error"     ? InvalidUtf8::kError
+                             : value == "replace" ? InvalidUtf8::kReplace
+                                                  : InvalidUtf8::kSkip;
+    }
   }
 
   const PrepareSummary s = run_prepare(options);
@@ -474,6 +580,13 @@ int prepare_command(const std::vector<std::string>& args) {
                 static_cast<long long>(s.documents), s.text_bytes / 1e6, options.inputs.size(),
                 options.inputs.size() == 1 ? "" : "s", s.total_seconds);
   std::cout << line;
+  if (s.invalid_utf8 > 0) {
+    std::snprintf(line, sizeof(line), "  %lld invalid UTF-8 sequence(s) %s (--invalid-utf8 %s)\n",
+                  static_cast<long long>(s.invalid_utf8),
+                  options.invalid_utf8 == InvalidUtf8::kReplace ? "replaced by U+FFFD" : "skipped",
+                  options.invalid_utf8 == InvalidUtf8::kReplace ? "replace" : "skip");
+    std::cout << line;
+  }
   if (s.trained_tokenizer) {
     std::snprintf(line, sizeof(line), "  tokenizer: %s (trained, vocab %d, %.1f s)\n", s.tokenizer_path.c_str(),
                   s.vocab_size, s.tokenizer_seconds);

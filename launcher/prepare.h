@@ -8,9 +8,17 @@
 
 namespace tessera {
 
+// What to do with bytes of an input that are not valid UTF-8 (a binary file, text in another encoding).
+enum class InvalidUtf8 {
+  kError,    // stop, naming the file, the byte offset and the line (the default)
+  kReplace,  // replace each maximal invalid sequence by U+FFFD, as Python's errors="replace" does
+  kSkip,     // drop the invalid bytes
+};
+
 struct PrepareOptions {
   // UTF-8 text files, read in this order.
   std::vector<std::string> inputs;
+  InvalidUtf8 invalid_utf8 = InvalidUtf8::kError;
   // A line equal to this separates documents; empty: runs of blank (whitespace-only) lines separate them.
   // Blank lines at the start and end of a document are dropped; whitespace-only documents are skipped; a
   // document never spans two files.
@@ -21,7 +29,7 @@ struct PrepareOptions {
   std::string tokenizer;
   // Output prefix; its directory is created if missing.
   std::string out_prefix;
-  // Share of documents held out for validation, in [0, 1]. Documents are assigned by a hash of
+  // Share of documents held out for validation, in [0, 1). Documents are assigned by a hash of
   // (seed, document index); with at least 2 documents and 0 < valid_fraction < 1 each split gets at least one.
   double valid_fraction = 0.02;
   uint64_t seed = 1234;
@@ -36,6 +44,7 @@ struct PrepareSummary {
   int64_t train_tokens = 0;
   int64_t valid_tokens = 0;
   int64_t text_bytes = 0;
+  int64_t invalid_utf8 = 0;  // invalid sequences replaced or skipped (InvalidUtf8::kReplace, kSkip)
   int vocab_size = 0;
   bool trained_tokenizer = false;
   std::string tokenizer_path;

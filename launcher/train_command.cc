@@ -18,6 +18,7 @@
 #include "launcher/config.h"
 #include "launcher/data_sources.h"
 #include "launcher/device_setup.h"
+#include "launcher/durable_file.h"
 #include "launcher/human_format.h"
 #include "launcher/job.h"
 #include "launcher/run_dir.h"
@@ -104,8 +105,6 @@ int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
 
   std::unique_ptr<MetricsWriter> metrics;
   if (log) {
-    make_directories(run_dir);
-    std::ofstream(run_dir + "/config.textproto") << job_config_to_text(config);
     const ModelConfig& m = job.model_config;
     std::printf(
         "tessera train: %s | gpt2 %d layers, %d heads, C %d, vocab %d (%s params) | %s, %d micro-batch(es) "
@@ -140,7 +139,10 @@ int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
   }
   const int start_step = cli.has("--resume") ? static_cast<int>(checkpointer.resume(cli.get("--resume"))) : 0;
   // ---- end of checkpoints ----
+  // Only now, with the job's config, data and checkpoint checked, does anything in the run directory change.
   if (log) {
+    make_directories(run_dir);
+    write_file_atomically(run_dir + "/config.textproto", job_config_to_text(config));
     metrics = start_step > 0 ? std::make_unique<MetricsWriter>(run_dir + "/metrics.jsonl", start_step)
                              : std::make_unique<MetricsWriter>(run_dir + "/metrics.jsonl");
   }

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/check.h"
+#include "launcher/regular_file.h"
 
 namespace tessera {
 
@@ -130,8 +131,9 @@ uint64_t xxh64(const void* data, size_t size) {
 }
 
 uint64_t xxh64_file(const std::string& path, uint64_t* size_bytes) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  TS_CHECK(fd >= 0, CheckpointError, "cannot open '", path, "' to check it: ", std::strerror(errno));
+  std::string problem;
+  const int fd = open_regular_file(path, &problem);
+  TS_CHECK(fd >= 0, CheckpointError, "cannot open '", path, "' to check it: it ", problem);
   std::vector<unsigned char> buffer(1 << 20);
   Xxh64 hash;
   uint64_t total = 0;

@@ -3,10 +3,16 @@
 
 #include <mpi.h>
 
+#include <unistd.h>
+
+#include <cstdint>
 #include <cstdlib>
+#include <cstring>
+#include <vector>
 
 #include "core/check.h"
 #include "parallel/mpi_check.h"
+#include "parallel/peer_processes.h"
 
 namespace tessera {
 
@@ -27,6 +33,20 @@ MpiEnvironment::MpiEnvironment(int* argc, char*** argv) {
   MPI_CHECK(MPI_Comm_set_errhandler(MPI_COMM_SELF, MPI_ERRORS_RETURN));
   MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &world_rank_));
   MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &world_size_));
+  // Every rank's host and pid, for the errors that name a missing peer (Note [Peer diagnosis]).
+  constexpr int kHostBytes = 256;
+  struct Entry {
+    char host[kHostBytes];
+    int32_t pid;
+  };
+  Entry mine{};
+  ::gethostname(mine.host, kHostBytes - 1);
+  mine.pid = static_cast<int32_t>(::getpid());
+  std::vector<Entry> all(static_cast<size_t>(world_size_));
+  MPI_CHECK(MPI_Allgather(&mine, sizeof(Entry), MPI_BYTE, all.data(), sizeof(Entry), MPI_BYTE, MPI_COMM_WORLD));
+  std::vector<PeerProcess> peers;
+  for (const Entry& e : all) peers.push_back({std::string(e.host, strnlen(e.host, kHostBytes)), e.pid});
+  set_peer_processes(std::move(peers), world_rank_);
 }
 
 MpiEnvironment::MpiEnvironment(MpiEnvironment&& other) noexcept

@@ -11,6 +11,7 @@
 #include "core/bf16.h"
 #include "core/check.h"
 #include "parallel/mpi_check.h"
+#include "parallel/peer_processes.h"
 #include "parallel/process_group_checks.h"
 
 namespace tessera {
@@ -136,8 +137,8 @@ class MpiWork final : public Work {
     if (request_ == MPI_REQUEST_NULL && error_.empty()) return;
     if (poll_until(Clock::now() + timeout())) return;
     timed_out_ = true;
-    throw CommError(
-        str_cat(describe(), " did not complete within ", group_->timeout_s, " s: ", suspect(), label_suffix()));
+    throw CommError(str_cat(describe(), " did not complete within ", group_->timeout_s, " s: ", suspect(),
+                            peers_seen(), label_suffix()));
   }
 
   bool test() override {
@@ -149,7 +150,7 @@ class MpiWork final : public Work {
     if (code != MPI_SUCCESS) {
       // The request is unusable after an error: remember the error instead of testing it again.
       request_ = MPI_REQUEST_NULL;
-      error_ = str_cat(describe(), " failed: ", mpi_error_string(code), label_suffix());
+      error_ = str_cat(describe(), " failed: ", mpi_error_string(code), peers_seen(), label_suffix());
       throw CommError(error_);
     }
     if (done && operation_.kind == OpKind::kRecv) check_received(status);
@@ -201,6 +202,12 @@ class MpiWork final : public Work {
       text += str_cat(" from root world rank ", op.peer_world_rank);
     }
     return str_cat(text, " on ", describe_group(group_->name, group_->world_ranks));
+  }
+
+  // What this host can see of the peers the operation waits for (Note [Peer diagnosis]).
+  std::string peers_seen() const {
+    if (operation_.kind != OpKind::kCollective) return peer_report({operation_.peer_world_rank});
+    return peer_report(group_->world_ranks);
   }
 
   std::string suspect() const {

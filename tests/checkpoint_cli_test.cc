@@ -4,6 +4,7 @@
 // SIGTERM on one rank gives a final checkpoint and exit 0; damaged checkpoints are named and `--resume
 // latest` falls back; a different model shape, batch or tokenizer is refused; imported weights train.
 #include <gtest/gtest.h>
+#include <sentencepiece_trainer.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -459,11 +460,24 @@ TEST(CheckpointCli, DamagedCheckpointsAreNamedAndLatestFallsBack) {
   EXPECT_TRUE(contains(r.output, "step_00000003/shard_0.h5 is truncated")) << r.output;
 }
 
+// A real SentencePiece model of `vocab` pieces trained on a few lines (data.tokenizer is loaded when a job
+// starts).
+void train_small_tokenizer(const TempDir& dir, const std::string& model, int vocab) {
+  const std::string text = dir.file(model + ".txt");
+  std::string lines;
+  for (int i = 0; i < 50; ++i) lines += str_cat("the quick brown fox ", i, " jumps over the lazy dog\n");
+  testing::write_text_file(text, lines);
+  const auto status = sentencepiece::SentencePieceTrainer::Train(
+      str_cat("--input=", text, " --model_prefix=", dir.file(model), " --vocab_size=", vocab,
+              " --model_type=bpe --character_coverage=1.0 --minloglevel=2"));
+  ASSERT_TRUE(status.ok()) << status.ToString();
+}
+
 TEST(CheckpointCli, AnotherModelShapeBatchOrTokenizerIsRefused) {
   TempDir dir;
   const std::string job = write_job(dir);
-  testing::write_text_file(dir.file("a.model"), "tokenizer a");
-  testing::write_text_file(dir.file("b.model"), "tokenizer b");
+  train_small_tokenizer(dir, "a", 40);
+  train_small_tokenizer(dir, "b", 41);
   const RunLayout layout{1, 1, 1, false};
   const std::string run = dir.file("run");
   const std::string checkpoint = run + "/checkpoints/step_00000003";
@@ -479,6 +493,13 @@ TEST(CheckpointCli, AnotherModelShapeBatchOrTokenizerIsRefused) {
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_TRUE(contains(r.output, "data.tokenizer: the checkpoint was trained with '" + dir.file("a.model")))
       << r.output;
+  // A rejected resume into a run directory changes nothing in it: not its config.textproto either.
+  const std::string saved_config = run + "/config.textproto";
+  const std::string before = testing::read_text_file(saved_config);
+  r = run_command(train_command(job, layout, run,
+                                "--resume latest --set model.n_embd=32 --set data.tokenizer=" + dir.file("a.model")));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_EQ(testing::read_text_file(saved_config), before);
   // No checkpoint yet: --resume latest starts from step 0.
   r = run_command(train_command(job, layout, dir.file("fresh"), "--resume latest --set train.steps=2"));
   EXPECT_EQ(r.exit_code, 0) << r.output;

@@ -2,6 +2,7 @@
 // non-zero exit (never a crash or a raw library error), and a short training run on generated tokens writes
 // metrics.jsonl with a falling loss.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -122,6 +123,53 @@ TEST_F(CliTest, TokenIdsBeyondTheVocabulary) {
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("99"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("big"), std::string::npos) << r.output;
+}
+
+TEST_F(CliTest, ADatasetThatIsAFifoOrADirectoryIsRefusedWithoutHanging) {
+  {
+    tessera::IndexedDatasetWriter writer((dir_ / "data").string(), tessera::IndexedDType::kUInt16);
+    std::vector<int32_t> doc(200, 5);
+    writer.add_document(doc.data(), doc.size());
+    writer.finalize();
+  }
+  const std::string job = write("job.textproto",
+                                "model { vocab_size: 64 n_layer: 1 n_head: 2 n_embd: 16 max_seq_len: 16 }\n"
+                                "train { steps: 2 global_batch: 2 seq_len: 16 threads: 1 }\n"
+                                "data { train_prefix: \"" + (dir_ / "data").string() + "\" }\n");
+  const std::string bin = (dir_ / "data.bin").string();
+  fs::remove(bin);
+  ASSERT_EQ(::mkfifo(bin.c_str(), 0600), 0);
+  auto r = run_command("timeout 60 " + kTessera + " train --config " + job);
+  EXPECT_EQ(r.exit_code, 1) << r.output;  // 124 would be the timeout: open(2) blocked on the FIFO
+  EXPECT_NE(r.output.find(bin + ": is a FIFO (named pipe), not a regular file"), std::string::npos) << r.output;
+  fs::remove(bin);
+  fs::create_directory(bin);
+  r = run_command("timeout 60 " + kTessera + " train --config " + job);
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find(bin + ": is a directory, not a file"), std::string::npos) << r.output;
+}
+
+TEST_F(CliTest, TheTokenizerIsCheckedWhenTheJobStarts) {
+  const std::string missing = (dir_ / "missing.model").string();
+  auto r = run_command(kTessera + " train --config " + tiny_job() + " --set data.tokenizer=" + missing);
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("data.tokenizer '" + missing + "': does not exist"), std::string::npos) << r.output;
+  const std::string garbage = write("garbage.model", "not a sentencepiece model");
+  r = run_command(kTessera + " train --config " + tiny_job() + " --set data.tokenizer=" + garbage);
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("data.tokenizer '" + garbage + "': not a SentencePiece model"), std::string::npos)
+      << r.output;
+  r = run_command(kTessera + " train --config " + tiny_job() + " --set data.tokenizer=" + dir_.string());
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("is a directory, not a file"), std::string::npos) << r.output;
+  EXPECT_FALSE(fs::exists(dir_ / "run")) << "a job that failed its checks wrote to its run directory";
+}
+
+TEST_F(CliTest, InspectOfAMissingPathSaysInspect) {
+  auto r = run_command(kTessera + " inspect /nonexistent");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("tessera inspect /nonexistent: no such directory"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("--resume"), std::string::npos) << r.output;
 }
 
 TEST_F(CliTest, TrainsOnMockDataAndWritesMetrics) {

@@ -5,6 +5,7 @@
 #include <google/protobuf/text_format.h>
 #include <google/protobuf/util/message_differencer.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <filesystem>
 #include <fstream>
@@ -213,12 +214,38 @@ TEST(ParseJobConfig, AcceptsCommentsAndEmptyText) {
 
 TEST(LoadJobConfig, MissingFile) {
   EXPECT_EQ(config_error([] { load_job_config("no_such_dir/job.textproto", {}); }),
-            "cannot read config 'no_such_dir/job.textproto': No such file or directory");
+            "cannot read config 'no_such_dir/job.textproto': it does not exist");
 }
 
 TEST(LoadJobConfig, DirectoryIsNotAConfig) {
   const std::string dir = std::string(TESSERA_SOURCE_DIR) + "/configs";
-  EXPECT_EQ(config_error([&] { load_job_config(dir, {}); }), "cannot read config '" + dir + "': Is a directory");
+  EXPECT_EQ(config_error([&] { load_job_config(dir, {}); }),
+            "cannot read config '" + dir + "': it is a directory, not a file");
+}
+
+// A fresh path in the temporary directory, named after the running test.
+std::string scratch_path(const std::string& suffix) {
+  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+  const std::string path =
+      (std::filesystem::temp_directory_path() / (std::string("tessera_config_test_") + info->name() + suffix)).string();
+  std::filesystem::remove(path);
+  return path;
+}
+
+TEST(LoadJobConfig, AFifoIsRefusedInsteadOfBlocking) {
+  const std::string fifo = scratch_path(".fifo");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  EXPECT_EQ(config_error([&] { load_job_config(fifo, {}); }),
+            "cannot read config '" + fifo + "': it is a FIFO (named pipe), not a regular file");
+  std::filesystem::remove(fifo);
+}
+
+TEST(LoadJobConfig, AByteOrderMarkIsSkipped) {
+  const std::string path = scratch_path(".textproto");
+  std::ofstream(path) << "\xef\xbb\xbfmodel { vocab_size: 64 n_layer: 1 n_head: 2 n_embd: 16 max_seq_len: 16 }\n"
+                         "train { steps: 1 global_batch: 2 seq_len: 16 }\ndata { mock: true }\n";
+  EXPECT_EQ(load_job_config(path, {}).model().n_embd(), 16);
+  std::filesystem::remove(path);
 }
 
 TEST(LoadJobConfig, ErrorsNameTheFile) {

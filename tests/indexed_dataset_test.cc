@@ -3,6 +3,7 @@
 #include "launcher/indexed_dataset.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <cstring>
 #include <filesystem>
@@ -229,11 +230,28 @@ TEST_F(DamagedDatasetTest, BadDocumentIndex) {
 TEST_F(DamagedDatasetTest, MissingFiles) {
   std::filesystem::remove(bin_);
   std::string message = open_error();
-  EXPECT_TRUE(contains(message, bin_ + ": cannot open")) << message;
+  EXPECT_TRUE(contains(message, bin_ + ": does not exist")) << message;
   std::filesystem::remove(idx_);
   message = open_error();
-  EXPECT_TRUE(contains(message, idx_ + ": cannot open")) << message;
+  EXPECT_TRUE(contains(message, idx_ + ": does not exist")) << message;
   EXPECT_TRUE(contains(message, "tessera prepare")) << message;
+}
+
+TEST_F(DamagedDatasetTest, NonRegularFilesAreRefusedWithoutBlocking) {
+  // A FIFO would block open(2) until a writer came: it must be refused before opening.
+  std::filesystem::remove(bin_);
+  ASSERT_EQ(::mkfifo(bin_.c_str(), 0600), 0);
+  EXPECT_TRUE(contains(open_error(), bin_ + ": is a FIFO (named pipe), not a regular file")) << open_error();
+  std::filesystem::remove(bin_);
+  std::filesystem::create_directory(bin_);
+  EXPECT_TRUE(contains(open_error(), bin_ + ": is a directory, not a file")) << open_error();
+  std::filesystem::remove(bin_);
+  std::filesystem::create_symlink("/dev/zero", bin_);
+  EXPECT_TRUE(contains(open_error(), bin_ + ": is a symbolic link to '/dev/zero', which is a character device"))
+      << open_error();
+  std::filesystem::remove(bin_);
+  std::filesystem::create_symlink("/nonexistent/file", bin_);
+  EXPECT_TRUE(contains(open_error(), "which does not exist")) << open_error();
 }
 
 TEST(IndexedDatasetTest, CheckVocabNamesFirstBadToken) {

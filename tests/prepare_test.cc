@@ -3,6 +3,7 @@
 #include "launcher/prepare.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <sentencepiece_processor.h>
 #include <sys/wait.h>
 
@@ -242,7 +243,11 @@ TEST_F(PrepareTest, TokenizerErrorsNameTheFile) {
   options.vocab_size = 0;
   options.tokenizer = dir_.file("missing.model");
   std::string message = error_message<DataError>([&] { run_prepare(options); });
-  EXPECT_TRUE(contains(message, dir_.file("missing.model") + ": no such file")) << message;
+  EXPECT_TRUE(contains(message, dir_.file("missing.model") + ": does not exist")) << message;
+
+  options.tokenizer = dir_.path().string();
+  message = error_message<DataError>([&] { run_prepare(options); });
+  EXPECT_TRUE(contains(message, dir_.path().string() + ": is a directory, not a file")) << message;
 
   options.tokenizer = dir_.file("garbage.model");
   write_text_file(options.tokenizer, "this is not a model");
@@ -279,6 +284,52 @@ TEST_F(PrepareTest, InconsistentOptions) {
   EXPECT_THROW(run_prepare(options), ConfigError);
 }
 
+TEST_F(PrepareTest, InvalidUtf8IsRefusedWithFileOffsetAndLineUnlessReplacedOrSkipped) {
+  // Line 3 holds a Latin-1 'e' with acute accent (0xe9): not UTF-8.
+  const std::string text = "first line\nsecond line\ncaf\xe9 au lait\n\nnext document \xe2\x82\xac ok\n";
+  const std::string latin1 = dir_.file("latin1.txt");
+  write_text_file(latin1, join(documents_, "") + text);
+  const int64_t offset = static_cast<int64_t>(join(documents_, "").size()) + 26;  // the 0xe9 byte
+  PrepareOptions options = train_options("utf8");
+  options.inputs = {latin1};
+  std::string message = error_message<DataError>([&] { run_prepare(options); });
+  EXPECT_TRUE(contains(message, latin1 + ": not valid UTF-8 at byte offset " + std::to_string(offset))) << message;
+  EXPECT_TRUE(contains(message, "bytes 0xe9 0x20")) << message;
+  EXPECT_TRUE(contains(message, "--invalid-utf8 replace")) << message;
+  EXPECT_FALSE(std::filesystem::exists(options.tokenizer_out));
+
+  options.invalid_utf8 = InvalidUtf8::kReplace;
+  PrepareSummary summary = run_prepare(options);
+  EXPECT_EQ(summary.invalid_utf8, 1);
+  options.invalid_utf8 = InvalidUtf8::kSkip;
+  options.out_prefix = dir_.file("utf8_skip");
+  summary = run_prepare(options);
+  EXPECT_EQ(summary.invalid_utf8, 1);
+
+  // A binary file is refused, not tokenized.
+  std::string binary;
+  for (int i = 0; i < 4096; ++i) binary.push_back(static_cast<char>((i * 7919) & 0xff));
+  write_text_file(dir_.file("data.bin"), binary);
+  options = train_options("binary");
+  options.inputs = {dir_.file("data.bin")};
+  message = error_message<DataError>([&] { run_prepare(options); });
+  EXPECT_TRUE(contains(message, "data.bin: not valid UTF-8 at byte offset")) << message;
+}
+
+TEST_F(PrepareTest, NonRegularInputsAndAnEmptyTrainSplitAreRefused) {
+  const std::string fifo = dir_.file("pipe.txt");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  PrepareOptions options = train_options("fifo");
+  options.inputs = {fifo};
+  std::string message = error_message<DataError>([&] { run_prepare(options); });
+  EXPECT_TRUE(contains(message, fifo + ": is a FIFO (named pipe), not a regular file")) << message;
+
+  options = train_options("all_valid");
+  options.valid_fraction = 1.0;
+  message = error_message<ConfigError>([&] { run_prepare(options); });
+  EXPECT_TRUE(contains(message, "--valid-fraction 1 holds out every document, leaving no training data")) << message;
+}
+
 TEST_F(PrepareTest, CommandLine) {
   ::testing::internal::CaptureStdout();
   const int code = prepare_command({"--input", input_, input_, "--tokenizer-out", dir_.file("cli.model"),
@@ -298,6 +349,7 @@ TEST_F(PrepareTest, CommandLine) {
   EXPECT_THROW(prepare_command({"--input", input_, "--vocab-size", "many"}), ConfigError);
   EXPECT_THROW(prepare_command({"--input", input_, "--out"}), ConfigError);
   EXPECT_THROW(prepare_command({"--input"}), ConfigError);
+  EXPECT_THROW(prepare_command({"--input", input_, "--invalid-utf8", "ignore"}), ConfigError);
 }
 
 // The binary turns errors into a message and exit code 1, never a crash.

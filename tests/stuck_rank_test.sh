@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# A rank that stops answering must turn into an error on its peers within the collective timeout, and the
-# job must exit non-zero, never hang. Starts a 2-rank training job with a 3 s timeout, freezes rank 1 with
-# SIGSTOP after it has started training, and expects the job to end within 60 s with a CommError naming the
-# operation, the group and the ranks.
+# A rank that stops answering must turn into an error on its peers at the collective timeout (plus at most a
+# second), and the job must exit non-zero, never hang. Starts a 2-rank training job with a 3 s timeout,
+# freezes rank 1 with SIGSTOP after it has started training, and expects rank 0's CommError within 4 s,
+# naming the operation, the group, the ranks and what became of rank 1 (stopped, with its pid and host).
 # Usage: stuck_rank_test.sh TESSERA_BINARY
 set -u
 tessera=$1
@@ -32,12 +32,14 @@ if [[ -z "$victim" ]]; then
   echo "could not find rank 1"; cat "$work/out.txt"; exit 1
 fi
 kill -STOP "$victim"
-start=$(date +%s)
-for _ in $(seq 1 600); do
+start=$(date +%s.%N)
+reported=""
+for _ in $(seq 1 1200); do
+  if [[ -z "$reported" ]] && grep -q "did not complete within" "$work/out.txt"; then reported=$(date +%s.%N); fi
   kill -0 "$launcher" 2>/dev/null || break
-  sleep 0.1
+  sleep 0.05
 done
-elapsed=$(( $(date +%s) - start ))
+elapsed=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
 if kill -0 "$launcher" 2>/dev/null; then
   echo "FAIL: job still running ${elapsed}s after rank 1 froze"; cat "$work/out.txt"; exit 1
 fi
@@ -45,4 +47,11 @@ wait "$launcher"; code=$?
 cat "$work/out.txt" | grep -v "^\s*$" | head -20
 if [[ $code -eq 0 ]]; then echo "FAIL: job exited 0"; exit 1; fi
 if ! grep -q "did not complete within 3 s" "$work/out.txt"; then echo "FAIL: no timeout message"; exit 1; fi
-echo "PASS: job ended ${elapsed}s after rank 1 froze, exit code $code"
+if ! grep -q "world rank 1 (pid $victim on .*) is stopped" "$work/out.txt"; then
+  echo "FAIL: the error does not say that rank 1 (pid $victim) is stopped"; exit 1
+fi
+detected=$(awk -v a="$start" -v b="$reported" 'BEGIN { printf "%.2f", b - a }')
+if ! awk -v d="$detected" 'BEGIN { exit !(d <= 4.0) }'; then
+  echo "FAIL: the timeout error came ${detected}s after rank 1 froze; parallel.timeout_s is 3"; exit 1
+fi
+echo "PASS: error ${detected}s and job end ${elapsed}s after rank 1 froze, exit code $code"
