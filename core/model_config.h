@@ -2,13 +2,15 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "core/tensor.h"
 
 namespace tessera {
 
 struct ModelConfig {
-  int vocab_size = 0;  // real tokens
+  std::string arch = "gpt2";  // models/registry.h
+  int vocab_size = 0;         // real tokens
   int n_layer = 0;
   int n_head = 0;
   int n_embd = 0;
@@ -19,6 +21,10 @@ struct ModelConfig {
   // Storage of activations and of the parameters' compute copy: kF32, or kBF16 for mixed precision (core/backend.h,
   // Note [Precision]). Master weights, gradients and optimizer state are f32 either way.
   DType dtype = DType::kF32;
+  int n_kv_head = 0;    // key/value heads (grouped-query attention); n_head for GPT-2
+  int ffn_hidden = 0;   // MLP hidden size
+  float rope_theta = 10000.0f;
+  bool tie_embeddings = true;  // the output head is the token embedding
 
   int head_size() const { return n_embd / n_head; }
   // Rows of the embedding table when split over tp ranks: vocab_size rounded up to a multiple of
@@ -27,8 +33,6 @@ struct ModelConfig {
     int multiple = vocab_pad_multiple * tp;
     return (vocab_size + multiple - 1) / multiple * multiple;
   }
-  // Parameters of the model (unpadded, tied embedding counted once).
-  int64_t num_parameters() const;
 };
 
 }  // namespace tessera

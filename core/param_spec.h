@@ -20,6 +20,14 @@ namespace tessera {
 
 enum class InitKind : uint8_t { kNormal, kZeros, kOnes };
 
+// Where a parameter sits in the network, which decides which pipeline stage holds it and when in backward its
+// gradient is complete.
+enum class ParamPlace : uint8_t {
+  kInput,   // embeddings: the first stage; complete at the very end of backward
+  kBlock,   // transformer block `layer`: its stage; complete right after that block's backward
+  kOutput,  // final norm and output head: the last stage; complete before any block's backward
+};
+
 struct ParamSpec {
   std::string name;            // global name, as in the fixtures and checkpoints: "h.0.attn.qkv.weight"
   std::vector<int64_t> shape;  // global shape (unpadded)
@@ -27,16 +35,16 @@ struct ParamSpec {
   int tp_split_parts = 1;
   bool vocab_parallel = false;  // split over the padded vocabulary (dim 0)
   int layer = -1;               // transformer block, or -1 for embeddings / final norm
+  ParamPlace place = ParamPlace::kBlock;
+  // An input-side parameter that the output head reuses (a tied embedding): the first and the last stage
+  // each hold a copy, their gradients are summed, and checkpoints store the first stage's.
+  bool tied_across_stages = false;
   bool weight_decay = false;    // decoupled weight decay applies (tensors with >= 2 dims)
   InitKind init = InitKind::kZeros;
   float init_std = 0;
 
   int64_t numel() const;
 };
-
-// Every parameter of a GPT-2 model, in the fixtures' order: wte, wpe, h.<l>.{ln1, attn.qkv, attn.proj, ln2,
-// mlp.fc, mlp.proj}.{weight,bias}, lnf.{weight,bias}. The output head is tied to wte.
-std::vector<ParamSpec> gpt2_param_specs(const ModelConfig& config);
 
 // Where a TP rank's shard of a parameter lives in the global tensor.
 struct ShardLayout {

@@ -121,7 +121,7 @@ std::vector<Run> index_runs(const std::vector<int64_t>* global_of_local, int64_t
   return runs;
 }
 
-bool is_tied_embedding(const ParamSpec& spec) { return spec.name == "wte"; }
+bool is_tied_embedding(const ParamSpec& spec) { return spec.tied_across_stages; }
 
 std::string join(const std::vector<int64_t>& values, const char* separator = ",") {
   std::string out;

@@ -24,7 +24,7 @@
 
 #include "core/param_spec.h"
 #include "core/tensor.h"
-#include "parallel/gpt2_model.h"
+#include "parallel/model.h"
 #include "parallel/optimizer.h"
 #include "proto/checkpoint.pb.h"
 
@@ -80,7 +80,7 @@ struct OptimizerStateView {
 struct ReplicaRole {
   int dp_rank = 0;
   bool optimizer_sharded = false;    // ZeRO-1: every DP rank stores the optimizer state it owns
-  bool first_pipeline_stage = true;  // holds the stored copy of the tied embedding (wte)
+  bool first_pipeline_stage = true;  // holds the stored copy of a tied parameter (ParamSpec::tied_across_stages)
 };
 
 struct StatePiece {

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "core/check.h"
+#include "models/registry.h"
 #include "launcher/regular_file.h"
 
 namespace tessera {
@@ -757,6 +758,12 @@ Layout resolve_layout(const config::JobConfig& job, int world_size) {
                  "): every tensor-parallel rank computes whole attention heads; choose parallel.tp from ",
                  join(divisors(model.n_head())));
   }
+  if (problems.empty()) {
+    for (const std::string& problem :
+         model_architecture(model_config_from(model).arch).shape_problems(model_config_from(model), layout.tp)) {
+      problems.add(problem);
+    }
+  }
   // The embedding and the output head can each be a stage of their own, so n_layer + 2 stages is the most.
   if (model.n_layer() + 2 < layout.pp) {
     problems.add("parallel.pp (", layout.pp, ") is more than model.n_layer + 2 (", model.n_layer() + 2,
@@ -791,6 +798,26 @@ std::string job_config_to_text(const config::JobConfig& job) {
   const bool printed = printer.PrintToString(explicit_job, &text);
   TS_ASSERT(printed, "cannot print the job config as text");
   return text;
+}
+
+ModelConfig model_config_from(const config::ModelConfig& m) {
+  ModelConfig c;
+  c.arch = m.arch() == config::LLAMA ? "llama" : "gpt2";
+  c.vocab_size = m.vocab_size();
+  c.n_layer = m.n_layer();
+  c.n_head = m.n_head();
+  c.n_embd = m.n_embd();
+  c.max_seq_len = m.max_seq_len();
+  c.norm_eps = m.norm_eps();
+  c.dtype = m.dtype() == config::BF16 ? DType::kBF16 : DType::kF32;
+  c.init_std = m.init_std();
+  c.vocab_pad_multiple = m.vocab_pad_multiple();
+  const bool llama = m.arch() == config::LLAMA;
+  c.n_kv_head = m.n_kv_head() > 0 ? m.n_kv_head() : m.n_head();
+  c.ffn_hidden = m.ffn_hidden() > 0 ? m.ffn_hidden() : llama ? (8 * m.n_embd() / 3 + 15) / 16 * 16 : 4 * m.n_embd();
+  c.rope_theta = m.rope_theta();
+  c.tie_embeddings = m.has_tie_embeddings() ? m.tie_embeddings() : !llama;
+  return c;
 }
 
 }  // namespace tessera

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "core/model_config.h"
 #include "proto/config.pb.h"
 
 namespace tessera {
@@ -48,8 +49,8 @@ struct Layout {
 };
 
 // Resolves the layout of job on world_size ranks: dp defaults to world_size / (tp * pp). Validates job first
-// (as validate_job_config), then checks that tp * pp * dp == world_size, model.n_head % tp == 0,
-// model.n_layer >= pp and train.global_batch % (dp * micro_batches) == 0. Throws ConfigError saying why and
+// (as validate_job_config), then checks that tp * pp * dp == world_size, model.n_head % tp == 0 and the
+// architecture's own shape rules (models/registry.h), model.n_layer >= pp and train.global_batch % (dp * micro_batches) == 0. Throws ConfigError saying why and
 // what to change, e.g. "parallel.tp=2 * parallel.pp=2 * parallel.dp=1 = 4 ranks, but the job runs on 8 ranks
 // (mpirun -np): set parallel.dp=2 or leave it unset".
 Layout resolve_layout(const config::JobConfig& job, int world_size);
@@ -59,5 +60,9 @@ Layout resolve_layout(const config::JobConfig& job, int world_size);
 // (e.g. parallel.dp, optimizer.decay_steps, data.valid_prefix) stay absent, because unset has a meaning of
 // its own there. parse_job_config of the result gives back an equivalent config.
 std::string job_config_to_text(const config::JobConfig& job);
+
+// The model's shape as the model code takes it: the architecture's name, its defaults filled in
+// (n_kv_head = n_head, ffn_hidden, tie_embeddings). Does not validate.
+ModelConfig model_config_from(const config::ModelConfig& model);
 
 }  // namespace tessera

@@ -3,7 +3,7 @@
 // that `tessera train --config ... --run-dir RUN_DIR --resume latest` starts from them in any layout.
 //
 // Each parameter is looked up in FILE.h5 as init/<name> (a tessera fixture), model/<name> (a Tessera
-// checkpoint's model.h5) or <name>, with the names and global shapes of gpt2_param_specs. The model shape
+// checkpoint's model.h5) or <name>, with the names and global shapes of the architecture's param_specs. The model shape
 // comes from --config, or from a fixture's own attributes; AdamW's moments start at zero. Single process, no
 // MPI.
 #include <cstdio>
@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/check.h"
+#include "models/registry.h"
 #include "core/param_spec.h"
 #include "launcher/checkpoint.h"
 #include "launcher/checkpoint_manifest.h"
@@ -58,7 +59,7 @@ int import_command(const std::vector<std::string>& args) {
 
   // Every parameter whole, from the input file.
   H5Reader file(input);
-  const std::vector<ParamSpec> specs = gpt2_param_specs(model);
+  const std::vector<ParamSpec> specs = param_specs(model);
   std::vector<std::vector<float>> values;
   int64_t largest = 0;
   for (const ParamSpec& spec : specs) {
@@ -140,7 +141,7 @@ int import_command(const std::vector<std::string>& args) {
   shard->set_dp_rank(0);
   const std::string published = publish_checkpoint(tmp_dir, checkpoints_dir, manifest);
   std::printf("imported %zu tensors (%lld parameters) from %s into %s\n", specs.size(),
-              static_cast<long long>(model.num_parameters()), input.c_str(), published.c_str());
+              static_cast<long long>(num_parameters(model)), input.c_str(), published.c_str());
   std::printf("train from them: tessera train --config CONFIG --run-dir %s --resume latest\n", run_dir.c_str());
   return 0;
 }

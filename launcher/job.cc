@@ -11,20 +11,6 @@
 
 namespace tessera {
 
-ModelConfig model_config_from(const config::ModelConfig& m) {
-  ModelConfig c;
-  c.vocab_size = m.vocab_size();
-  c.n_layer = m.n_layer();
-  c.n_head = m.n_head();
-  c.n_embd = m.n_embd();
-  c.max_seq_len = m.max_seq_len();
-  c.norm_eps = m.norm_eps();
-  c.dtype = m.dtype() == config::BF16 ? DType::kBF16 : DType::kF32;
-  c.init_std = m.init_std();
-  c.vocab_pad_multiple = m.vocab_pad_multiple();
-  return c;
-}
-
 LrSchedule lr_schedule_from(const config::JobConfig& job) {
   const config::OptimizerConfig& o = job.optimizer();
   LrSchedule s;
@@ -69,7 +55,7 @@ Job build_job(const config::JobConfig& config, MpiEnvironment& mpi, const Proces
   const PipelineKind schedule =
       config.parallel().schedule() == config::GPIPE ? PipelineKind::kGPipe : PipelineKind::kOneFOneB;
   const int slots = pipeline_in_flight(schedule, job.layout.pp, pp_rank, job.layout.micro_batches);
-  job.model = std::make_unique<Gpt2Model>(job.model_config, *job.backend, *job.groups.tp, stage,
+  job.model = create_model(job.model_config, *job.backend, *job.groups.tp, stage,
                                           job.layout.micro_batch_size, config.train().seq_len(), slots);
   job.model->init_parameters(config.train().seed());
 

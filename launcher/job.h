@@ -9,7 +9,7 @@
 #include "core/model_config.h"
 #include "launcher/config.h"
 #include "launcher/trainer.h"
-#include "parallel/gpt2_model.h"
+#include "models/registry.h"
 #include "parallel/grad_sync.h"
 #include "parallel/optimizer.h"
 #include "parallel/process_group.h"
@@ -28,7 +28,7 @@ struct Job {
   int threads = 1;
   std::unique_ptr<Backend> backend;
   ParallelGroups groups;
-  std::unique_ptr<Gpt2Model> model;
+  std::unique_ptr<Model> model;
   std::unique_ptr<DpGradSync> grad_sync;
   // AdamW, or ZeroAdamW when parallel.zero_stage is 1.
   std::unique_ptr<Optimizer> optimizer;
@@ -38,7 +38,6 @@ struct Job {
   bool is_logger() const { return world_rank == 0; }
 };
 
-ModelConfig model_config_from(const config::ModelConfig& model);
 LrSchedule lr_schedule_from(const config::JobConfig& job);
 
 // Resolves the layout against the world, builds the groups and the model shard (parameters initialized

@@ -3,16 +3,9 @@
 
 #include <cstdio>
 
-namespace tessera {
+#include "models/registry.h"
 
-double model_flops_per_token(const ModelConfig& model, int64_t seq_len) {
-  const double C = model.n_embd;
-  const double embedding_params =
-      static_cast<double>(model.vocab_size) * C + static_cast<double>(model.max_seq_len) * C;
-  const double matmul_params = static_cast<double>(model.num_parameters()) - embedding_params +
-                               static_cast<double>(model.vocab_size) * C;  // + the tied head
-  return 6.0 * matmul_params + 12.0 * model.n_layer * C * static_cast<double>(seq_len);
-}
+namespace tessera {
 
 Throughput throughput(const ModelConfig& model, int64_t seq_len, double tokens, double seconds, int devices,
                       double peak_tflops) {

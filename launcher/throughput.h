@@ -14,8 +14,6 @@
 
 namespace tessera {
 
-double model_flops_per_token(const ModelConfig& model, int64_t seq_len);
-
 struct Throughput {
   double tokens_per_s = 0;
   double tflops_per_device = 0;  // model TFLOP/s of one rank

@@ -11,6 +11,7 @@
 
 #include "cluster/process_env.h"
 #include "core/check.h"
+#include "models/registry.h"
 #include "launcher/checkpoint.h"
 #include "launcher/checkpoint_manifest.h"
 #include "launcher/cli_args.h"
@@ -110,7 +111,7 @@ int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
         "tessera train: %s | gpt2 %d layers, %d heads, C %d, vocab %d (%s params) | %s, %d micro-batch(es) "
         "of %d | %d thread(s)/rank | %s tokens/step | data: %s\n",
         config.name().c_str(), m.n_layer, m.n_head, m.n_embd, m.vocab_size,
-        human_count(static_cast<double>(m.num_parameters())).c_str(),
+        human_count(static_cast<double>(num_parameters(m))).c_str(),
         RankGrid(job.layout.tp, job.layout.pp, job.layout.dp).to_string().c_str(), job.layout.micro_batches,
         job.layout.micro_batch_size, job.threads,
         human_count(static_cast<double>(train.global_batch()) * train.seq_len()).c_str(), data.description.c_str());

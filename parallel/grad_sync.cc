@@ -74,7 +74,7 @@ int64_t shard_numel(const std::vector<GradBucket>& buckets) {
   return buckets.empty() ? 0 : buckets.back().shard_offset + buckets.back().chunk;
 }
 
-DpGradSync::DpGradSync(Gpt2Model& model, Backend& backend, ProcessGroup& dp, double bucket_mb, Mode mode)
+DpGradSync::DpGradSync(Model& model, Backend& backend, ProcessGroup& dp, double bucket_mb, Mode mode)
     : model_(model), backend_(backend), dp_(dp), mode_(mode) {
   const std::vector<LocalParam>& params = model.params();
   std::vector<int64_t> numels;
@@ -97,7 +97,9 @@ DpGradSync::DpGradSync(Gpt2Model& model, Backend& backend, ProcessGroup& dp, dou
     int ready = INT_MAX;
     for (int i = b.first_param; i < b.end_param; ++i) {
       const ParamSpec& spec = params[i].spec;
-      const int layer = spec.layer >= 0 ? spec.layer : spec.name.rfind("lnf.", 0) == 0 ? last_block : -1;
+      const int layer = spec.place == ParamPlace::kBlock    ? spec.layer
+                        : spec.place == ParamPlace::kOutput ? last_block
+                                                            : -1;
       ready = std::min(ready, layer);
     }
     ready_layer_.push_back(ready);

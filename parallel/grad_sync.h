@@ -8,18 +8,20 @@
 // after the optimizer step (gather_params()).
 //
 // Note [DP gradient buckets]
-// The model's flat gradient buffer holds its parameters p_0 .. p_{P-1} back to back in params() order (wte,
-// wpe, h.0.*, ..., h.{L-1}.*, lnf.*): p_i occupies elements [o_i, o_i + n_i), o_{i+1} = o_i + n_i. Backward
+// The model's flat gradient buffer holds its parameters p_0 .. p_{P-1} back to back in params() order (the
+// input embeddings, the blocks' in order, then the final norm and any output head; ParamSpec::place): p_i
+// occupies elements [o_i, o_i + n_i), o_{i+1} = o_i + n_i. Backward
 // completes them roughly from p_{P-1} down to p_0, so buckets are formed walking the parameters in reverse:
 // bucket 0 starts with p_{P-1} and takes p_{P-2}, p_{P-3}, ... as long as its size stays <= cap elements; the
 // parameter that would overflow it starts bucket 1, and so on. A parameter larger than the cap gets a bucket
 // of its own. Bucket k therefore covers the contiguous range [o_first(k), o_first(k-1)) of whole parameters,
-// just below bucket k-1, and bucket K-1 (holding wte) ends at element 0.
+// just below bucket k-1, and bucket K-1 (holding the embedding) ends at element 0.
 //
 // When a bucket is complete: a block's parameters once that block's backward is done (mark_layer_done(l)
-// for block l); the final norm (lnf) once the stage's last block is done (its gradient is computed before
-// any block's backward); the embeddings only at the very end (mark_layer_done(-1)): wte receives the tied
-// head's gradient in forward and the lookup's in the embedding backward, which runs last. Blocks finish in
+// for block l); the output side (final norm, head: ParamPlace::kOutput) once the stage's last block is done
+// (their gradients are computed before any block's backward); the input side (embeddings) only at the very end
+// (mark_layer_done(-1)): a tied embedding receives the head's gradient in forward and the lookup's in the
+// embedding backward, which runs last. Blocks finish in
 // decreasing order, so buckets become complete, and are launched, in the order 0, 1, 2, ...; every rank of
 // the DP group launches the same collectives in the same order, as MPI requires.
 //
@@ -44,7 +46,7 @@
 #include <vector>
 
 #include "core/backend.h"
-#include "parallel/gpt2_model.h"
+#include "parallel/model.h"
 #include "parallel/process_group.h"
 
 namespace tessera {
@@ -110,7 +112,7 @@ class DpGradSync {
 
   // Plans the buckets over model.flat_grads() with a cap of bucket_mb MiB (> 0) and allocates the ZeRO-1
   // shard and padding staging from backend. model, backend and dp must outlive this object. Local.
-  DpGradSync(Gpt2Model& model, Backend& backend, ProcessGroup& dp, double bucket_mb, Mode mode);
+  DpGradSync(Model& model, Backend& backend, ProcessGroup& dp, double bucket_mb, Mode mode);
   DpGradSync(const DpGradSync&) = delete;
   DpGradSync& operator=(const DpGradSync&) = delete;
 
@@ -162,7 +164,7 @@ class DpGradSync {
   // The padded staging copy of a bucket whose size D does not divide (undefined otherwise).
   Tensor staging(int bucket) const;
 
-  Gpt2Model& model_;
+  Model& model_;
   Backend& backend_;
   ProcessGroup& dp_;
   Mode mode_;

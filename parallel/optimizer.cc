@@ -7,7 +7,7 @@
 
 namespace tessera {
 
-AdamW::AdamW(Gpt2Model& model, Backend& backend, AdamWConfig config, std::vector<ProcessGroup*> norm_groups)
+AdamW::AdamW(Model& model, Backend& backend, AdamWConfig config, std::vector<ProcessGroup*> norm_groups)
     : model_(model), backend_(backend), config_(config), norm_groups_(std::move(norm_groups)) {
   const int64_t n = model.flat_params().numel();
   m_buffer_ = backend.allocate(static_cast<size_t>(n) * sizeof(float));
@@ -40,7 +40,7 @@ void AdamW::step(double lr, double grad_scale) {
   }
 }
 
-double global_grad_norm(Gpt2Model& model, Backend& backend, const std::vector<ProcessGroup*>& groups) {
+double global_grad_norm(Model& model, Backend& backend, const std::vector<ProcessGroup*>& groups) {
   std::vector<Tensor> counted;
   for (LocalParam& p : model.params())
     if (p.counted) counted.push_back(p.grad);

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "core/backend.h"
-#include "parallel/gpt2_model.h"
+#include "parallel/model.h"
 #include "parallel/process_group.h"
 
 namespace tessera {
@@ -55,7 +55,7 @@ struct AdamWConfig {
 class AdamW final : public Optimizer {
  public:
   // norm_groups: the groups grad_norm() sums over (global_grad_norm); the references must outlive this.
-  AdamW(Gpt2Model& model, Backend& backend, AdamWConfig config, std::vector<ProcessGroup*> norm_groups = {});
+  AdamW(Model& model, Backend& backend, AdamWConfig config, std::vector<ProcessGroup*> norm_groups = {});
 
   // global_grad_norm(model, backend, norm_groups).
   double grad_norm() override;
@@ -72,7 +72,7 @@ class AdamW final : public Optimizer {
   void set_steps_taken(int64_t steps) override { steps_ = steps; }
 
  private:
-  Gpt2Model& model_;
+  Model& model_;
   Backend& backend_;
   AdamWConfig config_;
   std::vector<ProcessGroup*> norm_groups_;
@@ -84,7 +84,7 @@ class AdamW final : public Optimizer {
 // L2 norm of the gradient of the whole model: local sums of squares of the parameters this rank counts
 // (LocalParam::counted), summed over `groups` (the TP and PP groups: every rank of a DP group holds the
 // same averaged gradients). Synchronizes.
-double global_grad_norm(Gpt2Model& model, Backend& backend, const std::vector<ProcessGroup*>& groups);
+double global_grad_norm(Model& model, Backend& backend, const std::vector<ProcessGroup*>& groups);
 
 // The sum over `groups` (null or size-1 groups skipped, one group after the other) of each rank's `local`,
 // to nearly double precision and bit-identical on every rank (sent as a high and a low float part, added in

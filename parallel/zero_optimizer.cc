@@ -18,7 +18,7 @@ Tensor slice(Tensor flat, int64_t begin, int64_t n) {
 
 }  // namespace
 
-ZeroAdamW::ZeroAdamW(Gpt2Model& model, Backend& backend, DpGradSync& sync, AdamWConfig config,
+ZeroAdamW::ZeroAdamW(Model& model, Backend& backend, DpGradSync& sync, AdamWConfig config,
                      std::vector<ProcessGroup*> norm_groups)
     : model_(model), backend_(backend), sync_(sync), config_(config) {
   TS_ASSERT(sync.mode() == DpGradSync::Mode::kReduceScatter, "ZeRO-1 needs the reduce-scatter gradient sync");

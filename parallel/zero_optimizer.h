@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "core/backend.h"
-#include "parallel/gpt2_model.h"
+#include "parallel/model.h"
 #include "parallel/grad_sync.h"
 #include "parallel/optimizer.h"
 #include "parallel/process_group.h"
@@ -28,7 +28,7 @@ class ZeroAdamW final : public Optimizer {
   // sync: the model's gradient sync, in DpGradSync::Mode::kReduceScatter. norm_groups: the groups other
   // than DP that hold disjoint parts of the model (TP, PP); grad_norm() sums over them and over DP. Every
   // reference must outlive this object. Allocates 2 * shard_numel floats; local.
-  ZeroAdamW(Gpt2Model& model, Backend& backend, DpGradSync& sync, AdamWConfig config,
+  ZeroAdamW(Model& model, Backend& backend, DpGradSync& sync, AdamWConfig config,
             std::vector<ProcessGroup*> norm_groups);
 
   // sqrt of the sum over DP, TP and PP ranks of the squares of the summed gradient in this rank's counted
@@ -51,7 +51,7 @@ class ZeroAdamW final : public Optimizer {
   void set_steps_taken(int64_t steps) override { steps_ = steps; }
 
  private:
-  Gpt2Model& model_;
+  Model& model_;
   Backend& backend_;
   DpGradSync& sync_;
   AdamWConfig config_;

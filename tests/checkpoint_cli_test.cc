@@ -29,6 +29,7 @@
 #include "launcher/fixture.h"
 #include "launcher/hdf5_file.h"
 #include "launcher/job.h"
+#include "models/gpt2/gpt2_model.h"
 #include "tests/run_command.h"
 #include "tests/temp_dir.h"
 

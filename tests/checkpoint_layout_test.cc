@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/check.h"
+#include "models/gpt2/gpt2_model.h"
 #include "launcher/xxhash64.h"
 #include "tests/checkpoint_state.h"
 #include "tests/temp_dir.h"

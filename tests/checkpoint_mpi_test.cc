@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "core/check.h"
+#include "models/gpt2/gpt2_model.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "launcher/checkpoint.h"
 #include "launcher/checkpoint_manifest.h"

@@ -12,7 +12,7 @@
 #include "core/param_spec.h"
 #include "launcher/checkpoint_layout.h"
 #include "launcher/splitmix64.h"
-#include "parallel/gpt2_model.h"
+#include "models/gpt2/gpt2_model.h"
 
 namespace tessera::testing {
 

@@ -24,7 +24,7 @@
 #include "kernels/cpu/cpu_backend.h"
 #include "launcher/sampler.h"
 #include "launcher/trainer.h"
-#include "parallel/gpt2_model.h"
+#include "models/gpt2/gpt2_model.h"
 #include "parallel/grad_sync.h"
 #include "parallel/local_process_group.h"
 #include "parallel/mpi_process_group.h"

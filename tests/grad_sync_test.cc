@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "core/check.h"
+#include "models/gpt2/gpt2_model.h"
 #include "core/model_config.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "parallel/local_process_group.h"

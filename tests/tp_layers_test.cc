@@ -14,7 +14,7 @@
 #include "core/model_config.h"
 #include "core/param_spec.h"
 #include "kernels/cpu/cpu_backend.h"
-#include "parallel/gpt2_model.h"
+#include "models/gpt2/gpt2_model.h"
 #include "parallel/local_process_group.h"
 #include "parallel/parallel_groups.h"
 #include "parallel/rank_grid.h"

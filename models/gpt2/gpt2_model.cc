@@ -1,0 +1,322 @@
+// GPT-2 stage shard: parameters, activation plan, forward and backward.
+#include "models/gpt2/gpt2_model.h"
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "core/check.h"
+
+namespace tessera {
+
+std::vector<ParamSpec> gpt2_param_specs(const ModelConfig& config) {
+  const int64_t C = config.n_embd, V = config.vocab_size, T = config.max_seq_len;
+  const float std_dev = config.init_std;
+  // Output projections feed the residual stream once per block half: scaled down as in GPT-2.
+  const float residual_std = config.init_std / std::sqrt(2.0f * config.n_layer);
+  std::vector<ParamSpec> specs;
+  auto matrix = [&](std::string name, std::vector<int64_t> shape, int layer, float s, int split_dim, int parts) {
+    ParamSpec spec;
+    spec.name = std::move(name);
+    spec.shape = std::move(shape);
+    spec.layer = layer;
+    spec.weight_decay = true;
+    spec.init = InitKind::kNormal;
+    spec.init_std = s;
+    spec.tp_split_dim = split_dim;
+    spec.tp_split_parts = parts;
+    specs.push_back(spec);
+  };
+  auto vector = [&](std::string name, int64_t n, int layer, InitKind init, int split_dim, int parts) {
+    ParamSpec spec;
+    spec.name = std::move(name);
+    spec.shape = {n};
+    spec.layer = layer;
+    spec.init = init;
+    spec.tp_split_dim = split_dim;
+    spec.tp_split_parts = parts;
+    specs.push_back(spec);
+  };
+  matrix("wte", {V, C}, -1, std_dev, 0, 1);
+  specs.back().vocab_parallel = true;
+  specs.back().place = ParamPlace::kInput;
+  specs.back().tied_across_stages = true;  // the output head
+  matrix("wpe", {T, C}, -1, std_dev, -1, 1);
+  specs.back().place = ParamPlace::kInput;
+  for (int l = 0; l < config.n_layer; ++l) {
+    std::string h = "h." + std::to_string(l) + ".";
+    vector(h + "ln1.weight", C, l, InitKind::kOnes, -1, 1);
+    vector(h + "ln1.bias", C, l, InitKind::kZeros, -1, 1);
+    // Column-parallel by heads: Y = X A^T, A = [A_1; ...; A_tp] by rows within each of Q, K, V.
+    matrix(h + "attn.qkv.weight", {3 * C, C}, l, std_dev, 0, 3);
+    vector(h + "attn.qkv.bias", 3 * C, l, InitKind::kZeros, 0, 3);
+    // Row-parallel: Y = sum_r X_r A_r^T with A split by columns (input features); bias replicated.
+    matrix(h + "attn.proj.weight", {C, C}, l, residual_std, 1, 1);
+    vector(h + "attn.proj.bias", C, l, InitKind::kZeros, -1, 1);
+    vector(h + "ln2.weight", C, l, InitKind::kOnes, -1, 1);
+    vector(h + "ln2.bias", C, l, InitKind::kZeros, -1, 1);
+    matrix(h + "mlp.fc.weight", {4 * C, C}, l, std_dev, 0, 1);
+    vector(h + "mlp.fc.bias", 4 * C, l, InitKind::kZeros, 0, 1);
+    matrix(h + "mlp.proj.weight", {C, 4 * C}, l, residual_std, 1, 1);
+    vector(h + "mlp.proj.bias", C, l, InitKind::kZeros, -1, 1);
+  }
+  vector("lnf.weight", C, -1, InitKind::kOnes, -1, 1);
+  specs.back().place = ParamPlace::kOutput;
+  vector("lnf.bias", C, -1, InitKind::kZeros, -1, 1);
+  specs.back().place = ParamPlace::kOutput;
+  return specs;
+}
+
+std::vector<std::string> gpt2_shape_problems(const ModelConfig& config, int /*tp*/) {
+  std::vector<std::string> problems;
+  if (!config.tie_embeddings) {
+    problems.push_back("model.tie_embeddings: GPT2's output head is its token embedding; leave it unset or true");
+  }
+  if (config.n_kv_head != config.n_head) {
+    problems.push_back(str_cat("model.n_kv_head (", config.n_kv_head, ") applies to arch LLAMA; GPT2 has n_head (",
+                               config.n_head, ") key/value heads: leave it unset"));
+  }
+  if (config.ffn_hidden != 4 * config.n_embd) {
+    problems.push_back(str_cat("model.ffn_hidden (", config.ffn_hidden, ") applies to arch LLAMA; GPT2's MLP has 4 * ",
+                               "n_embd hidden units: leave it unset"));
+  }
+  return problems;
+}
+
+Gpt2Model::Gpt2Model(const ModelConfig& config, Backend& backend, ProcessGroup& tp, StageRange stage, int micro_batch,
+                     int seq_len, int slots)
+    : Model(config, backend, tp.rank(), tp.size(), stage, micro_batch, seq_len, slots, gpt2_param_specs(config)),
+      tp_(tp),
+      column_(backend, tp),
+      row_(backend, tp),
+      embedding_(backend, tp, vocab_start_),
+      cross_entropy_(backend, tp, vocab_start_, valid_vocab_) {
+  const int tp_size = tp.size();
+  TS_ASSERT(config.n_head % tp_size == 0, "n_head ", config.n_head, " over tp ", tp_size);
+  C_ = config.n_embd;
+  local_heads_ = config.n_head / tp_size;
+  local_C_ = C_ / tp_size;
+
+  // ---- the parameters' places in params() ----
+  layer_params_.resize(stage.end_layer - stage.first_layer);
+  for (int i = 0; i < static_cast<int>(params().size()); ++i) {
+    const std::string& n = params()[i].spec.name;
+    if (n == "wte")
+      wte_ = i;
+    else if (n == "wpe")
+      wpe_ = i;
+    else if (n == "lnf.weight")
+      lnf_weight_ = i;
+    else if (n == "lnf.bias")
+      lnf_bias_ = i;
+    else {
+      LayerParams& lp = layer_params_[params()[i].spec.layer - stage.first_layer];
+      std::string field = n.substr(n.find('.', 2) + 1);
+      if (field == "ln1.weight")
+        lp.ln1_weight = i;
+      else if (field == "ln1.bias")
+        lp.ln1_bias = i;
+      else if (field == "attn.qkv.weight")
+        lp.qkv_weight = i;
+      else if (field == "attn.qkv.bias")
+        lp.qkv_bias = i;
+      else if (field == "attn.proj.weight")
+        lp.attn_proj_weight = i;
+      else if (field == "attn.proj.bias")
+        lp.attn_proj_bias = i;
+      else if (field == "ln2.weight")
+        lp.ln2_weight = i;
+      else if (field == "ln2.bias")
+        lp.ln2_bias = i;
+      else if (field == "mlp.fc.weight")
+        lp.fc_weight = i;
+      else if (field == "mlp.fc.bias")
+        lp.fc_bias = i;
+      else if (field == "mlp.proj.weight")
+        lp.mlp_proj_weight = i;
+      else if (field == "mlp.proj.bias")
+        lp.mlp_proj_bias = i;
+      else
+        TS_ASSERT(false, "unexpected parameter ", n);
+    }
+  }
+
+  // ---- activations, planned once ----
+  const DType A = config.dtype;  // compute dtype
+  const int64_t B = micro_batch, T = seq_len, BT = B * T, C = C_, Cl = local_C_, Hl = local_heads_;
+  for (int s = 0; s < slots; ++s) {
+    SlotActs a{};
+    a.tokens = arena_.reserve(DType::kI32, {BT});
+    a.targets = arena_.reserve(DType::kI32, {BT});
+    a.input = arena_.reserve(A, {B, T, C});
+    for (int l = stage.first_layer; l < stage.end_layer; ++l) {
+      LayerActs la{};
+      la.ln1 = arena_.reserve(A, {BT, C});
+      la.ln1_mean = arena_.reserve(DType::kF32, {BT});
+      la.ln1_rstd = arena_.reserve(DType::kF32, {BT});
+      la.qkv = arena_.reserve(A, {B, T, 3 * Cl});
+      la.atty = arena_.reserve(A, {BT, Cl});
+      la.lse = arena_.reserve(DType::kF32, {B, Hl, T});
+      la.res2 = arena_.reserve(A, {BT, C});
+      la.ln2 = arena_.reserve(A, {BT, C});
+      la.ln2_mean = arena_.reserve(DType::kF32, {BT});
+      la.ln2_rstd = arena_.reserve(DType::kF32, {BT});
+      la.fch = arena_.reserve(A, {BT, 4 * Cl});
+      la.fch_gelu = arena_.reserve(A, {BT, 4 * Cl});
+      la.res3 = arena_.reserve(A, {BT, C});
+      a.layers.push_back(la);
+    }
+    if (stage.has_head) {
+      a.lnf = arena_.reserve(A, {BT, C});
+      a.lnf_mean = arena_.reserve(DType::kF32, {BT});
+      a.lnf_rstd = arena_.reserve(DType::kF32, {BT});
+      a.losses = arena_.reserve(DType::kF32, {BT});
+      a.d_lnf = arena_.reserve(A, {BT, C});
+    }
+    slot_acts_.push_back(std::move(a));
+  }
+  logits_ = stage.has_head ? arena_.reserve(A, {BT, vocab_rows_}) : -1;
+  row_max_ = arena_.reserve(DType::kF32, {BT});
+  row_stats_ = arena_.reserve(DType::kF32, {2, BT});  // sum_exp, target_logit: one all-reduce for both
+  d_res_ = arena_.reserve(A, {B, T, C});
+  d_ln_ = arena_.reserve(A, {BT, C});
+  d_big_ = arena_.reserve(A, {BT * 4 * Cl});
+  d_atty_ = arena_.reserve(A, {BT, Cl});
+  arena_.allocate(backend);
+}
+
+Tensor Gpt2Model::tokens(int slot) const { return act(slot_acts_[slot].tokens); }
+Tensor Gpt2Model::targets(int slot) const { return act(slot_acts_[slot].targets); }
+Tensor Gpt2Model::stage_input(int slot) const { return act(slot_acts_[slot].input); }
+
+Tensor Gpt2Model::layer_input(int slot, int i) const {
+  return i == 0 ? act(slot_acts_[slot].input) : act(slot_acts_[slot].layers[i - 1].res3);
+}
+
+Tensor Gpt2Model::stage_output(int slot) const {
+  int n = stage_.end_layer - stage_.first_layer;
+  Tensor out = layer_input(slot, n);
+  return out.view({micro_batch_, seq_len_, C_});
+}
+
+Tensor Gpt2Model::stage_input_grad() const { return act(d_res_); }
+
+void Gpt2Model::blocks_forward(int slot) {
+  const SlotActs& a = slot_acts_[slot];
+  if (stage_.has_embedding) {
+    // x = wte[tokens] + wpe[pos].
+    embedding_.forward(act(a.input), act(a.tokens), value(wte_), value(wpe_), seq_len_);
+  }
+  const int n_local = stage_.end_layer - stage_.first_layer;
+  for (int i = 0; i < n_local; ++i) layer_forward(slot, i);
+  if (stage_.has_head && n_local == 0) {  // a head-only stage: no layer's fused residual + LayerNorm made lnf
+    backend_.layernorm_forward(act(a.lnf), act(a.lnf_mean), act(a.lnf_rstd), layer_input(slot, 0), value(lnf_weight_),
+                               value(lnf_bias_), config_.norm_eps);
+  }
+}
+
+void Gpt2Model::forward(int slot, bool train, float d_scale) {
+  const SlotActs& a = slot_acts_[slot];
+  blocks_forward(slot);
+  if (!stage_.has_head) return;
+  // logits[:, vocab shard] = lnf(x) wte_shard^T (tied head, column-parallel over the vocabulary).
+  const Tensor logits = act(logits_);
+  column_.forward(logits, act(a.lnf), value(wte_), Tensor());
+  cross_entropy_.forward_backward(act(a.losses), logits, act(a.targets), d_scale, act(row_max_), act(row_stats_));
+  if (!train) return;
+  // The head's backward now, while the logits are at hand: the logits buffer is then free for the next
+  // micro-batch, and only d_lnf[B*T, C] waits for backward().
+  column_.backward(act(a.d_lnf), grad(wte_), Tensor(), logits, act(a.lnf), value(wte_));
+}
+
+Tensor Gpt2Model::forward_logits(int slot) {
+  blocks_forward(slot);
+  if (!stage_.has_head) return Tensor();
+  const Tensor logits = act(logits_);
+  column_.forward(logits, act(slot_acts_[slot].lnf), value(wte_), Tensor());
+  return logits;
+}
+
+void Gpt2Model::layer_forward(int slot, int i) {
+  const LayerParams& p = layer_params_[i];
+  const LayerActs& a = slot_acts_[slot].layers[i];
+  const Tensor x = layer_input(slot, i);
+  // Attention half: x + proj(attention(qkv(ln1(x)))).
+  if (i == 0) {
+    backend_.layernorm_forward(act(a.ln1), act(a.ln1_mean), act(a.ln1_rstd), x, value(p.ln1_weight), value(p.ln1_bias),
+                               config_.norm_eps);
+  }
+  column_.forward(act(a.qkv), act(a.ln1), value(p.qkv_weight), value(p.qkv_bias));
+  backend_.attention_forward(act(a.atty), act(a.lse), act(a.qkv), local_heads_);
+  row_.forward(act(a.res2), act(a.atty), value(p.attn_proj_weight), value(p.attn_proj_bias));
+  // res2 = x + attention output, and ln2 of it, in one pass.
+  backend_.residual_layernorm_forward(act(a.res2), act(a.ln2), act(a.ln2_mean), act(a.ln2_rstd), act(a.res2), x,
+                                      value(p.ln2_weight), value(p.ln2_bias), config_.norm_eps);
+  // MLP half: res2 + proj(gelu(fc(ln2(res2)))).
+  column_.forward_gelu(act(a.fch_gelu), act(a.fch), act(a.ln2), value(p.fc_weight), value(p.fc_bias));
+  row_.forward(act(a.res3), act(a.fch_gelu), value(p.mlp_proj_weight), value(p.mlp_proj_bias));
+  // res3 = res2 + MLP output, fused with the LayerNorm that reads it next: the next layer's ln1, or the head's lnf.
+  const int n_local = stage_.end_layer - stage_.first_layer;
+  if (i + 1 < n_local) {
+    const LayerParams& next = layer_params_[i + 1];
+    const LayerActs& na = slot_acts_[slot].layers[i + 1];
+    backend_.residual_layernorm_forward(act(a.res3), act(na.ln1), act(na.ln1_mean), act(na.ln1_rstd), act(a.res3),
+                                        act(a.res2), value(next.ln1_weight), value(next.ln1_bias), config_.norm_eps);
+  } else if (stage_.has_head) {
+    const SlotActs& sa = slot_acts_[slot];
+    backend_.residual_layernorm_forward(act(a.res3), act(sa.lnf), act(sa.lnf_mean), act(sa.lnf_rstd), act(a.res3),
+                                        act(a.res2), value(lnf_weight_), value(lnf_bias_), config_.norm_eps);
+  } else {
+    backend_.add(act(a.res3), act(a.res3), act(a.res2));
+  }
+}
+
+Tensor Gpt2Model::losses(int slot) const {
+  TS_ASSERT(stage_.has_head, "losses on a stage without the head");
+  return act(slot_acts_[slot].losses);
+}
+
+void Gpt2Model::backward(int slot, Tensor d_output) {
+  const SlotActs& a = slot_acts_[slot];
+  const int n_local = stage_.end_layer - stage_.first_layer;
+  Tensor d_res = act(d_res_);
+  if (stage_.has_head) {
+    backend_.fill(d_res, 0.0f);
+    backend_.layernorm_backward(d_res, grad(lnf_weight_), grad(lnf_bias_), act(a.d_lnf), layer_input(slot, n_local),
+                                value(lnf_weight_), act(a.lnf_mean), act(a.lnf_rstd));
+  } else {
+    backend_.copy(d_res, d_output);
+  }
+  for (int i = n_local - 1; i >= 0; --i) {
+    layer_backward(slot, i);
+    call_backward_hook(stage_.first_layer + i);
+  }
+  if (stage_.has_embedding) embedding_.backward(grad(wte_), grad(wpe_), d_res, act(a.tokens), seq_len_);
+  call_backward_hook(-1);
+}
+
+void Gpt2Model::layer_backward(int slot, int i) {
+  const LayerParams& p = layer_params_[i];
+  const LayerActs& a = slot_acts_[slot].layers[i];
+  const int64_t B = micro_batch_, T = seq_len_, BT = B * T;
+  Tensor d_res = act(d_res_);  // gradient w.r.t. this layer's output; becomes that w.r.t. its input
+  Tensor d_ln = act(d_ln_);
+  Tensor d_hidden(act(d_big_).data(), config_.dtype, backend_.device(), {BT, 4 * local_C_});
+  Tensor d_qkv(act(d_big_).data(), config_.dtype, backend_.device(), {B, T, 3 * local_C_});
+  // MLP half.
+  row_.backward(d_hidden, grad(p.mlp_proj_weight), grad(p.mlp_proj_bias), d_res, act(a.fch_gelu),
+                value(p.mlp_proj_weight));
+  backend_.gelu_backward(d_hidden, act(a.fch), d_hidden);
+  column_.backward(d_ln, grad(p.fc_weight), grad(p.fc_bias), d_hidden, act(a.ln2), value(p.fc_weight));
+  backend_.layernorm_backward(d_res, grad(p.ln2_weight), grad(p.ln2_bias), d_ln, act(a.res2), value(p.ln2_weight),
+                              act(a.ln2_mean), act(a.ln2_rstd));
+  // Attention half.
+  row_.backward(act(d_atty_), grad(p.attn_proj_weight), grad(p.attn_proj_bias), d_res, act(a.atty),
+                value(p.attn_proj_weight));
+  backend_.attention_backward(d_qkv, act(d_atty_), act(a.qkv), act(a.atty), act(a.lse), local_heads_);
+  column_.backward(d_ln, grad(p.qkv_weight), grad(p.qkv_bias), d_qkv, act(a.ln1), value(p.qkv_weight));
+  backend_.layernorm_backward(d_res, grad(p.ln1_weight), grad(p.ln1_bias), d_ln, layer_input(slot, i),
+                              value(p.ln1_weight), act(a.ln1_mean), act(a.ln1_rstd));
+}
+
+}  // namespace tessera

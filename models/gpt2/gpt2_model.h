@@ -1,0 +1,84 @@
+// Gpt2Model: one rank's shard of a GPT-2 model (pre-LayerNorm blocks with biases, learned position embedding,
+// GELU-tanh MLP of 4 C, output head tied to the token embedding), behind the Model seam (parallel/model.h).
+//
+// Tensor parallelism is Megatron's, through the layers of parallel/tensor_parallel.h: in each block QKV and
+// MLP-fc are column-parallel (each rank owns whole heads / a slice of the hidden units), attention-proj and
+// MLP-proj row-parallel; the embedding and the tied head are vocab-parallel, and the cross-entropy combines row
+// statistics across ranks, never gathering the logits.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "core/model_config.h"
+#include "core/param_spec.h"
+#include "core/tensor_arena.h"
+#include "parallel/model.h"
+#include "parallel/process_group.h"
+#include "parallel/tensor_parallel.h"
+
+namespace tessera {
+
+// Every parameter of a GPT-2 model, in the fixtures' order: wte, wpe, h.<l>.{ln1, attn.qkv, attn.proj, ln2,
+// mlp.fc, mlp.proj}.{weight,bias}, lnf.{weight,bias}. The output head is tied to wte.
+std::vector<ParamSpec> gpt2_param_specs(const ModelConfig& config);
+// What GPT-2 cannot be with this shape (an untied head, grouped-query attention), one line each.
+std::vector<std::string> gpt2_shape_problems(const ModelConfig& config, int tp);
+
+class Gpt2Model final : public Model {
+ public:
+  // micro_batch: sequences per micro-batch; seq_len <= config.max_seq_len; slots >= 1.
+  // tp: this rank's tensor-parallel group (size 1 without TP). Both must outlive the model.
+  Gpt2Model(const ModelConfig& config, Backend& backend, ProcessGroup& tp, StageRange stage, int micro_batch,
+            int seq_len, int slots);
+
+  Tensor tokens(int slot) const override;
+  Tensor targets(int slot) const override;
+  Tensor stage_input(int slot) const override;
+  void forward(int slot, bool train, float d_scale) override;
+  Tensor forward_logits(int slot) override;
+  Tensor losses(int slot) const override;
+  Tensor stage_output(int slot) const override;
+  void backward(int slot, Tensor d_output) override;
+  Tensor stage_input_grad() const override;
+
+ private:
+  struct LayerParams {
+    int ln1_weight, ln1_bias, qkv_weight, qkv_bias, attn_proj_weight, attn_proj_bias;
+    int ln2_weight, ln2_bias, fc_weight, fc_bias, mlp_proj_weight, mlp_proj_bias;
+  };
+  struct LayerActs {  // arena handles
+    int ln1, ln1_mean, ln1_rstd, qkv, atty, lse, res2, ln2, ln2_mean, ln2_rstd, fch, fch_gelu, res3;
+  };
+  struct SlotActs {
+    int tokens, targets, input, lnf, lnf_mean, lnf_rstd, losses, d_lnf;
+    std::vector<LayerActs> layers;
+  };
+
+  Tensor act(int handle) const { return arena_.get(handle); }
+  // The residual stream entering local layer i (0-based within the stage) of a slot.
+  Tensor layer_input(int slot, int i) const;
+  // The stage's blocks and the final LayerNorm into the slot's lnf (the head's input).
+  void blocks_forward(int slot);
+  // Layer i's forward. Layer 0 of the stage starts with its ln1; later layers find theirs already computed by
+  // the previous layer's fused residual + LayerNorm (as the head finds lnf).
+  void layer_forward(int slot, int i);
+  void layer_backward(int slot, int i);
+
+  ProcessGroup& tp_;
+  ColumnParallelLinear column_;
+  RowParallelLinear row_;
+  VocabParallelEmbedding embedding_;
+  VocabParallelCrossEntropy cross_entropy_;
+  int C_, local_heads_, local_C_;
+
+  int wte_ = -1, wpe_ = -1, lnf_weight_ = -1, lnf_bias_ = -1;
+  std::vector<LayerParams> layer_params_;
+
+  TensorArena arena_;
+  std::vector<SlotActs> slot_acts_;
+  // Shared scratch: logits and cross-entropy statistics, and backward temporaries.
+  int logits_, row_max_, row_stats_, d_res_, d_ln_, d_big_, d_atty_;
+};
+
+}  // namespace tessera

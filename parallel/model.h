@@ -1,0 +1,163 @@
+// Model: the seam between a model architecture and everything that trains, evaluates or stores one. A Model is
+// one rank's shard of a transformer: a pipeline stage (a range of blocks, plus the embedding on the first stage
+// and the final norm and output head on the last), tensor-parallel across the `tp` group.
+//
+// What generic code may rely on, and all it may rely on (the optimizer, ZeRO-1, the DP gradient sync, the
+// pipeline executor, checkpoints):
+//   - the parameters: LocalParams (spec, shard layout, master value, compute copy, gradient) back to back in
+//     two flat f32 buffers (values and gradients) in params() order, plus a compute copy when the compute
+//     dtype is not f32;
+//   - each ParamSpec's layout-independent description, including whether the parameter is tied across the
+//     first and last pipeline stage (ParamSpec::tied_across_stages) and where in backward its gradient is
+//     complete (ParamSpec::place);
+//   - the stage's inputs and outputs per activation slot, forward, backward and the backward hook;
+//   - a logits-only forward for inference.
+// Nothing outside a model's own folder names one of its parameters. Each architecture lives in models/<name>/
+// and is registered in models/registry.cc.
+//
+// Precision (core/backend.h, Note [Precision]): activations and the parameters' compute copies have the dtype
+// config.dtype (f32, or bf16 for mixed precision); master weights (LocalParam::value, what the optimizer updates
+// and checkpoints hold) and gradients are f32. With f32 compute the copy is the master itself.
+//
+// Slots: activations for `slots` micro-batches are planned once at construction; a micro-batch occupies one
+// slot from its forward until its backward. Nothing is allocated per step.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/backend.h"
+#include "core/model_config.h"
+#include "core/param_spec.h"
+
+namespace tessera {
+
+// The layers this rank's pipeline stage runs.
+struct StageRange {
+  int first_layer = 0;
+  int end_layer = 0;          // exclusive
+  bool has_embedding = true;  // first stage
+  bool has_head = true;       // last stage
+};
+
+// One parameter as this rank holds it.
+struct LocalParam {
+  ParamSpec spec;
+  ShardLayout layout;
+  Tensor value;        // f32 master weights
+  Tensor compute;      // what forward and backward read: value itself, or its bf16 copy
+  Tensor grad;         // f32
+  int64_t offset = 0;  // elements into the flat parameter/gradient buffers
+  // True on the one TP rank whose copy counts in global reductions over all parameters (e.g. the gradient
+  // norm): split parameters count on every rank, replicated ones on tp rank 0 only; a tied parameter's copy
+  // on the last pipeline stage mirrors the first stage's and does not count.
+  bool counted = true;
+};
+
+// Whether this stage holds a parameter: block parameters of its layers, input-side parameters on the first
+// stage, output-side ones on the last, and a tied parameter on both.
+bool stage_holds(const StageRange& stage, const ParamSpec& spec);
+
+class Model {
+ public:
+  virtual ~Model() = default;
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
+
+  const ModelConfig& config() const { return config_; }
+  const StageRange& stage() const { return stage_; }
+  int slots() const { return slots_; }
+  int micro_batch() const { return micro_batch_; }
+  int seq_len() const { return seq_len_; }
+
+  // ---- parameters ----
+  std::vector<LocalParam>& params() { return params_; }
+  const std::vector<LocalParam>& params() const { return params_; }
+  const LocalParam* find_param(const std::string& name) const;
+  // Every local parameter (and gradient) back to back, in params() order.
+  Tensor flat_params() const { return flat_params_; }
+  Tensor flat_grads() const { return flat_grads_; }
+  // The compute copies back to back (the same tensor as flat_params() with f32 compute).
+  Tensor flat_compute_params() const { return flat_compute_; }
+  bool has_compute_copy() const { return flat_compute_.data() != flat_params_.data(); }
+  // Rewrites the compute copies from the master weights (rounding to bf16); nothing with f32 compute. Call after
+  // anything but the optimizer's fused update writes master weights (initialization does it itself).
+  void refresh_compute_params();
+  // Layout-independent initialization (core/init.h): a function of seed and global position only.
+  void init_parameters(uint64_t seed);
+  void zero_grads();
+  // The gradient of the parameter tied across the first and last pipeline stage (ParamSpec::tied_across_stages,
+  // e.g. GPT-2's token embedding, which is also its output head), or an undefined tensor when this stage holds
+  // none. With pipeline parallelism each of the two stages holds a copy whose gradients must be summed before
+  // the update.
+  Tensor tied_grad() const { return tied_ >= 0 ? params_[tied_].grad : Tensor(); }
+
+  // ---- the stage ----
+  // Inputs of a slot, filled by the caller: tokens[B*T] (first stage), targets[B*T] (last stage),
+  // stage_input[B,T,C] (stages after the first: the previous stage's output).
+  virtual Tensor tokens(int slot) const = 0;
+  virtual Tensor targets(int slot) const = 0;
+  virtual Tensor stage_input(int slot) const = 0;
+  // Runs this stage on the micro-batch in `slot`. On the last stage also computes per-token losses and, when
+  // train is true, the gradient of d_scale * sum(losses) through the head (the rest in backward()).
+  virtual void forward(int slot, bool train, float d_scale) = 0;
+  // Inference: runs this stage on `slot` without targets, losses or gradients. On the last stage returns this
+  // TP rank's logits [B*T, V_local] (vocabulary entries [vocab_start(), vocab_start() + V_local), of which the
+  // first valid_vocab() are real), valid until the next forward of any slot; elsewhere an undefined tensor.
+  virtual Tensor forward_logits(int slot) = 0;
+  // The last stage's per-token losses [B*T] (f32) of `slot`, after forward; valid until the slot's next forward.
+  virtual Tensor losses(int slot) const = 0;
+  // [B,T,C] output of this stage (not on the last stage), after forward.
+  virtual Tensor stage_output(int slot) const = 0;
+  // Backward through this stage. d_output: gradient of the loss w.r.t. stage_output(slot) (ignored on the
+  // last stage, which starts from its own loss). Parameter gradients accumulate.
+  virtual void backward(int slot, Tensor d_output) = 0;
+  // [B,T,C] gradient w.r.t. stage_input after backward (stages after the first); valid until the next backward.
+  virtual Tensor stage_input_grad() const = 0;
+  // Called by backward() with a block's global index right after that block's backward, and with -1 at the
+  // end of backward() (after the embedding's, on the first stage). The DP gradient sync (parallel/grad_sync.h)
+  // starts its buckets from it. Empty (the default): no calls.
+  void set_backward_hook(std::function<void(int layer)> hook) { backward_hook_ = std::move(hook); }
+  // This TP rank's first vocabulary entry and how many of its rows are real (the rest is padding).
+  int64_t vocab_start() const { return vocab_start_; }
+  int64_t valid_vocab() const { return valid_vocab_; }
+
+ protected:
+  // Takes this stage's parameters from `specs` (the architecture's, in its order), slices them for this TP
+  // rank and lays them out in the flat buffers (zero; init_parameters() fills them).
+  Model(const ModelConfig& config, Backend& backend, int tp_rank, int tp_size, StageRange stage, int micro_batch,
+        int seq_len, int slots, const std::vector<ParamSpec>& specs);
+
+  // The index in params() of the parameter `name` (which this stage must hold), for the model's own wiring.
+  int param_index(const std::string& name) const;
+  // The compute copy forward and backward read, and the gradient.
+  Tensor value(int param) const { return params_[param].compute; }
+  Tensor grad(int param) const { return params_[param].grad; }
+  // Several parameters that lie back to back in the flat buffers (first .. first + count - 1, each 2-D with
+  // the same number of columns) as one matrix: a fused projection (Q, K, V; gate, up) is one GEMM. Rows add up.
+  Tensor fused_value(int first, int count) const;
+  Tensor fused_grad(int first, int count) const;
+  void call_backward_hook(int layer) const {
+    if (backward_hook_) backward_hook_(layer);
+  }
+
+  ModelConfig config_;
+  Backend& backend_;
+  StageRange stage_;
+  int micro_batch_, seq_len_, slots_;
+  int64_t vocab_rows_ = 0;  // this TP rank's rows of the padded vocabulary
+  int64_t vocab_start_ = 0, valid_vocab_ = 0;
+
+ private:
+  Tensor fused(const Tensor& flat, int first, int count) const;
+
+  std::vector<LocalParam> params_;
+  int tied_ = -1;
+  Buffer param_buffer_, grad_buffer_, compute_buffer_;
+  Tensor flat_params_, flat_grads_, flat_compute_;
+  std::function<void(int layer)> backward_hook_;
+};
+
+}  // namespace tessera

@@ -1,0 +1,127 @@
+// Running a pipeline schedule over a Model.
+#include "parallel/pipeline_executor.h"
+
+#include "core/check.h"
+
+namespace tessera {
+
+namespace {
+int activation_tag(int m) { return 2 * m; }
+int gradient_tag(int m) { return 2 * m + 1; }
+constexpr int kTiedTag = 1 << 20;
+}  // namespace
+
+PipelineExecutor::PipelineExecutor(Model& model, Backend& backend, ProcessGroup& pp, PipelineKind schedule,
+                                   int micro_batches)
+    : model_(model), backend_(backend), pp_(pp), micro_batches_(micro_batches) {
+  stage_ = pp.rank();
+  stages_ = pp.size();
+  train_schedule_ = pipeline_schedule(schedule, stages_, stage_, micro_batches);
+  TS_ASSERT(pipeline_in_flight(schedule, stages_, stage_, micro_batches) <= model.slots(),
+            "model has too few activation slots for the schedule");
+  for (int m = 0; m < micro_batches; ++m) eval_schedule_.push_back({true, m});
+  slot_sends_.resize(model.slots());
+  const int64_t B = model.micro_batch(), T = model.seq_len(), C = model.config().n_embd;
+  if (model.stage().has_head) {
+    loss_buffer_ = backend.allocate(static_cast<size_t>(micro_batches * B * T) * sizeof(float));
+    step_losses_ = loss_buffer_.tensor(0, DType::kF32, {micro_batches, B * T});
+    host_step_losses_.resize(static_cast<size_t>(step_losses_.numel()));
+  }
+  const Tensor tied = model.tied_grad();
+  const bool tied_across_stages = stages_ > 1 && tied.defined();
+  const int64_t tied_elems = tied_across_stages ? tied.numel() : 0;
+  // The gradient received from the next stage has the compute dtype; the tied parameter's gradient is f32.
+  const DType compute = model.config().dtype;
+  const size_t activation_bytes = (static_cast<size_t>(B * T * C) * dtype_size(compute) + 63) / 64 * 64;
+  exchange_buffer_ = backend.allocate(activation_bytes + static_cast<size_t>(tied_elems) * sizeof(float));
+  d_output_ = exchange_buffer_.tensor(0, compute, {B, T, C});
+  if (tied_across_stages) peer_tied_grad_ = exchange_buffer_.tensor(activation_bytes, DType::kF32, {tied_elems});
+}
+
+void PipelineExecutor::wait_slot_sends(int slot) {
+  if (slot_sends_[slot]) {
+    slot_sends_[slot]->wait();
+    slot_sends_[slot].reset();
+  }
+}
+
+void PipelineExecutor::train_batch(float d_scale, const Load& load, const GradientEvents& events) {
+  run(train_schedule_, true, d_scale, load, &events);
+}
+
+void PipelineExecutor::eval_batch(const Load& load) { run(eval_schedule_, false, 0.0f, load, nullptr); }
+
+void PipelineExecutor::run(const std::vector<PipelineAction>& schedule, bool train, float d_scale, const Load& load,
+                           const GradientEvents* events) {
+  const StageRange& stage = model_.stage();
+  for (const PipelineAction& action : schedule) {
+    const int m = action.micro_batch;
+    const int slot = m % model_.slots();
+    if (action.forward) {
+      wait_slot_sends(slot);
+      if (stage.has_embedding || stage.has_head) load(m, slot);
+      if (!stage.has_embedding) pp_.recv(model_.stage_input(slot), stage_ - 1, activation_tag(m))->wait();
+      model_.forward(slot, train, d_scale);
+      if (stage.has_head) {
+        const Tensor losses = model_.losses(slot);
+        backend_.copy(Tensor(step_losses_.f32() + m * losses.numel(), DType::kF32, backend_.device(), {losses.numel()}),
+                      losses);
+      } else {
+        slot_sends_[slot] = pp_.send(model_.stage_output(slot), stage_ + 1, activation_tag(m));
+      }
+    } else {
+      if (!stage.has_head) pp_.recv(d_output_, stage_ + 1, gradient_tag(m))->wait();
+      if (grad_send_) grad_send_->wait();  // the previous send still reads the input-gradient buffer
+      grad_send_.reset();
+      // The last micro-batch's backward completes the gradients: the DP sync starts its buckets as blocks
+      // finish. The rest (-1: embeddings, final norm) is reported only after this stage's input gradient is on
+      // its way and the tied parameter's copies on the first and last stage are summed, so the DP reduction
+      // (or ZeRO's reduce-scatter) sees the complete gradient and the exchange cannot wait on that send.
+      const bool last = m + 1 == micro_batches_;
+      if (last && events->layer_done) {
+        model_.set_backward_hook([events](int layer) {
+          if (layer >= 0) events->layer_done(layer);
+        });
+      }
+      model_.backward(slot, d_output_);
+      if (!stage.has_embedding) grad_send_ = pp_.send(model_.stage_input_grad(), stage_ - 1, gradient_tag(m));
+      if (last) {
+        model_.set_backward_hook(nullptr);
+        sum_tied_grads();
+        if (events->gradients_done) events->gradients_done();
+      }
+    }
+  }
+  for (int s = 0; s < model_.slots(); ++s) wait_slot_sends(s);
+  if (grad_send_) grad_send_->wait();
+  grad_send_.reset();
+}
+
+double PipelineExecutor::loss_sum() {
+  if (!model_.stage().has_head) return 0;
+  backend_.copy_to_host(host_step_losses_.data(), step_losses_);
+  const int64_t per_micro_batch = step_losses_.dim(1);
+  double loss_sum = 0;
+  for (int m = 0; m < micro_batches_; ++m) {
+    double sum = 0;
+    for (int64_t i = 0; i < per_micro_batch; ++i) sum += host_step_losses_[static_cast<size_t>(m * per_micro_batch + i)];
+    loss_sum += sum;
+  }
+  return loss_sum;
+}
+
+void PipelineExecutor::sum_tied_grads() {
+  if (!peer_tied_grad_.defined()) return;
+  // The first and the last stage each hold the tied parameter's gradient from their own use of it (embedding,
+  // head); both need the sum. Each sends its own and adds the other's: a + b == b + a, so both copies stay
+  // bit-identical.
+  Tensor mine = model_.tied_grad().view({peer_tied_grad_.numel()});
+  const int peer = stage_ == 0 ? stages_ - 1 : 0;
+  WorkHandle recv = pp_.recv(peer_tied_grad_, peer, kTiedTag);
+  WorkHandle send = pp_.send(mine, peer, kTiedTag);
+  recv->wait();
+  send->wait();
+  backend_.add(mine, mine, peer_tied_grad_);
+}
+
+}  // namespace tessera
