@@ -119,14 +119,20 @@ class Backend {
   virtual void add(Tensor out, Tensor a, Tensor b) = 0;
 
   // ---- attention ---------------------------------------------------------------------------------------
-  // Causal multi-head attention over qkv[B,T,3*H*hs], where each row holds [Q heads | K heads | V heads] and
-  // head h owns columns [h*hs, (h+1)*hs) of each third. Scores are scaled by 1/sqrt(hs).
+  // The packed qkv[B,T,(H + 2*KV)*hs] of H query heads and KV key/value heads (KV divides H): each row holds
+  // [Q heads (H*hs) | K heads (KV*hs) | V heads (KV*hs)], head h owning columns [h*hs, (h+1)*hs) of its part.
+  // With KV == H (multi-head attention) that is [Q | K | V] of C = H*hs columns each.
+  //
+  // Causal grouped-query attention over qkv (layout above): query head h attends with key/value head
+  // h / (H / KV). Scores are scaled by 1/sqrt(hs).
   // out[B,T,H*hs] overwrites; lse[B,H,T] (f32) saves each query row's log-sum-exp of its scaled, causally
   // masked scores (natural log), from which backward recomputes the probabilities (flash attention): no [T,T]
   // matrix outlives a call.
-  virtual void attention_forward(Tensor out, Tensor lse, Tensor qkv, int n_head) = 0;
-  // d_qkv[B,T,3*H*hs] overwrites, from d_out[B,T,H*hs] and the forward's qkv, out and lse.
-  virtual void attention_backward(Tensor d_qkv, Tensor d_out, Tensor qkv, Tensor out, Tensor lse, int n_head) = 0;
+  virtual void attention_forward(Tensor out, Tensor lse, Tensor qkv, int n_head, int n_kv_head) = 0;
+  // d_qkv (the layout of qkv) overwrites, from d_out[B,T,H*hs] and the forward's qkv, out and lse; the gradient
+  // of a key/value head sums over the query heads that share it.
+  virtual void attention_backward(Tensor d_qkv, Tensor d_out, Tensor qkv, Tensor out, Tensor lse, int n_head,
+                                  int n_kv_head) = 0;
 
   // ---- embeddings ---------------------------------------------------------------------------------------
   // out[N,C] = wte[tokens[i] - vocab_start] (zero when the token is outside this shard's

@@ -295,7 +295,8 @@ void Gpt2Model::layer_forward(int slot, int i) {
                                config_.norm_eps);
   }
   backend_.matmul_forward(act(a.qkv), act(a.ln1), value(p.qkv_weight), value(p.qkv_bias));
-  backend_.attention_forward(act(a.atty), act(a.lse), act(a.qkv), local_heads_);
+  // GPT-2 is multi-head attention: every query head has its own key/value head.
+  backend_.attention_forward(act(a.atty), act(a.lse), act(a.qkv), local_heads_, local_heads_);
   // Row-parallel: every rank adds its heads' share; the replicated bias is added once (TP rank 0).
   backend_.matmul_forward(act(a.res2), act(a.atty), value(p.attn_proj_weight),
                           tp_lead ? value(p.attn_proj_bias) : Tensor());
@@ -370,7 +371,7 @@ void Gpt2Model::layer_backward(int slot, int i) {
   // Attention half.
   backend_.matmul_backward(act(d_atty_), grad(p.attn_proj_weight), grad(p.attn_proj_bias), d_res, act(a.atty),
                            value(p.attn_proj_weight));
-  backend_.attention_backward(d_qkv, act(d_atty_), act(a.qkv), act(a.atty), act(a.lse), local_heads_);
+  backend_.attention_backward(d_qkv, act(d_atty_), act(a.qkv), act(a.atty), act(a.lse), local_heads_, local_heads_);
   backend_.matmul_backward(d_ln, grad(p.qkv_weight), grad(p.qkv_bias), d_qkv, act(a.ln1), value(p.qkv_weight));
   all_reduce_tp(d_ln, ReduceOp::kSum);
   backend_.layernorm_backward(d_res, grad(p.ln1_weight), grad(p.ln1_bias), d_ln, layer_input(slot, i),

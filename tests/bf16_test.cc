@@ -203,31 +203,35 @@ TEST_F(CpuBf16, AddMayAliasItsOutputAndCrossEntropyWritesTheGradientInPlace) {
   expect_rounded(grads[1], grads[0], "d_logits");
 }
 
+// Multi-head (KV == H) and grouped-query attention.
 TEST_F(CpuBf16, AttentionForwardAndBackwardRoundOnce) {
-  const int64_t B = 2, T = 11, H = 3, hs = 8, C = H * hs;
-  const Floats qkv = values(B * T * 3 * C), d_out = values(B * T * C);
-  Floats outs[2], lses[2], d_qkvs[2];
-  for (int k = 0; k < 2; ++k) {
-    const DType d = k == 0 ? DType::kF32 : DType::kBF16;
-    Tensor out = make(d, {B, T, C}), lse = make(DType::kF32, {B, H, T});
-    backend_.attention_forward(out, lse, upload(qkv, d, {B, T, 3 * C}), static_cast<int>(H));
-    outs[k] = download(out);
-    lses[k] = download(lse);
+  const int64_t B = 2, T = 11, H = 6, hs = 8, C = H * hs;
+  for (const int64_t KV : {H, int64_t{2}, int64_t{1}}) {
+    const int64_t W = (H + 2 * KV) * hs;
+    const Floats qkv = values(B * T * W), d_out = values(B * T * C);
+    Floats outs[2], lses[2], d_qkvs[2];
+    for (int k = 0; k < 2; ++k) {
+      const DType d = k == 0 ? DType::kF32 : DType::kBF16;
+      Tensor out = make(d, {B, T, C}), lse = make(DType::kF32, {B, H, T});
+      backend_.attention_forward(out, lse, upload(qkv, d, {B, T, W}), static_cast<int>(H), static_cast<int>(KV));
+      outs[k] = download(out);
+      lses[k] = download(lse);
+    }
+    expect_rounded(outs[1], outs[0], "out, KV = " + std::to_string(KV));
+    EXPECT_EQ(lses[1], lses[0]) << "KV = " << KV;
+    // The backward reads what the forward saved; both dtypes get the same (bf16-representable) output.
+    Floats saved(outs[0].size());
+    for (size_t i = 0; i < saved.size(); ++i) saved[i] = round_to_bf16(outs[0][i]);
+    for (int k = 0; k < 2; ++k) {
+      const DType d = k == 0 ? DType::kF32 : DType::kBF16;
+      Tensor d_qkv = make(d, {B, T, W});
+      backend_.attention_backward(d_qkv, upload(d_out, d, {B, T, C}), upload(qkv, d, {B, T, W}),
+                                  upload(saved, d, {B, T, C}), upload(lses[0], DType::kF32, {B, H, T}),
+                                  static_cast<int>(H), static_cast<int>(KV));
+      d_qkvs[k] = download(d_qkv);
+    }
+    expect_rounded(d_qkvs[1], d_qkvs[0], "d_qkv, KV = " + std::to_string(KV));
   }
-  expect_rounded(outs[1], outs[0], "out");
-  EXPECT_EQ(lses[1], lses[0]);
-  // The backward reads what the forward saved; both dtypes get the same (bf16-representable) output.
-  Floats saved(outs[0].size());
-  for (size_t i = 0; i < saved.size(); ++i) saved[i] = round_to_bf16(outs[0][i]);
-  for (int k = 0; k < 2; ++k) {
-    const DType d = k == 0 ? DType::kF32 : DType::kBF16;
-    Tensor d_qkv = make(d, {B, T, 3 * C});
-    backend_.attention_backward(d_qkv, upload(d_out, d, {B, T, C}), upload(qkv, d, {B, T, 3 * C}),
-                                upload(saved, d, {B, T, C}), upload(lses[0], DType::kF32, {B, H, T}),
-                                static_cast<int>(H));
-    d_qkvs[k] = download(d_qkv);
-  }
-  expect_rounded(d_qkvs[1], d_qkvs[0], "d_qkv");
 }
 
 TEST_F(CpuBf16, AdamWWritesTheRoundedCopyOfTheMasterWeights) {

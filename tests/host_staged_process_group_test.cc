@@ -43,8 +43,8 @@ class FakeDeviceBackend final : public Backend {
   void gelu_forward(Tensor, Tensor) override { unused(); }
   void gelu_backward(Tensor, Tensor, Tensor) override { unused(); }
   void add(Tensor, Tensor, Tensor) override { unused(); }
-  void attention_forward(Tensor, Tensor, Tensor, int) override { unused(); }
-  void attention_backward(Tensor, Tensor, Tensor, Tensor, Tensor, int) override { unused(); }
+  void attention_forward(Tensor, Tensor, Tensor, int, int) override { unused(); }
+  void attention_backward(Tensor, Tensor, Tensor, Tensor, Tensor, int, int) override { unused(); }
   void embedding_forward(Tensor, Tensor, Tensor, Tensor, int, int64_t) override { unused(); }
   void embedding_backward(Tensor, Tensor, Tensor, Tensor, int, int64_t) override { unused(); }
   void cross_entropy_row_max(Tensor, Tensor, int64_t) override { unused(); }

@@ -233,11 +233,12 @@ Doubles gelu_reference(const Doubles& inp) {
   return out;
 }
 
-// Causal attention over qkv[B,T,3*H*hs] (rows [Q heads | K heads | V heads]); out[B,T,H*hs], lse[B,H,T]: the
-// log-sum-exp of each query row's scaled scores over the keys it sees.
-Doubles attention_reference(const Doubles& qkv, int64_t B, int64_t T, int64_t H, int64_t hs,
+// Causal grouped-query attention over qkv[B,T,(H + 2*KV)*hs] (rows [Q heads | K heads | V heads], KV key/value
+// heads, query head h reading key/value head h / (H/KV)); out[B,T,H*hs], lse[B,H,T]: the log-sum-exp of each query
+// row's scaled scores over the keys it sees.
+Doubles attention_reference(const Doubles& qkv, int64_t B, int64_t T, int64_t H, int64_t KV, int64_t hs,
                             Doubles* lse_out = nullptr) {
-  const int64_t C = H * hs;
+  const int64_t C = H * hs, W = (H + 2 * KV) * hs;
   const double scale = 1 / std::sqrt(static_cast<double>(hs));
   Doubles out(B * T * C, 0.0);
   Doubles lse(B * H * T, 0.0);
@@ -245,11 +246,12 @@ Doubles attention_reference(const Doubles& qkv, int64_t B, int64_t T, int64_t H,
   Doubles scores(T);
   for (int64_t b = 0; b < B; ++b) {
     for (int64_t h = 0; h < H; ++h) {
+      const int64_t g = h / (H / KV);
       for (int64_t t = 0; t < T; ++t) {
-        const double* q = &qkv[(b * T + t) * 3 * C + h * hs];
+        const double* q = &qkv[(b * T + t) * W + h * hs];
         double max_score = -std::numeric_limits<double>::infinity();
         for (int64_t u = 0; u <= t; ++u) {
-          const double* k = &qkv[(b * T + u) * 3 * C + C + h * hs];
+          const double* k = &qkv[(b * T + u) * W + C + g * hs];
           double s = 0;
           for (int64_t i = 0; i < hs; ++i) s += q[i] * k[i];
           scores[u] = s * scale;
@@ -262,7 +264,7 @@ Doubles attention_reference(const Doubles& qkv, int64_t B, int64_t T, int64_t H,
         for (int64_t u = 0; u <= t; ++u) p[u] = std::exp(scores[u] - max_score) / total;
         double* o = &out[(b * T + t) * C + h * hs];
         for (int64_t u = 0; u <= t; ++u) {
-          const double* v = &qkv[(b * T + u) * 3 * C + 2 * C + h * hs];
+          const double* v = &qkv[(b * T + u) * W + C + KV * hs + g * hs];
           for (int64_t i = 0; i < hs; ++i) o[i] += p[u] * v[i];
         }
       }
@@ -741,66 +743,114 @@ INSTANTIATE_TEST_SUITE_P(Cpu, SumOfSquares, kElementwiseCases, CaseName());
 
 struct AttentionCase {
   std::string name;
-  int64_t B, T, H, hs;
+  int64_t B, T, H, KV, hs;  // KV key/value heads; KV == H is multi-head attention
 };
+
+int64_t qkv_width(const AttentionCase& c) { return (c.H + 2 * c.KV) * c.hs; }
 
 class AttentionForward : public KernelTest<AttentionCase> {};
 
 TEST_P(AttentionForward, MatchesDoubleReference) {
   const AttentionCase& c = GetParam();
-  const int64_t C = c.H * c.hs;
-  Floats qkv = rng_.normal(c.B * c.T * 3 * C, 1.5);
-  DeviceTensor qkv_t = upload(backend_, qkv, {c.B, c.T, 3 * C});
+  const int64_t C = c.H * c.hs, W = qkv_width(c);
+  Floats qkv = rng_.normal(c.B * c.T * W, 1.5);
+  DeviceTensor qkv_t = upload(backend_, qkv, {c.B, c.T, W});
   DeviceTensor out_t = poisoned(backend_, {c.B, c.T, C});
   DeviceTensor lse_t = poisoned(backend_, {c.B, c.H, c.T});
 
-  backend_.attention_forward(out_t.tensor, lse_t.tensor, qkv_t.tensor, static_cast<int>(c.H));
+  backend_.attention_forward(out_t.tensor, lse_t.tensor, qkv_t.tensor, static_cast<int>(c.H), static_cast<int>(c.KV));
 
   Doubles lse;
-  Doubles want = attention_reference(to_doubles(qkv), c.B, c.T, c.H, c.hs, &lse);
+  Doubles want = attention_reference(to_doubles(qkv), c.B, c.T, c.H, c.KV, c.hs, &lse);
   EXPECT_TRUE(all_close(download(backend_, out_t.tensor), want, {1e-5, 1e-5})) << "out";
   EXPECT_TRUE(all_close(download(backend_, lse_t.tensor), lse, {1e-5, 1e-6})) << "lse";
 }
 
 INSTANTIATE_TEST_SUITE_P(
     Cpu, AttentionForward,
-    ::testing::Values(AttentionCase{"B1_T1_H1_hs1", 1, 1, 1, 1}, AttentionCase{"B1_T7_H1_hs5", 1, 7, 1, 5},
-                      AttentionCase{"B2_T7_H3_hs5", 2, 7, 3, 5}, AttentionCase{"B3_T1_H2_hs4", 3, 1, 2, 4},
-                      AttentionCase{"B2_T16_H4_hs8", 2, 16, 4, 8}, AttentionCase{"B2_T64_H12_hs64", 2, 64, 12, 64}),
+    ::testing::Values(
+        AttentionCase{"B1_T1_H1_hs1", 1, 1, 1, 1, 1}, AttentionCase{"B1_T7_H1_hs5", 1, 7, 1, 1, 5},
+        AttentionCase{"B2_T7_H3_hs5", 2, 7, 3, 3, 5}, AttentionCase{"B3_T1_H2_hs4", 3, 1, 2, 2, 4},
+        AttentionCase{"B2_T16_H4_hs8", 2, 16, 4, 4, 8}, AttentionCase{"B2_T64_H12_hs64", 2, 64, 12, 12, 64},
+        // Grouped-query: one key/value head for all (multi-query), two groups, odd T and head sizes.
+        AttentionCase{"B2_T7_H3_KV1_hs5", 2, 7, 3, 1, 5}, AttentionCase{"B2_T9_H4_KV2_hs6", 2, 9, 4, 2, 6},
+        AttentionCase{"B1_T13_H6_KV2_hs4", 1, 13, 6, 2, 4}, AttentionCase{"B2_T33_H8_KV2_hs16", 2, 33, 8, 2, 16},
+        AttentionCase{"B1_T64_H32_KV8_hs64", 1, 64, 32, 8, 64}),
     CaseName());
+
+// With as many key/value heads as query heads, GQA is multi-head attention: the grouped code path must give
+// exactly (bit for bit) what the per-head references of multi-head attention give when each query head's K and V
+// are copied out of the shared ones. Checked against the GQA op run on the expanded multi-head qkv.
+class AttentionGroupsExpand : public KernelTest<AttentionCase> {};
+
+TEST_P(AttentionGroupsExpand, EqualsMultiHeadAttentionOnRepeatedKeysAndValues) {
+  const AttentionCase& c = GetParam();
+  const int64_t C = c.H * c.hs, W = qkv_width(c), group = c.H / c.KV;
+  Floats qkv = rng_.normal(c.B * c.T * W, 1.5);
+  // The multi-head qkv: K and V heads repeated for each query head of their group.
+  Floats expanded(c.B * c.T * 3 * C);
+  for (int64_t row = 0; row < c.B * c.T; ++row) {
+    for (int64_t x = 0; x < C; ++x) expanded[row * 3 * C + x] = qkv[row * W + x];
+    for (int64_t h = 0; h < c.H; ++h) {
+      for (int64_t d = 0; d < c.hs; ++d) {
+        expanded[row * 3 * C + C + h * c.hs + d] = qkv[row * W + C + (h / group) * c.hs + d];
+        expanded[row * 3 * C + 2 * C + h * c.hs + d] = qkv[row * W + C + c.KV * c.hs + (h / group) * c.hs + d];
+      }
+    }
+  }
+  DeviceTensor qkv_t = upload(backend_, qkv, {c.B, c.T, W});
+  DeviceTensor expanded_t = upload(backend_, expanded, {c.B, c.T, 3 * C});
+  DeviceTensor out_t = poisoned(backend_, {c.B, c.T, C}), lse_t = poisoned(backend_, {c.B, c.H, c.T});
+  DeviceTensor out_mha_t = poisoned(backend_, {c.B, c.T, C}), lse_mha_t = poisoned(backend_, {c.B, c.H, c.T});
+  const int H = static_cast<int>(c.H);
+  backend_.attention_forward(out_t.tensor, lse_t.tensor, qkv_t.tensor, H, static_cast<int>(c.KV));
+  backend_.attention_forward(out_mha_t.tensor, lse_mha_t.tensor, expanded_t.tensor, H, H);
+  EXPECT_EQ(download(backend_, out_t.tensor), download(backend_, out_mha_t.tensor));
+  EXPECT_EQ(download(backend_, lse_t.tensor), download(backend_, lse_mha_t.tensor));
+}
+
+INSTANTIATE_TEST_SUITE_P(Cpu, AttentionGroupsExpand,
+                         ::testing::Values(AttentionCase{"B2_T7_H3_KV1_hs5", 2, 7, 3, 1, 5},
+                                           AttentionCase{"B2_T33_H8_KV2_hs16", 2, 33, 8, 2, 16}),
+                         CaseName());
 
 // d_qkv overwrites. out and lse (what the forward saved) come from the double reference.
 class AttentionBackward : public KernelTest<AttentionCase> {};
 
 TEST_P(AttentionBackward, MatchesFiniteDifferences) {
   const AttentionCase& c = GetParam();
-  const int64_t C = c.H * c.hs;
-  Floats qkv = rng_.normal(c.B * c.T * 3 * C, 1.5);
+  const int64_t C = c.H * c.hs, W = qkv_width(c);
+  Floats qkv = rng_.normal(c.B * c.T * W, 1.5);
   Floats d_out = rng_.normal(c.B * c.T * C);
   const Doubles x = to_doubles(qkv), r = to_doubles(d_out);
   Doubles lse;
-  const Doubles out = attention_reference(x, c.B, c.T, c.H, c.hs, &lse);
+  const Doubles out = attention_reference(x, c.B, c.T, c.H, c.KV, c.hs, &lse);
 
-  DeviceTensor qkv_t = upload(backend_, qkv, {c.B, c.T, 3 * C});
+  DeviceTensor qkv_t = upload(backend_, qkv, {c.B, c.T, W});
   DeviceTensor out_t = upload(backend_, to_floats(out), {c.B, c.T, C});
   DeviceTensor lse_t = upload(backend_, to_floats(lse), {c.B, c.H, c.T});
   DeviceTensor d_out_t = upload(backend_, d_out, {c.B, c.T, C});
-  DeviceTensor d_qkv_t = poisoned(backend_, {c.B, c.T, 3 * C});
+  DeviceTensor d_qkv_t = poisoned(backend_, {c.B, c.T, W});
 
   backend_.attention_backward(d_qkv_t.tensor, d_out_t.tensor, qkv_t.tensor, out_t.tensor, lse_t.tensor,
-                              static_cast<int>(c.H));
+                              static_cast<int>(c.H), static_cast<int>(c.KV));
 
   Doubles want =
-      numeric_gradient([&](const Doubles& v) { return dot(attention_reference(v, c.B, c.T, c.H, c.hs), r); }, x);
+      numeric_gradient([&](const Doubles& v) { return dot(attention_reference(v, c.B, c.T, c.H, c.KV, c.hs), r); }, x);
   EXPECT_TRUE(all_close(download(backend_, d_qkv_t.tensor), want, {1e-4, 1e-5})) << "d_qkv";
 }
 
 INSTANTIATE_TEST_SUITE_P(Cpu, AttentionBackward,
-                         ::testing::Values(AttentionCase{"B1_T1_H1_hs1", 1, 1, 1, 1},
-                                           AttentionCase{"B1_T1_H2_hs3", 1, 1, 2, 3},
-                                           AttentionCase{"B1_T7_H1_hs5", 1, 7, 1, 5},
-                                           AttentionCase{"B2_T7_H3_hs5", 2, 7, 3, 5},
-                                           AttentionCase{"B1_T16_H2_hs8", 1, 16, 2, 8}),
+                         ::testing::Values(AttentionCase{"B1_T1_H1_hs1", 1, 1, 1, 1, 1},
+                                           AttentionCase{"B1_T1_H2_hs3", 1, 1, 2, 2, 3},
+                                           AttentionCase{"B1_T7_H1_hs5", 1, 7, 1, 1, 5},
+                                           AttentionCase{"B2_T7_H3_hs5", 2, 7, 3, 3, 5},
+                                           AttentionCase{"B1_T16_H2_hs8", 1, 16, 2, 2, 8},
+                                           // Grouped-query: dK and dV sum over each group's query heads.
+                                           AttentionCase{"B1_T1_H2_KV1_hs3", 1, 1, 2, 1, 3},
+                                           AttentionCase{"B2_T7_H3_KV1_hs5", 2, 7, 3, 1, 5},
+                                           AttentionCase{"B1_T9_H4_KV2_hs4", 1, 9, 4, 2, 4},
+                                           AttentionCase{"B1_T5_H6_KV3_hs2", 1, 5, 6, 3, 2}),
                          CaseName());
 
 // ---- embedding --------------------------------------------------------------------------------------------

@@ -85,6 +85,15 @@ class Staging {
   std::vector<Pending> pending_;
 };
 
+// The heads of a packed qkv[..., (H + 2*KV)*hs] (core/backend.h): checks the counts and returns hs.
+int64_t qkv_head_size(const Tensor& qkv, int n_head, int n_kv_head, const char* op) {
+  TS_ASSERT(n_head >= 1 && n_kv_head >= 1 && n_head % n_kv_head == 0, op, ": ", n_head, " query heads and ", n_kv_head,
+            " key/value heads (the second must divide the first)");
+  const int64_t width = qkv.dim(qkv.ndim() - 1), heads = n_head + 2 * static_cast<int64_t>(n_kv_head);
+  TS_ASSERT(width % heads == 0, op, ": qkv ", qkv.shape_string(), " is not ", heads, " heads wide");
+  return width / heads;
+}
+
 // Every compute tensor of an op shares one dtype, f32 or bf16 (undefined ones are skipped).
 void expect_compute_dtype(std::initializer_list<Tensor> tensors, const char* op) {
   DType dtype = DType::kF32;
@@ -221,24 +230,28 @@ void CpuBackend::add(Tensor out, Tensor a, Tensor b) {
   for (int64_t i = 0; i < n; ++i) o[i] = x[i] + y[i];
 }
 
-void CpuBackend::attention_forward(Tensor out, Tensor lse, Tensor qkv, int n_head) {
-  TS_ASSERT(qkv.ndim() == 3 && qkv.dim(2) % (3 * n_head) == 0, "qkv ", qkv.shape_string());
-  int64_t B = qkv.dim(0), T = qkv.dim(1), hs = qkv.dim(2) / (3 * n_head);
+void CpuBackend::attention_forward(Tensor out, Tensor lse, Tensor qkv, int n_head, int n_kv_head) {
+  TS_ASSERT(qkv.ndim() == 3, "qkv ", qkv.shape_string());
+  const int64_t hs = qkv_head_size(qkv, n_head, n_kv_head, "attention_forward");
+  int64_t B = qkv.dim(0), T = qkv.dim(1);
   TS_ASSERT(out.numel() == B * T * n_head * hs && lse.numel() == B * n_head * T, "attention shapes");
   expect_compute_dtype({out, qkv}, "attention_forward");
   Staging f32(staging_);
-  cpu::attention_forward(f32.out(out), lse.f32(), f32.in(qkv), B, T, n_head, hs);
+  cpu::attention_forward(f32.out(out), lse.f32(), f32.in(qkv), B, T, n_head, n_kv_head, hs);
 }
 
-void CpuBackend::attention_backward(Tensor d_qkv, Tensor d_out, Tensor qkv, Tensor out, Tensor lse, int n_head) {
-  TS_ASSERT(qkv.ndim() == 3 && qkv.dim(2) % (3 * n_head) == 0, "qkv ", qkv.shape_string());
-  int64_t B = qkv.dim(0), T = qkv.dim(1), hs = qkv.dim(2) / (3 * n_head);
+void CpuBackend::attention_backward(Tensor d_qkv, Tensor d_out, Tensor qkv, Tensor out, Tensor lse, int n_head,
+                                    int n_kv_head) {
+  TS_ASSERT(qkv.ndim() == 3, "qkv ", qkv.shape_string());
+  const int64_t hs = qkv_head_size(qkv, n_head, n_kv_head, "attention_backward");
+  int64_t B = qkv.dim(0), T = qkv.dim(1);
   expect_same_size(d_qkv, qkv, "attention d_qkv");
   TS_ASSERT(d_out.numel() == B * T * n_head * hs && out.numel() == d_out.numel() && lse.numel() == B * n_head * T,
             "attention shapes");
   expect_compute_dtype({d_qkv, d_out, qkv, out}, "attention_backward");
   Staging f32(staging_);
-  cpu::attention_backward(f32.out(d_qkv), f32.in(d_out), f32.in(qkv), f32.in(out), lse.f32(), B, T, n_head, hs);
+  cpu::attention_backward(f32.out(d_qkv), f32.in(d_out), f32.in(qkv), f32.in(out), lse.f32(), B, T, n_head, n_kv_head,
+                          hs);
 }
 
 void CpuBackend::embedding_forward(Tensor out, Tensor tokens, Tensor wte, Tensor wpe, int seq_len,

@@ -34,8 +34,9 @@ class CpuBackend final : public Backend {
   void gelu_forward(Tensor out, Tensor inp) override;
   void gelu_backward(Tensor d_inp, Tensor inp, Tensor d_out) override;
   void add(Tensor out, Tensor a, Tensor b) override;
-  void attention_forward(Tensor out, Tensor lse, Tensor qkv, int n_head) override;
-  void attention_backward(Tensor d_qkv, Tensor d_out, Tensor qkv, Tensor out, Tensor lse, int n_head) override;
+  void attention_forward(Tensor out, Tensor lse, Tensor qkv, int n_head, int n_kv_head) override;
+  void attention_backward(Tensor d_qkv, Tensor d_out, Tensor qkv, Tensor out, Tensor lse, int n_head,
+                          int n_kv_head) override;
   void embedding_forward(Tensor out, Tensor tokens, Tensor wte, Tensor wpe, int seq_len, int64_t vocab_start) override;
   void embedding_backward(Tensor d_wte, Tensor d_wpe, Tensor d_out, Tensor tokens, int seq_len,
                           int64_t vocab_start) override;
