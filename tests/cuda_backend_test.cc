@@ -535,7 +535,55 @@ void add_compute_cases(Rng& rng, DType dtype, std::vector<Case>& cases) {
          fused_into_b, tol({1e-5, 1e-5}));
   }
 
-  // Attention over the packed qkv[B, T, (H + 2*KV)*hs]: (B, T, H, KV, hs). Head sizes 24 and 128 (the
+  // RMSNorm and residual + RMSNorm: (N, C).
+  for (const auto& [N, C] : {std::pair<int64_t, int64_t>{1, 1}, {9, 67}, {37, 72}, {300, 768}}) {
+    const std::string shape = "_" + std::to_string(N) + "x" + std::to_string(C);
+    const float eps = 1e-5f;
+    const Floats x = rounded(rng.normal(N * C, 2), dtype);
+    push(
+        "rmsnorm_forward" + shape,
+        {output({N, C}), stats_out({N}), input({N, C}, x), input({C}, rng.uniform(C, 0.5, 1.5), 1)},
+        [eps](Backend& b, const Tensors& t) { b.rmsnorm_forward(t[0], t[1], t[2], t[3], eps); }, tol({1e-5, 1e-5}));
+    Floats rstd(N);
+    for (int64_t r = 0; r < N; ++r) {
+      double sum_squares = 0;
+      for (int64_t j = 0; j < C; ++j) sum_squares += static_cast<double>(x[r * C + j]) * x[r * C + j];
+      rstd[r] = static_cast<float>(1 / std::sqrt(sum_squares / static_cast<double>(C) + eps));
+    }
+    push(
+        "rmsnorm_backward" + shape,
+        {in_out({N, C}, rng.normal(N * C)), grad({C}, rng.normal(C), 3), input({N, C}, rng.normal(N * C)),
+         input({N, C}, x), input({C}, rng.uniform(C, 0.5, 1.5)), stats({N}, rstd)},
+        [](Backend& b, const Tensors& t) { b.rmsnorm_backward(t[0], t[1], t[2], t[3], t[4], t[5]); },
+        tol({1e-4, 1e-5}));
+    // residual_out, out, rstd, a, b, weight; then residual_out aliasing a (the residual stream updated in place).
+    push(
+        "residual_rmsnorm_forward" + shape,
+        {output({N, C}), output({N, C}), stats_out({N}), input({N, C}, rng.normal(N * C, 2)),
+         input({N, C}, rng.normal(N * C)), input({C}, rng.uniform(C, 0.5, 1.5), 1)},
+        [eps](Backend& b, const Tensors& t) { b.residual_rmsnorm_forward(t[0], t[1], t[2], t[3], t[4], t[5], eps); },
+        tol({1e-5, 1e-5}));
+    push(
+        "residual_rmsnorm_forward_in_place_a" + shape,
+        {in_out({N, C}, rng.normal(N * C, 2)), output({N, C}), stats_out({N}), input({N, C}, rng.normal(N * C)),
+         input({C}, rng.uniform(C, 0.5, 1.5))},
+        [eps](Backend& b, const Tensors& t) { b.residual_rmsnorm_forward(t[0], t[1], t[2], t[0], t[3], t[4], eps); },
+        tol({1e-5, 1e-5}));
+  }
+
+  // SwiGLU over gate_up[N, 2F]: (N, F).
+  for (const auto& [N, F] : {std::pair<int64_t, int64_t>{1, 1}, {7, 45}, {37, 344}}) {
+    const std::string shape = "_" + std::to_string(N) + "x" + std::to_string(F);
+    push(
+        "swiglu_forward" + shape, {output({N, F}), input({N, 2 * F}, rng.normal(N * 2 * F, 3), 1)},
+        [](Backend& b, const Tensors& t) { b.swiglu_forward(t[0], t[1]); }, tol({1e-5, 1e-6}));
+    push(
+        "swiglu_backward" + shape,
+        {output({N, 2 * F}), input({N, F}, rng.normal(N * F)), input({N, 2 * F}, rng.normal(N * 2 * F, 3))},
+        [](Backend& b, const Tensors& t) { b.swiglu_backward(t[0], t[1], t[2]); }, tol({1e-5, 1e-6}));
+  }
+
+  // Attention and RoPE over the packed qkv[B, T, (H + 2*KV)*hs]: (B, T, H, KV, hs). Head sizes 24 and 128 (the
   // kernel's largest); T = 37 and 70 span partial tiles; KV == H is multi-head attention, KV < H grouped-query
   // (a Llama-1B-like 32/8 among them, which cuDNN takes in bf16).
   struct AttentionShape {
@@ -566,6 +614,21 @@ void add_compute_cases(Rng& rng, DType dtype, std::vector<Case>& cases) {
           b.attention_backward(t[0], t[1], t[2], t[3], t[4], n_head, n_kv_head);
         },
         tol({1e-4, 1e-5}));
+    if (s.hs % 2 != 0) continue;
+    // RoPE in place; positions i % seq_len with two sequences per batch row where T allows.
+    const int seq_len = static_cast<int>(s.T % 2 == 0 ? s.T / 2 : s.T);
+    push(
+        "rope_forward" + shape, {in_out({s.B, s.T, W}, qkv, 1)},
+        [n_head, n_kv_head, seq_len](Backend& b, const Tensors& t) {
+          b.rope_forward(t[0], n_head, n_kv_head, seq_len, 10000.0f);
+        },
+        tol({1e-6, 1e-6}));
+    push(
+        "rope_backward" + shape, {in_out({s.B, s.T, W}, rng.normal(s.B * s.T * W))},
+        [n_head, n_kv_head, seq_len](Backend& b, const Tensors& t) {
+          b.rope_backward(t[0], n_head, n_kv_head, seq_len, 500000.0f);
+        },
+        tol({1e-6, 1e-6}));
   }
 
   // Embeddings: a vocabulary shard of V_local rows starting at vocab_start; tokens inside and outside it,

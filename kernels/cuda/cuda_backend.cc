@@ -20,6 +20,9 @@
 #include "kernels/cuda/gelu.h"
 #include "kernels/cuda/layernorm.h"
 #include "kernels/cuda/matmul.h"
+#include "kernels/cuda/rmsnorm.h"
+#include "kernels/cuda/rope.h"
+#include "kernels/cuda/swiglu.h"
 
 namespace tessera {
 
@@ -305,6 +308,57 @@ void CudaBackend::layernorm_backward(Tensor d_inp, Tensor d_weight, Tensor d_bia
   });
 }
 
+void CudaBackend::rmsnorm_forward(Tensor out, Tensor rstd, Tensor inp, Tensor weight, float eps) {
+  expect_on_gpu({&out, &rstd, &inp, &weight}, "rmsnorm_forward");
+  const DType dtype = compute_dtype("rmsnorm_forward", {&out, &inp, &weight});
+  expect_statistics({&rstd}, "rmsnorm_forward");
+  int64_t N = rows(inp), C = cols(inp);
+  expect_same_size(out, inp, "rmsnorm out");
+  TS_ASSERT(rstd.numel() == N && weight.numel() == C, "rmsnorm shapes: rstd ", rstd.shape_string(), ", weight ",
+            weight.shape_string(), ", inp ", inp.shape_string());
+  cuda::dispatch_compute(dtype, "rmsnorm_forward", [&]<typename Tag>(Tag) {
+    using T = typename Tag::type;
+    cuda::rmsnorm_forward(data_as<T>(out), data_as<float>(rstd), data_as<T>(inp), data_as<T>(weight), eps, N, C,
+                          context_);
+  });
+}
+
+void CudaBackend::residual_rmsnorm_forward(Tensor residual_out, Tensor out, Tensor rstd, Tensor a, Tensor b,
+                                           Tensor weight, float eps) {
+  expect_on_gpu({&residual_out, &out, &rstd, &a, &b, &weight}, "residual_rmsnorm_forward");
+  const DType dtype = compute_dtype("residual_rmsnorm_forward", {&residual_out, &out, &a, &b, &weight});
+  expect_statistics({&rstd}, "residual_rmsnorm_forward");
+  int64_t N = rows(a), C = cols(a);
+  expect_same_size(b, a, "residual_rmsnorm b");
+  expect_same_size(residual_out, a, "residual_rmsnorm residual_out");
+  expect_same_size(out, a, "residual_rmsnorm out");
+  TS_ASSERT(rstd.numel() == N && weight.numel() == C, "residual_rmsnorm shapes");
+  TS_ASSERT(out.data() != residual_out.data() && out.data() != a.data() && out.data() != b.data(),
+            "residual_rmsnorm_forward: out may not alias residual_out, a or b");
+  cuda::dispatch_compute(dtype, "residual_rmsnorm_forward", [&]<typename Tag>(Tag) {
+    using T = typename Tag::type;
+    cuda::residual_rmsnorm_forward(data_as<T>(residual_out), data_as<T>(out), data_as<float>(rstd), data_as<T>(a),
+                                   data_as<T>(b), data_as<T>(weight), eps, N, C, context_);
+  });
+}
+
+void CudaBackend::rmsnorm_backward(Tensor d_inp, Tensor d_weight, Tensor d_out, Tensor inp, Tensor weight,
+                                   Tensor rstd) {
+  expect_on_gpu({&d_inp, &d_weight, &d_out, &inp, &weight, &rstd}, "rmsnorm_backward");
+  const DType dtype = compute_dtype("rmsnorm_backward", {&d_inp, &d_out, &inp, &weight});
+  expect_gradients({&d_weight}, "rmsnorm_backward");
+  expect_statistics({&rstd}, "rmsnorm_backward");
+  int64_t N = rows(inp), C = cols(inp);
+  expect_same_size(d_inp, inp, "rmsnorm d_inp");
+  expect_same_size(d_out, inp, "rmsnorm d_out");
+  TS_ASSERT(d_weight.numel() == C && weight.numel() == C && rstd.numel() == N, "rmsnorm backward shapes");
+  cuda::dispatch_compute(dtype, "rmsnorm_backward", [&]<typename Tag>(Tag) {
+    using T = typename Tag::type;
+    cuda::rmsnorm_backward(data_as<T>(d_inp), data_as<float>(d_weight), data_as<T>(d_out), data_as<T>(inp),
+                           data_as<T>(weight), data_as<float>(rstd), N, C, context_);
+  });
+}
+
 void CudaBackend::gelu_forward(Tensor out, Tensor inp) {
   expect_on_gpu({&out, &inp}, "gelu_forward");
   const DType dtype = compute_dtype("gelu_forward", {&out, &inp});
@@ -334,6 +388,55 @@ void CudaBackend::add(Tensor out, Tensor a, Tensor b) {
   cuda::dispatch_compute(dtype, "add", [&]<typename Tag>(Tag) {
     using T = typename Tag::type;
     cuda::add(data_as<T>(out), data_as<T>(a), data_as<T>(b), out.numel(), context_);
+  });
+}
+
+void CudaBackend::swiglu_forward(Tensor out, Tensor gate_up) {
+  expect_on_gpu({&out, &gate_up}, "swiglu_forward");
+  const DType dtype = compute_dtype("swiglu_forward", {&out, &gate_up});
+  int64_t N = rows(gate_up), F = cols(gate_up) / 2;
+  TS_ASSERT(cols(gate_up) % 2 == 0 && out.numel() == N * F, "swiglu: out ", out.shape_string(), ", gate_up ",
+            gate_up.shape_string());
+  cuda::dispatch_compute(dtype, "swiglu_forward", [&]<typename Tag>(Tag) {
+    using T = typename Tag::type;
+    cuda::swiglu_forward(data_as<T>(out), data_as<T>(gate_up), N, F, context_);
+  });
+}
+
+void CudaBackend::swiglu_backward(Tensor d_gate_up, Tensor d_out, Tensor gate_up) {
+  expect_on_gpu({&d_gate_up, &d_out, &gate_up}, "swiglu_backward");
+  const DType dtype = compute_dtype("swiglu_backward", {&d_gate_up, &d_out, &gate_up});
+  int64_t N = rows(gate_up), F = cols(gate_up) / 2;
+  TS_ASSERT(cols(gate_up) % 2 == 0 && d_out.numel() == N * F, "swiglu backward: d_out ", d_out.shape_string(),
+            ", gate_up ", gate_up.shape_string());
+  expect_same_size(d_gate_up, gate_up, "swiglu d_gate_up");
+  cuda::dispatch_compute(dtype, "swiglu_backward", [&]<typename Tag>(Tag) {
+    using T = typename Tag::type;
+    cuda::swiglu_backward(data_as<T>(d_gate_up), data_as<T>(d_out), data_as<T>(gate_up), N, F, context_);
+  });
+}
+
+void CudaBackend::rope_forward(Tensor qkv, int n_head, int n_kv_head, int seq_len, float theta) {
+  expect_on_gpu({&qkv}, "rope_forward");
+  const DType dtype = compute_dtype("rope_forward", {&qkv});
+  const int64_t hs = qkv_head_size(qkv, n_head, n_kv_head, "rope_forward");
+  TS_ASSERT(hs % 2 == 0 && seq_len >= 1 && rows(qkv) % seq_len == 0, "rope_forward: head size ", hs, ", seq_len ",
+            seq_len, ", qkv ", qkv.shape_string());
+  cuda::dispatch_compute(dtype, "rope_forward", [&]<typename Tag>(Tag) {
+    using T = typename Tag::type;
+    cuda::rope_forward(data_as<T>(qkv), rows(qkv), n_head, n_kv_head, hs, seq_len, theta, context_);
+  });
+}
+
+void CudaBackend::rope_backward(Tensor d_qkv, int n_head, int n_kv_head, int seq_len, float theta) {
+  expect_on_gpu({&d_qkv}, "rope_backward");
+  const DType dtype = compute_dtype("rope_backward", {&d_qkv});
+  const int64_t hs = qkv_head_size(d_qkv, n_head, n_kv_head, "rope_backward");
+  TS_ASSERT(hs % 2 == 0 && seq_len >= 1 && rows(d_qkv) % seq_len == 0, "rope_backward: head size ", hs, ", seq_len ",
+            seq_len, ", d_qkv ", d_qkv.shape_string());
+  cuda::dispatch_compute(dtype, "rope_backward", [&]<typename Tag>(Tag) {
+    using T = typename Tag::type;
+    cuda::rope_backward(data_as<T>(d_qkv), rows(d_qkv), n_head, n_kv_head, hs, seq_len, theta, context_);
   });
 }
 
