@@ -37,6 +37,12 @@ void Backend::residual_layernorm_forward(Tensor residual_out, Tensor out, Tensor
   layernorm_forward(out, mean, rstd, residual_out, weight, bias, eps);
 }
 
+void Backend::residual_rmsnorm_forward(Tensor residual_out, Tensor out, Tensor rstd, Tensor a, Tensor b, Tensor weight,
+                                       float eps) {
+  add(residual_out, a, b);
+  rmsnorm_forward(out, rstd, residual_out, weight, eps);
+}
+
 void Backend::sum_of_squares_many(const Tensor* tensors, int count, double* sums) {
   for (int i = 0; i < count; ++i) sums[i] = sum_of_squares(tensors[i]);
 }

@@ -111,22 +111,54 @@ class Backend {
   // the residual stream's gradient.
   virtual void residual_layernorm_forward(Tensor residual_out, Tensor out, Tensor mean, Tensor rstd, Tensor a, Tensor b,
                                           Tensor weight, Tensor bias, float eps);
+  // RMSNorm: out = inp * rstd * weight per row of [N,C]; saves rstd[N] = 1/sqrt(mean(inp^2) + eps). Overwrites.
+  virtual void rmsnorm_forward(Tensor out, Tensor rstd, Tensor inp, Tensor weight, float eps) = 0;
+  // d_inp[N,C] and d_weight[C] accumulate, from d_out[N,C] and the forward's inp, weight and rstd.
+  virtual void rmsnorm_backward(Tensor d_inp, Tensor d_weight, Tensor d_out, Tensor inp, Tensor weight,
+                                Tensor rstd) = 0;
+  // The residual connection and the next RMSNorm: residual_out = a + b, then rmsnorm_forward of it into out.
+  // residual_out may alias a or b; out aliases none of them. Overwrites. Its backward is rmsnorm_backward.
+  virtual void residual_rmsnorm_forward(Tensor residual_out, Tensor out, Tensor rstd, Tensor a, Tensor b, Tensor weight,
+                                        float eps);
   // GELU, tanh approximation. Overwrites.
   virtual void gelu_forward(Tensor out, Tensor inp) = 0;
   // d_inp = d_out * gelu'(inp). Overwrites; d_inp may alias d_out.
   virtual void gelu_backward(Tensor d_inp, Tensor inp, Tensor d_out) = 0;
   // out = a + b elementwise. Overwrites; out may alias a or b.
   virtual void add(Tensor out, Tensor a, Tensor b) = 0;
+  // SwiGLU over gate_up[N,2F], whose columns [0,F) are the gate g and [F,2F) the up projection u:
+  // out[N,F] = silu(g) * u, silu(g) = g * sigmoid(g). Overwrites.
+  virtual void swiglu_forward(Tensor out, Tensor gate_up) = 0;
+  // d_gate_up[N,2F] = [d_out * u * silu'(g) | d_out * silu(g)], from d_out[N,F] and the forward's gate_up.
+  // Overwrites; d_gate_up aliases neither input.
+  virtual void swiglu_backward(Tensor d_gate_up, Tensor d_out, Tensor gate_up) = 0;
 
   // ---- attention ---------------------------------------------------------------------------------------
-  // Causal multi-head attention over qkv[B,T,3*H*hs], where each row holds [Q heads | K heads | V heads] and
-  // head h owns columns [h*hs, (h+1)*hs) of each third. Scores are scaled by 1/sqrt(hs).
+  // The packed qkv[B,T,(H + 2*KV)*hs] of H query heads and KV key/value heads (KV divides H): each row holds
+  // [Q heads (H*hs) | K heads (KV*hs) | V heads (KV*hs)], head h owning columns [h*hs, (h+1)*hs) of its part.
+  // With KV == H (multi-head attention) that is [Q | K | V] of C = H*hs columns each.
+  //
+  // Rotary position embedding (RoPE), rotate-half convention, in place on the Q and K heads of qkv viewed as
+  // [N, (H + 2*KV)*hs] (V untouched). Row i has position p = i % seq_len; in each head, for d < hs/2 the pair
+  // (x_d, x_{d+hs/2}) is rotated by the angle p * theta^(-2d/hs):
+  //   x_d' = x_d cos - x_{d+hs/2} sin,   x_{d+hs/2}' = x_{d+hs/2} cos + x_d sin.
+  // The angle is computed as PyTorch's Llama computes it, in f32: inv_freq = 1 / theta^(f32(2d) / f32(hs)),
+  // angle = f32(p) * inv_freq, then its cosine and sine (each step rounded to f32). hs must be even.
+  virtual void rope_forward(Tensor qkv, int n_head, int n_kv_head, int seq_len, float theta) = 0;
+  // The adjoint (and inverse) rotation, in place on the Q and K parts of the gradient d_qkv (same layout);
+  // the V part is untouched.
+  virtual void rope_backward(Tensor d_qkv, int n_head, int n_kv_head, int seq_len, float theta) = 0;
+  //
+  // Causal grouped-query attention over qkv (layout above): query head h attends with key/value head
+  // h / (H / KV). Scores are scaled by 1/sqrt(hs).
   // out[B,T,H*hs] overwrites; lse[B,H,T] (f32) saves each query row's log-sum-exp of its scaled, causally
   // masked scores (natural log), from which backward recomputes the probabilities (flash attention): no [T,T]
   // matrix outlives a call.
-  virtual void attention_forward(Tensor out, Tensor lse, Tensor qkv, int n_head) = 0;
-  // d_qkv[B,T,3*H*hs] overwrites, from d_out[B,T,H*hs] and the forward's qkv, out and lse.
-  virtual void attention_backward(Tensor d_qkv, Tensor d_out, Tensor qkv, Tensor out, Tensor lse, int n_head) = 0;
+  virtual void attention_forward(Tensor out, Tensor lse, Tensor qkv, int n_head, int n_kv_head) = 0;
+  // d_qkv (the layout of qkv) overwrites, from d_out[B,T,H*hs] and the forward's qkv, out and lse; the gradient
+  // of a key/value head sums over the query heads that share it.
+  virtual void attention_backward(Tensor d_qkv, Tensor d_out, Tensor qkv, Tensor out, Tensor lse, int n_head,
+                                  int n_kv_head) = 0;
 
   // ---- embeddings ---------------------------------------------------------------------------------------
   // out[N,C] = wte[tokens[i] - vocab_start] (zero when the token is outside this shard's

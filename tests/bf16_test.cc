@@ -203,31 +203,111 @@ TEST_F(CpuBf16, AddMayAliasItsOutputAndCrossEntropyWritesTheGradientInPlace) {
   expect_rounded(grads[1], grads[0], "d_logits");
 }
 
-TEST_F(CpuBf16, AttentionForwardAndBackwardRoundOnce) {
-  const int64_t B = 2, T = 11, H = 3, hs = 8, C = H * hs;
-  const Floats qkv = values(B * T * 3 * C), d_out = values(B * T * C);
-  Floats outs[2], lses[2], d_qkvs[2];
+TEST_F(CpuBf16, RmsnormRoundsOnceAndItsBackwardAccumulatesIntoTheBf16ResidualGradient) {
+  const int64_t N = 9, C = 72;
+  const Floats x = values(N * C), w = values(C), d_out = values(N * C), prior = values(N * C);
+  Floats outs[2], rstds[2], d_inps[2], dws[2];
   for (int k = 0; k < 2; ++k) {
     const DType d = k == 0 ? DType::kF32 : DType::kBF16;
-    Tensor out = make(d, {B, T, C}), lse = make(DType::kF32, {B, H, T});
-    backend_.attention_forward(out, lse, upload(qkv, d, {B, T, 3 * C}), static_cast<int>(H));
+    Tensor out = make(d, {N, C}), rstd = make(DType::kF32, {N});
+    Tensor xt = upload(x, d, {N, C}), wt = upload(w, d, {C});
+    backend_.rmsnorm_forward(out, rstd, xt, wt, 1e-5f);
     outs[k] = download(out);
-    lses[k] = download(lse);
+    rstds[k] = download(rstd);
+    Tensor d_inp = upload(prior, d, {N, C});
+    Tensor dw = upload(Floats(C, 0.5f), DType::kF32, {C});
+    backend_.rmsnorm_backward(d_inp, dw, upload(d_out, d, {N, C}), xt, wt, rstd);
+    d_inps[k] = download(d_inp);
+    dws[k] = download(dw);
   }
   expect_rounded(outs[1], outs[0], "out");
-  EXPECT_EQ(lses[1], lses[0]);
-  // The backward reads what the forward saved; both dtypes get the same (bf16-representable) output.
-  Floats saved(outs[0].size());
-  for (size_t i = 0; i < saved.size(); ++i) saved[i] = round_to_bf16(outs[0][i]);
+  EXPECT_EQ(rstds[1], rstds[0]);
+  expect_rounded(d_inps[1], d_inps[0], "d_inp (prior + gradient)");
+  EXPECT_EQ(dws[1], dws[0]);
+}
+
+TEST_F(CpuBf16, ResidualRmsnormRoundsTheResidualAndTheNormalizedOutputOnce) {
+  const int64_t N = 5, C = 40;
+  const Floats a = values(N * C), b = values(N * C), w = values(C);
+  Floats residuals[2], outs[2], rstds[2];
   for (int k = 0; k < 2; ++k) {
     const DType d = k == 0 ? DType::kF32 : DType::kBF16;
-    Tensor d_qkv = make(d, {B, T, 3 * C});
-    backend_.attention_backward(d_qkv, upload(d_out, d, {B, T, C}), upload(qkv, d, {B, T, 3 * C}),
-                                upload(saved, d, {B, T, C}), upload(lses[0], DType::kF32, {B, H, T}),
-                                static_cast<int>(H));
-    d_qkvs[k] = download(d_qkv);
+    Tensor at = upload(a, d, {N, C}), out = make(d, {N, C}), rstd = make(DType::kF32, {N});
+    backend_.residual_rmsnorm_forward(at, out, rstd, at, upload(b, d, {N, C}), upload(w, d, {C}), 1e-5f);
+    residuals[k] = download(at);
+    outs[k] = download(out);
+    rstds[k] = download(rstd);
   }
-  expect_rounded(d_qkvs[1], d_qkvs[0], "d_qkv");
+  expect_rounded(residuals[1], residuals[0], "residual");
+  // The bf16 op normalizes the residual as stored (rounded): the f32 op on that residual, rounded once.
+  Tensor residual32 = upload(residuals[1], DType::kF32, {N, C});
+  Tensor out32 = make(DType::kF32, {N, C}), rstd32 = make(DType::kF32, {N});
+  backend_.rmsnorm_forward(out32, rstd32, residual32, upload(w, DType::kF32, {C}), 1e-5f);
+  expect_rounded(outs[1], download(out32), "out");
+  EXPECT_EQ(rstds[1], download(rstd32));
+}
+
+TEST_F(CpuBf16, RopeRotatesInPlaceAndRoundsOnce) {
+  const int64_t B = 2, T = 13, H = 4, KV = 2, hs = 16, W = (H + 2 * KV) * hs;
+  const Floats qkv = values(B * T * W), d_qkv = values(B * T * W);
+  Floats forwards[2], backwards[2];
+  for (int k = 0; k < 2; ++k) {
+    const DType d = k == 0 ? DType::kF32 : DType::kBF16;
+    Tensor x = upload(qkv, d, {B, T, W}), g = upload(d_qkv, d, {B, T, W});
+    backend_.rope_forward(x, static_cast<int>(H), static_cast<int>(KV), static_cast<int>(T), 10000.0f);
+    backend_.rope_backward(g, static_cast<int>(H), static_cast<int>(KV), static_cast<int>(T), 10000.0f);
+    forwards[k] = download(x);
+    backwards[k] = download(g);
+  }
+  expect_rounded(forwards[1], forwards[0], "rope_forward");
+  expect_rounded(backwards[1], backwards[0], "rope_backward");
+}
+
+TEST_F(CpuBf16, SwigluForwardAndBackwardRoundOnce) {
+  const int64_t N = 7, F = 45;
+  const Floats gate_up = values(N * 2 * F, 3.0f), d_out = values(N * F);
+  Floats outs[2], grads[2];
+  for (int k = 0; k < 2; ++k) {
+    const DType d = k == 0 ? DType::kF32 : DType::kBF16;
+    Tensor out = make(d, {N, F}), d_gate_up = make(d, {N, 2 * F}), gu = upload(gate_up, d, {N, 2 * F});
+    backend_.swiglu_forward(out, gu);
+    backend_.swiglu_backward(d_gate_up, upload(d_out, d, {N, F}), gu);
+    outs[k] = download(out);
+    grads[k] = download(d_gate_up);
+  }
+  expect_rounded(outs[1], outs[0], "out");
+  expect_rounded(grads[1], grads[0], "d_gate_up");
+}
+
+// Multi-head (KV == H) and grouped-query attention.
+TEST_F(CpuBf16, AttentionForwardAndBackwardRoundOnce) {
+  const int64_t B = 2, T = 11, H = 6, hs = 8, C = H * hs;
+  for (const int64_t KV : {H, int64_t{2}, int64_t{1}}) {
+    const int64_t W = (H + 2 * KV) * hs;
+    const Floats qkv = values(B * T * W), d_out = values(B * T * C);
+    Floats outs[2], lses[2], d_qkvs[2];
+    for (int k = 0; k < 2; ++k) {
+      const DType d = k == 0 ? DType::kF32 : DType::kBF16;
+      Tensor out = make(d, {B, T, C}), lse = make(DType::kF32, {B, H, T});
+      backend_.attention_forward(out, lse, upload(qkv, d, {B, T, W}), static_cast<int>(H), static_cast<int>(KV));
+      outs[k] = download(out);
+      lses[k] = download(lse);
+    }
+    expect_rounded(outs[1], outs[0], "out, KV = " + std::to_string(KV));
+    EXPECT_EQ(lses[1], lses[0]) << "KV = " << KV;
+    // The backward reads what the forward saved; both dtypes get the same (bf16-representable) output.
+    Floats saved(outs[0].size());
+    for (size_t i = 0; i < saved.size(); ++i) saved[i] = round_to_bf16(outs[0][i]);
+    for (int k = 0; k < 2; ++k) {
+      const DType d = k == 0 ? DType::kF32 : DType::kBF16;
+      Tensor d_qkv = make(d, {B, T, W});
+      backend_.attention_backward(d_qkv, upload(d_out, d, {B, T, C}), upload(qkv, d, {B, T, W}),
+                                  upload(saved, d, {B, T, C}), upload(lses[0], DType::kF32, {B, H, T}),
+                                  static_cast<int>(H), static_cast<int>(KV));
+      d_qkvs[k] = download(d_qkv);
+    }
+    expect_rounded(d_qkvs[1], d_qkvs[0], "d_qkv, KV = " + std::to_string(KV));
+  }
 }
 
 TEST_F(CpuBf16, AdamWWritesTheRoundedCopyOfTheMasterWeights) {

@@ -302,20 +302,23 @@ void logit_statistics(const Floats& logits, const Ints& targets, int64_t N, int6
   }
 }
 
-// Causal attention forward in double: out[B,T,H*hs] and lse[B,H,T] from qkv[B,T,3*H*hs] (the Backend contract).
-void attention_reference(const Floats& qkv, int64_t B, int64_t T, int64_t H, int64_t hs, Floats* out, Floats* lse) {
-  const int64_t C = H * hs, C3 = 3 * C;
+// Causal grouped-query attention forward in double: out[B,T,H*hs] and lse[B,H,T] from qkv[B,T,(H + 2*KV)*hs] (the
+// Backend contract: query head h reads key/value head h / (H/KV)).
+void attention_reference(const Floats& qkv, int64_t B, int64_t T, int64_t H, int64_t KV, int64_t hs, Floats* out,
+                         Floats* lse) {
+  const int64_t C = H * hs, C3 = (H + 2 * KV) * hs;
   const double scale = 1 / std::sqrt(static_cast<double>(hs));
   out->assign(B * T * C, 0.0f);
   lse->assign(B * H * T, 0.0f);
   std::vector<double> scores(T);
   for (int64_t b = 0; b < B; ++b) {
     for (int64_t h = 0; h < H; ++h) {
+      const int64_t kv = C + (h / (H / KV)) * hs;  // offset of the key head in a row; the value head is KV*hs on
       for (int64_t i = 0; i < T; ++i) {
         const float* q = &qkv[(b * T + i) * C3 + h * hs];
         double max = -INFINITY;
         for (int64_t j = 0; j <= i; ++j) {
-          const float* k = &qkv[(b * T + j) * C3 + C + h * hs];
+          const float* k = &qkv[(b * T + j) * C3 + kv];
           double dot = 0;
           for (int64_t d = 0; d < hs; ++d) dot += static_cast<double>(q[d]) * k[d];
           scores[j] = dot * scale;
@@ -326,7 +329,7 @@ void attention_reference(const Floats& qkv, int64_t B, int64_t T, int64_t H, int
         for (int64_t d = 0; d < hs; ++d) {
           double o = 0;
           for (int64_t j = 0; j <= i; ++j)
-            o += std::exp(scores[j] - max) / sum * qkv[(b * T + j) * C3 + 2 * C + h * hs + d];
+            o += std::exp(scores[j] - max) / sum * qkv[(b * T + j) * C3 + kv + KV * hs + d];
           (*out)[(b * T + i) * C + h * hs + d] = static_cast<float>(o);
         }
         (*lse)[(b * H + h) * T + i] = static_cast<float>(max + std::log(sum));
@@ -532,29 +535,100 @@ void add_compute_cases(Rng& rng, DType dtype, std::vector<Case>& cases) {
          fused_into_b, tol({1e-5, 1e-5}));
   }
 
-  // Attention: (B, T, H, hs). Head sizes 24 and 128 (the kernel's largest); T = 37 and 70 span partial tiles.
-  struct AttentionShape {
-    int64_t B, T, H, hs;
-  };
-  for (const AttentionShape& s : {AttentionShape{1, 1, 1, 4}, AttentionShape{2, 13, 3, 8}, AttentionShape{1, 64, 4, 16},
-                                  AttentionShape{2, 37, 3, 24}, AttentionShape{1, 70, 2, 128}}) {
-    const std::string shape =
-        "_" + std::to_string(s.B) + "x" + std::to_string(s.T) + "x" + std::to_string(s.H) + "x" + std::to_string(s.hs);
-    const int64_t C = s.H * s.hs;
-    const int n_head = static_cast<int>(s.H);
-    const Floats qkv = rounded(rng.normal(s.B * s.T * 3 * C), dtype);
+  // RMSNorm and residual + RMSNorm: (N, C).
+  for (const auto& [N, C] : {std::pair<int64_t, int64_t>{1, 1}, {9, 67}, {37, 72}, {300, 768}}) {
+    const std::string shape = "_" + std::to_string(N) + "x" + std::to_string(C);
+    const float eps = 1e-5f;
+    const Floats x = rounded(rng.normal(N * C, 2), dtype);
     push(
-        "attention_forward" + shape, {output({s.B, s.T, C}), stats_out({s.B, s.H, s.T}), input({s.B, s.T, 3 * C}, qkv)},
-        [n_head](Backend& b, const Tensors& t) { b.attention_forward(t[0], t[1], t[2], n_head); }, tol({1e-5, 1e-6}));
+        "rmsnorm_forward" + shape,
+        {output({N, C}), stats_out({N}), input({N, C}, x), input({C}, rng.uniform(C, 0.5, 1.5), 1)},
+        [eps](Backend& b, const Tensors& t) { b.rmsnorm_forward(t[0], t[1], t[2], t[3], eps); }, tol({1e-5, 1e-5}));
+    Floats rstd(N);
+    for (int64_t r = 0; r < N; ++r) {
+      double sum_squares = 0;
+      for (int64_t j = 0; j < C; ++j) sum_squares += static_cast<double>(x[r * C + j]) * x[r * C + j];
+      rstd[r] = static_cast<float>(1 / std::sqrt(sum_squares / static_cast<double>(C) + eps));
+    }
+    push(
+        "rmsnorm_backward" + shape,
+        {in_out({N, C}, rng.normal(N * C)), grad({C}, rng.normal(C), 3), input({N, C}, rng.normal(N * C)),
+         input({N, C}, x), input({C}, rng.uniform(C, 0.5, 1.5)), stats({N}, rstd)},
+        [](Backend& b, const Tensors& t) { b.rmsnorm_backward(t[0], t[1], t[2], t[3], t[4], t[5]); },
+        tol({1e-4, 1e-5}));
+    // residual_out, out, rstd, a, b, weight; then residual_out aliasing a (the residual stream updated in place).
+    push(
+        "residual_rmsnorm_forward" + shape,
+        {output({N, C}), output({N, C}), stats_out({N}), input({N, C}, rng.normal(N * C, 2)),
+         input({N, C}, rng.normal(N * C)), input({C}, rng.uniform(C, 0.5, 1.5), 1)},
+        [eps](Backend& b, const Tensors& t) { b.residual_rmsnorm_forward(t[0], t[1], t[2], t[3], t[4], t[5], eps); },
+        tol({1e-5, 1e-5}));
+    push(
+        "residual_rmsnorm_forward_in_place_a" + shape,
+        {in_out({N, C}, rng.normal(N * C, 2)), output({N, C}), stats_out({N}), input({N, C}, rng.normal(N * C)),
+         input({C}, rng.uniform(C, 0.5, 1.5))},
+        [eps](Backend& b, const Tensors& t) { b.residual_rmsnorm_forward(t[0], t[1], t[2], t[0], t[3], t[4], eps); },
+        tol({1e-5, 1e-5}));
+  }
+
+  // SwiGLU over gate_up[N, 2F]: (N, F).
+  for (const auto& [N, F] : {std::pair<int64_t, int64_t>{1, 1}, {7, 45}, {37, 344}}) {
+    const std::string shape = "_" + std::to_string(N) + "x" + std::to_string(F);
+    push(
+        "swiglu_forward" + shape, {output({N, F}), input({N, 2 * F}, rng.normal(N * 2 * F, 3), 1)},
+        [](Backend& b, const Tensors& t) { b.swiglu_forward(t[0], t[1]); }, tol({1e-5, 1e-6}));
+    push(
+        "swiglu_backward" + shape,
+        {output({N, 2 * F}), input({N, F}, rng.normal(N * F)), input({N, 2 * F}, rng.normal(N * 2 * F, 3))},
+        [](Backend& b, const Tensors& t) { b.swiglu_backward(t[0], t[1], t[2]); }, tol({1e-5, 1e-6}));
+  }
+
+  // Attention and RoPE over the packed qkv[B, T, (H + 2*KV)*hs]: (B, T, H, KV, hs). Head sizes 24 and 128 (the
+  // kernel's largest); T = 37 and 70 span partial tiles; KV == H is multi-head attention, KV < H grouped-query
+  // (a Llama-1B-like 32/8 among them, which cuDNN takes in bf16).
+  struct AttentionShape {
+    int64_t B, T, H, KV, hs;
+  };
+  for (const AttentionShape& s :
+       {AttentionShape{1, 1, 1, 1, 4}, AttentionShape{2, 13, 3, 3, 8}, AttentionShape{1, 64, 4, 4, 16},
+        AttentionShape{2, 37, 3, 3, 24}, AttentionShape{1, 70, 2, 2, 128}, AttentionShape{2, 13, 3, 1, 8},
+        AttentionShape{2, 37, 6, 2, 24}, AttentionShape{1, 70, 4, 1, 128}, AttentionShape{1, 64, 32, 8, 64}}) {
+    std::string shape =
+        "_" + std::to_string(s.B) + "x" + std::to_string(s.T) + "x" + std::to_string(s.H) + "x" + std::to_string(s.hs);
+    if (s.KV != s.H) shape += "_kv" + std::to_string(s.KV);
+    const int64_t C = s.H * s.hs, W = (s.H + 2 * s.KV) * s.hs;
+    const int n_head = static_cast<int>(s.H), n_kv_head = static_cast<int>(s.KV);
+    const Floats qkv = rounded(rng.normal(s.B * s.T * W), dtype);
+    push(
+        "attention_forward" + shape, {output({s.B, s.T, C}), stats_out({s.B, s.H, s.T}), input({s.B, s.T, W}, qkv)},
+        [n_head, n_kv_head](Backend& b, const Tensors& t) { b.attention_forward(t[0], t[1], t[2], n_head, n_kv_head); },
+        tol({1e-5, 1e-6}));
     // The backward from the same forward results on both backends: out and lse computed on the host.
     Floats out, lse;
-    attention_reference(qkv, s.B, s.T, s.H, s.hs, &out, &lse);
+    attention_reference(qkv, s.B, s.T, s.H, s.KV, s.hs, &out, &lse);
     push(
         "attention_backward" + shape,
-        {output({s.B, s.T, 3 * C}), input({s.B, s.T, C}, rng.normal(s.B * s.T * C)), input({s.B, s.T, 3 * C}, qkv),
+        {output({s.B, s.T, W}), input({s.B, s.T, C}, rng.normal(s.B * s.T * C)), input({s.B, s.T, W}, qkv),
          input({s.B, s.T, C}, out), stats({s.B, s.H, s.T}, lse)},
-        [n_head](Backend& b, const Tensors& t) { b.attention_backward(t[0], t[1], t[2], t[3], t[4], n_head); },
+        [n_head, n_kv_head](Backend& b, const Tensors& t) {
+          b.attention_backward(t[0], t[1], t[2], t[3], t[4], n_head, n_kv_head);
+        },
         tol({1e-4, 1e-5}));
+    if (s.hs % 2 != 0) continue;
+    // RoPE in place; positions i % seq_len with two sequences per batch row where T allows.
+    const int seq_len = static_cast<int>(s.T % 2 == 0 ? s.T / 2 : s.T);
+    push(
+        "rope_forward" + shape, {in_out({s.B, s.T, W}, qkv, 1)},
+        [n_head, n_kv_head, seq_len](Backend& b, const Tensors& t) {
+          b.rope_forward(t[0], n_head, n_kv_head, seq_len, 10000.0f);
+        },
+        tol({1e-6, 1e-6}));
+    push(
+        "rope_backward" + shape, {in_out({s.B, s.T, W}, rng.normal(s.B * s.T * W))},
+        [n_head, n_kv_head, seq_len](Backend& b, const Tensors& t) {
+          b.rope_backward(t[0], n_head, n_kv_head, seq_len, 500000.0f);
+        },
+        tol({1e-6, 1e-6}));
   }
 
   // Embeddings: a vocabulary shard of V_local rows starting at vocab_start; tokens inside and outside it,
@@ -759,7 +833,7 @@ TEST_F(CudaBackendTest, AttentionRefusesHeadsLargerThan128) {
   Tensor qkv = buffer.tensor(0, DType::kF32, {B, T, 3 * H * hs});
   Tensor out = buffer.tensor(qkv.bytes(), DType::kF32, {B, T, H * hs});
   Tensor lse = buffer.tensor(qkv.bytes() + out.bytes(), DType::kF32, {B, H, T});
-  EXPECT_THROW(gpu_->attention_forward(out, lse, qkv, static_cast<int>(H)), ConfigError);
+  EXPECT_THROW(gpu_->attention_forward(out, lse, qkv, static_cast<int>(H), static_cast<int>(H)), ConfigError);
 }
 
 // Compute tensors of one op share a dtype; statistics are f32.

@@ -18,12 +18,14 @@
 namespace tessera::cuda {
 namespace {
 
+// KV key/value heads; 0 stands for as many as query heads (multi-head attention).
 struct Shape {
-  int64_t B, T, H, hs;
+  int64_t B, T, H, hs, KV = 0;
+  int64_t kv_heads() const { return KV == 0 ? H : KV; }
 };
 
 std::string describe(const Shape& shape) {
-  return str_cat("B=", shape.B, " T=", shape.T, " H=", shape.H, " hs=", shape.hs);
+  return str_cat("B=", shape.B, " T=", shape.T, " H=", shape.H, " KV=", shape.kv_heads(), " hs=", shape.hs);
 }
 
 // Passes when `text` contains `part`; the failure shows the whole text.
@@ -33,7 +35,7 @@ std::string describe(const Shape& shape) {
 }
 
 std::string check(const std::string& device_json, const Shape& shape) {
-  return check_attention_graphs_for_device(device_json, shape.B, shape.T, shape.H, shape.hs);
+  return check_attention_graphs_for_device(device_json, shape.B, shape.T, shape.H, shape.kv_heads(), shape.hs);
 }
 
 // The described GPUs every accepted shape must get engines on.
@@ -90,12 +92,23 @@ TEST_F(CudnnAttentionGraphs, OddShapesGetEnginesOnA100AndH100) {
   }
 }
 
+TEST_F(CudnnAttentionGraphs, GroupedQueryShapesGetEnginesOnA100AndH100) {
+  // Llama-3.2-1B-like (32 query heads, 8 key/value heads of 64), multi-query (one key/value head), and odd ones:
+  // T not a multiple of a tile, the largest head size, groups of 3.
+  const std::vector<Shape> shapes = {
+      {4, 1024, 32, 64, 8}, {2, 2048, 32, 64, 8}, {2, 257, 8, 128, 1}, {3, 257, 6, 8, 2}, {1, 2, 4, 64, 2}};
+  for (const auto& [gpu, json] : described_gpus()) {
+    for (const Shape& shape : shapes) EXPECT_EQ(check(json, shape), "") << gpu << ", " << describe(shape);
+  }
+}
+
 TEST_F(CudnnAttentionGraphs, ShapesTheRuntimeRefusesAreRefusedWithAReason) {
   for (const auto& [gpu, json] : described_gpus()) {
     EXPECT_TRUE(contains(check(json, {4, 1024, 12, 12}), "head size 12 is not a multiple of 8")) << gpu;
     EXPECT_TRUE(contains(check(json, {4, 1024, 12, 160}), "head size 160 is not a multiple of 8 up to 128")) << gpu;
     EXPECT_TRUE(contains(check(json, {4, 1, 12, 64}), "single token")) << gpu;
     EXPECT_TRUE(contains(check(json, {0, 1024, 12, 64}), "empty attention shape")) << gpu;
+    EXPECT_TRUE(contains(check(json, {4, 1024, 12, 64, 5}), "5 key/value heads do not divide 12 query heads")) << gpu;
   }
 }
 

@@ -40,11 +40,17 @@ class FakeDeviceBackend final : public Backend {
   void matmul_backward(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor) override { unused(); }
   void layernorm_forward(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, float) override { unused(); }
   void layernorm_backward(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor) override { unused(); }
+  void rmsnorm_forward(Tensor, Tensor, Tensor, Tensor, float) override { unused(); }
+  void rmsnorm_backward(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor) override { unused(); }
   void gelu_forward(Tensor, Tensor) override { unused(); }
   void gelu_backward(Tensor, Tensor, Tensor) override { unused(); }
   void add(Tensor, Tensor, Tensor) override { unused(); }
-  void attention_forward(Tensor, Tensor, Tensor, int) override { unused(); }
-  void attention_backward(Tensor, Tensor, Tensor, Tensor, Tensor, int) override { unused(); }
+  void swiglu_forward(Tensor, Tensor) override { unused(); }
+  void swiglu_backward(Tensor, Tensor, Tensor) override { unused(); }
+  void rope_forward(Tensor, int, int, int, float) override { unused(); }
+  void rope_backward(Tensor, int, int, int, float) override { unused(); }
+  void attention_forward(Tensor, Tensor, Tensor, int, int) override { unused(); }
+  void attention_backward(Tensor, Tensor, Tensor, Tensor, Tensor, int, int) override { unused(); }
   void embedding_forward(Tensor, Tensor, Tensor, Tensor, int, int64_t) override { unused(); }
   void embedding_backward(Tensor, Tensor, Tensor, Tensor, int, int64_t) override { unused(); }
   void cross_entropy_row_max(Tensor, Tensor, int64_t) override { unused(); }

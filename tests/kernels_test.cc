@@ -233,11 +233,12 @@ Doubles gelu_reference(const Doubles& inp) {
   return out;
 }
 
-// Causal attention over qkv[B,T,3*H*hs] (rows [Q heads | K heads | V heads]); out[B,T,H*hs], lse[B,H,T]: the
-// log-sum-exp of each query row's scaled scores over the keys it sees.
-Doubles attention_reference(const Doubles& qkv, int64_t B, int64_t T, int64_t H, int64_t hs,
+// Causal grouped-query attention over qkv[B,T,(H + 2*KV)*hs] (rows [Q heads | K heads | V heads], KV key/value
+// heads, query head h reading key/value head h / (H/KV)); out[B,T,H*hs], lse[B,H,T]: the log-sum-exp of each query
+// row's scaled scores over the keys it sees.
+Doubles attention_reference(const Doubles& qkv, int64_t B, int64_t T, int64_t H, int64_t KV, int64_t hs,
                             Doubles* lse_out = nullptr) {
-  const int64_t C = H * hs;
+  const int64_t C = H * hs, W = (H + 2 * KV) * hs;
   const double scale = 1 / std::sqrt(static_cast<double>(hs));
   Doubles out(B * T * C, 0.0);
   Doubles lse(B * H * T, 0.0);
@@ -245,11 +246,12 @@ Doubles attention_reference(const Doubles& qkv, int64_t B, int64_t T, int64_t H,
   Doubles scores(T);
   for (int64_t b = 0; b < B; ++b) {
     for (int64_t h = 0; h < H; ++h) {
+      const int64_t g = h / (H / KV);
       for (int64_t t = 0; t < T; ++t) {
-        const double* q = &qkv[(b * T + t) * 3 * C + h * hs];
+        const double* q = &qkv[(b * T + t) * W + h * hs];
         double max_score = -std::numeric_limits<double>::infinity();
         for (int64_t u = 0; u <= t; ++u) {
-          const double* k = &qkv[(b * T + u) * 3 * C + C + h * hs];
+          const double* k = &qkv[(b * T + u) * W + C + g * hs];
           double s = 0;
           for (int64_t i = 0; i < hs; ++i) s += q[i] * k[i];
           scores[u] = s * scale;
@@ -262,7 +264,7 @@ Doubles attention_reference(const Doubles& qkv, int64_t B, int64_t T, int64_t H,
         for (int64_t u = 0; u <= t; ++u) p[u] = std::exp(scores[u] - max_score) / total;
         double* o = &out[(b * T + t) * C + h * hs];
         for (int64_t u = 0; u <= t; ++u) {
-          const double* v = &qkv[(b * T + u) * 3 * C + 2 * C + h * hs];
+          const double* v = &qkv[(b * T + u) * W + C + KV * hs + g * hs];
           for (int64_t i = 0; i < hs; ++i) o[i] += p[u] * v[i];
         }
       }
@@ -579,6 +581,319 @@ INSTANTIATE_TEST_SUITE_P(Cpu, LayernormBackward,
                                            LayernormCase{"N3_C768", 3, 768, 0}),
                          CaseName());
 
+// ---- rmsnorm ----------------------------------------------------------------------------------------------
+
+// Per row of [N,C]: rstd = 1/sqrt(mean(x^2) + eps), out = x * rstd * weight.
+Doubles rmsnorm_reference(const Doubles& inp, const Doubles& weight, double eps, int64_t N, int64_t C,
+                          Doubles* rstd_out = nullptr) {
+  Doubles out(N * C);
+  for (int64_t n = 0; n < N; ++n) {
+    const double* x = &inp[n * C];
+    double mean_square = 0;
+    for (int64_t c = 0; c < C; ++c) mean_square += x[c] * x[c];
+    mean_square /= static_cast<double>(C);
+    const double rstd = 1 / std::sqrt(mean_square + eps);
+    for (int64_t c = 0; c < C; ++c) out[n * C + c] = x[c] * rstd * weight[c];
+    if (rstd_out != nullptr) (*rstd_out)[n] = rstd;
+  }
+  return out;
+}
+
+struct RmsnormCase {
+  std::string name;
+  int64_t N, C;
+  double scale;  // standard deviation of the inputs: the norm must not depend on it
+};
+
+constexpr float kRmsnormEps = 1e-5f;
+
+class RmsnormForward : public KernelTest<RmsnormCase> {};
+
+TEST_P(RmsnormForward, MatchesDoubleReference) {
+  const RmsnormCase& c = GetParam();
+  Floats inp = rng_.normal(c.N * c.C, c.scale);
+  Floats weight = rng_.normal(c.C, 0.2, 1);
+  DeviceTensor inp_t = upload(backend_, inp, {c.N, c.C});
+  DeviceTensor weight_t = upload(backend_, weight, {c.C});
+  DeviceTensor out_t = poisoned(backend_, {c.N, c.C});
+  DeviceTensor rstd_t = poisoned(backend_, {c.N});
+
+  backend_.rmsnorm_forward(out_t.tensor, rstd_t.tensor, inp_t.tensor, weight_t.tensor, kRmsnormEps);
+
+  Doubles rstd(c.N);
+  Doubles want = rmsnorm_reference(to_doubles(inp), to_doubles(weight), kRmsnormEps, c.N, c.C, &rstd);
+  // out = x * rstd * weight: two fp32 products of rstd, itself rounded once from double.
+  EXPECT_TRUE(all_close(download(backend_, out_t.tensor), want, {1e-6, 1e-7})) << "out";
+  EXPECT_TRUE(all_close(download(backend_, rstd_t.tensor), rstd, {1e-7, 0})) << "rstd";
+}
+
+INSTANTIATE_TEST_SUITE_P(Cpu, RmsnormForward,
+                         ::testing::Values(RmsnormCase{"N1_C1", 1, 1, 1}, RmsnormCase{"N1_C3", 1, 3, 1},
+                                           RmsnormCase{"N7_C5", 7, 5, 1}, RmsnormCase{"N3_C768", 3, 768, 1},
+                                           RmsnormCase{"N5_C64_Scale100", 5, 64, 100},
+                                           RmsnormCase{"N4_C33_ScaleOneThousandth", 4, 33, 1e-3},
+                                           RmsnormCase{"N256_C2048", 256, 2048, 1}),
+                         CaseName());
+
+// d_inp and d_weight accumulate. rstd comes from the double reference so that this test does not depend on the
+// forward kernel.
+class RmsnormBackward : public KernelTest<RmsnormCase> {};
+
+TEST_P(RmsnormBackward, MatchesFiniteDifferences) {
+  const RmsnormCase& c = GetParam();
+  Floats inp = rng_.normal(c.N * c.C, c.scale);
+  Floats weight = rng_.normal(c.C, 0.2, 1);
+  Floats d_out = rng_.normal(c.N * c.C);
+  Floats d_inp_prefill = rng_.normal(c.N * c.C);
+  Floats d_weight_prefill = rng_.normal(c.C);
+  const Doubles x = to_doubles(inp), w = to_doubles(weight), r = to_doubles(d_out);
+  Doubles rstd(c.N);
+  rmsnorm_reference(x, w, kRmsnormEps, c.N, c.C, &rstd);
+
+  DeviceTensor inp_t = upload(backend_, inp, {c.N, c.C});
+  DeviceTensor weight_t = upload(backend_, weight, {c.C});
+  DeviceTensor rstd_t = upload(backend_, to_floats(rstd), {c.N});
+  DeviceTensor d_out_t = upload(backend_, d_out, {c.N, c.C});
+  DeviceTensor d_inp_t = upload(backend_, d_inp_prefill, {c.N, c.C});
+  DeviceTensor d_weight_t = upload(backend_, d_weight_prefill, {c.C});
+
+  backend_.rmsnorm_backward(d_inp_t.tensor, d_weight_t.tensor, d_out_t.tensor, inp_t.tensor, weight_t.tensor,
+                            rstd_t.tensor);
+
+  auto loss = [&](const Doubles& x_, const Doubles& w_) {
+    return dot(rmsnorm_reference(x_, w_, kRmsnormEps, c.N, c.C), r);
+  };
+  // d_inp is O(rstd) = O(1/scale); d_weight sums N rows of O(1) terms.
+  const Tolerance d_inp_tolerance{1e-5, 1e-5 / c.scale};
+  const Tolerance d_weight_tolerance{1e-5, 1e-5};
+  Doubles want_d_inp = numeric_gradient([&](const Doubles& v) { return loss(v, w); }, x);
+  Doubles want_d_weight = numeric_gradient([&](const Doubles& v) { return loss(x, v); }, w);
+  EXPECT_TRUE(all_close(download(backend_, d_inp_t.tensor), plus(d_inp_prefill, want_d_inp), d_inp_tolerance))
+      << "d_inp";
+  EXPECT_TRUE(
+      all_close(download(backend_, d_weight_t.tensor), plus(d_weight_prefill, want_d_weight), d_weight_tolerance))
+      << "d_weight";
+}
+
+INSTANTIATE_TEST_SUITE_P(Cpu, RmsnormBackward,
+                         ::testing::Values(RmsnormCase{"N1_C1", 1, 1, 1}, RmsnormCase{"N1_C3", 1, 3, 1},
+                                           RmsnormCase{"N2_C3", 2, 3, 1}, RmsnormCase{"N7_C5", 7, 5, 1},
+                                           RmsnormCase{"N4_C16_Scale10", 4, 16, 10}, RmsnormCase{"N3_C768", 3, 768, 1}),
+                         CaseName());
+
+// residual_out = a + b is one fp32 addition (exact: (float)(a + b)); out and rstd are rmsnorm_forward of it. The
+// residual may be updated in place (residual_out aliasing a).
+class ResidualRmsnormForward : public KernelTest<RmsnormCase> {};
+
+TEST_P(ResidualRmsnormForward, AddsThenNormalizes) {
+  const RmsnormCase& c = GetParam();
+  Floats a = rng_.normal(c.N * c.C, c.scale), b = rng_.normal(c.N * c.C, c.scale);
+  Floats weight = rng_.normal(c.C, 0.2, 1);
+  Floats sum(c.N * c.C);
+  for (int64_t i = 0; i < c.N * c.C; ++i) sum[i] = a[i] + b[i];
+  Doubles rstd(c.N);
+  const Doubles want = rmsnorm_reference(to_doubles(sum), to_doubles(weight), kRmsnormEps, c.N, c.C, &rstd);
+  DeviceTensor weight_t = upload(backend_, weight, {c.C});
+  for (const bool in_place : {false, true}) {
+    DeviceTensor a_t = upload(backend_, a, {c.N, c.C});
+    DeviceTensor b_t = upload(backend_, b, {c.N, c.C});
+    DeviceTensor residual_t = in_place ? DeviceTensor{} : poisoned(backend_, {c.N, c.C});
+    const Tensor residual = in_place ? a_t.tensor : residual_t.tensor;
+    DeviceTensor out_t = poisoned(backend_, {c.N, c.C});
+    DeviceTensor rstd_t = poisoned(backend_, {c.N});
+    backend_.residual_rmsnorm_forward(residual, out_t.tensor, rstd_t.tensor, a_t.tensor, b_t.tensor, weight_t.tensor,
+                                      kRmsnormEps);
+    EXPECT_TRUE(all_close(download(backend_, residual), to_doubles(sum), kExact)) << "residual, in place " << in_place;
+    EXPECT_TRUE(all_close(download(backend_, out_t.tensor), want, {1e-6, 1e-7})) << "out, in place " << in_place;
+    EXPECT_TRUE(all_close(download(backend_, rstd_t.tensor), rstd, {1e-7, 0})) << "rstd, in place " << in_place;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Cpu, ResidualRmsnormForward,
+                         ::testing::Values(RmsnormCase{"N1_C1", 1, 1, 1}, RmsnormCase{"N7_C5", 7, 5, 1},
+                                           RmsnormCase{"N9_C768", 9, 768, 3}),
+                         CaseName());
+
+// ---- rope -------------------------------------------------------------------------------------------------
+
+struct RopeCase {
+  std::string name;
+  int64_t B, T, H, KV, hs;  // rows N = B*T of qkv[N, (H + 2*KV)*hs], seq_len = T
+  float theta;
+};
+
+int64_t rope_width(const RopeCase& c) { return (c.H + 2 * c.KV) * c.hs; }
+
+// The angle of pair d at `position` as the contract (core/backend.h) defines it: PyTorch's f32 steps,
+// inv_freq = 1 / theta^(f32(2d) / f32(hs)) with the power correctly rounded, then f32(position) * inv_freq.
+float rope_contract_angle(int64_t position, int64_t d, int64_t hs, float theta) {
+  const float exponent = static_cast<float>(2 * d) / static_cast<float>(hs);
+  const float power = static_cast<float>(std::pow(static_cast<double>(theta), static_cast<double>(exponent)));
+  return static_cast<float>(position) * (1.0f / power);
+}
+
+// The rotate-half rotation of the Q and K heads of qkv[N, W] in double, by +angle (or -angle: `inverse`), with the
+// contract's f32 angle, or with the exact angle position * theta^(-2d/hs) in double when `exact_angle`. V is copied.
+Doubles rope_reference(const Doubles& qkv, const RopeCase& c, bool inverse, bool exact_angle = false) {
+  const int64_t W = rope_width(c), half = c.hs / 2, N = c.B * c.T;
+  Doubles out = qkv;
+  for (int64_t i = 0; i < N; ++i) {
+    const int64_t position = i % c.T;
+    for (int64_t d = 0; d < half; ++d) {
+      const double angle = exact_angle
+                               ? static_cast<double>(position) * std::pow(static_cast<double>(c.theta), -2.0 * d / c.hs)
+                               : static_cast<double>(rope_contract_angle(position, d, c.hs, c.theta));
+      const double cosine = std::cos(angle), sine = inverse ? -std::sin(angle) : std::sin(angle);
+      for (int64_t head = 0; head < c.H + c.KV; ++head) {
+        const int64_t x = i * W + head * c.hs + d, y = x + half;
+        out[x] = qkv[x] * cosine - qkv[y] * sine;
+        out[y] = qkv[y] * cosine + qkv[x] * sine;
+      }
+    }
+  }
+  return out;
+}
+
+class Rope : public KernelTest<RopeCase> {};
+
+TEST_P(Rope, ForwardMatchesDoubleReference) {
+  const RopeCase& c = GetParam();
+  const int64_t W = rope_width(c), N = c.B * c.T;
+  Floats qkv = rng_.normal(N * W);
+  DeviceTensor qkv_t = upload(backend_, qkv, {c.B, c.T, W});
+
+  backend_.rope_forward(qkv_t.tensor, static_cast<int>(c.H), static_cast<int>(c.KV), static_cast<int>(c.T), c.theta);
+
+  const Floats got = download(backend_, qkv_t.tensor);
+  // The contract's angle: only the rounding of cos, sin (to f32) and of the two products and their sum.
+  EXPECT_TRUE(all_close(got, rope_reference(to_doubles(qkv), c, false), {1e-6, 1e-6})) << "contract angle";
+  // The exact angle differs from the f32 one by up to a few ulp of position * inv_freq.
+  const double angle_error = 3e-7 * static_cast<double>(c.T);
+  EXPECT_TRUE(all_close(got, rope_reference(to_doubles(qkv), c, false, true), {1e-6, 1e-6 + 4 * angle_error}))
+      << "exact angle";
+  // V is untouched, bit for bit.
+  for (int64_t i = 0; i < N; ++i) {
+    for (int64_t x = (c.H + c.KV) * c.hs; x < W; ++x) ASSERT_EQ(got[i * W + x], qkv[i * W + x]) << "V row " << i;
+  }
+}
+
+// rope_backward is the adjoint of rope_forward: <fwd(x), y> = <x, bwd(y)>, to rounding; and, the rotation being
+// orthogonal, also its inverse: bwd(fwd(x)) = x.
+TEST_P(Rope, BackwardIsTheAdjointAndTheInverse) {
+  const RopeCase& c = GetParam();
+  const int64_t W = rope_width(c), n = c.B * c.T * W;
+  const int H = static_cast<int>(c.H), KV = static_cast<int>(c.KV), T = static_cast<int>(c.T);
+  Floats x = rng_.normal(n), y = rng_.normal(n);
+  DeviceTensor x_t = upload(backend_, x, {c.B, c.T, W});
+  DeviceTensor y_t = upload(backend_, y, {c.B, c.T, W});
+  backend_.rope_forward(x_t.tensor, H, KV, T, c.theta);
+  backend_.rope_backward(y_t.tensor, H, KV, T, c.theta);
+  const double forward_dot = dot(to_doubles(download(backend_, x_t.tensor)), to_doubles(y));
+  const double backward_dot = dot(to_doubles(x), to_doubles(download(backend_, y_t.tensor)));
+  // Each rotated value is off by a few fp32 roundings (~2e-7 relative); n such errors of random sign.
+  EXPECT_NEAR(forward_dot, backward_dot, 1e-6 * std::sqrt(static_cast<double>(n)));
+
+  backend_.rope_backward(x_t.tensor, H, KV, T, c.theta);
+  EXPECT_TRUE(all_close(download(backend_, x_t.tensor), to_doubles(x), {1e-6, 1e-6})) << "bwd(fwd(x))";
+}
+
+// The gradient of L = <rope(x), R> is rope_backward(R), computed in place. Small shapes only (finite differences).
+class RopeBackward : public KernelTest<RopeCase> {};
+
+TEST_P(RopeBackward, MatchesFiniteDifferences) {
+  const RopeCase& c = GetParam();
+  const int64_t W = rope_width(c), n = c.B * c.T * W;
+  Floats x = rng_.normal(n), r = rng_.normal(n);
+  DeviceTensor d_qkv_t = upload(backend_, r, {c.B, c.T, W});
+  backend_.rope_backward(d_qkv_t.tensor, static_cast<int>(c.H), static_cast<int>(c.KV), static_cast<int>(c.T), c.theta);
+  const Doubles rd = to_doubles(r);
+  Doubles want =
+      numeric_gradient([&](const Doubles& v) { return dot(rope_reference(v, c, false), rd); }, to_doubles(x));
+  EXPECT_TRUE(all_close(download(backend_, d_qkv_t.tensor), want, {1e-6, 1e-6}));
+}
+
+INSTANTIATE_TEST_SUITE_P(Cpu, Rope,
+                         ::testing::Values(RopeCase{"B1_T1_H1_KV1_hs2", 1, 1, 1, 1, 2, 10000.0f},
+                                           RopeCase{"B2_T7_H3_KV1_hs6", 2, 7, 3, 1, 6, 10000.0f},
+                                           RopeCase{"B2_T9_H4_KV2_hs10", 2, 9, 4, 2, 10, 10000.0f},
+                                           RopeCase{"B3_T5_H2_KV2_hs4_Theta500000", 3, 5, 2, 2, 4, 500000.0f},
+                                           RopeCase{"B2_T32_H4_KV2_hs64", 2, 32, 4, 2, 64, 10000.0f},
+                                           RopeCase{"B1_T2048_H2_KV1_hs128_Theta500000", 1, 2048, 2, 1, 128,
+                                                    500000.0f}),
+                         CaseName());
+INSTANTIATE_TEST_SUITE_P(Cpu, RopeBackward,
+                         ::testing::Values(RopeCase{"B1_T1_H1_KV1_hs2", 1, 1, 1, 1, 2, 10000.0f},
+                                           RopeCase{"B2_T7_H3_KV1_hs6", 2, 7, 3, 1, 6, 10000.0f},
+                                           RopeCase{"B2_T9_H4_KV2_hs10", 2, 9, 4, 2, 10, 10000.0f},
+                                           RopeCase{"B3_T5_H2_KV2_hs4_Theta500000", 3, 5, 2, 2, 4, 500000.0f}),
+                         CaseName());
+
+// ---- swiglu -----------------------------------------------------------------------------------------------
+
+// out[N,F] = silu(g) * u, g and u the two halves of each row of gate_up[N,2F].
+Doubles swiglu_reference(const Doubles& gate_up, int64_t N, int64_t F) {
+  Doubles out(N * F);
+  for (int64_t i = 0; i < N; ++i) {
+    for (int64_t j = 0; j < F; ++j) {
+      const double g = gate_up[i * 2 * F + j], u = gate_up[i * 2 * F + F + j];
+      out[i * F + j] = g / (1 + std::exp(-g)) * u;
+    }
+  }
+  return out;
+}
+
+struct SwigluCase {
+  std::string name;
+  int64_t N, F;
+};
+
+// Gates span both tails of the sigmoid, and a few saturate it completely.
+Floats swiglu_inputs(Rng& rng, int64_t N, int64_t F) {
+  Floats gate_up = rng.uniform(N * 2 * F, -8, 8);
+  const float tails[] = {-100.0f, -30.0f, 30.0f, 100.0f};
+  for (int64_t k = 0; k < 4 && k < F; ++k) gate_up[k] = tails[k];
+  return gate_up;
+}
+
+class SwigluForward : public KernelTest<SwigluCase> {};
+
+TEST_P(SwigluForward, MatchesDoubleReference) {
+  const SwigluCase& c = GetParam();
+  Floats gate_up = swiglu_inputs(rng_, c.N, c.F);
+  DeviceTensor gate_up_t = upload(backend_, gate_up, {c.N, 2 * c.F});
+  DeviceTensor out_t = poisoned(backend_, {c.N, c.F});
+  backend_.swiglu_forward(out_t.tensor, gate_up_t.tensor);
+  EXPECT_TRUE(
+      all_close(download(backend_, out_t.tensor), swiglu_reference(to_doubles(gate_up), c.N, c.F), {1e-6, 1e-7}));
+}
+
+INSTANTIATE_TEST_SUITE_P(Cpu, SwigluForward,
+                         ::testing::Values(SwigluCase{"N1_F1", 1, 1}, SwigluCase{"N3_F7", 3, 7},
+                                           SwigluCase{"N5_F129", 5, 129}, SwigluCase{"N64_F1000", 64, 1000}),
+                         CaseName());
+
+// d_gate_up overwrites: both halves against finite differences of <swiglu(gate_up), R>.
+class SwigluBackward : public KernelTest<SwigluCase> {};
+
+TEST_P(SwigluBackward, MatchesFiniteDifferences) {
+  const SwigluCase& c = GetParam();
+  Floats gate_up = swiglu_inputs(rng_, c.N, c.F);
+  Floats d_out = rng_.normal(c.N * c.F);
+  DeviceTensor gate_up_t = upload(backend_, gate_up, {c.N, 2 * c.F});
+  DeviceTensor d_out_t = upload(backend_, d_out, {c.N, c.F});
+  DeviceTensor d_gate_up_t = poisoned(backend_, {c.N, 2 * c.F});
+  backend_.swiglu_backward(d_gate_up_t.tensor, d_out_t.tensor, gate_up_t.tensor);
+  const Doubles r = to_doubles(d_out);
+  Doubles want =
+      numeric_gradient([&](const Doubles& v) { return dot(swiglu_reference(v, c.N, c.F), r); }, to_doubles(gate_up));
+  EXPECT_TRUE(all_close(download(backend_, d_gate_up_t.tensor), want, {1e-5, 1e-6}));
+}
+
+INSTANTIATE_TEST_SUITE_P(Cpu, SwigluBackward,
+                         ::testing::Values(SwigluCase{"N1_F1", 1, 1}, SwigluCase{"N3_F7", 3, 7},
+                                           SwigluCase{"N5_F33", 5, 33}),
+                         CaseName());
+
 // ---- elementwise ops: gelu, add, scale, fill, copy, sum_of_squares ------------------------------------------
 
 struct ElementwiseCase {
@@ -741,66 +1056,114 @@ INSTANTIATE_TEST_SUITE_P(Cpu, SumOfSquares, kElementwiseCases, CaseName());
 
 struct AttentionCase {
   std::string name;
-  int64_t B, T, H, hs;
+  int64_t B, T, H, KV, hs;  // KV key/value heads; KV == H is multi-head attention
 };
+
+int64_t qkv_width(const AttentionCase& c) { return (c.H + 2 * c.KV) * c.hs; }
 
 class AttentionForward : public KernelTest<AttentionCase> {};
 
 TEST_P(AttentionForward, MatchesDoubleReference) {
   const AttentionCase& c = GetParam();
-  const int64_t C = c.H * c.hs;
-  Floats qkv = rng_.normal(c.B * c.T * 3 * C, 1.5);
-  DeviceTensor qkv_t = upload(backend_, qkv, {c.B, c.T, 3 * C});
+  const int64_t C = c.H * c.hs, W = qkv_width(c);
+  Floats qkv = rng_.normal(c.B * c.T * W, 1.5);
+  DeviceTensor qkv_t = upload(backend_, qkv, {c.B, c.T, W});
   DeviceTensor out_t = poisoned(backend_, {c.B, c.T, C});
   DeviceTensor lse_t = poisoned(backend_, {c.B, c.H, c.T});
 
-  backend_.attention_forward(out_t.tensor, lse_t.tensor, qkv_t.tensor, static_cast<int>(c.H));
+  backend_.attention_forward(out_t.tensor, lse_t.tensor, qkv_t.tensor, static_cast<int>(c.H), static_cast<int>(c.KV));
 
   Doubles lse;
-  Doubles want = attention_reference(to_doubles(qkv), c.B, c.T, c.H, c.hs, &lse);
+  Doubles want = attention_reference(to_doubles(qkv), c.B, c.T, c.H, c.KV, c.hs, &lse);
   EXPECT_TRUE(all_close(download(backend_, out_t.tensor), want, {1e-5, 1e-5})) << "out";
   EXPECT_TRUE(all_close(download(backend_, lse_t.tensor), lse, {1e-5, 1e-6})) << "lse";
 }
 
 INSTANTIATE_TEST_SUITE_P(
     Cpu, AttentionForward,
-    ::testing::Values(AttentionCase{"B1_T1_H1_hs1", 1, 1, 1, 1}, AttentionCase{"B1_T7_H1_hs5", 1, 7, 1, 5},
-                      AttentionCase{"B2_T7_H3_hs5", 2, 7, 3, 5}, AttentionCase{"B3_T1_H2_hs4", 3, 1, 2, 4},
-                      AttentionCase{"B2_T16_H4_hs8", 2, 16, 4, 8}, AttentionCase{"B2_T64_H12_hs64", 2, 64, 12, 64}),
+    ::testing::Values(
+        AttentionCase{"B1_T1_H1_hs1", 1, 1, 1, 1, 1}, AttentionCase{"B1_T7_H1_hs5", 1, 7, 1, 1, 5},
+        AttentionCase{"B2_T7_H3_hs5", 2, 7, 3, 3, 5}, AttentionCase{"B3_T1_H2_hs4", 3, 1, 2, 2, 4},
+        AttentionCase{"B2_T16_H4_hs8", 2, 16, 4, 4, 8}, AttentionCase{"B2_T64_H12_hs64", 2, 64, 12, 12, 64},
+        // Grouped-query: one key/value head for all (multi-query), two groups, odd T and head sizes.
+        AttentionCase{"B2_T7_H3_KV1_hs5", 2, 7, 3, 1, 5}, AttentionCase{"B2_T9_H4_KV2_hs6", 2, 9, 4, 2, 6},
+        AttentionCase{"B1_T13_H6_KV2_hs4", 1, 13, 6, 2, 4}, AttentionCase{"B2_T33_H8_KV2_hs16", 2, 33, 8, 2, 16},
+        AttentionCase{"B1_T64_H32_KV8_hs64", 1, 64, 32, 8, 64}),
     CaseName());
+
+// With as many key/value heads as query heads, GQA is multi-head attention: the grouped code path must give
+// exactly (bit for bit) what the per-head references of multi-head attention give when each query head's K and V
+// are copied out of the shared ones. Checked against the GQA op run on the expanded multi-head qkv.
+class AttentionGroupsExpand : public KernelTest<AttentionCase> {};
+
+TEST_P(AttentionGroupsExpand, EqualsMultiHeadAttentionOnRepeatedKeysAndValues) {
+  const AttentionCase& c = GetParam();
+  const int64_t C = c.H * c.hs, W = qkv_width(c), group = c.H / c.KV;
+  Floats qkv = rng_.normal(c.B * c.T * W, 1.5);
+  // The multi-head qkv: K and V heads repeated for each query head of their group.
+  Floats expanded(c.B * c.T * 3 * C);
+  for (int64_t row = 0; row < c.B * c.T; ++row) {
+    for (int64_t x = 0; x < C; ++x) expanded[row * 3 * C + x] = qkv[row * W + x];
+    for (int64_t h = 0; h < c.H; ++h) {
+      for (int64_t d = 0; d < c.hs; ++d) {
+        expanded[row * 3 * C + C + h * c.hs + d] = qkv[row * W + C + (h / group) * c.hs + d];
+        expanded[row * 3 * C + 2 * C + h * c.hs + d] = qkv[row * W + C + c.KV * c.hs + (h / group) * c.hs + d];
+      }
+    }
+  }
+  DeviceTensor qkv_t = upload(backend_, qkv, {c.B, c.T, W});
+  DeviceTensor expanded_t = upload(backend_, expanded, {c.B, c.T, 3 * C});
+  DeviceTensor out_t = poisoned(backend_, {c.B, c.T, C}), lse_t = poisoned(backend_, {c.B, c.H, c.T});
+  DeviceTensor out_mha_t = poisoned(backend_, {c.B, c.T, C}), lse_mha_t = poisoned(backend_, {c.B, c.H, c.T});
+  const int H = static_cast<int>(c.H);
+  backend_.attention_forward(out_t.tensor, lse_t.tensor, qkv_t.tensor, H, static_cast<int>(c.KV));
+  backend_.attention_forward(out_mha_t.tensor, lse_mha_t.tensor, expanded_t.tensor, H, H);
+  EXPECT_EQ(download(backend_, out_t.tensor), download(backend_, out_mha_t.tensor));
+  EXPECT_EQ(download(backend_, lse_t.tensor), download(backend_, lse_mha_t.tensor));
+}
+
+INSTANTIATE_TEST_SUITE_P(Cpu, AttentionGroupsExpand,
+                         ::testing::Values(AttentionCase{"B2_T7_H3_KV1_hs5", 2, 7, 3, 1, 5},
+                                           AttentionCase{"B2_T33_H8_KV2_hs16", 2, 33, 8, 2, 16}),
+                         CaseName());
 
 // d_qkv overwrites. out and lse (what the forward saved) come from the double reference.
 class AttentionBackward : public KernelTest<AttentionCase> {};
 
 TEST_P(AttentionBackward, MatchesFiniteDifferences) {
   const AttentionCase& c = GetParam();
-  const int64_t C = c.H * c.hs;
-  Floats qkv = rng_.normal(c.B * c.T * 3 * C, 1.5);
+  const int64_t C = c.H * c.hs, W = qkv_width(c);
+  Floats qkv = rng_.normal(c.B * c.T * W, 1.5);
   Floats d_out = rng_.normal(c.B * c.T * C);
   const Doubles x = to_doubles(qkv), r = to_doubles(d_out);
   Doubles lse;
-  const Doubles out = attention_reference(x, c.B, c.T, c.H, c.hs, &lse);
+  const Doubles out = attention_reference(x, c.B, c.T, c.H, c.KV, c.hs, &lse);
 
-  DeviceTensor qkv_t = upload(backend_, qkv, {c.B, c.T, 3 * C});
+  DeviceTensor qkv_t = upload(backend_, qkv, {c.B, c.T, W});
   DeviceTensor out_t = upload(backend_, to_floats(out), {c.B, c.T, C});
   DeviceTensor lse_t = upload(backend_, to_floats(lse), {c.B, c.H, c.T});
   DeviceTensor d_out_t = upload(backend_, d_out, {c.B, c.T, C});
-  DeviceTensor d_qkv_t = poisoned(backend_, {c.B, c.T, 3 * C});
+  DeviceTensor d_qkv_t = poisoned(backend_, {c.B, c.T, W});
 
   backend_.attention_backward(d_qkv_t.tensor, d_out_t.tensor, qkv_t.tensor, out_t.tensor, lse_t.tensor,
-                              static_cast<int>(c.H));
+                              static_cast<int>(c.H), static_cast<int>(c.KV));
 
   Doubles want =
-      numeric_gradient([&](const Doubles& v) { return dot(attention_reference(v, c.B, c.T, c.H, c.hs), r); }, x);
+      numeric_gradient([&](const Doubles& v) { return dot(attention_reference(v, c.B, c.T, c.H, c.KV, c.hs), r); }, x);
   EXPECT_TRUE(all_close(download(backend_, d_qkv_t.tensor), want, {1e-4, 1e-5})) << "d_qkv";
 }
 
 INSTANTIATE_TEST_SUITE_P(Cpu, AttentionBackward,
-                         ::testing::Values(AttentionCase{"B1_T1_H1_hs1", 1, 1, 1, 1},
-                                           AttentionCase{"B1_T1_H2_hs3", 1, 1, 2, 3},
-                                           AttentionCase{"B1_T7_H1_hs5", 1, 7, 1, 5},
-                                           AttentionCase{"B2_T7_H3_hs5", 2, 7, 3, 5},
-                                           AttentionCase{"B1_T16_H2_hs8", 1, 16, 2, 8}),
+                         ::testing::Values(AttentionCase{"B1_T1_H1_hs1", 1, 1, 1, 1, 1},
+                                           AttentionCase{"B1_T1_H2_hs3", 1, 1, 2, 2, 3},
+                                           AttentionCase{"B1_T7_H1_hs5", 1, 7, 1, 1, 5},
+                                           AttentionCase{"B2_T7_H3_hs5", 2, 7, 3, 3, 5},
+                                           AttentionCase{"B1_T16_H2_hs8", 1, 16, 2, 2, 8},
+                                           // Grouped-query: dK and dV sum over each group's query heads.
+                                           AttentionCase{"B1_T1_H2_KV1_hs3", 1, 1, 2, 1, 3},
+                                           AttentionCase{"B2_T7_H3_KV1_hs5", 2, 7, 3, 1, 5},
+                                           AttentionCase{"B1_T9_H4_KV2_hs4", 1, 9, 4, 2, 4},
+                                           AttentionCase{"B1_T5_H6_KV3_hs2", 1, 5, 6, 3, 2}),
                          CaseName());
 
 // ---- embedding --------------------------------------------------------------------------------------------

@@ -22,6 +22,9 @@
 #include "kernels/cpu/gelu.h"
 #include "kernels/cpu/layernorm.h"
 #include "kernels/cpu/matmul.h"
+#include "kernels/cpu/rmsnorm.h"
+#include "kernels/cpu/rope.h"
+#include "kernels/cpu/swiglu.h"
 
 namespace tessera {
 
@@ -84,6 +87,15 @@ class Staging {
   size_t next_ = 0;
   std::vector<Pending> pending_;
 };
+
+// The heads of a packed qkv[..., (H + 2*KV)*hs] (core/backend.h): checks the counts and returns hs.
+int64_t qkv_head_size(const Tensor& qkv, int n_head, int n_kv_head, const char* op) {
+  TS_ASSERT(n_head >= 1 && n_kv_head >= 1 && n_head % n_kv_head == 0, op, ": ", n_head, " query heads and ", n_kv_head,
+            " key/value heads (the second must divide the first)");
+  const int64_t width = qkv.dim(qkv.ndim() - 1), heads = n_head + 2 * static_cast<int64_t>(n_kv_head);
+  TS_ASSERT(width % heads == 0, op, ": qkv ", qkv.shape_string(), " is not ", heads, " heads wide");
+  return width / heads;
+}
 
 // Every compute tensor of an op shares one dtype, f32 or bf16 (undefined ones are skipped).
 void expect_compute_dtype(std::initializer_list<Tensor> tensors, const char* op) {
@@ -191,6 +203,26 @@ void CpuBackend::layernorm_backward(Tensor d_inp, Tensor d_weight, Tensor d_bias
                           mean.f32(), rstd.f32(), N, C);
 }
 
+void CpuBackend::rmsnorm_forward(Tensor out, Tensor rstd, Tensor inp, Tensor weight, float eps) {
+  int64_t N = rows(inp), C = cols(inp);
+  expect_same_size(out, inp, "rmsnorm out");
+  TS_ASSERT(rstd.numel() == N && weight.numel() == C, "rmsnorm shapes: rstd ", rstd.shape_string(), ", weight ",
+            weight.shape_string(), ", inp ", inp.shape_string());
+  expect_compute_dtype({out, inp, weight}, "rmsnorm_forward");
+  Staging f32(staging_);
+  cpu::rmsnorm_forward(f32.out(out), rstd.f32(), f32.in(inp), f32.in(weight), eps, N, C);
+}
+
+void CpuBackend::rmsnorm_backward(Tensor d_inp, Tensor d_weight, Tensor d_out, Tensor inp, Tensor weight, Tensor rstd) {
+  int64_t N = rows(inp), C = cols(inp);
+  expect_same_size(d_inp, inp, "rmsnorm d_inp");
+  expect_same_size(d_out, inp, "rmsnorm d_out");
+  TS_ASSERT(rstd.numel() == N && weight.numel() == C && d_weight.numel() == C, "rmsnorm backward shapes");
+  expect_compute_dtype({d_inp, d_out, inp, weight}, "rmsnorm_backward");
+  Staging f32(staging_);
+  cpu::rmsnorm_backward(f32.inout(d_inp), d_weight.f32(), f32.in(d_out), f32.in(inp), f32.in(weight), rstd.f32(), N, C);
+}
+
 void CpuBackend::gelu_forward(Tensor out, Tensor inp) {
   expect_same_size(out, inp, "gelu");
   expect_compute_dtype({out, inp}, "gelu_forward");
@@ -221,24 +253,67 @@ void CpuBackend::add(Tensor out, Tensor a, Tensor b) {
   for (int64_t i = 0; i < n; ++i) o[i] = x[i] + y[i];
 }
 
-void CpuBackend::attention_forward(Tensor out, Tensor lse, Tensor qkv, int n_head) {
-  TS_ASSERT(qkv.ndim() == 3 && qkv.dim(2) % (3 * n_head) == 0, "qkv ", qkv.shape_string());
-  int64_t B = qkv.dim(0), T = qkv.dim(1), hs = qkv.dim(2) / (3 * n_head);
+void CpuBackend::swiglu_forward(Tensor out, Tensor gate_up) {
+  int64_t N = rows(gate_up), F = cols(gate_up) / 2;
+  TS_ASSERT(cols(gate_up) % 2 == 0 && out.numel() == N * F, "swiglu: out ", out.shape_string(), ", gate_up ",
+            gate_up.shape_string());
+  expect_compute_dtype({out, gate_up}, "swiglu_forward");
+  Staging f32(staging_);
+  cpu::swiglu_forward(f32.out(out), f32.in(gate_up), N, F);
+}
+
+void CpuBackend::swiglu_backward(Tensor d_gate_up, Tensor d_out, Tensor gate_up) {
+  int64_t N = rows(gate_up), F = cols(gate_up) / 2;
+  TS_ASSERT(cols(gate_up) % 2 == 0 && d_out.numel() == N * F, "swiglu backward: d_out ", d_out.shape_string(),
+            ", gate_up ", gate_up.shape_string());
+  expect_same_size(d_gate_up, gate_up, "swiglu d_gate_up");
+  expect_compute_dtype({d_gate_up, d_out, gate_up}, "swiglu_backward");
+  Staging f32(staging_);
+  const float* g = f32.in(gate_up);
+  const float* dy = f32.in(d_out);
+  cpu::swiglu_backward(f32.out(d_gate_up), dy, g, N, F);
+}
+
+void CpuBackend::rope_forward(Tensor qkv, int n_head, int n_kv_head, int seq_len, float theta) {
+  const int64_t hs = qkv_head_size(qkv, n_head, n_kv_head, "rope_forward");
+  TS_ASSERT(hs % 2 == 0 && seq_len >= 1 && rows(qkv) % seq_len == 0, "rope_forward: head size ", hs, ", seq_len ",
+            seq_len, ", qkv ", qkv.shape_string());
+  expect_compute_dtype({qkv}, "rope_forward");
+  Staging f32(staging_);
+  cpu::rope_forward(f32.inout(qkv), rows(qkv), n_head, n_kv_head, hs, seq_len, theta);
+}
+
+void CpuBackend::rope_backward(Tensor d_qkv, int n_head, int n_kv_head, int seq_len, float theta) {
+  const int64_t hs = qkv_head_size(d_qkv, n_head, n_kv_head, "rope_backward");
+  TS_ASSERT(hs % 2 == 0 && seq_len >= 1 && rows(d_qkv) % seq_len == 0, "rope_backward: head size ", hs, ", seq_len ",
+            seq_len, ", d_qkv ", d_qkv.shape_string());
+  expect_compute_dtype({d_qkv}, "rope_backward");
+  Staging f32(staging_);
+  cpu::rope_backward(f32.inout(d_qkv), rows(d_qkv), n_head, n_kv_head, hs, seq_len, theta);
+}
+
+void CpuBackend::attention_forward(Tensor out, Tensor lse, Tensor qkv, int n_head, int n_kv_head) {
+  TS_ASSERT(qkv.ndim() == 3, "qkv ", qkv.shape_string());
+  const int64_t hs = qkv_head_size(qkv, n_head, n_kv_head, "attention_forward");
+  int64_t B = qkv.dim(0), T = qkv.dim(1);
   TS_ASSERT(out.numel() == B * T * n_head * hs && lse.numel() == B * n_head * T, "attention shapes");
   expect_compute_dtype({out, qkv}, "attention_forward");
   Staging f32(staging_);
-  cpu::attention_forward(f32.out(out), lse.f32(), f32.in(qkv), B, T, n_head, hs);
+  cpu::attention_forward(f32.out(out), lse.f32(), f32.in(qkv), B, T, n_head, n_kv_head, hs);
 }
 
-void CpuBackend::attention_backward(Tensor d_qkv, Tensor d_out, Tensor qkv, Tensor out, Tensor lse, int n_head) {
-  TS_ASSERT(qkv.ndim() == 3 && qkv.dim(2) % (3 * n_head) == 0, "qkv ", qkv.shape_string());
-  int64_t B = qkv.dim(0), T = qkv.dim(1), hs = qkv.dim(2) / (3 * n_head);
+void CpuBackend::attention_backward(Tensor d_qkv, Tensor d_out, Tensor qkv, Tensor out, Tensor lse, int n_head,
+                                    int n_kv_head) {
+  TS_ASSERT(qkv.ndim() == 3, "qkv ", qkv.shape_string());
+  const int64_t hs = qkv_head_size(qkv, n_head, n_kv_head, "attention_backward");
+  int64_t B = qkv.dim(0), T = qkv.dim(1);
   expect_same_size(d_qkv, qkv, "attention d_qkv");
   TS_ASSERT(d_out.numel() == B * T * n_head * hs && out.numel() == d_out.numel() && lse.numel() == B * n_head * T,
             "attention shapes");
   expect_compute_dtype({d_qkv, d_out, qkv, out}, "attention_backward");
   Staging f32(staging_);
-  cpu::attention_backward(f32.out(d_qkv), f32.in(d_out), f32.in(qkv), f32.in(out), lse.f32(), B, T, n_head, hs);
+  cpu::attention_backward(f32.out(d_qkv), f32.in(d_out), f32.in(qkv), f32.in(out), lse.f32(), B, T, n_head, n_kv_head,
+                          hs);
 }
 
 void CpuBackend::embedding_forward(Tensor out, Tensor tokens, Tensor wte, Tensor wpe, int seq_len,

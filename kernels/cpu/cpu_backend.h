@@ -31,11 +31,18 @@ class CpuBackend final : public Backend {
                          float eps) override;
   void layernorm_backward(Tensor d_inp, Tensor d_weight, Tensor d_bias, Tensor d_out, Tensor inp, Tensor weight,
                           Tensor mean, Tensor rstd) override;
+  void rmsnorm_forward(Tensor out, Tensor rstd, Tensor inp, Tensor weight, float eps) override;
+  void rmsnorm_backward(Tensor d_inp, Tensor d_weight, Tensor d_out, Tensor inp, Tensor weight, Tensor rstd) override;
   void gelu_forward(Tensor out, Tensor inp) override;
   void gelu_backward(Tensor d_inp, Tensor inp, Tensor d_out) override;
   void add(Tensor out, Tensor a, Tensor b) override;
-  void attention_forward(Tensor out, Tensor lse, Tensor qkv, int n_head) override;
-  void attention_backward(Tensor d_qkv, Tensor d_out, Tensor qkv, Tensor out, Tensor lse, int n_head) override;
+  void swiglu_forward(Tensor out, Tensor gate_up) override;
+  void swiglu_backward(Tensor d_gate_up, Tensor d_out, Tensor gate_up) override;
+  void rope_forward(Tensor qkv, int n_head, int n_kv_head, int seq_len, float theta) override;
+  void rope_backward(Tensor d_qkv, int n_head, int n_kv_head, int seq_len, float theta) override;
+  void attention_forward(Tensor out, Tensor lse, Tensor qkv, int n_head, int n_kv_head) override;
+  void attention_backward(Tensor d_qkv, Tensor d_out, Tensor qkv, Tensor out, Tensor lse, int n_head,
+                          int n_kv_head) override;
   void embedding_forward(Tensor out, Tensor tokens, Tensor wte, Tensor wpe, int seq_len, int64_t vocab_start) override;
   void embedding_backward(Tensor d_wte, Tensor d_wpe, Tensor d_out, Tensor tokens, int seq_len,
                           int64_t vocab_start) override;

@@ -20,6 +20,9 @@
 #include "kernels/cuda/gelu.h"
 #include "kernels/cuda/layernorm.h"
 #include "kernels/cuda/matmul.h"
+#include "kernels/cuda/rmsnorm.h"
+#include "kernels/cuda/rope.h"
+#include "kernels/cuda/swiglu.h"
 
 namespace tessera {
 
@@ -79,6 +82,15 @@ void expect_tokens(std::initializer_list<const Tensor*> tensors, const char* op)
   expect_dtype(DType::kI32, "token ids", tensors, op);
 }
 
+// The heads of a packed qkv[..., (H + 2*KV)*hs] (core/backend.h): checks the counts and returns hs.
+int64_t qkv_head_size(const Tensor& qkv, int n_head, int n_kv_head, const char* op) {
+  TS_ASSERT(n_head >= 1 && n_kv_head >= 1 && n_head % n_kv_head == 0, op, ": ", n_head, " query heads and ", n_kv_head,
+            " key/value heads (the second must divide the first)");
+  const int64_t width = qkv.dim(qkv.ndim() - 1), heads = n_head + 2 * static_cast<int64_t>(n_kv_head);
+  TS_ASSERT(width % heads == 0, op, ": qkv ", qkv.shape_string(), " is not ", heads, " heads wide");
+  return width / heads;
+}
+
 // Makes `device` current on the calling thread and returns its name: the first thing the constructor does.
 std::string bind_device(int device) {
   CUDA_CHECK(cudaSetDevice(device));
@@ -104,25 +116,25 @@ CudaBackend::CudaBackend(int device) : device_(device), device_name_(bind_device
 // kernels (attention.cu). Both follow the same contract (out and lse; backward from qkv, out, lse), so the
 // forward of one and the backward of the other could even be mixed; the choice is made per shape and is the
 // same for a shape's forward and backward. A refused shape is reported once on stderr with cuDNN's reason.
-bool CudaBackend::use_cudnn_attention(int64_t B, int64_t T, int64_t H, int64_t hs,
+bool CudaBackend::use_cudnn_attention(int64_t B, int64_t T, int64_t H, int64_t KV, int64_t hs,
                                       std::initializer_list<const void*> pointers) {
 #if defined(TESSERA_HAS_CUDNN)
   if (cudnn_attention_disabled_) return false;
   for (const void* p : pointers)
     if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
   if (!cudnn_attention_) cudnn_attention_ = std::make_unique<cuda::CudnnAttention>(allocator_);
-  if (cudnn_attention_->supported(B, T, H, hs)) return true;
-  static std::set<std::tuple<int64_t, int64_t, int64_t, int64_t>> reported;
-  if (reported.insert({B, T, H, hs}).second) {
+  if (cudnn_attention_->supported(B, T, H, KV, hs)) return true;
+  static std::set<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t>> reported;
+  if (reported.insert({B, T, H, KV, hs}).second) {
     std::fprintf(stderr,
-                 "tessera: cuDNN attention does not take B=%lld T=%lld H=%lld hs=%lld (%s); using Tessera's "
+                 "tessera: cuDNN attention does not take B=%lld T=%lld H=%lld KV=%lld hs=%lld (%s); using Tessera's "
                  "attention kernels for it\n",
                  static_cast<long long>(B), static_cast<long long>(T), static_cast<long long>(H),
-                 static_cast<long long>(hs), cudnn_attention_->reason().c_str());
+                 static_cast<long long>(KV), static_cast<long long>(hs), cudnn_attention_->reason().c_str());
   }
   return false;
 #else
-  (void)B, (void)T, (void)H, (void)hs, (void)pointers;
+  (void)B, (void)T, (void)H, (void)KV, (void)hs, (void)pointers;
   return false;
 #endif
 }
@@ -296,6 +308,57 @@ void CudaBackend::layernorm_backward(Tensor d_inp, Tensor d_weight, Tensor d_bia
   });
 }
 
+void CudaBackend::rmsnorm_forward(Tensor out, Tensor rstd, Tensor inp, Tensor weight, float eps) {
+  expect_on_gpu({&out, &rstd, &inp, &weight}, "rmsnorm_forward");
+  const DType dtype = compute_dtype("rmsnorm_forward", {&out, &inp, &weight});
+  expect_statistics({&rstd}, "rmsnorm_forward");
+  int64_t N = rows(inp), C = cols(inp);
+  expect_same_size(out, inp, "rmsnorm out");
+  TS_ASSERT(rstd.numel() == N && weight.numel() == C, "rmsnorm shapes: rstd ", rstd.shape_string(), ", weight ",
+            weight.shape_string(), ", inp ", inp.shape_string());
+  cuda::dispatch_compute(dtype, "rmsnorm_forward", [&]<typename Tag>(Tag) {
+    using T = typename Tag::type;
+    cuda::rmsnorm_forward(data_as<T>(out), data_as<float>(rstd), data_as<T>(inp), data_as<T>(weight), eps, N, C,
+                          context_);
+  });
+}
+
+void CudaBackend::residual_rmsnorm_forward(Tensor residual_out, Tensor out, Tensor rstd, Tensor a, Tensor b,
+                                           Tensor weight, float eps) {
+  expect_on_gpu({&residual_out, &out, &rstd, &a, &b, &weight}, "residual_rmsnorm_forward");
+  const DType dtype = compute_dtype("residual_rmsnorm_forward", {&residual_out, &out, &a, &b, &weight});
+  expect_statistics({&rstd}, "residual_rmsnorm_forward");
+  int64_t N = rows(a), C = cols(a);
+  expect_same_size(b, a, "residual_rmsnorm b");
+  expect_same_size(residual_out, a, "residual_rmsnorm residual_out");
+  expect_same_size(out, a, "residual_rmsnorm out");
+  TS_ASSERT(rstd.numel() == N && weight.numel() == C, "residual_rmsnorm shapes");
+  TS_ASSERT(out.data() != residual_out.data() && out.data() != a.data() && out.data() != b.data(),
+            "residual_rmsnorm_forward: out may not alias residual_out, a or b");
+  cuda::dispatch_compute(dtype, "residual_rmsnorm_forward", [&]<typename Tag>(Tag) {
+    using T = typename Tag::type;
+    cuda::residual_rmsnorm_forward(data_as<T>(residual_out), data_as<T>(out), data_as<float>(rstd), data_as<T>(a),
+                                   data_as<T>(b), data_as<T>(weight), eps, N, C, context_);
+  });
+}
+
+void CudaBackend::rmsnorm_backward(Tensor d_inp, Tensor d_weight, Tensor d_out, Tensor inp, Tensor weight,
+                                   Tensor rstd) {
+  expect_on_gpu({&d_inp, &d_weight, &d_out, &inp, &weight, &rstd}, "rmsnorm_backward");
+  const DType dtype = compute_dtype("rmsnorm_backward", {&d_inp, &d_out, &inp, &weight});
+  expect_gradients({&d_weight}, "rmsnorm_backward");
+  expect_statistics({&rstd}, "rmsnorm_backward");
+  int64_t N = rows(inp), C = cols(inp);
+  expect_same_size(d_inp, inp, "rmsnorm d_inp");
+  expect_same_size(d_out, inp, "rmsnorm d_out");
+  TS_ASSERT(d_weight.numel() == C && weight.numel() == C && rstd.numel() == N, "rmsnorm backward shapes");
+  cuda::dispatch_compute(dtype, "rmsnorm_backward", [&]<typename Tag>(Tag) {
+    using T = typename Tag::type;
+    cuda::rmsnorm_backward(data_as<T>(d_inp), data_as<float>(d_weight), data_as<T>(d_out), data_as<T>(inp),
+                           data_as<T>(weight), data_as<float>(rstd), N, C, context_);
+  });
+}
+
 void CudaBackend::gelu_forward(Tensor out, Tensor inp) {
   expect_on_gpu({&out, &inp}, "gelu_forward");
   const DType dtype = compute_dtype("gelu_forward", {&out, &inp});
@@ -328,19 +391,68 @@ void CudaBackend::add(Tensor out, Tensor a, Tensor b) {
   });
 }
 
-void CudaBackend::attention_forward(Tensor out, Tensor lse, Tensor qkv, int n_head) {
+void CudaBackend::swiglu_forward(Tensor out, Tensor gate_up) {
+  expect_on_gpu({&out, &gate_up}, "swiglu_forward");
+  const DType dtype = compute_dtype("swiglu_forward", {&out, &gate_up});
+  int64_t N = rows(gate_up), F = cols(gate_up) / 2;
+  TS_ASSERT(cols(gate_up) % 2 == 0 && out.numel() == N * F, "swiglu: out ", out.shape_string(), ", gate_up ",
+            gate_up.shape_string());
+  cuda::dispatch_compute(dtype, "swiglu_forward", [&]<typename Tag>(Tag) {
+    using T = typename Tag::type;
+    cuda::swiglu_forward(data_as<T>(out), data_as<T>(gate_up), N, F, context_);
+  });
+}
+
+void CudaBackend::swiglu_backward(Tensor d_gate_up, Tensor d_out, Tensor gate_up) {
+  expect_on_gpu({&d_gate_up, &d_out, &gate_up}, "swiglu_backward");
+  const DType dtype = compute_dtype("swiglu_backward", {&d_gate_up, &d_out, &gate_up});
+  int64_t N = rows(gate_up), F = cols(gate_up) / 2;
+  TS_ASSERT(cols(gate_up) % 2 == 0 && d_out.numel() == N * F, "swiglu backward: d_out ", d_out.shape_string(),
+            ", gate_up ", gate_up.shape_string());
+  expect_same_size(d_gate_up, gate_up, "swiglu d_gate_up");
+  cuda::dispatch_compute(dtype, "swiglu_backward", [&]<typename Tag>(Tag) {
+    using T = typename Tag::type;
+    cuda::swiglu_backward(data_as<T>(d_gate_up), data_as<T>(d_out), data_as<T>(gate_up), N, F, context_);
+  });
+}
+
+void CudaBackend::rope_forward(Tensor qkv, int n_head, int n_kv_head, int seq_len, float theta) {
+  expect_on_gpu({&qkv}, "rope_forward");
+  const DType dtype = compute_dtype("rope_forward", {&qkv});
+  const int64_t hs = qkv_head_size(qkv, n_head, n_kv_head, "rope_forward");
+  TS_ASSERT(hs % 2 == 0 && seq_len >= 1 && rows(qkv) % seq_len == 0, "rope_forward: head size ", hs, ", seq_len ",
+            seq_len, ", qkv ", qkv.shape_string());
+  cuda::dispatch_compute(dtype, "rope_forward", [&]<typename Tag>(Tag) {
+    using T = typename Tag::type;
+    cuda::rope_forward(data_as<T>(qkv), rows(qkv), n_head, n_kv_head, hs, seq_len, theta, context_);
+  });
+}
+
+void CudaBackend::rope_backward(Tensor d_qkv, int n_head, int n_kv_head, int seq_len, float theta) {
+  expect_on_gpu({&d_qkv}, "rope_backward");
+  const DType dtype = compute_dtype("rope_backward", {&d_qkv});
+  const int64_t hs = qkv_head_size(d_qkv, n_head, n_kv_head, "rope_backward");
+  TS_ASSERT(hs % 2 == 0 && seq_len >= 1 && rows(d_qkv) % seq_len == 0, "rope_backward: head size ", hs, ", seq_len ",
+            seq_len, ", d_qkv ", d_qkv.shape_string());
+  cuda::dispatch_compute(dtype, "rope_backward", [&]<typename Tag>(Tag) {
+    using T = typename Tag::type;
+    cuda::rope_backward(data_as<T>(d_qkv), rows(d_qkv), n_head, n_kv_head, hs, seq_len, theta, context_);
+  });
+}
+
+void CudaBackend::attention_forward(Tensor out, Tensor lse, Tensor qkv, int n_head, int n_kv_head) {
   expect_on_gpu({&out, &lse, &qkv}, "attention_forward");
   const DType dtype = compute_dtype("attention_forward", {&out, &qkv});
   expect_statistics({&lse}, "attention_forward");
-  TS_ASSERT(n_head >= 1 && qkv.ndim() == 3 && qkv.dim(2) % (3 * n_head) == 0, "qkv ", qkv.shape_string(), " with ",
-            n_head, " heads");
-  int64_t B = qkv.dim(0), T = qkv.dim(1), hs = qkv.dim(2) / (3 * n_head);
-  TS_ASSERT(out.numel() == B * T * n_head * hs && lse.numel() == B * n_head * T, "attention shapes: out ",
-            out.shape_string(), ", lse ", lse.shape_string(), ", qkv ", qkv.shape_string());
-  if (dtype == DType::kBF16 && use_cudnn_attention(B, T, n_head, hs, {out.data(), lse.data(), qkv.data()})) {
+  TS_ASSERT(qkv.ndim() == 3, "attention_forward: qkv ", qkv.shape_string(), " is not [B, T, width]");
+  const int64_t hs = qkv_head_size(qkv, n_head, n_kv_head, "attention_forward");
+  const int64_t B = qkv.dim(0), T = qkv.dim(1), H = n_head, KV = n_kv_head;
+  TS_ASSERT(out.numel() == B * T * H * hs && lse.numel() == B * H * T, "attention shapes: out ", out.shape_string(),
+            ", lse ", lse.shape_string(), ", qkv ", qkv.shape_string());
+  if (dtype == DType::kBF16 && use_cudnn_attention(B, T, H, KV, hs, {out.data(), lse.data(), qkv.data()})) {
 #if defined(TESSERA_HAS_CUDNN)
     try {
-      cudnn_attention_->forward(out.data(), data_as<float>(lse), qkv.data(), B, T, n_head, hs, stream());
+      cudnn_attention_->forward(out.data(), data_as<float>(lse), qkv.data(), B, T, H, KV, hs, stream());
       last_attention_engine_ = "cudnn";
       return;
     } catch (const CudaError& error) {
@@ -351,26 +463,27 @@ void CudaBackend::attention_forward(Tensor out, Tensor lse, Tensor qkv, int n_he
   last_attention_engine_ = "tessera";
   cuda::dispatch_compute(dtype, "attention_forward", [&]<typename Tag>(Tag) {
     using S = typename Tag::type;
-    cuda::attention_forward(data_as<S>(out), data_as<float>(lse), data_as<S>(qkv), B, T, n_head, hs, context_);
+    cuda::attention_forward(data_as<S>(out), data_as<float>(lse), data_as<S>(qkv), B, T, H, KV, hs, context_);
   });
 }
 
-void CudaBackend::attention_backward(Tensor d_qkv, Tensor d_out, Tensor qkv, Tensor out, Tensor lse, int n_head) {
+void CudaBackend::attention_backward(Tensor d_qkv, Tensor d_out, Tensor qkv, Tensor out, Tensor lse, int n_head,
+                                     int n_kv_head) {
   expect_on_gpu({&d_qkv, &d_out, &qkv, &out, &lse}, "attention_backward");
   const DType dtype = compute_dtype("attention_backward", {&d_qkv, &d_out, &qkv, &out});
   expect_statistics({&lse}, "attention_backward");
-  TS_ASSERT(n_head >= 1 && qkv.ndim() == 3 && qkv.dim(2) % (3 * n_head) == 0, "qkv ", qkv.shape_string(), " with ",
-            n_head, " heads");
-  int64_t B = qkv.dim(0), T = qkv.dim(1), hs = qkv.dim(2) / (3 * n_head);
+  TS_ASSERT(qkv.ndim() == 3, "attention_backward: qkv ", qkv.shape_string(), " is not [B, T, width]");
+  const int64_t hs = qkv_head_size(qkv, n_head, n_kv_head, "attention_backward");
+  const int64_t B = qkv.dim(0), T = qkv.dim(1), H = n_head, KV = n_kv_head;
   expect_same_size(d_qkv, qkv, "attention d_qkv");
-  TS_ASSERT(d_out.numel() == B * T * n_head * hs && out.numel() == d_out.numel() && lse.numel() == B * n_head * T,
+  TS_ASSERT(d_out.numel() == B * T * H * hs && out.numel() == d_out.numel() && lse.numel() == B * H * T,
             "attention backward shapes: d_out ", d_out.shape_string(), ", out ", out.shape_string(), ", lse ",
             lse.shape_string());
   if (dtype == DType::kBF16 &&
-      use_cudnn_attention(B, T, n_head, hs, {d_qkv.data(), d_out.data(), qkv.data(), out.data(), lse.data()})) {
+      use_cudnn_attention(B, T, H, KV, hs, {d_qkv.data(), d_out.data(), qkv.data(), out.data(), lse.data()})) {
 #if defined(TESSERA_HAS_CUDNN)
     try {
-      cudnn_attention_->backward(d_qkv.data(), d_out.data(), qkv.data(), out.data(), data_as<float>(lse), B, T, n_head,
+      cudnn_attention_->backward(d_qkv.data(), d_out.data(), qkv.data(), out.data(), data_as<float>(lse), B, T, H, KV,
                                  hs, stream());
       return;
     } catch (const CudaError& error) {
@@ -381,7 +494,7 @@ void CudaBackend::attention_backward(Tensor d_qkv, Tensor d_out, Tensor qkv, Ten
   cuda::dispatch_compute(dtype, "attention_backward", [&]<typename Tag>(Tag) {
     using S = typename Tag::type;
     cuda::attention_backward(data_as<S>(d_qkv), data_as<S>(d_out), data_as<S>(qkv), data_as<S>(out),
-                             data_as<float>(lse), B, T, n_head, hs, context_);
+                             data_as<float>(lse), B, T, H, KV, hs, context_);
   });
 }
 

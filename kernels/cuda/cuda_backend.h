@@ -2,9 +2,9 @@
 // every op takes its compute tensors in either dtype (one dtype per call), parameter gradients, statistics and
 // optimizer state in f32, token ids in i32, and computes in f32 whatever the storage. Matrix products through
 // cuBLASLt (f32 compute; fused bias, bias-gradient and GELU epilogues where cuBLASLt takes them), custom kernels
-// for everything else: fused residual + LayerNorm, flash-style attention (no [T, T] matrix), the three
-// cross-entropy passes (the probabilities are never stored), AdamW writing the bf16 compute copy, a sorted,
-// atomic-free embedding backward. See the launchers in this folder.
+// for everything else: fused residual + LayerNorm and residual + RMSNorm, RoPE, SwiGLU, flash-style grouped-query
+// attention (no [T, T] matrix), the three cross-entropy passes (the probabilities are never stored), AdamW writing
+// the bf16 compute copy, a sorted, atomic-free embedding backward. See the launchers in this folder.
 //
 // Streams: every op is issued to the backend's own non-blocking stream (stream()) and returns without waiting,
 // except the ones core/backend.h marks as synchronizing, which wait for that stream:
@@ -73,11 +73,20 @@ class CudaBackend final : public Backend {
                           Tensor mean, Tensor rstd) override;
   void residual_layernorm_forward(Tensor residual_out, Tensor out, Tensor mean, Tensor rstd, Tensor a, Tensor b,
                                   Tensor weight, Tensor bias, float eps) override;
+  void rmsnorm_forward(Tensor out, Tensor rstd, Tensor inp, Tensor weight, float eps) override;
+  void rmsnorm_backward(Tensor d_inp, Tensor d_weight, Tensor d_out, Tensor inp, Tensor weight, Tensor rstd) override;
+  void residual_rmsnorm_forward(Tensor residual_out, Tensor out, Tensor rstd, Tensor a, Tensor b, Tensor weight,
+                                float eps) override;
   void gelu_forward(Tensor out, Tensor inp) override;
   void gelu_backward(Tensor d_inp, Tensor inp, Tensor d_out) override;
   void add(Tensor out, Tensor a, Tensor b) override;
-  void attention_forward(Tensor out, Tensor lse, Tensor qkv, int n_head) override;
-  void attention_backward(Tensor d_qkv, Tensor d_out, Tensor qkv, Tensor out, Tensor lse, int n_head) override;
+  void swiglu_forward(Tensor out, Tensor gate_up) override;
+  void swiglu_backward(Tensor d_gate_up, Tensor d_out, Tensor gate_up) override;
+  void rope_forward(Tensor qkv, int n_head, int n_kv_head, int seq_len, float theta) override;
+  void rope_backward(Tensor d_qkv, int n_head, int n_kv_head, int seq_len, float theta) override;
+  void attention_forward(Tensor out, Tensor lse, Tensor qkv, int n_head, int n_kv_head) override;
+  void attention_backward(Tensor d_qkv, Tensor d_out, Tensor qkv, Tensor out, Tensor lse, int n_head,
+                          int n_kv_head) override;
   void embedding_forward(Tensor out, Tensor tokens, Tensor wte, Tensor wpe, int seq_len, int64_t vocab_start) override;
   void embedding_backward(Tensor d_wte, Tensor d_wpe, Tensor d_out, Tensor tokens, int seq_len,
                           int64_t vocab_start) override;
@@ -98,7 +107,8 @@ class CudaBackend final : public Backend {
  private:
   // True when cuDNN takes this bf16 attention: built with cuDNN, not disabled by TESSERA_CUDNN_ATTENTION=0, the
   // shape supported and every pointer 16-byte aligned. Says once per shape on stderr why it does not.
-  bool use_cudnn_attention(int64_t B, int64_t T, int64_t H, int64_t hs, std::initializer_list<const void*> pointers);
+  bool use_cudnn_attention(int64_t B, int64_t T, int64_t H, int64_t KV, int64_t hs,
+                           std::initializer_list<const void*> pointers);
   // After cuDNN attention threw at run time: says so once on stderr and sends every later attention to Tessera's
   // kernels (the caller then redoes the op with them).
   void stop_cudnn_attention(const std::exception& error);

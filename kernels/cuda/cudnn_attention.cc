@@ -1,5 +1,5 @@
-// Causal self-attention through cuDNN's fused flash attention, described with the cuDNN backend graph API
-// (tensor and operation descriptors, an operation graph, engine heuristics, an execution plan, variant packs).
+// Causal grouped-query self-attention through cuDNN's fused flash attention, described with the cuDNN backend graph
+// API (tensor and operation descriptors, an operation graph, engine heuristics, an execution plan, variant packs).
 //
 // cuDNN 9.19 also has dedicated SDPA_FWD/SDPA_BWD operations, but they have no attribute for a causal mask
 // (cudnn-frontend combines them with masks only from cuDNN 9.21). Attention is instead described as a graph of
@@ -8,14 +8,18 @@
 // into one kernel, so the tensors marked virtual below never reach memory.
 //
 // Layout: no transposes, no copies. Every tensor is 4-d, [b, h, row, column], described by strides into the
-// caller's buffers. With C = H*hs, element (b, t, which, h, d) of qkv[B,T,3,H,hs] is at b*T*3C + t*3C + which*C
-// + h*hs + d, so
-//   Q, K, V    = qkv + 0, C, 2C elements, dims [B,H,T,hs], strides [T*3C, hs, 3C, 1]
-//   K^T, V^T   = the same memory with the last two dims and strides swapped: dims [B,H,hs,T], strides
-//                [T*3C, hs, 1, 3C] (what the products Q K^T and dO V^T take)
-//   dQ, dK, dV = d_qkv + 0, C, 2C elements, like Q, K, V
+// caller's buffers. With H query heads, KV key/value heads (KV divides H), C = H*hs and W = (H + 2*KV)*hs the
+// width of a qkv row [Q heads | K heads | V heads], element (b, t, h, d) of Q is at b*T*W + t*W + h*hs + d, so
+//   Q          = qkv + 0, dims [B,H,T,hs], strides [T*W, hs, W, 1]
+//   K, V       = qkv + C, C + KV*hs elements, dims [B,KV,T,hs], the same strides
+//   K^T, V^T   = the same memory with the last two dims and strides swapped: dims [B,KV,hs,T], strides
+//                [T*W, hs, 1, W] (what the products Q K^T and dO V^T take; cuDNN's matmul lets query head h use
+//                key/value head h / (H/KV) when the second operand has fewer heads)
+//   dQ, dK, dV = d_qkv + the same offsets, like Q, K, V
 //   O, dO      = dims [B,H,T,hs], strides [T*C, hs, C, 1]
 //   Stats      = lse: dims [B,H,T,1], strides [H*T, T, 1, 1], f32
+// With KV == H this is the multi-head layout [Q | K | V] of 3C columns, and the graphs are the ones multi-head
+// attention has always used.
 // 16-byte alignment is declared for every tensor: hs % 8 == 0 puts K and V 16 bytes apart from Q.
 //
 // Forward. s = 1/sqrt(hs) and the mask value (-inf; the most negative float before cuDNN 9.10, as cudnn-frontend
@@ -36,7 +40,9 @@
 //   dP  = dO V^T                         matmul
 //   dS  = P * (dP - D) * s               SUB, MUL, MUL
 //   dK  = dS^T Q                         RESHAPE (bf16), matmul -> dK
-//   dQ  = dS K                           RESHAPE K^T back to [B,H,T,hs] (an f32 view, as cudnn-frontend leaves
+//   (with KV < H, dV and dK are first computed per query head, [B,H,T,hs] bf16 virtual, and then summed over
+//   the query heads of each group by a reduction ADD into dV and dK [B,KV,T,hs], as cudnn-frontend does)
+//   dQ  = dS K                           RESHAPE K^T back to [B,KV,T,hs] (an f32 view, as cudnn-frontend leaves
 //                                        it); matmul into a zeroed f32 accumulator [B,H,T,hs] (non-virtual
 //                                        scratch, summed into across key blocks); IDENTITY -> dQ (bf16)
 // D and the dQ accumulator are the two non-virtual intermediates the backward pattern requires; the op order,
@@ -157,12 +163,14 @@ using Dims = std::array<int64_t, 4>;
 
 // The dims and strides of one shape's tensors (see the top of this file).
 struct Layout {
-  Layout(int64_t B, int64_t T, int64_t H, int64_t hs) {
-    const int64_t C = H * hs;
+  Layout(int64_t B, int64_t T, int64_t H, int64_t KV, int64_t hs) {
+    const int64_t C = H * hs, W = (H + 2 * KV) * hs;
+    grouped = KV != H;
     heads = {B, H, T, hs};
-    heads_in_qkv = {T * 3 * C, hs, 3 * C, 1};
-    heads_transposed = {B, H, hs, T};
-    heads_transposed_in_qkv = {T * 3 * C, hs, 1, 3 * C};
+    heads_in_qkv = {T * W, hs, W, 1};
+    kv_heads = {B, KV, T, hs};
+    kv_heads_transposed = {B, KV, hs, T};
+    kv_heads_transposed_in_qkv = {T * W, hs, 1, W};
     heads_in_out = {T * C, hs, C, 1};
     heads_packed = {H * T * hs, T * hs, hs, 1};
     scores = {B, H, T, T};
@@ -171,7 +179,8 @@ struct Layout {
     rows = {B, H, T, 1};
     rows_packed = {H * T, T, 1, 1};
   }
-  Dims heads, heads_in_qkv, heads_transposed, heads_transposed_in_qkv, heads_in_out, heads_packed;
+  bool grouped;  // fewer key/value heads than query heads
+  Dims heads, heads_in_qkv, kv_heads, kv_heads_transposed, kv_heads_transposed_in_qkv, heads_in_out, heads_packed;
   Dims scores, scores_packed, scores_transposed;
   Dims rows, rows_packed;
 };
@@ -455,8 +464,8 @@ cudnnBackendDescriptor_t causal_mask(GraphBuilder& graph, const Layout& layout, 
 void build_forward(GraphBuilder& graph, const Layout& l) {
   cudnnBackendDescriptor_t q = graph.tensor(kUidQ, CUDNN_DATA_BFLOAT16, l.heads, l.heads_in_qkv);
   cudnnBackendDescriptor_t k_t =
-      graph.tensor(kUidK, CUDNN_DATA_BFLOAT16, l.heads_transposed, l.heads_transposed_in_qkv);
-  cudnnBackendDescriptor_t v = graph.tensor(kUidV, CUDNN_DATA_BFLOAT16, l.heads, l.heads_in_qkv);
+      graph.tensor(kUidK, CUDNN_DATA_BFLOAT16, l.kv_heads_transposed, l.kv_heads_transposed_in_qkv);
+  cudnnBackendDescriptor_t v = graph.tensor(kUidV, CUDNN_DATA_BFLOAT16, l.kv_heads, l.heads_in_qkv);
   cudnnBackendDescriptor_t scale = graph.scalar(kUidScale);
   cudnnBackendDescriptor_t mask_value = graph.scalar(kUidMaskValue);
   cudnnBackendDescriptor_t o = graph.tensor(kUidO, CUDNN_DATA_BFLOAT16, l.heads, l.heads_in_out);
@@ -488,9 +497,9 @@ void build_forward(GraphBuilder& graph, const Layout& l) {
 void build_backward(GraphBuilder& graph, const Layout& l) {
   cudnnBackendDescriptor_t q = graph.tensor(kUidQ, CUDNN_DATA_BFLOAT16, l.heads, l.heads_in_qkv);
   cudnnBackendDescriptor_t k_t =
-      graph.tensor(kUidK, CUDNN_DATA_BFLOAT16, l.heads_transposed, l.heads_transposed_in_qkv);
+      graph.tensor(kUidK, CUDNN_DATA_BFLOAT16, l.kv_heads_transposed, l.kv_heads_transposed_in_qkv);
   cudnnBackendDescriptor_t v_t =
-      graph.tensor(kUidV, CUDNN_DATA_BFLOAT16, l.heads_transposed, l.heads_transposed_in_qkv);
+      graph.tensor(kUidV, CUDNN_DATA_BFLOAT16, l.kv_heads_transposed, l.kv_heads_transposed_in_qkv);
   cudnnBackendDescriptor_t o = graph.tensor(kUidO, CUDNN_DATA_BFLOAT16, l.heads, l.heads_in_out);
   cudnnBackendDescriptor_t d_o = graph.tensor(kUidDO, CUDNN_DATA_BFLOAT16, l.heads, l.heads_in_out);
   cudnnBackendDescriptor_t stats = graph.tensor(kUidStats, CUDNN_DATA_FLOAT, l.rows, l.rows_packed);
@@ -498,8 +507,8 @@ void build_backward(GraphBuilder& graph, const Layout& l) {
   cudnnBackendDescriptor_t mask_value = graph.scalar(kUidMaskValue);
   cudnnBackendDescriptor_t one = graph.scalar(kUidOne);
   cudnnBackendDescriptor_t d_q = graph.tensor(kUidDQ, CUDNN_DATA_BFLOAT16, l.heads, l.heads_in_qkv);
-  cudnnBackendDescriptor_t d_k = graph.tensor(kUidDK, CUDNN_DATA_BFLOAT16, l.heads, l.heads_in_qkv);
-  cudnnBackendDescriptor_t d_v = graph.tensor(kUidDV, CUDNN_DATA_BFLOAT16, l.heads, l.heads_in_qkv);
+  cudnnBackendDescriptor_t d_k = graph.tensor(kUidDK, CUDNN_DATA_BFLOAT16, l.kv_heads, l.heads_in_qkv);
+  cudnnBackendDescriptor_t d_v = graph.tensor(kUidDV, CUDNN_DATA_BFLOAT16, l.kv_heads, l.heads_in_qkv);
   cudnnBackendDescriptor_t softmax_sum = graph.tensor(kUidSoftmaxSum, CUDNN_DATA_FLOAT, l.rows, l.rows_packed);
   cudnnBackendDescriptor_t d_q_accumulator = graph.tensor(kUidDQAccumulator, CUDNN_DATA_FLOAT, l.heads, l.heads_packed);
 
@@ -524,7 +533,13 @@ void build_backward(GraphBuilder& graph, const Layout& l) {
   // dV = P^T dO.
   cudnnBackendDescriptor_t probs_t = graph.virtual_tensor(CUDNN_DATA_BFLOAT16, l.scores, l.scores_transposed);
   graph.reshape("P^T", probs, probs_t);
-  graph.matmul("dV = P^T dO", probs_t, d_o, d_v);
+  if (l.grouped) {
+    cudnnBackendDescriptor_t d_v_per_query_head = graph.virtual_tensor(CUDNN_DATA_BFLOAT16, l.heads, l.heads_packed);
+    graph.matmul("dV per query head = P^T dO", probs_t, d_o, d_v_per_query_head);
+    graph.reduction("dV = sum over the group's query heads", CUDNN_REDUCE_TENSOR_ADD, d_v_per_query_head, d_v);
+  } else {
+    graph.matmul("dV = P^T dO", probs_t, d_o, d_v);
+  }
 
   // dS = P * (dO V^T - D) * scale.
   cudnnBackendDescriptor_t d_probs = graph.virtual_tensor(CUDNN_DATA_FLOAT, l.scores, l.scores_packed);
@@ -539,10 +554,16 @@ void build_backward(GraphBuilder& graph, const Layout& l) {
   // dK = dS^T Q.
   cudnnBackendDescriptor_t d_scores_t = graph.virtual_tensor(CUDNN_DATA_BFLOAT16, l.scores, l.scores_transposed);
   graph.reshape("dS^T", d_scores, d_scores_t);
-  graph.matmul("dK = dS^T Q", d_scores_t, q, d_k);
+  if (l.grouped) {
+    cudnnBackendDescriptor_t d_k_per_query_head = graph.virtual_tensor(CUDNN_DATA_BFLOAT16, l.heads, l.heads_packed);
+    graph.matmul("dK per query head = dS^T Q", d_scores_t, q, d_k_per_query_head);
+    graph.reduction("dK = sum over the group's query heads", CUDNN_REDUCE_TENSOR_ADD, d_k_per_query_head, d_k);
+  } else {
+    graph.matmul("dK = dS^T Q", d_scores_t, q, d_k);
+  }
 
   // dQ = dS K, accumulated in f32, then rounded to bf16.
-  cudnnBackendDescriptor_t k = graph.virtual_tensor(CUDNN_DATA_FLOAT, l.heads, l.heads_in_qkv);
+  cudnnBackendDescriptor_t k = graph.virtual_tensor(CUDNN_DATA_FLOAT, l.kv_heads, l.heads_in_qkv);
   graph.reshape("K = (K^T)^T", k_t, k);
   graph.matmul("dQ accumulator = dS K", d_scores, k, d_q_accumulator);
   graph.unary("dQ = accumulator", CUDNN_POINTWISE_IDENTITY, d_q_accumulator, d_q);
@@ -550,8 +571,11 @@ void build_backward(GraphBuilder& graph, const Layout& l) {
 
 // Why Tessera does not ask cuDNN about this shape at all, or "": limits of cuDNN's fused attention engines that
 // are checked here for a clear message (cuDNN would only say it has no engine).
-std::string shape_refusal(int64_t B, int64_t T, int64_t H, int64_t hs) {
-  if (B < 1 || T < 1 || H < 1 || hs < 1) return str_cat("empty attention shape B=", B, " T=", T, " H=", H, " hs=", hs);
+std::string shape_refusal(int64_t B, int64_t T, int64_t H, int64_t KV, int64_t hs) {
+  if (B < 1 || T < 1 || H < 1 || KV < 1 || hs < 1) {
+    return str_cat("empty attention shape B=", B, " T=", T, " H=", H, " KV=", KV, " hs=", hs);
+  }
+  if (H % KV != 0) return str_cat(KV, " key/value heads do not divide ", H, " query heads");
   if (hs % 8 != 0 || hs > 128) return str_cat("head size ", hs, " is not a multiple of 8 up to 128");
   if (T == 1) return "cuDNN's attention backward does not take a single token (T = 1)";
   return "";
@@ -562,9 +586,9 @@ std::string shape_refusal(int64_t B, int64_t T, int64_t H, int64_t hs) {
 // CudnnAttention and check_attention_graphs_for_device build the graphs. Returns "" or why cuDNN refused,
 // naming the graph and the step; the partial graphs are left for the caller to drop.
 template <typename Finish>
-std::string build_attention_graphs(int64_t B, int64_t T, int64_t H, int64_t hs, PlanGraph& forward, PlanGraph& backward,
-                                   const Finish& finish) {
-  const Layout layout(B, T, H, hs);
+std::string build_attention_graphs(int64_t B, int64_t T, int64_t H, int64_t KV, int64_t hs, PlanGraph& forward,
+                                   PlanGraph& backward, const Finish& finish) {
+  const Layout layout(B, T, H, KV, hs);
   const char* which = "forward";
   GraphBuilder forward_builder(forward);
   GraphBuilder backward_builder(backward);
@@ -577,8 +601,9 @@ std::string build_attention_graphs(int64_t B, int64_t T, int64_t H, int64_t hs, 
     build_backward(backward_builder, layout);
     finish(backward_builder);
   } catch (const CudaError& error) {
-    return str_cat("cuDNN cannot build the attention ", which, " graph for B=", B, " T=", T, " H=", H, " hs=", hs,
-                   " (at ", current->step(), "): ", error.what());
+    return str_cat("cuDNN cannot build the attention ", which, " graph for B=", B, " T=", T, " H=", H,
+                   KV == H ? std::string() : str_cat(" KV=", KV), " hs=", hs, " (at ", current->step(),
+                   "): ", error.what());
   }
   return "";
 }
@@ -658,12 +683,12 @@ std::string h100_sxm_json() { return described_gpu_json(90, 132, 232448, "NVIDIA
 std::string a100_sxm_json() { return described_gpu_json(80, 108, 166912, "NVIDIA A100-SXM4-80GB"); }
 
 std::string check_attention_graphs_for_device(const std::string& device_json, int64_t B, int64_t T, int64_t H,
-                                              int64_t hs) {
+                                              int64_t KV, int64_t hs) {
 #if TS_CUDNN_DESCRIBES_DEVICES
   if (cudnnGetVersion() < kFirstVersionDescribingDevices) {
     return str_cat(describe_cudnn(), " cannot describe a GPU it does not see: that needs cuDNN 9.8 or newer");
   }
-  if (std::string refused = shape_refusal(B, T, H, hs); !refused.empty()) return refused;
+  if (std::string refused = shape_refusal(B, T, H, KV, hs); !refused.empty()) return refused;
   Descriptor device_properties(CUDNN_BACKEND_DEVICEPROP_DESCRIPTOR);
   try {
     set_attribute(device_properties.get(), CUDNN_ATTR_DEVICEPROP_JSON_REPRESENTATION, CUDNN_TYPE_CHAR,
@@ -674,10 +699,10 @@ std::string check_attention_graphs_for_device(const std::string& device_json, in
   }
   PlanGraph forward;
   PlanGraph backward;
-  return build_attention_graphs(B, T, H, hs, forward, backward,
+  return build_attention_graphs(B, T, H, KV, hs, forward, backward,
                                 [&](GraphBuilder& graph) { graph.check_engines(device_properties.get()); });
 #else
-  (void)device_json, (void)B, (void)T, (void)H, (void)hs;
+  (void)device_json, (void)B, (void)T, (void)H, (void)KV, (void)hs;
   return str_cat(describe_cudnn(), ": headers older than cuDNN 9.8 cannot describe a GPU this process does not see");
 #endif
 }
@@ -696,19 +721,19 @@ CudnnAttention::~CudnnAttention() {
   if (handle_ != nullptr) cudnnDestroy(handle_);
 }
 
-bool CudnnAttention::supported(int64_t B, int64_t T, int64_t H, int64_t hs) {
-  const Plans& plans = plans_for(B, T, H, hs);
+bool CudnnAttention::supported(int64_t B, int64_t T, int64_t H, int64_t KV, int64_t hs) {
+  const Plans& plans = plans_for(B, T, H, KV, hs);
   reason_ = plans.supported ? std::string() : plans.reason;
   return plans.supported;
 }
 
-CudnnAttention::Plans& CudnnAttention::plans_for(int64_t B, int64_t T, int64_t H, int64_t hs) {
-  const Shape shape{B, T, H, hs};
+CudnnAttention::Plans& CudnnAttention::plans_for(int64_t B, int64_t T, int64_t H, int64_t KV, int64_t hs) {
+  const Shape shape{B, T, H, KV, hs};
   if (auto it = plans_.find(shape); it != plans_.end()) return *it->second;
 
   auto plans = std::make_unique<Plans>();
   const size_t version = cudnnGetVersion();
-  const std::string shape_refused = shape_refusal(B, T, H, hs);
+  const std::string shape_refused = shape_refusal(B, T, H, KV, hs);
   if (version < 90000) {
     plans->reason = str_cat(describe_cudnn(), " is older than 9.0, the first with these attention graphs");
   } else if (compute_capability_major_ < 8) {
@@ -720,7 +745,7 @@ CudnnAttention::Plans& CudnnAttention::plans_for(int64_t B, int64_t T, int64_t H
     plans->scale = 1.0f / std::sqrt(static_cast<float>(hs));
     plans->mask_value =
         version < 91000 ? std::numeric_limits<float>::lowest() : -std::numeric_limits<float>::infinity();
-    const std::string reason = build_attention_graphs(B, T, H, hs, plans->forward, plans->backward,
+    const std::string reason = build_attention_graphs(B, T, H, KV, hs, plans->forward, plans->backward,
                                                       [&](GraphBuilder& graph) { graph.build_plan(handle_); });
     if (reason.empty()) {
       plans->supported = true;
@@ -732,32 +757,37 @@ CudnnAttention::Plans& CudnnAttention::plans_for(int64_t B, int64_t T, int64_t H
   return *plans_.emplace(shape, std::move(plans)).first->second;
 }
 
-CudnnAttention::Plans& CudnnAttention::runnable_plans(int64_t B, int64_t T, int64_t H, int64_t hs) {
+CudnnAttention::Plans& CudnnAttention::runnable_plans(int64_t B, int64_t T, int64_t H, int64_t KV, int64_t hs) {
   int device = 0;
   CUDA_CHECK(cudaGetDevice(&device));
   TS_ASSERT(device == device_, "CudnnAttention made on GPU ", device_, " used with GPU ", device, " current");
-  Plans& plans = plans_for(B, T, H, hs);
+  Plans& plans = plans_for(B, T, H, KV, hs);
   TS_CHECK(plans.supported, CudaError, plans.reason);
   return plans;
 }
 
-void CudnnAttention::forward(void* out, float* lse, const void* qkv, int64_t B, int64_t T, int64_t H, int64_t hs,
-                             cudaStream_t stream) {
-  Plans& plans = runnable_plans(B, T, H, hs);
+void CudnnAttention::forward(void* out, float* lse, const void* qkv, int64_t B, int64_t T, int64_t H, int64_t KV,
+                             int64_t hs, cudaStream_t stream) {
+  Plans& plans = runnable_plans(B, T, H, KV, hs);
   TS_ASSERT(aligned(out) && aligned(lse) && aligned(qkv), "cuDNN attention buffers must be 16-byte aligned");
   const int64_t C = H * hs;
 
   const Context context{stream, &allocator_, nullptr};
   Scratch workspace(context, static_cast<size_t>(plans.forward.workspace_bytes));
   const std::array<int64_t, 7> uids = {kUidQ, kUidK, kUidV, kUidScale, kUidMaskValue, kUidO, kUidStats};
-  const std::array<void*, 7> pointers = {
-      const_cast<void*>(qkv), bf16_offset(qkv, C), bf16_offset(qkv, 2 * C), &plans.scale, &plans.mask_value, out, lse};
+  const std::array<void*, 7> pointers = {const_cast<void*>(qkv),
+                                         bf16_offset(qkv, C),
+                                         bf16_offset(qkv, C + KV * hs),
+                                         &plans.scale,
+                                         &plans.mask_value,
+                                         out,
+                                         lse};
   execute(handle_, plans.forward, uids, pointers, workspace.f32(), stream);
 }
 
 void CudnnAttention::backward(void* d_qkv, const void* d_out, const void* qkv, const void* out, const float* lse,
-                              int64_t B, int64_t T, int64_t H, int64_t hs, cudaStream_t stream) {
-  Plans& plans = runnable_plans(B, T, H, hs);
+                              int64_t B, int64_t T, int64_t H, int64_t KV, int64_t hs, cudaStream_t stream) {
+  Plans& plans = runnable_plans(B, T, H, KV, hs);
   TS_ASSERT(aligned(d_qkv) && aligned(d_out) && aligned(qkv) && aligned(out) && aligned(lse),
             "cuDNN attention buffers must be 16-byte aligned");
   const int64_t C = H * hs;
@@ -779,7 +809,7 @@ void CudnnAttention::backward(void* d_qkv, const void* d_out, const void* qkv, c
       kUidMaskValue, kUidOne, kUidDQ, kUidDK, kUidDV, kUidSoftmaxSum, kUidDQAccumulator};
   const std::array<void*, 14> pointers = {const_cast<void*>(qkv),
                                           bf16_offset(qkv, C),
-                                          bf16_offset(qkv, 2 * C),
+                                          bf16_offset(qkv, C + KV * hs),
                                           const_cast<void*>(out),
                                           const_cast<void*>(d_out),
                                           const_cast<float*>(lse),
@@ -788,7 +818,7 @@ void CudnnAttention::backward(void* d_qkv, const void* d_out, const void* qkv, c
                                           &plans.one,
                                           d_qkv,
                                           bf16_offset(d_qkv, C),
-                                          bf16_offset(d_qkv, 2 * C),
+                                          bf16_offset(d_qkv, C + KV * hs),
                                           softmax_sum,
                                           accumulator};
   execute(handle_, plans.backward, uids, pointers, workspace, stream);

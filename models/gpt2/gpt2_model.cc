@@ -247,7 +247,7 @@ void Gpt2Model::layer_forward(int slot, int i) {
                                config_.norm_eps);
   }
   column_.forward(act(a.qkv), act(a.ln1), value(p.qkv_weight), value(p.qkv_bias));
-  backend_.attention_forward(act(a.atty), act(a.lse), act(a.qkv), local_heads_);
+  backend_.attention_forward(act(a.atty), act(a.lse), act(a.qkv), local_heads_, local_heads_);
   row_.forward(act(a.res2), act(a.atty), value(p.attn_proj_weight), value(p.attn_proj_bias));
   // res2 = x + attention output, and ln2 of it, in one pass.
   backend_.residual_layernorm_forward(act(a.res2), act(a.ln2), act(a.ln2_mean), act(a.ln2_rstd), act(a.res2), x,
@@ -313,7 +313,8 @@ void Gpt2Model::layer_backward(int slot, int i) {
   // Attention half.
   row_.backward(act(d_atty_), grad(p.attn_proj_weight), grad(p.attn_proj_bias), d_res, act(a.atty),
                 value(p.attn_proj_weight));
-  backend_.attention_backward(d_qkv, act(d_atty_), act(a.qkv), act(a.atty), act(a.lse), local_heads_);
+  backend_.attention_backward(d_qkv, act(d_atty_), act(a.qkv), act(a.atty), act(a.lse), local_heads_,
+                              local_heads_);
   column_.backward(d_ln, grad(p.qkv_weight), grad(p.qkv_bias), d_qkv, act(a.ln1), value(p.qkv_weight));
   backend_.layernorm_backward(d_res, grad(p.ln1_weight), grad(p.ln1_bias), d_ln, layer_input(slot, i),
                               value(p.ln1_weight), act(a.ln1_mean), act(a.ln1_rstd));
