@@ -142,8 +142,8 @@ class Backend {
   // [N, (H + 2*KV)*hs] (V untouched). Row i has position p = i % seq_len; in each head, for d < hs/2 the pair
   // (x_d, x_{d+hs/2}) is rotated by the angle p * theta^(-2d/hs):
   //   x_d' = x_d cos - x_{d+hs/2} sin,   x_{d+hs/2}' = x_{d+hs/2} cos + x_d sin.
-  // The angle is computed as PyTorch's Llama computes it, in f32: inv_freq = 1 / theta^(f32(2d) / f32(hs)),
-  // angle = f32(p) * inv_freq, then its cosine and sine (each step rounded to f32). hs must be even.
+  // The angle and its cosine and sine are computed in double and the cosine and sine rounded once to f32, as the
+  // reference fixtures compute them (exact at any position). hs must be even.
   virtual void rope_forward(Tensor qkv, int n_head, int n_kv_head, int seq_len, float theta) = 0;
   // The adjoint (and inverse) rotation, in place on the Q and K parts of the gradient d_qkv (same layout);
   // the V part is untouched.

@@ -1,8 +1,8 @@
 // RoPE forward/backward. Each row's cosines and sines are computed once (hs/2 of them) and applied to its
-// H + KV rotated heads. The angle follows PyTorch's f32 steps (rope_inverse_frequency, then f32(pos) * inv_freq);
-// its cosine and sine are taken in double and rounded once, the correctly rounded f32 values, which is what
-// PyTorch's f32 cos/sin give to within their last-bit accuracy. The rotation itself is two f32 products and a
-// sum, as PyTorch's q * cos + rotate_half(q) * sin.
+// H + KV rotated heads. The angle pos * theta^(-2d/hs) and its cosine and sine are computed in double and the
+// cosine and sine rounded once to f32, as the reference fixtures compute them (make_fixture.py builds the angle
+// table in float64): exact to f32 at any position, where an f32 angle loses digits at long sequences. The
+// rotation itself is two f32 products and a sum, as PyTorch's q * cos + rotate_half(q) * sin.
 #include "kernels/cpu/rope.h"
 
 #include <cmath>
@@ -10,10 +10,8 @@
 
 namespace tessera::cpu {
 
-float rope_inverse_frequency(int64_t d, int64_t hs, float theta) {
-  const float exponent = static_cast<float>(2 * d) / static_cast<float>(hs);
-  const float power = static_cast<float>(std::pow(static_cast<double>(theta), static_cast<double>(exponent)));
-  return 1.0f / power;
+double rope_inverse_frequency(int64_t d, int64_t hs, float theta) {
+  return 1.0 / std::pow(static_cast<double>(theta), static_cast<double>(2 * d) / static_cast<double>(hs));
 }
 
 namespace {
@@ -22,7 +20,7 @@ namespace {
 void rotate(float* qkv, int64_t N, int64_t H, int64_t KV, int64_t hs, int64_t seq_len, float theta, float direction) {
   const int64_t half = hs / 2;
   const int64_t row_width = (H + 2 * KV) * hs;
-  std::vector<float> inverse_frequency(static_cast<size_t>(half));
+  std::vector<double> inverse_frequency(static_cast<size_t>(half));
   for (int64_t d = 0; d < half; ++d) inverse_frequency[d] = rope_inverse_frequency(d, hs, theta);
 #pragma omp parallel
   {
@@ -31,9 +29,9 @@ void rotate(float* qkv, int64_t N, int64_t H, int64_t KV, int64_t hs, int64_t se
     sines.resize(static_cast<size_t>(half));
 #pragma omp for schedule(static)
     for (int64_t i = 0; i < N; ++i) {
-      const float position = static_cast<float>(i % seq_len);
+      const double position = static_cast<double>(i % seq_len);
       for (int64_t d = 0; d < half; ++d) {
-        const double angle = static_cast<double>(position * inverse_frequency[d]);
+        const double angle = position * inverse_frequency[d];
         cosines[d] = static_cast<float>(std::cos(angle));
         sines[d] = direction * static_cast<float>(std::sin(angle));
       }

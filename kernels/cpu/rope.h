@@ -6,9 +6,8 @@
 
 namespace tessera::cpu {
 
-// The frequency of pair d < hs/2 as PyTorch's Llama computes it in f32: 1 / theta^(f32(2d) / f32(hs)), each
-// step rounded to f32 (the power correctly rounded). Shared with the tests.
-float rope_inverse_frequency(int64_t d, int64_t hs, float theta);
+// The frequency of pair d < hs/2, theta^(-2d/hs), in double (the angle pos * frequency is taken in double too).
+double rope_inverse_frequency(int64_t d, int64_t hs, float theta);
 
 // qkv[N, (H + 2*KV)*hs]: rotates the H query and KV key heads of row i by the angles of position i % seq_len.
 void rope_forward(float* qkv, int64_t N, int64_t H, int64_t KV, int64_t hs, int64_t seq_len, float theta);

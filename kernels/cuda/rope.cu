@@ -1,7 +1,7 @@
 // RoPE forward/backward: one thread per (row, pair d < hs/2) of a grid-stride loop computes the pair's cosine and
 // sine once and rotates it in every Q and K head of the row (consecutive threads touch consecutive columns).
-// The angle takes the CPU twin's f32 steps (kernels/cpu/rope.cc): 1 / f32(theta^(f32(2d) / f32(hs))), times
-// f32(position); pow, cos and sin in double, rounded once. The rotation uses explicitly rounded products and sums
+// The angle is the CPU twin's (kernels/cpu/rope.cc): pos * theta^(-2d/hs) in double, its cos and sin in double,
+// rounded once. The rotation uses explicitly rounded products and sums
 // (no fused multiply-add), as the CPU and PyTorch compute it, so both backends agree to the last bit except where
 // a double cos or sin rounds to float differently (their double results differ by an ulp or two at most).
 #include "kernels/cuda/cuda_check.h"
@@ -22,12 +22,11 @@ __global__ void rope_kernel(T* qkv, int64_t N, int64_t H, int64_t KV, int64_t hs
   const int64_t half = hs / 2, row_width = (H + 2 * KV) * hs;
   for (int64_t e = grid_start(); e < N * half; e += grid_stride()) {
     const int64_t i = e / half, d = e % half;
-    const float exponent = __fdiv_rn(static_cast<float>(2 * d), static_cast<float>(hs));
-    const float power = static_cast<float>(pow(static_cast<double>(theta), static_cast<double>(exponent)));
-    const float inverse_frequency = __fdiv_rn(1.0f, power);
-    const float angle = __fmul_rn(static_cast<float>(i % seq_len), inverse_frequency);
+    const double inverse_frequency =
+        1.0 / pow(static_cast<double>(theta), static_cast<double>(2 * d) / static_cast<double>(hs));
+    const double angle = static_cast<double>(i % seq_len) * inverse_frequency;
     double sine = 0, cosine = 0;
-    sincos(static_cast<double>(angle), &sine, &cosine);
+    sincos(angle, &sine, &cosine);
     const float c = static_cast<float>(cosine), s = direction * static_cast<float>(sine);
     T* row = qkv + i * row_width;
     for (int64_t head = 0; head < H + KV; ++head) {
