@@ -2,9 +2,11 @@
 // model FLOP/s (launcher/throughput.h) next to what this machine's matmul reaches, and MFU on a GPU whose peak is
 // known. A benchmark, never a test: it only measures.
 //
-// Shapes: tiny; gpt2-124m, gpt2-350m, gpt2-774m (GPT-2 small, medium, large; vocabulary padded to 50304). On
-// CPU the GPT-2 shapes run seq 256, batch 4 in fp32; with train.device=CUDA they run seq 1024 in bf16, batch 32,
-// 16 and 8 sequences, unless --set says otherwise.
+// Shapes: tiny and llama-tiny (CPU-sized); gpt2-124m, gpt2-350m, gpt2-774m (GPT-2 small, medium, large;
+// vocabulary padded to 50304); llama-1b (Llama-3.2-1B's shape: 16 layers, 2048 wide, 32 query and 8 kv heads,
+// SwiGLU 8192, vocabulary 128256, rope_theta 500000, untied head). On CPU the large shapes run seq 256, batch
+// 4 in fp32; with train.device=CUDA they run seq 1024 in bf16 (llama-1b: seq 2048), with the batch below,
+// unless --set says otherwise.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -27,14 +29,16 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-struct GptShape {
+struct BenchShape {
   const char* name;
-  int n_layer, n_head, n_embd, gpu_batch;
+  config::Arch arch;
+  int vocab_size, n_layer, n_head, n_kv_head, n_embd, ffn_hidden, gpu_seq_len, gpu_batch;
 };
-constexpr GptShape kGptShapes[] = {
-    {"gpt2-124m", 12, 12, 768, 32},
-    {"gpt2-350m", 24, 16, 1024, 16},
-    {"gpt2-774m", 36, 20, 1280, 8},
+constexpr BenchShape kShapes[] = {
+    {"gpt2-124m", config::GPT2, 50304, 12, 12, 12, 768, 0, 1024, 32},
+    {"gpt2-350m", config::GPT2, 50304, 24, 16, 16, 1024, 0, 1024, 16},
+    {"gpt2-774m", config::GPT2, 50304, 36, 20, 20, 1280, 0, 1024, 8},
+    {"llama-1b", config::LLAMA, 128256, 16, 32, 8, 2048, 8192, 2048, 4},
 };
 
 config::JobConfig bench_shape(const std::string& shape, bool gpu) {
@@ -50,18 +54,35 @@ config::JobConfig bench_shape(const std::string& shape, bool gpu) {
     m->set_max_seq_len(128);
     t->set_seq_len(128);
     t->set_global_batch(16);
+  } else if (shape == "llama-tiny") {
+    m->set_arch(config::LLAMA);
+    m->set_vocab_size(2048);
+    m->set_n_layer(4);
+    m->set_n_head(4);
+    m->set_n_kv_head(2);
+    m->set_n_embd(128);
+    m->set_ffn_hidden(352);
+    m->set_max_seq_len(128);
+    t->set_seq_len(128);
+    t->set_global_batch(16);
   } else {
-    const GptShape* found = nullptr;
-    for (const GptShape& s : kGptShapes)
+    const BenchShape* found = nullptr;
+    for (const BenchShape& s : kShapes)
       if (shape == s.name) found = &s;
     TS_CHECK(found != nullptr, ConfigError, "tessera bench: unknown --shape '", shape,
-             "'; use tiny, gpt2-124m, gpt2-350m or gpt2-774m");
-    m->set_vocab_size(50304);
+             "'; use tiny, llama-tiny, gpt2-124m, gpt2-350m, gpt2-774m or llama-1b");
+    m->set_arch(found->arch);
+    m->set_vocab_size(found->vocab_size);
     m->set_n_layer(found->n_layer);
     m->set_n_head(found->n_head);
     m->set_n_embd(found->n_embd);
-    m->set_max_seq_len(1024);
-    t->set_seq_len(gpu ? 1024 : 256);
+    if (found->arch == config::LLAMA) {
+      m->set_n_kv_head(found->n_kv_head);
+      m->set_ffn_hidden(found->ffn_hidden);
+      m->set_rope_theta(500000);
+    }
+    m->set_max_seq_len(found->gpu_seq_len);
+    t->set_seq_len(gpu ? found->gpu_seq_len : 256);
     t->set_global_batch(gpu ? found->gpu_batch : 4);
   }
   if (gpu) {

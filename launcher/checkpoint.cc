@@ -15,6 +15,7 @@
 
 #include "core/check.h"
 #include "launcher/checkpoint_manifest.h"
+#include "launcher/config.h"
 #include "launcher/durable_file.h"
 #include "launcher/human_format.h"
 #include "launcher/stop_signal.h"
@@ -118,6 +119,11 @@ checkpoint::ModelShape model_shape(const config::ModelConfig& model) {
   shape.set_n_head(model.n_head());
   shape.set_n_embd(model.n_embd());
   shape.set_max_seq_len(model.max_seq_len());
+  const ModelConfig resolved = model_config_from(model);
+  shape.set_n_kv_head(resolved.n_kv_head);
+  shape.set_ffn_hidden(resolved.ffn_hidden);
+  if (model.arch() == config::LLAMA) shape.set_rope_theta(resolved.rope_theta);
+  shape.set_tie_embeddings(resolved.tie_embeddings);
   return shape;
 }
 
@@ -439,6 +445,14 @@ void Checkpointer::check_compatible(const std::string& dir, const checkpoint::Ma
   compare("model.n_head", saved.n_head(), mine.n_head());
   compare("model.n_embd", saved.n_embd(), mine.n_embd());
   compare("model.max_seq_len", saved.max_seq_len(), mine.max_seq_len());
+  // Fields a checkpoint from before they were recorded lacks: it is a GPT-2 one, with GPT-2's values.
+  compare("model.n_kv_head", saved.has_n_kv_head() ? saved.n_kv_head() : saved.n_head(), mine.n_kv_head());
+  compare("model.ffn_hidden", saved.has_ffn_hidden() ? saved.ffn_hidden() : 4 * saved.n_embd(), mine.ffn_hidden());
+  compare("model.tie_embeddings", saved.has_tie_embeddings() ? saved.tie_embeddings() : true, mine.tie_embeddings());
+  if (saved.rope_theta() != mine.rope_theta()) {
+    // The tensors fit; only the positions' angles change (as when a context is extended on purpose).
+    warnings.push_back(str_cat("model.rope_theta was ", saved.rope_theta(), ", now ", mine.rope_theta()));
+  }
   if (manifest.has_data()) {
     const checkpoint::DataIdentity& data = manifest.data();
     const checkpoint::DataIdentity now = data_identity(job_.config, data_);

@@ -13,8 +13,8 @@ Fixture load_fixture(const std::string& path) {
   TS_CHECK(file.has_attribute("format") && file.attribute_string("format") == "tessera-fixture-v1", DataError, path,
            ": not a tessera-fixture-v1 file (root attribute 'format' missing or different)");
   f.arch = file.attribute_string("arch");
-  TS_CHECK(f.arch == "gpt2", DataError, path, ": arch '", f.arch,
-           "' is not supported yet; this build trains gpt2 models");
+  TS_CHECK(f.arch == "gpt2" || f.arch == "llama", DataError, path, ": arch '", f.arch,
+           "' is not supported; this build trains gpt2 and llama models");
   auto int_attr = [&](const char* name) { return static_cast<int>(file.attribute_int(name)); };
   f.vocab_size = int_attr("vocab_size");
   f.n_layer = int_attr("n_layer");
@@ -30,7 +30,13 @@ Fixture load_fixture(const std::string& path) {
   f.weight_decay = file.attribute_double("weight_decay");
   f.grad_clip = file.attribute_double("grad_clip");
   f.norm_eps = file.attribute_double("norm_eps");
-  TS_CHECK(file.attribute_int("tied_embeddings") == 1, DataError, path, ": gpt2 fixtures must tie the embedding");
+  f.tied_embeddings = file.attribute_int("tied_embeddings") == 1;
+  TS_CHECK(f.arch != "gpt2" || f.tied_embeddings, DataError, path, ": gpt2 fixtures must tie the embedding");
+  if (f.arch == "llama") {
+    f.n_kv_head = int_attr("n_kv_head");
+    f.ffn_hidden = int_attr("ffn_hidden");
+    f.rope_theta = file.attribute_double("rope_theta");
+  }
   f.param_names = file.attribute_strings("param_names");
 
   std::vector<int64_t> shape;
@@ -56,7 +62,13 @@ config::JobConfig fixture_job_config(const Fixture& f) {
   config::JobConfig job;
   job.set_name("verify");
   auto* model = job.mutable_model();
-  model->set_arch(config::GPT2);
+  model->set_arch(f.arch == "llama" ? config::LLAMA : config::GPT2);
+  if (f.arch == "llama") {
+    model->set_n_kv_head(f.n_kv_head);
+    model->set_ffn_hidden(f.ffn_hidden);
+    model->set_rope_theta(static_cast<float>(f.rope_theta));
+    model->set_tie_embeddings(f.tied_embeddings);
+  }
   model->set_vocab_size(f.vocab_size);
   model->set_n_layer(f.n_layer);
   model->set_n_head(f.n_head);

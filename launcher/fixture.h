@@ -16,6 +16,10 @@ struct Fixture {
   std::string arch;
   int vocab_size = 0, n_layer = 0, n_head = 0, n_embd = 0, seq_len = 0, batch_size = 0, steps = 0;
   double lr = 0, beta1 = 0, beta2 = 0, eps = 0, weight_decay = 0, grad_clip = 0, norm_eps = 0;
+  // llama only
+  int n_kv_head = 0, ffn_hidden = 0;
+  double rope_theta = 0;
+  bool tied_embeddings = true;
   std::vector<std::string> param_names;
   std::vector<int32_t> inputs, targets;  // [steps, batch_size, seq_len]
   std::vector<double> expected_loss, expected_grad_norm;

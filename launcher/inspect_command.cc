@@ -49,8 +49,14 @@ void print_manifest(const checkpoint::Manifest& m, bool slices) {
   std::printf("  layout: tp=%d pp=%d dp=%d zero_stage=%d on %d rank(s)\n", l.tp(), l.pp(), l.dp(), l.zero_stage(),
               l.world_size());
   const checkpoint::ModelShape& s = m.model();
-  std::printf("  model: %s, vocab %d, %d layers, %d heads, n_embd %d, max_seq_len %d\n", s.arch().c_str(),
-              s.vocab_size(), s.n_layer(), s.n_head(), s.n_embd(), s.max_seq_len());
+  std::printf("  model: %s, vocab %d, %d layers, %d heads", s.arch().c_str(), s.vocab_size(), s.n_layer(),
+              s.n_head());
+  if (s.has_n_kv_head() && s.n_kv_head() != s.n_head()) std::printf(" (%d kv heads)", s.n_kv_head());
+  std::printf(", n_embd %d", s.n_embd());
+  if (s.has_ffn_hidden()) std::printf(", ffn_hidden %d", s.ffn_hidden());
+  if (s.has_rope_theta()) std::printf(", rope_theta %g", s.rope_theta());
+  if (s.has_tie_embeddings()) std::printf(", %s", s.tie_embeddings() ? "tied embedding" : "untied output head");
+  std::printf(", max_seq_len %d\n", s.max_seq_len());
   if (m.has_data()) {
     const checkpoint::DataIdentity& d = m.data();
     if (d.mock()) {

@@ -108,9 +108,9 @@ int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
   if (log) {
     const ModelConfig& m = job.model_config;
     std::printf(
-        "tessera train: %s | gpt2 %d layers, %d heads, C %d, vocab %d (%s params) | %s, %d micro-batch(es) "
+        "tessera train: %s | %s %d layers, %d heads, C %d, vocab %d (%s params) | %s, %d micro-batch(es) "
         "of %d | %d thread(s)/rank | %s tokens/step | data: %s\n",
-        config.name().c_str(), m.n_layer, m.n_head, m.n_embd, m.vocab_size,
+        config.name().c_str(), m.arch.c_str(), m.n_layer, m.n_head, m.n_embd, m.vocab_size,
         human_count(static_cast<double>(num_parameters(m))).c_str(),
         RankGrid(job.layout.tp, job.layout.pp, job.layout.dp).to_string().c_str(), job.layout.micro_batches,
         job.layout.micro_batch_size, job.threads,

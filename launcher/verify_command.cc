@@ -78,9 +78,9 @@ int verify_command(const std::vector<std::string>& args, MpiEnvironment& mpi, co
 
   if (log) {
     std::printf(
-        "verify %s: gpt2 vocab %d, %d layers, %d heads, C %d, seq %d, batch %d, %d steps; %s "
+        "verify %s: %s vocab %d, %d layers, %d heads, C %d, seq %d, batch %d, %d steps; %s "
         "micro_batches=%d, %d thread(s)/rank\n",
-        path.c_str(), fixture.vocab_size, fixture.n_layer, fixture.n_head, fixture.n_embd, fixture.seq_len,
+        path.c_str(), fixture.arch.c_str(), fixture.vocab_size, fixture.n_layer, fixture.n_head, fixture.n_embd, fixture.seq_len,
         fixture.batch_size, fixture.steps, RankGrid(job.layout.tp, job.layout.pp, job.layout.dp).to_string().c_str(),
         job.layout.micro_batches, job.threads);
     std::printf("%5s  %12s  %12s  %9s  %12s  %12s  %9s\n", "step", "loss", "expected", "rel err", "grad norm",

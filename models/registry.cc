@@ -3,6 +3,7 @@
 
 #include "core/check.h"
 #include "models/gpt2/gpt2_model.h"
+#include "models/llama/llama_model.h"
 
 namespace tessera {
 
@@ -17,6 +18,7 @@ std::unique_ptr<Model> create(const ModelConfig& config, Backend& backend, Proce
 // One line per architecture.
 const ModelArchitecture kArchitectures[] = {
     {"gpt2", &gpt2_param_specs, &create<Gpt2Model>, &gpt2_shape_problems},
+    {"llama", &llama_param_specs, &create<LlamaModel>, &llama_shape_problems},
 };
 
 }  // namespace

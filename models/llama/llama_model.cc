@@ -1,0 +1,295 @@
+// Llama stage shard: parameters, activation plan, forward and backward.
+#include "models/llama/llama_model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "core/check.h"
+
+namespace tessera {
+
+std::vector<ParamSpec> llama_param_specs(const ModelConfig& config) {
+  const int64_t C = config.n_embd, V = config.vocab_size, F = config.ffn_hidden;
+  const int64_t kv = static_cast<int64_t>(config.n_kv_head) * config.head_size();
+  const float std_dev = config.init_std;
+  // Output projections feed the residual stream once per block half: scaled down as in GPT-2.
+  const float residual_std = config.init_std / std::sqrt(2.0f * config.n_layer);
+  std::vector<ParamSpec> specs;
+  auto add = [&](std::string name, std::vector<int64_t> shape, int layer, ParamPlace place, int split_dim) {
+    ParamSpec spec;
+    spec.name = std::move(name);
+    spec.shape = std::move(shape);
+    spec.layer = layer;
+    spec.place = place;
+    spec.tp_split_dim = split_dim;
+    if (spec.shape.size() == 2) {
+      spec.weight_decay = true;
+      spec.init = InitKind::kNormal;
+      spec.init_std = std_dev;
+    } else {
+      spec.init = InitKind::kOnes;  // RMSNorm gains
+    }
+    specs.push_back(spec);
+    return &specs.back();
+  };
+  ParamSpec* wte = add("wte", {V, C}, -1, ParamPlace::kInput, 0);
+  wte->vocab_parallel = true;
+  wte->tied_across_stages = config.tie_embeddings;
+  for (int l = 0; l < config.n_layer; ++l) {
+    const std::string h = "h." + std::to_string(l) + ".";
+    add(h + "attn_norm.weight", {C}, l, ParamPlace::kBlock, -1);
+    // Column-parallel by heads: rank r holds whole query heads and whole key/value heads.
+    add(h + "attn.q.weight", {C, C}, l, ParamPlace::kBlock, 0);
+    add(h + "attn.k.weight", {kv, C}, l, ParamPlace::kBlock, 0);
+    add(h + "attn.v.weight", {kv, C}, l, ParamPlace::kBlock, 0);
+    // Row-parallel: Y = sum_r X_r O_r^T, O split by columns (the heads' channels).
+    add(h + "attn.o.weight", {C, C}, l, ParamPlace::kBlock, 1)->init_std = residual_std;
+    add(h + "mlp_norm.weight", {C}, l, ParamPlace::kBlock, -1);
+    add(h + "mlp.gate.weight", {F, C}, l, ParamPlace::kBlock, 0);
+    add(h + "mlp.up.weight", {F, C}, l, ParamPlace::kBlock, 0);
+    add(h + "mlp.down.weight", {C, F}, l, ParamPlace::kBlock, 1)->init_std = residual_std;
+  }
+  add("norm.weight", {C}, -1, ParamPlace::kOutput, -1);
+  if (!config.tie_embeddings) add("lm_head.weight", {V, C}, -1, ParamPlace::kOutput, 0)->vocab_parallel = true;
+  return specs;
+}
+
+std::vector<std::string> llama_shape_problems(const ModelConfig& config, int tp) {
+  std::vector<std::string> problems;
+  const int H = config.n_head, KV = config.n_kv_head;
+  if (KV <= 0 || H % KV != 0) {
+    problems.push_back(str_cat("model.n_kv_head (", KV, ") must divide model.n_head (", H,
+                               "): each key/value head serves n_head / n_kv_head query heads"));
+  } else if (KV % tp != 0) {
+    problems.push_back(str_cat("model.n_kv_head (", KV, ") must be divisible by parallel.tp (", tp,
+                               "): each tensor-parallel rank holds whole key/value heads and the query heads that "
+                               "read them; choose parallel.tp dividing ",
+                               KV));
+  }
+  if (config.head_size() % 2 != 0) {
+    problems.push_back(str_cat("model.n_embd / model.n_head (", config.head_size(),
+                               ") must be even: RoPE rotates pairs of channels"));
+  }
+  if (config.ffn_hidden <= 0 || config.ffn_hidden % tp != 0) {
+    problems.push_back(str_cat("model.ffn_hidden (", config.ffn_hidden, ") must be positive and divisible by parallel.tp (",
+                               tp, "): each rank holds a slice of the MLP's hidden units"));
+  }
+  if (!(config.rope_theta > 0) || !std::isfinite(config.rope_theta)) {
+    problems.push_back(str_cat("model.rope_theta (", config.rope_theta, ") must be positive"));
+  }
+  return problems;
+}
+
+LlamaModel::LlamaModel(const ModelConfig& config, Backend& backend, ProcessGroup& tp, StageRange stage,
+                       int micro_batch, int seq_len, int slots)
+    : Model(config, backend, tp.rank(), tp.size(), stage, micro_batch, seq_len, slots, llama_param_specs(config)),
+      tp_(tp),
+      column_(backend, tp),
+      row_(backend, tp),
+      embedding_(backend, tp, vocab_start_),
+      cross_entropy_(backend, tp, vocab_start_, valid_vocab_) {
+  const int tp_size = tp.size();
+  TS_ASSERT(llama_shape_problems(config, tp_size).empty() && config.n_head % tp_size == 0, "llama shape over tp ",
+            tp_size);
+  C_ = config.n_embd;
+  hs_ = config.head_size();
+  local_heads_ = config.n_head / tp_size;
+  local_kv_heads_ = config.n_kv_head / tp_size;
+  local_ffn_ = config.ffn_hidden / tp_size;
+
+  // ---- the parameters' places in params() ----
+  if (stage.has_embedding || config.tie_embeddings) {
+    if (find_param("wte") != nullptr) wte_ = param_index("wte");
+  }
+  if (stage.has_head) {
+    norm_ = param_index("norm.weight");
+    if (!config.tie_embeddings) lm_head_ = param_index("lm_head.weight");
+  }
+  for (int l = stage.first_layer; l < stage.end_layer; ++l) {
+    const std::string h = "h." + std::to_string(l) + ".";
+    LayerParams p{};
+    p.attn_norm = param_index(h + "attn_norm.weight");
+    p.q = param_index(h + "attn.q.weight");
+    TS_ASSERT(param_index(h + "attn.k.weight") == p.q + 1 && param_index(h + "attn.v.weight") == p.q + 2,
+              "q, k, v must be adjacent");
+    p.o = param_index(h + "attn.o.weight");
+    p.mlp_norm = param_index(h + "mlp_norm.weight");
+    p.gate = param_index(h + "mlp.gate.weight");
+    TS_ASSERT(param_index(h + "mlp.up.weight") == p.gate + 1, "gate, up must be adjacent");
+    p.down = param_index(h + "mlp.down.weight");
+    layer_params_.push_back(p);
+  }
+
+  // ---- activations, planned once ----
+  const DType A = config.dtype;  // compute dtype
+  const int64_t B = micro_batch, T = seq_len, BT = B * T, C = C_;
+  const int64_t qkv_width = static_cast<int64_t>(local_heads_ + 2 * local_kv_heads_) * hs_;
+  const int64_t att_width = static_cast<int64_t>(local_heads_) * hs_;
+  const int64_t Fl = local_ffn_;
+  for (int s = 0; s < slots; ++s) {
+    SlotActs a{};
+    a.tokens = arena_.reserve(DType::kI32, {BT});
+    a.targets = arena_.reserve(DType::kI32, {BT});
+    a.input = arena_.reserve(A, {B, T, C});
+    for (int l = stage.first_layer; l < stage.end_layer; ++l) {
+      LayerActs la{};
+      la.xn1 = arena_.reserve(A, {BT, C});
+      la.rstd1 = arena_.reserve(DType::kF32, {BT});
+      la.qkv = arena_.reserve(A, {B, T, qkv_width});
+      la.atty = arena_.reserve(A, {BT, att_width});
+      la.lse = arena_.reserve(DType::kF32, {B, local_heads_, T});
+      la.res2 = arena_.reserve(A, {BT, C});
+      la.xn2 = arena_.reserve(A, {BT, C});
+      la.rstd2 = arena_.reserve(DType::kF32, {BT});
+      la.gate_up = arena_.reserve(A, {BT, 2 * Fl});
+      la.hidden = arena_.reserve(A, {BT, Fl});
+      la.res3 = arena_.reserve(A, {BT, C});
+      a.layers.push_back(la);
+    }
+    if (stage.has_head) {
+      a.xnf = arena_.reserve(A, {BT, C});
+      a.rstdf = arena_.reserve(DType::kF32, {BT});
+      a.losses = arena_.reserve(DType::kF32, {BT});
+      a.d_xnf = arena_.reserve(A, {BT, C});
+    }
+    slot_acts_.push_back(std::move(a));
+  }
+  logits_ = stage.has_head ? arena_.reserve(A, {BT, vocab_rows_}) : -1;
+  row_max_ = arena_.reserve(DType::kF32, {BT});
+  row_stats_ = arena_.reserve(DType::kF32, {2, BT});  // sum_exp, target_logit: one all-reduce for both
+  d_res_ = arena_.reserve(A, {B, T, C});
+  d_ln_ = arena_.reserve(A, {BT, C});
+  d_big_ = arena_.reserve(A, {BT * std::max<int64_t>(2 * Fl, qkv_width)});  // d(gate_up) or d(qkv)
+  d_hidden_ = arena_.reserve(A, {BT, Fl});
+  d_atty_ = arena_.reserve(A, {BT, att_width});
+  arena_.allocate(backend);
+}
+
+Tensor LlamaModel::tokens(int slot) const { return act(slot_acts_[slot].tokens); }
+Tensor LlamaModel::targets(int slot) const { return act(slot_acts_[slot].targets); }
+Tensor LlamaModel::stage_input(int slot) const { return act(slot_acts_[slot].input); }
+
+Tensor LlamaModel::layer_input(int slot, int i) const {
+  return i == 0 ? act(slot_acts_[slot].input) : act(slot_acts_[slot].layers[i - 1].res3);
+}
+
+Tensor LlamaModel::stage_output(int slot) const {
+  const int n = stage_.end_layer - stage_.first_layer;
+  return layer_input(slot, n).view({micro_batch_, seq_len_, C_});
+}
+
+Tensor LlamaModel::stage_input_grad() const { return act(d_res_); }
+
+Tensor LlamaModel::losses(int slot) const {
+  TS_ASSERT(stage_.has_head, "losses on a stage without the head");
+  return act(slot_acts_[slot].losses);
+}
+
+void LlamaModel::blocks_forward(int slot) {
+  const SlotActs& a = slot_acts_[slot];
+  if (stage_.has_embedding) embedding_.forward(act(a.input), act(a.tokens), value(wte_), Tensor(), seq_len_);
+  const int n_local = stage_.end_layer - stage_.first_layer;
+  for (int i = 0; i < n_local; ++i) layer_forward(slot, i);
+  if (stage_.has_head && n_local == 0) {  // a head-only stage: no layer's fused residual + RMSNorm made it
+    backend_.rmsnorm_forward(act(a.xnf), act(a.rstdf), layer_input(slot, 0), value(norm_), config_.norm_eps);
+  }
+}
+
+void LlamaModel::forward(int slot, bool train, float d_scale) {
+  const SlotActs& a = slot_acts_[slot];
+  blocks_forward(slot);
+  if (!stage_.has_head) return;
+  // logits[:, vocab shard] = norm(x) head_shard^T (column-parallel over the vocabulary).
+  const Tensor logits = act(logits_);
+  column_.forward(logits, act(a.xnf), value(head()), Tensor());
+  cross_entropy_.forward_backward(act(a.losses), logits, act(a.targets), d_scale, act(row_max_), act(row_stats_));
+  if (!train) return;
+  // The head's backward now, while the logits are at hand (as in Gpt2Model::forward).
+  column_.backward(act(a.d_xnf), grad(head()), Tensor(), logits, act(a.xnf), value(head()));
+}
+
+Tensor LlamaModel::forward_logits(int slot) {
+  blocks_forward(slot);
+  if (!stage_.has_head) return Tensor();
+  const Tensor logits = act(logits_);
+  column_.forward(logits, act(slot_acts_[slot].xnf), value(head()), Tensor());
+  return logits;
+}
+
+void LlamaModel::layer_forward(int slot, int i) {
+  const LayerParams& p = layer_params_[i];
+  const LayerActs& a = slot_acts_[slot].layers[i];
+  const Tensor x = layer_input(slot, i);
+  const float eps = config_.norm_eps;
+  // Attention half: x + o(attention(rope(q, k), v)), q k v of rmsnorm(x).
+  if (i == 0) backend_.rmsnorm_forward(act(a.xn1), act(a.rstd1), x, value(p.attn_norm), eps);
+  column_.forward(act(a.qkv), act(a.xn1), fused_value(p.q, 3), Tensor());
+  backend_.rope_forward(act(a.qkv), local_heads_, local_kv_heads_, seq_len_, config_.rope_theta);
+  backend_.attention_forward(act(a.atty), act(a.lse), act(a.qkv), local_heads_, local_kv_heads_);
+  row_.forward(act(a.res2), act(a.atty), value(p.o), Tensor());
+  // res2 = x + attention output, and the MLP's RMSNorm of it, in one pass.
+  backend_.residual_rmsnorm_forward(act(a.res2), act(a.xn2), act(a.rstd2), act(a.res2), x, value(p.mlp_norm), eps);
+  // MLP half: res2 + down(silu(gate(y)) * up(y)), y = rmsnorm(res2).
+  column_.forward(act(a.gate_up), act(a.xn2), fused_value(p.gate, 2), Tensor());
+  backend_.swiglu_forward(act(a.hidden), act(a.gate_up));
+  row_.forward(act(a.res3), act(a.hidden), value(p.down), Tensor());
+  // res3 = res2 + MLP output, fused with the RMSNorm that reads it next.
+  const int n_local = stage_.end_layer - stage_.first_layer;
+  if (i + 1 < n_local) {
+    const LayerActs& na = slot_acts_[slot].layers[i + 1];
+    backend_.residual_rmsnorm_forward(act(a.res3), act(na.xn1), act(na.rstd1), act(a.res3), act(a.res2),
+                                      value(layer_params_[i + 1].attn_norm), eps);
+  } else if (stage_.has_head) {
+    const SlotActs& sa = slot_acts_[slot];
+    backend_.residual_rmsnorm_forward(act(a.res3), act(sa.xnf), act(sa.rstdf), act(a.res3), act(a.res2), value(norm_),
+                                      eps);
+  } else {
+    backend_.add(act(a.res3), act(a.res3), act(a.res2));
+  }
+}
+
+void LlamaModel::backward(int slot, Tensor d_output) {
+  const SlotActs& a = slot_acts_[slot];
+  const int n_local = stage_.end_layer - stage_.first_layer;
+  Tensor d_res = act(d_res_);
+  if (stage_.has_head) {
+    backend_.fill(d_res, 0.0f);
+    backend_.rmsnorm_backward(d_res, grad(norm_), act(a.d_xnf), layer_input(slot, n_local), value(norm_),
+                              act(a.rstdf));
+  } else {
+    backend_.copy(d_res, d_output);
+  }
+  for (int i = n_local - 1; i >= 0; --i) {
+    layer_backward(slot, i);
+    call_backward_hook(stage_.first_layer + i);
+  }
+  if (stage_.has_embedding) embedding_.backward(grad(wte_), Tensor(), d_res, act(a.tokens), seq_len_);
+  call_backward_hook(-1);
+}
+
+void LlamaModel::layer_backward(int slot, int i) {
+  const LayerParams& p = layer_params_[i];
+  const LayerActs& a = slot_acts_[slot].layers[i];
+  const int64_t B = micro_batch_, T = seq_len_, BT = B * T;
+  Tensor d_res = act(d_res_);  // gradient w.r.t. this layer's output; becomes that w.r.t. its input
+  Tensor d_ln = act(d_ln_);
+  Tensor d_gate_up(act(d_big_).data(), config_.dtype, backend_.device(), {BT, 2 * static_cast<int64_t>(local_ffn_)});
+  Tensor d_qkv(act(d_big_).data(), config_.dtype, backend_.device(),
+               {B, T, static_cast<int64_t>(local_heads_ + 2 * local_kv_heads_) * hs_});
+  // MLP half.
+  row_.backward(act(d_hidden_), grad(p.down), Tensor(), d_res, act(a.hidden), value(p.down));
+  backend_.swiglu_backward(d_gate_up, act(d_hidden_), act(a.gate_up));
+  column_.backward(d_ln, fused_grad(p.gate, 2), Tensor(), d_gate_up, act(a.xn2), fused_value(p.gate, 2));
+  backend_.rmsnorm_backward(d_res, grad(p.mlp_norm), d_ln, act(a.res2), value(p.mlp_norm), act(a.rstd2));
+  // Attention half.
+  row_.backward(act(d_atty_), grad(p.o), Tensor(), d_res, act(a.atty), value(p.o));
+  backend_.attention_backward(d_qkv, act(d_atty_), act(a.qkv), act(a.atty), act(a.lse), local_heads_,
+                              local_kv_heads_);
+  backend_.rope_backward(d_qkv, local_heads_, local_kv_heads_, seq_len_, config_.rope_theta);
+  column_.backward(d_ln, fused_grad(p.q, 3), Tensor(), d_qkv, act(a.xn1), fused_value(p.q, 3));
+  backend_.rmsnorm_backward(d_res, grad(p.attn_norm), d_ln, layer_input(slot, i), value(p.attn_norm), act(a.rstd1));
+}
+
+}  // namespace tessera

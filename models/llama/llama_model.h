@@ -1,0 +1,83 @@
+// LlamaModel: one rank's shard of a Llama-family model behind the Model seam (parallel/model.h): no biases,
+// RMSNorm before each block half and at the end, rotary positions (RoPE, rotate-half, rope_theta) on queries and
+// keys, grouped-query attention (n_kv_head key/value heads; query head h reads kv head h / (n_head / n_kv_head)),
+// a SwiGLU MLP of ffn_hidden units, and an output head of its own (lm_head) unless tie_embeddings.
+//
+// Tensor parallelism (parallel/tensor_parallel.h): Q, K and V are column-parallel by heads — rank r of tp holds
+// query heads [r H/tp, (r+1) H/tp) and key/value heads [r KV/tp, (r+1) KV/tp), so every query head finds its
+// kv head on its own rank (tp must divide n_kv_head) — and their three weights, adjacent in the flat buffer,
+// are one GEMM; gate and up are column-parallel by hidden units, likewise one GEMM; o and down are row-parallel.
+// The embedding and the head are vocab-parallel, as for GPT-2.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "core/model_config.h"
+#include "core/param_spec.h"
+#include "core/tensor_arena.h"
+#include "parallel/model.h"
+#include "parallel/process_group.h"
+#include "parallel/tensor_parallel.h"
+
+namespace tessera {
+
+// Every parameter, in the fixtures' order: wte, h.<l>.{attn_norm, attn.q, attn.k, attn.v, attn.o, mlp_norm,
+// mlp.gate, mlp.up, mlp.down}.weight, norm.weight, and lm_head.weight unless the head is tied to wte.
+std::vector<ParamSpec> llama_param_specs(const ModelConfig& config);
+// What this shape cannot be split into with tp ranks, or cannot be at all, one line each.
+std::vector<std::string> llama_shape_problems(const ModelConfig& config, int tp);
+
+class LlamaModel final : public Model {
+ public:
+  // As Gpt2Model's.
+  LlamaModel(const ModelConfig& config, Backend& backend, ProcessGroup& tp, StageRange stage, int micro_batch,
+             int seq_len, int slots);
+
+  Tensor tokens(int slot) const override;
+  Tensor targets(int slot) const override;
+  Tensor stage_input(int slot) const override;
+  void forward(int slot, bool train, float d_scale) override;
+  Tensor forward_logits(int slot) override;
+  Tensor losses(int slot) const override;
+  Tensor stage_output(int slot) const override;
+  void backward(int slot, Tensor d_output) override;
+  Tensor stage_input_grad() const override;
+
+ private:
+  struct LayerParams {
+    int attn_norm, q, o, mlp_norm, gate, down;  // k, v follow q; up follows gate (fused GEMMs)
+  };
+  struct LayerActs {  // arena handles
+    int xn1, rstd1, qkv, atty, lse, res2, xn2, rstd2, gate_up, hidden, res3;
+  };
+  struct SlotActs {
+    int tokens, targets, input, xnf, rstdf, losses, d_xnf;
+    std::vector<LayerActs> layers;
+  };
+
+  Tensor act(int handle) const { return arena_.get(handle); }
+  Tensor layer_input(int slot, int i) const;
+  void blocks_forward(int slot);
+  void layer_forward(int slot, int i);
+  void layer_backward(int slot, int i);
+  // The output head's weight: lm_head, or wte when tied.
+  int head() const { return lm_head_ >= 0 ? lm_head_ : wte_; }
+
+  ProcessGroup& tp_;
+  ColumnParallelLinear column_;
+  RowParallelLinear row_;
+  VocabParallelEmbedding embedding_;
+  VocabParallelCrossEntropy cross_entropy_;
+  int C_, hs_, local_heads_, local_kv_heads_, local_ffn_;
+
+  int wte_ = -1, norm_ = -1, lm_head_ = -1;
+  std::vector<LayerParams> layer_params_;
+
+  TensorArena arena_;
+  std::vector<SlotActs> slot_acts_;
+  // Shared scratch: logits and cross-entropy statistics, and backward temporaries.
+  int logits_, row_max_, row_stats_, d_res_, d_ln_, d_big_, d_hidden_, d_atty_;
+};
+
+}  // namespace tessera
