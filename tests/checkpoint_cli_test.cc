@@ -214,6 +214,60 @@ TEST(CheckpointCli, EveryLayoutResumesEveryOthersCheckpoint) {
   }
 }
 
+// Llama (grouped-query attention, untied head) saved at tp=2 x pp=2 resumes at dp=4 and on one rank with the
+// losses of those layouts' uninterrupted runs, and bit for bit in its own layout.
+TEST(CheckpointCli, LlamaSavedAtTp2Pp2ResumesAtDp4AndTp1) {
+  TempDir dir;
+  const std::string job = write_job(
+      dir,
+      "model { arch: LLAMA vocab_size: 64 n_layer: 2 n_head: 4 n_kv_head: 2 n_embd: 16 ffn_hidden: 40 "
+      "max_seq_len: 16 }\n"
+      "train { steps: 6 global_batch: 8 seq_len: 16 threads: 1 }\n"
+      "optimizer { lr: 1e-2 warmup_steps: 2 }\n"
+      "data { mock: true }\n"
+      "checkpoint { every_steps: 3 keep_last: 0 }\n"
+      "logging { log_every: 100 }\n");
+  const RunLayout saved{2, 2, 1, true};
+  const RunLayout resumed[] = {{2, 2, 1, false}, {1, 1, 4, false}, {1, 1, 1, false}};
+  std::vector<std::string> commands{train_command(job, saved, dir.file("saved"))};
+  for (size_t y = 0; y < std::size(resumed); ++y) {
+    commands.push_back(train_command(job, resumed[y], dir.file(str_cat("ref", y))));
+  }
+  std::vector<testing::CommandResult> results = run_all(commands);
+  for (const testing::CommandResult& r : results) ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string checkpoint = dir.file("saved") + "/checkpoints/step_00000003";
+  const std::string inspected = run_command(tessera("inspect " + checkpoint)).output;
+  EXPECT_TRUE(contains(inspected, "model: LLAMA, vocab 64, 2 layers, 4 heads (2 kv heads), n_embd 16, ffn_hidden 40"))
+      << inspected;
+  EXPECT_TRUE(contains(inspected, "untied output head")) << inspected;
+  commands.clear();
+  for (size_t y = 0; y < std::size(resumed); ++y) {
+    commands.push_back(train_command(job, resumed[y], dir.file(str_cat("resume", y)),
+                                     "--resume " + checkpoint + " --set checkpoint.every_steps=0"));
+  }
+  results = run_all(commands);
+  for (size_t y = 0; y < std::size(resumed); ++y) {
+    SCOPED_TRACE("resumed in " + resumed[y].name());
+    ASSERT_EQ(results[y].exit_code, 0) << results[y].output;
+    const std::map<int, Row> want = read_metrics(dir.file(str_cat("ref", y)));
+    const std::map<int, Row> rows = read_metrics(dir.file(str_cat("resume", y)));
+    ASSERT_EQ(rows.size(), 3u) << "steps 4 to 6";
+    for (const auto& [step, row] : rows) {
+      if (resumed[y].same_layout(saved)) {
+        EXPECT_EQ(row.loss, want.at(step).loss) << "step " << step;
+        EXPECT_EQ(row.grad_norm, want.at(step).grad_norm) << "step " << step;
+      } else {
+        const double loss = std::stod(row.loss), expected = std::stod(want.at(step).loss);
+        EXPECT_LE(std::fabs(loss - expected), 1e-5 * std::fabs(expected)) << "step " << step;
+      }
+    }
+  }
+  // The saved run's own next steps are the resumed same-layout run's.
+  const std::map<int, Row> original = read_metrics(dir.file("saved"));
+  const std::map<int, Row> continued = read_metrics(dir.file("resume0"));
+  for (int step = 4; step <= 6; ++step) EXPECT_EQ(continued.at(step).loss, original.at(step).loss) << step;
+}
+
 // Mixed precision: checkpoints hold the f32 master weights; a resume rebuilds the bf16 compute copy from them,
 // so a resume in the same layout continues bit for bit, and one in another layout within bf16 rounding of that
 // layout's own uninterrupted run.
@@ -486,6 +540,10 @@ TEST(CheckpointCli, AnotherModelShapeBatchOrTokenizerIsRefused) {
   auto r = run_command(train_command(job, layout, dir.file("x"), "--resume " + checkpoint + " --set model.n_embd=32"));
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_TRUE(contains(r.output, "model.n_embd: the checkpoint has 16, this run 32")) << r.output;
+  // Another architecture of the same sizes: GPT-2's tensors are not a Llama's.
+  r = run_command(train_command(job, layout, dir.file("x"), "--resume " + checkpoint + " --set model.arch=LLAMA"));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_TRUE(contains(r.output, "model.arch: the checkpoint has GPT2, this run LLAMA")) << r.output;
   r = run_command(train_command(job, layout, dir.file("x"), "--resume " + checkpoint + " --set train.global_batch=16"));
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_TRUE(contains(r.output, "train.global_batch: the checkpoint has 8, this run 16")) << r.output;
@@ -508,29 +566,34 @@ TEST(CheckpointCli, AnotherModelShapeBatchOrTokenizerIsRefused) {
 }
 
 TEST(CheckpointCli, ImportedFixtureWeightsLoadWholeAndTrainInAnotherLayout) {
+  for (const std::string fixture_name : {"gpt2-tiny", "llama-tiny"}) {
+    SCOPED_TRACE(fixture_name);
+    TempDir dir;
+    const std::string fixture_path = std::string(TESSERA_TEST_DATA) + "/" + fixture_name + ".h5";
+    const std::string run = dir.file("run");
+    auto r = run_command(tessera("import --input " + fixture_path + " --out " + run));
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    r = run_command(tessera("inspect " + run));
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+
+    const Fixture fixture = load_fixture(fixture_path);
+    H5Reader model(run + "/checkpoints/step_00000000/model.h5");
+    for (const std::string& name : fixture.param_names) {
+      EXPECT_EQ(model.read_f32("model/" + name), fixture.init.at(name)) << name;
+      for (float m : model.read_f32("optim/exp_avg/" + name)) ASSERT_EQ(m, 0.0f);
+    }
+    // The fixture's job, trained for two steps from the imported weights with tp=2.
+    const std::string job = dir.file("fixture.textproto");
+    testing::write_text_file(job, job_config_to_text(fixture_job_config(fixture)));
+    r = run_command(train_command(job, {2, 1, 1, false}, run, "--resume latest --set train.steps=2"));
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_TRUE(contains(r.output, "resumed from " + run + "/checkpoints/step_00000000: step 0")) << r.output;
+    EXPECT_EQ(read_latest(run + "/checkpoints"), std::optional<std::string>("step_00000002"));
+  }
   TempDir dir;
   const std::string fixture_path = std::string(TESSERA_TEST_DATA) + "/gpt2-tiny.h5";
-  const std::string run = dir.file("run");
-  auto r = run_command(tessera("import --input " + fixture_path + " --out " + run));
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  r = run_command(tessera("inspect " + run));
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-
-  const Fixture fixture = load_fixture(fixture_path);
-  H5Reader model(run + "/checkpoints/step_00000000/model.h5");
-  for (const std::string& name : fixture.param_names) {
-    EXPECT_EQ(model.read_f32("model/" + name), fixture.init.at(name)) << name;
-    for (float m : model.read_f32("optim/exp_avg/" + name)) ASSERT_EQ(m, 0.0f);
-  }
-  // The fixture's job, trained for two steps from the imported weights with tp=2.
-  const std::string job = dir.file("fixture.textproto");
-  testing::write_text_file(job, job_config_to_text(fixture_job_config(fixture)));
-  r = run_command(train_command(job, {2, 1, 1, false}, run, "--resume latest --set train.steps=2"));
-  EXPECT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_TRUE(contains(r.output, "resumed from " + run + "/checkpoints/step_00000000: step 0")) << r.output;
-  EXPECT_EQ(read_latest(run + "/checkpoints"), std::optional<std::string>("step_00000002"));
-
-  r = run_command(tessera("import --input " + fixture_path + " --out " + dir.file("bad") + " --set model.n_embd=32"));
+  const auto r =
+      run_command(tessera("import --input " + fixture_path + " --out " + dir.file("bad") + " --set model.n_embd=32"));
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_TRUE(contains(r.output, "init/wte has shape [512, 64], the model of the config expects [512, 32]"))
       << r.output;

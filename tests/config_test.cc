@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "core/check.h"
+#include "models/registry.h"
 
 namespace tessera {
 namespace {
@@ -130,8 +131,46 @@ TEST(ShippedConfigs, Gpt2SmallOnGpusRunsTheFullBatchOnEightRanks) {
   EXPECT_EQ(layout.micro_batch_size, 32);
 }
 
+TEST(ShippedConfigs, LlamaTinyRunsAtTp2Pp2OnFourRanks) {
+  // mpirun -np 4 tessera train --config configs/llama-tiny.textproto --set parallel.tp=2 --set parallel.pp=2
+  const config::JobConfig job =
+      load_job_config(shipped_config("llama-tiny.textproto"), {"parallel.tp=2", "parallel.pp=2"});
+  const ModelConfig model = model_config_from(job.model());
+  EXPECT_EQ(model.arch, "llama");
+  EXPECT_EQ(model.n_kv_head, 2);
+  EXPECT_FALSE(model.tie_embeddings);
+  const Layout layout = resolve_layout(job, 4);
+  EXPECT_EQ(layout.dp, 1);
+  EXPECT_EQ(layout.micro_batch_size, 16);
+}
+
+TEST(ShippedConfigs, Llama1bHasTheLlama3Shape) {
+  // mpirun -np 8 tessera train --config configs/llama-1b.textproto --set parallel.tp=2
+  const config::JobConfig job = load_job_config(shipped_config("llama-1b.textproto"), {"parallel.tp=2"});
+  const ModelConfig model = model_config_from(job.model());
+  EXPECT_EQ(model.arch, "llama");
+  EXPECT_EQ(model.n_layer, 16);
+  EXPECT_EQ(model.n_embd, 2048);
+  EXPECT_EQ(model.n_head, 32);
+  EXPECT_EQ(model.n_kv_head, 8);
+  EXPECT_EQ(model.ffn_hidden, 8192);
+  EXPECT_EQ(model.vocab_size, 128256);
+  EXPECT_FLOAT_EQ(model.rope_theta, 500000.0f);
+  EXPECT_FALSE(model.tie_embeddings);
+  EXPECT_EQ(model.dtype, DType::kBF16);
+  // Llama 3.2 1B without its tied head: 1.236B with the embedding shared, plus a second 128256 x 2048 table.
+  EXPECT_EQ(num_parameters(model), 1498482688);
+  const Layout layout = resolve_layout(job, 8);
+  EXPECT_EQ(layout.dp, 4);
+  EXPECT_EQ(layout.micro_batch_size, 8);
+  // tp=16 does not divide the 8 kv heads.
+  EXPECT_THROW(resolve_layout(load_job_config(shipped_config("llama-1b.textproto"), {"parallel.tp=16"}), 16),
+               ConfigError);
+}
+
 TEST(ShippedConfigs, TextFormIsEquivalentAndStable) {
-  for (const char* name : {"tiny.textproto", "gpt2-124m.textproto", "gpt2-124m-gpu.textproto"}) {
+  for (const char* name : {"tiny.textproto", "gpt2-124m.textproto", "gpt2-124m-gpu.textproto", "llama-tiny.textproto",
+                           "llama-1b.textproto"}) {
     SCOPED_TRACE(name);
     const config::JobConfig job = load_job_config(shipped_config(name), {});
     const std::string text = job_config_to_text(job);
