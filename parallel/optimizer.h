@@ -12,7 +12,7 @@
 
 namespace tessera {
 
-// Where an optimizer keeps AdamW's moments, for checkpoints (launcher/checkpoint.h): the moments of the
+// Where an optimizer keeps AdamW's moments, for checkpoints (launcher/checkpoints/checkpoint.h): the moments of the
 // model's flat parameter elements [flat_begin, flat_begin + size) are elements [state_begin, state_begin +
 // size) of exp_avg() and exp_avg_sq().
 struct OptimizerStateRange {

@@ -23,12 +23,12 @@
 #include <vector>
 
 #include "core/param_spec.h"
-#include "launcher/checkpoint_layout.h"
-#include "launcher/checkpoint_manifest.h"
-#include "launcher/config.h"
-#include "launcher/fixture.h"
-#include "launcher/hdf5_file.h"
-#include "launcher/job.h"
+#include "launcher/checkpoints/checkpoint_layout.h"
+#include "launcher/checkpoints/checkpoint_manifest.h"
+#include "launcher/commands/fixture.h"
+#include "launcher/common/config.h"
+#include "launcher/common/hdf5_file.h"
+#include "launcher/run/job.h"
 #include "models/gpt2/gpt2_model.h"
 #include "tests/run_command.h"
 #include "tests/temp_dir.h"
@@ -218,15 +218,15 @@ TEST(CheckpointCli, EveryLayoutResumesEveryOthersCheckpoint) {
 // losses of those layouts' uninterrupted runs, and bit for bit in its own layout.
 TEST(CheckpointCli, LlamaSavedAtTp2Pp2ResumesAtDp4AndTp1) {
   TempDir dir;
-  const std::string job = write_job(
-      dir,
-      "model { arch: LLAMA vocab_size: 64 n_layer: 2 n_head: 4 n_kv_head: 2 n_embd: 16 ffn_hidden: 40 "
-      "max_seq_len: 16 }\n"
-      "train { steps: 6 global_batch: 8 seq_len: 16 threads: 1 }\n"
-      "optimizer { lr: 1e-2 warmup_steps: 2 }\n"
-      "data { mock: true }\n"
-      "checkpoint { every_steps: 3 keep_last: 0 }\n"
-      "logging { log_every: 100 }\n");
+  const std::string job =
+      write_job(dir,
+                "model { arch: LLAMA vocab_size: 64 n_layer: 2 n_head: 4 n_kv_head: 2 n_embd: 16 ffn_hidden: 40 "
+                "max_seq_len: 16 }\n"
+                "train { steps: 6 global_batch: 8 seq_len: 16 threads: 1 }\n"
+                "optimizer { lr: 1e-2 warmup_steps: 2 }\n"
+                "data { mock: true }\n"
+                "checkpoint { every_steps: 3 keep_last: 0 }\n"
+                "logging { log_every: 100 }\n");
   const RunLayout saved{2, 2, 1, true};
   const RunLayout resumed[] = {{2, 2, 1, false}, {1, 1, 4, false}, {1, 1, 1, false}};
   std::vector<std::string> commands{train_command(job, saved, dir.file("saved"))};

@@ -15,12 +15,12 @@
 #include <vector>
 
 #include "core/check.h"
-#include "launcher/checkpoint.h"
-#include "launcher/checkpoint_manifest.h"
-#include "launcher/checkpoint_shard.h"
-#include "launcher/durable_file.h"
-#include "launcher/config.h"
-#include "launcher/hdf5_file.h"
+#include "launcher/checkpoints/checkpoint.h"
+#include "launcher/checkpoints/checkpoint_manifest.h"
+#include "launcher/checkpoints/checkpoint_shard.h"
+#include "launcher/common/config.h"
+#include "launcher/common/durable_file.h"
+#include "launcher/common/hdf5_file.h"
 #include "models/registry.h"
 #include "tests/checkpoint_state.h"
 #include "tests/temp_dir.h"
@@ -293,8 +293,7 @@ Loaded load_like_a_resume(const std::string& checkpoints_dir) {
   try {
     const ResumeCandidates candidates = resume_candidates(checkpoints_dir, "");
     const CheckpointChoice choice = choose_checkpoint(
-        candidates, [](const std::string& dir, checkpoint::Manifest* m) { return verify_checkpoint(dir, m); },
-        nullptr);
+        candidates, [](const std::string& dir, checkpoint::Manifest* m) { return verify_checkpoint(dir, m); }, nullptr);
     if (choice.dir.empty()) return out;
     out.problem_reported = !candidates.latest_problem.empty() || !choice.rejected.empty() ||
                            !auxiliary_file_problems(choice.dir, choice.manifest).empty();

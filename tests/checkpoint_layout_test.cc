@@ -1,7 +1,7 @@
 // Checkpoint math without files or MPI: XXH64, the boxes a shard's pieces cover (QKV parts, vocabulary
 // padding, column splits, ZeRO-like partial ranges), who stores which replica, read plans across layouts and
 // the tiling checks that find overlaps and gaps.
-#include "launcher/checkpoint_layout.h"
+#include "launcher/checkpoints/checkpoint_layout.h"
 
 #include <gtest/gtest.h>
 
@@ -11,8 +11,8 @@
 #include <vector>
 
 #include "core/check.h"
+#include "launcher/common/xxhash64.h"
 #include "models/gpt2/gpt2_model.h"
-#include "launcher/xxhash64.h"
 #include "tests/checkpoint_state.h"
 #include "tests/temp_dir.h"
 

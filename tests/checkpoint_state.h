@@ -10,8 +10,8 @@
 
 #include "core/model_config.h"
 #include "core/param_spec.h"
-#include "launcher/checkpoint_layout.h"
-#include "launcher/splitmix64.h"
+#include "launcher/checkpoints/checkpoint_layout.h"
+#include "launcher/data/splitmix64.h"
 #include "models/gpt2/gpt2_model.h"
 
 namespace tessera::testing {

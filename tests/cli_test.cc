@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "launcher/indexed_dataset.h"
+#include "launcher/data/indexed_dataset.h"
 #include "tests/run_command.h"
 
 namespace {
@@ -100,7 +100,8 @@ TEST_F(CliTest, MissingDataset) {
   std::string job = write("job.textproto",
                           "model { vocab_size: 64 n_layer: 1 n_head: 2 n_embd: 16 max_seq_len: 16 }\n"
                           "train { steps: 2 global_batch: 2 seq_len: 16 threads: 1 }\n"
-                          "data { train_prefix: \"" + (dir_ / "missing").string() + "\" }\n");
+                          "data { train_prefix: \"" +
+                              (dir_ / "missing").string() + "\" }\n");
   auto r = run_command(kTessera + " train --config " + job);
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("missing"), std::string::npos) << r.output;
@@ -118,7 +119,8 @@ TEST_F(CliTest, TokenIdsBeyondTheVocabulary) {
   std::string job = write("job.textproto",
                           "model { vocab_size: 64 n_layer: 1 n_head: 2 n_embd: 16 max_seq_len: 16 }\n"
                           "train { steps: 2 global_batch: 2 seq_len: 16 threads: 1 }\n"
-                          "data { train_prefix: \"" + (dir_ / "big").string() + "\" }\n");
+                          "data { train_prefix: \"" +
+                              (dir_ / "big").string() + "\" }\n");
   auto r = run_command(kTessera + " train --config " + job);
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("99"), std::string::npos) << r.output;
@@ -135,7 +137,8 @@ TEST_F(CliTest, ADatasetThatIsAFifoOrADirectoryIsRefusedWithoutHanging) {
   const std::string job = write("job.textproto",
                                 "model { vocab_size: 64 n_layer: 1 n_head: 2 n_embd: 16 max_seq_len: 16 }\n"
                                 "train { steps: 2 global_batch: 2 seq_len: 16 threads: 1 }\n"
-                                "data { train_prefix: \"" + (dir_ / "data").string() + "\" }\n");
+                                "data { train_prefix: \"" +
+                                    (dir_ / "data").string() + "\" }\n");
   const std::string bin = (dir_ / "data.bin").string();
   fs::remove(bin);
   ASSERT_EQ(::mkfifo(bin.c_str(), 0600), 0);

@@ -1,6 +1,6 @@
 // Tests of launcher/config: the shipped configs, text-format errors, `--set` overrides of every field type,
 // every validation rule, layout resolution on 1..8 ranks, and the explicit text form written to run dirs.
-#include "launcher/config.h"
+#include "launcher/common/config.h"
 
 #include <google/protobuf/text_format.h>
 #include <google/protobuf/util/message_differencer.h>

@@ -1,13 +1,13 @@
 // The choice of transport (parallel.comm) for a rank, and the config rule that ties it to train.device. Pure
 // functions: no GPU, no MPI.
-#include "launcher/device_setup.h"
+#include "launcher/run/device_setup.h"
 
 #include <gtest/gtest.h>
 
 #include <string>
 
 #include "core/check.h"
-#include "launcher/config.h"
+#include "launcher/common/config.h"
 
 namespace tessera {
 namespace {

@@ -22,8 +22,8 @@
 
 #include "core/model_config.h"
 #include "kernels/cpu/cpu_backend.h"
-#include "launcher/sampler.h"
-#include "launcher/trainer.h"
+#include "launcher/data/sampler.h"
+#include "launcher/run/trainer.h"
 #include "models/gpt2/gpt2_model.h"
 #include "parallel/grad_sync.h"
 #include "parallel/local_process_group.h"

@@ -1,6 +1,6 @@
 // Megatron indexed datasets: round trips, the exact byte layout, and a clear DataError for every kind of
 // damaged or missing file.
-#include "launcher/indexed_dataset.h"
+#include "launcher/data/indexed_dataset.h"
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>

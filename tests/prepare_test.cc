@@ -1,10 +1,10 @@
 // `tessera prepare`: a tokenizer trained on a small generated text, documents that decode back to their text,
 // a deterministic split, thread-independent output, and clear errors for bad inputs and usage.
-#include "launcher/prepare.h"
+#include "launcher/data/prepare.h"
 
 #include <gtest/gtest.h>
-#include <sys/stat.h>
 #include <sentencepiece_processor.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include <cstdlib>
@@ -15,8 +15,8 @@
 #include <vector>
 
 #include "core/check.h"
-#include "launcher/indexed_dataset.h"
-#include "launcher/splitmix64.h"
+#include "launcher/data/indexed_dataset.h"
+#include "launcher/data/splitmix64.h"
 #include "tests/temp_dir.h"
 
 namespace tessera {

@@ -1,5 +1,5 @@
 // Samplers: deterministic global order, inputs/targets alignment, epoch coverage, thread safety, mock data.
-#include "launcher/sampler.h"
+#include "launcher/data/sampler.h"
 
 #include <gtest/gtest.h>
 
@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "core/check.h"
-#include "launcher/splitmix64.h"
+#include "launcher/data/splitmix64.h"
 #include "tests/temp_dir.h"
 
 namespace tessera {

@@ -59,7 +59,7 @@ TEST(Verify, FailsWithADifferentLearningRate) {
   EXPECT_NE(r.output.find("FAIL"), std::string::npos) << r.output;
 }
 
-// The bf16 tolerances (Note [bf16 tolerances] in launcher/verify_command.cc) still catch a wrong run: a 1%
+// The bf16 tolerances (Note [bf16 tolerances] in launcher/commands/verify_command.cc) still catch a wrong run: a 1%
 // change of one expected loss, and a learning rate 10% off (through the weight-update error).
 TEST(VerifyBf16, FailsWhenTheExpectedLossChangesByOnePercent) {
   std::string changed = fixture_with_changed_loss(5, 1.01);

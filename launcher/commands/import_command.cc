@@ -1,0 +1,149 @@
+// `tessera import --input FILE.h5 --out RUN_DIR [--config FILE.textproto] [--set k=v]...`: turns full tensors
+// made elsewhere into a checkpoint at step 0 (RUN_DIR/checkpoints/step_00000000, pointed to by `latest`), so
+// that `tessera train --config ... --run-dir RUN_DIR --resume latest` starts from them in any layout.
+//
+// Each parameter is looked up in FILE.h5 as init/<name> (a tessera fixture), model/<name> (a Tessera
+// checkpoint's model.h5) or <name>, with the names and global shapes of the architecture's param_specs. The model shape
+// comes from --config, or from a fixture's own attributes; AdamW's moments start at zero. Single process, no
+// MPI.
+#include <cstdio>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "core/check.h"
+#include "core/param_spec.h"
+#include "launcher/checkpoints/checkpoint.h"
+#include "launcher/checkpoints/checkpoint_manifest.h"
+#include "launcher/checkpoints/checkpoint_shard.h"
+#include "launcher/commands/cli_args.h"
+#include "launcher/commands/commands.h"
+#include "launcher/commands/fixture.h"
+#include "launcher/common/config.h"
+#include "launcher/common/hdf5_file.h"
+#include "launcher/run/job.h"
+#include "models/registry.h"
+
+namespace tessera {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string shape_text(const std::vector<int64_t>& shape) {
+  std::string out = "[";
+  for (size_t i = 0; i < shape.size(); ++i) out += (i ? ", " : "") + std::to_string(shape[i]);
+  return out + "]";
+}
+
+}  // namespace
+
+int import_command(const std::vector<std::string>& args) {
+  CliArgs cli("import", args, {"--input", "--out", "--config", "--set"}, {}, {"--set"});
+  const std::string input = cli.required("--input");
+  const std::string run_dir = cli.required("--out");
+
+  config::JobConfig job;
+  if (cli.has("--config")) {
+    job = load_job_config(cli.get("--config"), cli.all("--set"));
+  } else {
+    H5Reader probe(input);
+    TS_CHECK(probe.has_attribute("format") && probe.attribute_string("format") == "tessera-fixture-v1", ConfigError,
+             "tessera import: '", input, "' does not say the model's shape (it is not a tessera fixture); give the ",
+             "job with --config FILE.textproto");
+    job = fixture_job_config(load_fixture(input));
+    for (const std::string& assignment : cli.all("--set")) apply_override(job, assignment);
+    validate_job_config(job);
+  }
+  const ModelConfig model = model_config_from(job.model());
+
+  // Every parameter whole, from the input file.
+  H5Reader file(input);
+  const std::vector<ParamSpec> specs = param_specs(model);
+  std::vector<std::vector<float>> values;
+  int64_t largest = 0;
+  for (const ParamSpec& spec : specs) {
+    std::string found;
+    for (const std::string& candidate : {"init/" + spec.name, "model/" + spec.name, spec.name}) {
+      if (file.has_dataset(candidate)) {
+        found = candidate;
+        break;
+      }
+    }
+    TS_CHECK(!found.empty(), CheckpointError, "tessera import: '", input, "' has no tensor for parameter ", spec.name,
+             " (looked for init/", spec.name, ", model/", spec.name, " and ", spec.name, ")");
+    std::vector<int64_t> shape;
+    values.push_back(file.read_f32(found, &shape));
+    TS_CHECK(shape == spec.shape, CheckpointError, "tessera import: '", input, "' dataset ", found, " has shape ",
+             shape_text(shape), ", the model of the config expects ", shape_text(spec.shape),
+             ": give the config the weights were made for");
+    largest = std::max<int64_t>(largest, spec.numel());
+  }
+
+  // One shard, layout (1,1,1): every tensor is one slice; the moments are zeros.
+  const std::vector<float> zeros(static_cast<size_t>(largest), 0.0f);
+  std::vector<ShardWriteItem> items;
+  for (StateKind kind : kStateKinds) {
+    for (size_t i = 0; i < specs.size(); ++i) {
+      const ParamSpec& spec = specs[i];
+      ShardWriteItem item;
+      checkpoint::TensorSlice& slice = item.slice;
+      slice.set_name(spec.name);
+      slice.set_kind(to_proto(kind));
+      Box box;
+      for (int64_t d : spec.shape) {
+        slice.add_global_shape(d);
+        slice.add_offset(0);
+        slice.add_count(d);
+        box.offset.push_back(0);
+        box.count.push_back(d);
+      }
+      slice.set_dataset(slice_dataset_path(kind, spec.name, box));
+      item.host = kind == StateKind::kModel ? values[i].data() : zeros.data();
+      item.runs.start = 0;
+      item.runs.rows = 1;
+      item.runs.cols = spec.numel();
+      item.runs.stride = spec.numel();
+      items.push_back(std::move(item));
+    }
+  }
+
+  const std::string checkpoints_dir = checkpoints_dir_of(run_dir);
+  const std::string final_dir = (fs::path(checkpoints_dir) / step_dir_name(0)).string();
+  TS_CHECK(!fs::exists(final_dir), ConfigError, "tessera import: '", final_dir,
+           "' exists already; import into a new run directory (--out)");
+  const std::string tmp_dir = final_dir + ".tmp-import";
+  std::error_code error;
+  fs::remove_all(tmp_dir, error);
+  fs::create_directories(tmp_dir, error);
+  TS_CHECK(!error, CheckpointError, "cannot create '", tmp_dir, "': ", error.message());
+
+  checkpoint::Manifest manifest;
+  manifest.set_format_version(kManifestFormatVersion);
+  manifest.set_step(0);
+  manifest.set_consumed_samples(0);
+  manifest.set_optimizer_steps(0);
+  *manifest.mutable_config() = job;
+  checkpoint::Layout* layout = manifest.mutable_layout();
+  layout->set_tp(1);
+  layout->set_pp(1);
+  layout->set_dp(1);
+  layout->set_zero_stage(0);
+  layout->set_world_size(1);
+  *manifest.mutable_model() = model_shape(job.model());
+  manifest.set_created_by("tessera import " + input);
+  const std::string shard_name = shard_file_name(0);
+  checkpoint::Shard* shard = manifest.add_shards();
+  *shard = write_shard_file((fs::path(tmp_dir) / shard_name).string(), shard_name, items, 0);
+  shard->set_world_rank(0);
+  shard->set_tp_rank(0);
+  shard->set_pp_rank(0);
+  shard->set_dp_rank(0);
+  const std::string published = publish_checkpoint(tmp_dir, checkpoints_dir, manifest);
+  std::printf("imported %zu tensors (%lld parameters) from %s into %s\n", specs.size(),
+              static_cast<long long>(num_parameters(model)), input.c_str(), published.c_str());
+  std::printf("train from them: tessera train --config CONFIG --run-dir %s --resume latest\n", run_dir.c_str());
+  return 0;
+}
+
+}  // namespace tessera

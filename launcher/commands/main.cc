@@ -1,0 +1,103 @@
+// The `tessera` command line: dispatches to the subcommands and is the only place that catches errors.
+//
+// Exit codes: 0 success; 1 a failed run (verify FAIL, a data, checkpoint or communication error); 2 a usage
+// or config error. A ConfigError is detected identically on every rank before any communication, so every
+// rank exits by itself; any other error on one rank aborts the whole job (its peers would otherwise wait in
+// a collective until their timeout).
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <string>
+#include <vector>
+
+#include "cluster/process_env.h"
+#include "core/check.h"
+#include "launcher/commands/commands.h"
+#include "parallel/mpi_environment.h"
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: tessera <command> [flags]\n"
+    "\n"
+    "commands:\n"
+    "  prepare  --input FILE... --out PREFIX (--tokenizer-out PATH.model --vocab-size N | --tokenizer PATH.model)\n"
+    "           train a SentencePiece BPE tokenizer and write Megatron-format token shards\n"
+    "  train    --config FILE.textproto [--set field=value]... [--run-dir DIR] [--resume latest|PATH]\n"
+    "           train a GPT (run under mpirun for several ranks); --resume continues from a checkpoint\n"
+    "           in any layout\n"
+    "  inspect  PATH [--slices]\n"
+    "           show a checkpoint (step, layout, files, tensors) and check that it is complete and intact\n"
+    "  import   --input FILE.h5 --out RUN_DIR [--config FILE.textproto] [--set field=value]...\n"
+    "           turn full tensors made elsewhere into a step-0 checkpoint to train from\n"
+    "  verify   --fixture FILE.h5 [--set field=value]...\n"
+    "           reproduce a PyTorch reference run and compare losses, gradient norms and weights\n"
+    "  bench    [--shape tiny|gpt2-124m] [--steps N] [--no-dp-overlap] [--set field=value]...\n"
+    "           measure training throughput on generated data\n"
+    "\n"
+    "Run `tessera <command> --help` for a command's flags.\n";
+
+int report(const char* command, const std::string& where, const char* kind, const char* what) {
+  std::fprintf(stderr, "tessera %s: %s%s%s: %s\n", command, kind, where.empty() ? "" : " on ", where.c_str(), what);
+  std::fflush(stderr);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace tessera;
+  if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0 ||
+      std::strcmp(argv[1], "help") == 0) {
+    std::fputs(kUsage, argc < 2 ? stderr : stdout);
+    return argc < 2 ? 2 : 0;
+  }
+  const std::string command = argv[1];
+  const std::vector<std::string> args(argv + 2, argv + argc);
+
+  if (command == "prepare" || command == "inspect" || command == "import") {
+    try {
+      if (command == "inspect") return inspect_command(args);
+      if (command == "import") return import_command(args);
+      return prepare_command(args);
+    } catch (const ConfigError& e) {
+      report(command.c_str(), "", "error", e.what());
+      return 2;
+    } catch (const std::exception& e) {
+      report(command.c_str(), "", "error", e.what());
+      return 1;
+    }
+  }
+  if (command != "train" && command != "verify" && command != "bench") {
+    std::fprintf(stderr, "tessera: unknown command '%s'\n\n%s", command.c_str(), kUsage);
+    return 2;
+  }
+
+  ProcessEnv env = read_process_env();
+  MpiEnvironment mpi(&argc, &argv);
+  env.world_rank = mpi.world_rank();
+  env.world_size = mpi.world_size();
+  set_process_label(env.label());
+  const bool lead = env.world_rank == 0;
+  try {
+    if (command == "train") return train_command(args, mpi, env);
+    if (command == "verify") return verify_command(args, mpi, env);
+    return bench_command(args, mpi, env);
+  } catch (const ConfigError& e) {
+    if (lead) report(command.c_str(), "", "config error", e.what());
+    return 2;
+  } catch (const Error& e) {
+    report(command.c_str(), env.label(), "error", e.what());
+    if (env.world_size > 1) mpi.abort(1);
+    return 1;
+  } catch (const std::bad_alloc&) {
+    report(command.c_str(), env.label(), "error",
+           "out of memory: reduce train.global_batch (or raise parallel.micro_batches), train.seq_len or the model");
+    if (env.world_size > 1) mpi.abort(1);
+    return 1;
+  } catch (const std::exception& e) {
+    report(command.c_str(), env.label(), "unexpected error", e.what());
+    if (env.world_size > 1) mpi.abort(1);
+    return 1;
+  }
+}

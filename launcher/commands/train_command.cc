@@ -1,0 +1,228 @@
+// `tessera train --config FILE [--set k=v]... [--run-dir DIR] [--resume latest|PATH]`: the training loop. One
+// human line per logged step and the run's metrics.jsonl come from world rank 0 only. Checkpoints: see
+// launcher/checkpoints/checkpoint.h.
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <utility>
+
+#include "cluster/process_env.h"
+#include "core/check.h"
+#include "launcher/checkpoints/checkpoint.h"
+#include "launcher/checkpoints/checkpoint_manifest.h"
+#include "launcher/commands/cli_args.h"
+#include "launcher/commands/commands.h"
+#include "launcher/common/config.h"
+#include "launcher/common/durable_file.h"
+#include "launcher/common/human_format.h"
+#include "launcher/common/stop_signal.h"
+#include "launcher/data/data_sources.h"
+#include "launcher/run/device_setup.h"
+#include "launcher/run/job.h"
+#include "launcher/run/run_dir.h"
+#include "launcher/run/throughput.h"
+#include "models/registry.h"
+#include "parallel/mpi_environment.h"
+
+namespace tessera {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+constexpr int kMaxConsecutiveSkips = 5;
+
+// "--debug-kill-during-save STEP:shards|manifest|rename" (tests of interrupted saves).
+std::pair<int64_t, SaveCrashPoint> parse_crash_point(const std::string& value) {
+  const size_t colon = value.find(':');
+  const std::string point = colon == std::string::npos ? "" : value.substr(colon + 1);
+  const SaveCrashPoint crash = point == "shards"     ? SaveCrashPoint::kAfterShards
+                               : point == "manifest" ? SaveCrashPoint::kAfterManifest
+                               : point == "rename"   ? SaveCrashPoint::kAfterRename
+                                                     : SaveCrashPoint::kNone;
+  TS_CHECK(crash != SaveCrashPoint::kNone && colon > 0 && value.find_first_not_of("0123456789") == colon, ConfigError,
+           "--debug-kill-during-save takes STEP:shards, STEP:manifest or STEP:rename, not '", value, "'");
+  return {std::stoll(value.substr(0, colon)), crash};
+}
+
+// The job config saved in the checkpoint `--resume SPEC` names (the newest one whose manifest reads), with the
+// command line's overrides applied and validated. The run directory becomes the one holding that checkpoint
+// (RUN_DIR/checkpoints/step_N), so the run continues where it was, unless --run-dir says otherwise.
+config::JobConfig config_from_checkpoint(const std::string& spec, const std::string& run_dir,
+                                         const std::vector<std::string>& overrides, std::string* source) {
+  TS_CHECK(spec != "latest" || !run_dir.empty(), ConfigError,
+           "--resume latest without --config needs --run-dir RUN_DIR (where the run's checkpoints "
+           "are); or give --resume RUN_DIR or a checkpoint directory");
+  const ResumeCandidates candidates = resume_candidates(spec, run_dir);
+  std::string problems;
+  for (const std::string& dir : candidates.dirs) {
+    try {
+      const checkpoint::Manifest manifest = read_manifest(dir);
+      TS_CHECK(manifest.has_config(), CheckpointError, dir, ": the manifest holds no job config");
+      config::JobConfig config = manifest.config();
+      const std::filesystem::path checkpoints = std::filesystem::path(dir).parent_path();
+      if (checkpoints.filename() == "checkpoints") config.mutable_logging()->set_run_dir(checkpoints.parent_path());
+      for (const std::string& assignment : overrides) apply_override(config, assignment);
+      validate_job_config(config);
+      *source = dir;
+      return config;
+    } catch (const CheckpointError& error) {
+      problems += str_cat("\n  ", error.what());
+    }
+  }
+  TS_CHECK(false, ConfigError, "--resume ", spec, " without --config: no checkpoint in ", candidates.checkpoints_dir,
+           " has a readable manifest to take the job config from", problems,
+           "\ngive the job with --config FILE.textproto");
+  return {};
+}
+
+}  // namespace
+
+int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, const ProcessEnv& env) {
+  CliArgs cli("train", args,
+              {"--config", "--set", "--run-dir", "--resume", "--debug-kill-during-save", "--debug-fail-shard-write"},
+              {}, {"--set"});
+  TS_CHECK(cli.has("--config") || cli.has("--resume"), ConfigError,
+           "give the job with --config FILE.textproto, or --resume CHECKPOINT|RUN_DIR to continue a "
+           "run with the job config saved in its checkpoint");
+  std::string config_source;
+  config::JobConfig config = cli.has("--config") ? load_job_config(cli.get("--config"), cli.all("--set"))
+                                                 : config_from_checkpoint(cli.get("--resume"), cli.get("--run-dir", ""),
+                                                                          cli.all("--set"), &config_source);
+  if (cli.has("--run-dir")) config.mutable_logging()->set_run_dir(cli.get("--run-dir"));
+
+  Job job = build_job(config, mpi, env);
+  const config::TrainConfig& train = config.train();
+  const config::LoggingConfig& logging = config.logging();
+  DataSources data = open_data_sources(config);
+  const bool log = job.is_logger();
+
+  const std::string run_dir = logging.run_dir();
+
+  std::unique_ptr<MetricsWriter> metrics;
+  if (log) {
+    const ModelConfig& m = job.model_config;
+    std::printf(
+        "tessera train: %s | %s %d layers, %d heads, C %d, vocab %d (%s params) | %s, %d micro-batch(es) "
+        "of %d | %d thread(s)/rank | %s tokens/step | data: %s\n",
+        config.name().c_str(), m.arch.c_str(), m.n_layer, m.n_head, m.n_embd, m.vocab_size,
+        human_count(static_cast<double>(num_parameters(m))).c_str(),
+        RankGrid(job.layout.tp, job.layout.pp, job.layout.dp).to_string().c_str(), job.layout.micro_batches,
+        job.layout.micro_batch_size, job.threads,
+        human_count(static_cast<double>(train.global_batch()) * train.seq_len()).c_str(), data.description.c_str());
+    std::printf("%s\n", device_line(describe_device(*job.backend), m.dtype).c_str());
+    if (!config_source.empty()) {
+      std::printf("job config: the one saved in %s%s\n", config_source.c_str(),
+                  cli.all("--set").empty() ? "" : ", with the --set overrides");
+    }
+    std::fflush(stdout);
+  }
+
+  // ---- checkpoints (launcher/checkpoints/checkpoint.h): resume, then save between steps ----
+  install_stop_signal_handlers();
+  Checkpointer checkpointer(job, data, run_dir);
+  if (cli.has("--debug-kill-during-save")) {
+    const auto [crash_step, crash_point] = parse_crash_point(cli.get("--debug-kill-during-save"));
+    checkpointer.crash_during_save(crash_step, crash_point);
+  }
+  if (cli.has("--debug-fail-shard-write")) {  // "STEP:RANK" (tests of a failed save)
+    const std::string value = cli.get("--debug-fail-shard-write");
+    const size_t colon = value.find(':');
+    TS_CHECK(colon != std::string::npos && colon > 0 && colon + 1 < value.size() &&
+                 value.find_first_not_of("0123456789:") == std::string::npos,
+             ConfigError, "--debug-fail-shard-write takes STEP:RANK, not '", value, "'");
+    checkpointer.fail_shard_write(std::stoll(value.substr(0, colon)), std::stoi(value.substr(colon + 1)));
+  }
+  const int start_step = cli.has("--resume") ? static_cast<int>(checkpointer.resume(cli.get("--resume"))) : 0;
+  // ---- end of checkpoints ----
+  // Only now, with the job's config, data and checkpoint checked, does anything in the run directory change.
+  if (log) {
+    make_directories(run_dir);
+    write_file_atomically(run_dir + "/config.textproto", job_config_to_text(config));
+    metrics = start_step > 0 ? std::make_unique<MetricsWriter>(run_dir + "/metrics.jsonl", start_step)
+                             : std::make_unique<MetricsWriter>(run_dir + "/metrics.jsonl");
+  }
+
+  const double tokens_per_step = static_cast<double>(train.global_batch()) * train.seq_len();
+  const double peak_tflops = describe_device(*job.backend).bf16_peak_tflops;
+  const bool on_gpu = job.backend->device() == Device::kCuda;
+  const auto run_start = Clock::now();
+  double first_loss = NAN, last_loss = NAN, best_val = INFINITY;
+  int best_val_step = -1, consecutive_skips = 0, skipped_total = 0;
+  int steps_done = start_step;
+  for (int step = start_step; step < train.steps(); ++step) {
+    const auto step_start = Clock::now();
+    StepResult r = job.trainer->train_step(step, *data.train);
+    const double seconds = seconds_since(step_start);
+    if (step == start_step) first_loss = r.loss;
+    last_loss = r.loss;
+    if (r.skipped) {
+      ++skipped_total;
+      TS_CHECK(++consecutive_skips < kMaxConsecutiveSkips, Error, "loss or gradient norm was not finite for ",
+               kMaxConsecutiveSkips, " consecutive steps (last: loss ", r.loss, ", grad norm ", r.grad_norm,
+               " at step ", step, "): training diverged. Lower optimizer.lr or set train.grad_clip.");
+    } else {
+      consecutive_skips = 0;
+    }
+    const bool last = step + 1 == train.steps();
+    double val_loss = NAN;
+    if (data.valid && logging.eval_every() > 0 && ((step + 1) % logging.eval_every() == 0 || last)) {
+      val_loss = job.trainer->evaluate(*data.valid, 0, logging.eval_batches());
+      if (val_loss < best_val) {
+        best_val = val_loss;
+        best_val_step = step + 1;
+      }
+    }
+    steps_done = step + 1;
+    if (log) {
+      const double tokens_per_s = tokens_per_step / seconds;
+      const Throughput t = throughput(job.model_config, train.seq_len(), tokens_per_step, seconds,
+                                      job.groups.world->size(), peak_tflops);
+      JsonObject row;
+      row.add("step", step + 1).add("loss", r.loss).add("lr", r.lr).add("grad_norm", r.grad_norm);
+      row.add("tokens_per_s", tokens_per_s).add("ms_per_step", seconds * 1e3);
+      row.add("tflops_per_rank", t.tflops_per_device);
+      if (t.mfu >= 0) row.add("mfu", t.mfu);
+      if (r.skipped) row.add("skipped", 1);
+      if (!std::isnan(val_loss)) row.add("val_loss", val_loss);
+      metrics->write_line(row.str());
+      if ((step + 1) % logging.log_every() == 0 || step == start_step || last || r.skipped) {
+        std::printf("step %5d/%d | loss %.4f | lr %.2e | grad norm %.3f | %s tok/s | %.1f ms%s%s\n", step + 1,
+                    train.steps(), r.loss, r.lr, r.grad_norm, human_count(tokens_per_s).c_str(), seconds * 1e3,
+                    on_gpu ? (" | " + format_throughput(t)).c_str() : "",
+                    r.skipped ? " | not finite: update skipped" : "");
+      }
+      if (!std::isnan(val_loss)) std::printf("step %5d/%d | val loss %.4f\n", step + 1, train.steps(), val_loss);
+      std::fflush(stdout);
+    }
+    if (checkpointer.after_step(step + 1, last)) break;  // a stop signal: saved (save_on_exit), leave
+  }
+  checkpointer.finish();
+
+  if (log && checkpointer.stop_signal() != 0) {
+    std::printf("stopped by %s after step %d: the run can continue with --resume latest\n",
+                stop_signal_name(checkpointer.stop_signal()), steps_done);
+  }
+  if (log) {
+    const double total = seconds_since(run_start);
+    const int steps_run = steps_done - start_step;
+    std::printf("done: %d steps, %s tokens in %.1f s (%s tok/s); train loss %.4f -> %.4f", steps_run,
+                human_count(tokens_per_step * steps_run).c_str(), total,
+                human_count(tokens_per_step * steps_run / total).c_str(), first_loss, last_loss);
+    if (best_val_step > 0) std::printf("; best val loss %.4f at step %d", best_val, best_val_step);
+    if (skipped_total > 0) std::printf("; %d step(s) skipped (not finite)", skipped_total);
+    std::printf("\n");
+    const std::string memory = memory_report(*job.backend);
+    if (!memory.empty()) std::printf("%s (rank 0)\n", memory.c_str());
+    std::printf("run directory: %s (config.textproto, metrics.jsonl)\n", run_dir.c_str());
+    std::fflush(stdout);
+  }
+  return 0;
+}
+
+}  // namespace tessera

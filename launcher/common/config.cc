@@ -1,0 +1,822 @@
+// Job configuration: text-format parsing with readable errors, `--set` overrides through reflection, the
+// world-size-independent checks, layout resolution and the fully explicit text form of a config.
+#include "launcher/common/config.h"
+
+#include <google/protobuf/descriptor.h>
+#include <google/protobuf/io/tokenizer.h>
+#include <google/protobuf/text_format.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <charconv>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "core/check.h"
+#include "launcher/common/regular_file.h"
+#include "models/registry.h"
+
+namespace tessera {
+namespace {
+
+using google::protobuf::Descriptor;
+using google::protobuf::EnumDescriptor;
+using google::protobuf::FieldDescriptor;
+using google::protobuf::Message;
+using google::protobuf::Reflection;
+
+// ---- small string helpers ---------------------------------------------------------------------------------
+
+std::string to_lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
+  return s;
+}
+
+// "a, b, c"
+template <typename Range>
+std::string join(const Range& items, const char* separator = ", ") {
+  std::string out;
+  for (const auto& item : items) {
+    if (!out.empty()) out += separator;
+    out += str_cat(item);
+  }
+  return out;
+}
+
+std::vector<std::string> field_names(const Descriptor* message) {
+  std::vector<std::string> names;
+  for (int i = 0; i < message->field_count(); ++i) names.push_back(message->field(i)->name());
+  return names;
+}
+
+std::vector<std::string> enum_names(const EnumDescriptor* type) {
+  std::vector<std::string> names;
+  for (int i = 0; i < type->value_count(); ++i) names.push_back(type->value(i)->name());
+  return names;
+}
+
+// Case-insensitive edit distance, for "did you mean" suggestions.
+size_t edit_distance(std::string_view a, std::string_view b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diagonal = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t above = row[j];
+      const bool same =
+          std::tolower(static_cast<unsigned char>(a[i - 1])) == std::tolower(static_cast<unsigned char>(b[j - 1]));
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (same ? 0 : 1)});
+      diagonal = above;
+    }
+  }
+  return row[b.size()];
+}
+
+// "; did you mean 'n_embd'? <Those> fields" when a field of message is close to name, else "; <those> fields",
+// so that a list of the fields can follow.
+std::string suggest_field(const Descriptor* message, std::string_view name, std::string_view those_fields) {
+  const FieldDescriptor* best = nullptr;
+  size_t best_distance = std::numeric_limits<size_t>::max();
+  for (int i = 0; i < message->field_count(); ++i) {
+    const size_t distance = edit_distance(name, message->field(i)->name());
+    if (distance < best_distance) {
+      best_distance = distance;
+      best = message->field(i);
+    }
+  }
+  if (best == nullptr || best_distance > std::max<size_t>(2, name.size() / 4)) {
+    return str_cat("; ", those_fields);
+  }
+  std::string capitalized(those_fields);
+  if (!capitalized.empty())
+    capitalized[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(capitalized[0])));
+  return str_cat("; did you mean '", best->name(), "'? ", capitalized);
+}
+
+// The dotted path from JobConfig to fields of message type `type` ("model" for ModelConfig), or "" for
+// JobConfig itself or a type that is not reachable.
+std::string block_path(const Descriptor* type) {
+  const Descriptor* job = config::JobConfig::descriptor();
+  if (type == job) return "";
+  for (int i = 0; i < job->field_count(); ++i) {
+    if (job->field(i)->message_type() == type) return job->field(i)->name();
+  }
+  return "";
+}
+
+// Every enum field named field_name in JobConfig and its blocks, as (path, type).
+std::vector<std::pair<std::string, const EnumDescriptor*>> enum_fields_named(const std::string& field_name) {
+  std::vector<std::pair<std::string, const EnumDescriptor*>> found;
+  const Descriptor* job = config::JobConfig::descriptor();
+  std::vector<const Descriptor*> messages = {job};
+  for (int i = 0; i < job->field_count(); ++i) {
+    if (job->field(i)->message_type() != nullptr) messages.push_back(job->field(i)->message_type());
+  }
+  for (const Descriptor* message : messages) {
+    const FieldDescriptor* field = message->FindFieldByName(field_name);
+    if (field == nullptr || field->enum_type() == nullptr) continue;
+    const std::string block = block_path(message);
+    found.emplace_back(block.empty() ? field->name() : block + "." + field->name(), field->enum_type());
+  }
+  return found;
+}
+
+// If message is `<prefix>"X"<middle>"Y"<rest>`, stores X and Y and returns true.
+bool match_two_quoted(const std::string& message, std::string_view prefix, std::string_view middle, std::string* first,
+                      std::string* second) {
+  if (message.compare(0, prefix.size(), prefix) != 0) return false;
+  const size_t first_end = message.find('"', prefix.size());
+  if (first_end == std::string::npos || message.compare(first_end + 1, middle.size(), middle) != 0) return false;
+  const size_t second_begin = first_end + 1 + middle.size();
+  const size_t second_end = message.find('"', second_begin);
+  if (second_end == std::string::npos) return false;
+  *first = message.substr(prefix.size(), first_end - prefix.size());
+  *second = message.substr(second_begin, second_end - second_begin);
+  return true;
+}
+
+// A parser message rewritten to say what is allowed, and the text it is about (a field name or a value), so
+// the reported position can point at its start rather than at the token after it.
+struct ExplainedError {
+  std::string message;
+  std::string anchor;
+};
+
+ExplainedError explain_parser_message(const std::string& message) {
+  std::string type_name, field_name, value;
+  if (match_two_quoted(message, "Message type \"", " has no field named \"", &type_name, &field_name)) {
+    const Descriptor* type = config::JobConfig::descriptor()->file()->pool()->FindMessageTypeByName(type_name);
+    if (type == nullptr) return {message, field_name};
+    const std::string block = block_path(type);
+    return {str_cat("unknown field '", field_name, "' in ", type_name,
+                    block.empty() ? std::string() : str_cat(" (the ", block, " { } block)"),
+                    suggest_field(type, field_name, "its fields are: "), join(field_names(type))),
+            field_name};
+  }
+  if (match_two_quoted(message, "Unknown enumeration value of \"", " for field \"", &value, &field_name)) {
+    std::string out = str_cat("'", value, "' is not a value of field '", field_name, "'");
+    const auto candidates = enum_fields_named(field_name);
+    if (candidates.size() == 1) {
+      out += str_cat("; allowed: ", join(enum_names(candidates[0].second)));
+    } else {
+      for (size_t i = 0; i < candidates.size(); ++i) {
+        out += str_cat(i == 0 ? "; allowed: " : " or ", join(enum_names(candidates[i].second)), " (",
+                       candidates[i].first, ")");
+      }
+    }
+    return {out, value};
+  }
+  if (match_two_quoted(message, "Invalid value for boolean field \"", ". Value: \"", &field_name, &value)) {
+    return {str_cat("'", value, "' is not a value of boolean field '", field_name, "'; use true or false"), value};
+  }
+  const std::string_view repeated = "Non-repeated field \"";
+  if (message.compare(0, repeated.size(), repeated) == 0 && message.find('"', repeated.size()) != std::string::npos) {
+    field_name = message.substr(repeated.size(), message.find('"', repeated.size()) - repeated.size());
+    return {str_cat("field '", field_name, "' is set twice in the same block; keep one"), field_name};
+  }
+  const std::string_view got = "got: ";
+  if (message.size() >= got.size() && message.compare(message.size() - got.size(), got.size(), got) == 0) {
+    return {message + "the end of the text (is a closing '}' missing?)", ""};
+  }
+  return {message, ""};
+}
+
+// Collects the text-format parser's errors as "source:line:col: message" followed by the offending line and a
+// caret, instead of letting protobuf log them. Lines and columns are reported one-based.
+class ConfigErrorCollector : public google::protobuf::io::ErrorCollector {
+ public:
+  ConfigErrorCollector(const std::string& source_name, const std::string& text)
+      : source_name_(source_name), text_(text) {}
+
+  // Protobuf's line and column are zero-based; a tab advances the column to the next multiple of 8.
+  void AddError(int line, google::protobuf::io::ColumnNumber column, const std::string& message) override {
+    const ExplainedError explained = explain_parser_message(message);
+    const std::string source_line = line_text(line);
+    size_t offset = byte_offset(source_line, column);
+    // The parser reports the position after the offending token; move back to the token itself.
+    if (!explained.anchor.empty() && offset >= explained.anchor.size()) {
+      const size_t anchor = source_line.rfind(explained.anchor, offset - explained.anchor.size());
+      if (anchor != std::string::npos) offset = anchor;
+    }
+    std::string report =
+        str_cat(source_name_, ":", line + 1, ":", visual_column(source_line, offset) + 1, ": ", explained.message);
+    if (!trim(source_line).empty()) {
+      // Copy tabs into the caret line so it lines up however the terminal expands them.
+      std::string caret;
+      for (size_t i = 0; i < offset && i < source_line.size(); ++i) caret += source_line[i] == '\t' ? '\t' : ' ';
+      report += str_cat("\n    ", source_line, "\n    ", caret, "^");
+    }
+    errors_.push_back(report);
+  }
+  // The parser warns only about things this schema does not have (deprecated fields, extensions); a config
+  // is strict, so a warning fails the parse like an error.
+  void AddWarning(int line, google::protobuf::io::ColumnNumber column, const std::string& message) override {
+    AddError(line, column, message);
+  }
+
+  bool empty() const { return errors_.empty(); }
+  std::string str() const { return join(errors_, "\n"); }
+
+ private:
+  std::string line_text(int line) const {
+    size_t begin = 0;
+    for (int i = 0; i < line; ++i) {
+      begin = text_.find('\n', begin);
+      if (begin == std::string::npos) return "";
+      ++begin;
+    }
+    return text_.substr(begin, std::min(text_.find('\n', begin), text_.size()) - begin);
+  }
+
+  static int visual_column(const std::string& line, size_t offset) {
+    int column = 0;
+    for (size_t i = 0; i < offset && i < line.size(); ++i) column = line[i] == '\t' ? (column / 8 + 1) * 8 : column + 1;
+    return column;
+  }
+
+  // The byte offset in line of protobuf's column (past the end of the line if the column is).
+  static size_t byte_offset(const std::string& line, int column) {
+    size_t offset = 0;
+    while (offset < line.size() && visual_column(line, offset + 1) <= column) ++offset;
+    return offset;
+  }
+
+  std::string source_name_;
+  const std::string& text_;
+  std::vector<std::string> errors_;
+};
+
+// ---- --set values -----------------------------------------------------------------------------------------
+
+template <typename Int>
+bool parse_integer(std::string_view text, Int* value) {
+  if (!text.empty() && text.front() == '+') text.remove_prefix(1);
+  if (text.empty() || text.front() == '+') return false;
+  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), *value);
+  return error == std::errc() && end == text.data() + text.size();
+}
+
+template <typename Int>
+std::string integer_type_description(const char* type_name) {
+  return str_cat("a whole number (", type_name, ", ", std::numeric_limits<Int>::min(), " to ",
+                 std::numeric_limits<Int>::max(), ")");
+}
+
+bool parse_finite_double(std::string_view text, double* value) {
+  if (!text.empty() && text.front() == '+') text.remove_prefix(1);
+  if (text.empty() || text.front() == '+') return false;
+  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), *value);
+  return error == std::errc() && end == text.data() + text.size() && std::isfinite(*value);
+}
+
+// Sets the scalar field of message from text. error_prefix starts error messages ("--set 'x=y': ").
+void set_scalar_field(Message* message, const FieldDescriptor* field, std::string_view text, const std::string& path,
+                      const std::string& error_prefix) {
+  const Reflection* reflection = message->GetReflection();
+  const auto bad_value = [&](const std::string& expected) {
+    return ConfigError(str_cat(error_prefix, path, " takes ", expected, ", not '", text, "'"));
+  };
+  switch (field->cpp_type()) {
+    case FieldDescriptor::CPPTYPE_INT32: {
+      int32_t value = 0;
+      if (!parse_integer(text, &value)) throw bad_value(integer_type_description<int32_t>("int32"));
+      reflection->SetInt32(message, field, value);
+      return;
+    }
+    case FieldDescriptor::CPPTYPE_INT64: {
+      int64_t value = 0;
+      if (!parse_integer(text, &value)) throw bad_value(integer_type_description<int64_t>("int64"));
+      reflection->SetInt64(message, field, value);
+      return;
+    }
+    case FieldDescriptor::CPPTYPE_UINT32: {
+      uint32_t value = 0;
+      if (!parse_integer(text, &value)) throw bad_value(integer_type_description<uint32_t>("uint32"));
+      reflection->SetUInt32(message, field, value);
+      return;
+    }
+    case FieldDescriptor::CPPTYPE_UINT64: {
+      uint64_t value = 0;
+      if (!parse_integer(text, &value)) throw bad_value(integer_type_description<uint64_t>("uint64"));
+      reflection->SetUInt64(message, field, value);
+      return;
+    }
+    case FieldDescriptor::CPPTYPE_DOUBLE: {
+      double value = 0;
+      if (!parse_finite_double(text, &value)) throw bad_value("a finite number (double, e.g. 3e-4 or 0.5)");
+      reflection->SetDouble(message, field, value);
+      return;
+    }
+    case FieldDescriptor::CPPTYPE_FLOAT: {
+      double value = 0;
+      if (!parse_finite_double(text, &value) || std::abs(value) > std::numeric_limits<float>::max()) {
+        throw bad_value(str_cat("a finite number that fits a float (e.g. 1e-5, at most ",
+                                std::numeric_limits<float>::max(), " in magnitude)"));
+      }
+      reflection->SetFloat(message, field, static_cast<float>(value));
+      return;
+    }
+    case FieldDescriptor::CPPTYPE_BOOL: {
+      const std::string lower = to_lower(text);
+      if (lower == "true" || lower == "1") {
+        reflection->SetBool(message, field, true);
+      } else if (lower == "false" || lower == "0") {
+        reflection->SetBool(message, field, false);
+      } else {
+        throw bad_value("true or false");
+      }
+      return;
+    }
+    case FieldDescriptor::CPPTYPE_ENUM: {
+      const EnumDescriptor* type = field->enum_type();
+      const std::string lower = to_lower(text);
+      for (int i = 0; i < type->value_count(); ++i) {
+        if (to_lower(type->value(i)->name()) == lower) {
+          reflection->SetEnum(message, field, type->value(i));
+          return;
+        }
+      }
+      throw bad_value(str_cat("one of ", join(enum_names(type)), " (", type->name(), ")"));
+    }
+    case FieldDescriptor::CPPTYPE_STRING:
+      reflection->SetString(message, field, std::string(text));
+      return;
+    case FieldDescriptor::CPPTYPE_MESSAGE:
+      break;
+  }
+  TS_ASSERT(false, "set_scalar_field called on message field ", field->full_name());
+}
+
+// ---- validation -------------------------------------------------------------------------------------------
+
+// Collects every problem found, so the user can fix them all in one go; throws them as one ConfigError.
+class Problems {
+ public:
+  template <typename... Args>
+  void add(const Args&... parts) {
+    lines_.push_back(str_cat(parts...));
+  }
+  bool empty() const { return lines_.empty(); }
+
+  void throw_if_any() const {
+    if (lines_.empty()) return;
+    if (lines_.size() == 1) throw ConfigError(lines_[0]);
+    std::string message = str_cat(lines_.size(), " problems in the job config:");
+    for (const std::string& line : lines_) message += "\n  - " + line;
+    throw ConfigError(message);
+  }
+
+ private:
+  std::vector<std::string> lines_;
+};
+
+// A required integer that must be positive. Returns whether it is usable (set and > 0).
+bool check_required_positive(Problems& problems, bool has, long long value, const std::string& path) {
+  if (!has) {
+    const size_t dot = path.find('.');
+    problems.add(path, " is required: set it in the ", path.substr(0, dot), " { } block of the config or with --set ",
+                 path, "=N");
+    return false;
+  }
+  if (value <= 0) {
+    problems.add(path, " (", value, ") must be > 0");
+    return false;
+  }
+  return true;
+}
+
+void check_finite_positive(Problems& problems, double value, const std::string& path) {
+  if (!(std::isfinite(value) && value > 0)) problems.add(path, " (", value, ") must be a finite number > 0");
+}
+
+void check_finite_non_negative(Problems& problems, double value, const std::string& path, const char* note = "") {
+  if (!(std::isfinite(value) && value >= 0)) problems.add(path, " (", value, ") must be a finite number >= 0", note);
+}
+
+// The divisors of n, ascending.
+std::vector<int> divisors(int n) {
+  std::vector<int> small, large;
+  for (int d = 1; static_cast<long long>(d) * d <= n; ++d) {
+    if (n % d != 0) continue;
+    small.push_back(d);
+    if (d != n / d) large.push_back(n / d);
+  }
+  small.insert(small.end(), large.rbegin(), large.rend());
+  return small;
+}
+
+// The divisors of n nearest to wanted from below and above, as "4 or 5" (or just one of them).
+std::string nearest_divisors(int n, int wanted) {
+  int below = 0, above = 0;
+  for (int d : divisors(n)) {
+    if (d < wanted) below = d;
+    if (d > wanted && above == 0) above = d;
+  }
+  if (below != 0 && above != 0) return str_cat(below, " or ", above);
+  return str_cat(below != 0 ? below : above);
+}
+
+void validate_model(const config::ModelConfig& model, Problems& problems) {
+  check_required_positive(problems, model.has_vocab_size(), model.vocab_size(), "model.vocab_size");
+  check_required_positive(problems, model.has_n_layer(), model.n_layer(), "model.n_layer");
+  const bool head_ok = check_required_positive(problems, model.has_n_head(), model.n_head(), "model.n_head");
+  const bool embd_ok = check_required_positive(problems, model.has_n_embd(), model.n_embd(), "model.n_embd");
+  if (head_ok && embd_ok && model.n_embd() % model.n_head() != 0) {
+    problems.add("model.n_embd (", model.n_embd(), ") must be divisible by model.n_head (", model.n_head(),
+                 "): every attention head gets n_embd / n_head channels; set model.n_head to a divisor of ",
+                 model.n_embd(), " such as ", nearest_divisors(model.n_embd(), model.n_head()),
+                 ", or change model.n_embd");
+  }
+  if (model.max_seq_len() <= 0) problems.add("model.max_seq_len (", model.max_seq_len(), ") must be > 0");
+  check_finite_positive(problems, model.norm_eps(), "model.norm_eps");
+  if (model.vocab_pad_multiple() < 1) {
+    problems.add("model.vocab_pad_multiple (", model.vocab_pad_multiple(), ") must be >= 1 (1 = no padding)");
+  }
+  check_finite_positive(problems, model.init_std(), "model.init_std");
+}
+
+void validate_train(const config::JobConfig& job, Problems& problems) {
+  const config::TrainConfig& train = job.train();
+  check_required_positive(problems, train.has_steps(), train.steps(), "train.steps");
+  check_required_positive(problems, train.has_global_batch(), train.global_batch(), "train.global_batch");
+  const bool seq_len_ok = check_required_positive(problems, train.has_seq_len(), train.seq_len(), "train.seq_len");
+  if (seq_len_ok && job.model().max_seq_len() > 0 && train.seq_len() > job.model().max_seq_len()) {
+    problems.add("train.seq_len (", train.seq_len(), ") must be <= model.max_seq_len (", job.model().max_seq_len(),
+                 "), the number of positions the model has; lower train.seq_len or raise model.max_seq_len");
+  }
+  check_finite_non_negative(problems, train.grad_clip(), "train.grad_clip", " (0 disables clipping)");
+  if (train.threads() < 0) {
+    problems.add("train.threads (", train.threads(), ") must be >= 0 (0 = share the machine's cores among its ranks)");
+  }
+}
+
+void validate_optimizer(const config::JobConfig& job, Problems& problems) {
+  const config::OptimizerConfig& optimizer = job.optimizer();
+  check_finite_positive(problems, optimizer.lr(), "optimizer.lr");
+  if (!(std::isfinite(optimizer.min_lr()) && optimizer.min_lr() >= 0 && optimizer.min_lr() <= optimizer.lr())) {
+    problems.add("optimizer.min_lr (", optimizer.min_lr(), ") must be between 0 and optimizer.lr (", optimizer.lr(),
+                 ")");
+  }
+  for (const auto& [value, path] :
+       {std::pair{optimizer.beta1(), "optimizer.beta1"}, std::pair{optimizer.beta2(), "optimizer.beta2"}}) {
+    if (!(value >= 0 && value < 1)) problems.add(path, " (", value, ") must be in [0, 1)");
+  }
+  check_finite_positive(problems, optimizer.eps(), "optimizer.eps");
+  check_finite_non_negative(problems, optimizer.weight_decay(), "optimizer.weight_decay", " (0 disables decay)");
+  if (optimizer.warmup_steps() < 0) {
+    problems.add("optimizer.warmup_steps (", optimizer.warmup_steps(), ") must be >= 0");
+  } else if (job.train().has_steps() && optimizer.warmup_steps() > job.train().steps()) {
+    problems.add("optimizer.warmup_steps (", optimizer.warmup_steps(), ") must be <= train.steps (",
+                 job.train().steps(), "); lower the warm-up or train for more steps");
+  }
+  if (optimizer.has_decay_steps() && optimizer.decay_steps() < 0) {
+    problems.add("optimizer.decay_steps (", optimizer.decay_steps(),
+                 ") must be >= 0; leave it unset to decay until the last step");
+  }
+}
+
+void validate_parallel(const config::ParallelConfig& parallel, Problems& problems) {
+  if (parallel.tp() < 1) problems.add("parallel.tp (", parallel.tp(), ") must be >= 1 (1 = no tensor parallelism)");
+  if (parallel.pp() < 1) problems.add("parallel.pp (", parallel.pp(), ") must be >= 1 (1 = no pipeline)");
+  if (parallel.has_dp() && parallel.dp() < 1) {
+    problems.add("parallel.dp (", parallel.dp(), ") must be >= 1; leave it unset to use world size / (tp * pp)");
+  }
+  if (parallel.micro_batches() < 1) {
+    problems.add("parallel.micro_batches (", parallel.micro_batches(), ") must be >= 1");
+  }
+  if (parallel.zero_stage() != 0 && parallel.zero_stage() != 1) {
+    problems.add("parallel.zero_stage (", parallel.zero_stage(),
+                 ") must be 0 (every data-parallel rank holds the optimizer state) or 1 (the state is sharded "
+                 "across data-parallel ranks)");
+  }
+  check_finite_positive(problems, parallel.timeout_s(), "parallel.timeout_s");
+  check_finite_positive(problems, parallel.dp_bucket_mb(), "parallel.dp_bucket_mb");
+}
+
+void validate_device(const config::JobConfig& job, Problems& problems) {
+  if (job.parallel().comm() == config::NCCL && job.train().device() != config::CUDA) {
+    problems.add(
+        "parallel.comm=NCCL needs GPU tensors: set train.device=CUDA, or parallel.comm=AUTO or MPI to run "
+        "on train.device=",
+        config::DeviceType_Name(job.train().device()));
+  }
+}
+
+void validate_data(const config::DataConfig& data, Problems& problems) {
+  const bool blend = data.train_blend_size() > 0;
+  if (data.mock()) {
+    if (data.has_train_prefix()) {
+      problems.add(
+          "data.mock=true and data.train_prefix are both set, so it is unclear what to train on: set "
+          "data.mock=false to train on '",
+          data.train_prefix(), "', or remove data.train_prefix to train on generated tokens");
+    }
+    if (blend) {
+      problems.add("data.mock=true and data.train_blend are both set, so it is unclear what to train on: remove one");
+    }
+  } else if (blend && data.has_train_prefix()) {
+    problems.add(
+        "data.train_prefix and data.train_blend are both set: train on one dataset (train_prefix) or on a "
+        "blend (train_blend), not both");
+  } else if (!blend && (!data.has_train_prefix() || data.train_prefix().empty())) {
+    problems.add(
+        "data.train_prefix is not set, so there is nothing to train on: set it to the prefix of a "
+        "tokenized dataset (PREFIX.bin + PREFIX.idx, made by `tessera prepare --out PREFIX`), list several in "
+        "data.train_blend, or set data.mock=true to train on generated tokens");
+  }
+  for (int i = 0; i < data.train_blend_size(); ++i) {
+    const config::BlendSource& source = data.train_blend(i);
+    if (source.prefix().empty()) {
+      problems.add("data.train_blend[", i, "].prefix is not set: give the prefix of a tokenized dataset");
+    }
+    if (!(source.weight() > 0) || !std::isfinite(source.weight())) {
+      problems.add("data.train_blend[", i, "].weight (", source.weight(),
+                   ") must be a finite number > 0 (the dataset's relative share of the samples)");
+    }
+  }
+  if (data.has_valid_prefix() && data.valid_prefix().empty()) {
+    problems.add("data.valid_prefix is set but empty: give the prefix of a tokenized dataset or remove it");
+  }
+}
+
+void validate_logging(const config::JobConfig& job, Problems& problems) {
+  const config::LoggingConfig& logging = job.logging();
+  if (logging.log_every() < 1) problems.add("logging.log_every (", logging.log_every(), ") must be >= 1");
+  if (logging.eval_every() < 0) {
+    problems.add("logging.eval_every (", logging.eval_every(), ") must be >= 0 (0 disables evaluation)");
+  }
+  if (logging.eval_batches() < 1) problems.add("logging.eval_batches (", logging.eval_batches(), ") must be >= 1");
+  if (logging.eval_every() > 0 && !job.data().mock() && !job.data().has_valid_prefix()) {
+    problems.add("logging.eval_every (", logging.eval_every(),
+                 ") asks for validation, but data.valid_prefix is not set: set it to a tokenized validation set "
+                 "(made by `tessera prepare`), or set logging.eval_every=0 to disable evaluation");
+  }
+  if (logging.run_dir().empty()) {
+    problems.add("logging.run_dir is empty: set it to the directory where the run's metrics and config go");
+  }
+}
+
+void validate_checkpoint(const config::CheckpointConfig& checkpoint, Problems& problems) {
+  if (checkpoint.every_steps() < 0) {
+    problems.add("checkpoint.every_steps (", checkpoint.every_steps(),
+                 ") must be >= 0 (0 = save only at the end of the run and when stopped by a signal)");
+  }
+  if (checkpoint.keep_last() < 0) {
+    problems.add("checkpoint.keep_last (", checkpoint.keep_last(), ") must be >= 0 (0 = keep every checkpoint)");
+  }
+}
+
+// Sets every unset singular field that has a declared default to that default, recursing into messages
+// (which are created if missing).
+void make_defaults_explicit(Message* message) {
+  const Descriptor* descriptor = message->GetDescriptor();
+  const Reflection* reflection = message->GetReflection();
+  for (int i = 0; i < descriptor->field_count(); ++i) {
+    const FieldDescriptor* field = descriptor->field(i);
+    if (field->is_repeated()) continue;
+    if (field->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
+      make_defaults_explicit(reflection->MutableMessage(message, field));
+      continue;
+    }
+    if (reflection->HasField(*message, field) || !field->has_default_value()) continue;
+    switch (field->cpp_type()) {
+      case FieldDescriptor::CPPTYPE_INT32:
+        reflection->SetInt32(message, field, field->default_value_int32());
+        break;
+      case FieldDescriptor::CPPTYPE_INT64:
+        reflection->SetInt64(message, field, field->default_value_int64());
+        break;
+      case FieldDescriptor::CPPTYPE_UINT32:
+        reflection->SetUInt32(message, field, field->default_value_uint32());
+        break;
+      case FieldDescriptor::CPPTYPE_UINT64:
+        reflection->SetUInt64(message, field, field->default_value_uint64());
+        break;
+      case FieldDescriptor::CPPTYPE_DOUBLE:
+        reflection->SetDouble(message, field, field->default_value_double());
+        break;
+      case FieldDescriptor::CPPTYPE_FLOAT:
+        reflection->SetFloat(message, field, field->default_value_float());
+        break;
+      case FieldDescriptor::CPPTYPE_BOOL:
+        reflection->SetBool(message, field, field->default_value_bool());
+        break;
+      case FieldDescriptor::CPPTYPE_ENUM:
+        reflection->SetEnum(message, field, field->default_value_enum());
+        break;
+      case FieldDescriptor::CPPTYPE_STRING:
+        reflection->SetString(message, field, field->default_value_string());
+        break;
+      case FieldDescriptor::CPPTYPE_MESSAGE:
+        break;
+    }
+  }
+}
+
+}  // namespace
+
+config::JobConfig parse_job_config(const std::string& text, const std::string& source_name) {
+  config::JobConfig job;
+  ConfigErrorCollector errors(source_name, text);
+  google::protobuf::TextFormat::Parser parser;
+  parser.RecordErrorsTo(&errors);
+  const bool parsed = parser.ParseFromString(text, &job);
+  TS_CHECK(
+      parsed && errors.empty(), ConfigError,
+      errors.empty() ? str_cat(source_name, ": not a valid tessera.config.JobConfig in text format") : errors.str());
+  return job;
+}
+
+config::JobConfig load_job_config(const std::string& path, const std::vector<std::string>& overrides) {
+  std::string problem;
+  const int fd = open_regular_file(path, &problem);
+  TS_CHECK(fd >= 0, ConfigError, "cannot read config '", path, "': it ", problem);
+  std::FILE* file = ::fdopen(fd, "rb");
+  if (file == nullptr) ::close(fd);
+  TS_CHECK(file != nullptr, ConfigError, "cannot read config '", path, "': ", std::strerror(errno));
+  std::string text;
+  char buffer[1 << 16];
+  size_t count = 0;
+  while ((count = std::fread(buffer, 1, sizeof(buffer), file)) > 0) text.append(buffer, count);
+  const int read_errno = std::ferror(file) ? (errno != 0 ? errno : EIO) : 0;
+  std::fclose(file);
+  TS_CHECK(read_errno == 0, ConfigError, "cannot read config '", path, "': ", std::strerror(read_errno));
+  // Editors on some systems start UTF-8 files with a byte-order mark, which the text format does not take.
+  if (text.rfind("\xef\xbb\xbf", 0) == 0) text.erase(0, 3);
+
+  config::JobConfig job = parse_job_config(text, path);
+  for (const std::string& assignment : overrides) apply_override(job, assignment);
+  validate_job_config(job);
+  return job;
+}
+
+void apply_override(config::JobConfig& job, const std::string& assignment) {
+  const std::string error_prefix = str_cat("--set '", assignment, "': ");
+  const size_t equals = assignment.find('=');
+  TS_CHECK(equals != std::string::npos, ConfigError, error_prefix,
+           "expected path.to.field=value, e.g. --set parallel.tp=2");
+  const std::string_view path = trim(std::string_view(assignment).substr(0, equals));
+  const std::string_view value = trim(std::string_view(assignment).substr(equals + 1));
+  TS_CHECK(!path.empty(), ConfigError, error_prefix, "the field path before '=' is empty; the top-level fields are: ",
+           join(field_names(config::JobConfig::descriptor())));
+
+  Message* message = &job;
+  std::string walked;  // the path so far, for messages
+  size_t begin = 0;
+  while (true) {
+    const size_t dot = path.find('.', begin);
+    const std::string name(path.substr(begin, dot == std::string_view::npos ? std::string_view::npos : dot - begin));
+    const bool last = dot == std::string_view::npos;
+    const Descriptor* descriptor = message->GetDescriptor();
+    const std::string where = walked.empty() ? "at the top level" : str_cat("in '", walked, "'");
+    TS_CHECK(!name.empty(), ConfigError, error_prefix, "empty field name in '", path, "'");
+    const FieldDescriptor* field = descriptor->FindFieldByName(name);
+    TS_CHECK(field != nullptr, ConfigError, error_prefix, "unknown field '", name, "' ", where,
+             suggest_field(descriptor, name, "the fields there are: "), join(field_names(descriptor)));
+    walked += (walked.empty() ? "" : ".") + name;
+    TS_CHECK(!field->is_repeated(), ConfigError, error_prefix, "'", walked,
+             "' is a repeated field; --set cannot change it, edit the config file instead");
+    if (field->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
+      TS_CHECK(!last, ConfigError, error_prefix, "'", walked, "' is a block of settings, not a value; set one of its ",
+               "fields instead (--set ", walked, ".FIELD=VALUE): ", join(field_names(field->message_type())));
+      message = message->GetReflection()->MutableMessage(message, field);
+    } else {
+      TS_CHECK(last, ConfigError, error_prefix, "'", walked, "' is a single value and has no field '",
+               path.substr(dot + 1), "'");
+      set_scalar_field(message, field, value, walked, error_prefix);
+      return;
+    }
+    begin = dot + 1;
+  }
+}
+
+void validate_job_config(const config::JobConfig& job) {
+  Problems problems;
+  validate_model(job.model(), problems);
+  validate_train(job, problems);
+  validate_optimizer(job, problems);
+  validate_parallel(job.parallel(), problems);
+  validate_device(job, problems);
+  validate_data(job.data(), problems);
+  validate_logging(job, problems);
+  validate_checkpoint(job.checkpoint(), problems);
+  problems.throw_if_any();
+}
+
+Layout resolve_layout(const config::JobConfig& job, int world_size) {
+  TS_ASSERT(world_size >= 1, "world size ", world_size);
+  validate_job_config(job);
+  const config::ParallelConfig& parallel = job.parallel();
+  Layout layout;
+  layout.tp = parallel.tp();
+  layout.pp = parallel.pp();
+  layout.micro_batches = parallel.micro_batches();
+  const long long model_ranks = static_cast<long long>(layout.tp) * layout.pp;  // ranks holding one model copy
+  const bool divides = world_size % model_ranks == 0;
+
+  Problems problems;
+  if (parallel.has_dp()) {
+    layout.dp = parallel.dp();
+    const long long ranks = model_ranks * layout.dp;
+    if (ranks != world_size) {
+      problems.add(
+          "parallel.tp=", layout.tp, " * parallel.pp=", layout.pp, " * parallel.dp=", layout.dp, " = ", ranks,
+          " ranks, but the job runs on ", world_size, " ranks (mpirun -np): ",
+          divides ? str_cat("set parallel.dp=", world_size / model_ranks, " or leave it unset")
+                  : str_cat("run on ", ranks, " ranks (mpirun -np ", ranks,
+                            "), or choose parallel.tp, parallel.pp and parallel.dp whose product is ", world_size));
+    }
+  } else if (!divides) {
+    problems.add("parallel.tp=", layout.tp, " * parallel.pp=", layout.pp, " = ", model_ranks,
+                 " ranks per copy of the model, which does not divide the ", world_size,
+                 " ranks the job runs on (mpirun -np): run on a multiple of ", model_ranks,
+                 " ranks, or choose parallel.tp and parallel.pp whose product divides ", world_size);
+  } else {
+    layout.dp = static_cast<int>(world_size / model_ranks);
+  }
+
+  const config::ModelConfig& model = job.model();
+  if (model.n_head() % layout.tp != 0) {
+    problems.add("model.n_head (", model.n_head(), ") must be divisible by parallel.tp (", layout.tp,
+                 "): every tensor-parallel rank computes whole attention heads; choose parallel.tp from ",
+                 join(divisors(model.n_head())));
+  }
+  if (problems.empty()) {
+    for (const std::string& problem :
+         model_architecture(model_config_from(model).arch).shape_problems(model_config_from(model), layout.tp)) {
+      problems.add(problem);
+    }
+  }
+  // The embedding and the output head can each be a stage of their own, so n_layer + 2 stages is the most.
+  if (model.n_layer() + 2 < layout.pp) {
+    problems.add("parallel.pp (", layout.pp, ") is more than model.n_layer + 2 (", model.n_layer() + 2,
+                 "): every pipeline stage needs a transformer layer, the embedding or the output head; set "
+                 "parallel.pp to at most ",
+                 model.n_layer() + 2);
+  }
+  if (problems.empty()) {
+    const long long slots = static_cast<long long>(layout.dp) * layout.micro_batches;
+    const int global_batch = job.train().global_batch();
+    if (global_batch % slots != 0) {
+      const long long below = global_batch / slots * slots;
+      problems.add("train.global_batch (", global_batch, ") must be divisible by dp (", layout.dp,
+                   ") * parallel.micro_batches (", layout.micro_batches, ") = ", slots,
+                   ", so that every micro-batch holds the same whole number of sequences: set train.global_batch to "
+                   "a multiple of ",
+                   slots, below > 0 ? str_cat(" such as ", below, " or ", below + slots) : str_cat(" such as ", slots),
+                   ", or change the data-parallel size or parallel.micro_batches");
+    } else {
+      layout.micro_batch_size = static_cast<int>(global_batch / slots);
+    }
+  }
+  problems.throw_if_any();
+  return layout;
+}
+
+std::string job_config_to_text(const config::JobConfig& job) {
+  config::JobConfig explicit_job = job;
+  make_defaults_explicit(&explicit_job);
+  std::string text;
+  google::protobuf::TextFormat::Printer printer;
+  const bool printed = printer.PrintToString(explicit_job, &text);
+  TS_ASSERT(printed, "cannot print the job config as text");
+  return text;
+}
+
+ModelConfig model_config_from(const config::ModelConfig& m) {
+  ModelConfig c;
+  c.arch = m.arch() == config::LLAMA ? "llama" : "gpt2";
+  c.vocab_size = m.vocab_size();
+  c.n_layer = m.n_layer();
+  c.n_head = m.n_head();
+  c.n_embd = m.n_embd();
+  c.max_seq_len = m.max_seq_len();
+  c.norm_eps = m.norm_eps();
+  c.dtype = m.dtype() == config::BF16 ? DType::kBF16 : DType::kF32;
+  c.init_std = m.init_std();
+  c.vocab_pad_multiple = m.vocab_pad_multiple();
+  const bool llama = m.arch() == config::LLAMA;
+  c.n_kv_head = m.n_kv_head() > 0 ? m.n_kv_head() : m.n_head();
+  c.ffn_hidden = m.ffn_hidden() > 0 ? m.ffn_hidden() : llama ? (8 * m.n_embd() / 3 + 15) / 16 * 16 : 4 * m.n_embd();
+  c.rope_theta = m.rope_theta();
+  c.tie_embeddings = m.has_tie_embeddings() ? m.tie_embeddings() : !llama;
+  return c;
+}
+
+}  // namespace tessera

@@ -1,0 +1,609 @@
+// `tessera prepare`: reads documents from text files, trains or loads a SentencePiece tokenizer, tokenizes in
+// parallel and writes the train and validation splits as Megatron indexed datasets.
+//
+// The inputs are streamed three times (count, train the tokenizer, tokenize) so memory stays bounded by one
+// batch of documents plus what SentencePiece keeps for training.
+#include "launcher/data/prepare.h"
+
+#include <sentencepiece_processor.h>
+#include <sentencepiece_trainer.h>
+
+#include <algorithm>
+#include <charconv>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <set>
+#include <sstream>
+#include <thread>
+#include <unordered_map>
+
+#include "core/check.h"
+#include "launcher/common/regular_file.h"
+#include "launcher/data/indexed_dataset.h"
+#include "launcher/data/splitmix64.h"
+
+namespace tessera {
+namespace {
+
+constexpr uint64_t kSplitStream = 0x7370'6c69'7400'0004ULL;
+// Pieces SentencePiece adds before any character: unk, bos, eos and the 256 byte-fallback pieces.
+constexpr int kReservedPieces = 3 + 256;
+// Documents per tokenization batch, and text bytes: whichever is reached first ends the batch.
+constexpr size_t kBatchDocuments = 16384;
+constexpr size_t kBatchBytes = 16 << 20;
+// SentencePiece keeps at most this many documents (a uniform sample) for training.
+constexpr int kTrainingDocuments = 1000000;
+// Longer documents are left out of tokenizer training (they are still tokenized).
+constexpr int kMaxTrainingDocumentBytes = 1 << 20;
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+bool is_blank(const std::string& line) {
+  return std::all_of(line.begin(), line.end(), [](unsigned char c) { return c == ' ' || (c >= '\t' && c <= '\r'); });
+}
+
+// The length of the valid UTF-8 sequence starting at text[i] (1 to 4), or 0 when it is not valid: a stray
+// continuation byte, an overlong form, a surrogate, a code point above U+10FFFF, or a truncated sequence
+// (RFC 3629). `*invalid` then gets the length of the maximal invalid prefix (at least 1), which U+FFFD
+// replaces (the Unicode "maximal subpart" practice).
+size_t utf8_sequence(const std::string& text, size_t i, size_t* invalid) {
+  const auto byte = [&](size_t k) { return i + k < text.size() ? static_cast<unsigned char>(text[i + k]) : 0; };
+  const unsigned char lead = byte(0);
+  if (lead < 0x80) return 1;
+  size_t length = 0;
+  unsigned char low = 0x80, high = 0xbf;  // the allowed range of the second byte
+  if (lead >= 0xc2 && lead <= 0xdf) {
+    length = 2;
+  } else if (lead >= 0xe0 && lead <= 0xef) {
+    length = 3;
+    if (lead == 0xe0) low = 0xa0;   // overlong
+    if (lead == 0xed) high = 0x9f;  // surrogates
+  } else if (lead >= 0xf0 && lead <= 0xf4) {
+    length = 4;
+    if (lead == 0xf0) low = 0x90;   // overlong
+    if (lead == 0xf4) high = 0x8f;  // above U+10FFFF
+  } else {
+    *invalid = 1;
+    return 0;
+  }
+  for (size_t k = 1; k < length; ++k) {
+    const unsigned char c = byte(k);
+    const bool ok = i + k < text.size() && (k == 1 ? c >= low && c <= high : c >= 0x80 && c <= 0xbf);
+    if (!ok) {
+      *invalid = k;
+      return 0;
+    }
+  }
+  return length;
+}
+
+// Streams the documents of several text files; see PrepareOptions::doc_separator for the rules. Each line is
+// checked to be UTF-8 and handled as PrepareOptions::invalid_utf8 says.
+class DocumentReader {
+ public:
+  DocumentReader(const std::vector<std::string>& files, const std::string& separator,
+                 InvalidUtf8 invalid_utf8 = InvalidUtf8::kError)
+      : files_(files), separator_(separator), invalid_utf8_(invalid_utf8) {}
+
+  // Invalid UTF-8 sequences replaced or skipped so far.
+  int64_t invalid_sequences() const { return invalid_sequences_; }
+
+  // The next document into *document; false after the last. Throws DataError if a file cannot be read.
+  bool next(std::string* document) {
+    document->clear();
+    int pending_blank_lines = 0;
+    std::string line;
+    while (true) {
+      if (!stream_.is_open()) {
+        if (file_index_ == files_.size()) return false;
+        const std::string& path = files_[file_index_++];
+        const std::string problem = regular_file_problem(path);
+        TS_CHECK(problem.empty(), DataError, path, ": ", problem, "; check the --input path");
+        stream_.open(path, std::ios::binary);
+        TS_CHECK(stream_.is_open(), DataError, path, ": cannot read this input file; check the --input path");
+        current_path_ = path;
+        offset_ = 0;
+        line_number_ = 0;
+      }
+      if (!std::getline(stream_, line)) {
+        TS_CHECK(!stream_.bad(), DataError, current_path_, ": read error; check the file");
+        stream_.close();
+        if (!document->empty()) return true;
+        continue;
+      }
+      ++line_number_;
+      const int64_t line_bytes = static_cast<int64_t>(line.size());
+      check_utf8(line);
+      offset_ += line_bytes + 1;
+      if (!line.empty() && line.back() == '\r') line.pop_back();
+      const bool blank = is_blank(line);
+      const bool separates = separator_.empty() ? blank : line == separator_;
+      if (separates) {
+        if (!document->empty()) return true;
+        continue;
+      }
+      if (blank) {
+        if (!document->empty()) ++pending_blank_lines;
+        continue;
+      }
+      if (!document->empty()) document->append(static_cast<size_t>(pending_blank_lines) + 1, '\n');
+      pending_blank_lines = 0;
+      document->append(line);
+    }
+  }
+
+ private:
+  // Validates one line (before offset_ moves past it); replaces or drops invalid sequences, or throws.
+  void check_utf8(std::string& line) {
+    std::string fixed;
+    size_t copied = 0;
+    for (size_t i = 0; i < line.size();) {
+      size_t invalid = 0;
+      const size_t length = utf8_sequence(line, i, &invalid);
+      if (length > 0) {
+        i += length;
+        continue;
+      }
+      if (invalid_utf8_ == InvalidUtf8::kError) {
+        char bytes[64] = "";
+        for (size_t k = 0; k < 4 && i + k < line.size(); ++k) {
+          std::snprintf(bytes + std::strlen(bytes), sizeof(bytes) - std::strlen(bytes), "%s0x%02x", k ? " " : "",
+                        static_cast<unsigned char>(line[i + k]));
+        }
+        TS_CHECK(false, DataError, current_path_, ": not valid UTF-8 at byte offset ",
+                 offset_ + static_cast<int64_t>(i), " (line ", line_number_, ", bytes ", bytes,
+                 "). Is it a text file? Convert text in another ",
+                 "encoding to UTF-8 first (e.g. iconv -f LATIN1 -t UTF-8), or pass --invalid-utf8 replace (U+FFFD ",
+                 "for each bad sequence) or --invalid-utf8 skip (drop the bad bytes)");
+      }
+      fixed.append(line, copied, i - copied);
+      if (invalid_utf8_ == InvalidUtf8::kReplace) fixed.append("\xef\xbf\xbd");
+      ++invalid_sequences_;
+      i += invalid;
+      copied = i;
+    }
+    if (copied == 0) return;
+    fixed.append(line, copied, std::string::npos);
+    line = std::move(fixed);
+  }
+
+  const std::vector<std::string>& files_;
+  const std::string& separator_;
+  InvalidUtf8 invalid_utf8_;
+  size_t file_index_ = 0;
+  std::ifstream stream_;
+  std::string current_path_;
+  int64_t offset_ = 0;       // of the current line in its file
+  int64_t line_number_ = 0;  // 1-based, of the current line
+  int64_t invalid_sequences_ = 0;
+};
+
+// Feeds documents to the SentencePiece trainer.
+class TrainingDocuments : public sentencepiece::SentenceIterator {
+ public:
+  TrainingDocuments(const std::vector<std::string>& files, const std::string& separator, InvalidUtf8 invalid_utf8)
+      : reader_(files, separator, invalid_utf8) {
+    Next();
+  }
+  bool done() const override { return done_; }
+  void Next() override {
+    try {
+      done_ = !reader_.next(&value_);
+    } catch (const Error& e) {
+      status_ = sentencepiece::util::Status(sentencepiece::util::StatusCode::kDataLoss, e.what());
+      done_ = true;
+    }
+  }
+  const std::string& value() const override { return value_; }
+  sentencepiece::util::Status status() const override { return status_; }
+
+ private:
+  DocumentReader reader_;
+  std::string value_;
+  bool done_ = false;
+  sentencepiece::util::Status status_;
+};
+
+struct CorpusStats {
+  int64_t documents = 0;
+  int64_t bytes = 0;
+  int64_t distinct_characters = 0;  // UTF-8 code points, space included (SentencePiece's "required chars")
+  int64_t invalid_utf8 = 0;         // sequences replaced or skipped
+};
+
+// Counts documents, bytes and (when count_characters) distinct code points in one pass.
+CorpusStats scan_corpus(const PrepareOptions& options, bool count_characters) {
+  CorpusStats stats;
+  std::set<uint32_t> characters;
+  characters.insert(' ');  // SentencePiece always needs its whitespace piece
+  DocumentReader reader(options.inputs, options.doc_separator, options.invalid_utf8);
+  std::string document;
+  while (reader.next(&document)) {
+    ++stats.documents;
+    stats.bytes += static_cast<int64_t>(document.size());
+    if (!count_characters) continue;
+    for (size_t i = 0; i < document.size();) {
+      const auto lead = static_cast<unsigned char>(document[i]);
+      const size_t length = lead < 0x80 ? 1 : lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : lead >= 0xc0 ? 2 : 1;
+      uint32_t code = 0;
+      for (size_t k = 0; k < length && i + k < document.size(); ++k) {
+        code = code << 8 | static_cast<unsigned char>(document[i + k]);
+      }
+      characters.insert(code);
+      i += length;
+    }
+  }
+  stats.distinct_characters = static_cast<int64_t>(characters.size());
+  stats.invalid_utf8 = reader.invalid_sequences();
+  return stats;
+}
+
+std::string inputs_for_message(const std::vector<std::string>& inputs) {
+  std::string text = inputs.front();
+  if (inputs.size() > 1) text += str_cat(" and ", inputs.size() - 1, " more");
+  return text;
+}
+
+void make_parent_directory(const std::string& path) {
+  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
+  if (parent.empty()) return;
+  std::error_code error;
+  std::filesystem::create_directories(parent, error);
+  TS_CHECK(!error, DataError, parent.string(), ": cannot create this output directory (", error.message(),
+           "); choose another output path");
+}
+
+// Writes bytes to path through a temporary file and a rename, so a partial file never has the final name.
+void write_file(const std::string& path, const std::string& bytes) {
+  make_parent_directory(path);
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    TS_CHECK(out.is_open(), DataError, tmp, ": cannot create; check that the directory is writable");
+    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    out.close();
+    TS_CHECK(!out.fail(), DataError, tmp, ": cannot write; check free disk space");
+  }
+  std::error_code error;
+  std::filesystem::rename(tmp, path, error);
+  TS_CHECK(!error, DataError, path, ": cannot move into place (", error.message(), ")");
+}
+
+std::string read_file(const std::string& path, const char* what_to_do) {
+  const std::string problem = regular_file_problem(path);
+  TS_CHECK(problem.empty(), DataError, path, ": ", problem, "; ", what_to_do);
+  std::ifstream in(path, std::ios::binary);
+  TS_CHECK(in.is_open(), DataError, path, ": cannot open; ", what_to_do);
+  std::ostringstream bytes;
+  bytes << in.rdbuf();
+  TS_CHECK(!in.bad(), DataError, path, ": read error; ", what_to_do);
+  return bytes.str();
+}
+
+// Trains the BPE tokenizer and returns the serialized model.
+std::string train_tokenizer(const PrepareOptions& options, const CorpusStats& stats, int threads) {
+  const int64_t needed = kReservedPieces + stats.distinct_characters;
+  TS_CHECK(options.vocab_size >= needed, DataError, "--vocab-size ", options.vocab_size, " is too small for ",
+           inputs_for_message(options.inputs), ": the tokenizer needs ", kReservedPieces,
+           " special and byte pieces plus one per distinct character (", stats.distinct_characters, "), so at least ",
+           needed, "; use a larger --vocab-size");
+  const std::unordered_map<std::string, std::string> flags = {
+      {"model_type", "bpe"},
+      {"vocab_size", std::to_string(options.vocab_size)},
+      {"character_coverage", "1.0"},
+      {"byte_fallback", "true"},
+      {"unk_id", "0"},
+      {"bos_id", "1"},
+      {"eos_id", "2"},
+      {"pad_id", "-1"},
+      {"normalization_rule_name", "identity"},
+      {"remove_extra_whitespaces", "false"},
+      {"split_digits", "true"},
+      {"allow_whitespace_only_pieces", "true"},
+      {"max_sentence_length", std::to_string(kMaxTrainingDocumentBytes)},
+      {"input_sentence_size", std::to_string(kTrainingDocuments)},
+      {"shuffle_input_sentence", "true"},
+      {"num_threads", std::to_string(std::clamp(threads, 1, 128))},
+      {"minloglevel", "2"},  // SentencePiece's progress log off; errors come back as a Status
+  };
+  TrainingDocuments documents(options.inputs, options.doc_separator, options.invalid_utf8);
+  std::string model;
+  const auto status = sentencepiece::SentencePieceTrainer::Train(flags, &documents, &model);
+  TS_CHECK(status.ok(), DataError, "cannot train a tokenizer with --vocab-size ", options.vocab_size, " on ",
+           inputs_for_message(options.inputs), ": ", status.ToString(),
+           ". If the vocabulary is too large for this much text, use a smaller --vocab-size");
+  return model;
+}
+
+std::unique_ptr<sentencepiece::SentencePieceProcessor> load_tokenizer(const std::string& model,
+                                                                      const std::string& path) {
+  auto processor = std::make_unique<sentencepiece::SentencePieceProcessor>();
+  const auto status = processor->LoadFromSerializedProto(model);
+  TS_CHECK(status.ok(), DataError, path, ": not a SentencePiece model (", status.ToString(),
+           "); pass a .model file written by `tessera prepare --tokenizer-out` or spm_train");
+  return processor;
+}
+
+// Tokenizes documents[i] into tokens[i] (+ EOS) with one processor per thread; thread t takes i = t mod n.
+void tokenize_batch(const std::vector<std::unique_ptr<sentencepiece::SentencePieceProcessor>>& processors,
+                    const std::vector<std::string>& documents, int eos_id, std::vector<std::vector<int>>& tokens,
+                    const std::string& tokenizer_path) {
+  tokens.resize(documents.size());
+  const size_t workers = std::min(processors.size(), std::max<size_t>(documents.size(), 1));
+  std::vector<std::string> errors(workers);
+  auto work = [&](size_t worker) {
+    for (size_t i = worker; i < documents.size(); i += workers) {
+      const auto status = processors[worker]->Encode(documents[i], &tokens[i]);
+      if (!status.ok()) {
+        errors[worker] = status.ToString();
+        return;
+      }
+      tokens[i].push_back(eos_id);
+    }
+  };
+  if (workers == 1) {
+    work(0);
+  } else {
+    std::vector<std::thread> threads;
+    threads.reserve(workers);
+    for (size_t w = 0; w < workers; ++w) threads.emplace_back(work, w);
+    for (auto& thread : threads) thread.join();
+  }
+  for (const auto& error : errors) {
+    TS_CHECK(error.empty(), DataError, tokenizer_path, ": tokenization failed (", error, ")");
+  }
+}
+
+// valid[i]: document i goes to the validation split. See PrepareOptions::valid_fraction.
+std::vector<bool> split_documents(int64_t documents, double valid_fraction, uint64_t seed) {
+  std::vector<bool> valid(static_cast<size_t>(documents));
+  if (valid_fraction <= 0) return valid;
+  int64_t valid_count = 0, lowest = 0, highest = 0;
+  double lowest_u = 2, highest_u = -1;
+  for (int64_t i = 0; i < documents; ++i) {
+    const double u = static_cast<double>(hash_pair(seed ^ kSplitStream, static_cast<uint64_t>(i)) >> 11) * 0x1.0p-53;
+    valid[static_cast<size_t>(i)] = u < valid_fraction;
+    valid_count += valid[static_cast<size_t>(i)];
+    if (u < lowest_u) lowest_u = u, lowest = i;
+    if (u > highest_u) highest_u = u, highest = i;
+  }
+  if (documents >= 2 && valid_fraction < 1) {
+    if (valid_count == 0) valid[static_cast<size_t>(lowest)] = true;
+    if (valid_count == documents) valid[static_cast<size_t>(highest)] = false;
+  }
+  return valid;
+}
+
+void check_options(const PrepareOptions& options) {
+  const char* help = " (see `tessera prepare --help`)";
+  TS_CHECK(!options.inputs.empty(), ConfigError, "no input files: pass them with --input FILE...", help);
+  TS_CHECK(!options.out_prefix.empty(), ConfigError, "no output prefix: pass --out PREFIX", help);
+  TS_CHECK(options.tokenizer.empty() != options.tokenizer_out.empty(), ConfigError,
+           "pass exactly one of --tokenizer PATH.model (use an existing tokenizer) and --tokenizer-out PATH.model "
+           "(train one)",
+           help);
+  TS_CHECK(options.tokenizer_out.empty() || options.vocab_size > 0, ConfigError,
+           "--tokenizer-out needs --vocab-size N, the size of the vocabulary to train", help);
+  TS_CHECK(options.tokenizer.empty() || options.vocab_size == 0, ConfigError,
+           "--vocab-size applies only when training a tokenizer with --tokenizer-out; an existing tokenizer ",
+           "brings its own vocabulary", help);
+  TS_CHECK(options.valid_fraction >= 0 && options.valid_fraction <= 1, ConfigError,
+           "--valid-fraction must be between 0 and 1, got ", options.valid_fraction, help);
+  TS_CHECK(options.valid_fraction < 1, ConfigError,
+           "--valid-fraction 1 holds out every document, leaving no training data; use a share below 1, "
+           "e.g. 0.02 (or 0 for no validation split)",
+           help);
+  TS_CHECK(options.threads >= 0, ConfigError, "--threads must be 0 (all hardware threads) or more, got ",
+           options.threads, help);
+  for (const auto& input : options.inputs) {
+    const std::string problem = regular_file_problem(input);
+    if (problem.empty()) continue;
+    TS_CHECK(problem != "does not exist", DataError, input, ": no such input file; check the --input path");
+    std::error_code error;
+    TS_CHECK(!std::filesystem::is_directory(input, error), DataError, input,
+             ": is a directory; pass the files in it, e.g. --input ", input, "/*");
+    TS_CHECK(false, DataError, input, ": ", problem, "; --input takes text files");
+  }
+}
+
+}  // namespace
+
+PrepareSummary run_prepare(const PrepareOptions& options) {
+  const auto start = Clock::now();
+  check_options(options);
+  const int threads = options.threads > 0 ? options.threads : std::max(1u, std::thread::hardware_concurrency());
+  const bool train = !options.tokenizer_out.empty();
+
+  const CorpusStats stats = scan_corpus(options, train);
+  TS_CHECK(stats.documents > 0, DataError, "no documents in ", inputs_for_message(options.inputs),
+           ": the input is empty or only whitespace; check the --input files");
+
+  PrepareSummary summary;
+  summary.documents = stats.documents;
+  summary.text_bytes = stats.bytes;
+  summary.invalid_utf8 = stats.invalid_utf8;
+  summary.trained_tokenizer = train;
+  std::string model;
+  if (train) {
+    const auto train_start = Clock::now();
+    model = train_tokenizer(options, stats, threads);
+    write_file(options.tokenizer_out, model);
+    summary.tokenizer_path = options.tokenizer_out;
+    summary.tokenizer_seconds = seconds_since(train_start);
+  } else {
+    model = read_file(options.tokenizer, "pass an existing SentencePiece .model file with --tokenizer");
+    summary.tokenizer_path = options.tokenizer;
+  }
+
+  std::vector<std::unique_ptr<sentencepiece::SentencePieceProcessor>> processors;
+  for (int t = 0; t < threads; ++t) processors.push_back(load_tokenizer(model, summary.tokenizer_path));
+  const int eos_id = processors.front()->eos_id();
+  TS_CHECK(eos_id >= 0, DataError, summary.tokenizer_path,
+           ": the tokenizer has no end-of-sequence piece, which separates documents; train it with an eos_id ",
+           "(as `tessera prepare --tokenizer-out` does)");
+  summary.vocab_size = processors.front()->GetPieceSize();
+
+  make_parent_directory(options.out_prefix);
+  summary.train_prefix = options.out_prefix + "_train";
+  summary.valid_prefix = options.out_prefix + "_valid";
+  const IndexedDType dtype = choose_token_dtype(summary.vocab_size);
+  IndexedDatasetWriter train_writer(summary.train_prefix, dtype);
+  IndexedDatasetWriter valid_writer(summary.valid_prefix, dtype);
+  const std::vector<bool> valid = split_documents(stats.documents, options.valid_fraction, options.seed);
+
+  DocumentReader reader(options.inputs, options.doc_separator, options.invalid_utf8);
+  std::vector<std::string> batch;
+  std::vector<std::vector<int>> tokens;
+  int64_t index = 0;
+  bool more = true;
+  while (more) {
+    batch.clear();
+    size_t batch_bytes = 0;
+    std::string document;
+    while (batch.size() < kBatchDocuments && batch_bytes < kBatchBytes && (more = reader.next(&document))) {
+      batch_bytes += document.size();
+      batch.push_back(std::move(document));
+    }
+    tokenize_batch(processors, batch, eos_id, tokens, summary.tokenizer_path);
+    for (size_t i = 0; i < batch.size(); ++i, ++index) {
+      // The inputs changed between the passes if they now hold more documents.
+      TS_CHECK(index < stats.documents, DataError, inputs_for_message(options.inputs),
+               ": the input files changed while being prepared; run tessera prepare again");
+      auto& writer = valid[static_cast<size_t>(index)] ? valid_writer : train_writer;
+      writer.add_document(tokens[i].data(), tokens[i].size());
+    }
+  }
+  TS_CHECK(index == stats.documents, DataError, inputs_for_message(options.inputs),
+           ": the input files changed while being prepared; run tessera prepare again");
+  summary.train_documents = train_writer.num_documents();
+  summary.valid_documents = valid_writer.num_documents();
+  summary.train_tokens = train_writer.num_tokens();
+  summary.valid_tokens = valid_writer.num_tokens();
+  train_writer.finalize();
+  valid_writer.finalize();
+  summary.total_seconds = seconds_since(start);
+  return summary;
+}
+
+std::string prepare_usage() {
+  return R"(usage: tessera prepare --input FILE... --out PREFIX
+                       (--tokenizer-out PATH.model --vocab-size N | --tokenizer PATH.model) [options]
+
+Tokenizes text files into Megatron indexed datasets PREFIX_train.{bin,idx} and PREFIX_valid.{bin,idx}
+(one document per sequence, each followed by the tokenizer's end-of-sequence token).
+
+  --input FILE...         UTF-8 text files; blank lines separate documents
+  --invalid-utf8 MODE     bytes that are not UTF-8: error (default: stop, naming the file and offset),
+                          replace (each bad sequence becomes U+FFFD) or skip (drop them)
+  --doc-separator LINE    a line equal to LINE separates documents instead (e.g. % for fortune files)
+  --tokenizer-out PATH    train a SentencePiece BPE tokenizer on the inputs and save it here
+  --vocab-size N          vocabulary size of the tokenizer to train
+  --tokenizer PATH        use this existing SentencePiece model instead of training one
+  --out PREFIX            output prefix (its directory is created)
+  --valid-fraction F      share of documents held out for validation (default 0.02)
+  --seed N                seed of the train/validation split (default 1234)
+  --threads N             tokenizer threads (default: all hardware threads)
+  --help                  show this text
+)";
+}
+
+namespace {
+
+template <typename T>
+T parse_number(const std::string& flag, const std::string& text) {
+  T value{};
+  const char* end = text.data() + text.size();
+  const auto [rest, error] = std::from_chars(text.data(), end, value);
+  TS_CHECK(error == std::errc() && rest == end, ConfigError, flag, " expects a number, got '", text,
+           "' (see `tessera prepare --help`)");
+  return value;
+}
+
+}  // namespace
+
+int prepare_command(const std::vector<std::string>& args) {
+  PrepareOptions options;
+  for (size_t i = 0; i < args.size(); ++i) {
+    std::string flag = args[i];
+    std::string value;
+    bool has_inline_value = false;
+    if (const size_t equals = flag.find('='); flag.rfind("--", 0) == 0 && equals != std::string::npos) {
+      value = flag.substr(equals + 1);
+      flag = flag.substr(0, equals);
+      has_inline_value = true;
+    }
+    if (flag == "--help" || flag == "-h") {
+      std::cout << prepare_usage();
+      return 0;
+    }
+    if (flag == "--input") {
+      if (has_inline_value) options.inputs.push_back(value);
+      while (i + 1 < args.size() && args[i + 1].rfind("--", 0) != 0) options.inputs.push_back(args[++i]);
+      TS_CHECK(!options.inputs.empty(), ConfigError, "--input needs at least one file");
+      continue;
+    }
+    const bool known = flag == "--doc-separator" || flag == "--tokenizer-out" || flag == "--vocab-size" ||
+                       flag == "--tokenizer" || flag == "--out" || flag == "--valid-fraction" || flag == "--seed" ||
+                       flag == "--threads" || flag == "--invalid-utf8";
+    TS_CHECK(known, ConfigError, "unknown argument '", args[i], "' (see `tessera prepare --help`)");
+    if (!has_inline_value) {
+      TS_CHECK(i + 1 < args.size(), ConfigError, flag, " needs a value (see `tessera prepare --help`)");
+      value = args[++i];
+    }
+    if (flag == "--doc-separator") options.doc_separator = value;
+    if (flag == "--tokenizer-out") options.tokenizer_out = value;
+    if (flag == "--tokenizer") options.tokenizer = value;
+    if (flag == "--out") options.out_prefix = value;
+    if (flag == "--vocab-size") options.vocab_size = parse_number<int>(flag, value);
+    if (flag == "--valid-fraction") options.valid_fraction = parse_number<double>(flag, value);
+    if (flag == "--seed") options.seed = parse_number<uint64_t>(flag, value);
+    if (flag == "--threads") options.threads = parse_number<int>(flag, value);
+    if (flag == "--invalid-utf8") {
+      TS_CHECK(value == "error" || value == "replace" || value == "skip", ConfigError,
+               "--invalid-utf8 takes error, replace or skip, not '", value, "'");
+      options.invalid_utf8 = value == "error"     ? InvalidUtf8::kError
+                             : value == "replace" ? InvalidUtf8::kReplace
+                                                  : InvalidUtf8::kSkip;
+    }
+  }
+
+  const PrepareSummary s = run_prepare(options);
+  auto percent = [&](int64_t part) { return s.documents > 0 ? 100.0 * part / s.documents : 0.0; };
+  char line[512];
+  std::snprintf(line, sizeof(line), "prepared %lld documents (%.1f MB of text) from %zu input file%s in %.1f s\n",
+                static_cast<long long>(s.documents), s.text_bytes / 1e6, options.inputs.size(),
+                options.inputs.size() == 1 ? "" : "s", s.total_seconds);
+  std::cout << line;
+  if (s.invalid_utf8 > 0) {
+    std::snprintf(line, sizeof(line), "  %lld invalid UTF-8 sequence(s) %s (--invalid-utf8 %s)\n",
+                  static_cast<long long>(s.invalid_utf8),
+                  options.invalid_utf8 == InvalidUtf8::kReplace ? "replaced by U+FFFD" : "skipped",
+                  options.invalid_utf8 == InvalidUtf8::kReplace ? "replace" : "skip");
+    std::cout << line;
+  }
+  if (s.trained_tokenizer) {
+    std::snprintf(line, sizeof(line), "  tokenizer: %s (trained, vocab %d, %.1f s)\n", s.tokenizer_path.c_str(),
+                  s.vocab_size, s.tokenizer_seconds);
+  } else {
+    std::snprintf(line, sizeof(line), "  tokenizer: %s (vocab %d)\n", s.tokenizer_path.c_str(), s.vocab_size);
+  }
+  std::cout << line;
+  std::snprintf(line, sizeof(line), "  train: %lld documents (%.1f%%), %lld tokens -> %s.{bin,idx}\n",
+                static_cast<long long>(s.train_documents), percent(s.train_documents),
+                static_cast<long long>(s.train_tokens), s.train_prefix.c_str());
+  std::cout << line;
+  std::snprintf(line, sizeof(line), "  valid: %lld documents (%.1f%%), %lld tokens -> %s.{bin,idx}\n",
+                static_cast<long long>(s.valid_documents), percent(s.valid_documents),
+                static_cast<long long>(s.valid_tokens), s.valid_prefix.c_str());
+  std::cout << line << std::flush;
+  return 0;
+}
+
+}  // namespace tessera

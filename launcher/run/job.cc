@@ -1,0 +1,91 @@
+// Building a rank's training job.
+#include "launcher/run/job.h"
+
+#include <vector>
+
+#include "core/check.h"
+#include "launcher/run/device_setup.h"
+#include "parallel/mpi_environment.h"
+#include "parallel/pipeline_schedule.h"
+#include "parallel/zero_optimizer.h"
+
+namespace tessera {
+
+LrSchedule lr_schedule_from(const config::JobConfig& job) {
+  const config::OptimizerConfig& o = job.optimizer();
+  LrSchedule s;
+  s.lr = o.lr();
+  s.min_lr = o.min_lr();
+  s.warmup_steps = o.warmup_steps();
+  s.decay_steps = o.has_decay_steps() ? o.decay_steps() : job.train().steps() - o.warmup_steps();
+  switch (o.schedule()) {
+    case config::COSINE:
+      s.decay = LrDecay::kCosine;
+      break;
+    case config::LINEAR:
+      s.decay = LrDecay::kLinear;
+      break;
+    case config::CONSTANT:
+      s.decay = LrDecay::kConstant;
+      break;
+  }
+  return s;
+}
+
+Job build_job(const config::JobConfig& config, MpiEnvironment& mpi, const ProcessEnv& env) {
+  Job job;
+  job.config = config;
+  job.world_rank = mpi.world_rank();
+  job.layout = resolve_layout(config, mpi.world_size());
+  job.model_config = model_config_from(config.model());
+  job.threads = config.train().threads() > 0 ? config.train().threads() : default_threads_per_rank(env);
+  job.backend = make_backend(config, env, job.threads);
+
+  RankGrid grid(job.layout.tp, job.layout.pp, job.layout.dp);
+  job.groups = make_groups(config, grid, job.world_rank, *job.backend, env);
+
+  // This rank's pipeline stage: its blocks, the embedding on the first stage, the head on the last.
+  const int pp_rank = job.groups.pp->rank();
+  const auto layers = split_layers(job.model_config.n_layer, job.layout.pp);
+  StageRange stage;
+  stage.first_layer = layers[pp_rank].first;
+  stage.end_layer = layers[pp_rank].second;
+  stage.has_embedding = pp_rank == 0;
+  stage.has_head = pp_rank == job.layout.pp - 1;
+  const PipelineKind schedule =
+      config.parallel().schedule() == config::GPIPE ? PipelineKind::kGPipe : PipelineKind::kOneFOneB;
+  const int slots = pipeline_in_flight(schedule, job.layout.pp, pp_rank, job.layout.micro_batches);
+  job.model = create_model(job.model_config, *job.backend, *job.groups.tp, stage, job.layout.micro_batch_size,
+                           config.train().seq_len(), slots);
+  job.model->init_parameters(config.train().seed());
+
+  AdamWConfig adamw;
+  adamw.beta1 = config.optimizer().beta1();
+  adamw.beta2 = config.optimizer().beta2();
+  adamw.eps = config.optimizer().eps();
+  adamw.weight_decay = config.optimizer().weight_decay();
+  const bool zero = config.parallel().zero_stage() == 1;
+  job.grad_sync =
+      std::make_unique<DpGradSync>(*job.model, *job.backend, *job.groups.dp, config.parallel().dp_bucket_mb(),
+                                   zero ? DpGradSync::Mode::kReduceScatter : DpGradSync::Mode::kAllReduce);
+  // The gradient norm sums over the groups that hold disjoint parts of the model (under ZeRO-1, DP too).
+  std::vector<ProcessGroup*> norm_groups = {job.groups.tp.get(), job.groups.pp.get()};
+  if (zero) {
+    job.optimizer = std::make_unique<ZeroAdamW>(*job.model, *job.backend, *job.grad_sync, adamw, norm_groups);
+  } else {
+    job.optimizer = std::make_unique<AdamW>(*job.model, *job.backend, adamw, norm_groups);
+  }
+
+  TrainerOptions options;
+  options.global_batch = config.train().global_batch();
+  options.micro_batches = job.layout.micro_batches;
+  options.seq_len = config.train().seq_len();
+  options.grad_clip = config.train().grad_clip();
+  options.schedule = schedule;
+  options.lr = lr_schedule_from(config);
+  job.trainer =
+      std::make_unique<Trainer>(*job.model, *job.optimizer, *job.grad_sync, *job.backend, job.groups, options);
+  return job;
+}
+
+}  // namespace tessera

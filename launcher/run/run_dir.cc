@@ -1,0 +1,112 @@
+// Run directory and JSON-lines metrics.
+#include "launcher/run/run_dir.h"
+
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+
+#include "core/check.h"
+
+namespace tessera {
+
+void make_directories(const std::string& dir) {
+  std::error_code error;
+  std::filesystem::create_directories(dir, error);
+  TS_CHECK(!error, ConfigError, "cannot create directory '", dir, "': ", error.message(),
+           ". Choose another run directory with --run-dir.");
+}
+
+MetricsWriter::MetricsWriter(const std::string& path) {
+  file_ = std::fopen(path.c_str(), "w");
+  TS_CHECK(file_ != nullptr, ConfigError, "cannot write '", path, "': ", std::strerror(errno));
+}
+
+MetricsWriter::MetricsWriter(const std::string& path, long long resumed_step) {
+  std::string kept;
+  if (std::FILE* old = std::fopen(path.c_str(), "r")) {
+    char line[4096];
+    const std::string key = "{\"step\": ";
+    while (std::fgets(line, sizeof(line), old) != nullptr) {
+      const std::string text = line;
+      if (text.compare(0, key.size(), key) != 0 || text.back() != '\n') continue;
+      if (std::atoll(text.c_str() + key.size()) <= resumed_step) kept += text;
+    }
+    std::fclose(old);
+  }
+  file_ = std::fopen(path.c_str(), "w");
+  TS_CHECK(file_ != nullptr, ConfigError, "cannot write '", path, "': ", std::strerror(errno));
+  std::fputs(kept.c_str(), file_);
+  std::fflush(file_);
+}
+
+MetricsWriter::~MetricsWriter() {
+  if (file_ != nullptr) std::fclose(file_);
+}
+
+void MetricsWriter::write_line(const std::string& json_object) {
+  std::fputs(json_object.c_str(), file_);
+  std::fputc('\n', file_);
+  std::fflush(file_);
+}
+
+std::string json_escape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof(buf), "\\u%04x", c);
+          out += buf;
+        } else {
+          out += c;
+        }
+    }
+  }
+  return out;
+}
+
+void JsonObject::add_key(const std::string& key) {
+  if (!body_.empty()) body_ += ", ";
+  body_ += "\"" + json_escape(key) + "\": ";
+}
+
+JsonObject& JsonObject::add(const std::string& key, double value) {
+  add_key(key);
+  if (!std::isfinite(value)) {
+    body_ += std::isnan(value) ? "\"nan\"" : (value > 0 ? "\"inf\"" : "\"-inf\"");
+  } else {
+    char buf[32];
+    std::snprintf(buf, sizeof(buf), "%.9g", value);
+    body_ += buf;
+  }
+  return *this;
+}
+
+JsonObject& JsonObject::add(const std::string& key, long long value) {
+  add_key(key);
+  body_ += std::to_string(value);
+  return *this;
+}
+
+JsonObject& JsonObject::add(const std::string& key, const std::string& value) {
+  add_key(key);
+  body_ += "\"" + json_escape(value) + "\"";
+  return *this;
+}
+
+}  // namespace tessera

@@ -1,0 +1,30 @@
+// Model FLOPs per token and MFU.
+#include "launcher/run/throughput.h"
+
+#include <cstdio>
+
+#include "models/registry.h"
+
+namespace tessera {
+
+Throughput throughput(const ModelConfig& model, int64_t seq_len, double tokens, double seconds, int devices,
+                      double peak_tflops) {
+  Throughput t;
+  if (seconds <= 0 || devices <= 0) return t;
+  t.tokens_per_s = tokens / seconds;
+  t.tflops_per_device = model_flops_per_token(model, seq_len) * t.tokens_per_s / devices / 1e12;
+  if (peak_tflops > 0) t.mfu = t.tflops_per_device / peak_tflops;
+  return t;
+}
+
+std::string format_throughput(const Throughput& t) {
+  char text[64];
+  if (t.mfu >= 0) {
+    std::snprintf(text, sizeof(text), "MFU %.1f%%", 100 * t.mfu);
+  } else {
+    std::snprintf(text, sizeof(text), "%.3g TFLOP/s/rank", t.tflops_per_device);
+  }
+  return text;
+}
+
+}  // namespace tessera

@@ -1,0 +1,83 @@
+// The training step.
+#include "launcher/run/trainer.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "core/check.h"
+
+namespace tessera {
+
+Trainer::Trainer(Model& model, Optimizer& optimizer, DpGradSync& grad_sync, Backend& backend, ParallelGroups& groups,
+                 TrainerOptions options)
+    : model_(model),
+      optimizer_(optimizer),
+      grad_sync_(grad_sync),
+      backend_(backend),
+      groups_(groups),
+      options_(options),
+      micro_batch_size_(options.global_batch / (groups.dp->size() * options.micro_batches)),
+      pipeline_(model, backend, *groups.pp, options.schedule, options.micro_batches) {
+  const int dp = groups.dp->size();
+  TS_ASSERT(options.global_batch % (dp * options.micro_batches) == 0, "batch does not divide");
+  TS_ASSERT(micro_batch_size_ == model.micro_batch() && options.seq_len == model.seq_len(), "model plan mismatch");
+  const size_t n = static_cast<size_t>(micro_batch_size_) * options.seq_len;
+  host_inputs_.resize(n);
+  host_targets_.resize(n);
+}
+
+void Trainer::load_micro_batch(const Sampler& source, int64_t first_sample, int m, int slot) {
+  const StageRange& stage = model_.stage();
+  const int T = options_.seq_len;
+  const int64_t per_dp = options_.global_batch / groups_.dp->size();
+  const int64_t base = first_sample + groups_.dp->rank() * per_dp + static_cast<int64_t>(m) * micro_batch_size_;
+  for (int b = 0; b < micro_batch_size_; ++b) {
+    source.get(base + b, host_inputs_.data() + static_cast<size_t>(b) * T,
+               host_targets_.data() + static_cast<size_t>(b) * T);
+  }
+  if (stage.has_embedding) backend_.copy_from_host(model_.tokens(slot), host_inputs_.data());
+  if (stage.has_head) backend_.copy_from_host(model_.targets(slot), host_targets_.data());
+}
+
+double Trainer::mean_loss() {
+  // The loss lives on the last stage: sum it over the pipeline (other stages add 0) and over DP, in double
+  // and bit-identical on every rank (the same reduction as the gradient norm's).
+  const double tokens = static_cast<double>(options_.global_batch) * options_.seq_len;
+  return sum_over_groups(pipeline_.loss_sum(), {groups_.pp.get(), groups_.dp.get()}) / tokens;
+}
+
+StepResult Trainer::train_step(int step, const Sampler& source) {
+  StepResult result;
+  result.lr = options_.lr.at(step);
+  model_.zero_grads();
+  grad_sync_.start_step();
+  const int64_t first_sample = static_cast<int64_t>(step) * options_.global_batch;
+  const float d_scale = static_cast<float>(1.0 / (static_cast<double>(options_.global_batch) * options_.seq_len));
+  PipelineExecutor::GradientEvents events;
+  events.layer_done = [this](int layer) { grad_sync_.mark_layer_done(layer); };
+  events.gradients_done = [this] { grad_sync_.mark_layer_done(-1); };
+  pipeline_.train_batch(
+      d_scale, [&](int m, int slot) { load_micro_batch(source, first_sample, m, slot); }, events);
+  result.loss = mean_loss();
+  // Every micro-batch's loss was scaled by 1/(G*T): summing over DP ranks gives the gradient of the mean.
+  grad_sync_.finish();
+  result.grad_norm = optimizer_.grad_norm();
+  if (!std::isfinite(result.loss) || !std::isfinite(result.grad_norm)) {
+    result.skipped = true;
+    return result;
+  }
+  optimizer_.step(result.lr, clip_factor(result.grad_norm, options_.grad_clip));
+  return result;
+}
+
+double Trainer::evaluate(const Sampler& source, int64_t first_sample, int batches) {
+  double sum = 0;
+  for (int b = 0; b < batches; ++b) {
+    const int64_t first = first_sample + static_cast<int64_t>(b) * options_.global_batch;
+    pipeline_.eval_batch([&](int m, int slot) { load_micro_batch(source, first, m, slot); });
+    sum += mean_loss();
+  }
+  return sum / batches;
+}
+
+}  // namespace tessera

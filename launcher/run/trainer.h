@@ -1,0 +1,73 @@
+// Trainer: one optimizer step over a global batch — micro-batches through this rank's model shard (and,
+// with pipeline parallelism, through the stages before and after it: parallel/pipeline_executor.h), gradients
+// summed across data-parallel ranks, global norm, clipping, AdamW — and evaluation.
+//
+// Data order (DESIGN invariant 3): step s consumes global samples [s*G, (s+1)*G), G = global batch. DP rank d
+// of D takes the contiguous slice [d*G/D, (d+1)*G/D) of it, and micro-batch m of M the m-th of that slice.
+// The loss of every micro-batch is scaled by 1/(G*T), so the summed gradient is that of the mean loss over
+// the whole global batch, whatever the layout.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "core/backend.h"
+#include "core/lr_schedule.h"
+#include "launcher/data/sampler.h"
+#include "parallel/grad_sync.h"
+#include "parallel/model.h"
+#include "parallel/optimizer.h"
+#include "parallel/pipeline_executor.h"
+#include "parallel/pipeline_schedule.h"
+#include "parallel/process_group.h"
+
+namespace tessera {
+
+struct TrainerOptions {
+  int global_batch = 1;
+  int micro_batches = 1;  // per DP rank
+  int seq_len = 1;
+  double grad_clip = 0;  // 0: no clipping
+  PipelineKind schedule = PipelineKind::kOneFOneB;
+  LrSchedule lr;
+};
+
+struct StepResult {
+  double loss = 0;       // mean cross-entropy over the global batch, before the update
+  double grad_norm = 0;  // global L2 norm before clipping
+  double lr = 0;
+  bool skipped = false;  // the loss or the norm was not finite; no update was made
+};
+
+class Trainer {
+ public:
+  // All references must outlive the trainer. grad_sync: the model's DP gradient sync (in reduce-scatter mode
+  // when optimizer is ZeRO-1). The model must have been planned with at least
+  // pipeline_in_flight(schedule, pp, stage, micro_batches) slots.
+  Trainer(Model& model, Optimizer& optimizer, DpGradSync& grad_sync, Backend& backend, ParallelGroups& groups,
+          TrainerOptions options);
+
+  // Runs optimizer step `step` (0-based) on samples from source. Every rank returns the same result.
+  StepResult train_step(int step, const Sampler& source);
+  // Mean loss over `batches` global batches starting at global sample `first_sample`; no update.
+  double evaluate(const Sampler& source, int64_t first_sample, int batches);
+
+ private:
+  // Loads micro-batch m of the global batch starting at first_sample into the model's `slot`: tokens on the
+  // first stage, targets on the last.
+  void load_micro_batch(const Sampler& source, int64_t first_sample, int m, int slot);
+  // The global mean loss of the batch just run (on every rank).
+  double mean_loss();
+
+  Model& model_;
+  Optimizer& optimizer_;
+  DpGradSync& grad_sync_;
+  Backend& backend_;
+  ParallelGroups& groups_;
+  TrainerOptions options_;
+  int micro_batch_size_;
+  PipelineExecutor pipeline_;
+  std::vector<int32_t> host_inputs_, host_targets_;
+};
+
+}  // namespace tessera
