@@ -39,6 +39,10 @@ struct ParamSpec {
   // An input-side parameter that the output head reuses (a tied embedding): the first and the last stage
   // each hold a copy, their gradients are summed, and checkpoints store the first stage's.
   bool tied_across_stages = false;
+  // Elements [zero_grad_begin, zero_grad_end) of the flattened global tensor have an exactly zero gradient
+  // (a key bias: softmax is unchanged when every score of a row moves by the same amount). Whatever AdamW
+  // makes of their rounding noise is noise, which `tessera verify` leaves out of the update error.
+  int64_t zero_grad_begin = 0, zero_grad_end = 0;
   bool weight_decay = false;    // decoupled weight decay applies (tensors with >= 2 dims)
   InitKind init = InitKind::kZeros;
   float init_std = 0;

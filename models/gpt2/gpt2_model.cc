@@ -50,6 +50,8 @@ std::vector<ParamSpec> gpt2_param_specs(const ModelConfig& config) {
     // Column-parallel by heads: Y = X A^T, A = [A_1; ...; A_tp] by rows within each of Q, K, V.
     matrix(h + "attn.qkv.weight", {3 * C, C}, l, std_dev, 0, 3);
     vector(h + "attn.qkv.bias", 3 * C, l, InitKind::kZeros, 0, 3);
+    specs.back().zero_grad_begin = C;  // the K third
+    specs.back().zero_grad_end = 2 * C;
     // Row-parallel: Y = sum_r X_r A_r^T with A split by columns (input features); bias replicated.
     matrix(h + "attn.proj.weight", {C, C}, l, residual_std, 1, 1);
     vector(h + "attn.proj.bias", C, l, InitKind::kZeros, -1, 1);
