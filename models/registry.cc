@@ -17,8 +17,8 @@ std::unique_ptr<Model> create(const ModelConfig& config, Backend& backend, Proce
 
 // One line per architecture.
 const ModelArchitecture kArchitectures[] = {
-    {"gpt2", &gpt2_param_specs, &create<Gpt2Model>, &gpt2_shape_problems},
-    {"llama", &llama_param_specs, &create<LlamaModel>, &llama_shape_problems},
+    {"gpt2", &gpt2_param_specs, &create<Gpt2Model>, &gpt2_shape_problems, &gpt2_fill_defaults},
+    {"llama", &llama_param_specs, &create<LlamaModel>, &llama_shape_problems, &llama_fill_defaults},
 };
 
 }  // namespace

@@ -25,6 +25,9 @@ struct ModelArchitecture {
   // What is wrong with this shape for tp ranks of tensor parallelism, one line each ("model.n_head (6) is not
   // divisible by parallel.tp (4)"); empty when it can be built.
   std::vector<std::string> (*shape_problems)(const ModelConfig& config, int tp);
+  // Fills what the config left to the architecture: n_kv_head and ffn_hidden where 0, and tie_embeddings
+  // where the user did not set it (tie_set false).
+  void (*fill_defaults)(ModelConfig& config, bool tie_set);
 };
 
 // The architecture named config.arch. Throws ConfigError naming the known ones for another name.

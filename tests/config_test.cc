@@ -609,6 +609,56 @@ TEST(ResolveLayout, HeadsLayersAndBatch) {
   }
 }
 
+// The architecture's own checks, through validation and layout resolution (models/*/shape_problems).
+TEST(ResolveLayout, ArchitectureShapeRules) {
+  struct Case {
+    std::vector<const char*> overrides;
+    int world_size;
+    const char* expected;
+  };
+  const std::vector<Case> cases = {
+      {{"model.arch=LLAMA", "model.n_kv_head=-2"}, 1, "model.n_kv_head (-2) must be >= 0"},
+      {{"model.arch=LLAMA", "model.ffn_hidden=-1"}, 1, "model.ffn_hidden (-1) must be >= 0"},
+      {{"model.arch=LLAMA", "model.rope_theta=0"}, 1, "model.rope_theta (0) must be a finite number > 0"},
+      {{"model.arch=LLAMA", "model.n_kv_head=3"}, 1, "model.n_kv_head (3) must divide model.n_head (4)"},
+      {{"model.arch=LLAMA", "model.n_kv_head=1", "parallel.tp=2"}, 2,
+       "model.n_kv_head (1) must be divisible by parallel.tp (2)"},
+      {{"model.arch=LLAMA", "model.ffn_hidden=33", "parallel.tp=2"}, 2,
+       "model.ffn_hidden (33) must be positive and divisible by parallel.tp (2)"},
+      {{"model.n_kv_head=2"}, 1, "model.n_kv_head (2) applies to arch LLAMA"},
+      {{"model.ffn_hidden=64"}, 1, "model.ffn_hidden (64) applies to arch LLAMA"},
+      {{"model.tie_embeddings=false"}, 1, "GPT2's output head is its token embedding"},
+  };
+  for (const Case& bad : cases) {
+    SCOPED_TRACE(bad.expected);
+    config::JobConfig job = small_job();
+    for (const char* assignment : bad.overrides) apply_override(job, assignment);
+    const std::string message = config_error([&] {
+      validate_job_config(job);
+      resolve_layout(job, bad.world_size);
+    });
+    EXPECT_NE(message.find(bad.expected), std::string::npos) << message;
+  }
+}
+
+// Defaults the architecture fills: GPT-2 multi-head, 4C MLP, tied; Llama untied, SwiGLU of 8C/3 rounded to 16.
+TEST(ModelConfigFrom, ArchitectureDefaults) {
+  config::JobConfig job = small_job();
+  ModelConfig gpt2 = model_config_from(job.model());
+  EXPECT_EQ(gpt2.arch, "gpt2");
+  EXPECT_EQ(gpt2.n_kv_head, 4);
+  EXPECT_EQ(gpt2.ffn_hidden, 128);
+  EXPECT_TRUE(gpt2.tie_embeddings);
+  apply_override(job, "model.arch=LLAMA");
+  ModelConfig llama = model_config_from(job.model());
+  EXPECT_EQ(llama.arch, "llama");
+  EXPECT_EQ(llama.n_kv_head, 4);
+  EXPECT_EQ(llama.ffn_hidden, 96);  // 8 * 32 / 3 = 85, rounded up to 96
+  EXPECT_FALSE(llama.tie_embeddings);
+  apply_override(job, "model.tie_embeddings=true");
+  EXPECT_TRUE(model_config_from(job.model()).tie_embeddings);
+}
+
 // ---- text form --------------------------------------------------------------------------------------------
 
 TEST(JobConfigToText, MakesDefaultsExplicitAndLeavesMeaningfulUnsetFieldsOut) {

@@ -449,6 +449,13 @@ void validate_model(const config::ModelConfig& model, Problems& problems) {
     problems.add("model.vocab_pad_multiple (", model.vocab_pad_multiple(), ") must be >= 1 (1 = no padding)");
   }
   check_finite_positive(problems, model.init_std(), "model.init_std");
+  if (model.n_kv_head() < 0) {
+    problems.add("model.n_kv_head (", model.n_kv_head(), ") must be >= 0 (0 or unset: n_head, multi-head attention)");
+  }
+  if (model.ffn_hidden() < 0) {
+    problems.add("model.ffn_hidden (", model.ffn_hidden(), ") must be >= 0 (0 or unset: the architecture's default)");
+  }
+  if (model.arch() == config::LLAMA) check_finite_positive(problems, model.rope_theta(), "model.rope_theta");
 }
 
 void validate_train(const config::JobConfig& job, Problems& problems) {
@@ -801,7 +808,9 @@ std::string job_config_to_text(const config::JobConfig& job) {
 
 ModelConfig model_config_from(const config::ModelConfig& m) {
   ModelConfig c;
-  c.arch = m.arch() == config::LLAMA ? "llama" : "gpt2";
+  // The registry's name is the Arch value in lower case (GPT2 -> "gpt2").
+  c.arch = config::Arch_Name(m.arch());
+  std::transform(c.arch.begin(), c.arch.end(), c.arch.begin(), [](unsigned char ch) { return std::tolower(ch); });
   c.vocab_size = m.vocab_size();
   c.n_layer = m.n_layer();
   c.n_head = m.n_head();
@@ -811,11 +820,11 @@ ModelConfig model_config_from(const config::ModelConfig& m) {
   c.dtype = m.dtype() == config::BF16 ? DType::kBF16 : DType::kF32;
   c.init_std = m.init_std();
   c.vocab_pad_multiple = m.vocab_pad_multiple();
-  const bool llama = m.arch() == config::LLAMA;
-  c.n_kv_head = m.n_kv_head() > 0 ? m.n_kv_head() : m.n_head();
-  c.ffn_hidden = m.ffn_hidden() > 0 ? m.ffn_hidden() : llama ? (8 * m.n_embd() / 3 + 15) / 16 * 16 : 4 * m.n_embd();
+  c.n_kv_head = std::max(m.n_kv_head(), 0);
+  c.ffn_hidden = std::max(m.ffn_hidden(), 0);
   c.rope_theta = m.rope_theta();
-  c.tie_embeddings = m.has_tie_embeddings() ? m.tie_embeddings() : !llama;
+  c.tie_embeddings = m.tie_embeddings();
+  model_architecture(c.arch).fill_defaults(c, m.has_tie_embeddings());
   return c;
 }
 

@@ -85,6 +85,12 @@ std::vector<std::string> gpt2_shape_problems(const ModelConfig& config, int /*tp
   return problems;
 }
 
+void gpt2_fill_defaults(ModelConfig& config, bool tie_set) {
+  if (config.n_kv_head == 0) config.n_kv_head = config.n_head;
+  if (config.ffn_hidden == 0) config.ffn_hidden = 4 * config.n_embd;
+  if (!tie_set) config.tie_embeddings = true;
+}
+
 Gpt2Model::Gpt2Model(const ModelConfig& config, Backend& backend, ProcessGroup& tp, StageRange stage, int micro_batch,
                      int seq_len, int slots)
     : Model(config, backend, tp.rank(), tp.size(), stage, micro_batch, seq_len, slots, gpt2_param_specs(config)),

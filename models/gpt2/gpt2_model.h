@@ -24,6 +24,8 @@ namespace tessera {
 std::vector<ParamSpec> gpt2_param_specs(const ModelConfig& config);
 // What GPT-2 cannot be with this shape (an untied head, grouped-query attention), one line each.
 std::vector<std::string> gpt2_shape_problems(const ModelConfig& config, int tp);
+// Multi-head attention (n_kv_head = n_head), an MLP of 4 * n_embd, the tied embedding.
+void gpt2_fill_defaults(ModelConfig& config, bool tie_set);
 
 class Gpt2Model final : public Model {
  public:

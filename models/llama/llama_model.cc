@@ -82,6 +82,12 @@ std::vector<std::string> llama_shape_problems(const ModelConfig& config, int tp)
   return problems;
 }
 
+void llama_fill_defaults(ModelConfig& config, bool tie_set) {
+  if (config.n_kv_head == 0) config.n_kv_head = config.n_head;
+  if (config.ffn_hidden == 0) config.ffn_hidden = (8 * config.n_embd / 3 + 15) / 16 * 16;
+  if (!tie_set) config.tie_embeddings = false;
+}
+
 LlamaModel::LlamaModel(const ModelConfig& config, Backend& backend, ProcessGroup& tp, StageRange stage,
                        int micro_batch, int seq_len, int slots)
     : Model(config, backend, tp.rank(), tp.size(), stage, micro_batch, seq_len, slots, llama_param_specs(config)),

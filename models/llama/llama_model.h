@@ -27,6 +27,9 @@ namespace tessera {
 std::vector<ParamSpec> llama_param_specs(const ModelConfig& config);
 // What this shape cannot be split into with tp ranks, or cannot be at all, one line each.
 std::vector<std::string> llama_shape_problems(const ModelConfig& config, int tp);
+// Multi-head attention unless n_kv_head is set; SwiGLU of 8/3 * n_embd rounded up to a multiple of 16 (about
+// the 4 * n_embd MLP's parameter count); a separate output head unless tie_embeddings is set.
+void llama_fill_defaults(ModelConfig& config, bool tie_set);
 
 class LlamaModel final : public Model {
  public:
