@@ -429,7 +429,8 @@ std::vector<std::string> Checkpointer::verify(const std::string& dir, checkpoint
   return problems;
 }
 
-void Checkpointer::check_compatible(const std::string& dir, const checkpoint::Manifest& manifest) const {
+void Checkpointer::check_compatible(const std::string& dir, const checkpoint::Manifest& manifest,
+                                    bool weights_only) const {
   std::vector<std::string> problems, warnings;
   const checkpoint::ModelShape mine = model_shape(job_.config.model());
   const checkpoint::ModelShape& saved = manifest.model();
@@ -455,16 +456,27 @@ void Checkpointer::check_compatible(const std::string& dir, const checkpoint::Ma
   if (manifest.has_data()) {
     const checkpoint::DataIdentity& data = manifest.data();
     const checkpoint::DataIdentity now = data_identity(job_.config, data_);
-    if (data.global_batch() != now.global_batch()) {
+    if (weights_only) {
+      // A new run from these weights: other data, batch and order are the point; another tokenizer is not.
+      if (data.tokenizer_xxh64() != 0 && now.tokenizer_xxh64() != 0 && data.tokenizer_xxh64() != now.tokenizer_xxh64()) {
+        problems.push_back(str_cat("data.tokenizer: the checkpoint was trained with '", data.tokenizer(),
+                                   "', this run uses '", now.tokenizer(), "' (XXH64 ", hex64(data.tokenizer_xxh64()),
+                                   " against ", hex64(now.tokenizer_xxh64()),
+                                   "): a different tokenizer gives token ids other meanings"));
+      }
+    } else if (data.global_batch() != now.global_batch()) {
       problems.push_back(str_cat("train.global_batch: the checkpoint has ", data.global_batch(), ", this run ",
                                  now.global_batch(), " (the data position and the learning-rate schedule count ",
                                  "steps of one global batch, so resuming needs the same one)"));
     }
-    if (data.seq_len() != now.seq_len()) {
+    if (!weights_only && data.seq_len() != now.seq_len()) {
       problems.push_back(str_cat("train.seq_len: the checkpoint has ", data.seq_len(), ", this run ", now.seq_len(),
                                  " (the samples consumed so far would not be the ones skipped)"));
     }
-    if (data.tokenizer_xxh64() != 0 && now.tokenizer_xxh64() != 0 && data.tokenizer_xxh64() != now.tokenizer_xxh64()) {
+    if (weights_only) {
+      // (checked above)
+    } else if (data.tokenizer_xxh64() != 0 && now.tokenizer_xxh64() != 0 &&
+               data.tokenizer_xxh64() != now.tokenizer_xxh64()) {
       problems.push_back(str_cat("data.tokenizer: the checkpoint was trained with '", data.tokenizer(), "' (XXH64 ",
                                  hex64(data.tokenizer_xxh64()), "), this run uses '", now.tokenizer(), "' (XXH64 ",
                                  hex64(now.tokenizer_xxh64()), "): a different tokenizer gives token ids other ",
@@ -475,40 +487,49 @@ void Checkpointer::check_compatible(const std::string& dir, const checkpoint::Ma
                                    "' (one of them cannot be checked)"));
       }
     }
-    if (data.mock() != now.mock() || data.train_prefix() != now.train_prefix() ||
-        data.num_tokens() != now.num_tokens()) {
+    if (!weights_only && (data.mock() != now.mock() || data.train_prefix() != now.train_prefix() ||
+                          data.num_tokens() != now.num_tokens())) {
       warnings.push_back(str_cat("the training data differ: the checkpoint saw ",
                                  data.mock() ? "generated tokens" : "'" + data.train_prefix() + "'", " (",
                                  data.num_tokens(), " tokens), this run reads ",
                                  now.mock() ? "generated tokens" : "'" + now.train_prefix() + "'", " (",
                                  now.num_tokens(), " tokens)"));
     }
-    if (data.seed() != now.seed()) {
+    if (!weights_only && data.seed() != now.seed()) {
       warnings.push_back(str_cat("train.seed was ", data.seed(), ", now ", now.seed(), ": the data order changes"));
     }
   }
-  TS_CHECK(problems.empty(), ConfigError, "cannot resume from ", dir,
-           ": it was saved by a different job:", join_lines(problems, "  - "),
-           "\nChange the config back to match, or start a new run (another --run-dir, without --resume).");
+  TS_CHECK(problems.empty(), ConfigError, "cannot ", weights_only ? "load the weights of " : "resume from ", dir,
+           ": it was saved by a different ", weights_only ? "model" : "job", ":", join_lines(problems, "  - "),
+           weights_only ? "\nChange the model config back to match the checkpoint's."
+                        : "\nChange the config back to match, or start a new run (another --run-dir, without --resume).");
   if (job_.is_logger()) {
     for (const std::string& warning : warnings)
-      std::printf("warning: resuming from %s: %s\n", dir.c_str(), warning.c_str());
+      std::printf("warning: %s %s: %s\n", weights_only ? "loading weights from" : "resuming from", dir.c_str(),
+                  warning.c_str());
   }
 }
 
-void Checkpointer::load(const std::string& dir, const checkpoint::Manifest& manifest) {
+void Checkpointer::load(const std::string& dir, const checkpoint::Manifest& manifest, bool weights_only) {
+  // Weights only: the model's pieces; the optimizer's moments stay as they are (zero in a new run).
+  std::vector<StatePiece> model_pieces;
+  if (weights_only) {
+    for (const StatePiece& piece : pieces_)
+      if (piece.kind == StateKind::kModel) model_pieces.push_back(piece);
+  }
+  const std::vector<StatePiece>& pieces = weights_only ? model_pieces : pieces_;
   const std::vector<SliceRead> reads =
-      plan_slice_reads(job_.model->params(), pieces_, manifest, fs::path(dir).filename().string());
+      plan_slice_reads(job_.model->params(), pieces, manifest, fs::path(dir).filename().string());
   const bool on_cpu = job_.backend->device() == Device::kCpu;
-  std::vector<std::vector<float>> host_buffers(on_cpu ? 0 : pieces_.size());
-  std::vector<float*> host(pieces_.size());
-  for (size_t k = 0; k < pieces_.size(); ++k) {
+  std::vector<std::vector<float>> host_buffers(on_cpu ? 0 : pieces.size());
+  std::vector<float*> host(pieces.size());
+  for (size_t k = 0; k < pieces.size(); ++k) {
     // Vocabulary padding is not stored: it is zero.
     if (on_cpu) {
-      job_.backend->fill(pieces_[k].memory, 0.0f);
-      host[k] = pieces_[k].memory.f32();
+      job_.backend->fill(pieces[k].memory, 0.0f);
+      host[k] = pieces[k].memory.f32();
     } else {
-      host_buffers[k].assign(static_cast<size_t>(pieces_[k].end - pieces_[k].begin), 0.0f);
+      host_buffers[k].assign(static_cast<size_t>(pieces[k].end - pieces[k].begin), 0.0f);
       host[k] = host_buffers[k].data();
     }
   }
@@ -517,26 +538,26 @@ void Checkpointer::load(const std::string& dir, const checkpoint::Manifest& mani
   for (const auto& [shard, shard_reads] : by_shard) {
     ShardReader reader(join_path(dir, manifest.shards(shard).file().file()));
     for (const SliceRead* read : shard_reads) {
-      const StatePiece& piece = pieces_[read->piece];
+      const StatePiece& piece = pieces[read->piece];
       reader.read(manifest.shards(shard).tensors(read->tensor), read->within, host[read->piece],
                   piece.end - piece.begin, read->runs);
     }
   }
   if (!on_cpu) {
-    for (size_t k = 0; k < pieces_.size(); ++k) job_.backend->copy_from_host(pieces_[k].memory, host[k]);
+    for (size_t k = 0; k < pieces.size(); ++k) job_.backend->copy_from_host(pieces[k].memory, host[k]);
   }
   job_.model->refresh_compute_params();  // checkpoints hold the f32 master weights
-  job_.optimizer->set_steps_taken(manifest.optimizer_steps());
+  if (!weights_only) job_.optimizer->set_steps_taken(manifest.optimizer_steps());
 }
 
-int64_t Checkpointer::resume(const std::string& spec) {
+CheckpointChoice Checkpointer::choose(const std::string& spec, const char* flag) {
   ProcessGroup& world = *job_.groups.world;
   const bool log = job_.is_logger();
   // Rank 0 decides which directories to try, so that every rank tries the same ones.
   std::string listing;
   if (world.rank() == 0) {
     try {
-      const ResumeCandidates candidates = resume_candidates(spec, run_dir_);
+      const ResumeCandidates candidates = resume_candidates(spec, run_dir_, flag);
       listing = std::string(candidates.may_fall_back ? "F" : "1") + candidates.checkpoints_dir + "\n" +
                 candidates.latest_problem + "\n";
       for (const std::string& dir : candidates.dirs) listing += dir + "\n";
@@ -554,16 +575,16 @@ int64_t Checkpointer::resume(const std::string& spec) {
   candidates.latest_problem = lines[1];
   candidates.dirs.assign(lines.begin() + 2, lines.end());
   if (candidates.dirs.empty()) {
-    TS_CHECK(spec == "latest", ConfigError, "--resume ", spec, ": no checkpoint in ", candidates.checkpoints_dir);
-    if (log) std::printf("no checkpoint in %s yet: starting from step 0\n", candidates.checkpoints_dir.c_str());
-    return 0;
+    TS_CHECK(spec == "latest", ConfigError, flag, " ", spec, ": no checkpoint in ", candidates.checkpoints_dir);
+    CheckpointChoice none;
+    none.checkpoints_dir = candidates.checkpoints_dir;
+    return none;
   }
   if (log && !candidates.latest_problem.empty()) {
     std::printf("warning: %s\n  using the newest complete checkpoint instead\n", candidates.latest_problem.c_str());
   }
 
-  const double start = now_s();
-  const CheckpointChoice choice = choose_checkpoint(
+  CheckpointChoice choice = choose_checkpoint(
       candidates, [&](const std::string& dir, checkpoint::Manifest* manifest) { return verify(dir, manifest); },
       [&](const std::string& dir, const std::vector<std::string>& problems) {
         if (!log) return;
@@ -571,11 +592,11 @@ int64_t Checkpointer::resume(const std::string& spec) {
                     dir.c_str(), join_lines(problems, "    ").c_str());
         std::fflush(stdout);
       });
-  const std::string& chosen = choice.dir;
-  const checkpoint::Manifest& manifest = choice.manifest;
-  const std::vector<std::string>& rejected = choice.rejected;
-  check_compatible(chosen, manifest);
+  choice.fell_back = !choice.rejected.empty() || !candidates.latest_problem.empty();
+  choice.checkpoints_dir = candidates.checkpoints_dir;
   if (log) {
+    const std::string& chosen = choice.dir;
+    const checkpoint::Manifest& manifest = choice.manifest;
     if (manifest.format_version() == kLegacyManifestFormatVersion) {
       std::printf(
           "warning: %s was written in checkpoint format 1, whose manifest has no checksum: damage to it "
@@ -586,20 +607,51 @@ int64_t Checkpointer::resume(const std::string& spec) {
       std::printf("warning: %s (only tools read it; training does not need it)\n", problem.c_str());
     }
   }
-  load(chosen, manifest);
+  return choice;
+}
+
+int64_t Checkpointer::resume(const std::string& spec) {
+  const double start = now_s();
+  const CheckpointChoice choice = choose(spec, "--resume");
+  if (choice.dir.empty()) {
+    if (job_.is_logger()) {
+      std::printf("no checkpoint in %s yet: starting from step 0\n", choice.checkpoints_dir.c_str());
+    }
+    return 0;
+  }
+  const std::string& chosen = choice.dir;
+  const checkpoint::Manifest& manifest = choice.manifest;
+  check_compatible(chosen, manifest, false);
+  load(chosen, manifest, false);
   last_saved_step_ = manifest.step();
-  if (log) {
+  resumed_ = true;
+  if (job_.is_logger()) {
     const checkpoint::Layout& saved = manifest.layout();
     std::printf(
         "resumed from %s%s: step %lld (%lld samples consumed, %lld optimizer updates), saved in layout "
         "tp=%d pp=%d dp=%d; verified and loaded in %.3f s\n",
-        chosen.c_str(),
-        rejected.empty() && candidates.latest_problem.empty() ? "" : " (the newest complete checkpoint)",
+        chosen.c_str(), choice.fell_back ? " (the newest complete checkpoint)" : "",
         static_cast<long long>(manifest.step()), static_cast<long long>(manifest.consumed_samples()),
         static_cast<long long>(manifest.optimizer_steps()), saved.tp(), saved.pp(), saved.dp(), now_s() - start);
     std::fflush(stdout);
   }
   return manifest.step();
+}
+
+std::string Checkpointer::load_weights(const std::string& spec, const char* flag) {
+  const double start = now_s();
+  const CheckpointChoice choice = choose(spec, flag);
+  TS_CHECK(!choice.dir.empty(), ConfigError, flag, " ", spec, ": no checkpoint in ", choice.checkpoints_dir);
+  check_compatible(choice.dir, choice.manifest, true);
+  load(choice.dir, choice.manifest, true);
+  if (job_.is_logger()) {
+    const checkpoint::Layout& saved = choice.manifest.layout();
+    std::printf("loaded the weights of %s%s (step %lld, saved in layout tp=%d pp=%d dp=%d) in %.3f s\n",
+                choice.dir.c_str(), choice.fell_back ? " (the newest complete checkpoint)" : "",
+                static_cast<long long>(choice.manifest.step()), saved.tp(), saved.pp(), saved.dp(), now_s() - start);
+    std::fflush(stdout);
+  }
+  return choice.dir;
 }
 
 }  // namespace tessera

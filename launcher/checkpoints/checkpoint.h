@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "launcher/checkpoints/checkpoint_layout.h"
+#include "launcher/checkpoints/checkpoint_manifest.h"
 #include "launcher/checkpoints/checkpoint_shard.h"
 #include "launcher/data/data_sources.h"
 #include "launcher/run/job.h"
@@ -74,6 +75,14 @@ class Checkpointer {
   // from the job's (naming each difference), CheckpointError when nothing usable is found (naming every
   // damaged file).
   int64_t resume(const std::string& spec);
+  // Whether resume() loaded a checkpoint (false: there was none yet, a fresh start).
+  bool resumed() const { return resumed_; }
+  // Loads only the model weights of the checkpoint `spec` names (a checkpoint, checkpoints or run directory;
+  // the newest complete one, as for resume), in any layout; the optimizer state and the step are left as
+  // they are (a new run: zero moments, step 0). The model's shape and tokenizer must match; the data, batch,
+  // sequence length and seed may differ. `flag` names the option in messages ("--init-from"). Returns the
+  // checkpoint directory loaded. Collective.
+  std::string load_weights(const std::string& spec, const char* flag);
 
   // Between steps, with the number of optimizer steps completed (`last`: the run's final step). Agrees with
   // the other ranks on stop signals (a SIGTERM/SIGINT on any rank stops all), publishes a background save
@@ -119,8 +128,12 @@ class Checkpointer {
   // Waits for the writer (if any), then gathers every rank's shard and publishes (collective).
   void publish(Pending& pending);
   std::vector<std::string> verify(const std::string& dir, checkpoint::Manifest* manifest);
-  void check_compatible(const std::string& dir, const checkpoint::Manifest& manifest) const;
-  void load(const std::string& dir, const checkpoint::Manifest& manifest);
+  // The newest usable checkpoint `spec` names, agreed on by every rank, its shards verified (an empty dir when
+  // `spec` is "latest" and there is no checkpoint yet). Collective.
+  CheckpointChoice choose(const std::string& spec, const char* flag);
+  // weights_only: only the model's shape and the tokenizer must match (a new run from these weights).
+  void check_compatible(const std::string& dir, const checkpoint::Manifest& manifest, bool weights_only) const;
+  void load(const std::string& dir, const checkpoint::Manifest& manifest, bool weights_only);
 
   Job& job_;
   const DataSources& data_;
@@ -139,6 +152,7 @@ class Checkpointer {
   // unlinking gigabytes does not stall training; joined before the next deletion and in finish().
   std::thread cleaner_;
   int64_t last_saved_step_ = -1;
+  bool resumed_ = false;
   int stop_signal_ = 0;
   int64_t crash_step_ = -1;
   int64_t fail_shard_step_ = -1;

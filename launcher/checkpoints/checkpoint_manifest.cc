@@ -10,6 +10,7 @@
 
 #include "core/check.h"
 #include "launcher/checkpoints/checkpoint_layout.h"
+#include "launcher/common/config.h"
 #include "launcher/common/durable_file.h"
 #include "launcher/common/human_format.h"
 #include "launcher/common/xxhash64.h"
@@ -337,6 +338,35 @@ CheckpointChoice choose_checkpoint(
   TS_CHECK(candidates.dirs.empty(), CheckpointError, "no usable checkpoint in ", candidates.checkpoints_dir, ":",
            join_lines(choice.rejected, "  - "), "\nStart a new run without --resume, or repair the files.");
   return choice;
+}
+
+config::JobConfig config_from_checkpoint(const std::string& spec, const std::string& run_dir,
+                                         const std::vector<std::string>& overrides, const char* flag,
+                                         std::string* source) {
+  TS_CHECK(spec != "latest" || !run_dir.empty(), ConfigError,
+           flag, " latest without --config needs --run-dir RUN_DIR (where the run's checkpoints are); or give ", flag,
+           " RUN_DIR or a checkpoint directory");
+  const ResumeCandidates candidates = resume_candidates(spec, run_dir, flag);
+  std::string problems;
+  for (const std::string& dir : candidates.dirs) {
+    try {
+      const checkpoint::Manifest manifest = read_manifest(dir);
+      TS_CHECK(manifest.has_config(), CheckpointError, dir, ": the manifest holds no job config");
+      config::JobConfig config = manifest.config();
+      const std::filesystem::path checkpoints = std::filesystem::path(dir).parent_path();
+      if (checkpoints.filename() == "checkpoints") config.mutable_logging()->set_run_dir(checkpoints.parent_path());
+      for (const std::string& assignment : overrides) apply_override(config, assignment);
+      validate_job_config(config);
+      *source = dir;
+      return config;
+    } catch (const CheckpointError& error) {
+      problems += str_cat("\n  ", error.what());
+    }
+  }
+  TS_CHECK(false, ConfigError, flag, " ", spec, " without --config: no checkpoint in ", candidates.checkpoints_dir,
+           " has a readable manifest to take the job config from", problems,
+           "\ngive the job with --config FILE.textproto");
+  return {};
 }
 
 }  // namespace tessera

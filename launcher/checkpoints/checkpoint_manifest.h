@@ -125,6 +125,8 @@ struct CheckpointChoice {
   std::string dir;  // empty when there are no candidates at all
   checkpoint::Manifest manifest;
   std::vector<std::string> rejected;  // "DIR:" and its problems, for each candidate passed over
+  std::string checkpoints_dir;        // where the candidates were looked for
+  bool fell_back = false;             // not the checkpoint `latest` named (damaged, or `latest` itself was)
 };
 // on_rejected(dir, problems) runs for each unusable candidate before the next is tried (to log it). Throws
 // CheckpointError naming every problem when the one candidate of a checkpoint directory is not usable, or
@@ -132,5 +134,13 @@ struct CheckpointChoice {
 CheckpointChoice choose_checkpoint(
     const ResumeCandidates& candidates, const CheckpointVerifier& verify,
     const std::function<void(const std::string& dir, const std::vector<std::string>& problems)>& on_rejected);
+
+// The job config saved in the checkpoint `spec` names (the newest one whose manifest reads), with the command
+// line's overrides applied and validated. The run directory becomes the one holding that checkpoint
+// (RUN_DIR/checkpoints/step_N), so a run continues where it was, unless --run-dir says otherwise. `flag` names
+// the option in messages ("--resume"); *source is set to the checkpoint directory read.
+config::JobConfig config_from_checkpoint(const std::string& spec, const std::string& run_dir,
+                                         const std::vector<std::string>& overrides, const char* flag,
+                                         std::string* source);
 
 }  // namespace tessera

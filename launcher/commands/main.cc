@@ -24,15 +24,18 @@ constexpr const char* kUsage =
     "  prepare  --input FILE... --out PREFIX (--tokenizer-out PATH.model --vocab-size N | --tokenizer PATH.model)\n"
     "           train a SentencePiece BPE tokenizer and write Megatron-format token shards\n"
     "  train    --config FILE.textproto [--set field=value]... [--run-dir DIR] [--resume latest|PATH]\n"
-    "           train a GPT (run under mpirun for several ranks); --resume continues from a checkpoint\n"
-    "           in any layout\n"
+    "           [--init-from PATH]\n"
+    "           train a GPT or Llama (run under mpirun for several ranks); --resume continues from a\n"
+    "           checkpoint in any layout; --init-from starts a new run from a checkpoint's weights\n"
+    "  eval     --checkpoint PATH|RUN_DIR --data PREFIX [--max-tokens N] [--json] [--set field=value]...\n"
+    "           mean loss and perplexity of a checkpoint over a dataset, in any layout\n"
     "  inspect  PATH [--slices]\n"
     "           show a checkpoint (step, layout, files, tensors) and check that it is complete and intact\n"
     "  import   --input FILE.h5 --out RUN_DIR [--config FILE.textproto] [--set field=value]...\n"
     "           turn full tensors made elsewhere into a step-0 checkpoint to train from\n"
     "  verify   --fixture FILE.h5 [--set field=value]...\n"
     "           reproduce a PyTorch reference run and compare losses, gradient norms and weights\n"
-    "  bench    [--shape tiny|gpt2-124m] [--steps N] [--no-dp-overlap] [--set field=value]...\n"
+    "  bench    [--shape tiny|llama-tiny|gpt2-124m|llama-1b] [--steps N] [--no-dp-overlap] [--set field=value]...\n"
     "           measure training throughput on generated data\n"
     "\n"
     "Run `tessera <command> --help` for a command's flags.\n";
@@ -68,7 +71,7 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
-  if (command != "train" && command != "verify" && command != "bench") {
+  if (command != "train" && command != "verify" && command != "bench" && command != "eval") {
     std::fprintf(stderr, "tessera: unknown command '%s'\n\n%s", command.c_str(), kUsage);
     return 2;
   }
@@ -82,6 +85,7 @@ int main(int argc, char** argv) {
   try {
     if (command == "train") return train_command(args, mpi, env);
     if (command == "verify") return verify_command(args, mpi, env);
+    if (command == "eval") return eval_command(args, mpi, env);
     return bench_command(args, mpi, env);
   } catch (const ConfigError& e) {
     if (lead) report(command.c_str(), "", "config error", e.what());

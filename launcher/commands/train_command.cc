@@ -1,6 +1,10 @@
-// `tessera train --config FILE [--set k=v]... [--run-dir DIR] [--resume latest|PATH]`: the training loop. One
-// human line per logged step and the run's metrics.jsonl come from world rank 0 only. Checkpoints: see
-// launcher/checkpoints/checkpoint.h.
+// `tessera train --config FILE [--set k=v]... [--run-dir DIR] [--resume latest|PATH] [--init-from PATH]`: the
+// training loop. One human line per logged step and the run's metrics.jsonl come from world rank 0 only.
+// Checkpoints: see launcher/checkpoints/checkpoint.h.
+//
+// --init-from starts a new run from another run's weights only (fine-tuning): AdamW's moments at zero, step 0,
+// this job's data, batch and order. With --resume latest as well, a checkpoint of this run takes precedence, so
+// a requeued fine-tuning job continues itself instead of starting over.
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -50,50 +54,23 @@ std::pair<int64_t, SaveCrashPoint> parse_crash_point(const std::string& value) {
   return {std::stoll(value.substr(0, colon)), crash};
 }
 
-// The job config saved in the checkpoint `--resume SPEC` names (the newest one whose manifest reads), with the
-// command line's overrides applied and validated. The run directory becomes the one holding that checkpoint
-// (RUN_DIR/checkpoints/step_N), so the run continues where it was, unless --run-dir says otherwise.
-config::JobConfig config_from_checkpoint(const std::string& spec, const std::string& run_dir,
-                                         const std::vector<std::string>& overrides, std::string* source) {
-  TS_CHECK(spec != "latest" || !run_dir.empty(), ConfigError,
-           "--resume latest without --config needs --run-dir RUN_DIR (where the run's checkpoints "
-           "are); or give --resume RUN_DIR or a checkpoint directory");
-  const ResumeCandidates candidates = resume_candidates(spec, run_dir);
-  std::string problems;
-  for (const std::string& dir : candidates.dirs) {
-    try {
-      const checkpoint::Manifest manifest = read_manifest(dir);
-      TS_CHECK(manifest.has_config(), CheckpointError, dir, ": the manifest holds no job config");
-      config::JobConfig config = manifest.config();
-      const std::filesystem::path checkpoints = std::filesystem::path(dir).parent_path();
-      if (checkpoints.filename() == "checkpoints") config.mutable_logging()->set_run_dir(checkpoints.parent_path());
-      for (const std::string& assignment : overrides) apply_override(config, assignment);
-      validate_job_config(config);
-      *source = dir;
-      return config;
-    } catch (const CheckpointError& error) {
-      problems += str_cat("\n  ", error.what());
-    }
-  }
-  TS_CHECK(false, ConfigError, "--resume ", spec, " without --config: no checkpoint in ", candidates.checkpoints_dir,
-           " has a readable manifest to take the job config from", problems,
-           "\ngive the job with --config FILE.textproto");
-  return {};
-}
 
 }  // namespace
 
 int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, const ProcessEnv& env) {
   CliArgs cli("train", args,
-              {"--config", "--set", "--run-dir", "--resume", "--debug-kill-during-save", "--debug-fail-shard-write"},
+              {"--config", "--set", "--run-dir", "--resume", "--init-from", "--debug-kill-during-save",
+               "--debug-fail-shard-write"},
               {}, {"--set"});
+  TS_CHECK(!cli.has("--init-from") || cli.has("--config"), ConfigError,
+           "--init-from needs --config FILE.textproto: the new run's job (its data, batch and schedule)");
   TS_CHECK(cli.has("--config") || cli.has("--resume"), ConfigError,
            "give the job with --config FILE.textproto, or --resume CHECKPOINT|RUN_DIR to continue a "
            "run with the job config saved in its checkpoint");
   std::string config_source;
   config::JobConfig config = cli.has("--config") ? load_job_config(cli.get("--config"), cli.all("--set"))
                                                  : config_from_checkpoint(cli.get("--resume"), cli.get("--run-dir", ""),
-                                                                          cli.all("--set"), &config_source);
+                                                                          cli.all("--set"), "--resume", &config_source);
   if (cli.has("--run-dir")) config.mutable_logging()->set_run_dir(cli.get("--run-dir"));
 
   Job job = build_job(config, mpi, env);
@@ -139,6 +116,13 @@ int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
     checkpointer.fail_shard_write(std::stoll(value.substr(0, colon)), std::stoi(value.substr(colon + 1)));
   }
   const int start_step = cli.has("--resume") ? static_cast<int>(checkpointer.resume(cli.get("--resume"))) : 0;
+  if (cli.has("--init-from")) {
+    if (checkpointer.resumed()) {
+      if (log) std::printf("--init-from %s ignored: this run has a checkpoint of its own\n", cli.get("--init-from").c_str());
+    } else {
+      checkpointer.load_weights(cli.get("--init-from"), "--init-from");
+    }
+  }
   // ---- end of checkpoints ----
   // Only now, with the job's config, data and checkpoint checked, does anything in the run directory change.
   if (log) {

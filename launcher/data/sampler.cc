@@ -70,8 +70,8 @@ void BlendedSampler::get(int64_t global_index, int32_t* inputs, int32_t* targets
 
 // ---- GptSampler -------------------------------------------------------------------------------------------
 
-GptSampler::GptSampler(const IndexedDataset& dataset, int seq_len, uint64_t seed)
-    : dataset_(dataset), seq_len_(seq_len), seed_(seed), windows_(0) {
+GptSampler::GptSampler(const IndexedDataset& dataset, int seq_len, uint64_t seed, bool shuffle)
+    : dataset_(dataset), seq_len_(seq_len), seed_(seed), shuffle_(shuffle), windows_(0) {
   TS_CHECK(seq_len >= 1, ConfigError, "sequence length must be at least 1, got ", seq_len);
   const int64_t tokens = dataset.num_tokens();
   TS_CHECK(tokens >= static_cast<int64_t>(seq_len) + 1, DataError, dataset.bin_path(), " holds ", tokens,
@@ -102,6 +102,7 @@ std::shared_ptr<const GptSampler::Permutation> GptSampler::permutation(int64_t e
 
 int64_t GptSampler::window(int64_t global_index) const {
   TS_ASSERT(global_index >= 0, "negative sample index ", global_index);
+  if (!shuffle_) return global_index % windows_;
   const int64_t epoch = global_index / windows_;
   return (*permutation(epoch))[static_cast<size_t>(global_index % windows_)];
 }

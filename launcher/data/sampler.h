@@ -37,8 +37,9 @@ class Sampler {
 class GptSampler final : public Sampler {
  public:
   // Keeps a reference to dataset, which must outlive the sampler. Throws DataError if the dataset has fewer
-  // than seq_len + 1 tokens (saying how many are needed) and ConfigError if seq_len < 1.
-  GptSampler(const IndexedDataset& dataset, int seq_len, uint64_t seed);
+  // than seq_len + 1 tokens (saying how many are needed) and ConfigError if seq_len < 1. shuffle false: the
+  // windows in order, every epoch (evaluation over a whole dataset); seed is then unused.
+  GptSampler(const IndexedDataset& dataset, int seq_len, uint64_t seed, bool shuffle = true);
 
   int seq_len() const override { return seq_len_; }
   // W, the number of windows.
@@ -55,6 +56,7 @@ class GptSampler final : public Sampler {
   const IndexedDataset& dataset_;
   int seq_len_;
   uint64_t seed_;
+  bool shuffle_;
   int64_t windows_;
   mutable std::mutex mutex_;
   mutable std::deque<std::pair<int64_t, std::shared_ptr<const Permutation>>> cache_;

@@ -1,0 +1,111 @@
+// `tessera eval --checkpoint PATH|RUN_DIR --data PREFIX [--max-tokens N] [--json] [--config FILE] [--set k=v]...`:
+// the mean cross-entropy and perplexity of a checkpoint's model over a Megatron-format dataset, in any layout
+// (under mpirun, with --set parallel.tp=... as for train). Nothing is written.
+//
+// The dataset's token stream is cut as training cuts it (windows of train.seq_len + 1 tokens at stride
+// seq_len: every token but the first is a target once), taken in order, in batches of train.global_batch
+// windows (the job's, or --set train.global_batch=N). The windows after the last whole batch are left out and
+// counted in the output; --max-tokens N stops after N target tokens, rounded down to whole batches.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "cluster/process_env.h"
+#include "core/check.h"
+#include "launcher/checkpoints/checkpoint.h"
+#include "launcher/checkpoints/checkpoint_manifest.h"
+#include "launcher/commands/cli_args.h"
+#include "launcher/commands/commands.h"
+#include "launcher/common/config.h"
+#include "launcher/common/human_format.h"
+#include "launcher/data/data_sources.h"
+#include "launcher/data/sampler.h"
+#include "launcher/run/job.h"
+#include "launcher/run/run_dir.h"
+#include "parallel/mpi_environment.h"
+
+namespace tessera {
+
+int eval_command(const std::vector<std::string>& args, MpiEnvironment& mpi, const ProcessEnv& env) {
+  CliArgs cli("eval", args, {"--checkpoint", "--data", "--max-tokens", "--config", "--set"}, {"--json"}, {"--set"});
+  TS_CHECK(cli.has("--checkpoint"), ConfigError,
+           "give the model with --checkpoint CHECKPOINT|RUN_DIR (a checkpoint directory, or a run directory for its "
+           "newest complete checkpoint)");
+  TS_CHECK(cli.has("--data"), ConfigError,
+           "give the dataset with --data PREFIX (PREFIX.bin and PREFIX.idx, as `tessera prepare` writes them)");
+  const std::string spec = cli.get("--checkpoint");
+  const std::string prefix = cli.get("--data");
+  int64_t max_tokens = -1;
+  if (cli.has("--max-tokens")) {
+    const std::string value = cli.get("--max-tokens");
+    TS_CHECK(!value.empty() && value.find_first_not_of("0123456789") == std::string::npos && std::stoll(value) > 0,
+             ConfigError, "--max-tokens takes a positive number of tokens, not '", value, "'");
+    max_tokens = std::stoll(value);
+  }
+  std::string config_source;
+  config::JobConfig config;
+  if (cli.has("--config")) {
+    config = load_job_config(cli.get("--config"), {});
+  } else {
+    config = config_from_checkpoint(spec, "", {}, "--checkpoint", &config_source);
+    // Any layout: not necessarily the one the run trained in (--set parallel.tp=... picks one).
+    config.mutable_parallel()->clear_tp();
+    config.mutable_parallel()->clear_pp();
+    config.mutable_parallel()->clear_dp();
+    config.mutable_parallel()->clear_micro_batches();
+  }
+  // The dataset to score replaces the job's training data; the tokenizer stays, to check the checkpoint's.
+  config::DataConfig* data_config = config.mutable_data();
+  data_config->clear_train_blend();
+  data_config->clear_valid_prefix();
+  data_config->set_mock(false);
+  data_config->set_train_prefix(prefix);
+  config.mutable_logging()->set_eval_every(0);
+  // Nothing is saved: no staging buffer either.
+  config.mutable_checkpoint()->set_every_steps(0);
+  config.mutable_checkpoint()->set_async(false);
+  config.mutable_checkpoint()->set_save_on_exit(false);
+  for (const std::string& assignment : cli.all("--set")) apply_override(config, assignment);
+  validate_job_config(config);
+
+  Job job = build_job(config, mpi, env);
+  DataSources data = open_data_sources(config);
+  const bool log = job.is_logger();
+  Checkpointer checkpointer(job, data, config.logging().run_dir());
+  const std::string loaded = checkpointer.load_weights(spec, "--checkpoint");
+
+  const int T = config.train().seq_len();
+  const int64_t G = config.train().global_batch();
+  const GptSampler windows(*data.train_data.front(), T, 0, /*shuffle=*/false);
+  int64_t usable = windows.samples_per_epoch();
+  if (max_tokens > 0) usable = std::min<int64_t>(usable, max_tokens / T);
+  const int64_t batches = usable / G;
+  TS_CHECK(batches > 0, ConfigError, prefix, ": ", windows.samples_per_epoch(), " window(s) of ", T + 1,
+           " tokens", max_tokens > 0 ? str_cat(" (", usable, " within --max-tokens ", max_tokens, ")") : std::string(),
+           ", fewer than one batch of train.global_batch = ", G,
+           ": lower it with --set train.global_batch=N (a multiple of dp x parallel.micro_batches)");
+  TS_CHECK(batches <= std::numeric_limits<int>::max(), ConfigError, "--data ", prefix, ": too many batches");
+  const double loss = job.trainer->evaluate(windows, 0, static_cast<int>(batches));
+  const int64_t tokens = batches * G * T;
+  const int64_t left_out = windows.samples_per_epoch() - batches * G;
+  if (log) {
+    if (cli.has("--json")) {
+      JsonObject row;
+      row.add("checkpoint", loaded).add("data", prefix).add("tokens", static_cast<long long>(tokens));
+      row.add("windows", static_cast<long long>(batches * G)).add("left_out_windows", static_cast<long long>(left_out));
+      row.add("seq_len", T).add("loss", loss).add("perplexity", std::exp(loss));
+      std::printf("%s\n", row.str().c_str());
+    } else {
+      std::printf("eval %s on %s: %s tokens in %lld windows of %d (%lld left out), loss %.6f, perplexity %.4f\n",
+                  loaded.c_str(), prefix.c_str(), human_count(static_cast<double>(tokens)).c_str(),
+                  static_cast<long long>(batches * G), T, static_cast<long long>(left_out), loss, std::exp(loss));
+    }
+    std::fflush(stdout);
+  }
+  return std::isfinite(loss) ? 0 : 1;
+}
+
+}  // namespace tessera
