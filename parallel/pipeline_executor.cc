@@ -110,6 +110,12 @@ double PipelineExecutor::loss_sum() {
   return loss_sum;
 }
 
+std::vector<float> PipelineExecutor::token_losses() {
+  if (!model_.stage().has_head) return {};
+  backend_.copy_to_host(host_step_losses_.data(), step_losses_);
+  return host_step_losses_;
+}
+
 void PipelineExecutor::sum_tied_grads() {
   if (!peer_tied_grad_.defined()) return;
   // The first and the last stage each hold the tied parameter's gradient from their own use of it (embedding,

@@ -49,6 +49,9 @@ class PipelineExecutor {
   // On the last stage: the sum of every micro-batch's per-token losses of the batch just run, each
   // micro-batch's sum taken in order, then the micro-batches in order (one host read); 0 elsewhere.
   double loss_sum();
+  // On the last stage: the per-token losses of the batch just run, [micro_batches * B * T] in micro-batch
+  // order (one host read); empty elsewhere.
+  std::vector<float> token_losses();
 
  private:
   void run(const std::vector<PipelineAction>& schedule, bool train, float d_scale, const Load& load,

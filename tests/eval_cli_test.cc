@@ -3,16 +3,19 @@
 // checkpoint's weights (step 0, fresh optimizer) and yields to the run's own checkpoint on a requeue; the errors
 // a user can make are named.
 #include <gtest/gtest.h>
+#include <sentencepiece_trainer.h>
 
 #include <cmath>
 #include <cstdint>
 #include <fstream>
+#include <sstream>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "core/check.h"
 #include "launcher/data/indexed_dataset.h"
+#include "launcher/data/tokenizer.h"
 #include "tests/run_command.h"
 #include "tests/temp_dir.h"
 
@@ -142,6 +145,138 @@ TEST(EvalCli, WholeBatchesOnlyAndMaxTokens) {
   r = run_command(tessera("eval --checkpoint " + dir.file("nothing") + " --data " + data));
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_TRUE(contains(r.output, "--checkpoint " + dir.file("nothing") + ": no such directory")) << r.output;
+}
+
+// A real SentencePiece model of `vocab` pieces trained on a few lines.
+std::string train_small_tokenizer(const TempDir& dir, int vocab) {
+  std::string lines;
+  for (int i = 0; i < 60; ++i) lines += str_cat("the quick brown fox ", i, " jumps over the lazy dog and sleeps\n");
+  testing::write_text_file(dir.file("corpus.txt"), lines);
+  const auto status = sentencepiece::SentencePieceTrainer::Train(
+      str_cat("--input=", dir.file("corpus.txt"), " --model_prefix=", dir.file("tok"), " --vocab_size=", vocab,
+              " --model_type=bpe --character_coverage=1.0 --bos_id=1 --eos_id=2 --unk_id=0 --pad_id=-1 "
+              "--minloglevel=2"));
+  EXPECT_TRUE(status.ok()) << status.ToString();
+  return dir.file("tok.model");
+}
+
+// The per-example lines' "loglik" arrays.
+std::vector<std::vector<double>> read_logliks(const std::string& path) {
+  std::vector<std::vector<double>> all;
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line);) {
+    const size_t open = line.find("\"loglik\": [") + 11;
+    std::istringstream numbers(line.substr(open, line.find(']', open) - open));
+    std::vector<double> values;
+    for (std::string number; std::getline(numbers, number, ',');) values.push_back(std::stod(number));
+    all.push_back(values);
+  }
+  return all;
+}
+
+// A choice's log-likelihood is minus the losses of the positions that predict it: the same number as the total
+// loss of [EOS] + context + choice minus that of [EOS] + context, each from `tessera eval --data` over a dataset
+// of exactly that one sequence. acc and acc_norm follow from the log-likelihoods by hand.
+TEST(EvalCli, MultipleChoiceLogLikelihoodsAreTheChoicesTokenLosses) {
+  TempDir dir;
+  const std::string tokenizer_path = train_small_tokenizer(dir, 60);
+  const Tokenizer tokenizer(tokenizer_path, "test");
+  const std::string imported = dir.file("imported");
+  ASSERT_EQ(run_command(tessera("import --input " + kFixture + " --out " + imported)).exit_code, 0);
+  struct Example {
+    std::string context;
+    std::vector<std::string> choices;
+    int label;
+  };
+  const std::vector<Example> examples = {
+      {"the quick brown fox", {" jumps over the lazy dog", " sleeps", " the"}, 0},
+      {"the lazy dog", {" sleeps", " jumps over the quick brown fox and"}, 1},
+  };
+  std::string task;
+  for (const Example& e : examples) {
+    task += "{\"context\": \"" + e.context + "\", \"choices\": [";
+    for (size_t c = 0; c < e.choices.size(); ++c) task += (c ? ", \"" : "\"") + e.choices[c] + "\"";
+    task += str_cat("], \"label\": ", e.label, "}\n");
+  }
+  testing::write_text_file(dir.file("task.jsonl"), task);
+  const std::string eval = "eval --checkpoint " + imported + " --set data.tokenizer=" + tokenizer_path +
+                           " --task " + dir.file("task.jsonl") + " --json";
+  auto r = run_command(tessera(eval + " --per-example " + dir.file("one.jsonl")));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::vector<std::vector<double>> loglik = read_logliks(dir.file("one.jsonl"));
+  ASSERT_EQ(loglik.size(), examples.size());
+
+  // The total loss of one sequence through eval --data: a dataset of exactly its tokens, one window of
+  // seq_len = length - 1.
+  int datasets = 0;
+  auto total_loss = [&](const std::vector<int32_t>& tokens) {
+    const std::string prefix = dir.file(str_cat("seq", datasets++));
+    IndexedDatasetWriter writer(prefix, IndexedDType::kUInt16);
+    writer.add_document(tokens.data(), tokens.size());
+    writer.finalize();
+    const int n = static_cast<int>(tokens.size()) - 1;
+    const auto result = run_command(tessera(str_cat("eval --json --checkpoint ", imported, " --data ", prefix,
+                                                    " --set train.global_batch=1 --set train.seq_len=", n)));
+    EXPECT_EQ(result.exit_code, 0) << result.output;
+    return json_number(result.output.substr(result.output.find('{')), "loss") * n;
+  };
+  int correct = 0, correct_norm = 0;
+  for (size_t e = 0; e < examples.size(); ++e) {
+    SCOPED_TRACE(examples[e].context);
+    std::vector<int32_t> context{tokenizer.eos_id()};
+    for (int id : tokenizer.encode(examples[e].context)) context.push_back(id);
+    const double context_loss = total_loss(context);
+    ASSERT_EQ(loglik[e].size(), examples[e].choices.size());
+    int best = 0, best_norm = 0;
+    for (size_t c = 0; c < examples[e].choices.size(); ++c) {
+      std::vector<int32_t> full = context;
+      for (int id : tokenizer.encode(examples[e].choices[c])) full.push_back(id);
+      const double expected = -(total_loss(full) - context_loss);
+      EXPECT_NEAR(loglik[e][c], expected, 1e-4 * std::fabs(expected)) << "choice " << c;
+      if (loglik[e][c] > loglik[e][best]) best = static_cast<int>(c);
+      auto norm = [&](size_t k) { return loglik[e][k] / static_cast<double>(examples[e].choices[k].size()); };
+      if (norm(c) > norm(best_norm)) best_norm = static_cast<int>(c);
+    }
+    correct += best == examples[e].label;
+    correct_norm += best_norm == examples[e].label;
+  }
+  const std::string line = r.output.substr(r.output.find('{'));
+  EXPECT_EQ(json_number(line, "examples"), 2);
+  EXPECT_DOUBLE_EQ(json_number(line, "acc"), correct / 2.0);
+  EXPECT_DOUBLE_EQ(json_number(line, "acc_norm"), correct_norm / 2.0);
+
+  // The same numbers in other layouts.
+  for (const auto& [ranks, layout] :
+       std::vector<std::pair<int, std::string>>{{2, "--set parallel.tp=2"}, {2, "--set parallel.pp=2"},
+                                                {2, "--set parallel.dp=2 --set train.global_batch=2"}}) {
+    SCOPED_TRACE(layout);
+    r = run_command(tessera(eval + " --per-example " + dir.file("other.jsonl") + " " + layout, ranks));
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    const std::vector<std::vector<double>> other = read_logliks(dir.file("other.jsonl"));
+    ASSERT_EQ(other.size(), loglik.size());
+    for (size_t e = 0; e < other.size(); ++e)
+      for (size_t c = 0; c < other[e].size(); ++c) EXPECT_NEAR(other[e][c], loglik[e][c], 1e-5 * std::fabs(loglik[e][c]));
+  }
+
+  // Bad task files: named with their line, exit 1.
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {"{\"context\": \"a\", \"choices\": [\" b\", \" c\"], \"label\": 0}\n\n", "task.jsonl:2: an empty line"},
+      {"{\"context\": \"a\", \"choices\": [\" b\"], \"label\": 0}\n", "1 choice(s)"},
+      {"{\"context\": \"a\", \"choices\": [\" b\", \" c\"], \"label\": 2}\n", "label 2 is not the index"},
+      {"{\"context\": \"a\", \"choices\": [\" b\", \" c\"], \"lable\": 1}\n", "task.jsonl:1: not a"},
+      {"{\"context\": \"a\", \"choices\": [\" b\", \"\"], \"label\": 0}\n", "choices[1] has no tokens"},
+  };
+  for (const auto& [text, expected] : bad) {
+    SCOPED_TRACE(expected);
+    testing::write_text_file(dir.file("task.jsonl"), text);
+    r = run_command(tessera(eval));
+    EXPECT_EQ(r.exit_code, 1) << r.output;
+    EXPECT_TRUE(contains(r.output, expected)) << r.output;
+  }
+  // A task needs the tokenizer.
+  r = run_command(tessera("eval --checkpoint " + imported + " --task " + dir.file("task.jsonl")));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_TRUE(contains(r.output, "names no data.tokenizer")) << r.output;
 }
 
 TEST(TrainInitFrom, NewRunFromWeightsThenItsOwnCheckpointOnRequeue) {

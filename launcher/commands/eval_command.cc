@@ -1,6 +1,7 @@
-// `tessera eval --checkpoint PATH|RUN_DIR --data PREFIX [--max-tokens N] [--json] [--config FILE] [--set k=v]...`:
-// the mean cross-entropy and perplexity of a checkpoint's model over a Megatron-format dataset, in any layout
-// (under mpirun, with --set parallel.tp=... as for train). Nothing is written.
+// `tessera eval --checkpoint PATH|RUN_DIR [--data PREFIX [--max-tokens N]] [--task FILE.jsonl] [--json]
+//  [--config FILE] [--set k=v]...`: the mean cross-entropy and perplexity of a checkpoint's model over a
+// Megatron-format dataset, and its accuracy on a multiple-choice task (launcher/run/multiple_choice.h), in any
+// layout (under mpirun, with --set parallel.tp=... as for train). Nothing is written.
 //
 // The dataset's token stream is cut as training cuts it (windows of train.seq_len + 1 tokens at stride
 // seq_len: every token but the first is a target once), taken in order, in batches of train.global_batch
@@ -20,24 +21,32 @@
 #include "launcher/commands/cli_args.h"
 #include "launcher/commands/commands.h"
 #include "launcher/common/config.h"
+#include "launcher/common/durable_file.h"
 #include "launcher/common/human_format.h"
 #include "launcher/data/data_sources.h"
 #include "launcher/data/sampler.h"
+#include "launcher/data/tokenizer.h"
 #include "launcher/run/job.h"
+#include "launcher/run/multiple_choice.h"
 #include "launcher/run/run_dir.h"
 #include "parallel/mpi_environment.h"
 
 namespace tessera {
 
 int eval_command(const std::vector<std::string>& args, MpiEnvironment& mpi, const ProcessEnv& env) {
-  CliArgs cli("eval", args, {"--checkpoint", "--data", "--max-tokens", "--config", "--set"}, {"--json"}, {"--set"});
+  CliArgs cli("eval", args, {"--checkpoint", "--data", "--max-tokens", "--task", "--per-example", "--config", "--set"},
+              {"--json"}, {"--set"});
   TS_CHECK(cli.has("--checkpoint"), ConfigError,
            "give the model with --checkpoint CHECKPOINT|RUN_DIR (a checkpoint directory, or a run directory for its "
            "newest complete checkpoint)");
-  TS_CHECK(cli.has("--data"), ConfigError,
-           "give the dataset with --data PREFIX (PREFIX.bin and PREFIX.idx, as `tessera prepare` writes them)");
+  TS_CHECK(cli.has("--data") || cli.has("--task"), ConfigError,
+           "give the dataset with --data PREFIX (PREFIX.bin and PREFIX.idx, as `tessera prepare` writes them), a "
+           "multiple-choice task with --task FILE.jsonl, or both");
+  TS_CHECK(!cli.has("--max-tokens") || cli.has("--data"), ConfigError, "--max-tokens limits --data; give --data");
+  TS_CHECK(!cli.has("--per-example") || cli.has("--task"), ConfigError,
+           "--per-example FILE.jsonl lists the examples of --task; give --task");
   const std::string spec = cli.get("--checkpoint");
-  const std::string prefix = cli.get("--data");
+  const std::string prefix = cli.get("--data", "");
   int64_t max_tokens = -1;
   if (cli.has("--max-tokens")) {
     const std::string value = cli.get("--max-tokens");
@@ -61,8 +70,13 @@ int eval_command(const std::vector<std::string>& args, MpiEnvironment& mpi, cons
   config::DataConfig* data_config = config.mutable_data();
   data_config->clear_train_blend();
   data_config->clear_valid_prefix();
-  data_config->set_mock(false);
-  data_config->set_train_prefix(prefix);
+  if (prefix.empty()) {
+    data_config->clear_train_prefix();
+    data_config->set_mock(true);  // a task only: no dataset to open
+  } else {
+    data_config->set_mock(false);
+    data_config->set_train_prefix(prefix);
+  }
   config.mutable_logging()->set_eval_every(0);
   // Nothing is saved: no staging buffer either.
   config.mutable_checkpoint()->set_every_steps(0);
@@ -79,33 +93,64 @@ int eval_command(const std::vector<std::string>& args, MpiEnvironment& mpi, cons
 
   const int T = config.train().seq_len();
   const int64_t G = config.train().global_batch();
-  const GptSampler windows(*data.train_data.front(), T, 0, /*shuffle=*/false);
-  int64_t usable = windows.samples_per_epoch();
-  if (max_tokens > 0) usable = std::min<int64_t>(usable, max_tokens / T);
-  const int64_t batches = usable / G;
-  TS_CHECK(batches > 0, ConfigError, prefix, ": ", windows.samples_per_epoch(), " window(s) of ", T + 1,
-           " tokens", max_tokens > 0 ? str_cat(" (", usable, " within --max-tokens ", max_tokens, ")") : std::string(),
-           ", fewer than one batch of train.global_batch = ", G,
-           ": lower it with --set train.global_batch=N (a multiple of dp x parallel.micro_batches)");
-  TS_CHECK(batches <= std::numeric_limits<int>::max(), ConfigError, "--data ", prefix, ": too many batches");
-  const double loss = job.trainer->evaluate(windows, 0, static_cast<int>(batches));
-  const int64_t tokens = batches * G * T;
-  const int64_t left_out = windows.samples_per_epoch() - batches * G;
-  if (log) {
-    if (cli.has("--json")) {
-      JsonObject row;
-      row.add("checkpoint", loaded).add("data", prefix).add("tokens", static_cast<long long>(tokens));
-      row.add("windows", static_cast<long long>(batches * G)).add("left_out_windows", static_cast<long long>(left_out));
-      row.add("seq_len", T).add("loss", loss).add("perplexity", std::exp(loss));
-      std::printf("%s\n", row.str().c_str());
-    } else {
+  JsonObject row;
+  row.add("checkpoint", loaded);
+  bool finite = true;
+  if (!prefix.empty()) {
+    const GptSampler windows(*data.train_data.front(), T, 0, /*shuffle=*/false);
+    int64_t usable = windows.samples_per_epoch();
+    if (max_tokens > 0) usable = std::min<int64_t>(usable, max_tokens / T);
+    const int64_t batches = usable / G;
+    TS_CHECK(batches > 0, ConfigError, prefix, ": ", windows.samples_per_epoch(), " window(s) of ", T + 1,
+             " tokens", max_tokens > 0 ? str_cat(" (", usable, " within --max-tokens ", max_tokens, ")") : std::string(),
+             ", fewer than one batch of train.global_batch = ", G,
+             ": lower it with --set train.global_batch=N (a multiple of dp x parallel.micro_batches)");
+    TS_CHECK(batches <= std::numeric_limits<int>::max(), ConfigError, "--data ", prefix, ": too many batches");
+    const double loss = job.trainer->evaluate(windows, 0, static_cast<int>(batches));
+    finite = std::isfinite(loss);
+    const int64_t tokens = batches * G * T;
+    const int64_t left_out = windows.samples_per_epoch() - batches * G;
+    row.add("data", prefix).add("tokens", static_cast<long long>(tokens));
+    row.add("windows", static_cast<long long>(batches * G)).add("left_out_windows", static_cast<long long>(left_out));
+    row.add("seq_len", T).add("loss", loss).add("perplexity", std::exp(loss));
+    if (log && !cli.has("--json")) {
       std::printf("eval %s on %s: %s tokens in %lld windows of %d (%lld left out), loss %.6f, perplexity %.4f\n",
                   loaded.c_str(), prefix.c_str(), human_count(static_cast<double>(tokens)).c_str(),
                   static_cast<long long>(batches * G), T, static_cast<long long>(left_out), loss, std::exp(loss));
     }
-    std::fflush(stdout);
   }
-  return std::isfinite(loss) ? 0 : 1;
+  if (cli.has("--task")) {
+    const std::string task = cli.get("--task");
+    TS_CHECK(!config.data().tokenizer().empty(), ConfigError, "--task ", task,
+             ": the checkpoint's job names no data.tokenizer to turn the task's text into tokens; give it with "
+             "--set data.tokenizer=PATH.model");
+    const Tokenizer tokenizer(config.data().tokenizer(), "data.tokenizer");
+    const std::vector<tasks::MultipleChoiceExample> examples = read_multiple_choice_task(task);
+    const MultipleChoiceResult r =
+        score_multiple_choice(*job.trainer, tokenizer, examples, T, static_cast<int>(G), task);
+    if (log && cli.has("--per-example")) {
+      // One line per example: its line in the task, the label, every choice's log-likelihood, the predictions.
+      std::string lines;
+      for (size_t e = 0; e < r.loglik.size(); ++e) {
+        JsonObject line;
+        line.add("line", static_cast<long long>(e + 1)).add("label", examples[e].label()).add("loglik", r.loglik[e]);
+        line.add("pred", r.pred[e]).add("pred_norm", r.pred_norm[e]);
+        lines += line.str() + "\n";
+      }
+      write_file_atomically(cli.get("--per-example"), lines);
+    }
+    row.add("task", task).add("examples", static_cast<long long>(r.examples));
+    row.add("acc", r.acc()).add("acc_norm", r.acc_norm()).add("truncated", static_cast<long long>(r.truncated));
+    if (log && !cli.has("--json")) {
+      std::printf("eval %s on %s: %lld examples, acc %.4f (%lld right), acc_norm %.4f (%lld right)%s\n",
+                  loaded.c_str(), task.c_str(), static_cast<long long>(r.examples), r.acc(),
+                  static_cast<long long>(r.correct), r.acc_norm(), static_cast<long long>(r.correct_norm),
+                  r.truncated ? str_cat("; ", r.truncated, " choice(s) lost context to fit train.seq_len").c_str() : "");
+    }
+  }
+  if (log && cli.has("--json")) std::printf("%s\n", row.str().c_str());
+  std::fflush(stdout);
+  return finite ? 0 : 1;
 }
 
 }  // namespace tessera

@@ -25,6 +25,7 @@
 #include "core/check.h"
 #include "launcher/common/regular_file.h"
 #include "launcher/data/indexed_dataset.h"
+#include "launcher/data/multiple_choice_task.h"
 #include "launcher/data/splitmix64.h"
 
 namespace tessera {
@@ -459,6 +460,7 @@ PrepareSummary run_prepare(const PrepareOptions& options) {
   const std::vector<bool> valid = split_documents(stats.documents, options.valid_fraction, options.seed);
 
   DocumentReader reader(options.inputs, options.doc_separator, options.invalid_utf8);
+  std::vector<std::string> valid_texts;  // for the multiple-choice task
   std::vector<std::string> batch;
   std::vector<std::vector<int>> tokens;
   int64_t index = 0;
@@ -478,6 +480,7 @@ PrepareSummary run_prepare(const PrepareOptions& options) {
                ": the input files changed while being prepared; run tessera prepare again");
       auto& writer = valid[static_cast<size_t>(index)] ? valid_writer : train_writer;
       writer.add_document(tokens[i].data(), tokens[i].size());
+      if (valid[static_cast<size_t>(index)] && !options.mc_task_out.empty()) valid_texts.push_back(batch[i]);
     }
   }
   TS_CHECK(index == stats.documents, DataError, inputs_for_message(options.inputs),
@@ -486,6 +489,14 @@ PrepareSummary run_prepare(const PrepareOptions& options) {
   summary.valid_documents = valid_writer.num_documents();
   summary.train_tokens = train_writer.num_tokens();
   summary.valid_tokens = valid_writer.num_tokens();
+  if (!options.mc_task_out.empty()) {
+    const auto task = continuation_task(valid_texts, options.mc_task_size, 3, options.seed);
+    TS_CHECK(!task.empty(), DataError, "--mc-task-out: only ", valid_texts.size(),
+             " validation document(s), too few with six words or more to make a task of four choices; raise "
+             "--valid-fraction");
+    write_multiple_choice_task(options.mc_task_out, task);
+    summary.mc_task_examples = static_cast<int64_t>(task.size());
+  }
   train_writer.finalize();
   valid_writer.finalize();
   summary.total_seconds = seconds_since(start);
@@ -510,6 +521,10 @@ Tokenizes text files into Megatron indexed datasets PREFIX_train.{bin,idx} and P
   --valid-fraction F      share of documents held out for validation (default 0.02)
   --seed N                seed of the train/validation split (default 1234)
   --threads N             tokenizer threads (default: all hardware threads)
+  --mc-task-out FILE      also write a multiple-choice task for `tessera eval --task` from the validation
+                          documents: the first half of each document's words, its true second half and three
+                          other documents' second halves (JSON Lines)
+  --mc-task-size N        at most N examples in it (default 200)
   --help                  show this text
 )";
 }
@@ -551,7 +566,8 @@ int prepare_command(const std::vector<std::string>& args) {
     }
     const bool known = flag == "--doc-separator" || flag == "--tokenizer-out" || flag == "--vocab-size" ||
                        flag == "--tokenizer" || flag == "--out" || flag == "--valid-fraction" || flag == "--seed" ||
-                       flag == "--threads" || flag == "--invalid-utf8";
+                       flag == "--threads" || flag == "--invalid-utf8" || flag == "--mc-task-out" ||
+                       flag == "--mc-task-size";
     TS_CHECK(known, ConfigError, "unknown argument '", args[i], "' (see `tessera prepare --help`)");
     if (!has_inline_value) {
       TS_CHECK(i + 1 < args.size(), ConfigError, flag, " needs a value (see `tessera prepare --help`)");
@@ -565,6 +581,11 @@ int prepare_command(const std::vector<std::string>& args) {
     if (flag == "--valid-fraction") options.valid_fraction = parse_number<double>(flag, value);
     if (flag == "--seed") options.seed = parse_number<uint64_t>(flag, value);
     if (flag == "--threads") options.threads = parse_number<int>(flag, value);
+    if (flag == "--mc-task-out") options.mc_task_out = value;
+    if (flag == "--mc-task-size") {
+      options.mc_task_size = parse_number<int>(flag, value);
+      TS_CHECK(options.mc_task_size > 0, ConfigError, "--mc-task-size must be > 0, got ", value);
+    }
     if (flag == "--invalid-utf8") {
       TS_CHECK(value == "error" || value == "replace" || value == "skip", ConfigError,
                "--invalid-utf8 takes error, replace or skip, not '", value, "'");
@@ -602,7 +623,13 @@ int prepare_command(const std::vector<std::string>& args) {
   std::snprintf(line, sizeof(line), "  valid: %lld documents (%.1f%%), %lld tokens -> %s.{bin,idx}\n",
                 static_cast<long long>(s.valid_documents), percent(s.valid_documents),
                 static_cast<long long>(s.valid_tokens), s.valid_prefix.c_str());
-  std::cout << line << std::flush;
+  std::cout << line;
+  if (s.mc_task_examples > 0) {
+    std::snprintf(line, sizeof(line), "  task: %lld multiple-choice examples from validation documents -> %s\n",
+                  static_cast<long long>(s.mc_task_examples), options.mc_task_out.c_str());
+    std::cout << line;
+  }
+  std::cout << std::flush;
   return 0;
 }
 

@@ -35,6 +35,10 @@ struct PrepareOptions {
   uint64_t seed = 1234;
   // Tokenizer threads; 0 means all hardware threads. The output does not depend on it.
   int threads = 0;
+  // If set: a multiple-choice continuation task (launcher/data/multiple_choice_task.h) from the validation
+  // documents, at most mc_task_size examples of one true and three false continuations, written here.
+  std::string mc_task_out;
+  int mc_task_size = 200;
 };
 
 struct PrepareSummary {
@@ -50,6 +54,7 @@ struct PrepareSummary {
   std::string tokenizer_path;
   std::string train_prefix;  // out_prefix + "_train"
   std::string valid_prefix;  // out_prefix + "_valid"
+  int64_t mc_task_examples = 0;  // written to PrepareOptions::mc_task_out
   double tokenizer_seconds = 0;
   double total_seconds = 0;
 };

@@ -80,6 +80,14 @@ std::string json_escape(const std::string& s) {
   return out;
 }
 
+// 9 significant digits (a float round-trips); JSON has no NaN or infinity, so they are strings.
+std::string JsonObject::json_number(double value) {
+  if (!std::isfinite(value)) return std::isnan(value) ? "\"nan\"" : (value > 0 ? "\"inf\"" : "\"-inf\"");
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.9g", value);
+  return buf;
+}
+
 void JsonObject::add_key(const std::string& key) {
   if (!body_.empty()) body_ += ", ";
   body_ += "\"" + json_escape(key) + "\": ";
@@ -87,19 +95,21 @@ void JsonObject::add_key(const std::string& key) {
 
 JsonObject& JsonObject::add(const std::string& key, double value) {
   add_key(key);
-  if (!std::isfinite(value)) {
-    body_ += std::isnan(value) ? "\"nan\"" : (value > 0 ? "\"inf\"" : "\"-inf\"");
-  } else {
-    char buf[32];
-    std::snprintf(buf, sizeof(buf), "%.9g", value);
-    body_ += buf;
-  }
+  body_ += json_number(value);
   return *this;
 }
 
 JsonObject& JsonObject::add(const std::string& key, long long value) {
   add_key(key);
   body_ += std::to_string(value);
+  return *this;
+}
+
+JsonObject& JsonObject::add(const std::string& key, const std::vector<double>& values) {
+  add_key(key);
+  body_ += "[";
+  for (size_t i = 0; i < values.size(); ++i) body_ += (i ? ", " : "") + json_number(values[i]);
+  body_ += "]";
   return *this;
 }
 

@@ -3,6 +3,7 @@
 
 #include <cstdio>
 #include <string>
+#include <vector>
 
 namespace tessera {
 
@@ -35,9 +36,11 @@ class JsonObject {
   JsonObject& add(const std::string& key, long long value);
   JsonObject& add(const std::string& key, int value) { return add(key, static_cast<long long>(value)); }
   JsonObject& add(const std::string& key, const std::string& value);
+  JsonObject& add(const std::string& key, const std::vector<double>& values);  // an array of numbers
   std::string str() const { return "{" + body_ + "}"; }
 
  private:
+  static std::string json_number(double value);
   void add_key(const std::string& key);
   std::string body_;
 };

@@ -80,4 +80,22 @@ double Trainer::evaluate(const Sampler& source, int64_t first_sample, int batche
   return sum / batches;
 }
 
+std::vector<float> Trainer::token_losses(const Sampler& source, int64_t first_sample) {
+  pipeline_.eval_batch([&](int m, int slot) { load_micro_batch(source, first_sample, m, slot); });
+  // The last stage of each DP replica holds its slice of the batch (micro-batches in order, as loaded); TP
+  // rank 0 of it contributes the slice, every other rank zeros, and one sum over the world spreads it.
+  const size_t per_dp = static_cast<size_t>(options_.global_batch / groups_.dp->size()) * options_.seq_len;
+  std::vector<float> all(per_dp * groups_.dp->size(), 0.0f);
+  const std::vector<float> mine = pipeline_.token_losses();
+  if (!mine.empty() && groups_.tp->rank() == 0) {
+    std::copy(mine.begin(), mine.end(), all.begin() + static_cast<std::ptrdiff_t>(groups_.dp->rank() * per_dp));
+  }
+  if (groups_.world->size() > 1) {
+    groups_.world->all_reduce(Tensor(all.data(), DType::kF32, Device::kCpu, {static_cast<int64_t>(all.size())}),
+                              ReduceOp::kSum)
+        ->wait();
+  }
+  return all;
+}
+
 }  // namespace tessera

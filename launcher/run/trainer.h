@@ -51,6 +51,9 @@ class Trainer {
   StepResult train_step(int step, const Sampler& source);
   // Mean loss over `batches` global batches starting at global sample `first_sample`; no update.
   double evaluate(const Sampler& source, int64_t first_sample, int batches);
+  // The per-token losses of the global batch starting at `first_sample`, [global_batch * seq_len] in sample
+  // order, on every rank; no update. (Scoring: the log-likelihood of chosen positions.)
+  std::vector<float> token_losses(const Sampler& source, int64_t first_sample);
 
  private:
   // Loads micro-batch m of the global batch starting at first_sample into the model's `slot`: tokens on the
