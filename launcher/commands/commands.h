@@ -17,5 +17,6 @@ int bench_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
 int prepare_command(const std::vector<std::string>& args);
 int inspect_command(const std::vector<std::string>& args);
 int import_command(const std::vector<std::string>& args);
+int export_command(const std::vector<std::string>& args);
 
 }  // namespace tessera
