@@ -2,7 +2,9 @@
 #include "models/registry.h"
 
 #include "core/check.h"
+#include "models/gpt2/gpt2_hf.h"
 #include "models/gpt2/gpt2_model.h"
+#include "models/llama/llama_hf.h"
 #include "models/llama/llama_model.h"
 
 namespace tessera {
@@ -17,8 +19,8 @@ std::unique_ptr<Model> create(const ModelConfig& config, Backend& backend, Proce
 
 // One line per architecture.
 const ModelArchitecture kArchitectures[] = {
-    {"gpt2", &gpt2_param_specs, &create<Gpt2Model>, &gpt2_shape_problems, &gpt2_fill_defaults},
-    {"llama", &llama_param_specs, &create<LlamaModel>, &llama_shape_problems, &llama_fill_defaults},
+    {"gpt2", &gpt2_param_specs, &create<Gpt2Model>, &gpt2_shape_problems, &gpt2_fill_defaults, &kGpt2HfFormat},
+    {"llama", &llama_param_specs, &create<LlamaModel>, &llama_shape_problems, &llama_fill_defaults, &kLlamaHfFormat},
 };
 
 }  // namespace
@@ -31,13 +33,27 @@ const ModelArchitecture& model_architecture(const std::string& arch) {
   return kArchitectures[0];
 }
 
+const ModelArchitecture& hf_model_architecture(const std::string& model_type, const std::string& where) {
+  std::string known;
+  for (const ModelArchitecture& a : kArchitectures) {
+    if (a.hf == nullptr) continue;
+    if (model_type == a.hf->model_type) return a;
+    known += (known.empty() ? "" : ", ") + std::string(a.hf->model_type);
+  }
+  TS_CHECK(false, ConfigError, where, ": model_type \"", model_type, "\" is not one Tessera can build (it knows ",
+           known, ")");
+  return kArchitectures[0];
+}
+
 std::string architecture_names() {
   std::string names;
   for (const ModelArchitecture& a : kArchitectures) names += (names.empty() ? "" : ", ") + std::string(a.name);
   return names;
 }
 
-std::vector<ParamSpec> param_specs(const ModelConfig& config) { return model_architecture(config.arch).param_specs(config); }
+std::vector<ParamSpec> param_specs(const ModelConfig& config) {
+  return model_architecture(config.arch).param_specs(config);
+}
 
 std::unique_ptr<Model> create_model(const ModelConfig& config, Backend& backend, ProcessGroup& tp, StageRange stage,
                                     int micro_batch, int seq_len, int slots) {

@@ -10,6 +10,7 @@
 #include "core/backend.h"
 #include "core/model_config.h"
 #include "core/param_spec.h"
+#include "models/hf_format.h"
 #include "parallel/model.h"
 #include "parallel/process_group.h"
 
@@ -28,10 +29,16 @@ struct ModelArchitecture {
   // Fills what the config left to the architecture: n_kv_head and ffn_hidden where 0, and tie_embeddings
   // where the user did not set it (tie_set false).
   void (*fill_defaults)(ModelConfig& config, bool tie_set);
+  // How Hugging Face transformers names and lays out its weights and describes it in config.json
+  // (`tessera export --format hf`, `tessera import --hf`).
+  const HfFormat* hf;
 };
 
 // The architecture named config.arch. Throws ConfigError naming the known ones for another name.
 const ModelArchitecture& model_architecture(const std::string& arch);
+// The architecture whose Hugging Face model_type (config.json) is model_type. Throws ConfigError naming the
+// known ones (where: the file, for the message).
+const ModelArchitecture& hf_model_architecture(const std::string& model_type, const std::string& where);
 // The names of every registered architecture, for messages ("gpt2, llama").
 std::string architecture_names();
 

@@ -18,5 +18,6 @@ int eval_command(const std::vector<std::string>& args, MpiEnvironment& mpi, cons
 int prepare_command(const std::vector<std::string>& args);
 int inspect_command(const std::vector<std::string>& args);
 int import_command(const std::vector<std::string>& args);
+int export_command(const std::vector<std::string>& args);
 
 }  // namespace tessera

@@ -27,12 +27,17 @@ constexpr const char* kUsage =
     "           [--init-from PATH]\n"
     "           train a GPT or Llama (run under mpirun for several ranks); --resume continues from a\n"
     "           checkpoint in any layout; --init-from starts a new run from a checkpoint's weights\n"
-    "  eval     --checkpoint PATH|RUN_DIR --data PREFIX [--max-tokens N] [--json] [--set field=value]...\n"
-    "           mean loss and perplexity of a checkpoint over a dataset, in any layout\n"
+    "  eval     --checkpoint PATH|RUN_DIR [--data PREFIX [--max-tokens N]] [--task FILE.jsonl\n"
+    "           [--per-example FILE]] [--json] [--set field=value]...\n"
+    "           mean loss and perplexity of a checkpoint over a dataset, accuracy on a multiple-choice\n"
+    "           task, in any layout\n"
     "  inspect  PATH [--slices]\n"
     "           show a checkpoint (step, layout, files, tensors) and check that it is complete and intact\n"
-    "  import   --input FILE.h5 --out RUN_DIR [--config FILE.textproto] [--set field=value]...\n"
-    "           turn full tensors made elsewhere into a step-0 checkpoint to train from\n"
+    "  import   (--input FILE.h5 | --hf DIR) --out RUN_DIR [--config FILE.textproto] [--set field=value]...\n"
+    "           turn full tensors made elsewhere (an HDF5 file, or a Hugging Face directory with\n"
+    "           config.json and safetensors) into a step-0 checkpoint to train from\n"
+    "  export   --checkpoint PATH|RUN_DIR --format hf --out DIR [--dtype f32|bf16] [--max-shard-size 5GB]\n"
+    "           write a checkpoint's weights as a Hugging Face transformers directory (from_pretrained)\n"
     "  verify   --fixture FILE.h5 [--set field=value]...\n"
     "           reproduce a PyTorch reference run and compare losses, gradient norms and weights\n"
     "  bench    [--shape tiny|llama-tiny|gpt2-124m|llama-1b] [--steps N] [--no-dp-overlap] [--set field=value]...\n"
@@ -58,10 +63,11 @@ int main(int argc, char** argv) {
   const std::string command = argv[1];
   const std::vector<std::string> args(argv + 2, argv + argc);
 
-  if (command == "prepare" || command == "inspect" || command == "import") {
+  if (command == "prepare" || command == "inspect" || command == "import" || command == "export") {
     try {
       if (command == "inspect") return inspect_command(args);
       if (command == "import") return import_command(args);
+      if (command == "export") return export_command(args);
       return prepare_command(args);
     } catch (const ConfigError& e) {
       report(command.c_str(), "", "error", e.what());
