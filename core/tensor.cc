@@ -50,4 +50,17 @@ Tensor Tensor::view(std::initializer_list<int64_t> shape) const {
   return t;
 }
 
+Tensor Tensor::front(std::initializer_list<int64_t> shape) const {
+  Tensor t(data_, dtype_, device_, shape);
+  TS_ASSERT(t.numel() <= numel(), "front ", t.shape_string(), " of ", shape_string());
+  return t;
+}
+
+Tensor Tensor::slice_from(int64_t offset, std::initializer_list<int64_t> shape) const {
+  Tensor t(static_cast<char*>(data_) + offset * static_cast<int64_t>(dtype_size(dtype_)), dtype_, device_, shape);
+  TS_ASSERT(offset >= 0 && offset + t.numel() <= numel(), "elements [", offset, ", ", offset + t.numel(), ") of ",
+            shape_string());
+  return t;
+}
+
 }  // namespace tessera

@@ -180,6 +180,71 @@ std::string publish_checkpoint(const std::string& tmp_dir, const std::string& ch
   return final_dir;
 }
 
+namespace {
+
+// The problems of checkpoint `dir` (its manifest read into *manifest), each shard hashed by one rank of world.
+// Collective over world.
+std::vector<std::string> verify_checkpoint(ProcessGroup& world, const std::string& dir, checkpoint::Manifest* manifest) {
+  std::string error;
+  try {
+    *manifest = read_manifest(dir);
+  } catch (const CheckpointError& e) {
+    error = e.what();
+  }
+  std::vector<int32_t> bad = {error.empty() ? 0 : 1};
+  all_reduce_max(world, bad);
+  if (bad[0] != 0) return {error.empty() ? "the manifest could not be read on another rank" : error};
+  std::vector<std::string> problems = tiling_problems(*manifest);
+  if (!problems.empty()) return problems;
+  // Each shard is hashed by one rank.
+  std::vector<checkpoint::FileEntry> files;
+  for (const checkpoint::Shard& shard : manifest->shards()) files.push_back(shard.file());
+  std::vector<int32_t> status(files.size(), 0);
+  for (size_t i = 0; i < files.size(); ++i) {
+    if (static_cast<int>(i % world.size()) == world.rank()) status[i] = static_cast<int32_t>(check_file(dir, files[i]));
+  }
+  all_reduce_max(world, status);
+  for (size_t i = 0; i < files.size(); ++i) {
+    if (status[i] != 0) problems.push_back(describe_file_problem(dir, files[i], static_cast<FileStatus>(status[i])));
+  }
+  return problems;
+}
+
+// Fills every piece (stored or not) from checkpoint `dir`, reading only the stored boxes that overlap them. Not
+// collective.
+void read_pieces(const std::string& dir, const checkpoint::Manifest& manifest, const std::vector<LocalParam>& params,
+                 const std::vector<StatePiece>& pieces, Backend& backend) {
+  const std::vector<SliceRead> reads = plan_slice_reads(params, pieces, manifest, fs::path(dir).filename().string());
+  const bool on_cpu = backend.device() == Device::kCpu;
+  std::vector<std::vector<float>> host_buffers(on_cpu ? 0 : pieces.size());
+  std::vector<float*> host(pieces.size());
+  for (size_t k = 0; k < pieces.size(); ++k) {
+    // Vocabulary padding is not stored: it is zero.
+    if (on_cpu) {
+      backend.fill(pieces[k].memory, 0.0f);
+      host[k] = pieces[k].memory.f32();
+    } else {
+      host_buffers[k].assign(static_cast<size_t>(pieces[k].end - pieces[k].begin), 0.0f);
+      host[k] = host_buffers[k].data();
+    }
+  }
+  std::map<int, std::vector<const SliceRead*>> by_shard;
+  for (const SliceRead& read : reads) by_shard[read.shard].push_back(&read);
+  for (const auto& [shard, shard_reads] : by_shard) {
+    ShardReader reader(join_path(dir, manifest.shards(shard).file().file()));
+    for (const SliceRead* read : shard_reads) {
+      const StatePiece& piece = pieces[read->piece];
+      reader.read(manifest.shards(shard).tensors(read->tensor), read->within, host[read->piece],
+                  piece.end - piece.begin, read->runs);
+    }
+  }
+  if (!on_cpu) {
+    for (size_t k = 0; k < pieces.size(); ++k) backend.copy_from_host(pieces[k].memory, host[k]);
+  }
+}
+
+}  // namespace
+
 Checkpointer::Checkpointer(Job& job, const DataSources& data, std::string run_dir)
     : job_(job), data_(data), run_dir_(std::move(run_dir)), options_(job.config.checkpoint()) {
   checkpoints_dir_ = checkpoints_dir_of(run_dir_);
@@ -403,30 +468,7 @@ void Checkpointer::finish() {
 }
 
 std::vector<std::string> Checkpointer::verify(const std::string& dir, checkpoint::Manifest* manifest) {
-  ProcessGroup& world = *job_.groups.world;
-  std::string error;
-  try {
-    *manifest = read_manifest(dir);
-  } catch (const CheckpointError& e) {
-    error = e.what();
-  }
-  std::vector<int32_t> bad = {error.empty() ? 0 : 1};
-  all_reduce_max(world, bad);
-  if (bad[0] != 0) return {error.empty() ? "the manifest could not be read on another rank" : error};
-  std::vector<std::string> problems = tiling_problems(*manifest);
-  if (!problems.empty()) return problems;
-  // Each shard is hashed by one rank.
-  std::vector<checkpoint::FileEntry> files;
-  for (const checkpoint::Shard& shard : manifest->shards()) files.push_back(shard.file());
-  std::vector<int32_t> status(files.size(), 0);
-  for (size_t i = 0; i < files.size(); ++i) {
-    if (static_cast<int>(i % world.size()) == world.rank()) status[i] = static_cast<int32_t>(check_file(dir, files[i]));
-  }
-  all_reduce_max(world, status);
-  for (size_t i = 0; i < files.size(); ++i) {
-    if (status[i] != 0) problems.push_back(describe_file_problem(dir, files[i], static_cast<FileStatus>(status[i])));
-  }
-  return problems;
+  return verify_checkpoint(*job_.groups.world, dir, manifest);
 }
 
 void Checkpointer::check_compatible(const std::string& dir, const checkpoint::Manifest& manifest) const {
@@ -497,46 +539,21 @@ void Checkpointer::check_compatible(const std::string& dir, const checkpoint::Ma
 }
 
 void Checkpointer::load(const std::string& dir, const checkpoint::Manifest& manifest) {
-  const std::vector<SliceRead> reads =
-      plan_slice_reads(job_.model->params(), pieces_, manifest, fs::path(dir).filename().string());
-  const bool on_cpu = job_.backend->device() == Device::kCpu;
-  std::vector<std::vector<float>> host_buffers(on_cpu ? 0 : pieces_.size());
-  std::vector<float*> host(pieces_.size());
-  for (size_t k = 0; k < pieces_.size(); ++k) {
-    // Vocabulary padding is not stored: it is zero.
-    if (on_cpu) {
-      job_.backend->fill(pieces_[k].memory, 0.0f);
-      host[k] = pieces_[k].memory.f32();
-    } else {
-      host_buffers[k].assign(static_cast<size_t>(pieces_[k].end - pieces_[k].begin), 0.0f);
-      host[k] = host_buffers[k].data();
-    }
-  }
-  std::map<int, std::vector<const SliceRead*>> by_shard;
-  for (const SliceRead& read : reads) by_shard[read.shard].push_back(&read);
-  for (const auto& [shard, shard_reads] : by_shard) {
-    ShardReader reader(join_path(dir, manifest.shards(shard).file().file()));
-    for (const SliceRead* read : shard_reads) {
-      const StatePiece& piece = pieces_[read->piece];
-      reader.read(manifest.shards(shard).tensors(read->tensor), read->within, host[read->piece],
-                  piece.end - piece.begin, read->runs);
-    }
-  }
-  if (!on_cpu) {
-    for (size_t k = 0; k < pieces_.size(); ++k) job_.backend->copy_from_host(pieces_[k].memory, host[k]);
-  }
+  read_pieces(dir, manifest, job_.model->params(), pieces_, *job_.backend);
   job_.model->refresh_compute_params();  // checkpoints hold the f32 master weights
   job_.optimizer->set_steps_taken(manifest.optimizer_steps());
 }
 
-int64_t Checkpointer::resume(const std::string& spec) {
-  ProcessGroup& world = *job_.groups.world;
-  const bool log = job_.is_logger();
-  // Rank 0 decides which directories to try, so that every rank tries the same ones.
+namespace {
+
+// The candidates `spec` names (resume_candidates), decided by world rank 0 so that every rank tries the same ones.
+// Collective over world; throws the ConfigError of rank 0 on every rank.
+ResumeCandidates world_resume_candidates(ProcessGroup& world, const std::string& spec, const std::string& run_dir,
+                                         const std::string& what) {
   std::string listing;
   if (world.rank() == 0) {
     try {
-      const ResumeCandidates candidates = resume_candidates(spec, run_dir_);
+      const ResumeCandidates candidates = resume_candidates(spec, run_dir, what);
       listing = std::string(candidates.may_fall_back ? "F" : "1") + candidates.checkpoints_dir + "\n" +
                 candidates.latest_problem + "\n";
       for (const std::string& dir : candidates.dirs) listing += dir + "\n";
@@ -553,6 +570,15 @@ int64_t Checkpointer::resume(const std::string& spec) {
   candidates.checkpoints_dir = lines[0];
   candidates.latest_problem = lines[1];
   candidates.dirs.assign(lines.begin() + 2, lines.end());
+  return candidates;
+}
+
+}  // namespace
+
+int64_t Checkpointer::resume(const std::string& spec) {
+  ProcessGroup& world = *job_.groups.world;
+  const bool log = job_.is_logger();
+  const ResumeCandidates candidates = world_resume_candidates(world, spec, run_dir_, "--resume");
   if (candidates.dirs.empty()) {
     TS_CHECK(spec == "latest", ConfigError, "--resume ", spec, ": no checkpoint in ", candidates.checkpoints_dir);
     if (log) std::printf("no checkpoint in %s yet: starting from step 0\n", candidates.checkpoints_dir.c_str());
@@ -600,6 +626,30 @@ int64_t Checkpointer::resume(const std::string& spec) {
     std::fflush(stdout);
   }
   return manifest.step();
+}
+
+CheckpointChoice choose_checkpoint_for_inference(const std::string& spec, ProcessGroup& world, bool log,
+                                                const std::string& what) {
+  const ResumeCandidates candidates = world_resume_candidates(world, spec, "", what);
+  TS_CHECK(!candidates.dirs.empty(), ConfigError, what, " ", spec, ": no checkpoint in ", candidates.checkpoints_dir);
+  if (log && !candidates.latest_problem.empty()) {
+    std::printf("warning: %s\n  using the newest complete checkpoint instead\n", candidates.latest_problem.c_str());
+  }
+  return choose_checkpoint(
+      candidates,
+      [&](const std::string& dir, checkpoint::Manifest* manifest) { return verify_checkpoint(world, dir, manifest); },
+      [&](const std::string& dir, const std::vector<std::string>& problems) {
+        if (!log) return;
+        std::printf("warning: checkpoint %s is not usable:%s\n  falling back to the next newest checkpoint\n",
+                    dir.c_str(), join_lines(problems, "    ").c_str());
+        std::fflush(stdout);
+      });
+}
+
+void load_model_weights(const std::string& dir, const checkpoint::Manifest& manifest, Model& model, Backend& backend) {
+  const std::vector<StatePiece> pieces = plan_state_pieces(model.params(), OptimizerStateView{}, ReplicaRole{});
+  read_pieces(dir, manifest, model.params(), pieces, backend);
+  model.refresh_compute_params();  // checkpoints hold the f32 master weights
 }
 
 }  // namespace tessera

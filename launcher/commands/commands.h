@@ -13,6 +13,7 @@ struct ProcessEnv;
 int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, const ProcessEnv& env);
 int verify_command(const std::vector<std::string>& args, MpiEnvironment& mpi, const ProcessEnv& env);
 int bench_command(const std::vector<std::string>& args, MpiEnvironment& mpi, const ProcessEnv& env);
+int generate_command(const std::vector<std::string>& args, MpiEnvironment& mpi, const ProcessEnv& env);
 // Single-process: need no MPI.
 int prepare_command(const std::vector<std::string>& args);
 int inspect_command(const std::vector<std::string>& args);
