@@ -37,7 +37,9 @@ std::string architecture_names() {
   return names;
 }
 
-std::vector<ParamSpec> param_specs(const ModelConfig& config) { return model_architecture(config.arch).param_specs(config); }
+std::vector<ParamSpec> param_specs(const ModelConfig& config) {
+  return model_architecture(config.arch).param_specs(config);
+}
 
 std::unique_ptr<Model> create_model(const ModelConfig& config, Backend& backend, ProcessGroup& tp, StageRange stage,
                                     int micro_batch, int seq_len, int slots, ModelUse use) {

@@ -41,8 +41,8 @@ bool stage_holds(const StageRange& stage, const ParamSpec& spec) {
   return false;
 }
 
-Model::Model(const ModelConfig& config, Backend& backend, int tp_rank, int tp_size, StageRange stage,
-             int micro_batch, int seq_len, int slots, const std::vector<ParamSpec>& specs, ModelUse use)
+Model::Model(const ModelConfig& config, Backend& backend, int tp_rank, int tp_size, StageRange stage, int micro_batch,
+             int seq_len, int slots, const std::vector<ParamSpec>& specs, ModelUse use)
     : config_(config),
       backend_(backend),
       stage_(stage),

@@ -20,8 +20,8 @@ PipelineDecoder::PipelineDecoder(Model& model, Backend& backend, ProcessGroup& t
   const int64_t floats = B * V_local * (1 + tp.size());
   exchange_buffer_ = backend.allocate(static_cast<size_t>(floats) * sizeof(float) + static_cast<size_t>(B) * 4);
   local_rows_ = exchange_buffer_.tensor(0, DType::kF32, {B * V_local});
-  gathered_rows_ = exchange_buffer_.tensor(static_cast<size_t>(B * V_local) * sizeof(float), DType::kF32,
-                                           {tp.size() * B * V_local});
+  gathered_rows_ =
+      exchange_buffer_.tensor(static_cast<size_t>(B * V_local) * sizeof(float), DType::kF32, {tp.size() * B * V_local});
   shared_tokens_ = exchange_buffer_.tensor(static_cast<size_t>(floats) * sizeof(float), DType::kI32, {B});
 }
 
@@ -70,8 +70,8 @@ std::vector<float> PipelineDecoder::decode(const std::vector<int32_t>& tokens, i
 
 std::vector<float> PipelineDecoder::full_forward(const std::vector<int32_t>& tokens, int last) {
   const int64_t B = model_.micro_batch(), T = model_.seq_len();
-  TS_ASSERT(static_cast<int64_t>(tokens.size()) == B * T && last >= 0 && last < T, "full forward of ",
-            tokens.size(), " tokens, not ", B, " x ", T);
+  TS_ASSERT(static_cast<int64_t>(tokens.size()) == B * T && last >= 0 && last < T, "full forward of ", tokens.size(),
+            " tokens, not ", B, " x ", T);
   if (stage_ == 0) {
     backend_.copy_from_host(model_.tokens(0), tokens.data());
   } else {

@@ -295,8 +295,8 @@ void CpuBackend::rope_backward(Tensor d_qkv, int n_head, int n_kv_head, int seq_
 
 void CpuBackend::rope_forward_at(Tensor qkv, int n_head, int n_kv_head, int seq_len, int position, float theta) {
   const int64_t hs = qkv_head_size(qkv, n_head, n_kv_head, "rope_forward_at");
-  TS_ASSERT(hs % 2 == 0 && seq_len >= 1 && rows(qkv) % seq_len == 0 && position >= 0, "rope_forward_at: head size ",
-            hs, ", seq_len ", seq_len, ", position ", position, ", qkv ", qkv.shape_string());
+  TS_ASSERT(hs % 2 == 0 && seq_len >= 1 && rows(qkv) % seq_len == 0 && position >= 0, "rope_forward_at: head size ", hs,
+            ", seq_len ", seq_len, ", position ", position, ", qkv ", qkv.shape_string());
   expect_compute_dtype({qkv}, "rope_forward_at");
   Staging f32(staging_);
   cpu::rope_forward_at(f32.inout(qkv), rows(qkv), n_head, n_kv_head, hs, seq_len, position, theta);

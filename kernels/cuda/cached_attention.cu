@@ -66,8 +66,8 @@ void cached_attention_forward(S* out, const S* qkv, S* k_cache, S* v_cache, int6
                               int64_t H, int64_t KV, int64_t hs, int64_t position, const Context& ctx) {
   if (B == 0 || Tq == 0) return;
   const int64_t copies = B * Tq * KV * hs;
-  cache_write_kernel<<<grid_size(copies, 256), 256, 0, ctx.stream>>>(k_cache, v_cache, qkv, B, Tq, T_cache, H, KV,
-                                                                     hs, position);
+  cache_write_kernel<<<grid_size(copies, 256), 256, 0, ctx.stream>>>(k_cache, v_cache, qkv, B, Tq, T_cache, H, KV, hs,
+                                                                     position);
   CUDA_CHECK_LAUNCH();
   const dim3 grid(static_cast<unsigned>(Tq), static_cast<unsigned>(H), static_cast<unsigned>(B));
   const size_t shared = static_cast<size_t>(position + Tq) * sizeof(float);
@@ -77,7 +77,7 @@ void cached_attention_forward(S* out, const S* qkv, S* k_cache, S* v_cache, int6
   CUDA_CHECK_LAUNCH();
 }
 
-#define TS_INSTANTIATE(S)                                                                                     \
+#define TS_INSTANTIATE(S)                                                                                      \
   template void cached_attention_forward<S>(S*, const S*, S*, S*, int64_t, int64_t, int64_t, int64_t, int64_t, \
                                             int64_t, int64_t, const Context&);
 TS_INSTANTIATE(float)

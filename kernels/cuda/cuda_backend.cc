@@ -445,8 +445,8 @@ void CudaBackend::rope_forward_at(Tensor qkv, int n_head, int n_kv_head, int seq
   expect_on_gpu({&qkv}, "rope_forward_at");
   const DType dtype = compute_dtype("rope_forward_at", {&qkv});
   const int64_t hs = qkv_head_size(qkv, n_head, n_kv_head, "rope_forward_at");
-  TS_ASSERT(hs % 2 == 0 && seq_len >= 1 && rows(qkv) % seq_len == 0 && position >= 0, "rope_forward_at: head size ",
-            hs, ", seq_len ", seq_len, ", position ", position, ", qkv ", qkv.shape_string());
+  TS_ASSERT(hs % 2 == 0 && seq_len >= 1 && rows(qkv) % seq_len == 0 && position >= 0, "rope_forward_at: head size ", hs,
+            ", seq_len ", seq_len, ", position ", position, ", qkv ", qkv.shape_string());
   cuda::dispatch_compute(dtype, "rope_forward_at", [&]<typename Tag>(Tag) {
     using T = typename Tag::type;
     cuda::rope_forward_at(data_as<T>(qkv), rows(qkv), n_head, n_kv_head, hs, seq_len, position, theta, context_);
@@ -463,8 +463,7 @@ void CudaBackend::cached_attention_forward(Tensor out, Tensor qkv, Tensor k_cach
   const int64_t B = qkv.dim(0), Tq = qkv.dim(1), T_cache = k_cache.dim(1);
   TS_ASSERT(k_cache.dim(0) == B && k_cache.dim(2) == n_kv_head && k_cache.dim(3) == hs &&
                 v_cache.numel() == k_cache.numel() && out.numel() == B * Tq * n_head * hs && position >= 0 &&
-                position + Tq <= T_cache && position + Tq <= cuda::kMaxCachedPositions && B <= 65535 &&
-                n_head <= 65535,
+                position + Tq <= T_cache && position + Tq <= cuda::kMaxCachedPositions && B <= 65535 && n_head <= 65535,
             "cached_attention_forward shapes: out ", out.shape_string(), ", qkv ", qkv.shape_string(), ", cache ",
             k_cache.shape_string(), ", position ", position);
   cuda::dispatch_compute(dtype, "cached_attention_forward", [&]<typename Tag>(Tag) {

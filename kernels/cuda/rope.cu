@@ -44,8 +44,8 @@ void rotate(T* qkv, int64_t N, int64_t H, int64_t KV, int64_t hs, int64_t seq_le
             float direction, const Context& ctx) {
   const int64_t pairs = N * (hs / 2);
   if (pairs == 0) return;
-  rope_kernel<<<grid_size(pairs, kThreads), kThreads, 0, ctx.stream>>>(qkv, N, H, KV, hs, seq_len, first_position, theta,
-                                                                        direction);
+  rope_kernel<<<grid_size(pairs, kThreads), kThreads, 0, ctx.stream>>>(qkv, N, H, KV, hs, seq_len, first_position,
+                                                                       theta, direction);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -69,8 +69,8 @@ void rope_backward(T* d_qkv, int64_t N, int64_t H, int64_t KV, int64_t hs, int64
   rotate(d_qkv, N, H, KV, hs, seq_len, 0, theta, -1.0f, ctx);
 }
 
-#define TS_INSTANTIATE(T)                                                                                \
-  template void rope_forward<T>(T*, int64_t, int64_t, int64_t, int64_t, int64_t, float, const Context&); \
+#define TS_INSTANTIATE(T)                                                                                 \
+  template void rope_forward<T>(T*, int64_t, int64_t, int64_t, int64_t, int64_t, float, const Context&);  \
   template void rope_backward<T>(T*, int64_t, int64_t, int64_t, int64_t, int64_t, float, const Context&); \
   template void rope_forward_at<T>(T*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, float, const Context&);
 TS_INSTANTIATE(float)

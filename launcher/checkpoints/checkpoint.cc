@@ -184,7 +184,8 @@ namespace {
 
 // The problems of checkpoint `dir` (its manifest read into *manifest), each shard hashed by one rank of world.
 // Collective over world.
-std::vector<std::string> verify_checkpoint(ProcessGroup& world, const std::string& dir, checkpoint::Manifest* manifest) {
+std::vector<std::string> verify_checkpoint(ProcessGroup& world, const std::string& dir,
+                                           checkpoint::Manifest* manifest) {
   std::string error;
   try {
     *manifest = read_manifest(dir);
@@ -629,7 +630,7 @@ int64_t Checkpointer::resume(const std::string& spec) {
 }
 
 CheckpointChoice choose_checkpoint_for_inference(const std::string& spec, ProcessGroup& world, bool log,
-                                                const std::string& what) {
+                                                 const std::string& what) {
   const ResumeCandidates candidates = world_resume_candidates(world, spec, "", what);
   TS_CHECK(!candidates.dirs.empty(), ConfigError, what, " ", spec, ": no checkpoint in ", candidates.checkpoints_dir);
   if (log && !candidates.latest_problem.empty()) {

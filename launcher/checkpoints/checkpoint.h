@@ -60,7 +60,7 @@ checkpoint::ModelShape model_shape(const config::ModelConfig& model);
 // messages ("--checkpoint"); rank 0 warns when log. Collective over world. Throws ConfigError when spec names no
 // checkpoint, CheckpointError when none is usable.
 CheckpointChoice choose_checkpoint_for_inference(const std::string& spec, ProcessGroup& world, bool log,
-                                                const std::string& what);
+                                                 const std::string& what);
 // Loads the model weights of checkpoint `dir` into this rank's shard of `model` (any layout: only the stored boxes
 // overlapping its slices are read) and refreshes the compute copies. No optimizer state. Not collective.
 void load_model_weights(const std::string& dir, const checkpoint::Manifest& manifest, Model& model, Backend& backend);

@@ -152,7 +152,8 @@ int generate_command(const std::vector<std::string>& args, MpiEnvironment& mpi, 
            "give exactly one of --prompt TEXT, --prompt-ids 5,17,3 or --prompts-file FILE (one prompt per line)");
   GenerateOptions options;
   options.max_new_tokens = parse_int("--max-new-tokens", cli.get("--max-new-tokens", "64"), 1);
-  options.sampling.temperature = static_cast<float>(parse_double("--temperature", cli.get("--temperature", "1"), 0, 1e6));
+  options.sampling.temperature =
+      static_cast<float>(parse_double("--temperature", cli.get("--temperature", "1"), 0, 1e6));
   options.sampling.top_k = parse_int("--top-k", cli.get("--top-k", "0"), 0);
   options.sampling.top_p = static_cast<float>(parse_double("--top-p", cli.get("--top-p", "1"), 0, 1));
   TS_CHECK(options.sampling.top_p > 0, ConfigError, "--top-p must be above 0 (1 keeps every token)");
@@ -212,8 +213,9 @@ int generate_command(const std::vector<std::string>& args, MpiEnvironment& mpi, 
     const std::string which = prompts.size() > 1 ? str_cat("prompt ", i + 1) : std::string("the prompt");
     TS_CHECK(!prompt.empty(), ConfigError, which, " is empty (no tokens): give at least one token");
     for (int32_t id : prompt) {
-      TS_CHECK(id < model_config.vocab_size, ConfigError, which, " has token id ", id, ", but the model's vocabulary is ",
-               model_config.vocab_size, " (ids 0..", model_config.vocab_size - 1, ")");
+      TS_CHECK(id < model_config.vocab_size, ConfigError, which, " has token id ", id,
+               ", but the model's vocabulary is ", model_config.vocab_size, " (ids 0..", model_config.vocab_size - 1,
+               ")");
     }
     TS_CHECK(static_cast<int64_t>(prompt.size()) + options.max_new_tokens <= model_config.max_seq_len, ConfigError,
              which, " has ", prompt.size(), " tokens, which with --max-new-tokens ", options.max_new_tokens,
@@ -225,7 +227,8 @@ int generate_command(const std::vector<std::string>& args, MpiEnvironment& mpi, 
   // One sequence at a time, a cache as long as the longest prompt and its new tokens.
   Job job = build_inference_job(config, mpi, env, 1, longest + options.max_new_tokens);
   const bool log = job.is_logger();
-  const CheckpointChoice choice = choose_checkpoint_for_inference(spec, *job.groups.world, log && !json, "--checkpoint");
+  const CheckpointChoice choice =
+      choose_checkpoint_for_inference(spec, *job.groups.world, log && !json, "--checkpoint");
   TS_CHECK(choice.manifest.has_config() &&
                choice.manifest.config().model().SerializeAsString() == config.model().SerializeAsString(),
            CheckpointError, choice.dir, " holds another model than the checkpoint its job config was read from");
@@ -284,8 +287,7 @@ int generate_command(const std::vector<std::string>& args, MpiEnvironment& mpi, 
     std::fprintf(stderr,
                  "%lld prompt tokens prefilled in %.3f s; %lld new tokens, %.1f tokens/s after the first of each "
                  "prompt\n",
-                 static_cast<long long>(total.prompt_tokens), total.prefill_s,
-                 static_cast<long long>(total.new_tokens),
+                 static_cast<long long>(total.prompt_tokens), total.prefill_s, static_cast<long long>(total.new_tokens),
                  total.decode_s > 0 ? decode_tokens / total.decode_s : 0.0);
   }
   return 0;

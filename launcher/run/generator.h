@@ -15,8 +15,8 @@ namespace tessera {
 struct GenerateOptions {
   int max_new_tokens = 64;
   SamplingOptions sampling;
-  int eos_id = -1;        // generation stops after this token (it is part of the output); -1: only the limit
-  bool kv_cache = true;   // false: recompute the whole sequence with the full forward at every step (tests)
+  int eos_id = -1;       // generation stops after this token (it is part of the output); -1: only the limit
+  bool kv_cache = true;  // false: recompute the whole sequence with the full forward at every step (tests)
 };
 
 struct GenerateStats {

@@ -65,8 +65,8 @@ Job build_inference_job(const config::JobConfig& config, MpiEnvironment& mpi, co
   RankGrid grid(job.layout.tp, job.layout.pp, job.layout.dp);
   job.groups = make_groups(config, grid, job.world_rank, *job.backend, env);
   const StageRange stage = stage_of(job, job.groups.pp->rank());
-  job.model = create_model(job.model_config, *job.backend, *job.groups.tp, stage, batch, seq_len, 1,
-                           ModelUse::kInference);
+  job.model =
+      create_model(job.model_config, *job.backend, *job.groups.tp, stage, batch, seq_len, 1, ModelUse::kInference);
   return job;
 }
 

@@ -93,8 +93,7 @@ void gpt2_fill_defaults(ModelConfig& config, bool tie_set) {
 
 Gpt2Model::Gpt2Model(const ModelConfig& config, Backend& backend, ProcessGroup& tp, StageRange stage, int micro_batch,
                      int seq_len, int slots, ModelUse use)
-    : Model(config, backend, tp.rank(), tp.size(), stage, micro_batch, seq_len, slots, gpt2_param_specs(config),
-            use),
+    : Model(config, backend, tp.rank(), tp.size(), stage, micro_batch, seq_len, slots, gpt2_param_specs(config), use),
       tp_(tp),
       column_(backend, tp),
       row_(backend, tp),
@@ -398,8 +397,7 @@ void Gpt2Model::layer_backward(int slot, int i) {
   // Attention half.
   row_.backward(act(d_atty_), grad(p.attn_proj_weight), grad(p.attn_proj_bias), d_res, act(a.atty),
                 value(p.attn_proj_weight));
-  backend_.attention_backward(d_qkv, act(d_atty_), act(a.qkv), act(a.atty), act(a.lse), local_heads_,
-                              local_heads_);
+  backend_.attention_backward(d_qkv, act(d_atty_), act(a.qkv), act(a.atty), act(a.lse), local_heads_, local_heads_);
   column_.backward(d_ln, grad(p.qkv_weight), grad(p.qkv_bias), d_qkv, act(a.ln1), value(p.qkv_weight));
   backend_.layernorm_backward(d_res, grad(p.ln1_weight), grad(p.ln1_bias), d_ln, layer_input(slot, i),
                               value(p.ln1_weight), act(a.ln1_mean), act(a.ln1_rstd));

@@ -69,12 +69,13 @@ std::vector<std::string> llama_shape_problems(const ModelConfig& config, int tp)
                                KV));
   }
   if (config.head_size() % 2 != 0) {
-    problems.push_back(str_cat("model.n_embd / model.n_head (", config.head_size(),
-                               ") must be even: RoPE rotates pairs of channels"));
+    problems.push_back(
+        str_cat("model.n_embd / model.n_head (", config.head_size(), ") must be even: RoPE rotates pairs of channels"));
   }
   if (config.ffn_hidden <= 0 || config.ffn_hidden % tp != 0) {
-    problems.push_back(str_cat("model.ffn_hidden (", config.ffn_hidden, ") must be positive and divisible by parallel.tp (",
-                               tp, "): each rank holds a slice of the MLP's hidden units"));
+    problems.push_back(str_cat("model.ffn_hidden (", config.ffn_hidden,
+                               ") must be positive and divisible by parallel.tp (", tp,
+                               "): each rank holds a slice of the MLP's hidden units"));
   }
   if (!(config.rope_theta > 0) || !std::isfinite(config.rope_theta)) {
     problems.push_back(str_cat("model.rope_theta (", config.rope_theta, ") must be positive"));
@@ -88,10 +89,9 @@ void llama_fill_defaults(ModelConfig& config, bool tie_set) {
   if (!tie_set) config.tie_embeddings = false;
 }
 
-LlamaModel::LlamaModel(const ModelConfig& config, Backend& backend, ProcessGroup& tp, StageRange stage,
-                       int micro_batch, int seq_len, int slots, ModelUse use)
-    : Model(config, backend, tp.rank(), tp.size(), stage, micro_batch, seq_len, slots, llama_param_specs(config),
-            use),
+LlamaModel::LlamaModel(const ModelConfig& config, Backend& backend, ProcessGroup& tp, StageRange stage, int micro_batch,
+                       int seq_len, int slots, ModelUse use)
+    : Model(config, backend, tp.rank(), tp.size(), stage, micro_batch, seq_len, slots, llama_param_specs(config), use),
       tp_(tp),
       column_(backend, tp),
       row_(backend, tp),
@@ -334,8 +334,7 @@ void LlamaModel::backward(int slot, Tensor d_output) {
   Tensor d_res = act(d_res_);
   if (stage_.has_head) {
     backend_.fill(d_res, 0.0f);
-    backend_.rmsnorm_backward(d_res, grad(norm_), act(a.d_xnf), layer_input(slot, n_local), value(norm_),
-                              act(a.rstdf));
+    backend_.rmsnorm_backward(d_res, grad(norm_), act(a.d_xnf), layer_input(slot, n_local), value(norm_), act(a.rstdf));
   } else {
     backend_.copy(d_res, d_output);
   }
@@ -363,8 +362,7 @@ void LlamaModel::layer_backward(int slot, int i) {
   backend_.rmsnorm_backward(d_res, grad(p.mlp_norm), d_ln, act(a.res2), value(p.mlp_norm), act(a.rstd2));
   // Attention half.
   row_.backward(act(d_atty_), grad(p.o), Tensor(), d_res, act(a.atty), value(p.o));
-  backend_.attention_backward(d_qkv, act(d_atty_), act(a.qkv), act(a.atty), act(a.lse), local_heads_,
-                              local_kv_heads_);
+  backend_.attention_backward(d_qkv, act(d_atty_), act(a.qkv), act(a.atty), act(a.lse), local_heads_, local_kv_heads_);
   backend_.rope_backward(d_qkv, local_heads_, local_kv_heads_, seq_len_, config_.rope_theta);
   column_.backward(d_ln, fused_grad(p.q, 3), Tensor(), d_qkv, act(a.xn1), fused_value(p.q, 3));
   backend_.rmsnorm_backward(d_res, grad(p.attn_norm), d_ln, layer_input(slot, i), value(p.attn_norm), act(a.rstd1));
