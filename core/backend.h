@@ -148,6 +148,9 @@ class Backend {
   // The adjoint (and inverse) rotation, in place on the Q and K parts of the gradient d_qkv (same layout);
   // the V part is untouched.
   virtual void rope_backward(Tensor d_qkv, int n_head, int n_kv_head, int seq_len, float theta) = 0;
+  // rope_forward at positions shifted by `position`: row i has position position + i % seq_len (inference, where
+  // the rows are new tokens that follow `position` cached ones). rope_forward is rope_forward_at position 0.
+  virtual void rope_forward_at(Tensor qkv, int n_head, int n_kv_head, int seq_len, int position, float theta) = 0;
   //
   // Causal grouped-query attention over qkv (layout above): query head h attends with key/value head
   // h / (H / KV). Scores are scaled by 1/sqrt(hs).
@@ -159,6 +162,15 @@ class Backend {
   // of a key/value head sums over the query heads that share it.
   virtual void attention_backward(Tensor d_qkv, Tensor d_out, Tensor qkv, Tensor out, Tensor lse, int n_head,
                                   int n_kv_head) = 0;
+  //
+  // Inference with a key/value cache: qkv[B,Tq,(H + 2*KV)*hs] (layout above, RoPE already applied) holds Tq new
+  // tokens of each sequence, at positions [position, position + Tq). Their K and V heads are first copied into
+  // rows [position, position + Tq) of k_cache and v_cache [B,T_cache,KV,hs] (position + Tq <= T_cache; rows
+  // before position hold the earlier tokens' keys and values), then query t attends causally over cached rows
+  // [0, position + t], with query head h reading key/value head h / (H / KV) and scores scaled by 1/sqrt(hs).
+  // out[B,Tq,H*hs] overwrites; nothing is saved for a backward. Caches have the compute dtype.
+  virtual void cached_attention_forward(Tensor out, Tensor qkv, Tensor k_cache, Tensor v_cache, int n_head,
+                                        int n_kv_head, int position) = 0;
 
   // ---- embeddings ---------------------------------------------------------------------------------------
   // out[N,C] = wte[tokens[i] - vocab_start] (zero when the token is outside this shard's

@@ -5,18 +5,24 @@ namespace tessera {
 
 size_t dtype_size(DType dtype) {
   switch (dtype) {
-    case DType::kF32: return 4;
-    case DType::kBF16: return 2;
-    case DType::kI32: return 4;
+    case DType::kF32:
+      return 4;
+    case DType::kBF16:
+      return 2;
+    case DType::kI32:
+      return 4;
   }
   return 0;
 }
 
 const char* dtype_name(DType dtype) {
   switch (dtype) {
-    case DType::kF32: return "f32";
-    case DType::kBF16: return "bf16";
-    case DType::kI32: return "i32";
+    case DType::kF32:
+      return "f32";
+    case DType::kBF16:
+      return "bf16";
+    case DType::kI32:
+      return "i32";
   }
   return "?";
 }
@@ -47,6 +53,19 @@ std::string Tensor::shape_string() const {
 Tensor Tensor::view(std::initializer_list<int64_t> shape) const {
   Tensor t(data_, dtype_, device_, shape);
   TS_ASSERT(t.numel() == numel(), "view ", t.shape_string(), " of ", shape_string());
+  return t;
+}
+
+Tensor Tensor::front(std::initializer_list<int64_t> shape) const {
+  Tensor t(data_, dtype_, device_, shape);
+  TS_ASSERT(t.numel() <= numel(), "front ", t.shape_string(), " of ", shape_string());
+  return t;
+}
+
+Tensor Tensor::slice_from(int64_t offset, std::initializer_list<int64_t> shape) const {
+  Tensor t(static_cast<char*>(data_) + offset * static_cast<int64_t>(dtype_size(dtype_)), dtype_, device_, shape);
+  TS_ASSERT(offset >= 0 && offset + t.numel() <= numel(), "elements [", offset, ", ", offset + t.numel(), ") of ",
+            shape_string());
   return t;
 }
 

@@ -57,6 +57,11 @@ class Tensor {
 
   // The same memory with another shape of the same element count.
   Tensor view(std::initializer_list<int64_t> shape) const;
+  // The first elements of the same memory with a shape of at most this tensor's element count (e.g. the first
+  // rows of an activation planned for more).
+  Tensor front(std::initializer_list<int64_t> shape) const;
+  // The same memory from element `offset` on, with `shape` (which must fit in what remains).
+  Tensor slice_from(int64_t offset, std::initializer_list<int64_t> shape) const;
 
  private:
   void* data_ = nullptr;

@@ -13,8 +13,8 @@ namespace {
 
 template <typename M>
 std::unique_ptr<Model> create(const ModelConfig& config, Backend& backend, ProcessGroup& tp, StageRange stage,
-                              int micro_batch, int seq_len, int slots) {
-  return std::make_unique<M>(config, backend, tp, stage, micro_batch, seq_len, slots);
+                              int micro_batch, int seq_len, int slots, ModelUse use) {
+  return std::make_unique<M>(config, backend, tp, stage, micro_batch, seq_len, slots, use);
 }
 
 // One line per architecture.
@@ -56,8 +56,8 @@ std::vector<ParamSpec> param_specs(const ModelConfig& config) {
 }
 
 std::unique_ptr<Model> create_model(const ModelConfig& config, Backend& backend, ProcessGroup& tp, StageRange stage,
-                                    int micro_batch, int seq_len, int slots) {
-  return model_architecture(config.arch).create(config, backend, tp, stage, micro_batch, seq_len, slots);
+                                    int micro_batch, int seq_len, int slots, ModelUse use) {
+  return model_architecture(config.arch).create(config, backend, tp, stage, micro_batch, seq_len, slots, use);
 }
 
 int64_t num_parameters(const ModelConfig& config) {

@@ -22,7 +22,7 @@ struct ModelArchitecture {
   std::vector<ParamSpec> (*param_specs)(const ModelConfig& config);
   // One rank's stage shard (see Gpt2Model for the arguments).
   std::unique_ptr<Model> (*create)(const ModelConfig& config, Backend& backend, ProcessGroup& tp, StageRange stage,
-                                   int micro_batch, int seq_len, int slots);
+                                   int micro_batch, int seq_len, int slots, ModelUse use);
   // What is wrong with this shape for tp ranks of tensor parallelism, one line each ("model.n_head (6) is not
   // divisible by parallel.tp (4)"); empty when it can be built.
   std::vector<std::string> (*shape_problems)(const ModelConfig& config, int tp);
@@ -45,7 +45,7 @@ std::string architecture_names();
 // Conveniences over model_architecture(config.arch).
 std::vector<ParamSpec> param_specs(const ModelConfig& config);
 std::unique_ptr<Model> create_model(const ModelConfig& config, Backend& backend, ProcessGroup& tp, StageRange stage,
-                                    int micro_batch, int seq_len, int slots);
+                                    int micro_batch, int seq_len, int slots, ModelUse use = ModelUse::kTrain);
 // Parameters of the model (unpadded; a tied embedding counted once).
 int64_t num_parameters(const ModelConfig& config);
 // Training FLOPs per token: 6 per weight of every matrix product (every parameter but the input embedding

@@ -41,15 +41,18 @@ bool stage_holds(const StageRange& stage, const ParamSpec& spec) {
   return false;
 }
 
-Model::Model(const ModelConfig& config, Backend& backend, int tp_rank, int tp_size, StageRange stage,
-             int micro_batch, int seq_len, int slots, const std::vector<ParamSpec>& specs)
+Model::Model(const ModelConfig& config, Backend& backend, int tp_rank, int tp_size, StageRange stage, int micro_batch,
+             int seq_len, int slots, const std::vector<ParamSpec>& specs, ModelUse use)
     : config_(config),
       backend_(backend),
       stage_(stage),
       micro_batch_(micro_batch),
       seq_len_(seq_len),
-      slots_(slots) {
+      slots_(slots),
+      use_(use) {
   TS_ASSERT(seq_len >= 1 && seq_len <= config.max_seq_len && micro_batch >= 1 && slots >= 1, "bad plan");
+  TS_ASSERT(use == ModelUse::kTrain || slots == 1, "an inference model has one slot");
+  const bool train = use == ModelUse::kTrain;
   TS_ASSERT(config.dtype == DType::kF32 || config.dtype == DType::kBF16, "compute dtype ", dtype_name(config.dtype));
   TS_ASSERT(stage.first_layer >= 0 && stage.end_layer <= config.n_layer && stage.first_layer <= stage.end_layer,
             "bad stage");
@@ -70,9 +73,11 @@ Model::Model(const ModelConfig& config, Backend& backend, int tp_rank, int tp_si
     params_.push_back(std::move(p));
   }
   param_buffer_ = backend.allocate(static_cast<size_t>(total) * sizeof(float));
-  grad_buffer_ = backend.allocate(static_cast<size_t>(total) * sizeof(float));
   flat_params_ = param_buffer_.tensor(0, DType::kF32, {total});
-  flat_grads_ = grad_buffer_.tensor(0, DType::kF32, {total});
+  if (train) {
+    grad_buffer_ = backend.allocate(static_cast<size_t>(total) * sizeof(float));
+    flat_grads_ = grad_buffer_.tensor(0, DType::kF32, {total});
+  }
   flat_compute_ = flat_params_;
   if (config.dtype != DType::kF32) {
     compute_buffer_ = backend.allocate(static_cast<size_t>(total) * dtype_size(config.dtype));
@@ -81,11 +86,22 @@ Model::Model(const ModelConfig& config, Backend& backend, int tp_rank, int tp_si
   for (LocalParam& p : params_) {
     p.value = elements(flat_params_, p.offset, p.layout.local_shape);
     p.compute = elements(flat_compute_, p.offset, p.layout.local_shape);
-    p.grad = elements(flat_grads_, p.offset, p.layout.local_shape);
+    if (train) p.grad = elements(flat_grads_, p.offset, p.layout.local_shape);
   }
   backend.fill(flat_params_, 0.0f);
   refresh_compute_params();
-  backend.fill(flat_grads_, 0.0f);
+  if (train) backend.fill(flat_grads_, 0.0f);
+}
+
+Tensor Model::decode_tokens(int n_new) const {
+  TS_ASSERT(n_new >= 1 && n_new <= seq_len_, "decode of ", n_new, " tokens with seq_len ", seq_len_);
+  return Tensor(tokens(0).data(), DType::kI32, backend_.device(), {static_cast<int64_t>(micro_batch_) * n_new});
+}
+
+Tensor Model::decode_input(int n_new) const {
+  TS_ASSERT(n_new >= 1 && n_new <= seq_len_, "decode of ", n_new, " tokens with seq_len ", seq_len_);
+  const Tensor input = stage_input(0);
+  return Tensor(input.data(), input.dtype(), input.device(), {micro_batch_, n_new, input.dim(input.ndim() - 1)});
 }
 
 const LocalParam* Model::find_param(const std::string& name) const {
@@ -156,6 +172,8 @@ void Model::refresh_compute_params() {
   if (has_compute_copy()) backend_.copy(flat_compute_, flat_params_);
 }
 
-void Model::zero_grads() { backend_.fill(flat_grads_, 0.0f); }
+void Model::zero_grads() {
+  if (flat_grads_.defined()) backend_.fill(flat_grads_, 0.0f);
+}
 
 }  // namespace tessera

@@ -34,6 +34,20 @@
 
 namespace tessera {
 
+// What a Model is built for. kTrain: parameters and gradients, activations of every micro-batch in flight kept for
+// the backward. kInference (Note [Inference plan]): parameters only — no gradient buffer (LocalParam::grad and
+// flat_grads() are undefined), no targets, losses or backward scratch — activations of one layer at a time, and
+// a key/value cache per layer for decode().
+enum class ModelUse { kTrain, kInference };
+
+// Note [Inference plan]
+// An inference model is planned with slots = 1 and seq_len = the longest sequence it will decode (at most
+// config.max_seq_len); its blocks share one set of activation buffers (a block's are dead once the next block
+// has read its output), and each block holds K and V caches of [micro_batch, seq_len, local kv heads, head size]
+// in the compute dtype. forward_logits runs over all seq_len positions of slot 0 (what a full recomputation
+// uses); decode() runs only the new positions over the cache. Training numbers do not depend on this plan: a
+// kTrain model is planned exactly as before inference existed.
+
 // The layers this rank's pipeline stage runs.
 struct StageRange {
   int first_layer = 0;
@@ -71,6 +85,7 @@ class Model {
   int slots() const { return slots_; }
   int micro_batch() const { return micro_batch_; }
   int seq_len() const { return seq_len_; }
+  ModelUse use() const { return use_; }
 
   // ---- parameters ----
   std::vector<LocalParam>& params() { return params_; }
@@ -120,6 +135,20 @@ class Model {
   // end of backward() (after the embedding's, on the first stage). The DP gradient sync (parallel/grad_sync.h)
   // starts its buckets from it. Empty (the default): no calls.
   void set_backward_hook(std::function<void(int layer)> hook) { backward_hook_ = std::move(hook); }
+  // ---- inference with a key/value cache (ModelUse::kInference only) ----
+  // Runs this stage on n_new new tokens of each of the micro_batch sequences, at positions [position, position +
+  // n_new), attending over the keys and values of positions [0, position) that earlier calls cached, and caches
+  // theirs (position 0 starts new sequences; position + n_new <= seq_len()). Inputs, filled by the caller:
+  // decode_tokens(n_new) on the first stage, decode_input(n_new) on the others. Returns on the last stage this TP
+  // rank's logits [B * n_new, V_local] (as forward_logits), elsewhere the stage's output [B, n_new, C] to pass to
+  // the next stage's decode_input; valid until the next call. Collective over tp.
+  virtual Tensor decode(int position, int n_new) = 0;
+  // The first B * n_new token ids (i32, [B, n_new] row-major) of slot 0's tokens(): decode's input on the first
+  // stage.
+  Tensor decode_tokens(int n_new) const;
+  // [B, n_new, C], the front of slot 0's stage_input(): decode's input on the other stages.
+  Tensor decode_input(int n_new) const;
+
   // This TP rank's first vocabulary entry and how many of its rows are real (the rest is padding).
   int64_t vocab_start() const { return vocab_start_; }
   int64_t valid_vocab() const { return valid_vocab_; }
@@ -128,7 +157,7 @@ class Model {
   // Takes this stage's parameters from `specs` (the architecture's, in its order), slices them for this TP
   // rank and lays them out in the flat buffers (zero; init_parameters() fills them).
   Model(const ModelConfig& config, Backend& backend, int tp_rank, int tp_size, StageRange stage, int micro_batch,
-        int seq_len, int slots, const std::vector<ParamSpec>& specs);
+        int seq_len, int slots, const std::vector<ParamSpec>& specs, ModelUse use);
 
   // The index in params() of the parameter `name` (which this stage must hold), for the model's own wiring.
   int param_index(const std::string& name) const;
@@ -147,6 +176,7 @@ class Model {
   Backend& backend_;
   StageRange stage_;
   int micro_batch_, seq_len_, slots_;
+  ModelUse use_;
   int64_t vocab_rows_ = 0;  // this TP rank's rows of the padded vocabulary
   int64_t vocab_start_ = 0, valid_vocab_ = 0;
 

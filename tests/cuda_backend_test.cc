@@ -629,6 +629,24 @@ void add_compute_cases(Rng& rng, DType dtype, std::vector<Case>& cases) {
           b.rope_backward(t[0], n_head, n_kv_head, seq_len, 500000.0f);
         },
         tol({1e-6, 1e-6}));
+    push(
+        "rope_forward_at" + shape, {in_out({s.B, s.T, W}, qkv, 1)},
+        [n_head, n_kv_head, seq_len](Backend& b, const Tensors& t) {
+          b.rope_forward_at(t[0], n_head, n_kv_head, seq_len, 1000, 10000.0f);
+        },
+        tol({1e-6, 1e-6}));
+    // Cached attention: the last Tq tokens over caches of T + 2 rows holding the first T - Tq.
+    const int64_t Tq = std::min<int64_t>(3, s.T), kv = s.KV * s.hs, cache_rows = s.T + 2;
+    const int position = static_cast<int>(s.T - Tq);
+    push(
+        "cached_attention_forward" + shape,
+        {output({s.B, Tq, C}), input({s.B, Tq, W}, rounded(rng.normal(s.B * Tq * W), dtype)),
+         in_out({s.B, cache_rows, s.KV, s.hs}, rounded(rng.normal(s.B * cache_rows * kv), dtype)),
+         in_out({s.B, cache_rows, s.KV, s.hs}, rounded(rng.normal(s.B * cache_rows * kv), dtype))},
+        [n_head, n_kv_head, position](Backend& b, const Tensors& t) {
+          b.cached_attention_forward(t[0], t[1], t[2], t[3], n_head, n_kv_head, position);
+        },
+        tol({1e-5, 1e-6}));
   }
 
   // Embeddings: a vocabulary shard of V_local rows starting at vocab_start; tokens inside and outside it,

@@ -50,6 +50,8 @@ class FakeDeviceBackend final : public Backend {
   void rope_forward(Tensor, int, int, int, float) override { unused(); }
   void rope_backward(Tensor, int, int, int, float) override { unused(); }
   void attention_forward(Tensor, Tensor, Tensor, int, int) override { unused(); }
+  void rope_forward_at(Tensor, int, int, int, int, float) override { unused(); }
+  void cached_attention_forward(Tensor, Tensor, Tensor, Tensor, int, int, int) override { unused(); }
   void attention_backward(Tensor, Tensor, Tensor, Tensor, Tensor, int, int) override { unused(); }
   void embedding_forward(Tensor, Tensor, Tensor, Tensor, int, int64_t) override { unused(); }
   void embedding_backward(Tensor, Tensor, Tensor, Tensor, int, int64_t) override { unused(); }

@@ -733,11 +733,12 @@ double rope_contract_angle(int64_t position, int64_t d, int64_t hs, float theta)
 
 // The rotate-half rotation of the Q and K heads of qkv[N, W] in double, by +angle (or -angle: `inverse`), with the
 // contract's angle, or with the same angle written as position * theta^(-2d/hs) when `exact_angle`. V is copied.
-Doubles rope_reference(const Doubles& qkv, const RopeCase& c, bool inverse, bool exact_angle = false) {
+Doubles rope_reference(const Doubles& qkv, const RopeCase& c, bool inverse, bool exact_angle = false,
+                       int64_t first_position = 0) {
   const int64_t W = rope_width(c), half = c.hs / 2, N = c.B * c.T;
   Doubles out = qkv;
   for (int64_t i = 0; i < N; ++i) {
-    const int64_t position = i % c.T;
+    const int64_t position = first_position + i % c.T;
     for (int64_t d = 0; d < half; ++d) {
       const double angle = exact_angle
                                ? static_cast<double>(position) * std::pow(static_cast<double>(c.theta), -2.0 * d / c.hs)
@@ -771,6 +772,27 @@ TEST_P(Rope, ForwardMatchesDoubleReference) {
   // V is untouched, bit for bit.
   for (int64_t i = 0; i < N; ++i) {
     for (int64_t x = (c.H + c.KV) * c.hs; x < W; ++x) ASSERT_EQ(got[i * W + x], qkv[i * W + x]) << "V row " << i;
+  }
+}
+
+// rope_forward_at: the same rotation at positions shifted by an offset (new tokens after cached ones); at offset 0
+// it is rope_forward, bit for bit.
+TEST_P(Rope, ForwardAtAnOffsetMatchesDoubleReference) {
+  const RopeCase& c = GetParam();
+  const int64_t W = rope_width(c), N = c.B * c.T;
+  const int H = static_cast<int>(c.H), KV = static_cast<int>(c.KV), T = static_cast<int>(c.T);
+  for (const int position : {0, 1, 37, 4093}) {
+    Floats qkv = rng_.normal(N * W);
+    DeviceTensor qkv_t = upload(backend_, qkv, {c.B, c.T, W});
+    backend_.rope_forward_at(qkv_t.tensor, H, KV, T, position, c.theta);
+    const Floats got = download(backend_, qkv_t.tensor);
+    EXPECT_TRUE(all_close(got, rope_reference(to_doubles(qkv), c, false, false, position), {1e-6, 1e-6}))
+        << "position " << position;
+    if (position == 0) {
+      DeviceTensor plain_t = upload(backend_, qkv, {c.B, c.T, W});
+      backend_.rope_forward(plain_t.tensor, H, KV, T, c.theta);
+      EXPECT_EQ(download(backend_, plain_t.tensor), got) << "offset 0 is rope_forward";
+    }
   }
 }
 
@@ -1086,6 +1108,72 @@ INSTANTIATE_TEST_SUITE_P(
         AttentionCase{"B2_T7_H3_KV1_hs5", 2, 7, 3, 1, 5}, AttentionCase{"B2_T9_H4_KV2_hs6", 2, 9, 4, 2, 6},
         AttentionCase{"B1_T13_H6_KV2_hs4", 1, 13, 6, 2, 4}, AttentionCase{"B2_T33_H8_KV2_hs16", 2, 33, 8, 2, 16},
         AttentionCase{"B1_T64_H32_KV8_hs64", 1, 64, 32, 8, 64}),
+    CaseName());
+
+// Cached attention: a sequence of P + Tq tokens, the first P of them already in the caches (and the cache rows
+// after P + Tq poisoned), the last Tq new. Its output must be the last Tq rows of causal attention over the whole
+// sequence (the double reference), and the caches must then hold every token's K and V.
+struct CachedAttentionCase {
+  std::string name;
+  int64_t B, P, Tq, T_cache, H, KV, hs;
+};
+
+class CachedAttention : public KernelTest<CachedAttentionCase> {};
+
+TEST_P(CachedAttention, MatchesFullAttentionOfTheWholeSequence) {
+  const CachedAttentionCase& c = GetParam();
+  const int64_t W = (c.H + 2 * c.KV) * c.hs, C = c.H * c.hs, kv = c.KV * c.hs, T = c.P + c.Tq;
+  const Floats full = rng_.normal(c.B * T * W, 1.5);
+  Floats fresh(static_cast<size_t>(c.B * c.Tq * W)), k_cache(static_cast<size_t>(c.B * c.T_cache * kv), 1e30f),
+      v_cache = k_cache;
+  for (int64_t b = 0; b < c.B; ++b) {
+    for (int64_t t = 0; t < T; ++t) {
+      const float* row = full.data() + (b * T + t) * W;
+      if (t >= c.P) std::copy(row, row + W, fresh.begin() + (b * c.Tq + t - c.P) * W);
+      if (t < c.P) {
+        std::copy(row + C, row + C + kv, k_cache.begin() + (b * c.T_cache + t) * kv);
+        std::copy(row + C + kv, row + C + 2 * kv, v_cache.begin() + (b * c.T_cache + t) * kv);
+      }
+    }
+  }
+  DeviceTensor qkv_t = upload(backend_, fresh, {c.B, c.Tq, W});
+  DeviceTensor k_t = upload(backend_, k_cache, {c.B, c.T_cache, c.KV, c.hs});
+  DeviceTensor v_t = upload(backend_, v_cache, {c.B, c.T_cache, c.KV, c.hs});
+  DeviceTensor out_t = poisoned(backend_, {c.B, c.Tq, C});
+
+  backend_.cached_attention_forward(out_t.tensor, qkv_t.tensor, k_t.tensor, v_t.tensor, static_cast<int>(c.H),
+                                    static_cast<int>(c.KV), static_cast<int>(c.P));
+
+  const Doubles all = attention_reference(to_doubles(full), c.B, T, c.H, c.KV, c.hs);
+  Doubles want(static_cast<size_t>(c.B * c.Tq * C));
+  for (int64_t b = 0; b < c.B; ++b) {
+    std::copy(all.begin() + (b * T + c.P) * C, all.begin() + (b * T + T) * C, want.begin() + b * c.Tq * C);
+  }
+  EXPECT_TRUE(all_close(download(backend_, out_t.tensor), want, {1e-5, 1e-5})) << "out";
+  const Floats k_got = download(backend_, k_t.tensor), v_got = download(backend_, v_t.tensor);
+  for (int64_t b = 0; b < c.B; ++b) {
+    for (int64_t t = 0; t < c.T_cache; ++t) {
+      for (int64_t x = 0; x < kv; ++x) {
+        const size_t at = static_cast<size_t>((b * c.T_cache + t) * kv + x);
+        const float want_k = t < T ? full[(b * T + t) * W + C + x] : 1e30f;
+        const float want_v = t < T ? full[(b * T + t) * W + C + kv + x] : 1e30f;
+        ASSERT_EQ(k_got[at], want_k) << "k_cache b " << b << " t " << t;
+        ASSERT_EQ(v_got[at], want_v) << "v_cache b " << b << " t " << t;
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Cpu, CachedAttention,
+    ::testing::Values(
+        // A prefill (nothing cached), single-token steps, several new tokens over a cache, GQA, odd sizes.
+        CachedAttentionCase{"prefill_B1_T7_H2_hs4", 1, 0, 7, 9, 2, 2, 4},
+        CachedAttentionCase{"step_B1_P1_H1_hs1", 1, 1, 1, 2, 1, 1, 1},
+        CachedAttentionCase{"step_B2_P12_H3_hs5", 2, 12, 1, 16, 3, 3, 5},
+        CachedAttentionCase{"chunk_B2_P5_Tq3_H4_KV2_hs6", 2, 5, 3, 11, 4, 2, 6},
+        CachedAttentionCase{"step_B1_P40_H6_KV1_hs8", 1, 40, 1, 41, 6, 1, 8},
+        CachedAttentionCase{"step_B1_P100_H8_KV2_hs64", 1, 100, 1, 128, 8, 2, 64}),
     CaseName());
 
 // With as many key/value heads as query heads, GQA is multi-head attention: the grouped code path must give

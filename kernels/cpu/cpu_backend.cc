@@ -17,6 +17,7 @@
 #include "core/bf16.h"
 #include "kernels/cpu/adamw.h"
 #include "kernels/cpu/attention.h"
+#include "kernels/cpu/cached_attention.h"
 #include "kernels/cpu/cross_entropy.h"
 #include "kernels/cpu/embedding.h"
 #include "kernels/cpu/gelu.h"
@@ -290,6 +291,32 @@ void CpuBackend::rope_backward(Tensor d_qkv, int n_head, int n_kv_head, int seq_
   expect_compute_dtype({d_qkv}, "rope_backward");
   Staging f32(staging_);
   cpu::rope_backward(f32.inout(d_qkv), rows(d_qkv), n_head, n_kv_head, hs, seq_len, theta);
+}
+
+void CpuBackend::rope_forward_at(Tensor qkv, int n_head, int n_kv_head, int seq_len, int position, float theta) {
+  const int64_t hs = qkv_head_size(qkv, n_head, n_kv_head, "rope_forward_at");
+  TS_ASSERT(hs % 2 == 0 && seq_len >= 1 && rows(qkv) % seq_len == 0 && position >= 0, "rope_forward_at: head size ", hs,
+            ", seq_len ", seq_len, ", position ", position, ", qkv ", qkv.shape_string());
+  expect_compute_dtype({qkv}, "rope_forward_at");
+  Staging f32(staging_);
+  cpu::rope_forward_at(f32.inout(qkv), rows(qkv), n_head, n_kv_head, hs, seq_len, position, theta);
+}
+
+void CpuBackend::cached_attention_forward(Tensor out, Tensor qkv, Tensor k_cache, Tensor v_cache, int n_head,
+                                          int n_kv_head, int position) {
+  TS_ASSERT(qkv.ndim() == 3 && k_cache.ndim() == 4, "cached_attention_forward: qkv ", qkv.shape_string(), ", cache ",
+            k_cache.shape_string());
+  const int64_t hs = qkv_head_size(qkv, n_head, n_kv_head, "cached_attention_forward");
+  const int64_t B = qkv.dim(0), Tq = qkv.dim(1), T_cache = k_cache.dim(1);
+  TS_ASSERT(k_cache.dim(0) == B && k_cache.dim(2) == n_kv_head && k_cache.dim(3) == hs &&
+                v_cache.numel() == k_cache.numel() && out.numel() == B * Tq * n_head * hs && position >= 0 &&
+                position + Tq <= T_cache,
+            "cached_attention_forward shapes: out ", out.shape_string(), ", qkv ", qkv.shape_string(), ", cache ",
+            k_cache.shape_string(), ", position ", position);
+  expect_compute_dtype({out, qkv, k_cache, v_cache}, "cached_attention_forward");
+  Staging f32(staging_);
+  cpu::cached_attention_forward(f32.out(out), f32.in(qkv), f32.inout(k_cache), f32.inout(v_cache), B, Tq, T_cache,
+                                n_head, n_kv_head, hs, position);
 }
 
 void CpuBackend::attention_forward(Tensor out, Tensor lse, Tensor qkv, int n_head, int n_kv_head) {

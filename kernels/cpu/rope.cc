@@ -17,7 +17,8 @@ double rope_inverse_frequency(int64_t d, int64_t hs, float theta) {
 namespace {
 
 // direction +1 rotates by +angle (forward), -1 by -angle (backward: the transpose of the rotation).
-void rotate(float* qkv, int64_t N, int64_t H, int64_t KV, int64_t hs, int64_t seq_len, float theta, float direction) {
+void rotate(float* qkv, int64_t N, int64_t H, int64_t KV, int64_t hs, int64_t seq_len, int64_t first_position,
+            float theta, float direction) {
   const int64_t half = hs / 2;
   const int64_t row_width = (H + 2 * KV) * hs;
   std::vector<double> inverse_frequency(static_cast<size_t>(half));
@@ -29,7 +30,7 @@ void rotate(float* qkv, int64_t N, int64_t H, int64_t KV, int64_t hs, int64_t se
     sines.resize(static_cast<size_t>(half));
 #pragma omp for schedule(static)
     for (int64_t i = 0; i < N; ++i) {
-      const double position = static_cast<double>(i % seq_len);
+      const double position = static_cast<double>(first_position + i % seq_len);
       for (int64_t d = 0; d < half; ++d) {
         const double angle = position * inverse_frequency[d];
         cosines[d] = static_cast<float>(std::cos(angle));
@@ -52,11 +53,16 @@ void rotate(float* qkv, int64_t N, int64_t H, int64_t KV, int64_t hs, int64_t se
 }  // namespace
 
 void rope_forward(float* qkv, int64_t N, int64_t H, int64_t KV, int64_t hs, int64_t seq_len, float theta) {
-  rotate(qkv, N, H, KV, hs, seq_len, theta, 1.0f);
+  rotate(qkv, N, H, KV, hs, seq_len, 0, theta, 1.0f);
+}
+
+void rope_forward_at(float* qkv, int64_t N, int64_t H, int64_t KV, int64_t hs, int64_t seq_len, int64_t position,
+                     float theta) {
+  rotate(qkv, N, H, KV, hs, seq_len, position, theta, 1.0f);
 }
 
 void rope_backward(float* d_qkv, int64_t N, int64_t H, int64_t KV, int64_t hs, int64_t seq_len, float theta) {
-  rotate(d_qkv, N, H, KV, hs, seq_len, theta, -1.0f);
+  rotate(d_qkv, N, H, KV, hs, seq_len, 0, theta, -1.0f);
 }
 
 }  // namespace tessera::cpu

@@ -12,6 +12,7 @@
 
 #include "kernels/cuda/adamw.h"
 #include "kernels/cuda/attention.h"
+#include "kernels/cuda/cached_attention.h"
 #include "kernels/cuda/cross_entropy.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/dtype.h"
@@ -437,6 +438,38 @@ void CudaBackend::rope_backward(Tensor d_qkv, int n_head, int n_kv_head, int seq
   cuda::dispatch_compute(dtype, "rope_backward", [&]<typename Tag>(Tag) {
     using T = typename Tag::type;
     cuda::rope_backward(data_as<T>(d_qkv), rows(d_qkv), n_head, n_kv_head, hs, seq_len, theta, context_);
+  });
+}
+
+void CudaBackend::rope_forward_at(Tensor qkv, int n_head, int n_kv_head, int seq_len, int position, float theta) {
+  expect_on_gpu({&qkv}, "rope_forward_at");
+  const DType dtype = compute_dtype("rope_forward_at", {&qkv});
+  const int64_t hs = qkv_head_size(qkv, n_head, n_kv_head, "rope_forward_at");
+  TS_ASSERT(hs % 2 == 0 && seq_len >= 1 && rows(qkv) % seq_len == 0 && position >= 0, "rope_forward_at: head size ", hs,
+            ", seq_len ", seq_len, ", position ", position, ", qkv ", qkv.shape_string());
+  cuda::dispatch_compute(dtype, "rope_forward_at", [&]<typename Tag>(Tag) {
+    using T = typename Tag::type;
+    cuda::rope_forward_at(data_as<T>(qkv), rows(qkv), n_head, n_kv_head, hs, seq_len, position, theta, context_);
+  });
+}
+
+void CudaBackend::cached_attention_forward(Tensor out, Tensor qkv, Tensor k_cache, Tensor v_cache, int n_head,
+                                           int n_kv_head, int position) {
+  expect_on_gpu({&out, &qkv, &k_cache, &v_cache}, "cached_attention_forward");
+  const DType dtype = compute_dtype("cached_attention_forward", {&out, &qkv, &k_cache, &v_cache});
+  TS_ASSERT(qkv.ndim() == 3 && k_cache.ndim() == 4, "cached_attention_forward: qkv ", qkv.shape_string(), ", cache ",
+            k_cache.shape_string());
+  const int64_t hs = qkv_head_size(qkv, n_head, n_kv_head, "cached_attention_forward");
+  const int64_t B = qkv.dim(0), Tq = qkv.dim(1), T_cache = k_cache.dim(1);
+  TS_ASSERT(k_cache.dim(0) == B && k_cache.dim(2) == n_kv_head && k_cache.dim(3) == hs &&
+                v_cache.numel() == k_cache.numel() && out.numel() == B * Tq * n_head * hs && position >= 0 &&
+                position + Tq <= T_cache && position + Tq <= cuda::kMaxCachedPositions && B <= 65535 && n_head <= 65535,
+            "cached_attention_forward shapes: out ", out.shape_string(), ", qkv ", qkv.shape_string(), ", cache ",
+            k_cache.shape_string(), ", position ", position);
+  cuda::dispatch_compute(dtype, "cached_attention_forward", [&]<typename Tag>(Tag) {
+    using S = typename Tag::type;
+    cuda::cached_attention_forward(data_as<S>(out), data_as<S>(qkv), data_as<S>(k_cache), data_as<S>(v_cache), B, Tq,
+                                   T_cache, n_head, n_kv_head, hs, position, context_);
   });
 }
 

@@ -84,9 +84,12 @@ class CudaBackend final : public Backend {
   void swiglu_backward(Tensor d_gate_up, Tensor d_out, Tensor gate_up) override;
   void rope_forward(Tensor qkv, int n_head, int n_kv_head, int seq_len, float theta) override;
   void rope_backward(Tensor d_qkv, int n_head, int n_kv_head, int seq_len, float theta) override;
+  void rope_forward_at(Tensor qkv, int n_head, int n_kv_head, int seq_len, int position, float theta) override;
   void attention_forward(Tensor out, Tensor lse, Tensor qkv, int n_head, int n_kv_head) override;
   void attention_backward(Tensor d_qkv, Tensor d_out, Tensor qkv, Tensor out, Tensor lse, int n_head,
                           int n_kv_head) override;
+  void cached_attention_forward(Tensor out, Tensor qkv, Tensor k_cache, Tensor v_cache, int n_head, int n_kv_head,
+                                int position) override;
   void embedding_forward(Tensor out, Tensor tokens, Tensor wte, Tensor wpe, int seq_len, int64_t vocab_start) override;
   void embedding_backward(Tensor d_wte, Tensor d_wpe, Tensor d_out, Tensor tokens, int seq_len,
                           int64_t vocab_start) override;

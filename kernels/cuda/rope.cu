@@ -17,14 +17,14 @@ constexpr int kThreads = 256;
 
 // direction +1 rotates by +angle (forward), -1 by -angle (backward).
 template <typename T>
-__global__ void rope_kernel(T* qkv, int64_t N, int64_t H, int64_t KV, int64_t hs, int64_t seq_len, float theta,
-                            float direction) {
+__global__ void rope_kernel(T* qkv, int64_t N, int64_t H, int64_t KV, int64_t hs, int64_t seq_len,
+                            int64_t first_position, float theta, float direction) {
   const int64_t half = hs / 2, row_width = (H + 2 * KV) * hs;
   for (int64_t e = grid_start(); e < N * half; e += grid_stride()) {
     const int64_t i = e / half, d = e % half;
     const double inverse_frequency =
         1.0 / pow(static_cast<double>(theta), static_cast<double>(2 * d) / static_cast<double>(hs));
-    const double angle = static_cast<double>(i % seq_len) * inverse_frequency;
+    const double angle = static_cast<double>(first_position + i % seq_len) * inverse_frequency;
     double sine = 0, cosine = 0;
     sincos(angle, &sine, &cosine);
     const float c = static_cast<float>(cosine), s = direction * static_cast<float>(sine);
@@ -40,11 +40,12 @@ __global__ void rope_kernel(T* qkv, int64_t N, int64_t H, int64_t KV, int64_t hs
 }
 
 template <typename T>
-void rotate(T* qkv, int64_t N, int64_t H, int64_t KV, int64_t hs, int64_t seq_len, float theta, float direction,
-            const Context& ctx) {
+void rotate(T* qkv, int64_t N, int64_t H, int64_t KV, int64_t hs, int64_t seq_len, int64_t first_position, float theta,
+            float direction, const Context& ctx) {
   const int64_t pairs = N * (hs / 2);
   if (pairs == 0) return;
-  rope_kernel<<<grid_size(pairs, kThreads), kThreads, 0, ctx.stream>>>(qkv, N, H, KV, hs, seq_len, theta, direction);
+  rope_kernel<<<grid_size(pairs, kThreads), kThreads, 0, ctx.stream>>>(qkv, N, H, KV, hs, seq_len, first_position,
+                                                                       theta, direction);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -53,18 +54,25 @@ void rotate(T* qkv, int64_t N, int64_t H, int64_t KV, int64_t hs, int64_t seq_le
 template <typename T>
 void rope_forward(T* qkv, int64_t N, int64_t H, int64_t KV, int64_t hs, int64_t seq_len, float theta,
                   const Context& ctx) {
-  rotate(qkv, N, H, KV, hs, seq_len, theta, 1.0f, ctx);
+  rotate(qkv, N, H, KV, hs, seq_len, 0, theta, 1.0f, ctx);
+}
+
+template <typename T>
+void rope_forward_at(T* qkv, int64_t N, int64_t H, int64_t KV, int64_t hs, int64_t seq_len, int64_t position,
+                     float theta, const Context& ctx) {
+  rotate(qkv, N, H, KV, hs, seq_len, position, theta, 1.0f, ctx);
 }
 
 template <typename T>
 void rope_backward(T* d_qkv, int64_t N, int64_t H, int64_t KV, int64_t hs, int64_t seq_len, float theta,
                    const Context& ctx) {
-  rotate(d_qkv, N, H, KV, hs, seq_len, theta, -1.0f, ctx);
+  rotate(d_qkv, N, H, KV, hs, seq_len, 0, theta, -1.0f, ctx);
 }
 
-#define TS_INSTANTIATE(T)                                                                                \
-  template void rope_forward<T>(T*, int64_t, int64_t, int64_t, int64_t, int64_t, float, const Context&); \
-  template void rope_backward<T>(T*, int64_t, int64_t, int64_t, int64_t, int64_t, float, const Context&);
+#define TS_INSTANTIATE(T)                                                                                 \
+  template void rope_forward<T>(T*, int64_t, int64_t, int64_t, int64_t, int64_t, float, const Context&);  \
+  template void rope_backward<T>(T*, int64_t, int64_t, int64_t, int64_t, int64_t, float, const Context&); \
+  template void rope_forward_at<T>(T*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, float, const Context&);
 TS_INSTANTIATE(float)
 TS_INSTANTIATE(bf16)
 #undef TS_INSTANTIATE

@@ -14,6 +14,10 @@ namespace tessera::cuda {
 template <typename T>
 void rope_forward(T* qkv, int64_t N, int64_t H, int64_t KV, int64_t hs, int64_t seq_len, float theta,
                   const Context& ctx);
+// rope_forward at positions position + i % seq_len (new tokens after `position` cached ones).
+template <typename T>
+void rope_forward_at(T* qkv, int64_t N, int64_t H, int64_t KV, int64_t hs, int64_t seq_len, int64_t position,
+                     float theta, const Context& ctx);
 // The inverse (transposed) rotation of the same heads, for the gradient d_qkv.
 template <typename T>
 void rope_backward(T* d_qkv, int64_t N, int64_t H, int64_t KV, int64_t hs, int64_t seq_len, float theta,

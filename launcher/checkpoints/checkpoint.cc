@@ -180,6 +180,72 @@ std::string publish_checkpoint(const std::string& tmp_dir, const std::string& ch
   return final_dir;
 }
 
+namespace {
+
+// The problems of checkpoint `dir` (its manifest read into *manifest), each shard hashed by one rank of world.
+// Collective over world.
+std::vector<std::string> verify_checkpoint(ProcessGroup& world, const std::string& dir,
+                                           checkpoint::Manifest* manifest) {
+  std::string error;
+  try {
+    *manifest = read_manifest(dir);
+  } catch (const CheckpointError& e) {
+    error = e.what();
+  }
+  std::vector<int32_t> bad = {error.empty() ? 0 : 1};
+  all_reduce_max(world, bad);
+  if (bad[0] != 0) return {error.empty() ? "the manifest could not be read on another rank" : error};
+  std::vector<std::string> problems = tiling_problems(*manifest);
+  if (!problems.empty()) return problems;
+  // Each shard is hashed by one rank.
+  std::vector<checkpoint::FileEntry> files;
+  for (const checkpoint::Shard& shard : manifest->shards()) files.push_back(shard.file());
+  std::vector<int32_t> status(files.size(), 0);
+  for (size_t i = 0; i < files.size(); ++i) {
+    if (static_cast<int>(i % world.size()) == world.rank()) status[i] = static_cast<int32_t>(check_file(dir, files[i]));
+  }
+  all_reduce_max(world, status);
+  for (size_t i = 0; i < files.size(); ++i) {
+    if (status[i] != 0) problems.push_back(describe_file_problem(dir, files[i], static_cast<FileStatus>(status[i])));
+  }
+  return problems;
+}
+
+// Fills every piece (stored or not) from checkpoint `dir`, reading only the stored boxes that overlap them. Not
+// collective.
+void read_pieces(const std::string& dir, const checkpoint::Manifest& manifest, const std::vector<LocalParam>& params,
+                 const std::vector<StatePiece>& pieces, Backend& backend) {
+  const std::vector<SliceRead> reads = plan_slice_reads(params, pieces, manifest, fs::path(dir).filename().string());
+  const bool on_cpu = backend.device() == Device::kCpu;
+  std::vector<std::vector<float>> host_buffers(on_cpu ? 0 : pieces.size());
+  std::vector<float*> host(pieces.size());
+  for (size_t k = 0; k < pieces.size(); ++k) {
+    // Vocabulary padding is not stored: it is zero.
+    if (on_cpu) {
+      backend.fill(pieces[k].memory, 0.0f);
+      host[k] = pieces[k].memory.f32();
+    } else {
+      host_buffers[k].assign(static_cast<size_t>(pieces[k].end - pieces[k].begin), 0.0f);
+      host[k] = host_buffers[k].data();
+    }
+  }
+  std::map<int, std::vector<const SliceRead*>> by_shard;
+  for (const SliceRead& read : reads) by_shard[read.shard].push_back(&read);
+  for (const auto& [shard, shard_reads] : by_shard) {
+    ShardReader reader(join_path(dir, manifest.shards(shard).file().file()));
+    for (const SliceRead* read : shard_reads) {
+      const StatePiece& piece = pieces[read->piece];
+      reader.read(manifest.shards(shard).tensors(read->tensor), read->within, host[read->piece],
+                  piece.end - piece.begin, read->runs);
+    }
+  }
+  if (!on_cpu) {
+    for (size_t k = 0; k < pieces.size(); ++k) backend.copy_from_host(pieces[k].memory, host[k]);
+  }
+}
+
+}  // namespace
+
 Checkpointer::Checkpointer(Job& job, const DataSources& data, std::string run_dir)
     : job_(job), data_(data), run_dir_(std::move(run_dir)), options_(job.config.checkpoint()) {
   checkpoints_dir_ = checkpoints_dir_of(run_dir_);
@@ -403,30 +469,7 @@ void Checkpointer::finish() {
 }
 
 std::vector<std::string> Checkpointer::verify(const std::string& dir, checkpoint::Manifest* manifest) {
-  ProcessGroup& world = *job_.groups.world;
-  std::string error;
-  try {
-    *manifest = read_manifest(dir);
-  } catch (const CheckpointError& e) {
-    error = e.what();
-  }
-  std::vector<int32_t> bad = {error.empty() ? 0 : 1};
-  all_reduce_max(world, bad);
-  if (bad[0] != 0) return {error.empty() ? "the manifest could not be read on another rank" : error};
-  std::vector<std::string> problems = tiling_problems(*manifest);
-  if (!problems.empty()) return problems;
-  // Each shard is hashed by one rank.
-  std::vector<checkpoint::FileEntry> files;
-  for (const checkpoint::Shard& shard : manifest->shards()) files.push_back(shard.file());
-  std::vector<int32_t> status(files.size(), 0);
-  for (size_t i = 0; i < files.size(); ++i) {
-    if (static_cast<int>(i % world.size()) == world.rank()) status[i] = static_cast<int32_t>(check_file(dir, files[i]));
-  }
-  all_reduce_max(world, status);
-  for (size_t i = 0; i < files.size(); ++i) {
-    if (status[i] != 0) problems.push_back(describe_file_problem(dir, files[i], static_cast<FileStatus>(status[i])));
-  }
-  return problems;
+  return verify_checkpoint(*job_.groups.world, dir, manifest);
 }
 
 void Checkpointer::check_compatible(const std::string& dir, const checkpoint::Manifest& manifest,
@@ -517,47 +560,21 @@ void Checkpointer::load(const std::string& dir, const checkpoint::Manifest& mani
     for (const StatePiece& piece : pieces_)
       if (piece.kind == StateKind::kModel) model_pieces.push_back(piece);
   }
-  const std::vector<StatePiece>& pieces = weights_only ? model_pieces : pieces_;
-  const std::vector<SliceRead> reads =
-      plan_slice_reads(job_.model->params(), pieces, manifest, fs::path(dir).filename().string());
-  const bool on_cpu = job_.backend->device() == Device::kCpu;
-  std::vector<std::vector<float>> host_buffers(on_cpu ? 0 : pieces.size());
-  std::vector<float*> host(pieces.size());
-  for (size_t k = 0; k < pieces.size(); ++k) {
-    // Vocabulary padding is not stored: it is zero.
-    if (on_cpu) {
-      job_.backend->fill(pieces[k].memory, 0.0f);
-      host[k] = pieces[k].memory.f32();
-    } else {
-      host_buffers[k].assign(static_cast<size_t>(pieces[k].end - pieces[k].begin), 0.0f);
-      host[k] = host_buffers[k].data();
-    }
-  }
-  std::map<int, std::vector<const SliceRead*>> by_shard;
-  for (const SliceRead& read : reads) by_shard[read.shard].push_back(&read);
-  for (const auto& [shard, shard_reads] : by_shard) {
-    ShardReader reader(join_path(dir, manifest.shards(shard).file().file()));
-    for (const SliceRead* read : shard_reads) {
-      const StatePiece& piece = pieces[read->piece];
-      reader.read(manifest.shards(shard).tensors(read->tensor), read->within, host[read->piece],
-                  piece.end - piece.begin, read->runs);
-    }
-  }
-  if (!on_cpu) {
-    for (size_t k = 0; k < pieces.size(); ++k) job_.backend->copy_from_host(pieces[k].memory, host[k]);
-  }
+  read_pieces(dir, manifest, job_.model->params(), weights_only ? model_pieces : pieces_, *job_.backend);
   job_.model->refresh_compute_params();  // checkpoints hold the f32 master weights
   if (!weights_only) job_.optimizer->set_steps_taken(manifest.optimizer_steps());
 }
 
-CheckpointChoice Checkpointer::choose(const std::string& spec, const char* flag) {
-  ProcessGroup& world = *job_.groups.world;
-  const bool log = job_.is_logger();
-  // Rank 0 decides which directories to try, so that every rank tries the same ones.
+namespace {
+
+// The candidates `spec` names (resume_candidates), decided by world rank 0 so that every rank tries the same ones.
+// Collective over world; throws the ConfigError of rank 0 on every rank.
+ResumeCandidates world_resume_candidates(ProcessGroup& world, const std::string& spec, const std::string& run_dir,
+                                         const std::string& what) {
   std::string listing;
   if (world.rank() == 0) {
     try {
-      const ResumeCandidates candidates = resume_candidates(spec, run_dir_, flag);
+      const ResumeCandidates candidates = resume_candidates(spec, run_dir, what);
       listing = std::string(candidates.may_fall_back ? "F" : "1") + candidates.checkpoints_dir + "\n" +
                 candidates.latest_problem + "\n";
       for (const std::string& dir : candidates.dirs) listing += dir + "\n";
@@ -574,8 +591,16 @@ CheckpointChoice Checkpointer::choose(const std::string& spec, const char* flag)
   candidates.checkpoints_dir = lines[0];
   candidates.latest_problem = lines[1];
   candidates.dirs.assign(lines.begin() + 2, lines.end());
+  return candidates;
+}
+
+// The newest usable candidate: shards verified over world's ranks, every fallback said on stdout when log.
+// An empty dir when there are no candidates (spec "latest" and no checkpoint yet).
+CheckpointChoice choose_verified(ProcessGroup& world, const std::string& spec, const std::string& run_dir,
+                                 const std::string& what, bool log) {
+  const ResumeCandidates candidates = world_resume_candidates(world, spec, run_dir, what);
   if (candidates.dirs.empty()) {
-    TS_CHECK(spec == "latest", ConfigError, flag, " ", spec, ": no checkpoint in ", candidates.checkpoints_dir);
+    TS_CHECK(spec == "latest", ConfigError, what, " ", spec, ": no checkpoint in ", candidates.checkpoints_dir);
     CheckpointChoice none;
     none.checkpoints_dir = candidates.checkpoints_dir;
     return none;
@@ -583,9 +608,9 @@ CheckpointChoice Checkpointer::choose(const std::string& spec, const char* flag)
   if (log && !candidates.latest_problem.empty()) {
     std::printf("warning: %s\n  using the newest complete checkpoint instead\n", candidates.latest_problem.c_str());
   }
-
   CheckpointChoice choice = choose_checkpoint(
-      candidates, [&](const std::string& dir, checkpoint::Manifest* manifest) { return verify(dir, manifest); },
+      candidates,
+      [&](const std::string& dir, checkpoint::Manifest* manifest) { return verify_checkpoint(world, dir, manifest); },
       [&](const std::string& dir, const std::vector<std::string>& problems) {
         if (!log) return;
         std::printf("warning: checkpoint %s is not usable:%s\n  falling back to the next newest checkpoint\n",
@@ -595,19 +620,23 @@ CheckpointChoice Checkpointer::choose(const std::string& spec, const char* flag)
   choice.fell_back = !choice.rejected.empty() || !candidates.latest_problem.empty();
   choice.checkpoints_dir = candidates.checkpoints_dir;
   if (log) {
-    const std::string& chosen = choice.dir;
-    const checkpoint::Manifest& manifest = choice.manifest;
-    if (manifest.format_version() == kLegacyManifestFormatVersion) {
+    if (choice.manifest.format_version() == kLegacyManifestFormatVersion) {
       std::printf(
           "warning: %s was written in checkpoint format 1, whose manifest has no checksum: damage to it "
           "cannot be detected (the next save writes format %d)\n",
-          chosen.c_str(), kManifestFormatVersion);
+          choice.dir.c_str(), kManifestFormatVersion);
     }
-    for (const std::string& problem : auxiliary_file_problems(chosen, manifest)) {
+    for (const std::string& problem : auxiliary_file_problems(choice.dir, choice.manifest)) {
       std::printf("warning: %s (only tools read it; training does not need it)\n", problem.c_str());
     }
   }
   return choice;
+}
+
+}  // namespace
+
+CheckpointChoice Checkpointer::choose(const std::string& spec, const char* flag) {
+  return choose_verified(*job_.groups.world, spec, run_dir_, flag, job_.is_logger());
 }
 
 int64_t Checkpointer::resume(const std::string& spec) {
@@ -652,6 +681,19 @@ std::string Checkpointer::load_weights(const std::string& spec, const char* flag
     std::fflush(stdout);
   }
   return choice.dir;
+}
+
+CheckpointChoice choose_checkpoint_for_inference(const std::string& spec, ProcessGroup& world, bool log,
+                                                 const std::string& what) {
+  CheckpointChoice choice = choose_verified(world, spec, "", what, log);
+  TS_CHECK(!choice.dir.empty(), ConfigError, what, " ", spec, ": no checkpoint in ", choice.checkpoints_dir);
+  return choice;
+}
+
+void load_model_weights(const std::string& dir, const checkpoint::Manifest& manifest, Model& model, Backend& backend) {
+  const std::vector<StatePiece> pieces = plan_state_pieces(model.params(), OptimizerStateView{}, ReplicaRole{});
+  read_pieces(dir, manifest, model.params(), pieces, backend);
+  model.refresh_compute_params();  // checkpoints hold the f32 master weights
 }
 
 }  // namespace tessera

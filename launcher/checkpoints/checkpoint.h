@@ -54,6 +54,17 @@ std::string publish_checkpoint(const std::string& tmp_dir, const std::string& ch
 checkpoint::DataIdentity data_identity(const config::JobConfig& job, const DataSources& data);
 checkpoint::ModelShape model_shape(const config::ModelConfig& model);
 
+// Inference (tessera generate): the checkpoint `spec` names (a checkpoint, checkpoints or run directory; a run
+// directory means its latest usable checkpoint), chosen as Checkpointer::resume chooses — `latest`, falling back
+// past incomplete or damaged ones, every shard's checksum verified by one rank — and its manifest. `what` starts
+// messages ("--checkpoint"); rank 0 warns when log. Collective over world. Throws ConfigError when spec names no
+// checkpoint, CheckpointError when none is usable.
+CheckpointChoice choose_checkpoint_for_inference(const std::string& spec, ProcessGroup& world, bool log,
+                                                 const std::string& what);
+// Loads the model weights of checkpoint `dir` into this rank's shard of `model` (any layout: only the stored boxes
+// overlapping its slices are read) and refreshes the compute copies. No optimizer state. Not collective.
+void load_model_weights(const std::string& dir, const checkpoint::Manifest& manifest, Model& model, Backend& backend);
+
 class Checkpointer {
  public:
   // job and data must outlive the checkpointer; run_dir is the run's directory (checkpoints go to its

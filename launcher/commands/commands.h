@@ -14,6 +14,7 @@ int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
 int verify_command(const std::vector<std::string>& args, MpiEnvironment& mpi, const ProcessEnv& env);
 int bench_command(const std::vector<std::string>& args, MpiEnvironment& mpi, const ProcessEnv& env);
 int eval_command(const std::vector<std::string>& args, MpiEnvironment& mpi, const ProcessEnv& env);
+int generate_command(const std::vector<std::string>& args, MpiEnvironment& mpi, const ProcessEnv& env);
 // Single-process: need no MPI.
 int prepare_command(const std::vector<std::string>& args);
 int inspect_command(const std::vector<std::string>& args);

@@ -40,7 +40,10 @@ constexpr const char* kUsage =
     "           write a checkpoint's weights as a Hugging Face transformers directory (from_pretrained)\n"
     "  verify   --fixture FILE.h5 [--set field=value]...\n"
     "           reproduce a PyTorch reference run and compare losses, gradient norms and weights\n"
-    "  bench    [--shape tiny|llama-tiny|gpt2-124m|llama-1b] [--steps N] [--no-dp-overlap] [--set field=value]...\n"
+    "  generate --checkpoint PATH|RUN_DIR (--prompt TEXT | --prompt-ids 5,17,3 | --prompts-file F)\n"
+    "           [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--json] [--set k=v]...\n"
+    "           generate text with a KV cache, on one rank or under mpirun in a TP/PP layout\n"
+        "  bench    [--shape tiny|llama-tiny|gpt2-124m|llama-1b] [--steps N] [--no-dp-overlap] [--set field=value]...\n"
     "           measure training throughput on generated data\n"
     "\n"
     "Run `tessera <command> --help` for a command's flags.\n";
@@ -77,7 +80,8 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
-  if (command != "train" && command != "verify" && command != "bench" && command != "eval") {
+  if (command != "train" && command != "verify" && command != "bench" && command != "eval" &&
+      command != "generate") {
     std::fprintf(stderr, "tessera: unknown command '%s'\n\n%s", command.c_str(), kUsage);
     return 2;
   }
@@ -92,6 +96,7 @@ int main(int argc, char** argv) {
     if (command == "train") return train_command(args, mpi, env);
     if (command == "verify") return verify_command(args, mpi, env);
     if (command == "eval") return eval_command(args, mpi, env);
+    if (command == "generate") return generate_command(args, mpi, env);
     return bench_command(args, mpi, env);
   } catch (const ConfigError& e) {
     if (lead) report(command.c_str(), "", "config error", e.what());

@@ -32,6 +32,44 @@ LrSchedule lr_schedule_from(const config::JobConfig& job) {
   return s;
 }
 
+namespace {
+
+// This rank's pipeline stage: its blocks, the embedding on the first stage, the head on the last.
+StageRange stage_of(const Job& job, int pp_rank) {
+  const auto layers = split_layers(job.model_config.n_layer, job.layout.pp);
+  StageRange stage;
+  stage.first_layer = layers[pp_rank].first;
+  stage.end_layer = layers[pp_rank].second;
+  stage.has_embedding = pp_rank == 0;
+  stage.has_head = pp_rank == job.layout.pp - 1;
+  return stage;
+}
+
+}  // namespace
+
+Job build_inference_job(const config::JobConfig& config, MpiEnvironment& mpi, const ProcessEnv& env, int batch,
+                        int seq_len) {
+  Job job;
+  job.config = config;
+  job.world_rank = mpi.world_rank();
+  job.layout = resolve_layout(config, mpi.world_size());
+  TS_CHECK(job.layout.dp == 1, ConfigError, "generation runs one copy of the model, but parallel.tp=", job.layout.tp,
+           " * parallel.pp=", job.layout.pp, " on ", mpi.world_size(), " ranks makes parallel.dp=", job.layout.dp,
+           ": run on ", job.layout.tp * job.layout.pp, " ranks (mpirun -np ", job.layout.tp * job.layout.pp,
+           "), or set parallel.tp and parallel.pp whose product is ", mpi.world_size());
+  job.model_config = model_config_from(config.model());
+  TS_ASSERT(batch >= 1 && seq_len >= 1 && seq_len <= job.model_config.max_seq_len, "inference plan of ", batch, " x ",
+            seq_len);
+  job.threads = config.train().threads() > 0 ? config.train().threads() : default_threads_per_rank(env);
+  job.backend = make_backend(config, env, job.threads);
+  RankGrid grid(job.layout.tp, job.layout.pp, job.layout.dp);
+  job.groups = make_groups(config, grid, job.world_rank, *job.backend, env);
+  const StageRange stage = stage_of(job, job.groups.pp->rank());
+  job.model =
+      create_model(job.model_config, *job.backend, *job.groups.tp, stage, batch, seq_len, 1, ModelUse::kInference);
+  return job;
+}
+
 Job build_job(const config::JobConfig& config, MpiEnvironment& mpi, const ProcessEnv& env) {
   Job job;
   job.config = config;
@@ -44,14 +82,8 @@ Job build_job(const config::JobConfig& config, MpiEnvironment& mpi, const Proces
   RankGrid grid(job.layout.tp, job.layout.pp, job.layout.dp);
   job.groups = make_groups(config, grid, job.world_rank, *job.backend, env);
 
-  // This rank's pipeline stage: its blocks, the embedding on the first stage, the head on the last.
   const int pp_rank = job.groups.pp->rank();
-  const auto layers = split_layers(job.model_config.n_layer, job.layout.pp);
-  StageRange stage;
-  stage.first_layer = layers[pp_rank].first;
-  stage.end_layer = layers[pp_rank].second;
-  stage.has_embedding = pp_rank == 0;
-  stage.has_head = pp_rank == job.layout.pp - 1;
+  const StageRange stage = stage_of(job, pp_rank);
   const PipelineKind schedule =
       config.parallel().schedule() == config::GPIPE ? PipelineKind::kGPipe : PipelineKind::kOneFOneB;
   const int slots = pipeline_in_flight(schedule, job.layout.pp, pp_rank, job.layout.micro_batches);

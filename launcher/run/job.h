@@ -44,4 +44,11 @@ LrSchedule lr_schedule_from(const config::JobConfig& job);
 // from train.seed). Throws ConfigError for impossible layouts before any allocation.
 Job build_job(const config::JobConfig& config, MpiEnvironment& mpi, const ProcessEnv& env);
 
+// An inference job (tessera generate): the layout (which must be one copy of the model: parallel.dp = 1), the
+// backend, the groups and this rank's model shard built with ModelUse::kInference for `batch` sequences of up to
+// seq_len positions, its parameters zero (load them from a checkpoint). No optimizer, gradient sync or trainer.
+// Throws ConfigError for impossible layouts before any allocation.
+Job build_inference_job(const config::JobConfig& config, MpiEnvironment& mpi, const ProcessEnv& env, int batch,
+                        int seq_len);
+
 }  // namespace tessera

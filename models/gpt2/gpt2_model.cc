@@ -92,8 +92,8 @@ void gpt2_fill_defaults(ModelConfig& config, bool tie_set) {
 }
 
 Gpt2Model::Gpt2Model(const ModelConfig& config, Backend& backend, ProcessGroup& tp, StageRange stage, int micro_batch,
-                     int seq_len, int slots)
-    : Model(config, backend, tp.rank(), tp.size(), stage, micro_batch, seq_len, slots, gpt2_param_specs(config)),
+                     int seq_len, int slots, ModelUse use)
+    : Model(config, backend, tp.rank(), tp.size(), stage, micro_batch, seq_len, slots, gpt2_param_specs(config), use),
       tp_(tp),
       column_(backend, tp),
       row_(backend, tp),
@@ -149,15 +149,20 @@ Gpt2Model::Gpt2Model(const ModelConfig& config, Backend& backend, ProcessGroup& 
     }
   }
 
-  // ---- activations, planned once ----
+  // ---- activations, planned once (Note [Inference plan] in parallel/model.h for an inference model) ----
+  const bool train = use == ModelUse::kTrain;
   const DType A = config.dtype;  // compute dtype
   const int64_t B = micro_batch, T = seq_len, BT = B * T, C = C_, Cl = local_C_, Hl = local_heads_;
   for (int s = 0; s < slots; ++s) {
     SlotActs a{};
     a.tokens = arena_.reserve(DType::kI32, {BT});
-    a.targets = arena_.reserve(DType::kI32, {BT});
+    a.targets = train ? arena_.reserve(DType::kI32, {BT}) : -1;
     a.input = arena_.reserve(A, {B, T, C});
     for (int l = stage.first_layer; l < stage.end_layer; ++l) {
+      if (!train && !a.layers.empty()) {  // inference: every layer reuses the first one's buffers
+        a.layers.push_back(a.layers.front());
+        continue;
+      }
       LayerActs la{};
       la.ln1 = arena_.reserve(A, {BT, C});
       la.ln1_mean = arena_.reserve(DType::kF32, {BT});
@@ -178,23 +183,35 @@ Gpt2Model::Gpt2Model(const ModelConfig& config, Backend& backend, ProcessGroup& 
       a.lnf = arena_.reserve(A, {BT, C});
       a.lnf_mean = arena_.reserve(DType::kF32, {BT});
       a.lnf_rstd = arena_.reserve(DType::kF32, {BT});
-      a.losses = arena_.reserve(DType::kF32, {BT});
-      a.d_lnf = arena_.reserve(A, {BT, C});
+      a.losses = train ? arena_.reserve(DType::kF32, {BT}) : -1;
+      a.d_lnf = train ? arena_.reserve(A, {BT, C}) : -1;
     }
     slot_acts_.push_back(std::move(a));
   }
   logits_ = stage.has_head ? arena_.reserve(A, {BT, vocab_rows_}) : -1;
-  row_max_ = arena_.reserve(DType::kF32, {BT});
-  row_stats_ = arena_.reserve(DType::kF32, {2, BT});  // sum_exp, target_logit: one all-reduce for both
-  d_res_ = arena_.reserve(A, {B, T, C});
-  d_ln_ = arena_.reserve(A, {BT, C});
-  d_big_ = arena_.reserve(A, {BT * 4 * Cl});
-  d_atty_ = arena_.reserve(A, {BT, Cl});
+  if (train) {
+    row_max_ = arena_.reserve(DType::kF32, {BT});
+    row_stats_ = arena_.reserve(DType::kF32, {2, BT});  // sum_exp, target_logit: one all-reduce for both
+    d_res_ = arena_.reserve(A, {B, T, C});
+    d_ln_ = arena_.reserve(A, {BT, C});
+    d_big_ = arena_.reserve(A, {BT * 4 * Cl});
+    d_atty_ = arena_.reserve(A, {BT, Cl});
+  } else {
+    row_max_ = row_stats_ = d_res_ = d_ln_ = d_big_ = d_atty_ = -1;
+    const int64_t hs = config.head_size();
+    for (int l = stage.first_layer; l < stage.end_layer; ++l) {
+      k_cache_.push_back(arena_.reserve(A, {B, T, Hl, hs}));
+      v_cache_.push_back(arena_.reserve(A, {B, T, Hl, hs}));
+    }
+  }
   arena_.allocate(backend);
 }
 
 Tensor Gpt2Model::tokens(int slot) const { return act(slot_acts_[slot].tokens); }
-Tensor Gpt2Model::targets(int slot) const { return act(slot_acts_[slot].targets); }
+Tensor Gpt2Model::targets(int slot) const {
+  TS_ASSERT(use_ == ModelUse::kTrain, "targets of an inference model");
+  return act(slot_acts_[slot].targets);
+}
 Tensor Gpt2Model::stage_input(int slot) const { return act(slot_acts_[slot].input); }
 
 Tensor Gpt2Model::layer_input(int slot, int i) const {
@@ -207,7 +224,10 @@ Tensor Gpt2Model::stage_output(int slot) const {
   return out.view({micro_batch_, seq_len_, C_});
 }
 
-Tensor Gpt2Model::stage_input_grad() const { return act(d_res_); }
+Tensor Gpt2Model::stage_input_grad() const {
+  TS_ASSERT(use_ == ModelUse::kTrain, "stage_input_grad of an inference model");
+  return act(d_res_);
+}
 
 void Gpt2Model::blocks_forward(int slot) {
   const SlotActs& a = slot_acts_[slot];
@@ -224,6 +244,7 @@ void Gpt2Model::blocks_forward(int slot) {
 }
 
 void Gpt2Model::forward(int slot, bool train, float d_scale) {
+  TS_ASSERT(use_ == ModelUse::kTrain, "forward with losses of an inference model: use forward_logits or decode");
   const SlotActs& a = slot_acts_[slot];
   blocks_forward(slot);
   if (!stage_.has_head) return;
@@ -243,6 +264,60 @@ Tensor Gpt2Model::forward_logits(int slot) {
   const Tensor logits = act(logits_);
   column_.forward(logits, act(slot_acts_[slot].lnf), value(wte_), Tensor());
   return logits;
+}
+
+Tensor Gpt2Model::decode(int position, int n_new) {
+  TS_ASSERT(use_ == ModelUse::kInference && position >= 0 && n_new >= 1 && position + n_new <= seq_len_,
+            "decode of positions [", position, ", ", position + n_new, ") with a ", seq_len_, "-position ",
+            use_ == ModelUse::kTrain ? "training model" : "cache");
+  const int64_t N = static_cast<int64_t>(micro_batch_) * n_new;
+  const SlotActs& a = slot_acts_[0];
+  Tensor x = decode_input(n_new).view({N, C_});
+  if (stage_.has_embedding) {
+    // x = wte[tokens] + wpe[position + t]: the position table from row `position` on, indexed by t < n_new.
+    const Tensor wpe = value(wpe_);
+    const Tensor positions = wpe.slice_from(position * C_, {wpe.dim(0) - position, C_});
+    embedding_.forward(x, decode_tokens(n_new), value(wte_), positions, n_new);
+  }
+  const int n_local = stage_.end_layer - stage_.first_layer;
+  for (int i = 0; i < n_local; ++i) {
+    layer_decode(i, x, position, n_new);
+    x = act(a.layers[i].res3).front({N, C_});
+  }
+  if (!stage_.has_head) return x.view({micro_batch_, n_new, C_});
+  const Tensor lnf = act(a.lnf).front({N, C_});
+  backend_.layernorm_forward(lnf, act(a.lnf_mean).front({N}), act(a.lnf_rstd).front({N}), x, value(lnf_weight_),
+                             value(lnf_bias_), config_.norm_eps);
+  const Tensor logits = act(logits_).front({N, vocab_rows_});
+  column_.forward(logits, lnf, value(wte_), Tensor());
+  return logits;
+}
+
+void Gpt2Model::layer_decode(int i, Tensor x, int position, int n_new) {
+  const LayerParams& p = layer_params_[i];
+  const LayerActs& a = slot_acts_[0].layers[i];
+  const int64_t N = static_cast<int64_t>(micro_batch_) * n_new, C = C_, Cl = local_C_;
+  const float eps = config_.norm_eps;
+  // Attention half: x + proj(attention over the cache of qkv(ln1(x))).
+  const Tensor ln1 = act(a.ln1).front({N, C});
+  backend_.layernorm_forward(ln1, act(a.ln1_mean).front({N}), act(a.ln1_rstd).front({N}), x, value(p.ln1_weight),
+                             value(p.ln1_bias), eps);
+  const Tensor qkv = act(a.qkv).front({micro_batch_, n_new, 3 * Cl});
+  column_.forward(qkv, ln1, value(p.qkv_weight), value(p.qkv_bias));
+  const Tensor atty = act(a.atty).front({N, Cl});
+  backend_.cached_attention_forward(atty, qkv, act(k_cache_[i]), act(v_cache_[i]), local_heads_, local_heads_,
+                                    position);
+  const Tensor res2 = act(a.res2).front({N, C});
+  row_.forward(res2, atty, value(p.attn_proj_weight), value(p.attn_proj_bias));
+  const Tensor ln2 = act(a.ln2).front({N, C});
+  backend_.residual_layernorm_forward(res2, ln2, act(a.ln2_mean).front({N}), act(a.ln2_rstd).front({N}), res2, x,
+                                      value(p.ln2_weight), value(p.ln2_bias), eps);
+  // MLP half: res2 + proj(gelu(fc(ln2(res2)))). res3 may be x's own buffer (the layers share theirs): x is dead.
+  const Tensor fch = act(a.fch).front({N, 4 * Cl}), fch_gelu = act(a.fch_gelu).front({N, 4 * Cl});
+  column_.forward_gelu(fch_gelu, fch, ln2, value(p.fc_weight), value(p.fc_bias));
+  const Tensor res3 = act(a.res3).front({N, C});
+  row_.forward(res3, fch_gelu, value(p.mlp_proj_weight), value(p.mlp_proj_bias));
+  backend_.add(res3, res3, res2);
 }
 
 void Gpt2Model::layer_forward(int slot, int i) {
@@ -280,11 +355,12 @@ void Gpt2Model::layer_forward(int slot, int i) {
 }
 
 Tensor Gpt2Model::losses(int slot) const {
-  TS_ASSERT(stage_.has_head, "losses on a stage without the head");
+  TS_ASSERT(stage_.has_head && use_ == ModelUse::kTrain, "losses on a stage without the head or of an inference model");
   return act(slot_acts_[slot].losses);
 }
 
 void Gpt2Model::backward(int slot, Tensor d_output) {
+  TS_ASSERT(use_ == ModelUse::kTrain, "backward of an inference model");
   const SlotActs& a = slot_acts_[slot];
   const int n_local = stage_.end_layer - stage_.first_layer;
   Tensor d_res = act(d_res_);
@@ -321,8 +397,7 @@ void Gpt2Model::layer_backward(int slot, int i) {
   // Attention half.
   row_.backward(act(d_atty_), grad(p.attn_proj_weight), grad(p.attn_proj_bias), d_res, act(a.atty),
                 value(p.attn_proj_weight));
-  backend_.attention_backward(d_qkv, act(d_atty_), act(a.qkv), act(a.atty), act(a.lse), local_heads_,
-                              local_heads_);
+  backend_.attention_backward(d_qkv, act(d_atty_), act(a.qkv), act(a.atty), act(a.lse), local_heads_, local_heads_);
   column_.backward(d_ln, grad(p.qkv_weight), grad(p.qkv_bias), d_qkv, act(a.ln1), value(p.qkv_weight));
   backend_.layernorm_backward(d_res, grad(p.ln1_weight), grad(p.ln1_bias), d_ln, layer_input(slot, i),
                               value(p.ln1_weight), act(a.ln1_mean), act(a.ln1_rstd));

@@ -29,10 +29,11 @@ void gpt2_fill_defaults(ModelConfig& config, bool tie_set);
 
 class Gpt2Model final : public Model {
  public:
-  // micro_batch: sequences per micro-batch; seq_len <= config.max_seq_len; slots >= 1.
-  // tp: this rank's tensor-parallel group (size 1 without TP). Both must outlive the model.
+  // micro_batch: sequences per micro-batch; seq_len <= config.max_seq_len; slots >= 1 (1 for inference,
+  // Note [Inference plan] in parallel/model.h). tp: this rank's tensor-parallel group (size 1 without TP). Both
+  // must outlive the model.
   Gpt2Model(const ModelConfig& config, Backend& backend, ProcessGroup& tp, StageRange stage, int micro_batch,
-            int seq_len, int slots);
+            int seq_len, int slots, ModelUse use = ModelUse::kTrain);
 
   Tensor tokens(int slot) const override;
   Tensor targets(int slot) const override;
@@ -43,6 +44,7 @@ class Gpt2Model final : public Model {
   Tensor stage_output(int slot) const override;
   void backward(int slot, Tensor d_output) override;
   Tensor stage_input_grad() const override;
+  Tensor decode(int position, int n_new) override;
 
  private:
   struct LayerParams {
@@ -66,6 +68,9 @@ class Gpt2Model final : public Model {
   // the previous layer's fused residual + LayerNorm (as the head finds lnf).
   void layer_forward(int slot, int i);
   void layer_backward(int slot, int i);
+  // Layer i's forward on the n_new tokens in front of slot 0's buffers, over its key/value cache; x [B*n_new, C]
+  // is its input, and its output is left in front of the layer's res3.
+  void layer_decode(int i, Tensor x, int position, int n_new);
 
   ProcessGroup& tp_;
   ColumnParallelLinear column_;
@@ -81,6 +86,8 @@ class Gpt2Model final : public Model {
   std::vector<SlotActs> slot_acts_;
   // Shared scratch: logits and cross-entropy statistics, and backward temporaries.
   int logits_, row_max_, row_stats_, d_res_, d_ln_, d_big_, d_atty_;
+  // Inference: per local layer, its K and V caches [B, seq_len, local heads, head size].
+  std::vector<int> k_cache_, v_cache_;
 };
 
 }  // namespace tessera

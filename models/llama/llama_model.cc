@@ -69,12 +69,13 @@ std::vector<std::string> llama_shape_problems(const ModelConfig& config, int tp)
                                KV));
   }
   if (config.head_size() % 2 != 0) {
-    problems.push_back(str_cat("model.n_embd / model.n_head (", config.head_size(),
-                               ") must be even: RoPE rotates pairs of channels"));
+    problems.push_back(
+        str_cat("model.n_embd / model.n_head (", config.head_size(), ") must be even: RoPE rotates pairs of channels"));
   }
   if (config.ffn_hidden <= 0 || config.ffn_hidden % tp != 0) {
-    problems.push_back(str_cat("model.ffn_hidden (", config.ffn_hidden, ") must be positive and divisible by parallel.tp (",
-                               tp, "): each rank holds a slice of the MLP's hidden units"));
+    problems.push_back(str_cat("model.ffn_hidden (", config.ffn_hidden,
+                               ") must be positive and divisible by parallel.tp (", tp,
+                               "): each rank holds a slice of the MLP's hidden units"));
   }
   if (!(config.rope_theta > 0) || !std::isfinite(config.rope_theta)) {
     problems.push_back(str_cat("model.rope_theta (", config.rope_theta, ") must be positive"));
@@ -88,9 +89,9 @@ void llama_fill_defaults(ModelConfig& config, bool tie_set) {
   if (!tie_set) config.tie_embeddings = false;
 }
 
-LlamaModel::LlamaModel(const ModelConfig& config, Backend& backend, ProcessGroup& tp, StageRange stage,
-                       int micro_batch, int seq_len, int slots)
-    : Model(config, backend, tp.rank(), tp.size(), stage, micro_batch, seq_len, slots, llama_param_specs(config)),
+LlamaModel::LlamaModel(const ModelConfig& config, Backend& backend, ProcessGroup& tp, StageRange stage, int micro_batch,
+                       int seq_len, int slots, ModelUse use)
+    : Model(config, backend, tp.rank(), tp.size(), stage, micro_batch, seq_len, slots, llama_param_specs(config), use),
       tp_(tp),
       column_(backend, tp),
       row_(backend, tp),
@@ -128,7 +129,8 @@ LlamaModel::LlamaModel(const ModelConfig& config, Backend& backend, ProcessGroup
     layer_params_.push_back(p);
   }
 
-  // ---- activations, planned once ----
+  // ---- activations, planned once (Note [Inference plan] in parallel/model.h for an inference model) ----
+  const bool train = use == ModelUse::kTrain;
   const DType A = config.dtype;  // compute dtype
   const int64_t B = micro_batch, T = seq_len, BT = B * T, C = C_;
   const int64_t qkv_width = static_cast<int64_t>(local_heads_ + 2 * local_kv_heads_) * hs_;
@@ -137,9 +139,13 @@ LlamaModel::LlamaModel(const ModelConfig& config, Backend& backend, ProcessGroup
   for (int s = 0; s < slots; ++s) {
     SlotActs a{};
     a.tokens = arena_.reserve(DType::kI32, {BT});
-    a.targets = arena_.reserve(DType::kI32, {BT});
+    a.targets = train ? arena_.reserve(DType::kI32, {BT}) : -1;
     a.input = arena_.reserve(A, {B, T, C});
     for (int l = stage.first_layer; l < stage.end_layer; ++l) {
+      if (!train && !a.layers.empty()) {  // inference: every layer reuses the first one's buffers
+        a.layers.push_back(a.layers.front());
+        continue;
+      }
       LayerActs la{};
       la.xn1 = arena_.reserve(A, {BT, C});
       la.rstd1 = arena_.reserve(DType::kF32, {BT});
@@ -157,24 +163,35 @@ LlamaModel::LlamaModel(const ModelConfig& config, Backend& backend, ProcessGroup
     if (stage.has_head) {
       a.xnf = arena_.reserve(A, {BT, C});
       a.rstdf = arena_.reserve(DType::kF32, {BT});
-      a.losses = arena_.reserve(DType::kF32, {BT});
-      a.d_xnf = arena_.reserve(A, {BT, C});
+      a.losses = train ? arena_.reserve(DType::kF32, {BT}) : -1;
+      a.d_xnf = train ? arena_.reserve(A, {BT, C}) : -1;
     }
     slot_acts_.push_back(std::move(a));
   }
   logits_ = stage.has_head ? arena_.reserve(A, {BT, vocab_rows_}) : -1;
-  row_max_ = arena_.reserve(DType::kF32, {BT});
-  row_stats_ = arena_.reserve(DType::kF32, {2, BT});  // sum_exp, target_logit: one all-reduce for both
-  d_res_ = arena_.reserve(A, {B, T, C});
-  d_ln_ = arena_.reserve(A, {BT, C});
-  d_big_ = arena_.reserve(A, {BT * std::max<int64_t>(2 * Fl, qkv_width)});  // d(gate_up) or d(qkv)
-  d_hidden_ = arena_.reserve(A, {BT, Fl});
-  d_atty_ = arena_.reserve(A, {BT, att_width});
+  if (train) {
+    row_max_ = arena_.reserve(DType::kF32, {BT});
+    row_stats_ = arena_.reserve(DType::kF32, {2, BT});  // sum_exp, target_logit: one all-reduce for both
+    d_res_ = arena_.reserve(A, {B, T, C});
+    d_ln_ = arena_.reserve(A, {BT, C});
+    d_big_ = arena_.reserve(A, {BT * std::max<int64_t>(2 * Fl, qkv_width)});  // d(gate_up) or d(qkv)
+    d_hidden_ = arena_.reserve(A, {BT, Fl});
+    d_atty_ = arena_.reserve(A, {BT, att_width});
+  } else {
+    row_max_ = row_stats_ = d_res_ = d_ln_ = d_big_ = d_hidden_ = d_atty_ = -1;
+    for (int l = stage.first_layer; l < stage.end_layer; ++l) {
+      k_cache_.push_back(arena_.reserve(A, {B, T, local_kv_heads_, hs_}));
+      v_cache_.push_back(arena_.reserve(A, {B, T, local_kv_heads_, hs_}));
+    }
+  }
   arena_.allocate(backend);
 }
 
 Tensor LlamaModel::tokens(int slot) const { return act(slot_acts_[slot].tokens); }
-Tensor LlamaModel::targets(int slot) const { return act(slot_acts_[slot].targets); }
+Tensor LlamaModel::targets(int slot) const {
+  TS_ASSERT(use_ == ModelUse::kTrain, "targets of an inference model");
+  return act(slot_acts_[slot].targets);
+}
 Tensor LlamaModel::stage_input(int slot) const { return act(slot_acts_[slot].input); }
 
 Tensor LlamaModel::layer_input(int slot, int i) const {
@@ -186,10 +203,13 @@ Tensor LlamaModel::stage_output(int slot) const {
   return layer_input(slot, n).view({micro_batch_, seq_len_, C_});
 }
 
-Tensor LlamaModel::stage_input_grad() const { return act(d_res_); }
+Tensor LlamaModel::stage_input_grad() const {
+  TS_ASSERT(use_ == ModelUse::kTrain, "stage_input_grad of an inference model");
+  return act(d_res_);
+}
 
 Tensor LlamaModel::losses(int slot) const {
-  TS_ASSERT(stage_.has_head, "losses on a stage without the head");
+  TS_ASSERT(stage_.has_head && use_ == ModelUse::kTrain, "losses on a stage without the head or of an inference model");
   return act(slot_acts_[slot].losses);
 }
 
@@ -204,6 +224,7 @@ void LlamaModel::blocks_forward(int slot) {
 }
 
 void LlamaModel::forward(int slot, bool train, float d_scale) {
+  TS_ASSERT(use_ == ModelUse::kTrain, "forward with losses of an inference model: use forward_logits or decode");
   const SlotActs& a = slot_acts_[slot];
   blocks_forward(slot);
   if (!stage_.has_head) return;
@@ -222,6 +243,56 @@ Tensor LlamaModel::forward_logits(int slot) {
   const Tensor logits = act(logits_);
   column_.forward(logits, act(slot_acts_[slot].xnf), value(head()), Tensor());
   return logits;
+}
+
+Tensor LlamaModel::decode(int position, int n_new) {
+  TS_ASSERT(use_ == ModelUse::kInference && position >= 0 && n_new >= 1 && position + n_new <= seq_len_,
+            "decode of positions [", position, ", ", position + n_new, ") with a ", seq_len_, "-position ",
+            use_ == ModelUse::kTrain ? "training model" : "cache");
+  const int64_t N = static_cast<int64_t>(micro_batch_) * n_new;
+  const SlotActs& a = slot_acts_[0];
+  Tensor x = decode_input(n_new).view({N, C_});
+  if (stage_.has_embedding) embedding_.forward(x, decode_tokens(n_new), value(wte_), Tensor(), n_new);
+  const int n_local = stage_.end_layer - stage_.first_layer;
+  for (int i = 0; i < n_local; ++i) {
+    layer_decode(i, x, position, n_new);
+    x = act(a.layers[i].res3).front({N, C_});
+  }
+  if (!stage_.has_head) return x.view({micro_batch_, n_new, C_});
+  const Tensor xnf = act(a.xnf).front({N, C_});
+  backend_.rmsnorm_forward(xnf, act(a.rstdf).front({N}), x, value(norm_), config_.norm_eps);
+  const Tensor logits = act(logits_).front({N, vocab_rows_});
+  column_.forward(logits, xnf, value(head()), Tensor());
+  return logits;
+}
+
+void LlamaModel::layer_decode(int i, Tensor x, int position, int n_new) {
+  const LayerParams& p = layer_params_[i];
+  const LayerActs& a = slot_acts_[0].layers[i];
+  const int64_t N = static_cast<int64_t>(micro_batch_) * n_new, C = C_;
+  const int64_t qkv_width = static_cast<int64_t>(local_heads_ + 2 * local_kv_heads_) * hs_;
+  const float eps = config_.norm_eps;
+  // Attention half: x + o(attention over the cache of rope(q, k), v), q k v of rmsnorm(x).
+  const Tensor xn1 = act(a.xn1).front({N, C});
+  backend_.rmsnorm_forward(xn1, act(a.rstd1).front({N}), x, value(p.attn_norm), eps);
+  const Tensor qkv = act(a.qkv).front({micro_batch_, n_new, qkv_width});
+  column_.forward(qkv, xn1, fused_value(p.q, 3), Tensor());
+  backend_.rope_forward_at(qkv, local_heads_, local_kv_heads_, n_new, position, config_.rope_theta);
+  const Tensor atty = act(a.atty).front({N, static_cast<int64_t>(local_heads_) * hs_});
+  backend_.cached_attention_forward(atty, qkv, act(k_cache_[i]), act(v_cache_[i]), local_heads_, local_kv_heads_,
+                                    position);
+  const Tensor res2 = act(a.res2).front({N, C});
+  row_.forward(res2, atty, value(p.o), Tensor());
+  const Tensor xn2 = act(a.xn2).front({N, C});
+  backend_.residual_rmsnorm_forward(res2, xn2, act(a.rstd2).front({N}), res2, x, value(p.mlp_norm), eps);
+  // MLP half: res2 + down(silu(gate(y)) * up(y)). res3 may be x's own buffer (the layers share theirs): x is dead.
+  const Tensor gate_up = act(a.gate_up).front({N, 2 * static_cast<int64_t>(local_ffn_)});
+  column_.forward(gate_up, xn2, fused_value(p.gate, 2), Tensor());
+  const Tensor hidden = act(a.hidden).front({N, static_cast<int64_t>(local_ffn_)});
+  backend_.swiglu_forward(hidden, gate_up);
+  const Tensor res3 = act(a.res3).front({N, C});
+  row_.forward(res3, hidden, value(p.down), Tensor());
+  backend_.add(res3, res3, res2);
 }
 
 void LlamaModel::layer_forward(int slot, int i) {
@@ -257,13 +328,13 @@ void LlamaModel::layer_forward(int slot, int i) {
 }
 
 void LlamaModel::backward(int slot, Tensor d_output) {
+  TS_ASSERT(use_ == ModelUse::kTrain, "backward of an inference model");
   const SlotActs& a = slot_acts_[slot];
   const int n_local = stage_.end_layer - stage_.first_layer;
   Tensor d_res = act(d_res_);
   if (stage_.has_head) {
     backend_.fill(d_res, 0.0f);
-    backend_.rmsnorm_backward(d_res, grad(norm_), act(a.d_xnf), layer_input(slot, n_local), value(norm_),
-                              act(a.rstdf));
+    backend_.rmsnorm_backward(d_res, grad(norm_), act(a.d_xnf), layer_input(slot, n_local), value(norm_), act(a.rstdf));
   } else {
     backend_.copy(d_res, d_output);
   }
@@ -291,8 +362,7 @@ void LlamaModel::layer_backward(int slot, int i) {
   backend_.rmsnorm_backward(d_res, grad(p.mlp_norm), d_ln, act(a.res2), value(p.mlp_norm), act(a.rstd2));
   // Attention half.
   row_.backward(act(d_atty_), grad(p.o), Tensor(), d_res, act(a.atty), value(p.o));
-  backend_.attention_backward(d_qkv, act(d_atty_), act(a.qkv), act(a.atty), act(a.lse), local_heads_,
-                              local_kv_heads_);
+  backend_.attention_backward(d_qkv, act(d_atty_), act(a.qkv), act(a.atty), act(a.lse), local_heads_, local_kv_heads_);
   backend_.rope_backward(d_qkv, local_heads_, local_kv_heads_, seq_len_, config_.rope_theta);
   column_.backward(d_ln, fused_grad(p.q, 3), Tensor(), d_qkv, act(a.xn1), fused_value(p.q, 3));
   backend_.rmsnorm_backward(d_res, grad(p.attn_norm), d_ln, layer_input(slot, i), value(p.attn_norm), act(a.rstd1));

@@ -35,7 +35,7 @@ class LlamaModel final : public Model {
  public:
   // As Gpt2Model's.
   LlamaModel(const ModelConfig& config, Backend& backend, ProcessGroup& tp, StageRange stage, int micro_batch,
-             int seq_len, int slots);
+             int seq_len, int slots, ModelUse use = ModelUse::kTrain);
 
   Tensor tokens(int slot) const override;
   Tensor targets(int slot) const override;
@@ -46,6 +46,7 @@ class LlamaModel final : public Model {
   Tensor stage_output(int slot) const override;
   void backward(int slot, Tensor d_output) override;
   Tensor stage_input_grad() const override;
+  Tensor decode(int position, int n_new) override;
 
  private:
   struct LayerParams {
@@ -64,6 +65,9 @@ class LlamaModel final : public Model {
   void blocks_forward(int slot);
   void layer_forward(int slot, int i);
   void layer_backward(int slot, int i);
+  // As Gpt2Model::layer_decode: RoPE at positions [position, position + n_new), grouped-query attention over the
+  // layer's cache of local_kv_heads_ heads.
+  void layer_decode(int i, Tensor x, int position, int n_new);
   // The output head's weight: lm_head, or wte when tied.
   int head() const { return lm_head_ >= 0 ? lm_head_ : wte_; }
 
@@ -81,6 +85,8 @@ class LlamaModel final : public Model {
   std::vector<SlotActs> slot_acts_;
   // Shared scratch: logits and cross-entropy statistics, and backward temporaries.
   int logits_, row_max_, row_stats_, d_res_, d_ln_, d_big_, d_hidden_, d_atty_;
+  // Inference: per local layer, its K and V caches [B, seq_len, local kv heads, head size].
+  std::vector<int> k_cache_, v_cache_;
 };
 
 }  // namespace tessera

@@ -1,0 +1,296 @@
+// `tessera generate --checkpoint PATH (--prompt TEXT | --prompt-ids 5,17,3 | --prompts-file F) [flags]`: text from
+// a trained (or imported) checkpoint, in any layout: one rank, or under mpirun with --set parallel.tp=N and/or
+// parallel.pp=M (one copy of the model: parallel.dp must be 1). The model is the checkpoint's saved job config;
+// prompts are tokenized with its data.tokenizer. World rank 0 prints; every rank runs the same prompts. See
+// docs/generate.md.
+#include <sentencepiece_processor.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cluster/process_env.h"
+#include "core/check.h"
+#include "launcher/checkpoints/checkpoint.h"
+#include "launcher/checkpoints/checkpoint_manifest.h"
+#include "launcher/commands/cli_args.h"
+#include "launcher/commands/commands.h"
+#include "launcher/common/config.h"
+#include "launcher/run/generator.h"
+#include "launcher/run/job.h"
+#include "parallel/mpi_environment.h"
+#include "parallel/pipeline_decoder.h"
+
+namespace tessera {
+
+namespace {
+
+// The job config of the newest checkpoint `spec` names whose manifest reads (every rank reads it itself: the
+// model and its groups come from it), its layout replaced by the command line's --set overrides.
+config::JobConfig inference_config(const std::string& spec, const std::vector<std::string>& overrides) {
+  const ResumeCandidates candidates = resume_candidates(spec, "", "--checkpoint");
+  std::string problems;
+  for (const std::string& dir : candidates.dirs) {
+    try {
+      const checkpoint::Manifest manifest = read_manifest(dir);
+      TS_CHECK(manifest.has_config(), CheckpointError, dir, ": the manifest holds no job config");
+      config::JobConfig config = manifest.config();
+      // The layout it was trained in says nothing about this one; the timeout and transport still apply.
+      config::ParallelConfig parallel;
+      parallel.set_timeout_s(config.parallel().timeout_s());
+      parallel.set_comm(config.parallel().comm());
+      *config.mutable_parallel() = parallel;
+      for (const std::string& assignment : overrides) apply_override(config, assignment);
+      validate_job_config(config);
+      return config;
+    } catch (const CheckpointError& error) {
+      problems += str_cat("\n  ", error.what());
+    }
+  }
+  TS_CHECK(false, ConfigError, "--checkpoint ", spec, ": no checkpoint in ", candidates.checkpoints_dir,
+           " has a readable manifest", problems);
+  return {};
+}
+
+int parse_int(const std::string& flag, const std::string& text, int lo) {
+  size_t used = 0;
+  long long value = 0;
+  try {
+    value = std::stoll(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  TS_CHECK(used == text.size() && !text.empty() && value >= lo && value <= 1 << 30, ConfigError, flag,
+           " takes an integer >= ", lo, ", not '", text, "'");
+  return static_cast<int>(value);
+}
+
+double parse_double(const std::string& flag, const std::string& text, double lo, double hi) {
+  size_t used = 0;
+  double value = 0;
+  try {
+    value = std::stod(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  TS_CHECK(used == text.size() && !text.empty() && value >= lo && value <= hi, ConfigError, flag,
+           " takes a number in [", lo, ", ", hi, "], not '", text, "'");
+  return value;
+}
+
+// "5,17,3" -> {5, 17, 3}.
+std::vector<int32_t> parse_ids(const std::string& flag, const std::string& text) {
+  std::vector<int32_t> ids;
+  size_t begin = 0;
+  while (begin <= text.size()) {
+    const size_t end = std::min(text.find(',', begin), text.size());
+    const std::string item = text.substr(begin, end - begin);
+    TS_CHECK(!item.empty(), ConfigError, flag, " takes comma-separated token ids (5,17,3), not '", text, "'");
+    ids.push_back(parse_int(flag, item, 0));
+    begin = end + 1;
+  }
+  return ids;
+}
+
+std::string json_string(const std::string& text) {
+  std::string out = "\"";
+  for (const unsigned char c : text) {
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      default:
+        if (c < 0x20) {
+          char escaped[8];
+          std::snprintf(escaped, sizeof(escaped), "\\u%04x", c);
+          out += escaped;
+        } else {
+          out += static_cast<char>(c);
+        }
+    }
+  }
+  return out + "\"";
+}
+
+std::string json_ids(const std::vector<int32_t>& ids) {
+  std::string out = "[";
+  for (size_t i = 0; i < ids.size(); ++i) out += (i ? "," : "") + std::to_string(ids[i]);
+  return out + "]";
+}
+
+std::string decode_text(const sentencepiece::SentencePieceProcessor& tokenizer, const std::vector<int32_t>& ids) {
+  std::string text;
+  tokenizer.Decode(std::vector<int>(ids.begin(), ids.end()), &text).IgnoreError();
+  return text;
+}
+
+}  // namespace
+
+int generate_command(const std::vector<std::string>& args, MpiEnvironment& mpi, const ProcessEnv& env) {
+  CliArgs cli("generate", args,
+              {"--checkpoint", "--prompt", "--prompt-ids", "--prompts-file", "--max-new-tokens", "--temperature",
+               "--top-k", "--top-p", "--seed", "--set"},
+              {"--json", "--no-kv-cache"}, {"--set"});
+  const std::string spec = cli.required("--checkpoint");
+  const int prompt_sources = cli.has("--prompt") + cli.has("--prompt-ids") + cli.has("--prompts-file");
+  TS_CHECK(prompt_sources == 1, ConfigError,
+           "give exactly one of --prompt TEXT, --prompt-ids 5,17,3 or --prompts-file FILE (one prompt per line)");
+  GenerateOptions options;
+  options.max_new_tokens = parse_int("--max-new-tokens", cli.get("--max-new-tokens", "64"), 1);
+  options.sampling.temperature =
+      static_cast<float>(parse_double("--temperature", cli.get("--temperature", "1"), 0, 1e6));
+  options.sampling.top_k = parse_int("--top-k", cli.get("--top-k", "0"), 0);
+  options.sampling.top_p = static_cast<float>(parse_double("--top-p", cli.get("--top-p", "1"), 0, 1));
+  TS_CHECK(options.sampling.top_p > 0, ConfigError, "--top-p must be above 0 (1 keeps every token)");
+  {
+    const std::string seed = cli.get("--seed", "0");
+    TS_CHECK(!seed.empty() && seed.find_first_not_of("0123456789") == std::string::npos && seed.size() <= 19,
+             ConfigError, "--seed takes a non-negative integer, not '", seed, "'");
+    options.sampling.seed = std::stoull(seed);
+  }
+  options.kv_cache = !cli.has("--no-kv-cache");
+  const bool json = cli.has("--json");
+
+  const config::JobConfig config = inference_config(spec, cli.all("--set"));
+  const ModelConfig model_config = model_config_from(config.model());
+
+  // The tokenizer (every rank loads it: every rank must agree on the prompts' lengths).
+  std::unique_ptr<sentencepiece::SentencePieceProcessor> tokenizer;
+  const std::string tokenizer_path = config.data().tokenizer();
+  if (!tokenizer_path.empty()) {
+    tokenizer = std::make_unique<sentencepiece::SentencePieceProcessor>();
+    const auto status = tokenizer->Load(tokenizer_path);
+    TS_CHECK(status.ok(), DataError, "data.tokenizer '", tokenizer_path, "' of the checkpoint's job cannot be loaded (",
+             status.ToString(), "); give token ids with --prompt-ids, or run where that path exists");
+    options.eos_id = tokenizer->eos_id();
+  }
+
+  // The prompts, as token ids.
+  std::vector<std::string> texts;
+  std::vector<std::vector<int32_t>> prompts;
+  if (cli.has("--prompt-ids")) {
+    prompts.push_back(parse_ids("--prompt-ids", cli.get("--prompt-ids")));
+  } else {
+    if (cli.has("--prompt")) {
+      texts.push_back(cli.get("--prompt"));
+    } else {
+      std::ifstream in(cli.get("--prompts-file"));
+      TS_CHECK(in.good(), ConfigError, "--prompts-file ", cli.get("--prompts-file"), ": cannot be read");
+      for (std::string line; std::getline(in, line);) {
+        if (!line.empty() && line.back() == '\r') line.pop_back();
+        texts.push_back(line);
+      }
+      TS_CHECK(!texts.empty(), ConfigError, "--prompts-file ", cli.get("--prompts-file"), " holds no prompt");
+    }
+    TS_CHECK(tokenizer != nullptr, ConfigError,
+             "the checkpoint's job has no data.tokenizer, so text prompts cannot be tokenized: give token ids with "
+             "--prompt-ids 5,17,3");
+    for (const std::string& text : texts) {
+      std::vector<int> ids;
+      const auto status = tokenizer->Encode(text, &ids);
+      TS_CHECK(status.ok(), DataError, "cannot tokenize the prompt '", text, "': ", status.ToString());
+      prompts.emplace_back(ids.begin(), ids.end());
+    }
+  }
+  int longest = 0;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const std::vector<int32_t>& prompt = prompts[i];
+    const std::string which = prompts.size() > 1 ? str_cat("prompt ", i + 1) : std::string("the prompt");
+    TS_CHECK(!prompt.empty(), ConfigError, which, " is empty (no tokens): give at least one token");
+    for (int32_t id : prompt) {
+      TS_CHECK(id < model_config.vocab_size, ConfigError, which, " has token id ", id,
+               ", but the model's vocabulary is ", model_config.vocab_size, " (ids 0..", model_config.vocab_size - 1,
+               ")");
+    }
+    TS_CHECK(static_cast<int64_t>(prompt.size()) + options.max_new_tokens <= model_config.max_seq_len, ConfigError,
+             which, " has ", prompt.size(), " tokens, which with --max-new-tokens ", options.max_new_tokens,
+             " exceeds the model's max_seq_len of ", model_config.max_seq_len,
+             ": shorten the prompt or lower --max-new-tokens");
+    longest = std::max(longest, static_cast<int>(prompt.size()));
+  }
+
+  // One sequence at a time, a cache as long as the longest prompt and its new tokens.
+  Job job = build_inference_job(config, mpi, env, 1, longest + options.max_new_tokens);
+  const bool log = job.is_logger();
+  const CheckpointChoice choice =
+      choose_checkpoint_for_inference(spec, *job.groups.world, log && !json, "--checkpoint");
+  TS_CHECK(choice.manifest.has_config() &&
+               choice.manifest.config().model().SerializeAsString() == config.model().SerializeAsString(),
+           CheckpointError, choice.dir, " holds another model than the checkpoint its job config was read from");
+  load_model_weights(choice.dir, choice.manifest, *job.model, *job.backend);
+  if (log && !json) {
+    std::fprintf(stderr, "tessera generate: %s (step %lld) | %s %d layers | tp=%d pp=%d | %s\n", choice.dir.c_str(),
+                 static_cast<long long>(choice.manifest.step()), model_config.arch.c_str(), model_config.n_layer,
+                 job.layout.tp, job.layout.pp, options.kv_cache ? "KV cache" : "full recomputation");
+  }
+
+  PipelineDecoder decoder(*job.model, *job.backend, *job.groups.tp, *job.groups.pp);
+  GenerateStats total;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    std::vector<int32_t> so_far;
+    std::string printed;
+    auto on_token = [&](int32_t id) {
+      so_far.push_back(id);
+      if (!log || json) return;
+      if (tokenizer) {
+        const std::string text = decode_text(*tokenizer, so_far);
+        if (text.compare(0, printed.size(), printed) == 0) {
+          std::fputs(text.c_str() + printed.size(), stdout);
+          printed = text;
+        }
+      } else {
+        std::printf("%s%d", so_far.size() > 1 ? " " : "", id);
+      }
+      std::fflush(stdout);
+    };
+    if (log && !json) {
+      if (tokenizer) {
+        std::fputs(texts[i].c_str(), stdout);
+      } else {
+        std::printf("%s -> ", json_ids(prompts[i]).c_str());
+      }
+      std::fflush(stdout);
+    }
+    GenerateStats stats;
+    const std::vector<int32_t> ids = generate(decoder, *job.model, prompts[i], options, i, on_token, &stats);
+    total.prompt_tokens += stats.prompt_tokens;
+    total.new_tokens += stats.new_tokens;
+    total.prefill_s += stats.prefill_s;
+    total.decode_s += stats.decode_s;
+    if (!log) continue;
+    if (json) {
+      std::string line = "{\"prompt_ids\":" + json_ids(prompts[i]) + ",\"ids\":" + json_ids(ids);
+      if (tokenizer) line += ",\"text\":" + json_string(decode_text(*tokenizer, ids));
+      std::printf("%s}\n", line.c_str());
+    } else {
+      std::printf("\n");
+    }
+    std::fflush(stdout);
+  }
+  if (log && !json) {
+    const double decode_tokens = static_cast<double>(total.new_tokens - static_cast<int64_t>(prompts.size()));
+    std::fprintf(stderr,
+                 "%lld prompt tokens prefilled in %.3f s; %lld new tokens, %.1f tokens/s after the first of each "
+                 "prompt\n",
+                 static_cast<long long>(total.prompt_tokens), total.prefill_s, static_cast<long long>(total.new_tokens),
+                 total.decode_s > 0 ? decode_tokens / total.decode_s : 0.0);
+  }
+  return 0;
+}
+
+}  // namespace tessera
