@@ -7,4 +7,4 @@ bash scripts/install-deps.sh
 bash scripts/build.sh
 # mpirun refuses to run as root without these; harmless otherwise.
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_WAIT_POLICY=PASSIVE
-ctest --test-dir build --output-on-failure --timeout 600 "$@"
+ctest --test-dir build --output-on-failure --timeout 600 -j "$(nproc)" "$@"

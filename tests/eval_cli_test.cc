@@ -1,15 +1,16 @@
-// `tessera eval` and `tessera train --init-from` as a user runs them: eval's loss over a dataset equals the loss
-// train computes on the same windows from the same weights, in any layout; --init-from starts a new run from a
-// checkpoint's weights (step 0, fresh optimizer) and yields to the run's own checkpoint on a requeue; the errors
-// a user can make are named.
+// `tessera eval`, `tessera generate` with text and `tessera train --init-from` as a user runs them: eval's loss over a
+// dataset equals the loss train computes on the same windows from the same weights, in any layout; --init-from starts a
+// new run from a checkpoint's weights (step 0, fresh optimizer) and yields to the run's own checkpoint on a requeue;
+// the errors a user can make are named.
 #include <gtest/gtest.h>
 #include <sentencepiece_trainer.h>
+#include <sys/stat.h>
 
 #include <cmath>
 #include <cstdint>
 #include <fstream>
-#include <sstream>
 #include <random>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -96,9 +97,12 @@ TEST(EvalCli, LossEqualsTrainsLossOnTheSameWindowsInEveryLayout) {
   const double train_loss = json_number(first, "loss");
   EXPECT_EQ(json_number(first, "step"), 1);
 
-  for (const auto& [ranks, layout] : std::vector<std::pair<int, std::string>>{
-           {1, ""}, {2, "--set parallel.tp=2"}, {2, "--set parallel.pp=2"}, {2, "--set parallel.dp=2"},
-           {4, "--set parallel.tp=2 --set parallel.pp=2"}}) {
+  for (const auto& [ranks, layout] :
+       std::vector<std::pair<int, std::string>>{{1, ""},
+                                                {2, "--set parallel.tp=2"},
+                                                {2, "--set parallel.pp=2"},
+                                                {2, "--set parallel.dp=2"},
+                                                {4, "--set parallel.tp=2 --set parallel.pp=2"}}) {
     SCOPED_TRACE(layout);
     r = run_command(tessera("eval --json --checkpoint " + imported + " --data " + data + " " + layout, ranks));
     ASSERT_EQ(r.exit_code, 0) << r.output;
@@ -199,8 +203,8 @@ TEST(EvalCli, MultipleChoiceLogLikelihoodsAreTheChoicesTokenLosses) {
     task += str_cat("], \"label\": ", e.label, "}\n");
   }
   testing::write_text_file(dir.file("task.jsonl"), task);
-  const std::string eval = "eval --checkpoint " + imported + " --set data.tokenizer=" + tokenizer_path +
-                           " --task " + dir.file("task.jsonl") + " --json";
+  const std::string eval = "eval --checkpoint " + imported + " --set data.tokenizer=" + tokenizer_path + " --task " +
+                           dir.file("task.jsonl") + " --json";
   auto r = run_command(tessera(eval + " --per-example " + dir.file("one.jsonl")));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const std::vector<std::vector<double>> loglik = read_logliks(dir.file("one.jsonl"));
@@ -247,7 +251,8 @@ TEST(EvalCli, MultipleChoiceLogLikelihoodsAreTheChoicesTokenLosses) {
 
   // The same numbers in other layouts.
   for (const auto& [ranks, layout] :
-       std::vector<std::pair<int, std::string>>{{2, "--set parallel.tp=2"}, {2, "--set parallel.pp=2"},
+       std::vector<std::pair<int, std::string>>{{2, "--set parallel.tp=2"},
+                                                {2, "--set parallel.pp=2"},
                                                 {2, "--set parallel.dp=2 --set train.global_batch=2"}}) {
     SCOPED_TRACE(layout);
     r = run_command(tessera(eval + " --per-example " + dir.file("other.jsonl") + " " + layout, ranks));
@@ -255,8 +260,31 @@ TEST(EvalCli, MultipleChoiceLogLikelihoodsAreTheChoicesTokenLosses) {
     const std::vector<std::vector<double>> other = read_logliks(dir.file("other.jsonl"));
     ASSERT_EQ(other.size(), loglik.size());
     for (size_t e = 0; e < other.size(); ++e)
-      for (size_t c = 0; c < other[e].size(); ++c) EXPECT_NEAR(other[e][c], loglik[e][c], 1e-5 * std::fabs(loglik[e][c]));
+      for (size_t c = 0; c < other[e].size(); ++c)
+        EXPECT_NEAR(other[e][c], loglik[e][c], 1e-5 * std::fabs(loglik[e][c]));
   }
+
+  // During training: logging.eval_task is scored at every evaluation, into the log and metrics.jsonl; from the
+  // same weights (step 0's evaluation comes after step 1's update, so compare its accuracy's form only).
+  testing::write_text_file(dir.file("train.textproto"),
+                           "model { arch: LLAMA vocab_size: 512 n_layer: 2 n_head: 4 n_kv_head: 2 n_embd: 64 "
+                           "ffn_hidden: 176 max_seq_len: 32 }\n"
+                           "train { steps: 2 global_batch: 8 seq_len: 32 threads: 1 }\n"
+                           "optimizer { lr: 1e-3 }\n"
+                           "data { mock: true tokenizer: \"" +
+                               tokenizer_path +
+                               "\" }\n"
+                               "checkpoint { every_steps: 0 save_on_exit: false }\n"
+                               "logging { eval_every: 1 eval_task: \"" +
+                               dir.file("task.jsonl") + "\" }\n");
+  r = run_command(tessera("train --config " + dir.file("train.textproto") + " --run-dir " + dir.file("trained")));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "step     1/2 | task acc ")) << r.output;
+  EXPECT_TRUE(contains(testing::read_text_file(dir.file("trained") + "/metrics.jsonl"), "\"task_acc_norm\": "));
+  r = run_command(tessera("train --config " + dir.file("train.textproto") + " --run-dir " + dir.file("x") +
+                          " --set logging.eval_every=0"));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_TRUE(contains(r.output, "logging.eval_task is scored at every evaluation")) << r.output;
 
   // Bad task files: named with their line, exit 1.
   const std::vector<std::pair<std::string, std::string>> bad = {
@@ -279,6 +307,52 @@ TEST(EvalCli, MultipleChoiceLogLikelihoodsAreTheChoicesTokenLosses) {
   EXPECT_TRUE(contains(r.output, "names no data.tokenizer")) << r.output;
 }
 
+// Text prompts through a real SentencePiece model: the prompt's ids are the tokenizer's, the text is the
+// decoded ids, a prompts file gives one JSON line per prompt, and the streamed text starts with the prompt.
+TEST(GenerateCli, TextPromptsThroughTheTokenizer) {
+  TempDir dir;
+  const std::string tokenizer_path = train_small_tokenizer(dir, 60);
+  const Tokenizer tokenizer(tokenizer_path, "test");
+  const std::string imported = dir.file("imported");
+  ASSERT_EQ(run_command(tessera("import --input " + kFixture + " --out " + imported)).exit_code, 0);
+  const std::string generate = "generate --checkpoint " + imported + " --set data.tokenizer=" + tokenizer_path +
+                               " --max-new-tokens 6 --temperature 0 ";
+  auto r = run_command(tessera(generate + "--prompt 'the quick brown' --json"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::string ids;
+  for (int id : tokenizer.encode("the quick brown")) ids += (ids.empty() ? "" : ",") + std::to_string(id);
+  EXPECT_TRUE(contains(r.output, "\"prompt_ids\":[" + ids + "]")) << r.output;
+  EXPECT_TRUE(contains(r.output, "\"text\":\"")) << r.output;
+  // The same prompt given as ids and as text continues the same way.
+  const auto by_ids = run_command(tessera(generate + "--prompt-ids " + ids + " --json"));
+  ASSERT_EQ(by_ids.exit_code, 0) << by_ids.output;
+  const auto ids_of = [](const std::string& output) {
+    const size_t at = output.find("\"ids\":[");
+    return at == std::string::npos ? std::string() : output.substr(at, output.find(']', at) - at);
+  };
+  EXPECT_EQ(ids_of(r.output), ids_of(by_ids.output));
+  EXPECT_FALSE(ids_of(r.output).empty()) << r.output;
+
+  testing::write_text_file(dir.file("prompts.txt"), "the lazy dog\nthe quick brown fox\n");
+  r = run_command(tessera(generate + "--prompts-file " + dir.file("prompts.txt") + " --json"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  int lines = 0;
+  for (size_t at = r.output.find("{\"prompt_ids\""); at != std::string::npos;
+       at = r.output.find("{\"prompt_ids\"", at + 1))
+    ++lines;
+  EXPECT_EQ(lines, 2) << r.output;
+  // Streamed text: a line with the prompt, then its continuation (the progress lines go to stderr).
+  r = run_command("(" + tessera(generate + "--prompt 'the lazy dog' 2>" + dir.file("stderr.txt")) + ")");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output.rfind("the lazy dog", 0), 0u) << r.output;
+  EXPECT_GT(r.output.size(), std::string("the lazy dog\n").size()) << r.output;
+  // A FIFO as the prompts file is refused, not waited on.
+  ASSERT_EQ(mkfifo(dir.file("fifo").c_str(), 0600), 0);
+  r = run_command(tessera(generate + "--prompts-file " + dir.file("fifo")));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_TRUE(contains(r.output, "--prompts-file " + dir.file("fifo"))) << r.output;
+}
+
 TEST(TrainInitFrom, NewRunFromWeightsThenItsOwnCheckpointOnRequeue) {
   TempDir dir;
   const std::string data = dir.file("data");
@@ -289,9 +363,10 @@ TEST(TrainInitFrom, NewRunFromWeightsThenItsOwnCheckpointOnRequeue) {
   testing::write_text_file(job, job_text(data, 4));
   const std::string run = dir.file("run");
   // First launch: no checkpoint of its own, so the weights come from --init-from; a step-2 checkpoint.
-  auto r = run_command(tessera("train --config " + job + " --run-dir " + run + " --init-from " + imported +
-                               " --resume latest --set train.steps=2 --set checkpoint.every_steps=2 --set parallel.tp=2",
-                               2));
+  auto r =
+      run_command(tessera("train --config " + job + " --run-dir " + run + " --init-from " + imported +
+                              " --resume latest --set train.steps=2 --set checkpoint.every_steps=2 --set parallel.tp=2",
+                          2));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_TRUE(contains(r.output, "loaded the weights of")) << r.output;
   // A requeue continues its own checkpoint; --init-from is ignored and says so.

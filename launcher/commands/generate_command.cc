@@ -3,8 +3,6 @@
 // parallel.pp=M (one copy of the model: parallel.dp must be 1). The model is the checkpoint's saved job config;
 // prompts are tokenized with its data.tokenizer. World rank 0 prints; every rank runs the same prompts. See
 // docs/generate.md.
-#include <sentencepiece_processor.h>
-
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -19,6 +17,9 @@
 #include "launcher/commands/cli_args.h"
 #include "launcher/commands/commands.h"
 #include "launcher/common/config.h"
+#include "launcher/common/json.h"
+#include "launcher/common/regular_file.h"
+#include "launcher/data/tokenizer.h"
 #include "launcher/run/generator.h"
 #include "launcher/run/job.h"
 #include "parallel/mpi_environment.h"
@@ -95,48 +96,15 @@ std::vector<int32_t> parse_ids(const std::string& flag, const std::string& text)
   return ids;
 }
 
-std::string json_string(const std::string& text) {
-  std::string out = "\"";
-  for (const unsigned char c : text) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      default:
-        if (c < 0x20) {
-          char escaped[8];
-          std::snprintf(escaped, sizeof(escaped), "\\u%04x", c);
-          out += escaped;
-        } else {
-          out += static_cast<char>(c);
-        }
-    }
-  }
-  return out + "\"";
+// [5,17,3]
+Json json_ids(const std::vector<int32_t>& ids) {
+  Json array = Json::array();
+  for (int32_t id : ids) array.push_back(static_cast<int64_t>(id));
+  return array;
 }
 
-std::string json_ids(const std::vector<int32_t>& ids) {
-  std::string out = "[";
-  for (size_t i = 0; i < ids.size(); ++i) out += (i ? "," : "") + std::to_string(ids[i]);
-  return out + "]";
-}
-
-std::string decode_text(const sentencepiece::SentencePieceProcessor& tokenizer, const std::vector<int32_t>& ids) {
-  std::string text;
-  tokenizer.Decode(std::vector<int>(ids.begin(), ids.end()), &text).IgnoreError();
-  return text;
+std::string decode_text(const Tokenizer& tokenizer, const std::vector<int32_t>& ids) {
+  return tokenizer.decode(std::vector<int>(ids.begin(), ids.end()));
 }
 
 }  // namespace
@@ -170,14 +138,14 @@ int generate_command(const std::vector<std::string>& args, MpiEnvironment& mpi, 
   const ModelConfig model_config = model_config_from(config.model());
 
   // The tokenizer (every rank loads it: every rank must agree on the prompts' lengths).
-  std::unique_ptr<sentencepiece::SentencePieceProcessor> tokenizer;
+  std::unique_ptr<Tokenizer> tokenizer;
   const std::string tokenizer_path = config.data().tokenizer();
   if (!tokenizer_path.empty()) {
-    tokenizer = std::make_unique<sentencepiece::SentencePieceProcessor>();
-    const auto status = tokenizer->Load(tokenizer_path);
-    TS_CHECK(status.ok(), DataError, "data.tokenizer '", tokenizer_path, "' of the checkpoint's job cannot be loaded (",
-             status.ToString(), "); give token ids with --prompt-ids, or run where that path exists");
+    tokenizer = std::make_unique<Tokenizer>(tokenizer_path, "data.tokenizer of the checkpoint's job");
     options.eos_id = tokenizer->eos_id();
+    // A model's vocabulary may be larger than its tokenizer's (rounded up for speed): ids the tokenizer does
+    // not have cannot be written, so they are never chosen.
+    options.vocab_limit = tokenizer->vocab_size();
   }
 
   // The prompts, as token ids.
@@ -189,6 +157,9 @@ int generate_command(const std::vector<std::string>& args, MpiEnvironment& mpi, 
     if (cli.has("--prompt")) {
       texts.push_back(cli.get("--prompt"));
     } else {
+      const std::string problem = regular_file_problem(cli.get("--prompts-file"));
+      TS_CHECK(problem.empty(), ConfigError, "--prompts-file ", cli.get("--prompts-file"), ": ", problem,
+               "; give a text file with one prompt per line");
       std::ifstream in(cli.get("--prompts-file"));
       TS_CHECK(in.good(), ConfigError, "--prompts-file ", cli.get("--prompts-file"), ": cannot be read");
       for (std::string line; std::getline(in, line);) {
@@ -201,9 +172,7 @@ int generate_command(const std::vector<std::string>& args, MpiEnvironment& mpi, 
              "the checkpoint's job has no data.tokenizer, so text prompts cannot be tokenized: give token ids with "
              "--prompt-ids 5,17,3");
     for (const std::string& text : texts) {
-      std::vector<int> ids;
-      const auto status = tokenizer->Encode(text, &ids);
-      TS_CHECK(status.ok(), DataError, "cannot tokenize the prompt '", text, "': ", status.ToString());
+      const std::vector<int> ids = tokenizer->encode(text);
       prompts.emplace_back(ids.begin(), ids.end());
     }
   }
@@ -259,10 +228,10 @@ int generate_command(const std::vector<std::string>& args, MpiEnvironment& mpi, 
       std::fflush(stdout);
     };
     if (log && !json) {
-      if (tokenizer) {
-        std::fputs(texts[i].c_str(), stdout);
+      if (tokenizer) {  // the prompt as given, or as its ids read
+        std::fputs(i < texts.size() ? texts[i].c_str() : decode_text(*tokenizer, prompts[i]).c_str(), stdout);
       } else {
-        std::printf("%s -> ", json_ids(prompts[i]).c_str());
+        std::printf("%s -> ", json_ids(prompts[i]).dump().c_str());
       }
       std::fflush(stdout);
     }
@@ -274,9 +243,11 @@ int generate_command(const std::vector<std::string>& args, MpiEnvironment& mpi, 
     total.decode_s += stats.decode_s;
     if (!log) continue;
     if (json) {
-      std::string line = "{\"prompt_ids\":" + json_ids(prompts[i]) + ",\"ids\":" + json_ids(ids);
-      if (tokenizer) line += ",\"text\":" + json_string(decode_text(*tokenizer, ids));
-      std::printf("%s}\n", line.c_str());
+      Json line = Json::object();
+      line.set("prompt_ids", json_ids(prompts[i]));
+      line.set("ids", json_ids(ids));
+      if (tokenizer) line.set("text", decode_text(*tokenizer, ids));
+      std::printf("%s\n", line.dump().c_str());
     } else {
       std::printf("\n");
     }

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <utility>
 
 #include "cluster/process_env.h"
@@ -24,8 +25,11 @@
 #include "launcher/common/human_format.h"
 #include "launcher/common/stop_signal.h"
 #include "launcher/data/data_sources.h"
+#include "launcher/data/multiple_choice_task.h"
+#include "launcher/data/tokenizer.h"
 #include "launcher/run/device_setup.h"
 #include "launcher/run/job.h"
+#include "launcher/run/multiple_choice.h"
 #include "launcher/run/run_dir.h"
 #include "launcher/run/throughput.h"
 #include "models/registry.h"
@@ -53,7 +57,6 @@ std::pair<int64_t, SaveCrashPoint> parse_crash_point(const std::string& value) {
            "--debug-kill-during-save takes STEP:shards, STEP:manifest or STEP:rename, not '", value, "'");
   return {std::stoll(value.substr(0, colon)), crash};
 }
-
 
 }  // namespace
 
@@ -118,7 +121,8 @@ int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
   const int start_step = cli.has("--resume") ? static_cast<int>(checkpointer.resume(cli.get("--resume"))) : 0;
   if (cli.has("--init-from")) {
     if (checkpointer.resumed()) {
-      if (log) std::printf("--init-from %s ignored: this run has a checkpoint of its own\n", cli.get("--init-from").c_str());
+      if (log)
+        std::printf("--init-from %s ignored: this run has a checkpoint of its own\n", cli.get("--init-from").c_str());
     } else {
       checkpointer.load_weights(cli.get("--init-from"), "--init-from");
     }
@@ -130,6 +134,14 @@ int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
     write_file_atomically(run_dir + "/config.textproto", job_config_to_text(config));
     metrics = start_step > 0 ? std::make_unique<MetricsWriter>(run_dir + "/metrics.jsonl", start_step)
                              : std::make_unique<MetricsWriter>(run_dir + "/metrics.jsonl");
+  }
+
+  // The task scored at each evaluation, read before the first step so that a bad file fails now.
+  std::unique_ptr<Tokenizer> task_tokenizer;
+  std::vector<tasks::MultipleChoiceExample> task;
+  if (logging.has_eval_task()) {
+    task_tokenizer = std::make_unique<Tokenizer>(config.data().tokenizer(), "data.tokenizer");
+    task = read_multiple_choice_task(logging.eval_task());
   }
 
   const double tokens_per_step = static_cast<double>(train.global_batch()) * train.seq_len();
@@ -155,12 +167,18 @@ int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
     }
     const bool last = step + 1 == train.steps();
     double val_loss = NAN;
-    if (data.valid && logging.eval_every() > 0 && ((step + 1) % logging.eval_every() == 0 || last)) {
+    std::optional<MultipleChoiceResult> task_result;
+    const bool evaluate = logging.eval_every() > 0 && ((step + 1) % logging.eval_every() == 0 || last);
+    if (evaluate && data.valid) {
       val_loss = job.trainer->evaluate(*data.valid, 0, logging.eval_batches());
       if (val_loss < best_val) {
         best_val = val_loss;
         best_val_step = step + 1;
       }
+    }
+    if (evaluate && !task.empty()) {
+      task_result = score_multiple_choice(*job.trainer, *task_tokenizer, task, train.seq_len(), train.global_batch(),
+                                          logging.eval_task());
     }
     steps_done = step + 1;
     if (log) {
@@ -174,6 +192,7 @@ int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
       if (t.mfu >= 0) row.add("mfu", t.mfu);
       if (r.skipped) row.add("skipped", 1);
       if (!std::isnan(val_loss)) row.add("val_loss", val_loss);
+      if (task_result) row.add("task_acc", task_result->acc()).add("task_acc_norm", task_result->acc_norm());
       metrics->write_line(row.str());
       if ((step + 1) % logging.log_every() == 0 || step == start_step || last || r.skipped) {
         std::printf("step %5d/%d | loss %.4f | lr %.2e | grad norm %.3f | %s tok/s | %.1f ms%s%s\n", step + 1,
@@ -182,6 +201,10 @@ int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
                     r.skipped ? " | not finite: update skipped" : "");
       }
       if (!std::isnan(val_loss)) std::printf("step %5d/%d | val loss %.4f\n", step + 1, train.steps(), val_loss);
+      if (task_result) {
+        std::printf("step %5d/%d | task acc %.4f, acc_norm %.4f (%lld examples)\n", step + 1, train.steps(),
+                    task_result->acc(), task_result->acc_norm(), static_cast<long long>(task_result->examples));
+      }
       std::fflush(stdout);
     }
     if (checkpointer.after_step(step + 1, last)) break;  // a stop signal: saved (save_on_exit), leave

@@ -577,6 +577,18 @@ void validate_logging(const config::JobConfig& job, Problems& problems) {
   if (logging.run_dir().empty()) {
     problems.add("logging.run_dir is empty: set it to the directory where the run's metrics and config go");
   }
+  if (logging.has_eval_task()) {
+    if (logging.eval_task().empty())
+      problems.add("logging.eval_task is set but empty: give a .jsonl task or remove it");
+    if (logging.eval_every() == 0) {
+      problems.add(
+          "logging.eval_task is scored at every evaluation, but logging.eval_every is 0: set "
+          "logging.eval_every to a number of steps");
+    }
+    if (job.data().tokenizer().empty()) {
+      problems.add("logging.eval_task needs data.tokenizer (the SentencePiece model) to tokenize the task's text");
+    }
+  }
 }
 
 void validate_checkpoint(const config::CheckpointConfig& checkpoint, Problems& problems) {

@@ -16,8 +16,8 @@
 #include <sstream>
 
 #include "core/check.h"
+#include "launcher/common/json.h"
 #include "launcher/common/mapped_file.h"
-#include "launcher/interop/json.h"
 #include "models/registry.h"
 
 namespace tessera {

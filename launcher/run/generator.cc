@@ -1,6 +1,7 @@
 // The generation loop.
 #include "launcher/run/generator.h"
 
+#include <algorithm>
 #include <chrono>
 
 #include "core/check.h"
@@ -33,7 +34,10 @@ std::vector<int32_t> generate(PipelineDecoder& decoder, const Model& model, cons
       logits = decoder.decode({sequence_so_far.back()}, length - 1, 1);
     }
     std::vector<int32_t> next(1, 0);
-    if (!logits.empty()) next[0] = pick_token(logits.data(), vocab, options.sampling, sequence, step);
+    if (!logits.empty()) {
+      const int64_t choosable = options.vocab_limit > 0 ? std::min<int64_t>(vocab, options.vocab_limit) : vocab;
+      next[0] = pick_token(logits.data(), choosable, options.sampling, sequence, step);
+    }
     decoder.share_from_last_stage(next);
     (step == 0 ? local.prefill_s : local.decode_s) += std::chrono::duration<double>(Clock::now() - start).count();
     generated.push_back(next[0]);

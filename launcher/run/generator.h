@@ -15,7 +15,9 @@ namespace tessera {
 struct GenerateOptions {
   int max_new_tokens = 64;
   SamplingOptions sampling;
-  int eos_id = -1;       // generation stops after this token (it is part of the output); -1: only the limit
+  int eos_id = -1;  // generation stops after this token (it is part of the output); -1: only the limit
+  // Only ids below this are chosen (the tokenizer's vocabulary, when the model's is larger); 0: the model's.
+  int64_t vocab_limit = 0;
   bool kv_cache = true;  // false: recompute the whole sequence with the full forward at every step (tests)
 };
 

@@ -8,6 +8,7 @@
 #include <filesystem>
 
 #include "core/check.h"
+#include "launcher/common/json.h"
 
 namespace tessera {
 
@@ -52,32 +53,8 @@ void MetricsWriter::write_line(const std::string& json_object) {
 }
 
 std::string json_escape(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof(buf), "\\u%04x", c);
-          out += buf;
-        } else {
-          out += c;
-        }
-    }
-  }
-  return out;
+  const std::string quoted = Json(s).dump();
+  return quoted.substr(1, quoted.size() - 2);
 }
 
 // 9 significant digits (a float round-trips); JSON has no NaN or infinity, so they are strings.

@@ -1,5 +1,6 @@
-// A small JSON value with a strict parser and a writer, for the files Hugging Face tools read and write
-// (safetensors headers, config.json, the shard index). Objects keep their members in insertion order.
+// A small JSON value with a strict parser and a writer: the files Hugging Face tools read and write
+// (safetensors headers, config.json, the shard index) and every JSON line Tessera prints (metrics, eval,
+// generate). Objects keep their members in insertion order.
 #pragma once
 
 #include <cstdint>
