@@ -107,6 +107,16 @@ std::string decode_text(const Tokenizer& tokenizer, const std::vector<int32_t>& 
   return tokenizer.decode(std::vector<int>(ids.begin(), ids.end()));
 }
 
+// The text `ids` add after `prompt`: what decoding both together adds to the prompt's own decoding. Decoded
+// alone, the first word would lose the space that SentencePiece keeps in its word-initial mark.
+std::string continuation_text(const Tokenizer& tokenizer, const std::vector<int32_t>& prompt,
+                              const std::vector<int32_t>& ids) {
+  std::vector<int32_t> both = prompt;
+  both.insert(both.end(), ids.begin(), ids.end());
+  const std::string whole = decode_text(tokenizer, both), start = decode_text(tokenizer, prompt);
+  return whole.compare(0, start.size(), start) == 0 ? whole.substr(start.size()) : decode_text(tokenizer, ids);
+}
+
 }  // namespace
 
 int generate_command(const std::vector<std::string>& args, MpiEnvironment& mpi, const ProcessEnv& env) {
@@ -217,7 +227,7 @@ int generate_command(const std::vector<std::string>& args, MpiEnvironment& mpi, 
       so_far.push_back(id);
       if (!log || json) return;
       if (tokenizer) {
-        const std::string text = decode_text(*tokenizer, so_far);
+        const std::string text = continuation_text(*tokenizer, prompts[i], so_far);
         if (text.compare(0, printed.size(), printed) == 0) {
           std::fputs(text.c_str() + printed.size(), stdout);
           printed = text;
@@ -246,7 +256,7 @@ int generate_command(const std::vector<std::string>& args, MpiEnvironment& mpi, 
       Json line = Json::object();
       line.set("prompt_ids", json_ids(prompts[i]));
       line.set("ids", json_ids(ids));
-      if (tokenizer) line.set("text", decode_text(*tokenizer, ids));
+      if (tokenizer) line.set("text", continuation_text(*tokenizer, prompts[i], ids));
       std::printf("%s\n", line.dump().c_str());
     } else {
       std::printf("\n");
