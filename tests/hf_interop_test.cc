@@ -21,7 +21,7 @@
 #include "launcher/common/hdf5_file.h"
 #include "launcher/data/prepare.h"
 #include "launcher/interop/hf_directory.h"
-#include "launcher/interop/json.h"
+#include "launcher/common/json.h"
 #include "launcher/interop/safetensors.h"
 #include "tests/run_command.h"
 #include "tests/temp_dir.h"

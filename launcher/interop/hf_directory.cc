@@ -17,7 +17,7 @@
 
 #include "core/check.h"
 #include "launcher/common/mapped_file.h"
-#include "launcher/interop/json.h"
+#include "launcher/common/json.h"
 #include "models/registry.h"
 
 namespace tessera {

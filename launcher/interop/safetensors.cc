@@ -12,7 +12,7 @@
 
 #include "core/bf16.h"
 #include "core/check.h"
-#include "launcher/interop/json.h"
+#include "launcher/common/json.h"
 
 namespace tessera {
 

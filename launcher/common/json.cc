@@ -1,5 +1,5 @@
 // JSON: a recursive-descent parser that refuses anything RFC 8259 does not allow, and the writer.
-#include "launcher/interop/json.h"
+#include "launcher/common/json.h"
 
 #include <cerrno>
 #include <cmath>
