@@ -192,11 +192,13 @@ class Backend {
   // target_logit[N] = logit of the target if this shard holds it, else 0. Overwrites.
   virtual void cross_entropy_row_stats(Tensor sum_exp, Tensor target_logit, Tensor logits, Tensor row_max,
                                        Tensor targets, int64_t vocab_start, int64_t valid_cols) = 0;
-  // losses[N] = log(sum_exp) + row_max - target_logit; logits is overwritten in place with
-  // d_scale * (softmax - onehot(target)), zero in padding columns.
+  // losses[N] = log(sum_exp) + row_max - target_logit; row i of logits is overwritten in place with
+  // d_scale * weights[i] * (softmax - onehot(target)), zero in padding columns. weights[N] (f32) are per-token
+  // loss weights (supervised fine-tuning's loss mask); undefined: every row gets d_scale alone, and weights of 1
+  // give exactly those bits. losses are never weighted: the caller weights their sum.
   virtual void cross_entropy_loss_backward(Tensor losses, Tensor logits, Tensor row_max, Tensor sum_exp,
-                                           Tensor target_logit, Tensor targets, int64_t vocab_start, int64_t valid_cols,
-                                           float d_scale) = 0;
+                                           Tensor target_logit, Tensor targets, Tensor weights, int64_t vocab_start,
+                                           int64_t valid_cols, float d_scale) = 0;
 
   // ---- optimizer ---------------------------------------------------------------------------------------------
   // One AdamW update of the f32 master weights param from grad, with moments m and v (all f32, the same

@@ -115,6 +115,14 @@ class Model {
   virtual Tensor tokens(int slot) const = 0;
   virtual Tensor targets(int slot) const = 0;
   virtual Tensor stage_input(int slot) const = 0;
+  // The last stage's per-token loss weights [B*T] (f32) of a slot, filled by the caller like targets; read by
+  // forward only while loss weighting is on.
+  virtual Tensor loss_weights(int slot) const = 0;
+  // Loss weighting (supervised fine-tuning's loss mask): while on, the last stage's forward takes the gradient
+  // of d_scale * sum_i loss_weights[i] * losses[i] instead of d_scale * sum(losses). Off by default; losses()
+  // stay unweighted either way.
+  void set_loss_weighting(bool on) { loss_weighting_ = on; }
+  bool loss_weighting() const { return loss_weighting_; }
   // Runs this stage on the micro-batch in `slot`. On the last stage also computes per-token losses and, when
   // train is true, the gradient of d_scale * sum(losses) through the head (the rest in backward()).
   virtual void forward(int slot, bool train, float d_scale) = 0;
@@ -179,6 +187,7 @@ class Model {
   ModelUse use_;
   int64_t vocab_rows_ = 0;  // this TP rank's rows of the padded vocabulary
   int64_t vocab_start_ = 0, valid_vocab_ = 0;
+  bool loss_weighting_ = false;
 
  private:
   Tensor fused(const Tensor& flat, int first, int count) const;

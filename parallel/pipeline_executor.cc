@@ -97,14 +97,17 @@ void PipelineExecutor::run(const std::vector<PipelineAction>& schedule, bool tra
   grad_send_.reset();
 }
 
-double PipelineExecutor::loss_sum() {
+double PipelineExecutor::loss_sum(const float* weights) {
   if (!model_.stage().has_head) return 0;
   backend_.copy_to_host(host_step_losses_.data(), step_losses_);
   const int64_t per_micro_batch = step_losses_.dim(1);
   double loss_sum = 0;
   for (int m = 0; m < micro_batches_; ++m) {
     double sum = 0;
-    for (int64_t i = 0; i < per_micro_batch; ++i) sum += host_step_losses_[static_cast<size_t>(m * per_micro_batch + i)];
+    for (int64_t i = 0; i < per_micro_batch; ++i) {
+      const size_t at = static_cast<size_t>(m * per_micro_batch + i);
+      sum += weights != nullptr ? static_cast<double>(weights[at]) * host_step_losses_[at] : host_step_losses_[at];
+    }
     loss_sum += sum;
   }
   return loss_sum;

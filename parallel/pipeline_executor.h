@@ -47,8 +47,9 @@ class PipelineExecutor {
   // Forward of every micro-batch, in order, computing losses only.
   void eval_batch(const Load& load);
   // On the last stage: the sum of every micro-batch's per-token losses of the batch just run, each
-  // micro-batch's sum taken in order, then the micro-batches in order (one host read); 0 elsewhere.
-  double loss_sum();
+  // micro-batch's sum taken in order, then the micro-batches in order (one host read); 0 elsewhere. With
+  // weights ([micro_batches * B * T] on the host, in micro-batch order), each loss is multiplied by its weight.
+  double loss_sum(const float* weights = nullptr);
   // On the last stage: the per-token losses of the batch just run, [micro_batches * B * T] in micro-batch
   // order (one host read); empty elsewhere.
   std::vector<float> token_losses();

@@ -48,8 +48,8 @@ void VocabParallelEmbedding::backward(Tensor d_table, Tensor d_positions, Tensor
   backend_.embedding_backward(d_table, d_positions, d_out, tokens, seq_len, vocab_start_);
 }
 
-void VocabParallelCrossEntropy::forward_backward(Tensor losses, Tensor logits, Tensor targets, float d_scale,
-                                                 Tensor row_max, Tensor row_stats) const {
+void VocabParallelCrossEntropy::forward_backward(Tensor losses, Tensor logits, Tensor targets, Tensor weights,
+                                                 float d_scale, Tensor row_max, Tensor row_stats) const {
   const int64_t N = logits.dim(0);
   TS_ASSERT(row_stats.numel() == 2 * N && row_max.numel() == N, "cross-entropy scratch of the wrong size");
   // sum_exp and target_logit side by side, so one all-reduce sums both.
@@ -60,7 +60,7 @@ void VocabParallelCrossEntropy::forward_backward(Tensor losses, Tensor logits, T
   all_reduce_tp(tp_, row_max, ReduceOp::kMax);
   backend_.cross_entropy_row_stats(sum_exp, target_logit, logits, row_max, targets, vocab_start_, valid_vocab_);
   all_reduce_tp(tp_, stats);
-  backend_.cross_entropy_loss_backward(losses, logits, row_max, sum_exp, target_logit, targets, vocab_start_,
+  backend_.cross_entropy_loss_backward(losses, logits, row_max, sum_exp, target_logit, targets, weights, vocab_start_,
                                        valid_vocab_, d_scale);
 }
 

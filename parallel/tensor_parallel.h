@@ -80,8 +80,9 @@ class VocabParallelCrossEntropy {
   VocabParallelCrossEntropy(Backend& backend, ProcessGroup& tp, int64_t vocab_start, int64_t valid_vocab)
       : backend_(backend), tp_(tp), vocab_start_(vocab_start), valid_vocab_(valid_vocab) {}
   // losses[N] = cross-entropy of each row against targets[N]; logits[N, V_local] is overwritten with
-  // d_scale * d(losses)/d(logits). Scratch: row_max[N] and row_stats[2, N] (f32).
-  void forward_backward(Tensor losses, Tensor logits, Tensor targets, float d_scale, Tensor row_max,
+  // d_scale * d(sum_i weights[i] * losses[i])/d(logits), or with weights undefined d_scale * d(sum(losses))/d(logits).
+  // Scratch: row_max[N] and row_stats[2, N] (f32).
+  void forward_backward(Tensor losses, Tensor logits, Tensor targets, Tensor weights, float d_scale, Tensor row_max,
                         Tensor row_stats) const;
 
  private:

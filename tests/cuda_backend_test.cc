@@ -722,7 +722,18 @@ void add_compute_cases(Rng& rng, DType dtype, std::vector<Case>& cases) {
         {stats_out({s.N}), in_out({s.N, s.V}, logits), stats({s.N}, row_max), stats({s.N}, sum_exp),
          stats({s.N}, target_logit), tokens({s.N}, targets)},
         [valid, vocab_start](Backend& b, const Tensors& t) {
-          b.cross_entropy_loss_backward(t[0], t[1], t[2], t[3], t[4], t[5], vocab_start, valid, 1.0f / 44.0f);
+          b.cross_entropy_loss_backward(t[0], t[1], t[2], t[3], t[4], t[5], Tensor(), vocab_start, valid, 1.0f / 44.0f);
+        },
+        tol(kFp32, 1e-6));
+    // Per-token weights (a 0/1 loss mask with one fractional weight): masked rows are exactly zero.
+    Floats weights(s.N);
+    for (int64_t n = 0; n < s.N; ++n) weights[n] = n % 3 == 0 ? 0.0f : n % 4 == 1 ? 0.5f : 1.0f;
+    push(
+        "cross_entropy_loss_backward_weighted" + shape,
+        {stats_out({s.N}), in_out({s.N, s.V}, logits), stats({s.N}, row_max), stats({s.N}, sum_exp),
+         stats({s.N}, target_logit), tokens({s.N}, targets), stats({s.N}, weights)},
+        [valid, vocab_start](Backend& b, const Tensors& t) {
+          b.cross_entropy_loss_backward(t[0], t[1], t[2], t[3], t[4], t[5], t[6], vocab_start, valid, 1.0f / 44.0f);
         },
         tol(kFp32, 1e-6));
   }

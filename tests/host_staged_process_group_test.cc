@@ -57,7 +57,8 @@ class FakeDeviceBackend final : public Backend {
   void embedding_backward(Tensor, Tensor, Tensor, Tensor, int, int64_t) override { unused(); }
   void cross_entropy_row_max(Tensor, Tensor, int64_t) override { unused(); }
   void cross_entropy_row_stats(Tensor, Tensor, Tensor, Tensor, Tensor, int64_t, int64_t) override { unused(); }
-  void cross_entropy_loss_backward(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, int64_t, int64_t, float) override {
+  void cross_entropy_loss_backward(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, int64_t, int64_t,
+                                   float) override {
     unused();
   }
   void adamw_update(Tensor, Tensor, Tensor, Tensor, const AdamWStep&, Tensor) override { unused(); }

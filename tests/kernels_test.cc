@@ -1440,7 +1440,7 @@ TEST_P(CrossEntropy, ShardedMatchesFullVocabulary) {
   for (int64_t s = 0; s < shards; ++s) {
     DeviceTensor losses_t = poisoned(backend_, {N});
     backend_.cross_entropy_loss_backward(losses_t.tensor, shard_logits[s].tensor, row_max_t.tensor, sum_exp_t.tensor,
-                                         target_logit_t.tensor, targets_t.tensor, starts[s], c.shard_cols[s],
+                                         target_logit_t.tensor, targets_t.tensor, Tensor(), starts[s], c.shard_cols[s],
                                          c.d_scale);
     EXPECT_TRUE(all_close(download(backend_, losses_t.tensor), want_losses, loss_tolerance)) << "losses of shard " << s;
 
@@ -1466,6 +1466,87 @@ TEST_P(CrossEntropy, ShardedMatchesFullVocabulary) {
         [&](const Doubles& x) {
           Doubles losses = cross_entropy_reference(x, targets, N, V);
           return c.d_scale * std::accumulate(losses.begin(), losses.end(), 0.0);
+        },
+        to_doubles(logits));
+    EXPECT_TRUE(all_close(full_gradient, want, {1e-5, 1e-6 * std::abs(c.d_scale)})) << "d_logits vs finite differences";
+  }
+}
+
+// Per-token weights (supervised fine-tuning's loss mask over the counted tokens): row n of the gradient is
+// d_scale * weights[n] * (softmax - onehot), exactly zero where the weight is 0, against the double reference and
+// finite differences of d_scale * sum(weights * losses); weights of 1 give the unweighted op's bits.
+TEST_P(CrossEntropy, WeightedBackwardMatchesReferenceAndFiniteDifferences) {
+  const CrossEntropyCase& c = GetParam();
+  const int64_t N = c.N, W = c.shard_width;
+  const int64_t shards = std::ssize(c.shard_cols);
+  const int64_t V = std::accumulate(c.shard_cols.begin(), c.shard_cols.end(), int64_t{0});
+  std::vector<int64_t> starts(shards, 0);
+  for (int64_t s = 1; s < shards; ++s) starts[s] = starts[s - 1] + c.shard_cols[s - 1];
+  Floats logits = rng_.normal(N * V, 2);
+  Ints targets = rng_.integers(N, 0, static_cast<int32_t>(V - 1));
+  // 0/1 masks and one fractional weight; row 0 is always masked out.
+  Floats weights(N);
+  for (int64_t n = 0; n < N; ++n) weights[n] = n == 0 ? 0.0f : n % 3 == 2 ? 0.0f : n % 4 == 3 ? 0.375f : 1.0f;
+  Doubles softmax;
+  const Doubles want_losses = cross_entropy_reference(to_doubles(logits), targets, N, V, &softmax);
+  // Row statistics from the double reference (the other test checks the passes that compute them).
+  Floats row_max(N), sum_exp(N), target_logit(N);
+  for (int64_t n = 0; n < N; ++n) {
+    row_max[n] = *std::max_element(&logits[n * V], &logits[n * V] + V);
+    double sum = 0;
+    for (int64_t j = 0; j < V; ++j) sum += std::exp(static_cast<double>(logits[n * V + j]) - row_max[n]);
+    sum_exp[n] = static_cast<float>(sum);
+    target_logit[n] = logits[n * V + targets[n]];
+  }
+  DeviceTensor targets_t = upload(backend_, targets, {N});
+  DeviceTensor weights_t = upload(backend_, weights, {N});
+  DeviceTensor ones_t = upload(backend_, Floats(N, 1.0f), {N});
+  DeviceTensor row_max_t = upload(backend_, row_max, {N});
+  DeviceTensor sum_exp_t = upload(backend_, sum_exp, {N});
+  DeviceTensor target_logit_t = upload(backend_, target_logit, {N});
+  Floats full_gradient(N * V, kNaN);
+  for (int64_t s = 0; s < shards; ++s) {
+    Floats host(N * W, kPaddingLogit);
+    for (int64_t n = 0; n < N; ++n) {
+      for (int64_t j = 0; j < c.shard_cols[s]; ++j) host[n * W + j] = logits[n * V + starts[s] + j];
+    }
+    auto run = [&](const Tensor& w) {
+      DeviceTensor shard = upload(backend_, host, {N, W});
+      DeviceTensor losses_t = poisoned(backend_, {N});
+      backend_.cross_entropy_loss_backward(losses_t.tensor, shard.tensor, row_max_t.tensor, sum_exp_t.tensor,
+                                           target_logit_t.tensor, targets_t.tensor, w, starts[s], c.shard_cols[s],
+                                           c.d_scale);
+      return std::make_pair(download(backend_, losses_t.tensor), download(backend_, shard.tensor));
+    };
+    const auto [losses, got] = run(weights_t.tensor);
+    // The losses are the per-token losses whatever the weights: the caller weights their sum.
+    EXPECT_TRUE(all_close(losses, want_losses, {1e-5, 1e-5 * (1 + std::log(static_cast<double>(V)))}));
+    const auto [unweighted_losses, unweighted] = run(Tensor());
+    const auto [ones_losses, ones] = run(ones_t.tensor);
+    EXPECT_EQ(ones, unweighted) << "weights of 1 must give the unweighted gradient bit for bit, shard " << s;
+    EXPECT_EQ(ones_losses, unweighted_losses);
+    Doubles want(N * W, 0.0);
+    for (int64_t n = 0; n < N; ++n) {
+      for (int64_t j = 0; j < c.shard_cols[s]; ++j) {
+        const int64_t v = starts[s] + j;
+        want[n * W + j] = c.d_scale * weights[n] * (softmax[n * V + v] - (v == targets[n] ? 1.0 : 0.0));
+        full_gradient[n * V + v] = got[n * W + j];
+      }
+      for (int64_t j = 0; j < W; ++j) {
+        if (weights[n] == 0.0f || j >= c.shard_cols[s]) {
+          EXPECT_EQ(got[n * W + j], 0.0f) << "row " << n << " (weight " << weights[n] << ") column " << j;
+        }
+      }
+    }
+    EXPECT_TRUE(all_close(got, want, {1e-5, 1e-7 * std::abs(c.d_scale)})) << "d_logits of shard " << s;
+  }
+  if (N * V <= kMaxFiniteDifferenceLogits) {
+    Doubles want = numeric_gradient(
+        [&](const Doubles& x) {
+          Doubles losses = cross_entropy_reference(x, targets, N, V);
+          double sum = 0;
+          for (int64_t n = 0; n < N; ++n) sum += weights[n] * losses[n];
+          return c.d_scale * sum;
         },
         to_doubles(logits));
     EXPECT_TRUE(all_close(full_gradient, want, {1e-5, 1e-6 * std::abs(c.d_scale)})) << "d_logits vs finite differences";

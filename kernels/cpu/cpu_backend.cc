@@ -380,14 +380,16 @@ void CpuBackend::cross_entropy_row_stats(Tensor sum_exp, Tensor target_logit, Te
 }
 
 void CpuBackend::cross_entropy_loss_backward(Tensor losses, Tensor logits, Tensor row_max, Tensor sum_exp,
-                                             Tensor target_logit, Tensor targets, int64_t vocab_start,
+                                             Tensor target_logit, Tensor targets, Tensor weights, int64_t vocab_start,
                                              int64_t valid_cols, float d_scale) {
   int64_t N = rows(logits);
   TS_ASSERT(losses.numel() == N && targets.numel() == N, "loss shapes");
+  TS_ASSERT(!weights.defined() || (weights.numel() == N && weights.dtype() == DType::kF32), "loss weight shape");
   expect_compute_dtype({logits}, "cross_entropy_loss_backward");
   Staging f32(staging_);
   cpu::cross_entropy_loss_backward(losses.f32(), f32.inout(logits), row_max.f32(), sum_exp.f32(), target_logit.f32(),
-                                   targets.i32(), N, cols(logits), vocab_start, valid_cols, d_scale);
+                                   targets.i32(), weights.defined() ? weights.f32() : nullptr, N, cols(logits),
+                                   vocab_start, valid_cols, d_scale);
 }
 
 void CpuBackend::adamw_update(Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWStep& step, Tensor param_copy) {

@@ -53,7 +53,8 @@ class CpuBackend final : public Backend {
   void cross_entropy_row_stats(Tensor sum_exp, Tensor target_logit, Tensor logits, Tensor row_max, Tensor targets,
                                int64_t vocab_start, int64_t valid_cols) override;
   void cross_entropy_loss_backward(Tensor losses, Tensor logits, Tensor row_max, Tensor sum_exp, Tensor target_logit,
-                                   Tensor targets, int64_t vocab_start, int64_t valid_cols, float d_scale) override;
+                                   Tensor targets, Tensor weights, int64_t vocab_start, int64_t valid_cols,
+                                   float d_scale) override;
   void adamw_update(Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWStep& step, Tensor param_copy) override;
   double sum_of_squares(Tensor t) override;
   void scale(Tensor t, float factor) override;

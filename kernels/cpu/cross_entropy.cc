@@ -42,8 +42,8 @@ void cross_entropy_row_stats(float* sum_exp, float* target_logit, const float* l
 }
 
 void cross_entropy_loss_backward(float* losses, float* logits, const float* row_max, const float* sum_exp,
-                                 const float* target_logit, const int32_t* targets, int64_t N, int64_t V_local,
-                                 int64_t vocab_start, int64_t valid_cols, float d_scale) {
+                                 const float* target_logit, const int32_t* targets, const float* weights, int64_t N,
+                                 int64_t V_local, int64_t vocab_start, int64_t valid_cols, float d_scale) {
   int64_t cols = valid_cols < V_local ? valid_cols : V_local;
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < N; ++i) {
@@ -51,12 +51,14 @@ void cross_entropy_loss_backward(float* losses, float* logits, const float* row_
     float m = row_max[i];
     float inv_sum = 1.0f / sum_exp[i];
     losses[i] = std::log(sum_exp[i]) + m - target_logit[i];
-    const float scale = inv_sum * d_scale;
+    // With weights of 1 this is d_scale exactly: unweighted training gets the same bits either way.
+    const float row_scale = weights != nullptr ? d_scale * weights[i] : d_scale;
+    const float scale = inv_sum * row_scale;
 #pragma omp simd
     for (int64_t j = 0; j < cols; ++j) row[j] = exp_approx(row[j] - m) * scale;
     for (int64_t j = cols; j < V_local; ++j) row[j] = 0.0f;
     int64_t t = static_cast<int64_t>(targets[i]) - vocab_start;
-    if (t >= 0 && t < cols) row[t] -= d_scale;
+    if (t >= 0 && t < cols) row[t] -= row_scale;
   }
 }
 

@@ -11,9 +11,10 @@ void cross_entropy_row_max(float* row_max, const float* logits, int64_t N, int64
 void cross_entropy_row_stats(float* sum_exp, float* target_logit, const float* logits, const float* row_max,
                              const int32_t* targets, int64_t N, int64_t V_local, int64_t vocab_start,
                              int64_t valid_cols);
-// losses[N] = log(sum_exp) + row_max - target_logit; logits becomes d_scale * (softmax - onehot).
+// losses[N] = log(sum_exp) + row_max - target_logit; row i of logits becomes
+// d_scale * weights[i] * (softmax - onehot), or d_scale * (softmax - onehot) when weights is null.
 void cross_entropy_loss_backward(float* losses, float* logits, const float* row_max, const float* sum_exp,
-                                 const float* target_logit, const int32_t* targets, int64_t N, int64_t V_local,
-                                 int64_t vocab_start, int64_t valid_cols, float d_scale);
+                                 const float* target_logit, const int32_t* targets, const float* weights, int64_t N,
+                                 int64_t V_local, int64_t vocab_start, int64_t valid_cols, float d_scale);
 
 }  // namespace tessera::cpu

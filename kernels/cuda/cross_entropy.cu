@@ -37,12 +37,14 @@ __global__ void row_stats_kernel(float* sum_exp, float* target_logit, const T* l
 
 template <typename T>
 __global__ void loss_backward_kernel(float* losses, T* logits, const float* row_max, const float* sum_exp,
-                                     const float* target_logit, const int32_t* targets, int64_t V_local,
-                                     int64_t vocab_start, int64_t cols, float d_scale) {
+                                     const float* target_logit, const int32_t* targets, const float* weights,
+                                     int64_t V_local, int64_t vocab_start, int64_t cols, float d_scale) {
   const int64_t i = blockIdx.x;
   T* row = logits + i * V_local;
   const float m = row_max[i];
-  const float scale = 1.0f / sum_exp[i] * d_scale;
+  // With weights of 1 this is d_scale exactly, as on the CPU.
+  const float row_scale = weights != nullptr ? d_scale * weights[i] : d_scale;
+  const float scale = 1.0f / sum_exp[i] * row_scale;
   const int64_t t = static_cast<int64_t>(targets[i]) - vocab_start;
   if (threadIdx.x == 0) losses[i] = logf(sum_exp[i]) + m - target_logit[i];
   // Each element is read and then overwritten by the same thread.
@@ -50,7 +52,7 @@ __global__ void loss_backward_kernel(float* losses, T* logits, const float* row_
     float grad = 0.0f;
     if (j < cols) {
       grad = expf(to_float(row[j]) - m) * scale;
-      if (j == t) grad -= d_scale;
+      if (j == t) grad -= row_scale;
     }
     row[j] = from_float<T>(grad);
   }
@@ -81,12 +83,13 @@ void cross_entropy_row_stats(float* sum_exp, float* target_logit, const T* logit
 
 template <typename T>
 void cross_entropy_loss_backward(float* losses, T* logits, const float* row_max, const float* sum_exp,
-                                 const float* target_logit, const int32_t* targets, int64_t N, int64_t V_local,
-                                 int64_t vocab_start, int64_t valid_cols, float d_scale, const Context& ctx) {
+                                 const float* target_logit, const int32_t* targets, const float* weights, int64_t N,
+                                 int64_t V_local, int64_t vocab_start, int64_t valid_cols, float d_scale,
+                                 const Context& ctx) {
   if (N == 0) return;
   loss_backward_kernel<<<static_cast<unsigned>(N), kThreads, 0, ctx.stream>>>(
-      losses, logits, row_max, sum_exp, target_logit, targets, V_local, vocab_start, valid(V_local, valid_cols),
-      d_scale);
+      losses, logits, row_max, sum_exp, target_logit, targets, weights, V_local, vocab_start,
+      valid(V_local, valid_cols), d_scale);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -95,7 +98,8 @@ void cross_entropy_loss_backward(float* losses, T* logits, const float* row_max,
   template void cross_entropy_row_stats<T>(float*, float*, const T*, const float*, const int32_t*, int64_t, int64_t, \
                                            int64_t, int64_t, const Context&);                                        \
   template void cross_entropy_loss_backward<T>(float*, T*, const float*, const float*, const float*, const int32_t*, \
-                                               int64_t, int64_t, int64_t, int64_t, float, const Context&);
+                                               const float*, int64_t, int64_t, int64_t, int64_t, float,              \
+                                               const Context&);
 TS_INSTANTIATE(float)
 TS_INSTANTIATE(bf16)
 #undef TS_INSTANTIATE

@@ -20,11 +20,12 @@ template <typename T>
 void cross_entropy_row_stats(float* sum_exp, float* target_logit, const T* logits, const float* row_max,
                              const int32_t* targets, int64_t N, int64_t V_local, int64_t vocab_start,
                              int64_t valid_cols, const Context& ctx);
-// losses[N] = log(sum_exp) + row_max - target_logit; logits becomes d_scale * (softmax - onehot), rounded
-// once to T, zero in the padding columns.
+// losses[N] = log(sum_exp) + row_max - target_logit; row i of logits becomes d_scale * weights[i] *
+// (softmax - onehot) (weights null: d_scale * (softmax - onehot)), rounded once to T, zero in the padding columns.
 template <typename T>
 void cross_entropy_loss_backward(float* losses, T* logits, const float* row_max, const float* sum_exp,
-                                 const float* target_logit, const int32_t* targets, int64_t N, int64_t V_local,
-                                 int64_t vocab_start, int64_t valid_cols, float d_scale, const Context& ctx);
+                                 const float* target_logit, const int32_t* targets, const float* weights, int64_t N,
+                                 int64_t V_local, int64_t vocab_start, int64_t valid_cols, float d_scale,
+                                 const Context& ctx);
 
 }  // namespace tessera::cuda

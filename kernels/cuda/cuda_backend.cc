@@ -592,9 +592,11 @@ void CudaBackend::cross_entropy_row_stats(Tensor sum_exp, Tensor target_logit, T
 }
 
 void CudaBackend::cross_entropy_loss_backward(Tensor losses, Tensor logits, Tensor row_max, Tensor sum_exp,
-                                              Tensor target_logit, Tensor targets, int64_t vocab_start,
+                                              Tensor target_logit, Tensor targets, Tensor weights, int64_t vocab_start,
                                               int64_t valid_cols, float d_scale) {
-  expect_on_gpu({&losses, &logits, &row_max, &sum_exp, &target_logit, &targets}, "cross_entropy_loss_backward");
+  expect_on_gpu({&losses, &logits, &row_max, &sum_exp, &target_logit, &targets, &weights},
+                "cross_entropy_loss_backward");
+  if (weights.defined()) expect_statistics({&weights}, "cross_entropy_loss_backward");
   const DType dtype = compute_dtype("cross_entropy_loss_backward", {&logits});
   expect_statistics({&losses, &row_max, &sum_exp, &target_logit}, "cross_entropy_loss_backward");
   expect_tokens({&targets}, "cross_entropy_loss_backward");
@@ -602,11 +604,13 @@ void CudaBackend::cross_entropy_loss_backward(Tensor losses, Tensor logits, Tens
   TS_ASSERT(losses.numel() == N && targets.numel() == N && row_max.numel() == N && sum_exp.numel() == N &&
                 target_logit.numel() == N,
             "loss shapes");
+  TS_ASSERT(!weights.defined() || weights.numel() == N, "loss weight shape");
+  const float* weight_data = weights.defined() ? data_as<float>(weights) : nullptr;
   cuda::dispatch_compute(dtype, "cross_entropy_loss_backward", [&]<typename Tag>(Tag) {
     using T = typename Tag::type;
     cuda::cross_entropy_loss_backward(data_as<float>(losses), data_as<T>(logits), data_as<float>(row_max),
-                                      data_as<float>(sum_exp), data_as<float>(target_logit), targets.i32(), N,
-                                      cols(logits), vocab_start, valid_cols, d_scale, context_);
+                                      data_as<float>(sum_exp), data_as<float>(target_logit), targets.i32(), weight_data,
+                                      N, cols(logits), vocab_start, valid_cols, d_scale, context_);
   });
 }
 

@@ -70,6 +70,7 @@ int eval_command(const std::vector<std::string>& args, MpiEnvironment& mpi, cons
   config::DataConfig* data_config = config.mutable_data();
   data_config->clear_train_blend();
   data_config->clear_valid_prefix();
+  data_config->clear_loss_mask();  // every target counts (a fine-tuned model's eval too)
   if (prefix.empty()) {
     data_config->clear_train_prefix();
     data_config->set_mock(true);  // a task only: no dataset to open
@@ -101,8 +102,8 @@ int eval_command(const std::vector<std::string>& args, MpiEnvironment& mpi, cons
     int64_t usable = windows.samples_per_epoch();
     if (max_tokens > 0) usable = std::min<int64_t>(usable, max_tokens / T);
     const int64_t batches = usable / G;
-    TS_CHECK(batches > 0, ConfigError, prefix, ": ", windows.samples_per_epoch(), " window(s) of ", T + 1,
-             " tokens", max_tokens > 0 ? str_cat(" (", usable, " within --max-tokens ", max_tokens, ")") : std::string(),
+    TS_CHECK(batches > 0, ConfigError, prefix, ": ", windows.samples_per_epoch(), " window(s) of ", T + 1, " tokens",
+             max_tokens > 0 ? str_cat(" (", usable, " within --max-tokens ", max_tokens, ")") : std::string(),
              ", fewer than one batch of train.global_batch = ", G,
              ": lower it with --set train.global_batch=N (a multiple of dp x parallel.micro_batches)");
     TS_CHECK(batches <= std::numeric_limits<int>::max(), ConfigError, "--data ", prefix, ": too many batches");
@@ -142,10 +143,11 @@ int eval_command(const std::vector<std::string>& args, MpiEnvironment& mpi, cons
     row.add("task", task).add("examples", static_cast<long long>(r.examples));
     row.add("acc", r.acc()).add("acc_norm", r.acc_norm()).add("truncated", static_cast<long long>(r.truncated));
     if (log && !cli.has("--json")) {
-      std::printf("eval %s on %s: %lld examples, acc %.4f (%lld right), acc_norm %.4f (%lld right)%s\n",
-                  loaded.c_str(), task.c_str(), static_cast<long long>(r.examples), r.acc(),
-                  static_cast<long long>(r.correct), r.acc_norm(), static_cast<long long>(r.correct_norm),
-                  r.truncated ? str_cat("; ", r.truncated, " choice(s) lost context to fit train.seq_len").c_str() : "");
+      std::printf(
+          "eval %s on %s: %lld examples, acc %.4f (%lld right), acc_norm %.4f (%lld right)%s\n", loaded.c_str(),
+          task.c_str(), static_cast<long long>(r.examples), r.acc(), static_cast<long long>(r.correct), r.acc_norm(),
+          static_cast<long long>(r.correct_norm),
+          r.truncated ? str_cat("; ", r.truncated, " choice(s) lost context to fit train.seq_len").c_str() : "");
     }
   }
   if (log && cli.has("--json")) std::printf("%s\n", row.str().c_str());

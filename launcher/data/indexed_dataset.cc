@@ -125,8 +125,8 @@ void IndexedDatasetWriter::FileCloser::operator()(std::FILE* file) const { std::
 
 IndexedDatasetWriter::IndexedDatasetWriter(std::string prefix, IndexedDType dtype)
     : prefix_(std::move(prefix)), dtype_(dtype) {
-  TS_ASSERT(dtype == IndexedDType::kUInt16 || dtype == IndexedDType::kInt32,
-            "IndexedDatasetWriter writes uint16 or int32 tokens, not ", indexed_dtype_name(dtype));
+  TS_ASSERT(dtype == IndexedDType::kUInt8 || dtype == IndexedDType::kUInt16 || dtype == IndexedDType::kInt32,
+            "IndexedDatasetWriter writes uint8, uint16 or int32 tokens, not ", indexed_dtype_name(dtype));
   const std::string path = tmp_path(prefix_ + ".bin");
   bin_.reset(std::fopen(path.c_str(), "wb"));
   TS_CHECK(bin_ != nullptr, DataError, path, ": cannot create (", std::strerror(errno),
@@ -177,7 +177,9 @@ void IndexedDatasetWriter::add_document(const int32_t* tokens, size_t n) {
   TS_CHECK(n <= static_cast<size_t>(std::numeric_limits<int32_t>::max()), DataError, path, ": document ",
            lengths_.size(), " has ", n, " tokens, more than the format's limit of 2^31-1 per document; ",
            "split it into smaller documents");
-  const int64_t max_token = dtype_ == IndexedDType::kUInt16 ? 65535 : std::numeric_limits<int32_t>::max();
+  const int64_t max_token = dtype_ == IndexedDType::kUInt8    ? 255
+                            : dtype_ == IndexedDType::kUInt16 ? 65535
+                                                              : std::numeric_limits<int32_t>::max();
   for (size_t i = 0; i < n; ++i) {
     TS_CHECK(tokens[i] >= 0 && tokens[i] <= max_token, DataError, path, ": token id ", tokens[i], " (document ",
              lengths_.size(), ", position ", i, ") does not fit the dataset's token type ", indexed_dtype_name(dtype_),
@@ -185,6 +187,10 @@ void IndexedDatasetWriter::add_document(const int32_t* tokens, size_t n) {
   }
   if (dtype_ == IndexedDType::kInt32) {
     write_or_throw(bin_.get(), tokens, n * sizeof(int32_t), tmp_path(path));
+  } else if (dtype_ == IndexedDType::kUInt8) {
+    buffer_.resize(n);
+    for (size_t i = 0; i < n; ++i) buffer_[i] = static_cast<uint8_t>(tokens[i]);
+    write_or_throw(bin_.get(), buffer_.data(), buffer_.size(), tmp_path(path));
   } else {
     buffer_.resize(n * sizeof(uint16_t));
     for (size_t i = 0; i < n; ++i) {

@@ -52,8 +52,8 @@ IndexedDType choose_token_dtype(int64_t vocab_size);
 // Not thread-safe; move-only.
 class IndexedDatasetWriter {
  public:
-  // Precondition: dtype is kUInt16 or kInt32 (the types Tessera writes). The parent directory must exist.
-  // Throws DataError naming the file if it cannot be created.
+  // Precondition: dtype is kUInt8 (loss masks), kUInt16 or kInt32 (the types Tessera writes). The parent directory must
+  // exist. Throws DataError naming the file if it cannot be created.
   IndexedDatasetWriter(std::string prefix, IndexedDType dtype);
   // Without finalize(), removes the temporary files.
   ~IndexedDatasetWriter();

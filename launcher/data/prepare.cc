@@ -24,6 +24,7 @@
 
 #include "core/check.h"
 #include "launcher/common/regular_file.h"
+#include "launcher/data/chat_template.h"
 #include "launcher/data/indexed_dataset.h"
 #include "launcher/data/multiple_choice_task.h"
 #include "launcher/data/splitmix64.h"
@@ -414,11 +415,91 @@ void check_options(const PrepareOptions& options) {
   }
 }
 
+// `--format sft`: JSON Lines conversations -> tokens and a loss mask (Note [SFT rendering]). Every line is read
+// and checked before anything is written, so a bad line leaves no output behind.
+PrepareSummary run_sft_prepare(const PrepareOptions& options) {
+  const auto start = Clock::now();
+  TS_CHECK(options.tokenizer_out.empty(), ConfigError,
+           "--format sft tokenizes with an existing tokenizer, the one the model was pretrained with: pass "
+           "--tokenizer PATH.model instead of --tokenizer-out (see `tessera prepare --help`)");
+  TS_CHECK(options.mc_task_out.empty() && options.doc_separator.empty(), ConfigError,
+           "--mc-task-out and --doc-separator apply to --format text only (see `tessera prepare --help`)");
+  const ChatTemplate chat_template = load_chat_template(options.chat_template);
+
+  PrepareSummary summary;
+  std::vector<std::vector<ChatTurn>> conversations;
+  for (const std::string& path : options.inputs) {
+    std::ifstream in(path, std::ios::binary);
+    TS_CHECK(in.is_open(), DataError, path, ": cannot read this input file; check the --input path");
+    std::string line;
+    for (int64_t number = 1; std::getline(in, line); ++number) {
+      summary.text_bytes += static_cast<int64_t>(line.size()) + 1;
+      if (!line.empty() && line.back() == '\r') line.pop_back();
+      conversations.push_back(parse_chat_line(line, str_cat(path, ":", number)));
+    }
+    TS_CHECK(!in.bad(), DataError, path, ": read error; check the file");
+  }
+  TS_CHECK(!conversations.empty(), DataError, "no conversations in ", inputs_for_message(options.inputs),
+           ": the input is empty; --format sft reads one JSON object per line");
+
+  const std::string model = read_file(options.tokenizer, "pass an existing SentencePiece .model file with --tokenizer");
+  summary.tokenizer_path = options.tokenizer;
+  const auto processor = load_tokenizer(model, summary.tokenizer_path);
+  const int eos_id = processor->eos_id();
+  TS_CHECK(eos_id >= 0, DataError, summary.tokenizer_path,
+           ": the tokenizer has no end-of-sequence piece, which ends every response; train it with an eos_id ",
+           "(as `tessera prepare --tokenizer-out` does)");
+  summary.vocab_size = processor->GetPieceSize();
+  summary.documents = static_cast<int64_t>(conversations.size());
+
+  make_parent_directory(options.out_prefix);
+  summary.train_prefix = options.out_prefix + "_train";
+  summary.valid_prefix = options.out_prefix + "_valid";
+  const IndexedDType dtype = choose_token_dtype(summary.vocab_size);
+  IndexedDatasetWriter train_writer(summary.train_prefix, dtype);
+  IndexedDatasetWriter valid_writer(summary.valid_prefix, dtype);
+  IndexedDatasetWriter train_mask_writer(summary.train_prefix + "_mask", IndexedDType::kUInt8);
+  IndexedDatasetWriter valid_mask_writer(summary.valid_prefix + "_mask", IndexedDType::kUInt8);
+  const std::vector<bool> valid = split_documents(summary.documents, options.valid_fraction, options.seed);
+  std::vector<int> tokens, mask, ids;
+  for (size_t c = 0; c < conversations.size(); ++c) {
+    tokens.clear();
+    mask.clear();
+    for (const ChatPiece& piece : render_chat(conversations[c], chat_template)) {
+      if (piece.eos) {
+        ids.assign(1, eos_id);
+      } else {
+        const auto status = processor->Encode(piece.text, &ids);
+        TS_CHECK(status.ok(), DataError, summary.tokenizer_path, ": tokenization failed (", status.ToString(), ")");
+      }
+      tokens.insert(tokens.end(), ids.begin(), ids.end());
+      mask.insert(mask.end(), ids.size(), piece.counted ? 1 : 0);
+      if (piece.counted) summary.loss_tokens += static_cast<int64_t>(ids.size());
+    }
+    const bool held_out = valid[c];
+    (held_out ? valid_writer : train_writer).add_document(tokens.data(), tokens.size());
+    (held_out ? valid_mask_writer : train_mask_writer).add_document(mask.data(), mask.size());
+  }
+  summary.train_documents = train_writer.num_documents();
+  summary.valid_documents = valid_writer.num_documents();
+  summary.train_tokens = train_writer.num_tokens();
+  summary.valid_tokens = valid_writer.num_tokens();
+  train_writer.finalize();
+  valid_writer.finalize();
+  train_mask_writer.finalize();
+  valid_mask_writer.finalize();
+  summary.total_seconds = seconds_since(start);
+  return summary;
+}
+
 }  // namespace
 
 PrepareSummary run_prepare(const PrepareOptions& options) {
   const auto start = Clock::now();
   check_options(options);
+  TS_CHECK(options.format == "text" || options.format == "sft", ConfigError, "--format takes text or sft, not '",
+           options.format, "' (see `tessera prepare --help`)");
+  if (options.format == "sft") return run_sft_prepare(options);
   const int threads = options.threads > 0 ? options.threads : std::max(1u, std::thread::hardware_concurrency());
   const bool train = !options.tokenizer_out.empty();
 
@@ -506,9 +587,17 @@ PrepareSummary run_prepare(const PrepareOptions& options) {
 std::string prepare_usage() {
   return R"(usage: tessera prepare --input FILE... --out PREFIX
                        (--tokenizer-out PATH.model --vocab-size N | --tokenizer PATH.model) [options]
+       tessera prepare --format sft --input FILE.jsonl... --tokenizer PATH.model --out PREFIX
+                       [--template NAME|FILE] [--valid-fraction F] [--seed N]
 
 Tokenizes text files into Megatron indexed datasets PREFIX_train.{bin,idx} and PREFIX_valid.{bin,idx}
 (one document per sequence, each followed by the tokenizer's end-of-sequence token).
+
+With --format sft, each input line is one conversation for supervised fine-tuning:
+{"prompt": ..., "response": ...} or {"messages": [{"role": "system"|"user"|"assistant", "content": ...}, ...]}.
+It is rendered through a chat template, each piece tokenized on its own, EOS after every assistant turn, and a
+loss mask PREFIX_{train,valid}_mask.{bin,idx} (uint8, 1 for response tokens and their EOS, 0 for the rest) is
+written next to the tokens; train on it with data.loss_mask: true (docs/data.md).
 
   --input FILE...         UTF-8 text files; blank lines separate documents
   --invalid-utf8 MODE     bytes that are not UTF-8: error (default: stop, naming the file and offset),
@@ -525,6 +614,10 @@ Tokenizes text files into Megatron indexed datasets PREFIX_train.{bin,idx} and P
                           documents: the first half of each document's words, its true second half and three
                           other documents' second halves (JSON Lines)
   --mc-task-size N        at most N examples in it (default 200)
+  --format FORMAT         text (default) or sft (JSON Lines conversations, with a loss mask)
+  --template NAME|FILE    sft: the chat template: default (<|user|>\n...\n<|assistant|>\n...), chatml, or a
+                          JSON file of "system_prefix", "system_suffix", "user_prefix", "user_suffix",
+                          "assistant_prefix", "assistant_suffix" strings (those left out are empty)
   --help                  show this text
 )";
 }
@@ -567,7 +660,7 @@ int prepare_command(const std::vector<std::string>& args) {
     const bool known = flag == "--doc-separator" || flag == "--tokenizer-out" || flag == "--vocab-size" ||
                        flag == "--tokenizer" || flag == "--out" || flag == "--valid-fraction" || flag == "--seed" ||
                        flag == "--threads" || flag == "--invalid-utf8" || flag == "--mc-task-out" ||
-                       flag == "--mc-task-size";
+                       flag == "--mc-task-size" || flag == "--format" || flag == "--template";
     TS_CHECK(known, ConfigError, "unknown argument '", args[i], "' (see `tessera prepare --help`)");
     if (!has_inline_value) {
       TS_CHECK(i + 1 < args.size(), ConfigError, flag, " needs a value (see `tessera prepare --help`)");
@@ -582,6 +675,8 @@ int prepare_command(const std::vector<std::string>& args) {
     if (flag == "--seed") options.seed = parse_number<uint64_t>(flag, value);
     if (flag == "--threads") options.threads = parse_number<int>(flag, value);
     if (flag == "--mc-task-out") options.mc_task_out = value;
+    if (flag == "--format") options.format = value;
+    if (flag == "--template") options.chat_template = value;
     if (flag == "--mc-task-size") {
       options.mc_task_size = parse_number<int>(flag, value);
       TS_CHECK(options.mc_task_size > 0, ConfigError, "--mc-task-size must be > 0, got ", value);
@@ -598,9 +693,9 @@ int prepare_command(const std::vector<std::string>& args) {
   const PrepareSummary s = run_prepare(options);
   auto percent = [&](int64_t part) { return s.documents > 0 ? 100.0 * part / s.documents : 0.0; };
   char line[512];
-  std::snprintf(line, sizeof(line), "prepared %lld documents (%.1f MB of text) from %zu input file%s in %.1f s\n",
-                static_cast<long long>(s.documents), s.text_bytes / 1e6, options.inputs.size(),
-                options.inputs.size() == 1 ? "" : "s", s.total_seconds);
+  std::snprintf(line, sizeof(line), "prepared %lld %s (%.1f MB of text) from %zu input file%s in %.1f s\n",
+                static_cast<long long>(s.documents), options.format == "sft" ? "conversations" : "documents",
+                s.text_bytes / 1e6, options.inputs.size(), options.inputs.size() == 1 ? "" : "s", s.total_seconds);
   std::cout << line;
   if (s.invalid_utf8 > 0) {
     std::snprintf(line, sizeof(line), "  %lld invalid UTF-8 sequence(s) %s (--invalid-utf8 %s)\n",
@@ -624,6 +719,12 @@ int prepare_command(const std::vector<std::string>& args) {
                 static_cast<long long>(s.valid_documents), percent(s.valid_documents),
                 static_cast<long long>(s.valid_tokens), s.valid_prefix.c_str());
   std::cout << line;
+  if (options.format == "sft") {
+    std::snprintf(line, sizeof(line),
+                  "  loss mask: %lld counted tokens (responses and their EOS) -> %s_mask and %s_mask\n",
+                  static_cast<long long>(s.loss_tokens), s.train_prefix.c_str(), s.valid_prefix.c_str());
+    std::cout << line;
+  }
   if (s.mc_task_examples > 0) {
     std::snprintf(line, sizeof(line), "  task: %lld multiple-choice examples from validation documents -> %s\n",
                   static_cast<long long>(s.mc_task_examples), options.mc_task_out.c_str());

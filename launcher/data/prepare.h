@@ -16,7 +16,13 @@ enum class InvalidUtf8 {
 };
 
 struct PrepareOptions {
-  // UTF-8 text files, read in this order.
+  // "text": documents of plain text. "sft": JSON Lines conversations for supervised fine-tuning
+  // (launcher/data/chat_template.h), written with a loss mask PREFIX_{train,valid}_mask.{bin,idx} (uint8 0/1,
+  // one per token); needs `tokenizer`.
+  std::string format = "text";
+  // "sft": a built-in chat template name or a JSON template file (load_chat_template).
+  std::string chat_template = "default";
+  // UTF-8 text files (JSON Lines files for "sft"), read in this order.
   std::vector<std::string> inputs;
   InvalidUtf8 invalid_utf8 = InvalidUtf8::kError;
   // A line equal to this separates documents; empty: runs of blank (whitespace-only) lines separate them.
@@ -52,9 +58,10 @@ struct PrepareSummary {
   int vocab_size = 0;
   bool trained_tokenizer = false;
   std::string tokenizer_path;
-  std::string train_prefix;  // out_prefix + "_train"
-  std::string valid_prefix;  // out_prefix + "_valid"
+  std::string train_prefix;      // out_prefix + "_train"
+  std::string valid_prefix;      // out_prefix + "_valid"
   int64_t mc_task_examples = 0;  // written to PrepareOptions::mc_task_out
+  int64_t loss_tokens = 0;       // "sft": tokens whose mask is 1 (responses and their EOS), both splits
   double tokenizer_seconds = 0;
   double total_seconds = 0;
 };

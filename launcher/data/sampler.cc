@@ -20,6 +20,32 @@ constexpr size_t kCachedEpochs = 2;
 
 }  // namespace
 
+void Sampler::get_loss_mask(int64_t, uint8_t* mask) const { std::fill(mask, mask + seq_len(), uint8_t{1}); }
+
+// ---- EpochPermutations ------------------------------------------------------------------------------------
+
+std::shared_ptr<const EpochPermutations::Permutation> EpochPermutations::get(int64_t epoch) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (const auto& [cached_epoch, cached] : cache_) {
+    if (cached_epoch == epoch) return cached;
+  }
+  auto order = std::make_shared<Permutation>(static_cast<size_t>(n_));
+  std::iota(order->begin(), order->end(), 0u);
+  SplitMix64 rng(hash_pair(seed_ ^ kEpochStream, static_cast<uint64_t>(epoch)));
+  for (size_t i = order->size() - 1; i > 0; --i) {
+    const auto j = static_cast<size_t>(rng.uniform(i + 1));
+    std::swap((*order)[i], (*order)[j]);
+  }
+  cache_.emplace_back(epoch, order);
+  if (cache_.size() > kCachedEpochs) cache_.pop_front();
+  return order;
+}
+
+uint32_t EpochPermutations::at(int64_t epoch, int64_t i) const {
+  TS_ASSERT(epoch >= 0 && i >= 0 && i < n_, "permutation position ", i, " of epoch ", epoch);
+  return (*get(epoch))[static_cast<size_t>(i)];
+}
+
 // ---- BlendedSampler ---------------------------------------------------------------------------------------
 
 BlendedSampler::BlendedSampler(std::vector<std::unique_ptr<Sampler>> samplers, std::vector<double> weights,
@@ -35,6 +61,7 @@ BlendedSampler::BlendedSampler(std::vector<std::unique_ptr<Sampler>> samplers, s
   }
   for (const auto& sampler : samplers_) {
     TS_ASSERT(sampler->seq_len() == samplers_.front()->seq_len(), "blended samplers differ in seq_len");
+    has_loss_mask_ = has_loss_mask_ || sampler->has_loss_mask();
   }
   for (int j = 0; j < kBlock; ++j) {
     size_t best = 0;
@@ -68,10 +95,15 @@ void BlendedSampler::get(int64_t global_index, int32_t* inputs, int32_t* targets
   samplers_[static_cast<size_t>(d)]->get(index, inputs, targets);
 }
 
+void BlendedSampler::get_loss_mask(int64_t global_index, uint8_t* mask) const {
+  const auto [d, index] = source(global_index);
+  samplers_[static_cast<size_t>(d)]->get_loss_mask(index, mask);
+}
+
 // ---- GptSampler -------------------------------------------------------------------------------------------
 
 GptSampler::GptSampler(const IndexedDataset& dataset, int seq_len, uint64_t seed, bool shuffle)
-    : dataset_(dataset), seq_len_(seq_len), seed_(seed), shuffle_(shuffle), windows_(0) {
+    : dataset_(dataset), seq_len_(seq_len), shuffle_(shuffle), windows_(0) {
   TS_CHECK(seq_len >= 1, ConfigError, "sequence length must be at least 1, got ", seq_len);
   const int64_t tokens = dataset.num_tokens();
   TS_CHECK(tokens >= static_cast<int64_t>(seq_len) + 1, DataError, dataset.bin_path(), " holds ", tokens,
@@ -81,30 +113,14 @@ GptSampler::GptSampler(const IndexedDataset& dataset, int seq_len, uint64_t seed
   TS_CHECK(windows_ <= static_cast<int64_t>(std::numeric_limits<uint32_t>::max()), DataError, dataset.bin_path(),
            " gives ", windows_, " samples per epoch, more than the sampler's limit of 2^32-1; split the data into ",
            "several datasets or use a longer sequence length");
-}
-
-std::shared_ptr<const GptSampler::Permutation> GptSampler::permutation(int64_t epoch) const {
-  std::lock_guard<std::mutex> lock(mutex_);
-  for (const auto& [cached_epoch, cached] : cache_) {
-    if (cached_epoch == epoch) return cached;
-  }
-  auto order = std::make_shared<Permutation>(static_cast<size_t>(windows_));
-  std::iota(order->begin(), order->end(), 0u);
-  SplitMix64 rng(hash_pair(seed_ ^ kEpochStream, static_cast<uint64_t>(epoch)));
-  for (size_t i = order->size() - 1; i > 0; --i) {
-    const auto j = static_cast<size_t>(rng.uniform(i + 1));
-    std::swap((*order)[i], (*order)[j]);
-  }
-  cache_.emplace_back(epoch, order);
-  if (cache_.size() > kCachedEpochs) cache_.pop_front();
-  return order;
+  permutations_ = std::make_unique<EpochPermutations>(seed, windows_);
 }
 
 int64_t GptSampler::window(int64_t global_index) const {
   TS_ASSERT(global_index >= 0, "negative sample index ", global_index);
   if (!shuffle_) return global_index % windows_;
   const int64_t epoch = global_index / windows_;
-  return (*permutation(epoch))[static_cast<size_t>(global_index % windows_)];
+  return permutations_->at(epoch, global_index % windows_);
 }
 
 void GptSampler::get(int64_t global_index, int32_t* inputs, int32_t* targets) const {

@@ -26,6 +26,30 @@ class Sampler {
   // Fills seq_len() inputs and seq_len() targets for global sample global_index >= 0. Deterministic in
   // (seed, global_index). Thread-safe.
   virtual void get(int64_t global_index, int32_t* inputs, int32_t* targets) const = 0;
+  // Whether samples carry a loss mask (supervised fine-tuning data, SftSampler); without one every target
+  // counts.
+  virtual bool has_loss_mask() const { return false; }
+  // mask[i] = 1 when targets[i] of sample global_index counts in the loss, else 0 (seq_len() values).
+  // Deterministic in (seed, global_index). Thread-safe. The default: every target counts.
+  virtual void get_loss_mask(int64_t global_index, uint8_t* mask) const;
+};
+
+// The per-epoch order of a sampler's n items: a Fisher-Yates permutation of [0, n) driven by SplitMix64 seeded
+// from (seed, epoch). Built lazily under a mutex; the two most recent epochs are kept. Thread-safe.
+class EpochPermutations {
+ public:
+  EpochPermutations(uint64_t seed, int64_t n) : seed_(seed), n_(n) {}
+  // Item at position i of epoch's order. Preconditions: epoch >= 0, 0 <= i < n.
+  uint32_t at(int64_t epoch, int64_t i) const;
+
+ private:
+  using Permutation = std::vector<uint32_t>;
+  std::shared_ptr<const Permutation> get(int64_t epoch) const;
+
+  uint64_t seed_;
+  int64_t n_;
+  mutable std::mutex mutex_;
+  mutable std::deque<std::pair<int64_t, std::shared_ptr<const Permutation>>> cache_;
 };
 
 // Samples from a tokenized dataset. The concatenated token stream of all documents (each ending with EOS, as
@@ -33,7 +57,7 @@ class Sampler {
 //   window w = tokens [w * seq_len, w * seq_len + seq_len + 1),  w in [0, W),  W = (num_tokens - 1) / seq_len
 // so consecutive windows share one token and every token but the last is a target exactly once per epoch.
 // Global sample g belongs to epoch e = g / W; within it, position g % W is mapped to a window through a
-// Fisher-Yates permutation of [0, W) driven by SplitMix64 seeded from (seed, e).
+// Fisher-Yates permutation of [0, W) driven by SplitMix64 seeded from (seed, e) (EpochPermutations).
 class GptSampler final : public Sampler {
  public:
   // Keeps a reference to dataset, which must outlive the sampler. Throws DataError if the dataset has fewer
@@ -46,20 +70,15 @@ class GptSampler final : public Sampler {
   int64_t samples_per_epoch() const { return windows_; }
   // The window that global sample global_index reads. Thread-safe.
   int64_t window(int64_t global_index) const;
-  // Thread-safe: permutations are built lazily under a mutex; the two most recent epochs are kept.
+  // Thread-safe.
   void get(int64_t global_index, int32_t* inputs, int32_t* targets) const override;
 
  private:
-  using Permutation = std::vector<uint32_t>;
-  std::shared_ptr<const Permutation> permutation(int64_t epoch) const;
-
   const IndexedDataset& dataset_;
   int seq_len_;
-  uint64_t seed_;
   bool shuffle_;
   int64_t windows_;
-  mutable std::mutex mutex_;
-  mutable std::deque<std::pair<int64_t, std::shared_ptr<const Permutation>>> cache_;
+  std::unique_ptr<EpochPermutations> permutations_;
 };
 
 // Synthetic but learnable data for runs without a dataset: a fixed random first-order Markov chain over the
@@ -105,6 +124,9 @@ class BlendedSampler final : public Sampler {
 
   int seq_len() const override { return samplers_.front()->seq_len(); }
   void get(int64_t global_index, int32_t* inputs, int32_t* targets) const override;
+  // Masked when any dataset of the blend is; the others count every target.
+  bool has_loss_mask() const override { return has_loss_mask_; }
+  void get_loss_mask(int64_t global_index, uint8_t* mask) const override;
   // The dataset and its own sample index that global sample global_index reads.
   std::pair<int, int64_t> source(int64_t global_index) const;
   // Samples of dataset i in each block of kBlock.
@@ -115,6 +137,7 @@ class BlendedSampler final : public Sampler {
   std::vector<int> counts_;        // positions per block, by dataset
   std::vector<uint16_t> dataset_;  // [kBlock]: the dataset of each position
   std::vector<int32_t> rank_;      // [kBlock]: how many earlier positions of the block went to that dataset
+  bool has_loss_mask_ = false;
 };
 
 }  // namespace tessera

@@ -1,6 +1,7 @@
 // The training step.
 #include "launcher/run/trainer.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -24,6 +25,8 @@ Trainer::Trainer(Model& model, Optimizer& optimizer, DpGradSync& grad_sync, Back
   const size_t n = static_cast<size_t>(micro_batch_size_) * options.seq_len;
   host_inputs_.resize(n);
   host_targets_.resize(n);
+  host_mask_.resize(static_cast<size_t>(options.seq_len));
+  host_weights_.resize(n * static_cast<size_t>(options.micro_batches));
 }
 
 void Trainer::load_micro_batch(const Sampler& source, int64_t first_sample, int m, int slot) {
@@ -37,13 +40,33 @@ void Trainer::load_micro_batch(const Sampler& source, int64_t first_sample, int 
   }
   if (stage.has_embedding) backend_.copy_from_host(model_.tokens(slot), host_inputs_.data());
   if (stage.has_head) backend_.copy_from_host(model_.targets(slot), host_targets_.data());
+  if (stage.has_head && source.has_loss_mask()) {
+    float* weights = host_weights_.data() + static_cast<size_t>(m) * micro_batch_size_ * T;
+    for (int b = 0; b < micro_batch_size_; ++b) {
+      source.get_loss_mask(base + b, host_mask_.data());
+      for (int i = 0; i < T; ++i) weights[static_cast<size_t>(b) * T + i] = host_mask_[static_cast<size_t>(i)];
+    }
+    backend_.copy_from_host(model_.loss_weights(slot), weights);
+  }
 }
 
-double Trainer::mean_loss() {
+int64_t Trainer::counted_targets(const Sampler& source, int64_t first_sample) {
+  if (!source.has_loss_mask()) return static_cast<int64_t>(options_.global_batch) * options_.seq_len;
+  int64_t counted = 0;
+  for (int64_t g = first_sample; g < first_sample + options_.global_batch; ++g) {
+    source.get_loss_mask(g, host_mask_.data());
+    for (uint8_t value : host_mask_) counted += value;
+  }
+  return counted;
+}
+
+double Trainer::mean_loss(const Sampler& source, int64_t counted) {
   // The loss lives on the last stage: sum it over the pipeline (other stages add 0) and over DP, in double
-  // and bit-identical on every rank (the same reduction as the gradient norm's).
-  const double tokens = static_cast<double>(options_.global_batch) * options_.seq_len;
-  return sum_over_groups(pipeline_.loss_sum(), {groups_.pp.get(), groups_.dp.get()}) / tokens;
+  // and bit-identical on every rank (the same reduction as the gradient norm's). A batch with no counted
+  // target has loss 0 (and no gradient).
+  const double sum = pipeline_.loss_sum(source.has_loss_mask() ? host_weights_.data() : nullptr);
+  return sum_over_groups(sum, {groups_.pp.get(), groups_.dp.get()}) /
+         static_cast<double>(std::max<int64_t>(counted, 1));
 }
 
 StepResult Trainer::train_step(int step, const Sampler& source) {
@@ -52,14 +75,17 @@ StepResult Trainer::train_step(int step, const Sampler& source) {
   model_.zero_grads();
   grad_sync_.start_step();
   const int64_t first_sample = static_cast<int64_t>(step) * options_.global_batch;
-  const float d_scale = static_cast<float>(1.0 / (static_cast<double>(options_.global_batch) * options_.seq_len));
+  // 1/(G*T), or 1/K over the K counted targets of a masked batch (Note [Masked loss]).
+  const int64_t counted = counted_targets(source, first_sample);
+  const float d_scale = static_cast<float>(1.0 / static_cast<double>(std::max<int64_t>(counted, 1)));
+  model_.set_loss_weighting(source.has_loss_mask());
   PipelineExecutor::GradientEvents events;
   events.layer_done = [this](int layer) { grad_sync_.mark_layer_done(layer); };
   events.gradients_done = [this] { grad_sync_.mark_layer_done(-1); };
   pipeline_.train_batch(
       d_scale, [&](int m, int slot) { load_micro_batch(source, first_sample, m, slot); }, events);
-  result.loss = mean_loss();
-  // Every micro-batch's loss was scaled by 1/(G*T): summing over DP ranks gives the gradient of the mean.
+  result.loss = mean_loss(source, counted);
+  // Every micro-batch's loss was scaled by 1/(G*T) (1/K): summing over DP ranks gives the gradient of the mean.
   grad_sync_.finish();
   result.grad_norm = optimizer_.grad_norm();
   if (!std::isfinite(result.loss) || !std::isfinite(result.grad_norm)) {
@@ -74,8 +100,9 @@ double Trainer::evaluate(const Sampler& source, int64_t first_sample, int batche
   double sum = 0;
   for (int b = 0; b < batches; ++b) {
     const int64_t first = first_sample + static_cast<int64_t>(b) * options_.global_batch;
+    const int64_t counted = counted_targets(source, first);
     pipeline_.eval_batch([&](int m, int slot) { load_micro_batch(source, first, m, slot); });
-    sum += mean_loss();
+    sum += mean_loss(source, counted);
   }
   return sum / batches;
 }
@@ -91,8 +118,8 @@ std::vector<float> Trainer::token_losses(const Sampler& source, int64_t first_sa
     std::copy(mine.begin(), mine.end(), all.begin() + static_cast<std::ptrdiff_t>(groups_.dp->rank() * per_dp));
   }
   if (groups_.world->size() > 1) {
-    groups_.world->all_reduce(Tensor(all.data(), DType::kF32, Device::kCpu, {static_cast<int64_t>(all.size())}),
-                              ReduceOp::kSum)
+    groups_.world
+        ->all_reduce(Tensor(all.data(), DType::kF32, Device::kCpu, {static_cast<int64_t>(all.size())}), ReduceOp::kSum)
         ->wait();
   }
   return all;

@@ -6,6 +6,13 @@
 // of D takes the contiguous slice [d*G/D, (d+1)*G/D) of it, and micro-batch m of M the m-th of that slice.
 // The loss of every micro-batch is scaled by 1/(G*T), so the summed gradient is that of the mean loss over
 // the whole global batch, whatever the layout.
+//
+// Note [Masked loss]. A source with a loss mask (supervised fine-tuning, Sampler::has_loss_mask) counts only the
+// targets whose mask is 1: the loss is the mean over the K counted targets of the whole global batch, each
+// token's loss weighted by mask / K. Every rank reads the masks of the whole global batch before the step, so
+// K is known everywhere without communication; the last stage loads its micro-batches' masks as the model's
+// loss weights and the gradient is scaled by 1/K. The sum of weighted losses over the pipeline and DP, divided
+// by K, is then exact in every layout. Without a mask nothing of this runs (the numbers are those of 1/(G*T)).
 #pragma once
 
 #include <cstdint>
@@ -33,7 +40,7 @@ struct TrainerOptions {
 };
 
 struct StepResult {
-  double loss = 0;       // mean cross-entropy over the global batch, before the update
+  double loss = 0;       // mean cross-entropy over the global batch (its counted targets), before the update
   double grad_norm = 0;  // global L2 norm before clipping
   double lr = 0;
   bool skipped = false;  // the loss or the norm was not finite; no update was made
@@ -59,8 +66,12 @@ class Trainer {
   // Loads micro-batch m of the global batch starting at first_sample into the model's `slot`: tokens on the
   // first stage, targets on the last.
   void load_micro_batch(const Sampler& source, int64_t first_sample, int m, int slot);
-  // The global mean loss of the batch just run (on every rank).
-  double mean_loss();
+  // The targets of the global batch starting at first_sample that count in the loss (Note [Masked loss]), the
+  // same on every rank; G*T for a source without a mask.
+  int64_t counted_targets(const Sampler& source, int64_t first_sample);
+  // The global mean loss of the batch just run (on every rank), over `counted` targets; weighted by the loaded
+  // masks when the source has them.
+  double mean_loss(const Sampler& source, int64_t counted);
 
   Model& model_;
   Optimizer& optimizer_;
@@ -71,6 +82,8 @@ class Trainer {
   int micro_batch_size_;
   PipelineExecutor pipeline_;
   std::vector<int32_t> host_inputs_, host_targets_;
+  std::vector<uint8_t> host_mask_;   // one sample's loss mask
+  std::vector<float> host_weights_;  // [micro_batches * B * T]: the loaded micro-batches' masks, in order
 };
 
 }  // namespace tessera

@@ -204,10 +204,17 @@ Gpt2Model::Gpt2Model(const ModelConfig& config, Backend& backend, ProcessGroup& 
       v_cache_.push_back(arena_.reserve(A, {B, T, Hl, hs}));
     }
   }
+  // Planned after everything else, so the other activations keep the places they had before loss weights.
+  for (SlotActs& a : slot_acts_) a.loss_weights = train && stage.has_head ? arena_.reserve(DType::kF32, {BT}) : -1;
   arena_.allocate(backend);
 }
 
 Tensor Gpt2Model::tokens(int slot) const { return act(slot_acts_[slot].tokens); }
+Tensor Gpt2Model::loss_weights(int slot) const {
+  TS_ASSERT(use_ == ModelUse::kTrain && stage_.has_head,
+            "loss weights on a stage without the head or of an inference model");
+  return act(slot_acts_[slot].loss_weights);
+}
 Tensor Gpt2Model::targets(int slot) const {
   TS_ASSERT(use_ == ModelUse::kTrain, "targets of an inference model");
   return act(slot_acts_[slot].targets);
@@ -251,7 +258,9 @@ void Gpt2Model::forward(int slot, bool train, float d_scale) {
   // logits[:, vocab shard] = lnf(x) wte_shard^T (tied head, column-parallel over the vocabulary).
   const Tensor logits = act(logits_);
   column_.forward(logits, act(a.lnf), value(wte_), Tensor());
-  cross_entropy_.forward_backward(act(a.losses), logits, act(a.targets), d_scale, act(row_max_), act(row_stats_));
+  cross_entropy_.forward_backward(act(a.losses), logits, act(a.targets),
+                                  loss_weighting_ ? act(a.loss_weights) : Tensor(), d_scale, act(row_max_),
+                                  act(row_stats_));
   if (!train) return;
   // The head's backward now, while the logits are at hand: the logits buffer is then free for the next
   // micro-batch, and only d_lnf[B*T, C] waits for backward().

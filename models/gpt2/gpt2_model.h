@@ -38,6 +38,7 @@ class Gpt2Model final : public Model {
   Tensor tokens(int slot) const override;
   Tensor targets(int slot) const override;
   Tensor stage_input(int slot) const override;
+  Tensor loss_weights(int slot) const override;
   void forward(int slot, bool train, float d_scale) override;
   Tensor forward_logits(int slot) override;
   Tensor losses(int slot) const override;
@@ -55,7 +56,7 @@ class Gpt2Model final : public Model {
     int ln1, ln1_mean, ln1_rstd, qkv, atty, lse, res2, ln2, ln2_mean, ln2_rstd, fch, fch_gelu, res3;
   };
   struct SlotActs {
-    int tokens, targets, input, lnf, lnf_mean, lnf_rstd, losses, d_lnf;
+    int tokens, targets, input, lnf, lnf_mean, lnf_rstd, losses, d_lnf, loss_weights;
     std::vector<LayerActs> layers;
   };
 

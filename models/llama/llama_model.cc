@@ -184,10 +184,17 @@ LlamaModel::LlamaModel(const ModelConfig& config, Backend& backend, ProcessGroup
       v_cache_.push_back(arena_.reserve(A, {B, T, local_kv_heads_, hs_}));
     }
   }
+  // Planned after everything else, so the other activations keep the places they had before loss weights.
+  for (SlotActs& a : slot_acts_) a.loss_weights = train && stage.has_head ? arena_.reserve(DType::kF32, {BT}) : -1;
   arena_.allocate(backend);
 }
 
 Tensor LlamaModel::tokens(int slot) const { return act(slot_acts_[slot].tokens); }
+Tensor LlamaModel::loss_weights(int slot) const {
+  TS_ASSERT(use_ == ModelUse::kTrain && stage_.has_head,
+            "loss weights on a stage without the head or of an inference model");
+  return act(slot_acts_[slot].loss_weights);
+}
 Tensor LlamaModel::targets(int slot) const {
   TS_ASSERT(use_ == ModelUse::kTrain, "targets of an inference model");
   return act(slot_acts_[slot].targets);
@@ -231,7 +238,9 @@ void LlamaModel::forward(int slot, bool train, float d_scale) {
   // logits[:, vocab shard] = norm(x) head_shard^T (column-parallel over the vocabulary).
   const Tensor logits = act(logits_);
   column_.forward(logits, act(a.xnf), value(head()), Tensor());
-  cross_entropy_.forward_backward(act(a.losses), logits, act(a.targets), d_scale, act(row_max_), act(row_stats_));
+  cross_entropy_.forward_backward(act(a.losses), logits, act(a.targets),
+                                  loss_weighting_ ? act(a.loss_weights) : Tensor(), d_scale, act(row_max_),
+                                  act(row_stats_));
   if (!train) return;
   // The head's backward now, while the logits are at hand (as in Gpt2Model::forward).
   column_.backward(act(a.d_xnf), grad(head()), Tensor(), logits, act(a.xnf), value(head()));

@@ -40,6 +40,7 @@ class LlamaModel final : public Model {
   Tensor tokens(int slot) const override;
   Tensor targets(int slot) const override;
   Tensor stage_input(int slot) const override;
+  Tensor loss_weights(int slot) const override;
   void forward(int slot, bool train, float d_scale) override;
   Tensor forward_logits(int slot) override;
   Tensor losses(int slot) const override;
@@ -56,7 +57,7 @@ class LlamaModel final : public Model {
     int xn1, rstd1, qkv, atty, lse, res2, xn2, rstd2, gate_up, hidden, res3;
   };
   struct SlotActs {
-    int tokens, targets, input, xnf, rstdf, losses, d_xnf;
+    int tokens, targets, input, xnf, rstdf, losses, d_xnf, loss_weights;
     std::vector<LayerActs> layers;
   };
 
