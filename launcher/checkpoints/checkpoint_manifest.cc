@@ -341,10 +341,10 @@ CheckpointChoice choose_checkpoint(
 }
 
 config::JobConfig config_from_checkpoint(const std::string& spec, const std::string& run_dir,
-                                         const std::vector<std::string>& overrides, const char* flag,
+                                         const std::vector<std::string>& overrides, const char* flag, bool keep_layout,
                                          std::string* source) {
-  TS_CHECK(spec != "latest" || !run_dir.empty(), ConfigError,
-           flag, " latest without --config needs --run-dir RUN_DIR (where the run's checkpoints are); or give ", flag,
+  TS_CHECK(spec != "latest" || !run_dir.empty(), ConfigError, flag,
+           " latest without --config needs --run-dir RUN_DIR (where the run's checkpoints are); or give ", flag,
            " RUN_DIR or a checkpoint directory");
   const ResumeCandidates candidates = resume_candidates(spec, run_dir, flag);
   std::string problems;
@@ -355,6 +355,13 @@ config::JobConfig config_from_checkpoint(const std::string& spec, const std::str
       config::JobConfig config = manifest.config();
       const std::filesystem::path checkpoints = std::filesystem::path(dir).parent_path();
       if (checkpoints.filename() == "checkpoints") config.mutable_logging()->set_run_dir(checkpoints.parent_path());
+      if (!keep_layout) {
+        // The layout it was trained in says nothing about this one; the timeout and transport still apply.
+        config::ParallelConfig parallel;
+        parallel.set_timeout_s(config.parallel().timeout_s());
+        parallel.set_comm(config.parallel().comm());
+        *config.mutable_parallel() = parallel;
+      }
       for (const std::string& assignment : overrides) apply_override(config, assignment);
       validate_job_config(config);
       *source = dir;
@@ -363,9 +370,9 @@ config::JobConfig config_from_checkpoint(const std::string& spec, const std::str
       problems += str_cat("\n  ", error.what());
     }
   }
-  TS_CHECK(false, ConfigError, flag, " ", spec, " without --config: no checkpoint in ", candidates.checkpoints_dir,
+  TS_CHECK(false, ConfigError, flag, " ", spec, ": no checkpoint in ", candidates.checkpoints_dir,
            " has a readable manifest to take the job config from", problems,
-           "\ngive the job with --config FILE.textproto");
+           keep_layout ? "\ngive the job with --config FILE.textproto" : "");
   return {};
 }
 

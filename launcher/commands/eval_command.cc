@@ -59,12 +59,8 @@ int eval_command(const std::vector<std::string>& args, MpiEnvironment& mpi, cons
   if (cli.has("--config")) {
     config = load_job_config(cli.get("--config"), {});
   } else {
-    config = config_from_checkpoint(spec, "", {}, "--checkpoint", &config_source);
     // Any layout: not necessarily the one the run trained in (--set parallel.tp=... picks one).
-    config.mutable_parallel()->clear_tp();
-    config.mutable_parallel()->clear_pp();
-    config.mutable_parallel()->clear_dp();
-    config.mutable_parallel()->clear_micro_batches();
+    config = config_from_checkpoint(spec, "", {}, "--checkpoint", /*keep_layout=*/false, &config_source);
   }
   // The dataset to score replaces the job's training data; the tokenizer stays, to check the checkpoint's.
   config::DataConfig* data_config = config.mutable_data();

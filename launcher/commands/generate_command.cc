@@ -29,33 +29,6 @@ namespace tessera {
 
 namespace {
 
-// The job config of the newest checkpoint `spec` names whose manifest reads (every rank reads it itself: the
-// model and its groups come from it), its layout replaced by the command line's --set overrides.
-config::JobConfig inference_config(const std::string& spec, const std::vector<std::string>& overrides) {
-  const ResumeCandidates candidates = resume_candidates(spec, "", "--checkpoint");
-  std::string problems;
-  for (const std::string& dir : candidates.dirs) {
-    try {
-      const checkpoint::Manifest manifest = read_manifest(dir);
-      TS_CHECK(manifest.has_config(), CheckpointError, dir, ": the manifest holds no job config");
-      config::JobConfig config = manifest.config();
-      // The layout it was trained in says nothing about this one; the timeout and transport still apply.
-      config::ParallelConfig parallel;
-      parallel.set_timeout_s(config.parallel().timeout_s());
-      parallel.set_comm(config.parallel().comm());
-      *config.mutable_parallel() = parallel;
-      for (const std::string& assignment : overrides) apply_override(config, assignment);
-      validate_job_config(config);
-      return config;
-    } catch (const CheckpointError& error) {
-      problems += str_cat("\n  ", error.what());
-    }
-  }
-  TS_CHECK(false, ConfigError, "--checkpoint ", spec, ": no checkpoint in ", candidates.checkpoints_dir,
-           " has a readable manifest", problems);
-  return {};
-}
-
 int parse_int(const std::string& flag, const std::string& text, int lo) {
   size_t used = 0;
   long long value = 0;
@@ -144,7 +117,10 @@ int generate_command(const std::vector<std::string>& args, MpiEnvironment& mpi, 
   options.kv_cache = !cli.has("--no-kv-cache");
   const bool json = cli.has("--json");
 
-  const config::JobConfig config = inference_config(spec, cli.all("--set"));
+  // The checkpoint's model in the layout --set gives (every rank reads the manifest itself).
+  std::string config_source;
+  const config::JobConfig config =
+      config_from_checkpoint(spec, "", cli.all("--set"), "--checkpoint", /*keep_layout=*/false, &config_source);
   const ModelConfig model_config = model_config_from(config.model());
 
   // The tokenizer (every rank loads it: every rank must agree on the prompts' lengths).

@@ -73,7 +73,8 @@ int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
   std::string config_source;
   config::JobConfig config = cli.has("--config") ? load_job_config(cli.get("--config"), cli.all("--set"))
                                                  : config_from_checkpoint(cli.get("--resume"), cli.get("--run-dir", ""),
-                                                                          cli.all("--set"), "--resume", &config_source);
+                                                                          cli.all("--set"), "--resume",
+                                                                          /*keep_layout=*/true, &config_source);
   if (cli.has("--run-dir")) config.mutable_logging()->set_run_dir(cli.get("--run-dir"));
 
   Job job = build_job(config, mpi, env);
