@@ -25,9 +25,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 constexpr auto kPollInterval = std::chrono::milliseconds(5);
-// How long the watchdog waits for the main thread to leave a NCCL call before it aborts the communicator anyway
-// (a main thread stuck inside NCCL is what abort is for).
-constexpr auto kAbortLockWait = std::chrono::seconds(1);
+// The longest sleep between two queries of a call still in progress (Note [Non-blocking communicators]): the
+// first queries come after microseconds, so a collective that is merely being enqueued waits little.
+constexpr auto kMaxSettleSleep = std::chrono::milliseconds(2);
 
 // " (rank 2/8 on node7)", or "" before the launcher sets the label.
 std::string label_suffix() {
@@ -64,7 +64,7 @@ struct NcclProcessGroup::Core {
       : host(std::move(host_group)), compute(compute_stream) {
     CUDA_CHECK(cudaGetDevice(&device));
     stream = cuda::Stream::create();
-    config.blocking = 1;
+    config.blocking = 0;  // Note [Non-blocking communicators]
     config.commName = host->name().c_str();
   }
 
@@ -89,7 +89,17 @@ struct NcclProcessGroup::Core {
     }
     if (aborted.load()) return;
     if (finished) {
-      ncclCommDestroy(comm);
+      // Non-blocking: finalize may return in progress; give it one timeout too, then abort.
+      ncclResult_t state = ncclCommFinalize(comm);
+      while (state == ncclInProgress && Clock::now() < deadline) {
+        std::this_thread::sleep_for(kPollInterval);
+        if (ncclCommGetAsyncError(comm, &state) != ncclSuccess) break;
+      }
+      if (state == ncclSuccess) {
+        ncclCommDestroy(comm);
+      } else {
+        ncclCommAbort(comm);
+      }
     } else {
       std::fprintf(stderr, "tessera: operations on %s were still pending at shutdown; aborting its communicator%s\n",
                    group().c_str(), label_suffix().c_str());
@@ -138,13 +148,52 @@ struct NcclProcessGroup::Core {
     watch_cv.notify_all();
   }
 
-  // Runs NCCL calls on the communicator, unless the watchdog has aborted it.
+  // Runs NCCL calls on the communicator, unless the watchdog has aborted it. They return at once (the
+  // communicator is non-blocking); settle() then waits for what they started.
   template <typename Calls>
   void with_comm(Calls&& calls) {
-    std::lock_guard<std::timed_mutex> lock(comm_mutex);
+    std::lock_guard<std::mutex> lock(comm_mutex);
     if (aborted.load()) check_usable();
     TS_ASSERT(!aborted.load(), "NCCL communicator of ", group(), " used after abort");
     calls();
+  }
+
+  // Waits until communicator c (this group's, or the parent of a split) has finished the NCCL call that
+  // returned `result` (ncclInProgress while it connects to its peers or enqueues), for at most the group's
+  // timeout from now (Note [Non-blocking communicators]). An error, or the deadline, fails the group (aborting
+  // the communicator) and throws CommError naming `what`, the group, its ranks and this process. The
+  // communicator's lock is taken only for each query, so the watchdog can always abort in between.
+  void settle(ncclComm_t c, ncclResult_t result, const std::string& what) {
+    if (result != ncclSuccess && result != ncclInProgress) {
+      const std::string last = ncclGetLastError(c);
+      fail(str_cat(what, " failed: ", ncclGetErrorString(result), last.empty() ? "" : str_cat(" (", last, ")")));
+      check_usable(what);
+    }
+    const Clock::time_point deadline = Clock::now() + timeout();
+    auto sleep = std::chrono::microseconds(10);
+    for (;;) {
+      ncclResult_t state = ncclSuccess;
+      {
+        std::lock_guard<std::mutex> lock(comm_mutex);
+        if (aborted.load()) check_usable(what);
+        const ncclResult_t query = ncclCommGetAsyncError(c, &state);
+        if (query != ncclSuccess) state = query;
+      }
+      if (state == ncclSuccess) return;
+      if (state != ncclInProgress) {
+        const std::string last = ncclGetLastError(c);
+        fail(str_cat(what, " failed: ", ncclGetErrorString(state), last.empty() ? "" : str_cat(" (", last, ")")));
+        check_usable(what);
+      }
+      if (Clock::now() >= deadline) {
+        fail(str_cat(what, " did not get going within ", host->timeout_s(),
+                     " s (NCCL was still connecting to its peers or enqueueing it): a peer rank is missing, stuck "
+                     "or dead, or issued different operations"));
+        check_usable(what);
+      }
+      std::this_thread::sleep_for(sleep);
+      sleep = std::min<std::chrono::microseconds>(sleep * 2, kMaxSettleSleep);
+    }
   }
 
   // Launches the queued point-to-point operations in one NCCL group (Note [Deferred point-to-point]).
@@ -153,20 +202,22 @@ struct NcclProcessGroup::Core {
     std::vector<P2p> batch;
     batch.swap(queued);
     check_usable();
+    ncclResult_t result = ncclSuccess;
     with_comm([&] {
       NCCL_CHECK(ncclGroupStart());
-      ncclResult_t first_error = ncclSuccess;
       for (const P2p& p : batch) {
         const size_t count = static_cast<size_t>(p.tensor.numel());
         const ncclDataType_t type = nccl_type(p.tensor.dtype());
-        const ncclResult_t result = p.send ? ncclSend(p.tensor.data(), count, type, p.peer, comm, stream.get())
-                                           : ncclRecv(p.tensor.data(), count, type, p.peer, comm, stream.get());
-        if (first_error == ncclSuccess) first_error = result;
+        const ncclResult_t r = p.send ? ncclSend(p.tensor.data(), count, type, p.peer, comm, stream.get())
+                                      : ncclRecv(p.tensor.data(), count, type, p.peer, comm, stream.get());
+        if (result == ncclSuccess || result == ncclInProgress) result = r;
       }
       const ncclResult_t end = ncclGroupEnd();
-      NCCL_CHECK(first_error);
-      NCCL_CHECK(end);
+      if (result == ncclSuccess || result == ncclInProgress) result = end;
     });
+    settle(comm, result, batch.size() == 1 ? batch.front().pending->what
+                                           : str_cat(batch.size(), " sends and receives starting with ",
+                                                     batch.front().pending->what));
     for (const P2p& p : batch) launched(p.pending);
   }
 
@@ -183,8 +234,10 @@ struct NcclProcessGroup::Core {
     abort_comm();
   }
 
+  // Only with the communicator's lock: the main thread holds it for a non-blocking call or one state query at
+  // a time, never while waiting (Note [Non-blocking communicators]).
   void abort_comm() {
-    std::unique_lock<std::timed_mutex> lock(comm_mutex, kAbortLockWait);
+    std::lock_guard<std::mutex> lock(comm_mutex);
     if (comm == nullptr || aborted.exchange(true)) return;
     ncclCommAbort(comm);
   }
@@ -227,7 +280,7 @@ struct NcclProcessGroup::Core {
     ncclResult_t async = ncclSuccess;
     std::string last_error;
     {
-      std::unique_lock<std::timed_mutex> lock(comm_mutex, std::try_to_lock);
+      std::unique_lock<std::mutex> lock(comm_mutex, std::try_to_lock);
       if (lock.owns_lock() && !aborted.load() && ncclCommGetAsyncError(comm, &async) == ncclSuccess &&
           async != ncclSuccess && async != ncclInProgress) {
         last_error = ncclGetLastError(comm);
@@ -284,7 +337,7 @@ struct NcclProcessGroup::Core {
   std::mutex state_mutex;
   std::string error;  // the first failure; non-empty means unusable
   std::atomic<bool> aborted{false};
-  std::timed_mutex comm_mutex;  // the main thread's NCCL calls vs. the watchdog's abort
+  std::mutex comm_mutex;  // the main thread's NCCL calls and state queries vs. the watchdog's abort
 
   std::mutex watch_mutex;
   std::condition_variable watch_cv;
@@ -356,8 +409,13 @@ std::unique_ptr<NcclProcessGroup> NcclProcessGroup::create(std::unique_ptr<MpiPr
   static_assert(sizeof(id) % sizeof(int32_t) == 0);
   if (core->host->rank() == 0) NCCL_CHECK(ncclGetUniqueId(&id));
   core->host->broadcast(Tensor(&id, DType::kI32, Device::kCpu, {sizeof(id) / sizeof(int32_t)}), 0)->wait();
-  // Every rank has reached the broadcast, so the (untimed) initialization will find its peers.
-  NCCL_CHECK(ncclCommInitRankConfig(&core->comm, core->host->size(), id, core->host->rank(), &core->config));
+  // Non-blocking: the call returns while NCCL connects, and settle() gives it the group's timeout.
+  const ncclResult_t result =
+      ncclCommInitRankConfig(&core->comm, core->host->size(), id, core->host->rank(), &core->config);
+  TS_CHECK(core->comm != nullptr || result == ncclSuccess || result == ncclInProgress, CommError,
+           "creating the NCCL communicator of ", core->group(), " failed: ", ncclGetErrorString(result),
+           label_suffix());
+  core->settle(core->comm, result, "creating the NCCL communicator");
   core->start_watchdog();
   return std::unique_ptr<NcclProcessGroup>(new NcclProcessGroup(std::move(core)));
 }
@@ -369,7 +427,12 @@ std::unique_ptr<NcclProcessGroup> NcclProcessGroup::split(NcclProcessGroup& pare
   Core& from = *parent.core_;
   from.flush();
   from.check_usable(str_cat("splitting ", core->group(), " from it"));
-  from.with_comm([&] { NCCL_CHECK(ncclCommSplit(from.comm, color, core->host->rank(), &core->comm, &core->config)); });
+  ncclResult_t result = ncclSuccess;
+  from.with_comm([&] { result = ncclCommSplit(from.comm, color, core->host->rank(), &core->comm, &core->config); });
+  // Both the parent and the new communicator may still be in progress (non-blocking).
+  from.settle(from.comm, result, str_cat("splitting ", core->group(), " from it"));
+  TS_CHECK(core->comm != nullptr, CommError, "ncclCommSplit made no communicator for ", core->group(), label_suffix());
+  core->settle(core->comm, ncclSuccess, "creating the NCCL communicator (split)");
   int rank = -1, count = -1;
   NCCL_CHECK(ncclCommUserRank(core->comm, &rank));
   NCCL_CHECK(ncclCommCount(core->comm, &count));
@@ -389,10 +452,12 @@ WorkHandle NcclProcessGroup::all_reduce(Tensor t, ReduceOp op) {
   if (t.device() == Device::kCpu) return core_->host->all_reduce(t, op);
   core_->flush();
   auto pending = core_->begin(core_->describe("all_reduce", t));
+  ncclResult_t result = ncclSuccess;
   core_->with_comm([&] {
-    NCCL_CHECK(ncclAllReduce(t.data(), t.data(), static_cast<size_t>(t.numel()), nccl_type(t.dtype()), nccl_op(op),
-                             core_->comm, core_->stream.get()));
+    result = ncclAllReduce(t.data(), t.data(), static_cast<size_t>(t.numel()), nccl_type(t.dtype()), nccl_op(op),
+                             core_->comm, core_->stream.get());
   });
+  core_->settle(core_->comm, result, pending->what);
   core_->launched(pending);
   return std::make_unique<NcclWork>(core_, pending);
 }
@@ -404,10 +469,12 @@ WorkHandle NcclProcessGroup::reduce_scatter(Tensor out, Tensor in, ReduceOp op) 
   check_gpu_tensor(*this, "reduce_scatter", out);
   core_->flush();
   auto pending = core_->begin(core_->describe("reduce_scatter", out));
+  ncclResult_t result = ncclSuccess;
   core_->with_comm([&] {
-    NCCL_CHECK(ncclReduceScatter(in.data(), out.data(), static_cast<size_t>(out.numel()), nccl_type(out.dtype()),
-                                 nccl_op(op), core_->comm, core_->stream.get()));
+    result = ncclReduceScatter(in.data(), out.data(), static_cast<size_t>(out.numel()), nccl_type(out.dtype()),
+                                 nccl_op(op), core_->comm, core_->stream.get());
   });
+  core_->settle(core_->comm, result, pending->what);
   core_->launched(pending);
   return std::make_unique<NcclWork>(core_, pending);
 }
@@ -419,10 +486,12 @@ WorkHandle NcclProcessGroup::all_gather(Tensor out, Tensor in) {
   check_gpu_tensor(*this, "all_gather", out);
   core_->flush();
   auto pending = core_->begin(core_->describe("all_gather", in));
+  ncclResult_t result = ncclSuccess;
   core_->with_comm([&] {
-    NCCL_CHECK(ncclAllGather(in.data(), out.data(), static_cast<size_t>(in.numel()), nccl_type(in.dtype()), core_->comm,
-                             core_->stream.get()));
+    result = ncclAllGather(in.data(), out.data(), static_cast<size_t>(in.numel()), nccl_type(in.dtype()), core_->comm,
+                             core_->stream.get());
   });
+  core_->settle(core_->comm, result, pending->what);
   core_->launched(pending);
   return std::make_unique<NcclWork>(core_, pending);
 }
@@ -434,10 +503,12 @@ WorkHandle NcclProcessGroup::broadcast(Tensor t, int root) {
   core_->flush();
   auto pending = core_->begin(
       core_->describe("broadcast", t, str_cat(" from root world rank ", world_ranks()[static_cast<size_t>(root)])));
+  ncclResult_t result = ncclSuccess;
   core_->with_comm([&] {
-    NCCL_CHECK(ncclBroadcast(t.data(), t.data(), static_cast<size_t>(t.numel()), nccl_type(t.dtype()), root,
-                             core_->comm, core_->stream.get()));
+    result = ncclBroadcast(t.data(), t.data(), static_cast<size_t>(t.numel()), nccl_type(t.dtype()), root,
+                             core_->comm, core_->stream.get());
   });
+  core_->settle(core_->comm, result, pending->what);
   core_->launched(pending);
   return std::make_unique<NcclWork>(core_, pending);
 }

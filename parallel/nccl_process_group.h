@@ -29,6 +29,14 @@
 // the group and every wait() then throws CommError naming the operation, the group, its world ranks and this
 // process.
 //
+// Note [Non-blocking communicators]: communicators are created non-blocking (ncclConfig_t.blocking = 0), so
+// that no NCCL call can hold the host: initialization, splits, and a collective's launch (where NCCL connects
+// to its peers on first use, NCCL_RUNTIME_CONNECT) return ncclInProgress, and the calling thread polls
+// ncclCommGetAsyncError with a short back-off until the call has settled, for at most the group's timeout.
+// The deadline, or an error, aborts the communicator and throws CommError naming the operation, the group, its
+// world ranks and this process, as the MPI groups do. The communicator's lock is held only for one call or
+// one query at a time, so the watchdog's abort always gets it (it no longer aborts without the lock).
+//
 // Thread-safety: a group and its Works are used from one thread (besides the group's own watchdog), whose
 // current CUDA device is the group's.
 #pragma once
