@@ -41,16 +41,14 @@ void* CachingAllocator::allocate(size_t bytes) {
     ++stats_.cache_hits;
   } else {
     CUDA_CHECK(cudaSetDevice(device_));
-    cudaError_t status = cudaMalloc(&ptr, size);
-    if (status == cudaErrorMemoryAllocation) {
-      cudaGetLastError();
-      release_cached_locked();
-      status = cudaMalloc(&ptr, size);
-    }
+    // No cudaFree of cached blocks to make room: it synchronizes the device, and with NCCL kernels in flight
+    // that wait for a peer it can hang every rank (Note [No frees under communication] in the header).
+    const cudaError_t status = cudaMalloc(&ptr, size);
     if (status == cudaErrorMemoryAllocation) {
       cudaGetLastError();
       throw CudaError(str_cat("out of GPU memory: could not allocate ", size / kMiB, " MiB on GPU ", device_, " (",
-                              stats_.in_use_bytes / kMiB, " MiB in use by Tessera",
+                              stats_.in_use_bytes / kMiB, " MiB in use by Tessera, ", stats_.cached_bytes / kMiB,
+                              " MiB cached in free blocks of other sizes",
                               process_label().empty() ? "" : "; " + process_label(),
                               "); reduce train.global_batch (or raise parallel.micro_batches), train.seq_len or "
                               "the model, or spread it over more GPUs (parallel.tp, parallel.pp)"));

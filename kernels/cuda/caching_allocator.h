@@ -12,6 +12,11 @@
 // the same stream. Memory that another stream uses (a NCCL stream, say) must not be freed until that stream's
 // work is ordered before the compute stream again (the process groups do that with events).
 //
+// Note [No frees under communication]: cudaFree synchronizes the device. While a NCCL kernel waits for a peer,
+// that synchronization waits for it, and the peer may wait for this rank: a hang. So nothing here frees device
+// memory behind the caller's back: a full GPU is an out-of-memory error that says how much is cached, and
+// release_cached() is for points where no communication is in flight.
+//
 // Thread-safe: one mutex guards the free lists and statistics.
 #pragma once
 
@@ -43,8 +48,9 @@ class CachingAllocator {
   CachingAllocator& operator=(const CachingAllocator&) = delete;
 
   // A block of at least `bytes` (at least 256-byte aligned; 0 bytes gives a valid smallest block). Served from
-  // the free list of its bucket when possible; otherwise cudaMalloc, and if the GPU is full, release_cached()
-  // and one more try. Throws CudaError saying how much was asked for, in use and cached when that fails too.
+  // the free list of its bucket when possible; otherwise cudaMalloc. Throws CudaError saying how much was asked
+  // for, in use and cached when the GPU is full (cached blocks are not freed to make room: Note [No frees under
+  // communication]).
   void* allocate(size_t bytes);
   // Returns a block from allocate() to its free list (see Note [Stream-ordered reuse]). Null is ignored.
   void free(void* ptr);

@@ -5,6 +5,7 @@
 // rank exits by itself; any other error on one rank aborts the whole job (its peers would otherwise wait in
 // a collective until their timeout).
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <string>
@@ -58,6 +59,10 @@ int report(const char* command, const std::string& where, const char* kind, cons
 
 int main(int argc, char** argv) {
   using namespace tessera;
+  // CUDA loads kernels lazily by default: a kernel first launched while NCCL kernels are in flight would load
+  // its module then, which can deadlock with them. Load every module when the context is made, unless the
+  // user chose otherwise. (Read by the CUDA runtime when it starts; harmless without a GPU.)
+  setenv("CUDA_MODULE_LOADING", "EAGER", /*overwrite=*/0);
   if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0 ||
       std::strcmp(argv[1], "help") == 0) {
     std::fputs(kUsage, argc < 2 ? stderr : stdout);
