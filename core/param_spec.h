@@ -43,7 +43,7 @@ struct ParamSpec {
   // (a key bias: softmax is unchanged when every score of a row moves by the same amount). Whatever AdamW
   // makes of their rounding noise is noise, which `tessera verify` leaves out of the update error.
   int64_t zero_grad_begin = 0, zero_grad_end = 0;
-  bool weight_decay = false;    // decoupled weight decay applies (tensors with >= 2 dims)
+  bool weight_decay = false;  // decoupled weight decay applies (tensors with >= 2 dims)
   InitKind init = InitKind::kZeros;
   float init_std = 0;
 

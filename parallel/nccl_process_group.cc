@@ -215,9 +215,10 @@ struct NcclProcessGroup::Core {
       const ncclResult_t end = ncclGroupEnd();
       if (result == ncclSuccess || result == ncclInProgress) result = end;
     });
-    settle(comm, result, batch.size() == 1 ? batch.front().pending->what
-                                           : str_cat(batch.size(), " sends and receives starting with ",
-                                                     batch.front().pending->what));
+    settle(comm, result,
+           batch.size() == 1
+               ? batch.front().pending->what
+               : str_cat(batch.size(), " sends and receives starting with ", batch.front().pending->what));
     for (const P2p& p : batch) launched(p.pending);
   }
 
@@ -455,7 +456,7 @@ WorkHandle NcclProcessGroup::all_reduce(Tensor t, ReduceOp op) {
   ncclResult_t result = ncclSuccess;
   core_->with_comm([&] {
     result = ncclAllReduce(t.data(), t.data(), static_cast<size_t>(t.numel()), nccl_type(t.dtype()), nccl_op(op),
-                             core_->comm, core_->stream.get());
+                           core_->comm, core_->stream.get());
   });
   core_->settle(core_->comm, result, pending->what);
   core_->launched(pending);
@@ -472,7 +473,7 @@ WorkHandle NcclProcessGroup::reduce_scatter(Tensor out, Tensor in, ReduceOp op) 
   ncclResult_t result = ncclSuccess;
   core_->with_comm([&] {
     result = ncclReduceScatter(in.data(), out.data(), static_cast<size_t>(out.numel()), nccl_type(out.dtype()),
-                                 nccl_op(op), core_->comm, core_->stream.get());
+                               nccl_op(op), core_->comm, core_->stream.get());
   });
   core_->settle(core_->comm, result, pending->what);
   core_->launched(pending);
@@ -489,7 +490,7 @@ WorkHandle NcclProcessGroup::all_gather(Tensor out, Tensor in) {
   ncclResult_t result = ncclSuccess;
   core_->with_comm([&] {
     result = ncclAllGather(in.data(), out.data(), static_cast<size_t>(in.numel()), nccl_type(in.dtype()), core_->comm,
-                             core_->stream.get());
+                           core_->stream.get());
   });
   core_->settle(core_->comm, result, pending->what);
   core_->launched(pending);
@@ -505,8 +506,8 @@ WorkHandle NcclProcessGroup::broadcast(Tensor t, int root) {
       core_->describe("broadcast", t, str_cat(" from root world rank ", world_ranks()[static_cast<size_t>(root)])));
   ncclResult_t result = ncclSuccess;
   core_->with_comm([&] {
-    result = ncclBroadcast(t.data(), t.data(), static_cast<size_t>(t.numel()), nccl_type(t.dtype()), root,
-                             core_->comm, core_->stream.get());
+    result = ncclBroadcast(t.data(), t.data(), static_cast<size_t>(t.numel()), nccl_type(t.dtype()), root, core_->comm,
+                           core_->stream.get());
   });
   core_->settle(core_->comm, result, pending->what);
   core_->launched(pending);

@@ -501,7 +501,8 @@ void Checkpointer::check_compatible(const std::string& dir, const checkpoint::Ma
     const checkpoint::DataIdentity now = data_identity(job_.config, data_);
     if (weights_only) {
       // A new run from these weights: other data, batch and order are the point; another tokenizer is not.
-      if (data.tokenizer_xxh64() != 0 && now.tokenizer_xxh64() != 0 && data.tokenizer_xxh64() != now.tokenizer_xxh64()) {
+      if (data.tokenizer_xxh64() != 0 && now.tokenizer_xxh64() != 0 &&
+          data.tokenizer_xxh64() != now.tokenizer_xxh64()) {
         problems.push_back(str_cat("data.tokenizer: the checkpoint was trained with '", data.tokenizer(),
                                    "', this run uses '", now.tokenizer(), "' (XXH64 ", hex64(data.tokenizer_xxh64()),
                                    " against ", hex64(now.tokenizer_xxh64()),
@@ -544,8 +545,9 @@ void Checkpointer::check_compatible(const std::string& dir, const checkpoint::Ma
   }
   TS_CHECK(problems.empty(), ConfigError, "cannot ", weights_only ? "load the weights of " : "resume from ", dir,
            ": it was saved by a different ", weights_only ? "model" : "job", ":", join_lines(problems, "  - "),
-           weights_only ? "\nChange the model config back to match the checkpoint's."
-                        : "\nChange the config back to match, or start a new run (another --run-dir, without --resume).");
+           weights_only
+               ? "\nChange the model config back to match the checkpoint's."
+               : "\nChange the config back to match, or start a new run (another --run-dir, without --resume).");
   if (job_.is_logger()) {
     for (const std::string& warning : warnings)
       std::printf("warning: %s %s: %s\n", weights_only ? "loading weights from" : "resuming from", dir.c_str(),

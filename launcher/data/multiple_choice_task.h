@@ -19,8 +19,8 @@ void write_multiple_choice_task(const std::string& path, const std::vector<tasks
 
 // A continuation task from documents (each one's words split in half: the first half is the context, the
 // second the right choice; `distractors` other documents' second halves are the wrong ones), for documents of
-// 6 to 40 words (240 bytes at most), at most `count` examples, choices in an order drawn from seed. Fewer when there are too few
-// usable documents (none with fewer than distractors + 1).
+// 6 to 40 words (240 bytes at most), at most `count` examples, choices in an order drawn from seed. Fewer when there
+// are too few usable documents (none with fewer than distractors + 1).
 std::vector<tasks::MultipleChoiceExample> continuation_task(const std::vector<std::string>& documents, int count,
                                                             int distractors, uint64_t seed);
 
