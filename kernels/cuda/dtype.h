@@ -7,7 +7,9 @@
 // (storage.cuh). Host code, CudaBackend included, picks T with dispatch_compute.
 #pragma once
 
+#ifndef TESSERA_SIMT  // tests/simt/simt.h provides __nv_bfloat16 instead
 #include <cuda_bf16.h>
+#endif
 
 #include <type_traits>
 #include <utility>

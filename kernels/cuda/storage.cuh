@@ -2,8 +2,10 @@
 // once (to nearest even for bf16). Device code only; private to kernels/cuda.
 #pragma once
 
+#ifndef TESSERA_SIMT  // tests/simt/simt.h provides these names instead
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
+#endif
 
 #include "kernels/cuda/dtype.h"
 
