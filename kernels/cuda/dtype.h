@@ -7,7 +7,9 @@
 // (storage.cuh). Host code, CudaBackend included, picks T with dispatch_compute.
 #pragma once
 
-#ifndef TESSERA_SIMT  // tests/simt/simt.h provides __nv_bfloat16 instead
+#ifdef TESSERA_SIMT  // the test-only emulation (reduce.cuh) provides __nv_bfloat16 instead
+#include "tests/simt/simt.h"
+#else
 #include <cuda_bf16.h>
 #endif
 

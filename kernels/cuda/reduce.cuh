@@ -1,10 +1,12 @@
 // Warp and block reductions shared by the kernels of this folder. Device code only; private to kernels/cuda.
 //
 // Kernel code of this folder compiles two ways: with nvcc, and as host C++ under the test-only SIMT emulation
-// (tests/simt/simt.h, which defines TESSERA_SIMT and provides the CUDA names instead of cuda_runtime.h).
+// (tests/simt/simt.h, which provides the CUDA names instead of cuda_runtime.h where TESSERA_SIMT is defined).
 #pragma once
 
-#ifndef TESSERA_SIMT
+#ifdef TESSERA_SIMT
+#include "tests/simt/simt.h"
+#else
 #include <cuda_runtime.h>
 #endif
 

@@ -2,7 +2,9 @@
 // once (to nearest even for bf16). Device code only; private to kernels/cuda.
 #pragma once
 
-#ifndef TESSERA_SIMT  // tests/simt/simt.h provides these names instead
+#ifdef TESSERA_SIMT  // the test-only emulation (reduce.cuh) provides these names instead
+#include "tests/simt/simt.h"
+#else
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #endif

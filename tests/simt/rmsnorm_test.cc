@@ -3,7 +3,6 @@
 #include "kernels/cpu/rmsnorm.h"
 
 #include "kernels/cuda/rmsnorm_kernels.cuh"
-#include "tests/simt/simt.h"  // first: the CUDA names for the kernel header
 #include "tests/simt/simt_test_util.h"
 
 namespace tessera::simt_test {

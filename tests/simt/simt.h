@@ -12,11 +12,9 @@
 // (TS_DYNAMIC_SHARED) is filled with NaN before every block; static __shared__ arrays are function-local statics,
 // shared by the fibers of a block but NOT poisoned: they keep the previous block's values.
 //
-// Include this header before any kernels/cuda header: it defines TESSERA_SIMT, which makes reduce.cuh,
-// storage.cuh and dtype.h take their CUDA names from here instead of cuda_runtime.h and cuda_bf16.h.
+// Code built with TESSERA_SIMT defined (simt_kernels_test) gets this header from reduce.cuh, storage.cuh and
+// dtype.h in place of cuda_runtime.h and cuda_bf16.h.
 #pragma once
-
-#define TESSERA_SIMT 1
 
 #include <cmath>
 #include <cstdint>
@@ -59,6 +57,10 @@ inline float __expf(float x) { return std::exp(x); }
 inline float __logf(float x) { return std::log(x); }
 inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 inline float __fdividef(float a, float b) { return a / b; }
+// Round-to-nearest arithmetic that nvcc never contracts into an FMA; the host build does not contract either.
+inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __fsub_rn(float a, float b) { return a - b; }
+inline float __fmul_rn(float a, float b) { return a * b; }
 
 namespace simt {
 
