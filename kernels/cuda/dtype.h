@@ -7,7 +7,11 @@
 // (storage.cuh). Host code, CudaBackend included, picks T with dispatch_compute.
 #pragma once
 
+#ifdef TESSERA_SIMT  // the test-only emulation (reduce.cuh) provides __nv_bfloat16 instead
+#include "tests/simt/simt.h"
+#else
 #include <cuda_bf16.h>
+#endif
 
 #include <type_traits>
 #include <utility>

@@ -1,38 +1,9 @@
 // GELU forward/backward: the CPU twin's formulas in float, one element per thread of a grid-stride loop.
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/gelu.h"
-#include "kernels/cuda/reduce.cuh"
-#include "kernels/cuda/storage.cuh"
+#include "kernels/cuda/gelu_kernels.cuh"
 
 namespace tessera::cuda {
-
-namespace {
-
-constexpr int kThreads = 256;
-constexpr float kSqrt2OverPi = 0.7978845608028654f;
-constexpr float kCubic = 0.044715f;
-
-template <typename T>
-__global__ void gelu_forward_kernel(T* out, const T* inp, int64_t n) {
-  for (int64_t i = grid_start(); i < n; i += grid_stride()) {
-    const float x = to_float(inp[i]);
-    out[i] = from_float<T>(0.5f * x * (1.0f + tanhf(kSqrt2OverPi * (x + kCubic * x * x * x))));
-  }
-}
-
-// Not __restrict__: d_inp may alias d_out (read, then written, by the same thread).
-template <typename T>
-__global__ void gelu_backward_kernel(T* d_inp, const T* inp, const T* d_out, int64_t n) {
-  for (int64_t i = grid_start(); i < n; i += grid_stride()) {
-    const float x = to_float(inp[i]);
-    const float t = tanhf(kSqrt2OverPi * (x + kCubic * x * x * x));
-    const float sech2 = 1.0f - t * t;
-    const float grad = 0.5f * (1.0f + t) + 0.5f * x * sech2 * kSqrt2OverPi * (1.0f + 3.0f * kCubic * x * x);
-    d_inp[i] = from_float<T>(grad * to_float(d_out[i]));
-  }
-}
-
-}  // namespace
 
 template <typename T>
 void gelu_forward(T* out, const T* inp, int64_t n, const Context& ctx) {

@@ -1,13 +1,25 @@
 // Warp and block reductions shared by the kernels of this folder. Device code only; private to kernels/cuda.
+//
+// Kernel code of this folder compiles two ways: with nvcc, and as host C++ under the test-only SIMT emulation
+// (tests/simt/simt.h, which provides the CUDA names instead of cuda_runtime.h where TESSERA_SIMT is defined).
 #pragma once
 
+#ifdef TESSERA_SIMT
+#include "tests/simt/simt.h"
+#else
 #include <cuda_runtime.h>
+#endif
 
 #include <cmath>
 
 namespace tessera::cuda {
 
 constexpr unsigned kFullMask = 0xffffffffu;
+
+// Declares the block's dynamic shared memory (the launch's third <<<>>> argument) as `T* name`-like storage.
+#ifndef TESSERA_SIMT
+#define TS_DYNAMIC_SHARED(T, name) extern __shared__ T name[]
+#endif
 
 template <typename T>
 __device__ __forceinline__ T warp_sum(T value) {

@@ -2,8 +2,12 @@
 // once (to nearest even for bf16). Device code only; private to kernels/cuda.
 #pragma once
 
+#ifdef TESSERA_SIMT  // the test-only emulation (reduce.cuh) provides these names instead
+#include "tests/simt/simt.h"
+#else
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
+#endif
 
 #include "kernels/cuda/dtype.h"
 
