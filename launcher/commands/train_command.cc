@@ -1,6 +1,11 @@
-// `tessera train --config FILE [--set k=v]... [--run-dir DIR] [--resume latest|PATH] [--init-from PATH]`: the
+// `tessera train --config FILE [--set k=v]... [--run-dir DIR] [--resume latest|auto|PATH] [--init-from PATH]`: the
 // training loop. One human line per logged step and the run's metrics.jsonl come from world rank 0 only.
 // Checkpoints: see launcher/checkpoints/checkpoint.h.
+//
+// A run directory that already holds a run (metrics.jsonl, or anything in checkpoints/) is never started over:
+// without --resume the job is refused (exit 2) before anything in it changes. `--resume auto` is an alias of
+// `--resume latest`: continue from the newest usable checkpoint, or start from step 0 when there is none (what a
+// requeued cluster job wants). A run stopped by a signal exits kExitStoppedBySignal (launcher/commands/exit_codes.h).
 //
 // --init-from starts a new run from another run's weights only (fine-tuning): AdamW's moments at zero, step 0,
 // this job's data, batch and order. With --resume latest as well, a checkpoint of this run takes precedence, so
@@ -20,6 +25,7 @@
 #include "launcher/checkpoints/checkpoint_manifest.h"
 #include "launcher/commands/cli_args.h"
 #include "launcher/commands/commands.h"
+#include "launcher/commands/exit_codes.h"
 #include "launcher/common/config.h"
 #include "launcher/common/durable_file.h"
 #include "launcher/common/human_format.h"
@@ -58,6 +64,25 @@ std::pair<int64_t, SaveCrashPoint> parse_crash_point(const std::string& value) {
   return {std::stoll(value.substr(0, colon)), crash};
 }
 
+// Refuses (ConfigError) to start a new run in a directory that holds one: its metrics.jsonl or a checkpoint
+// would be overwritten. Every rank checks (the run directory is on a file system all ranks share).
+void refuse_existing_run(const std::string& run_dir) {
+  namespace fs = std::filesystem;
+  std::error_code error;
+  const bool has_metrics = fs::exists(run_dir + "/metrics.jsonl", error);
+  const std::string checkpoints = run_dir + "/checkpoints";
+  const bool has_checkpoints =
+      fs::is_directory(checkpoints, error) && fs::directory_iterator(checkpoints, error) != fs::directory_iterator();
+  if (!has_metrics && !has_checkpoints) return;
+  throw ConfigError(
+      str_cat("run directory '", run_dir, "' already holds a run (",
+              has_metrics && has_checkpoints ? "metrics.jsonl and checkpoints/"
+              : has_metrics                  ? "metrics.jsonl"
+                                             : "checkpoints/",
+              "); nothing in it was changed. Continue that run with --resume latest (or --resume auto), or start a "
+              "new one with another --run-dir."));
+}
+
 }  // namespace
 
 int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, const ProcessEnv& env) {
@@ -70,11 +95,13 @@ int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
   TS_CHECK(cli.has("--config") || cli.has("--resume"), ConfigError,
            "give the job with --config FILE.textproto, or --resume CHECKPOINT|RUN_DIR to continue a "
            "run with the job config saved in its checkpoint");
+  // "auto" and "latest" are the same (see the top of this file).
+  const std::string resume_spec = cli.get("--resume", "") == "auto" ? "latest" : cli.get("--resume", "");
   std::string config_source;
-  config::JobConfig config = cli.has("--config") ? load_job_config(cli.get("--config"), cli.all("--set"))
-                                                 : config_from_checkpoint(cli.get("--resume"), cli.get("--run-dir", ""),
-                                                                          cli.all("--set"), "--resume",
-                                                                          /*keep_layout=*/true, &config_source);
+  config::JobConfig config =
+      cli.has("--config") ? load_job_config(cli.get("--config"), cli.all("--set"))
+                          : config_from_checkpoint(resume_spec, cli.get("--run-dir", ""), cli.all("--set"), "--resume",
+                                                   /*keep_layout=*/true, &config_source);
   if (cli.has("--run-dir")) config.mutable_logging()->set_run_dir(cli.get("--run-dir"));
 
   Job job = build_job(config, mpi, env);
@@ -84,6 +111,7 @@ int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
   const bool log = job.is_logger();
 
   const std::string run_dir = logging.run_dir();
+  if (!cli.has("--resume")) refuse_existing_run(run_dir);
 
   std::unique_ptr<MetricsWriter> metrics;
   if (log) {
@@ -120,7 +148,7 @@ int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
              ConfigError, "--debug-fail-shard-write takes STEP:RANK, not '", value, "'");
     checkpointer.fail_shard_write(std::stoll(value.substr(0, colon)), std::stoi(value.substr(colon + 1)));
   }
-  const int start_step = cli.has("--resume") ? static_cast<int>(checkpointer.resume(cli.get("--resume"))) : 0;
+  const int start_step = cli.has("--resume") ? static_cast<int>(checkpointer.resume(resume_spec)) : 0;
   if (cli.has("--init-from")) {
     if (checkpointer.resumed()) {
       if (log)
@@ -213,9 +241,10 @@ int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
   }
   checkpointer.finish();
 
-  if (log && checkpointer.stop_signal() != 0) {
-    std::printf("stopped by %s after step %d: the run can continue with --resume latest\n",
-                stop_signal_name(checkpointer.stop_signal()), steps_done);
+  const bool stopped = checkpointer.stop_signal() != 0 && steps_done < train.steps();
+  if (log && stopped) {
+    std::printf("stopped by %s after step %d (exit code %d): the run can continue with --resume auto\n",
+                stop_signal_name(checkpointer.stop_signal()), steps_done, kExitStoppedBySignal);
   }
   if (log) {
     const double total = seconds_since(run_start);
@@ -231,7 +260,7 @@ int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
     std::printf("run directory: %s (config.textproto, metrics.jsonl)\n", run_dir.c_str());
     std::fflush(stdout);
   }
-  return 0;
+  return stopped ? kExitStoppedBySignal : kExitSuccess;
 }
 
 }  // namespace tessera
