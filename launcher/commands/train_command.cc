@@ -7,6 +7,10 @@
 // `--resume latest`: continue from the newest usable checkpoint, or start from step 0 when there is none (what a
 // requeued cluster job wants). A run stopped by a signal exits kExitStoppedBySignal (launcher/commands/exit_codes.h).
 //
+// What a person watches: rank 0's console is copied to RUN_DIR/train.log (appended on resume), every step's
+// metrics go to metrics.jsonl (with "time", Unix seconds, and "tokens" seen so far) and, as scalars, to a
+// TensorBoard event file in RUN_DIR/tensorboard/.
+//
 // --init-from starts a new run from another run's weights only (fine-tuning): AdamW's moments at zero, step 0,
 // this job's data, batch and order. With --resume latest as well, a checkpoint of this run takes precedence, so
 // a requeued fine-tuning job continues itself instead of starting over.
@@ -33,10 +37,12 @@
 #include "launcher/data/data_sources.h"
 #include "launcher/data/multiple_choice_task.h"
 #include "launcher/data/tokenizer.h"
+#include "launcher/run/console_log.h"
 #include "launcher/run/device_setup.h"
 #include "launcher/run/job.h"
 #include "launcher/run/multiple_choice.h"
 #include "launcher/run/run_dir.h"
+#include "launcher/run/tensorboard_writer.h"
 #include "launcher/run/throughput.h"
 #include "models/registry.h"
 #include "parallel/mpi_environment.h"
@@ -109,11 +115,14 @@ int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
   const config::LoggingConfig& logging = config.logging();
   DataSources data = open_data_sources(config);
   const bool log = job.is_logger();
+  // Everything rank 0 prints from here on also goes to train.log once the run directory exists.
+  std::unique_ptr<ConsoleLog> console = log ? std::make_unique<ConsoleLog>() : nullptr;
 
   const std::string run_dir = logging.run_dir();
   if (!cli.has("--resume")) refuse_existing_run(run_dir);
 
   std::unique_ptr<MetricsWriter> metrics;
+  std::unique_ptr<TensorBoardWriter> tensorboard;
   if (log) {
     const ModelConfig& m = job.model_config;
     std::printf(
@@ -164,6 +173,8 @@ int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
     write_file_atomically(run_dir + "/config.textproto", job_config_to_text(config));
     metrics = start_step > 0 ? std::make_unique<MetricsWriter>(run_dir + "/metrics.jsonl", start_step)
                              : std::make_unique<MetricsWriter>(run_dir + "/metrics.jsonl");
+    console->open(run_dir + "/train.log");
+    tensorboard = std::make_unique<TensorBoardWriter>(run_dir + "/tensorboard");
   }
 
   // The task scored at each evaluation, read before the first step so that a bad file fails now.
@@ -223,7 +234,18 @@ int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
       if (r.skipped) row.add("skipped", 1);
       if (!std::isnan(val_loss)) row.add("val_loss", val_loss);
       if (task_result) row.add("task_acc", task_result->acc()).add("task_acc_norm", task_result->acc_norm());
+      const double now = unix_seconds();
+      row.add_fixed("time", now, 3).add("tokens", static_cast<long long>(tokens_per_step) * (step + 1));
       metrics->write_line(row.str());
+      const int64_t tb_step = step + 1;
+      tensorboard->add_scalar("loss", r.loss, tb_step, now);
+      if (!std::isnan(val_loss)) tensorboard->add_scalar("val_loss", val_loss, tb_step, now);
+      tensorboard->add_scalar("lr", r.lr, tb_step, now);
+      tensorboard->add_scalar("grad_norm", r.grad_norm, tb_step, now);
+      tensorboard->add_scalar("tokens_per_s", tokens_per_s, tb_step, now);
+      if (t.mfu >= 0) tensorboard->add_scalar("mfu", t.mfu, tb_step, now);
+      if (task_result) tensorboard->add_scalar("task_acc", task_result->acc(), tb_step, now);
+      tensorboard->flush();
       if ((step + 1) % logging.log_every() == 0 || step == start_step || last || r.skipped) {
         std::printf("step %5d/%d | loss %.4f | lr %.2e | grad norm %.3f | %s tok/s | %.1f ms%s%s\n", step + 1,
                     train.steps(), r.loss, r.lr, r.grad_norm, human_count(tokens_per_s).c_str(), seconds * 1e3,
@@ -257,7 +279,7 @@ int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
     std::printf("\n");
     const std::string memory = memory_report(*job.backend);
     if (!memory.empty()) std::printf("%s (rank 0)\n", memory.c_str());
-    std::printf("run directory: %s (config.textproto, metrics.jsonl)\n", run_dir.c_str());
+    std::printf("run directory: %s (config.textproto, metrics.jsonl, train.log, tensorboard/)\n", run_dir.c_str());
     std::fflush(stdout);
   }
   return stopped ? kExitStoppedBySignal : kExitSuccess;
