@@ -1,7 +1,7 @@
 // What a person watching a run reads, checked through the tessera command: metrics.jsonl's "time" and
 // "tokens", train.log (rank 0's console, appended on resume), and the TensorBoard event file, decoded here by
 // hand from its wire format (TFRecord framing, protobuf fields by number) and compared with metrics.jsonl.
-// Also CRC-32C against published vectors.
+// Also CRC-32C against published vectors, and the loss-spike guard (train.spike_zscore, train.max_skipped).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -16,6 +16,7 @@
 #include "core/check.h"
 #include "launcher/common/crc32c.h"
 #include "launcher/common/json.h"
+#include "launcher/run/spike_detector.h"
 #include "launcher/run/tensorboard_writer.h"
 #include "tests/run_command.h"
 #include "tests/temp_dir.h"
@@ -254,6 +255,102 @@ TEST(RunLogs, MetricsTrainLogAndTensorBoardEventsAgree) {
   ASSERT_FALSE(more.empty());
   EXPECT_EQ(more.front().step, 7);
   EXPECT_EQ(more.back().step, 8);
+}
+
+TEST(SpikeDetector, FlagsValuesFarAboveTheWindowAfterItsWarmup) {
+  SpikeDetector detector(6);
+  for (size_t i = 0; i + 1 < SpikeDetector::kWarmup; ++i) {
+    EXPECT_FALSE(detector.is_spike(1e9)) << "warm-up";
+    detector.add(i % 2 ? 1.0 : 3.0);  // mean 2, std 1
+  }
+  detector.add(2.0);
+  EXPECT_FALSE(detector.is_spike(7.5));
+  EXPECT_TRUE(detector.is_spike(9.0));
+  SpikeDetector constant(6);
+  for (size_t i = 0; i < SpikeDetector::kWindow + 5; ++i) constant.add(4.0);
+  EXPECT_FALSE(constant.is_spike(100.0)) << "no spread, no z-score";
+}
+
+// A pathological batch (the hook multiplies a step's loss by 1000) skips its update and the run continues; the
+// guard off (the default) changes no number; max_skipped consecutive spikes stop the run with exit 1.
+TEST(LossSpikes, ASpikeSkipsItsUpdateAndConsecutiveSpikesStopTheRun) {
+  TempDir dir;
+  const std::string job = dir.file("job.textproto");
+  testing::write_text_file(job,
+                           "model { vocab_size: 64 n_layer: 1 n_head: 2 n_embd: 16 max_seq_len: 16 }\n"
+                           "train { steps: 20 global_batch: 8 seq_len: 16 threads: 1 }\n"
+                           "optimizer { lr: 1e-2 warmup_steps: 2 }\n"
+                           "data { mock: true }\n"
+                           "checkpoint { every_steps: 0 save_on_exit: false }\n"
+                           "logging { log_every: 100 }\n");
+  auto train = [&](const std::string& name, const std::string& extra) {
+    return run_command(
+        str_cat(kEnvironment, kTessera, " train --config ", job, " --run-dir ", dir.file(name), " ", extra));
+  };
+  auto rows_of = [&](const std::string& name) { return read_metrics(dir.file(name) + "/metrics.jsonl"); };
+  auto loss = [](const Json& row) { return row.find("loss")->dump(); };  // as written, 9 digits
+
+  auto r = train("reference", "");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = train("guarded", "--set train.spike_zscore=6");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = train("injected_off", "--debug-inject-loss-spike 15:1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = train("spike", "--set train.spike_zscore=6 --debug-inject-loss-spike 15:1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("step    15/20 | loss"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("| spike: update skipped"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("1 step(s) skipped"), std::string::npos) << r.output;
+
+  const std::vector<Json> reference = rows_of("reference"), guarded = rows_of("guarded"),
+                          injected_off = rows_of("injected_off"), spike = rows_of("spike");
+  ASSERT_EQ(reference.size(), 20u);
+  ASSERT_EQ(guarded.size(), 20u);
+  ASSERT_EQ(injected_off.size(), 20u);
+  ASSERT_EQ(spike.size(), 20u);
+  for (size_t i = 0; i < 20; ++i) {
+    SCOPED_TRACE(str_cat("step ", i + 1));
+    // The guard finds no spike in a normal run, and the hook alone only changes the reported loss of step 15.
+    EXPECT_EQ(loss(guarded[i]), loss(reference[i]));
+    EXPECT_EQ(guarded[i].find("skipped"), nullptr);
+    if (i != 14) {
+      EXPECT_EQ(loss(injected_off[i]), loss(reference[i]));
+    }
+    // With the guard, step 15 is flagged and not applied: everything after it differs from the reference.
+    if (i < 14) {
+      EXPECT_EQ(loss(spike[i]), loss(reference[i]));
+    }
+    if (i == 14) {
+      ASSERT_NE(spike[i].find("spike"), nullptr);
+      EXPECT_EQ(spike[i].find("spike")->as_number(), 1);
+      EXPECT_EQ(spike[i].find("skipped")->as_number(), 1);
+      EXPECT_NEAR(number(spike[i], "loss"), 1000 * number(reference[i], "loss"), 1e-3 * number(spike[i], "loss"));
+    } else {
+      EXPECT_EQ(spike[i].find("spike"), nullptr);
+    }
+    if (i > 14) {
+      EXPECT_NE(loss(spike[i]), loss(reference[i]));
+    }
+  }
+
+  // Three spikes in a row with train.max_skipped=3: the run stops after the third, its row written, exit 1.
+  r = train("stopped", "--set train.spike_zscore=6 --set train.max_skipped=3 --debug-inject-loss-spike 12:3");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("the update was skipped for 3 consecutive steps (train.max_skipped; last: step 14"),
+            std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("a spike above train.spike_zscore"), std::string::npos) << r.output;
+  const std::vector<Json> stopped = rows_of("stopped");
+  ASSERT_EQ(stopped.size(), 14u);
+  for (size_t i = 11; i < 14; ++i) EXPECT_NE(stopped[i].find("spike"), nullptr) << "step " << i + 1;
+  // Two in a row stay below it.
+  r = train("two", "--set train.spike_zscore=6 --set train.max_skipped=3 --debug-inject-loss-spike 12:2");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+
+  r = train("bad", "--set train.spike_zscore=-1 --set train.max_skipped=0");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("train.spike_zscore"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("train.max_skipped (0) must be >= 1"), std::string::npos) << r.output;
 }
 
 }  // namespace

@@ -55,8 +55,6 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
-constexpr int kMaxConsecutiveSkips = 5;
-
 // "--debug-kill-during-save STEP:shards|manifest|rename" (tests of interrupted saves).
 std::pair<int64_t, SaveCrashPoint> parse_crash_point(const std::string& value) {
   const size_t colon = value.find(':');
@@ -94,7 +92,7 @@ void refuse_existing_run(const std::string& run_dir) {
 int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, const ProcessEnv& env) {
   CliArgs cli("train", args,
               {"--config", "--set", "--run-dir", "--resume", "--init-from", "--debug-kill-during-save",
-               "--debug-fail-shard-write"},
+               "--debug-fail-shard-write", "--debug-inject-loss-spike"},
               {}, {"--set"});
   TS_CHECK(!cli.has("--init-from") || cli.has("--config"), ConfigError,
            "--init-from needs --config FILE.textproto: the new run's job (its data, batch and schedule)");
@@ -157,6 +155,14 @@ int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
              ConfigError, "--debug-fail-shard-write takes STEP:RANK, not '", value, "'");
     checkpointer.fail_shard_write(std::stoll(value.substr(0, colon)), std::stoi(value.substr(colon + 1)));
   }
+  if (cli.has("--debug-inject-loss-spike")) {  // "STEP:COUNT", STEP 1-based as in metrics.jsonl (tests)
+    const std::string value = cli.get("--debug-inject-loss-spike");
+    const size_t colon = value.find(':');
+    TS_CHECK(colon != std::string::npos && colon > 0 && colon + 1 < value.size() &&
+                 value.find_first_not_of("0123456789:") == std::string::npos,
+             ConfigError, "--debug-inject-loss-spike takes STEP:COUNT, not '", value, "'");
+    job.trainer->inject_loss_spikes(std::stoi(value.substr(0, colon)) - 1, std::stoi(value.substr(colon + 1)));
+  }
   const int start_step = cli.has("--resume") ? static_cast<int>(checkpointer.resume(resume_spec)) : 0;
   if (cli.has("--init-from")) {
     if (checkpointer.resumed()) {
@@ -200,9 +206,8 @@ int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
     last_loss = r.loss;
     if (r.skipped) {
       ++skipped_total;
-      TS_CHECK(++consecutive_skips < kMaxConsecutiveSkips, Error, "loss or gradient norm was not finite for ",
-               kMaxConsecutiveSkips, " consecutive steps (last: loss ", r.loss, ", grad norm ", r.grad_norm,
-               " at step ", step, "): training diverged. Lower optimizer.lr or set train.grad_clip.");
+      // The row of this step is written before the run stops, so that metrics.jsonl shows why.
+      ++consecutive_skips;
     } else {
       consecutive_skips = 0;
     }
@@ -232,6 +237,7 @@ int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
       row.add("tflops_per_rank", t.tflops_per_device);
       if (t.mfu >= 0) row.add("mfu", t.mfu);
       if (r.skipped) row.add("skipped", 1);
+      if (r.spike) row.add("spike", 1);
       if (!std::isnan(val_loss)) row.add("val_loss", val_loss);
       if (task_result) row.add("task_acc", task_result->acc()).add("task_acc_norm", task_result->acc_norm());
       const double now = unix_seconds();
@@ -250,7 +256,9 @@ int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
         std::printf("step %5d/%d | loss %.4f | lr %.2e | grad norm %.3f | %s tok/s | %.1f ms%s%s\n", step + 1,
                     train.steps(), r.loss, r.lr, r.grad_norm, human_count(tokens_per_s).c_str(), seconds * 1e3,
                     on_gpu ? (" | " + format_throughput(t)).c_str() : "",
-                    r.skipped ? " | not finite: update skipped" : "");
+                    r.spike     ? " | spike: update skipped"
+                    : r.skipped ? " | not finite: update skipped"
+                                : "");
       }
       if (!std::isnan(val_loss)) std::printf("step %5d/%d | val loss %.4f\n", step + 1, train.steps(), val_loss);
       if (task_result) {
@@ -259,6 +267,11 @@ int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
       }
       std::fflush(stdout);
     }
+    TS_CHECK(consecutive_skips < train.max_skipped(), Error, "the update was skipped for ", consecutive_skips,
+             " consecutive steps (train.max_skipped; last: step ", step + 1, ", loss ", r.loss, ", grad norm ",
+             r.grad_norm, r.spike ? ", a spike above train.spike_zscore" : ", not finite",
+             "): training diverged. Lower optimizer.lr or set train.grad_clip",
+             r.spike ? ", raise train.spike_zscore, or look at the data of these steps." : ".");
     if (checkpointer.after_step(step + 1, last)) break;  // a stop signal: saved (save_on_exit), leave
   }
   checkpointer.finish();
@@ -275,7 +288,7 @@ int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
                 human_count(tokens_per_step * steps_run).c_str(), total,
                 human_count(tokens_per_step * steps_run / total).c_str(), first_loss, last_loss);
     if (best_val_step > 0) std::printf("; best val loss %.4f at step %d", best_val, best_val_step);
-    if (skipped_total > 0) std::printf("; %d step(s) skipped (not finite)", skipped_total);
+    if (skipped_total > 0) std::printf("; %d step(s) skipped (not finite or a spike)", skipped_total);
     std::printf("\n");
     const std::string memory = memory_report(*job.backend);
     if (!memory.empty()) std::printf("%s (rank 0)\n", memory.c_str());
