@@ -1,7 +1,8 @@
 // Checkpoints through the tessera command as a user runs it, under mpirun: a run saved in one layout and
 // resumed in another continues the uninterrupted run's loss trajectory (bit for bit in the same layout,
 // within 1e-5 otherwise); a save killed at any point leaves the previous checkpoint as latest and loadable;
-// SIGTERM on one rank gives a final checkpoint and exit 0; damaged checkpoints are named and `--resume
+// SIGTERM on one rank gives a final checkpoint and exit 3 (requeue), and `--resume auto` continues it; a run
+// directory that holds a run is refused without --resume; damaged checkpoints are named and `--resume
 // latest` falls back; a different model shape, batch or tokenizer is refused; imported weights train.
 #include <gtest/gtest.h>
 #include <sentencepiece_trainer.h>
@@ -446,7 +447,7 @@ std::vector<pid_t> children_of(pid_t pid) {
   return children;
 }
 
-TEST(CheckpointCli, SigtermOnOneRankSavesAFinalCheckpointAndExitsZero) {
+TEST(CheckpointCli, SigtermOnOneRankSavesAFinalCheckpointExitsThreeAndResumeAutoContinues) {
   TempDir dir;
   const std::string job = write_job(dir);
   const std::string run = dir.file("run");
@@ -486,11 +487,64 @@ TEST(CheckpointCli, SigtermOnOneRankSavesAFinalCheckpointAndExitsZero) {
   std::ifstream in(log);
   const std::string output((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   ASSERT_TRUE(WIFEXITED(status)) << output;
-  EXPECT_EQ(WEXITSTATUS(status), 0) << output;
+  EXPECT_EQ(WEXITSTATUS(status), 3) << output;
   const int last = read_metrics(run).rbegin()->first;
-  EXPECT_TRUE(contains(output, "stopped by SIGTERM after step " + std::to_string(last))) << output;
+  EXPECT_TRUE(contains(output, "stopped by SIGTERM after step " + std::to_string(last) + " (exit code 3)")) << output;
   EXPECT_EQ(read_latest(run + "/checkpoints"), step_dir_name(last));
   EXPECT_EQ(run_command(tessera("inspect " + run)).exit_code, 0);
+  // The requeued job: the same command with --resume auto continues from the final checkpoint and finishes.
+  const testing::CommandResult requeued = run_command(
+      train_command(job, {1, 1, 2, false}, run,
+                    str_cat("--set train.steps=", last + 2, " --set checkpoint.every_steps=0 --resume auto")));
+  ASSERT_EQ(requeued.exit_code, 0) << requeued.output;
+  EXPECT_TRUE(
+      contains(requeued.output, str_cat("resumed from ", run, "/checkpoints/", step_dir_name(last), ": step ", last)))
+      << requeued.output;
+  EXPECT_EQ(read_metrics(run).size(), static_cast<size_t>(last + 2));
+}
+
+// A run directory that holds a run (metrics.jsonl, checkpoints) is never started over: without --resume the job
+// is refused before anything in it changes, naming both ways on. --resume auto continues it, or starts from step
+// 0 where there is no checkpoint (a job requeued before its first save).
+TEST(CheckpointCli, ARunDirectoryThatHoldsARunIsRefusedWithoutResume) {
+  TempDir dir;
+  const std::string job = write_job(dir);
+  const RunLayout layout{1, 1, 1, false};
+  const std::string run = dir.file("run");
+  ASSERT_EQ(run_command(train_command(job, layout, run)).exit_code, 0);
+  const std::string metrics = testing::read_text_file(run + "/metrics.jsonl");
+  const std::string config = testing::read_text_file(run + "/config.textproto");
+  for (const std::string& extra : std::vector<std::string>{"", "--set train.steps=8", "--init-from " + run}) {
+    SCOPED_TRACE(extra);
+    const testing::CommandResult r = run_command(train_command(job, layout, run, extra));
+    EXPECT_EQ(r.exit_code, 2) << r.output;
+    EXPECT_TRUE(contains(r.output, "run directory '" + run + "' already holds a run (metrics.jsonl and checkpoints/)"))
+        << r.output;
+    EXPECT_TRUE(contains(r.output, "--resume latest (or --resume auto)")) << r.output;
+    EXPECT_TRUE(contains(r.output, "another --run-dir")) << r.output;
+    EXPECT_EQ(testing::read_text_file(run + "/metrics.jsonl"), metrics);
+    EXPECT_EQ(testing::read_text_file(run + "/config.textproto"), config);
+  }
+  testing::CommandResult r = run_command(train_command(job, layout, run, "--resume auto --set train.steps=8"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "resumed from " + run + "/checkpoints/step_00000006: step 6")) << r.output;
+  EXPECT_EQ(read_metrics(run).size(), 8u);
+
+  // Only metrics.jsonl (no checkpoint was saved): refused without --resume; --resume auto starts at step 0.
+  const std::string unsaved = dir.file("unsaved");
+  const std::string no_saves = "--set checkpoint.every_steps=0 --set checkpoint.save_on_exit=false";
+  ASSERT_EQ(run_command(train_command(job, layout, unsaved, no_saves)).exit_code, 0);
+  r = run_command(train_command(job, layout, unsaved, no_saves));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_TRUE(contains(r.output, "already holds a run (metrics.jsonl)")) << r.output;
+  r = run_command(train_command(job, layout, unsaved, no_saves + " --resume auto"));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "starting from step 0")) << r.output;
+  EXPECT_EQ(read_metrics(unsaved).size(), 6u);
+  // A new directory: --resume auto starts a run.
+  r = run_command(train_command(job, layout, dir.file("new"), "--resume auto --set train.steps=2"));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "starting from step 0")) << r.output;
 }
 
 void flip_byte(const std::string& path) {

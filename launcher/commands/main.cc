@@ -1,9 +1,9 @@
 // The `tessera` command line: dispatches to the subcommands and is the only place that catches errors.
 //
-// Exit codes: 0 success; 1 a failed run (verify FAIL, a data, checkpoint or communication error); 2 a usage
-// or config error. A ConfigError is detected identically on every rank before any communication, so every
-// rank exits by itself; any other error on one rank aborts the whole job (its peers would otherwise wait in
-// a collective until their timeout).
+// Exit codes (launcher/commands/exit_codes.h): 0 success; 1 a failed run (verify FAIL, a data, checkpoint or
+// communication error); 2 a usage or config error; 3 a training run stopped by a signal after saving. A ConfigError is
+// detected identically on every rank before any communication, so every rank exits by itself; any other error on one
+// rank aborts the whole job (its peers would otherwise wait in a collective until their timeout).
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -14,6 +14,7 @@
 #include "cluster/process_env.h"
 #include "core/check.h"
 #include "launcher/commands/commands.h"
+#include "launcher/commands/exit_codes.h"
 #include "parallel/mpi_environment.h"
 
 namespace {
@@ -24,10 +25,12 @@ constexpr const char* kUsage =
     "commands:\n"
     "  prepare  --input FILE... --out PREFIX (--tokenizer-out PATH.model --vocab-size N | --tokenizer PATH.model)\n"
     "           train a SentencePiece BPE tokenizer and write Megatron-format token shards\n"
-    "  train    --config FILE.textproto [--set field=value]... [--run-dir DIR] [--resume latest|PATH]\n"
+    "  train    --config FILE.textproto [--set field=value]... [--run-dir DIR] [--resume latest|auto|PATH]\n"
     "           [--init-from PATH]\n"
     "           train a GPT or Llama (run under mpirun for several ranks); --resume continues from a\n"
-    "           checkpoint in any layout; --init-from starts a new run from a checkpoint's weights\n"
+    "           checkpoint in any layout (latest, or its alias auto: the run directory's newest checkpoint,\n"
+    "           step 0 if it has none); a run directory that holds a run is refused without --resume;\n"
+    "           --init-from starts a new run from a checkpoint's weights\n"
     "  eval     --checkpoint PATH|RUN_DIR [--data PREFIX [--max-tokens N]] [--task FILE.jsonl\n"
     "           [--per-example FILE]] [--json] [--set field=value]...\n"
     "           mean loss and perplexity of a checkpoint over a dataset, accuracy on a multiple-choice\n"
@@ -44,10 +47,16 @@ constexpr const char* kUsage =
     "  generate --checkpoint PATH|RUN_DIR (--prompt TEXT | --prompt-ids 5,17,3 | --prompts-file F)\n"
     "           [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--json] [--set k=v]...\n"
     "           generate text with a KV cache, on one rank or under mpirun in a TP/PP layout\n"
-        "  bench    [--shape tiny|llama-tiny|gpt2-124m|llama-1b] [--steps N] [--no-dp-overlap] [--set field=value]...\n"
+    "  bench    [--shape tiny|llama-tiny|gpt2-124m|llama-1b] [--steps N] [--no-dp-overlap] [--set field=value]...\n"
     "           measure training throughput on generated data\n"
     "\n"
-    "Run `tessera <command> --help` for a command's flags.\n";
+    "Run `tessera <command> --help` for a command's flags.\n"
+    "\n"
+    "exit codes:\n"
+    "  0  finished\n"
+    "  1  a runtime error (data, checkpoint, communication; verify FAIL; train: diverged)\n"
+    "  2  a usage or config error, found before any work started\n"
+    "  3  train stopped by SIGTERM/SIGINT after saving a checkpoint: requeue it with --resume auto\n";
 
 int report(const char* command, const std::string& where, const char* kind, const char* what) {
   std::fprintf(stderr, "tessera %s: %s%s%s: %s\n", command, kind, where.empty() ? "" : " on ", where.c_str(), what);
@@ -66,7 +75,7 @@ int main(int argc, char** argv) {
   if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0 ||
       std::strcmp(argv[1], "help") == 0) {
     std::fputs(kUsage, argc < 2 ? stderr : stdout);
-    return argc < 2 ? 2 : 0;
+    return argc < 2 ? kExitConfigError : kExitSuccess;
   }
   const std::string command = argv[1];
   const std::vector<std::string> args(argv + 2, argv + argc);
@@ -79,16 +88,16 @@ int main(int argc, char** argv) {
       return prepare_command(args);
     } catch (const ConfigError& e) {
       report(command.c_str(), "", "error", e.what());
-      return 2;
+      return kExitConfigError;
     } catch (const std::exception& e) {
       report(command.c_str(), "", "error", e.what());
-      return 1;
+      return kExitFailure;
     }
   }
   if (command != "train" && command != "verify" && command != "bench" && command != "eval" &&
       command != "generate") {
     std::fprintf(stderr, "tessera: unknown command '%s'\n\n%s", command.c_str(), kUsage);
-    return 2;
+    return kExitConfigError;
   }
 
   ProcessEnv env = read_process_env();
@@ -105,19 +114,19 @@ int main(int argc, char** argv) {
     return bench_command(args, mpi, env);
   } catch (const ConfigError& e) {
     if (lead) report(command.c_str(), "", "config error", e.what());
-    return 2;
+    return kExitConfigError;
   } catch (const Error& e) {
     report(command.c_str(), env.label(), "error", e.what());
-    if (env.world_size > 1) mpi.abort(1);
-    return 1;
+    if (env.world_size > 1) mpi.abort(kExitFailure);
+    return kExitFailure;
   } catch (const std::bad_alloc&) {
     report(command.c_str(), env.label(), "error",
            "out of memory: reduce train.global_batch (or raise parallel.micro_batches), train.seq_len or the model");
-    if (env.world_size > 1) mpi.abort(1);
-    return 1;
+    if (env.world_size > 1) mpi.abort(kExitFailure);
+    return kExitFailure;
   } catch (const std::exception& e) {
     report(command.c_str(), env.label(), "unexpected error", e.what());
-    if (env.world_size > 1) mpi.abort(1);
-    return 1;
+    if (env.world_size > 1) mpi.abort(kExitFailure);
+    return kExitFailure;
   }
 }

@@ -1,6 +1,15 @@
-// `tessera train --config FILE [--set k=v]... [--run-dir DIR] [--resume latest|PATH] [--init-from PATH]`: the
+// `tessera train --config FILE [--set k=v]... [--run-dir DIR] [--resume latest|auto|PATH] [--init-from PATH]`: the
 // training loop. One human line per logged step and the run's metrics.jsonl come from world rank 0 only.
 // Checkpoints: see launcher/checkpoints/checkpoint.h.
+//
+// A run directory that already holds a run (metrics.jsonl, or anything in checkpoints/) is never started over:
+// without --resume the job is refused (exit 2) before anything in it changes. `--resume auto` is an alias of
+// `--resume latest`: continue from the newest usable checkpoint, or start from step 0 when there is none (what a
+// requeued cluster job wants). A run stopped by a signal exits kExitStoppedBySignal (launcher/commands/exit_codes.h).
+//
+// What a person watches: rank 0's console is copied to RUN_DIR/train.log (appended on resume), every step's
+// metrics go to metrics.jsonl (with "time", Unix seconds, and "tokens" seen so far) and, as scalars, to a
+// TensorBoard event file in RUN_DIR/tensorboard/.
 //
 // --init-from starts a new run from another run's weights only (fine-tuning): AdamW's moments at zero, step 0,
 // this job's data, batch and order. With --resume latest as well, a checkpoint of this run takes precedence, so
@@ -20,6 +29,7 @@
 #include "launcher/checkpoints/checkpoint_manifest.h"
 #include "launcher/commands/cli_args.h"
 #include "launcher/commands/commands.h"
+#include "launcher/commands/exit_codes.h"
 #include "launcher/common/config.h"
 #include "launcher/common/durable_file.h"
 #include "launcher/common/human_format.h"
@@ -27,10 +37,12 @@
 #include "launcher/data/data_sources.h"
 #include "launcher/data/multiple_choice_task.h"
 #include "launcher/data/tokenizer.h"
+#include "launcher/run/console_log.h"
 #include "launcher/run/device_setup.h"
 #include "launcher/run/job.h"
 #include "launcher/run/multiple_choice.h"
 #include "launcher/run/run_dir.h"
+#include "launcher/run/tensorboard_writer.h"
 #include "launcher/run/throughput.h"
 #include "models/registry.h"
 #include "parallel/mpi_environment.h"
@@ -42,8 +54,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
-
-constexpr int kMaxConsecutiveSkips = 5;
 
 // "--debug-kill-during-save STEP:shards|manifest|rename" (tests of interrupted saves).
 std::pair<int64_t, SaveCrashPoint> parse_crash_point(const std::string& value) {
@@ -58,23 +68,44 @@ std::pair<int64_t, SaveCrashPoint> parse_crash_point(const std::string& value) {
   return {std::stoll(value.substr(0, colon)), crash};
 }
 
+// Refuses (ConfigError) to start a new run in a directory that holds one: its metrics.jsonl or a checkpoint
+// would be overwritten. Every rank checks (the run directory is on a file system all ranks share).
+void refuse_existing_run(const std::string& run_dir) {
+  namespace fs = std::filesystem;
+  std::error_code error;
+  const bool has_metrics = fs::exists(run_dir + "/metrics.jsonl", error);
+  const std::string checkpoints = run_dir + "/checkpoints";
+  const bool has_checkpoints =
+      fs::is_directory(checkpoints, error) && fs::directory_iterator(checkpoints, error) != fs::directory_iterator();
+  if (!has_metrics && !has_checkpoints) return;
+  throw ConfigError(
+      str_cat("run directory '", run_dir, "' already holds a run (",
+              has_metrics && has_checkpoints ? "metrics.jsonl and checkpoints/"
+              : has_metrics                  ? "metrics.jsonl"
+                                             : "checkpoints/",
+              "); nothing in it was changed. Continue that run with --resume latest (or --resume auto), or start a "
+              "new one with another --run-dir."));
+}
+
 }  // namespace
 
 int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, const ProcessEnv& env) {
   CliArgs cli("train", args,
               {"--config", "--set", "--run-dir", "--resume", "--init-from", "--debug-kill-during-save",
-               "--debug-fail-shard-write"},
+               "--debug-fail-shard-write", "--debug-inject-loss-spike"},
               {}, {"--set"});
   TS_CHECK(!cli.has("--init-from") || cli.has("--config"), ConfigError,
            "--init-from needs --config FILE.textproto: the new run's job (its data, batch and schedule)");
   TS_CHECK(cli.has("--config") || cli.has("--resume"), ConfigError,
            "give the job with --config FILE.textproto, or --resume CHECKPOINT|RUN_DIR to continue a "
            "run with the job config saved in its checkpoint");
+  // "auto" and "latest" are the same (see the top of this file).
+  const std::string resume_spec = cli.get("--resume", "") == "auto" ? "latest" : cli.get("--resume", "");
   std::string config_source;
-  config::JobConfig config = cli.has("--config") ? load_job_config(cli.get("--config"), cli.all("--set"))
-                                                 : config_from_checkpoint(cli.get("--resume"), cli.get("--run-dir", ""),
-                                                                          cli.all("--set"), "--resume",
-                                                                          /*keep_layout=*/true, &config_source);
+  config::JobConfig config =
+      cli.has("--config") ? load_job_config(cli.get("--config"), cli.all("--set"))
+                          : config_from_checkpoint(resume_spec, cli.get("--run-dir", ""), cli.all("--set"), "--resume",
+                                                   /*keep_layout=*/true, &config_source);
   if (cli.has("--run-dir")) config.mutable_logging()->set_run_dir(cli.get("--run-dir"));
 
   Job job = build_job(config, mpi, env);
@@ -82,10 +113,14 @@ int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
   const config::LoggingConfig& logging = config.logging();
   DataSources data = open_data_sources(config);
   const bool log = job.is_logger();
+  // Everything rank 0 prints from here on also goes to train.log once the run directory exists.
+  std::unique_ptr<ConsoleLog> console = log ? std::make_unique<ConsoleLog>() : nullptr;
 
   const std::string run_dir = logging.run_dir();
+  if (!cli.has("--resume")) refuse_existing_run(run_dir);
 
   std::unique_ptr<MetricsWriter> metrics;
+  std::unique_ptr<TensorBoardWriter> tensorboard;
   if (log) {
     const ModelConfig& m = job.model_config;
     std::printf(
@@ -120,7 +155,15 @@ int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
              ConfigError, "--debug-fail-shard-write takes STEP:RANK, not '", value, "'");
     checkpointer.fail_shard_write(std::stoll(value.substr(0, colon)), std::stoi(value.substr(colon + 1)));
   }
-  const int start_step = cli.has("--resume") ? static_cast<int>(checkpointer.resume(cli.get("--resume"))) : 0;
+  if (cli.has("--debug-inject-loss-spike")) {  // "STEP:COUNT", STEP 1-based as in metrics.jsonl (tests)
+    const std::string value = cli.get("--debug-inject-loss-spike");
+    const size_t colon = value.find(':');
+    TS_CHECK(colon != std::string::npos && colon > 0 && colon + 1 < value.size() &&
+                 value.find_first_not_of("0123456789:") == std::string::npos,
+             ConfigError, "--debug-inject-loss-spike takes STEP:COUNT, not '", value, "'");
+    job.trainer->inject_loss_spikes(std::stoi(value.substr(0, colon)) - 1, std::stoi(value.substr(colon + 1)));
+  }
+  const int start_step = cli.has("--resume") ? static_cast<int>(checkpointer.resume(resume_spec)) : 0;
   if (cli.has("--init-from")) {
     if (checkpointer.resumed()) {
       if (log)
@@ -136,6 +179,8 @@ int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
     write_file_atomically(run_dir + "/config.textproto", job_config_to_text(config));
     metrics = start_step > 0 ? std::make_unique<MetricsWriter>(run_dir + "/metrics.jsonl", start_step)
                              : std::make_unique<MetricsWriter>(run_dir + "/metrics.jsonl");
+    console->open(run_dir + "/train.log");
+    tensorboard = std::make_unique<TensorBoardWriter>(run_dir + "/tensorboard");
   }
 
   // The task scored at each evaluation, read before the first step so that a bad file fails now.
@@ -161,9 +206,8 @@ int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
     last_loss = r.loss;
     if (r.skipped) {
       ++skipped_total;
-      TS_CHECK(++consecutive_skips < kMaxConsecutiveSkips, Error, "loss or gradient norm was not finite for ",
-               kMaxConsecutiveSkips, " consecutive steps (last: loss ", r.loss, ", grad norm ", r.grad_norm,
-               " at step ", step, "): training diverged. Lower optimizer.lr or set train.grad_clip.");
+      // The row of this step is written before the run stops, so that metrics.jsonl shows why.
+      ++consecutive_skips;
     } else {
       consecutive_skips = 0;
     }
@@ -193,14 +237,28 @@ int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
       row.add("tflops_per_rank", t.tflops_per_device);
       if (t.mfu >= 0) row.add("mfu", t.mfu);
       if (r.skipped) row.add("skipped", 1);
+      if (r.spike) row.add("spike", 1);
       if (!std::isnan(val_loss)) row.add("val_loss", val_loss);
       if (task_result) row.add("task_acc", task_result->acc()).add("task_acc_norm", task_result->acc_norm());
+      const double now = unix_seconds();
+      row.add_fixed("time", now, 3).add("tokens", static_cast<long long>(tokens_per_step) * (step + 1));
       metrics->write_line(row.str());
+      const int64_t tb_step = step + 1;
+      tensorboard->add_scalar("loss", r.loss, tb_step, now);
+      if (!std::isnan(val_loss)) tensorboard->add_scalar("val_loss", val_loss, tb_step, now);
+      tensorboard->add_scalar("lr", r.lr, tb_step, now);
+      tensorboard->add_scalar("grad_norm", r.grad_norm, tb_step, now);
+      tensorboard->add_scalar("tokens_per_s", tokens_per_s, tb_step, now);
+      if (t.mfu >= 0) tensorboard->add_scalar("mfu", t.mfu, tb_step, now);
+      if (task_result) tensorboard->add_scalar("task_acc", task_result->acc(), tb_step, now);
+      tensorboard->flush();
       if ((step + 1) % logging.log_every() == 0 || step == start_step || last || r.skipped) {
         std::printf("step %5d/%d | loss %.4f | lr %.2e | grad norm %.3f | %s tok/s | %.1f ms%s%s\n", step + 1,
                     train.steps(), r.loss, r.lr, r.grad_norm, human_count(tokens_per_s).c_str(), seconds * 1e3,
                     on_gpu ? (" | " + format_throughput(t)).c_str() : "",
-                    r.skipped ? " | not finite: update skipped" : "");
+                    r.spike     ? " | spike: update skipped"
+                    : r.skipped ? " | not finite: update skipped"
+                                : "");
       }
       if (!std::isnan(val_loss)) std::printf("step %5d/%d | val loss %.4f\n", step + 1, train.steps(), val_loss);
       if (task_result) {
@@ -209,13 +267,19 @@ int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
       }
       std::fflush(stdout);
     }
+    TS_CHECK(consecutive_skips < train.max_skipped(), Error, "the update was skipped for ", consecutive_skips,
+             " consecutive steps (train.max_skipped; last: step ", step + 1, ", loss ", r.loss, ", grad norm ",
+             r.grad_norm, r.spike ? ", a spike above train.spike_zscore" : ", not finite",
+             "): training diverged. Lower optimizer.lr or set train.grad_clip",
+             r.spike ? ", raise train.spike_zscore, or look at the data of these steps." : ".");
     if (checkpointer.after_step(step + 1, last)) break;  // a stop signal: saved (save_on_exit), leave
   }
   checkpointer.finish();
 
-  if (log && checkpointer.stop_signal() != 0) {
-    std::printf("stopped by %s after step %d: the run can continue with --resume latest\n",
-                stop_signal_name(checkpointer.stop_signal()), steps_done);
+  const bool stopped = checkpointer.stop_signal() != 0 && steps_done < train.steps();
+  if (log && stopped) {
+    std::printf("stopped by %s after step %d (exit code %d): the run can continue with --resume auto\n",
+                stop_signal_name(checkpointer.stop_signal()), steps_done, kExitStoppedBySignal);
   }
   if (log) {
     const double total = seconds_since(run_start);
@@ -224,14 +288,14 @@ int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
                 human_count(tokens_per_step * steps_run).c_str(), total,
                 human_count(tokens_per_step * steps_run / total).c_str(), first_loss, last_loss);
     if (best_val_step > 0) std::printf("; best val loss %.4f at step %d", best_val, best_val_step);
-    if (skipped_total > 0) std::printf("; %d step(s) skipped (not finite)", skipped_total);
+    if (skipped_total > 0) std::printf("; %d step(s) skipped (not finite or a spike)", skipped_total);
     std::printf("\n");
     const std::string memory = memory_report(*job.backend);
     if (!memory.empty()) std::printf("%s (rank 0)\n", memory.c_str());
-    std::printf("run directory: %s (config.textproto, metrics.jsonl)\n", run_dir.c_str());
+    std::printf("run directory: %s (config.textproto, metrics.jsonl, train.log, tensorboard/)\n", run_dir.c_str());
     std::fflush(stdout);
   }
-  return 0;
+  return stopped ? kExitStoppedBySignal : kExitSuccess;
 }
 
 }  // namespace tessera

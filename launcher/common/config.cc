@@ -468,6 +468,11 @@ void validate_train(const config::JobConfig& job, Problems& problems) {
                  "), the number of positions the model has; lower train.seq_len or raise model.max_seq_len");
   }
   check_finite_non_negative(problems, train.grad_clip(), "train.grad_clip", " (0 disables clipping)");
+  check_finite_non_negative(problems, train.spike_zscore(), "train.spike_zscore", " (0 disables the spike guard)");
+  if (train.max_skipped() < 1) {
+    problems.add("train.max_skipped (", train.max_skipped(),
+                 ") must be >= 1 (consecutive skipped steps that stop the run)");
+  }
   if (train.threads() < 0) {
     problems.add("train.threads (", train.threads(), ") must be >= 0 (0 = share the machine's cores among its ranks)");
   }

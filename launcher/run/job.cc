@@ -113,6 +113,7 @@ Job build_job(const config::JobConfig& config, MpiEnvironment& mpi, const Proces
   options.micro_batches = job.layout.micro_batches;
   options.seq_len = config.train().seq_len();
   options.grad_clip = config.train().grad_clip();
+  options.spike_zscore = config.train().spike_zscore();
   options.schedule = schedule;
   options.lr = lr_schedule_from(config);
   job.trainer =

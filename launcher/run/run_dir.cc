@@ -90,6 +90,15 @@ JsonObject& JsonObject::add(const std::string& key, const std::vector<double>& v
   return *this;
 }
 
+JsonObject& JsonObject::add_fixed(const std::string& key, double value, int decimals) {
+  if (!std::isfinite(value)) return add(key, value);
+  add_key(key);
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%.*f", decimals, value);
+  body_ += buf;
+  return *this;
+}
+
 JsonObject& JsonObject::add(const std::string& key, const std::string& value) {
   add_key(key);
   body_ += "\"" + json_escape(value) + "\"";

@@ -1,4 +1,5 @@
-// The run directory: where a training run writes its resolved config and metrics.jsonl.
+// The run directory: where a training run writes its resolved config and metrics.jsonl (train.log:
+// console_log.h; tensorboard/: tensorboard_writer.h).
 #pragma once
 
 #include <cstdio>
@@ -37,6 +38,8 @@ class JsonObject {
   JsonObject& add(const std::string& key, int value) { return add(key, static_cast<long long>(value)); }
   JsonObject& add(const std::string& key, const std::string& value);
   JsonObject& add(const std::string& key, const std::vector<double>& values);  // an array of numbers
+  // A number with `decimals` digits after the point (a Unix time to the millisecond: "time", 3).
+  JsonObject& add_fixed(const std::string& key, double value, int decimals);
   std::string str() const { return "{" + body_ + "}"; }
 
  private:

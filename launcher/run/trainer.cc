@@ -18,7 +18,9 @@ Trainer::Trainer(Model& model, Optimizer& optimizer, DpGradSync& grad_sync, Back
       groups_(groups),
       options_(options),
       micro_batch_size_(options.global_batch / (groups.dp->size() * options.micro_batches)),
-      pipeline_(model, backend, *groups.pp, options.schedule, options.micro_batches) {
+      pipeline_(model, backend, *groups.pp, options.schedule, options.micro_batches),
+      loss_spikes_(options.spike_zscore),
+      norm_spikes_(options.spike_zscore) {
   const int dp = groups.dp->size();
   TS_ASSERT(options.global_batch % (dp * options.micro_batches) == 0, "batch does not divide");
   TS_ASSERT(micro_batch_size_ == model.micro_batch() && options.seq_len == model.seq_len(), "model plan mismatch");
@@ -88,9 +90,18 @@ StepResult Trainer::train_step(int step, const Sampler& source) {
   // Every micro-batch's loss was scaled by 1/(G*T) (1/K): summing over DP ranks gives the gradient of the mean.
   grad_sync_.finish();
   result.grad_norm = optimizer_.grad_norm();
+  if (step >= spike_first_ && step < spike_first_ + spike_count_) result.loss *= 1000;
   if (!std::isfinite(result.loss) || !std::isfinite(result.grad_norm)) {
     result.skipped = true;
     return result;
+  }
+  if (options_.spike_zscore > 0) {
+    if (loss_spikes_.is_spike(result.loss) || norm_spikes_.is_spike(result.grad_norm)) {
+      result.skipped = result.spike = true;
+      return result;
+    }
+    loss_spikes_.add(result.loss);
+    norm_spikes_.add(result.grad_norm);
   }
   optimizer_.step(result.lr, clip_factor(result.grad_norm, options_.grad_clip));
   return result;

@@ -21,6 +21,7 @@
 #include "core/backend.h"
 #include "core/lr_schedule.h"
 #include "launcher/data/sampler.h"
+#include "launcher/run/spike_detector.h"
 #include "parallel/grad_sync.h"
 #include "parallel/model.h"
 #include "parallel/optimizer.h"
@@ -35,6 +36,7 @@ struct TrainerOptions {
   int micro_batches = 1;  // per DP rank
   int seq_len = 1;
   double grad_clip = 0;  // 0: no clipping
+  double spike_zscore = 0;  // 0: no spike guard (spike_detector.h)
   PipelineKind schedule = PipelineKind::kOneFOneB;
   LrSchedule lr;
 };
@@ -43,7 +45,8 @@ struct StepResult {
   double loss = 0;       // mean cross-entropy over the global batch (its counted targets), before the update
   double grad_norm = 0;  // global L2 norm before clipping
   double lr = 0;
-  bool skipped = false;  // the loss or the norm was not finite; no update was made
+  bool skipped = false;  // no update was made: the loss or the norm was not finite, or a spike
+  bool spike = false;    // skipped as a spike (TrainerOptions::spike_zscore)
 };
 
 class Trainer {
@@ -54,8 +57,16 @@ class Trainer {
   Trainer(Model& model, Optimizer& optimizer, DpGradSync& grad_sync, Backend& backend, ParallelGroups& groups,
           TrainerOptions options);
 
-  // Runs optimizer step `step` (0-based) on samples from source. Every rank returns the same result.
+  // Runs optimizer step `step` (0-based) on samples from source. Every rank returns the same result. With
+  // spike_zscore, a loss or gradient norm more than that many standard deviations above the recent ones
+  // (SpikeDetector) skips the update.
   StepResult train_step(int step, const Sampler& source);
+  // Test hook: steps [first, first + count) (0-based) report their loss multiplied by 1000 (a pathological
+  // batch), before the spike guard looks at it.
+  void inject_loss_spikes(int first, int count) {
+    spike_first_ = first;
+    spike_count_ = count;
+  }
   // Mean loss over `batches` global batches starting at global sample `first_sample`; no update.
   double evaluate(const Sampler& source, int64_t first_sample, int batches);
   // The per-token losses of the global batch starting at `first_sample`, [global_batch * seq_len] in sample
@@ -84,6 +95,8 @@ class Trainer {
   std::vector<int32_t> host_inputs_, host_targets_;
   std::vector<uint8_t> host_mask_;   // one sample's loss mask
   std::vector<float> host_weights_;  // [micro_batches * B * T]: the loaded micro-batches' masks, in order
+  SpikeDetector loss_spikes_, norm_spikes_;
+  int spike_first_ = -1, spike_count_ = 0;
 };
 
 }  // namespace tessera
