@@ -69,22 +69,33 @@ std::pair<int64_t, SaveCrashPoint> parse_crash_point(const std::string& value) {
 }
 
 // Refuses (ConfigError) to start a new run in a directory that holds one: its metrics.jsonl or a checkpoint
-// would be overwritten. Every rank checks (the run directory is on a file system all ranks share).
-void refuse_existing_run(const std::string& run_dir) {
+// would be overwritten. World rank 0 looks and tells every rank, so that all of them decide alike: were each to
+// look for itself, a slow rank could find the metrics.jsonl that rank 0 has just started and stop alone while
+// the others train on without it (the run directory is on a file system all ranks share). Collective.
+void refuse_existing_run(const std::string& run_dir, ProcessGroup& world) {
   namespace fs = std::filesystem;
-  std::error_code error;
-  const bool has_metrics = fs::exists(run_dir + "/metrics.jsonl", error);
-  const std::string checkpoints = run_dir + "/checkpoints";
-  const bool has_checkpoints =
-      fs::is_directory(checkpoints, error) && fs::directory_iterator(checkpoints, error) != fs::directory_iterator();
-  if (!has_metrics && !has_checkpoints) return;
-  throw ConfigError(
-      str_cat("run directory '", run_dir, "' already holds a run (",
-              has_metrics && has_checkpoints ? "metrics.jsonl and checkpoints/"
-              : has_metrics                  ? "metrics.jsonl"
-                                             : "checkpoints/",
-              "); nothing in it was changed. Continue that run with --resume latest (or --resume auto), or start a "
-              "new one with another --run-dir."));
+  std::string problem;
+  if (world.rank() == 0) {
+    std::error_code error;
+    const bool has_metrics = fs::exists(run_dir + "/metrics.jsonl", error);
+    const std::string checkpoints = run_dir + "/checkpoints";
+    const bool has_checkpoints =
+        fs::is_directory(checkpoints, error) && fs::directory_iterator(checkpoints, error) != fs::directory_iterator();
+    if (has_metrics || has_checkpoints) {
+      problem = str_cat("run directory '", run_dir, "' already holds a run (",
+                        has_metrics && has_checkpoints ? "metrics.jsonl and checkpoints/"
+                        : has_metrics                  ? "metrics.jsonl"
+                                                       : "checkpoints/",
+                        "); nothing in it was changed. Continue that run with --resume latest (or --resume auto), or "
+                        "start a new one with another --run-dir.");
+    }
+  }
+  int32_t refused = problem.empty() ? 0 : 1;
+  if (world.size() > 1) world.broadcast(Tensor(&refused, DType::kI32, Device::kCpu, {1}), 0)->wait();
+  if (refused != 0) {
+    throw ConfigError(problem.empty() ? str_cat("run directory '", run_dir, "' already holds a run (world rank 0 says)")
+                                      : problem);
+  }
 }
 
 }  // namespace
@@ -117,7 +128,7 @@ int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
   std::unique_ptr<ConsoleLog> console = log ? std::make_unique<ConsoleLog>() : nullptr;
 
   const std::string run_dir = logging.run_dir();
-  if (!cli.has("--resume")) refuse_existing_run(run_dir);
+  if (!cli.has("--resume")) refuse_existing_run(run_dir, *job.groups.world);
 
   std::unique_ptr<MetricsWriter> metrics;
   std::unique_ptr<TensorBoardWriter> tensorboard;
