@@ -5,10 +5,11 @@
 #   1. the GPU unit tests (cuda_device_test; cuda_backend_test: every CudaBackend op against CpuBackend, in f32
 #      and bf16; its attention cases once more with cuDNN attention switched off),
 #   2. the NCCL process-group tests on 2 ranks (size-1 groups; multi-rank ones need a GPU per rank),
-#   3. `tessera verify` of both GPT-2 fixtures on CUDA, in fp32 and in bf16 (model.dtype=BF16, at the bf16
+#   3. `tessera verify` of both GPT-2 fixtures and the Llama one on CUDA, in fp32 and in bf16 (model.dtype=BF16, at the bf16
 #      tolerances): single rank over MPI groups, single rank over NCCL (size-1 groups), and tp=2, pp=2, dp=2 on 2
 #      ranks sharing the GPU (MPI with host staging); tp=2 x pp=2 x dp=2 on 8 ranks in bf16,
-#   4. `tessera bench` on CUDA: GPT-2 124M, 350M and 774M at seq 1024 in bf16, and 124M in fp32.
+#   4. `tessera bench` on CUDA: GPT-2 124M, 350M and 774M at seq 1024 and Llama 1B at seq 2048 in bf16, and
+#      124M in fp32.
 # Each step has its own time limit; the whole check stays under 10 minutes. Prints a summary table last and exits
 # non-zero if any step failed. Logs (environment.log, steps.log, summary.txt) go to $OUT (if the
 # environment names an output folder) or /tmp/tessera-gpu-check.
@@ -107,7 +108,7 @@ step cuda_backend_test 150 cuda_backend_test
 step cuda_backend_test_attention_without_cudnn 60 env TESSERA_CUDNN_ATTENTION=0 cuda_backend_test \
   --gtest_filter='*attention*'
 step nccl_process_group_test 90 "${mpirun[@]}" -np 2 nccl_process_group_test
-for fixture in gpt2-tiny gpt2-tiny-clip; do
+for fixture in gpt2-tiny gpt2-tiny-clip llama-tiny; do
   for dtype in FP32 BF16; do
     tag="${fixture}_cuda_${dtype,,}"
     f=(--fixture "$fixtures/$fixture.h5" "${cuda[@]}" --set model.dtype=$dtype)
@@ -122,7 +123,7 @@ done
 step verify_gpt2-tiny_cuda_bf16_tp2_pp2_dp2 120 "${mpirun[@]}" -np 8 tessera verify \
   --fixture "$fixtures/gpt2-tiny.h5" "${cuda[@]}" --set model.dtype=BF16 --set parallel.tp=2 --set parallel.pp=2 \
   --set parallel.dp=2
-for shape in gpt2-124m gpt2-350m gpt2-774m; do
+for shape in gpt2-124m gpt2-350m gpt2-774m llama-1b; do
   step "bench_${shape}_cuda_bf16" 120 tessera bench --shape $shape --steps 5 "${cuda[@]}"
 done
 step bench_gpt2-124m_cuda_fp32 120 tessera bench --shape gpt2-124m --steps 5 "${cuda[@]}" --set model.dtype=FP32
