@@ -5,7 +5,8 @@ set -euo pipefail
 
 packages=(build-essential cmake pkg-config libopenmpi-dev openmpi-bin libhdf5-openmpi-dev hdf5-tools
           libprotobuf-dev protobuf-compiler libopenblas-openmp-dev libsentencepiece-dev libgtest-dev
-          python3-numpy python3-h5py)
+          python3-numpy python3-h5py
+          iproute2 util-linux procps)  # iproute2, util-linux (unshare), procps (sysctl): tests/netns
 if [[ "${1:-}" == "--with-corpus" ]]; then
   packages+=(fortunes)
 fi

@@ -27,6 +27,7 @@
 #include "core/check.h"
 #include "launcher/checkpoints/checkpoint.h"
 #include "launcher/checkpoints/checkpoint_manifest.h"
+#include "launcher/checkpoints/elastic_layout.h"
 #include "launcher/commands/cli_args.h"
 #include "launcher/commands/commands.h"
 #include "launcher/commands/exit_codes.h"
@@ -118,6 +119,10 @@ int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
                           : config_from_checkpoint(resume_spec, cli.get("--run-dir", ""), cli.all("--set"), "--resume",
                                                    /*keep_layout=*/true, &config_source);
   if (cli.has("--run-dir")) config.mutable_logging()->set_run_dir(cli.get("--run-dir"));
+  // A checkpoint written by another number of ranks continues in the layout that fits this world
+  // (Note [Elastic layout] in launcher/checkpoints/elastic_layout.h).
+  const std::string layout_change =
+      cli.has("--resume") ? adapt_layout_for_resume(config, resume_spec, mpi.world_size(), cli.all("--set")) : "";
 
   Job job = build_job(config, mpi, env);
   const config::TrainConfig& train = config.train();
@@ -143,6 +148,7 @@ int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
         job.layout.micro_batch_size, job.threads,
         human_count(static_cast<double>(train.global_batch()) * train.seq_len()).c_str(), data.description.c_str());
     std::printf("%s\n", device_line(describe_device(*job.backend), m.dtype).c_str());
+    if (!layout_change.empty()) std::printf("%s\n", layout_change.c_str());
     for (const std::string& warning : data.warnings) std::printf("warning: %s\n", warning.c_str());
     if (!config_source.empty()) {
       std::printf("job config: the one saved in %s%s\n", config_source.c_str(),
