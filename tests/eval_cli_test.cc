@@ -139,8 +139,9 @@ TEST(EvalCli, WholeBatchesOnlyAndMaxTokens) {
   EXPECT_EQ(r.output.find('\r'), std::string::npos) << r.output;
   for (const std::string& line : split_lines(r.output)) {
     if (line.rfind("eval: ", 0) == 0 && !contains(line, "done")) {
-      EXPECT_TRUE(std::regex_match(line, std::regex(R"(eval: (8|16) windows of 16 windows \((50|100)%\), (256|512) tokens, )"
-                                                    R"([0-9.]+k? tokens/s, [0-9]+ s elapsed, ETA [0-9]+ s)")))
+      EXPECT_TRUE(
+          std::regex_match(line, std::regex(R"(eval: (8|16) windows of 16 windows \((50|100)%\), (256|512) tokens, )"
+                                            R"([0-9.]+k? tokens/s, [0-9]+ s elapsed, ETA [0-9]+ s)")))
           << line;
     }
   }

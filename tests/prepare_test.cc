@@ -17,10 +17,10 @@
 #include <vector>
 
 #include "core/check.h"
-#include "launcher/data/indexed_dataset.h"
-#include "launcher/data/splitmix64.h"
 #include "launcher/common/human_format.h"
 #include "launcher/common/json.h"
+#include "launcher/data/indexed_dataset.h"
+#include "launcher/data/splitmix64.h"
 #include "tests/run_command.h"
 #include "tests/temp_dir.h"
 
@@ -371,9 +371,8 @@ TEST_F(PrepareTest, BinaryReportsErrors) {
   const std::string message = file_bytes(dir_.file("stderr.txt"));
   const std::string dir = std::filesystem::canonical(dir_.path()).string();
   EXPECT_TRUE(contains(message, "--input sub/missing.txt: no such file; it resolves to " + dir +
-                                    "/sub/missing.txt, relative to the working directory " + dir +
-                                    "; the directory " + dir + "/sub does not exist (" + dir +
-                                    " is the nearest that does). Check the path"))
+                                    "/sub/missing.txt, relative to the working directory " + dir + "; the directory " +
+                                    dir + "/sub does not exist (" + dir + " is the nearest that does). Check the path"))
       << message;
 
   // A data error (a tokenizer that is not one) is a failed run: exit 1.
@@ -461,11 +460,12 @@ TEST_F(PrepareTest, JsonlGzipAndStdinGiveTheTokensOfText) {
   // stdin, through the command as a user runs it: JSON Lines and gzip'd JSON Lines, and training from stdin.
   const std::string tessera = TESSERA_BINARY;
   const std::string tail = " --tokenizer " + dir_.file("tok.model") + " --threads 2 --out " + dir_.file("stdin");
-  testing::CommandResult r =
-      testing::run_command("cat " + dir_.file("corpus.jsonl") + " | " + tessera + " prepare --input - --input-format jsonl" + tail);
+  testing::CommandResult r = testing::run_command("cat " + dir_.file("corpus.jsonl") + " | " + tessera +
+                                                  " prepare --input - --input-format jsonl" + tail);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   same_tokens("stdin");
-  r = testing::run_command(tessera + " prepare --input - --input-format jsonl" + tail + " < " + dir_.file("corpus.jsonl.gz"));
+  r = testing::run_command(tessera + " prepare --input - --input-format jsonl" + tail + " < " +
+                           dir_.file("corpus.jsonl.gz"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   same_tokens("stdin");
   r = testing::run_command("cat " + input_ + " | " + tessera + " prepare --input - --tokenizer-out " +

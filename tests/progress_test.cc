@@ -105,8 +105,7 @@ TEST(ProgressTest, BarIsRedrawnInPlaceAndEndsWithTheSummary) {
   const std::string text = contents(out);
   std::fclose(out);
   EXPECT_NE(text.find("\rexport [######..................]"), std::string::npos) << text;  // 1 of 4 redraw
-  EXPECT_NE(text.find("\rexport [########################] 4 tensors of 4 tensors (100%)"), std::string::npos)
-      << text;
+  EXPECT_NE(text.find("\rexport [########################] 4 tensors of 4 tensors (100%)"), std::string::npos) << text;
   EXPECT_NE(text.find("\r\033[Kexport: done, 4 tensors, 4.0 MB in"), std::string::npos) << text;
   EXPECT_EQ(text.back(), '\n');
   EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 1) << text;  // one line on the screen in the end

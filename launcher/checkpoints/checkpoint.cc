@@ -335,9 +335,10 @@ void Checkpointer::write_shard(Pending& pending, const std::vector<const float*>
                         {{"tensor boxes", ProgressUnit::kCount, static_cast<int64_t>(items.size())},
                          {"", ProgressUnit::kBytes, -1, true}},
                         progress_style);
-      checkpoint::Shard shard =
-          write_shard_file(join_path(pending.tmp_dir, name), name, items, pending.step,
-                           [&](int64_t written, int64_t bytes) { progress.update({written, bytes}); });
+      checkpoint::Shard shard = write_shard_file(join_path(pending.tmp_dir, name), name, items, pending.step,
+                                                 [&](int64_t written, int64_t bytes) {
+                                                   progress.update({written, bytes});
+                                                 });
       progress.finish();
       shard.set_world_rank(world_rank);
       shard.set_tp_rank(coord_.tp);

@@ -105,7 +105,8 @@ int eval_command(const std::vector<std::string>& args, MpiEnvironment& mpi, cons
              ", fewer than one batch of train.global_batch = ", G,
              ": lower it with --set train.global_batch=N (a multiple of dp x parallel.micro_batches)");
     TS_CHECK(batches <= std::numeric_limits<int>::max(), ConfigError, "--data ", prefix, ": too many batches");
-    Progress progress("eval", {{"windows", ProgressUnit::kCount, batches * G}, {"tokens", ProgressUnit::kCount, -1, true}},
+    Progress progress("eval",
+                      {{"windows", ProgressUnit::kCount, batches * G}, {"tokens", ProgressUnit::kCount, -1, true}},
                       progress_options(log));
     const double loss = job.trainer->evaluate(windows, 0, static_cast<int>(batches), [&](int done) {
       progress.update({done * G, done * G * T});

@@ -59,11 +59,14 @@ ProgressOptions progress_options(bool enabled) {
   const char* style = std::getenv("TESSERA_PROGRESS");
   const std::string chosen = style != nullptr && *style != '\0' ? style : "auto";
   TS_CHECK(chosen == "auto" || chosen == "bar" || chosen == "lines" || chosen == "off", ConfigError,
-           "TESSERA_PROGRESS='", chosen, "' is not one of auto (a bar on a terminal, lines otherwise), bar, lines, off");
+           "TESSERA_PROGRESS='", chosen,
+           "' is not one of auto (a bar on a terminal, lines otherwise), bar, lines, off");
   if (chosen == "auto") {
     options.style = ::isatty(STDERR_FILENO) ? ProgressStyle::kBar : ProgressStyle::kLines;
   } else {
-    options.style = chosen == "bar" ? ProgressStyle::kBar : chosen == "lines" ? ProgressStyle::kLines : ProgressStyle::kOff;
+    options.style = chosen == "bar"     ? ProgressStyle::kBar
+                    : chosen == "lines" ? ProgressStyle::kLines
+                                        : ProgressStyle::kOff;
   }
   if (const char* interval = std::getenv("TESSERA_PROGRESS_INTERVAL_S"); interval != nullptr && *interval != '\0') {
     char* end = nullptr;
@@ -122,7 +125,8 @@ std::string Progress::status_line(double elapsed_s) const {
   }
   for (size_t i = 1; i < quantities_.size(); ++i) {
     line += ", " + format_value(quantities_[i], static_cast<double>(values_[i]));
-    if (quantities_[i].total > 0) line += " of " + format_value(quantities_[i], static_cast<double>(quantities_[i].total));
+    if (quantities_[i].total > 0)
+      line += " of " + format_value(quantities_[i], static_cast<double>(quantities_[i].total));
   }
   const double elapsed = std::max(elapsed_s, 1e-3);
   for (size_t i = 0; i < quantities_.size(); ++i) {

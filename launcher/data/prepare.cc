@@ -1,5 +1,6 @@
-// `tessera prepare`: reads documents from text or JSON Lines files (gzip'd or not, or stdin), trains or loads a SentencePiece tokenizer, tokenizes in
-// parallel and writes the train and validation splits as Megatron indexed datasets.
+// `tessera prepare`: reads documents from text or JSON Lines files (gzip'd or not, or stdin), trains or loads a
+// SentencePiece tokenizer, tokenizes in parallel and writes the train and validation splits as Megatron indexed
+// datasets.
 //
 // The inputs are streamed three times (count, train the tokenizer, tokenize) so memory stays bounded by one
 // batch of documents plus what SentencePiece keeps for training; each pass shows its progress on stderr
@@ -148,7 +149,9 @@ std::string jsonl_text(const std::string& line, const std::string& key, const st
 class DocumentReader {
  public:
   DocumentReader(const std::vector<InputSource>& sources, const PrepareOptions& options)
-      : sources_(sources), separator_(options.doc_separator), text_key_(options.text_key),
+      : sources_(sources),
+        separator_(options.doc_separator),
+        text_key_(options.text_key),
         invalid_utf8_(options.invalid_utf8) {}
 
   // Invalid UTF-8 sequences replaced or skipped so far.
@@ -261,8 +264,8 @@ class TrainingDocuments : public sentencepiece::SentenceIterator {
   TrainingDocuments(const std::vector<InputSource>& sources, const PrepareOptions& options, int64_t documents)
       : reader_(sources, options),
         vocab_size_(options.vocab_size),
-        progress_("prepare: reading for the tokenizer",
-                  {{"", ProgressUnit::kBytes, total_bytes(sources), true}, {"documents", ProgressUnit::kCount, documents}}) {
+        progress_("prepare: reading for the tokenizer", {{"", ProgressUnit::kBytes, total_bytes(sources), true},
+                                                         {"documents", ProgressUnit::kCount, documents}}) {
     Next();
   }
   bool done() const override { return done_; }
@@ -275,7 +278,8 @@ class TrainingDocuments : public sentencepiece::SentenceIterator {
         progress_.finish();
         // SentencePiece's training shows no progress of its own: say what the wait is for.
         if (progress_options().style != ProgressStyle::kOff) {
-          std::fprintf(stderr, "prepare: training a BPE tokenizer of %d pieces on %s documents (a sample of at most %s)\n",
+          std::fprintf(stderr,
+                       "prepare: training a BPE tokenizer of %d pieces on %s documents (a sample of at most %s)\n",
                        vocab_size_, human_count(static_cast<double>(documents_)).c_str(),
                        human_count(kTrainingDocuments).c_str());
         }
@@ -306,8 +310,7 @@ struct CorpusStats {
 };
 
 // Counts documents, bytes and (when count_characters) distinct code points in one pass.
-CorpusStats scan_corpus(const std::vector<InputSource>& sources, const PrepareOptions& options,
-                        bool count_characters) {
+CorpusStats scan_corpus(const std::vector<InputSource>& sources, const PrepareOptions& options, bool count_characters) {
   CorpusStats stats;
   std::set<uint32_t> characters;
   characters.insert(' ');  // SentencePiece always needs its whitespace piece
@@ -497,8 +500,9 @@ std::string missing_input_message(const std::string& input) {
     message += str_cat("; the directory ", parent.string(), " does not exist (", existing.string(),
                        " is the nearest that does)");
   }
-  return message + ". Check the path: give it relative to the directory tessera prepare runs in, or as an "
-                   "absolute path";
+  return message +
+         ". Check the path: give it relative to the directory tessera prepare runs in, or as an "
+         "absolute path";
 }
 
 // Note [Input from stdin]. prepare reads its inputs more than once (counting the documents, training the
@@ -599,8 +603,7 @@ void check_options(const PrepareOptions& options) {
            options.threads, help);
   TS_CHECK(options.input_format.empty() || options.input_format == "text" || options.input_format == "jsonl",
            ConfigError, "--input-format takes text or jsonl, not '", options.input_format, "'", help);
-  TS_CHECK(!options.text_key.empty(), ConfigError, "--text-key needs the name of the member that holds the text",
-           help);
+  TS_CHECK(!options.text_key.empty(), ConfigError, "--text-key needs the name of the member that holds the text", help);
   TS_CHECK(std::count(options.inputs.begin(), options.inputs.end(), "-") <= 1, ConfigError,
            "--input names - (stdin) more than once; stdin can be read once", help);
   for (const auto& input : options.inputs) {
@@ -667,8 +670,8 @@ PrepareSummary run_sft_prepare(const std::vector<InputSource>& sources, const Pr
   IndexedDatasetWriter valid_mask_writer(summary.valid_prefix + "_mask", IndexedDType::kUInt8);
   const std::vector<bool> valid = split_documents(summary.documents, options.valid_fraction, options.seed);
   std::vector<int> tokens, mask, ids;
-  Progress tokenizing("prepare: tokenizing",
-                      {{"conversations", ProgressUnit::kCount, summary.documents}, {"tokens", ProgressUnit::kCount, -1, true}});
+  Progress tokenizing("prepare: tokenizing", {{"conversations", ProgressUnit::kCount, summary.documents},
+                                              {"tokens", ProgressUnit::kCount, -1, true}});
   for (size_t c = 0; c < conversations.size(); ++c) {
     tokenizing.update({static_cast<int64_t>(c), train_writer.num_tokens() + valid_writer.num_tokens()});
     tokens.clear();
@@ -709,9 +712,9 @@ PrepareSummary run_prepare(const PrepareOptions& options) {
   check_options(options);
   TS_CHECK(options.format == "text" || options.format == "sft", ConfigError, "--format takes text or sft, not '",
            options.format, "' (see `tessera prepare --help`)");
-  const std::unique_ptr<StdinCopy> stdin_copy =
-      std::count(options.inputs.begin(), options.inputs.end(), "-") > 0 ? std::make_unique<StdinCopy>(options.out_prefix)
-                                                                         : nullptr;
+  const std::unique_ptr<StdinCopy> stdin_copy = std::count(options.inputs.begin(), options.inputs.end(), "-") > 0
+                                                    ? std::make_unique<StdinCopy>(options.out_prefix)
+                                                    : nullptr;
   const std::vector<InputSource> sources = input_sources(options, stdin_copy.get());
   if (options.format == "sft") return run_sft_prepare(sources, options);
   const int threads = options.threads > 0 ? options.threads : std::max(1u, std::thread::hardware_concurrency());

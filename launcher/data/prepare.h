@@ -1,5 +1,6 @@
-// `tessera prepare`: text or JSON Lines files (gzip'd or not, or stdin) -> SentencePiece tokenizer (trained or given) -> Megatron indexed datasets
-// PREFIX_train.{bin,idx} and PREFIX_valid.{bin,idx}, each document's tokens followed by the tokenizer's EOS.
+// `tessera prepare`: text or JSON Lines files (gzip'd or not, or stdin) -> SentencePiece tokenizer (trained or given)
+// -> Megatron indexed datasets PREFIX_train.{bin,idx} and PREFIX_valid.{bin,idx}, each document's tokens followed by
+// the tokenizer's EOS.
 #pragma once
 
 #include <cstdint>
