@@ -10,11 +10,13 @@
 #include <cstdint>
 #include <fstream>
 #include <random>
+#include <regex>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "core/check.h"
+#include "launcher/common/human_format.h"
 #include "launcher/data/indexed_dataset.h"
 #include "launcher/data/tokenizer.h"
 #include "tests/run_command.h"
@@ -129,6 +131,20 @@ TEST(EvalCli, WholeBatchesOnlyAndMaxTokens) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(json_number(r.output.substr(r.output.find('{')), "windows"), 16);  // two batches of 8
   EXPECT_EQ(json_number(r.output.substr(r.output.find('{')), "left_out_windows"), 4);
+  // The progress on stderr (not a terminal here): its summary line, in windows of the total.
+  r = run_command("TESSERA_PROGRESS=auto TESSERA_PROGRESS_INTERVAL_S=0.001 " +
+                  tessera("eval --checkpoint " + imported + " --data " + data));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "eval: done, 16 windows, 512 tokens in ")) << r.output;
+  EXPECT_EQ(r.output.find('\r'), std::string::npos) << r.output;
+  for (const std::string& line : split_lines(r.output)) {
+    if (line.rfind("eval: ", 0) == 0 && !contains(line, "done")) {
+      EXPECT_TRUE(
+          std::regex_match(line, std::regex(R"(eval: (8|16) windows of 16 windows \((50|100)%\), (256|512) tokens, )"
+                                            R"([0-9.]+k? tokens/s, [0-9]+ s elapsed, ETA [0-9]+ s)")))
+          << line;
+    }
+  }
   r = run_command(tessera("eval --json --checkpoint " + imported + " --data " + data + " --max-tokens 300"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(json_number(r.output.substr(r.output.find('{')), "tokens"), 256);  // 9 windows fit: one batch

@@ -191,6 +191,10 @@ TEST(HfInterop, ShardedAndBf16ExportsReadBack) {
   auto r = run_command(
       tessera("export --checkpoint " + run + " --format hf --out " + dir.file("sharded") + " --max-shard-size 100KB"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
+  // The progress on stderr: every tensor, 4 bytes a value read.
+  std::smatch tensors;
+  ASSERT_TRUE(std::regex_search(r.output, tensors, std::regex(": ([0-9]+) tensors, "))) << r.output;
+  EXPECT_TRUE(contains(r.output, "export: done, " + tensors[1].str() + " tensors, 632.1 kB in ")) << r.output;
   const Json index = parse_json(testing::read_text_file(dir.file("sharded/model.safetensors.index.json")), "index");
   EXPECT_EQ(index.find("metadata")->find("total_size")->as_int(), 158016 * 4);
   std::set<std::string> files;

@@ -107,13 +107,15 @@ StepResult Trainer::train_step(int step, const Sampler& source) {
   return result;
 }
 
-double Trainer::evaluate(const Sampler& source, int64_t first_sample, int batches) {
+double Trainer::evaluate(const Sampler& source, int64_t first_sample, int batches,
+                         const std::function<void(int)>& after_batch) {
   double sum = 0;
   for (int b = 0; b < batches; ++b) {
     const int64_t first = first_sample + static_cast<int64_t>(b) * options_.global_batch;
     const int64_t counted = counted_targets(source, first);
     pipeline_.eval_batch([&](int m, int slot) { load_micro_batch(source, first, m, slot); });
     sum += mean_loss(source, counted);
+    if (after_batch) after_batch(b + 1);
   }
   return sum / batches;
 }
