@@ -17,6 +17,11 @@
 // different orders); for bf16 cases at least one bf16 rounding (relative 1e-2), since two nearly equal f32
 // results may round to neighbouring bf16 values.
 //
+// Ops with more than one GPU path run on the GPU first, and the path taken picks the reference and tolerance
+// (Case::check), printed as "[   PATH   ]": bf16 attention on cuDNN is compared with a host model of cuDNN's
+// bf16 roundings (tests/attention_reference.h), on Tessera's kernels with CpuBackend; matmul + GELU by whether
+// cuBLASLt's GELU epilogue ran (Note [GELU epilogue]).
+//
 // Labelled `gpu`: every test skips itself when cudaGetDeviceCount reports no GPU.
 #include "kernels/cuda/cuda_backend.h"
 
