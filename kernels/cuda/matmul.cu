@@ -87,18 +87,11 @@ void accumulate_column_sums(float* out, const T* in, int64_t N, int64_t OC, cons
 // The forward product out[N,OC] = inp W^T, no epilogue, into D of type D_T.
 template <typename T>
 GemmProblem forward_problem(const T* inp, const T* weight, int64_t N, int64_t C, int64_t OC) {
-  GemmProblem p;
-  p.m = N;
-  p.n = OC;
-  p.k = C;
+  GemmProblem p(linear_forward_geometry(N, C, OC));
   p.a = inp;
   p.a_type = gemm_type<T>();
-  p.lda = C;
   p.b = weight;
   p.b_type = gemm_type<T>();
-  p.ldb = C;
-  p.transpose_b = true;
-  p.ldd = OC;
   return p;
 }
 
@@ -160,36 +153,23 @@ void matmul_backward(T* d_inp, float* d_weight, float* d_bias, const T* d_out, c
                      int64_t C, int64_t OC, const Context& ctx) {
   if (OC == 0 || C == 0) return;
   if (d_inp != nullptr && N > 0) {
-    GemmProblem p;
-    p.m = N;
-    p.n = C;
-    p.k = OC;
+    GemmProblem p(linear_input_gradient_geometry(N, C, OC));
     p.a = d_out;
     p.a_type = gemm_type<T>();
-    p.lda = OC;
     p.b = weight;
     p.b_type = gemm_type<T>();
-    p.ldb = C;
     p.d = d_inp;
     p.d_type = gemm_type<T>();
-    p.ldd = C;
     ctx.gemm->run(p, ctx.stream);
   }
   if (N == 0) return;
-  GemmProblem p;
-  p.m = OC;
-  p.n = C;
-  p.k = N;
+  GemmProblem p(linear_weight_gradient_geometry(N, C, OC));
   p.a = d_out;  // stored [N, OC]: op(A) = d_out^T
   p.a_type = gemm_type<T>();
-  p.lda = OC;
-  p.transpose_a = true;
   p.b = inp;
   p.b_type = gemm_type<T>();
-  p.ldb = C;
   p.d = d_weight;
   p.d_type = CUDA_R_32F;
-  p.ldd = C;
   p.beta = 1.0f;
   if (d_bias != nullptr) {
     // BGRADB writes the bias gradient (f32, D's type); the contract accumulates, so it goes to scratch and is
