@@ -41,33 +41,40 @@ free_port() {
 # Pids of the processes whose environment names this cluster's slurm.conf: the daemons, their slurmstepd and the
 # job's tasks (all started with SLURM_CONF set to it), never this script itself.
 cluster_pids() {
-  local conf=$1 pid
-  for environ in /proc/[0-9]*/environ; do
-    pid=${environ#/proc/}; pid=${pid%/environ}
-    [[ $pid == "$$" || $pid == "$BASHPID" ]] && continue
-    if grep -qzxF "SLURM_CONF=$conf" "$environ" 2>/dev/null; then echo "$pid"; fi
+  local conf=$1 environ pid
+  for environ in $(grep -lzxF "SLURM_CONF=$conf" /proc/[0-9]*/environ 2>/dev/null); do
+    pid=${environ#/proc/}
+    pid=${pid%/environ}
+    [[ $pid == "$$" || $pid == "$BASHPID" ]] || echo "$pid"
   done
 }
 
 down() {
-  local dir=$1 conf=$1/etc/slurm.conf
-  [[ -d $dir ]] || return 0
-  if [[ -f $conf ]]; then
+  [[ -d $1 ]] || return 0
+  local dir conf
+  dir=$(cd "$1" && pwd)
+  conf=$dir/etc/slurm.conf
+  # Only a running slurmctld answers; scancel would retry for its MessageTimeout otherwise.
+  if [[ -f $conf && -f $dir/run/slurmctld.pid ]] && kill -0 "$(cat "$dir/run/slurmctld.pid")" 2>/dev/null; then
     # Cancel the jobs first so that slurmd ends their steps itself; then stop whatever is left.
-    SLURM_CONF=$conf timeout 10 scancel --full --quiet --user=root 2>/dev/null || true
+    SLURM_CONF=$conf timeout 5 scancel --full --quiet --user=root 2>/dev/null || true
     for _ in $(seq 1 20); do
-      [[ -z "$(SLURM_CONF=$conf timeout 5 squeue -h -t all 2>/dev/null)" ]] && break
+      [[ -z "$(SLURM_CONF=$conf timeout 5 squeue -h 2>/dev/null)" ]] && break
       sleep 0.5
     done
   fi
-  for daemon in slurmd slurmctld munged; do
-    [[ -f $dir/run/$daemon.pid ]] && kill "$(cat "$dir/run/$daemon.pid")" 2>/dev/null || true
-  done
-  sleep 1
+  # The daemons first (SIGTERM: they clean up), then SIGKILL to whatever of this cluster is left. A pid counts
+  # only while its environment names this cluster's slurm.conf (every daemon was started with it), so a stale
+  # pid file never hits another process.
   local pids
   pids=$(cluster_pids "$conf")
-  [[ -n $pids ]] && kill -KILL $pids 2>/dev/null || true
-  [[ -f $dir/run/munged.pid ]] && kill -KILL "$(cat "$dir/run/munged.pid")" 2>/dev/null || true
+  [[ -n $pids ]] && kill $pids 2>/dev/null
+  for _ in $(seq 1 10); do
+    pids=$(cluster_pids "$conf")
+    [[ -z $pids ]] && break
+    sleep 0.3
+  done
+  [[ -n $pids ]] && kill -KILL $pids 2>/dev/null
   rm -f "$dir"/run/*.pid
   echo "down: $dir"
 }
@@ -103,7 +110,7 @@ SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket=$dir/munge/munge.socket
+AuthInfo=socket=$dir/munge/munge.socket,cred_expire=5
 StateSaveLocation=$dir/state
 SlurmdSpoolDir=$dir/spool/%n
 SlurmctldPidFile=$dir/run/slurmctld.pid
