@@ -62,7 +62,7 @@ TEST_F(CliTest, HelpListsTheExitCodes) {
   EXPECT_EQ(r.exit_code, 0);
   for (const char* line :
        {"exit codes:", "  0  finished", "  1  a runtime error", "  2  a usage or config error",
-        "  3  train stopped by SIGTERM/SIGINT after saving a checkpoint: requeue it with --resume auto",
+        "  3  train stopped by SIGTERM/SIGINT/SIGUSR1 after saving a checkpoint: requeue it with --resume auto",
         "[--resume latest|auto|PATH]"}) {
     EXPECT_NE(r.output.find(line), std::string::npos) << line << "\n" << r.output;
   }

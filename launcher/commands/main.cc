@@ -56,7 +56,7 @@ constexpr const char* kUsage =
     "  0  finished\n"
     "  1  a runtime error (data, checkpoint, communication; verify FAIL; train: diverged)\n"
     "  2  a usage or config error, found before any work started\n"
-    "  3  train stopped by SIGTERM/SIGINT after saving a checkpoint: requeue it with --resume auto\n";
+    "  3  train stopped by SIGTERM/SIGINT/SIGUSR1 after saving a checkpoint: requeue it with --resume auto\n";
 
 int report(const char* command, const std::string& where, const char* kind, const char* what) {
   std::fprintf(stderr, "tessera %s: %s%s%s: %s\n", command, kind, where.empty() ? "" : " on ", where.c_str(), what);
@@ -94,14 +94,22 @@ int main(int argc, char** argv) {
       return kExitFailure;
     }
   }
-  if (command != "train" && command != "verify" && command != "bench" && command != "eval" &&
-      command != "generate") {
+  if (command != "train" && command != "verify" && command != "bench" && command != "eval" && command != "generate") {
     std::fprintf(stderr, "tessera: unknown command '%s'\n\n%s", command.c_str(), kUsage);
     return kExitConfigError;
   }
 
   ProcessEnv env = read_process_env();
+  // Before MPI_Init: Open MPI started by srun without PMIx fails there with a message about how it was built.
+  if (const std::string problem = launcher_problem(env); !problem.empty()) {
+    if (env.world_rank == 0) report(command.c_str(), "", "config error", problem.c_str());
+    return kExitConfigError;
+  }
   MpiEnvironment mpi(&argc, &argv);
+  if (const std::string problem = world_size_problem(env, mpi.world_size()); !problem.empty()) {
+    if (mpi.world_rank() == 0) report(command.c_str(), "", "config error", problem.c_str());
+    return kExitConfigError;
+  }
   env.world_rank = mpi.world_rank();
   env.world_size = mpi.world_size();
   set_process_label(env.label());

@@ -138,6 +138,8 @@ int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
   std::unique_ptr<MetricsWriter> metrics;
   std::unique_ptr<TensorBoardWriter> tensorboard;
   if (log) {
+    // The run's first line: who started the ranks (Slurm's srun, mpirun, none) and the GPUs they may use.
+    std::printf("%s\n", env.launcher_line().c_str());
     const ModelConfig& m = job.model_config;
     std::printf(
         "tessera train: %s | %s %d layers, %d heads, C %d, vocab %d (%s params) | %s, %d micro-batch(es) "
