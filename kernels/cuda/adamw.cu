@@ -7,8 +7,8 @@
 // results[i]. Adding the zero slots changes no bit of a sum, so a tensor's result does not depend on the
 // others. One copy brings all results to the host, one wait.
 #include "kernels/cuda/adamw.h"
-#include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/adamw_kernels.cuh"
+#include "kernels/cuda/cuda_check.h"
 
 namespace tessera::cuda {
 

@@ -24,12 +24,13 @@
 #include <cmath>
 
 #include "kernels/cuda/attention.h"
-#include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/attention_kernels.cuh"
+#include "kernels/cuda/cuda_check.h"
 
 namespace tessera::cuda {
 
-static_assert(kMaxHeadSize == kMaxAttentionHeadSize, "attention_kernels.cuh sizes its accumulators for kMaxAttentionHeadSize");
+static_assert(kMaxHeadSize == kMaxAttentionHeadSize,
+              "attention_kernels.cuh sizes its accumulators for kMaxAttentionHeadSize");
 
 namespace {
 
@@ -73,8 +74,8 @@ void attention_backward(S* d_qkv, const S* d_out, const S* qkv, const S* out, co
   const int T32 = static_cast<int>(T), H32 = static_cast<int>(H), hs32 = static_cast<int>(hs);
   Scratch delta(ctx, static_cast<size_t>(B * H * T) * sizeof(float));
   const int64_t rows = B * T * H;
-  attention_backward_delta_kernel<<<delta_blocks(rows), kThreads, 0, ctx.stream>>>(
-      delta.f32(), d_out, out, rows, T32, H32, hs32);
+  attention_backward_delta_kernel<<<delta_blocks(rows), kThreads, 0, ctx.stream>>>(delta.f32(), d_out, out, rows, T32,
+                                                                                   H32, hs32);
   CUDA_CHECK_LAUNCH();
 
   const size_t key_shared = backward_key_shared_bytes(hs);

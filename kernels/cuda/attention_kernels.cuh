@@ -19,7 +19,7 @@ constexpr int kTile = 32;
 constexpr int kWarps = 8;
 constexpr int kThreads = kWarps * 32;
 constexpr int kRowsPerWarp = kTile / kWarps;
-constexpr int kMaxHeadSize = 128;  // kMaxAttentionHeadSize of attention.h, which attention.cu asserts
+constexpr int kMaxHeadSize = 128;           // kMaxAttentionHeadSize of attention.h, which attention.cu asserts
 constexpr int kChunks = kMaxHeadSize / 32;  // columns d = lane + 32 c, c < kChunks
 
 // The shape of one call: H query heads, KV key/value heads of hs channels, T tokens.

@@ -3,8 +3,8 @@
 // max and sum), and the weighted sum of the values, one output channel per thread. f32 arithmetic; written to be
 // obviously right (decoding reads each cached key once per query head, which bounds its speed anyway).
 #include "kernels/cuda/cached_attention.h"
-#include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cached_attention_kernels.cuh"
+#include "kernels/cuda/cuda_check.h"
 
 namespace tessera::cuda {
 

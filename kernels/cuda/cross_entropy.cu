@@ -1,7 +1,7 @@
 // Cross-entropy passes: one block per row; the threads stride over the columns and the block reduces.
 #include "kernels/cuda/cross_entropy.h"
-#include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cross_entropy_kernels.cuh"
+#include "kernels/cuda/cuda_check.h"
 
 namespace tessera::cuda {
 

@@ -71,11 +71,11 @@ std::vector<double> emulated_sums(const std::vector<Floats>& f32, const std::vec
 
 // Squares of floats are exact in double; a sum of n positive doubles is within n u (u = 2^-53, 1.1e-11 for
 // n = 1e5) of the exact one whatever the order, and its rounding errors add as a random walk (about sqrt(n) u,
-// 4e-14), so 1e-12 relative, as cuda_backend_test. Sizes: cuda_backend_test's 1, 255, 4099 and 70000 in f32 (its
-// 100003 is left out for time), and 300000 in bf16, past the 1024-block cap, so that threads stride.
+// 4e-14), so 1e-12 relative, as cuda_backend_test. Sizes: cuda_backend_test's 1, 255, 100003, 4099 and 70000
+// in f32, and 300000 in bf16, past the 1024-block cap, so that threads stride.
 TEST(SimtSumOfSquares, ManyMatchCpuAndOneByOne) {
   std::mt19937 rng(32);
-  const std::vector<int64_t> sizes = {1, 255, 4099, 70000};
+  const std::vector<int64_t> sizes = {1, 255, 100003, 4099, 70000};
   std::vector<Floats> f32;
   for (int64_t n : sizes) f32.push_back(normal(rng, n));
   const Floats wide = rounded<bf16>(normal(rng, 300000));

@@ -30,9 +30,9 @@ TYPED_TEST_SUITE(SimtAttention, StorageTypes);
 struct Shape {
   int64_t B, T, H, KV, hs;
 };
-const std::vector<Shape> kShapes = {{1, 1, 1, 1, 4},    {2, 13, 3, 3, 8},  {1, 64, 4, 4, 16},
-                                    {2, 37, 3, 3, 24},  {1, 70, 2, 2, 128}, {2, 13, 3, 1, 8},
-                                    {2, 37, 6, 2, 24},  {1, 70, 4, 1, 128}, {1, 64, 32, 8, 64}};
+const std::vector<Shape> kShapes = {{1, 1, 1, 1, 4},   {2, 13, 3, 3, 8},   {1, 64, 4, 4, 16},
+                                    {2, 37, 3, 3, 24}, {1, 70, 2, 2, 128}, {2, 13, 3, 1, 8},
+                                    {2, 37, 6, 2, 24}, {1, 70, 4, 1, 128}, {1, 64, 32, 8, 64}};
 
 std::string name(const Shape& s) {
   return "B " + std::to_string(s.B) + " T " + std::to_string(s.T) + " H " + std::to_string(s.H) + " KV " +

@@ -26,9 +26,9 @@ TYPED_TEST_SUITE(SimtCachedAttention, StorageTypes);
 struct Shape {
   int64_t B, T, H, KV, hs;
 };
-const std::vector<Shape> kShapes = {{1, 1, 1, 1, 4},    {2, 13, 3, 3, 8},  {1, 64, 4, 4, 16},
-                                    {2, 37, 3, 3, 24},  {1, 70, 2, 2, 128}, {2, 13, 3, 1, 8},
-                                    {2, 37, 6, 2, 24},  {1, 70, 4, 1, 128}, {1, 64, 32, 8, 64}};
+const std::vector<Shape> kShapes = {{1, 1, 1, 1, 4},   {2, 13, 3, 3, 8},   {1, 64, 4, 4, 16},
+                                    {2, 37, 3, 3, 24}, {1, 70, 2, 2, 128}, {2, 13, 3, 1, 8},
+                                    {2, 37, 6, 2, 24}, {1, 70, 4, 1, 128}, {1, 64, 32, 8, 64}};
 
 TYPED_TEST(SimtCachedAttention, MatchesCpu) {
   using T = TypeParam;
@@ -41,11 +41,10 @@ TYPED_TEST(SimtCachedAttention, MatchesCpu) {
     const Floats qkv = rounded<T>(normal(rng, s.B * Tq * W));
     const Floats k0 = rounded<T>(normal(rng, s.B * rows * kv)), v0 = rounded<T>(normal(rng, s.B * rows * kv));
     Floats want(s.B * Tq * C), want_k = k0, want_v = v0;
-    cpu::cached_attention_forward(want.data(), qkv.data(), want_k.data(), want_v.data(), s.B, Tq, rows, s.H, s.KV,
-                                  s.hs, position);
+    cpu::cached_attention_forward(want.data(), qkv.data(), want_k.data(), want_v.data(), s.B, Tq, rows, s.H, s.KV, s.hs,
+                                  position);
 
-    std::vector<T> out = poisoned<T>(s.B * Tq * C), qkv_in = from<T>(qkv), k_cache = from<T>(k0),
-                   v_cache = from<T>(v0);
+    std::vector<T> out = poisoned<T>(s.B * Tq * C), qkv_in = from<T>(qkv), k_cache = from<T>(k0), v_cache = from<T>(v0);
     const int64_t copies = s.B * Tq * kv;
     simt::launch(cuda::cache_write_kernel<T>, cuda::grid_size(copies, 256), 256, 0, k_cache.data(), v_cache.data(),
                  qkv_in.data(), s.B, Tq, rows, s.H, s.KV, s.hs, position);

@@ -54,8 +54,8 @@ TYPED_TEST(SimtCrossEntropy, PassesMatchCpu) {
     if (s.valid == 0) continue;  // no softmax over an empty shard
 
     Floats sum_exp(N), target_logit(N);
-    cpu::cross_entropy_row_stats(sum_exp.data(), target_logit.data(), logits.data(), row_max.data(), targets.data(),
-                                 N, V, s.vocab_start, s.valid);
+    cpu::cross_entropy_row_stats(sum_exp.data(), target_logit.data(), logits.data(), row_max.data(), targets.data(), N,
+                                 V, s.vocab_start, s.valid);
     std::vector<float> got_sum = poisoned<float>(N), got_target = poisoned<float>(N);
     simt::launch(cuda::row_stats_kernel<T>, blocks, cuda::kThreads, 0, got_sum.data(), got_target.data(),
                  logits_in.data(), row_max.data(), targets.data(), V, s.vocab_start, cols);
@@ -73,9 +73,9 @@ TYPED_TEST(SimtCrossEntropy, PassesMatchCpu) {
                                        s.vocab_start, s.valid, 1.0f / 44.0f);
       std::vector<float> losses = poisoned<float>(N);
       std::vector<T> grad = logits_in;
-      simt::launch(cuda::loss_backward_kernel<T>, blocks, cuda::kThreads, 0, losses.data(), grad.data(),
-                   row_max.data(), sum_exp.data(), target_logit.data(), targets.data(),
-                   weighted ? weights.data() : nullptr, V, s.vocab_start, cols, 1.0f / 44.0f);
+      simt::launch(cuda::loss_backward_kernel<T>, blocks, cuda::kThreads, 0, losses.data(), grad.data(), row_max.data(),
+                   sum_exp.data(), target_logit.data(), targets.data(), weighted ? weights.data() : nullptr, V,
+                   s.vocab_start, cols, 1.0f / 44.0f);
       EXPECT_TRUE(all_close(losses, want_losses, kFp32)) << "losses";
       EXPECT_TRUE(all_close(grad, want_grad, tolerance_for<T>({kFp32.rtol, 1e-6}, 1e-6))) << "gradient";
       if (weighted) {

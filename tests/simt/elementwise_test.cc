@@ -3,10 +3,9 @@
 //
 // Every output is one operation on exact inputs (or none: fill, bf16 -> f32) rounded once to the storage type,
 // on both sides, so the results must agree bit for bit: the tolerance is zero.
-#include "kernels/cpu/cpu_backend.h"
-
 #include <cstring>
 
+#include "kernels/cpu/cpu_backend.h"
 #include "kernels/cuda/elementwise_kernels.cuh"
 #include "tests/simt/simt_test_util.h"
 
@@ -107,8 +106,8 @@ TEST(SimtElementwiseFixed, ConvertBetweenF32AndBf16) {
 
     std::vector<float> widened = poisoned<float>(n), want_widened = poisoned<float>(n);
     cpu.copy(host_tensor(want_widened), host_tensor(want_narrowed));
-    simt::launch(cuda::convert_kernel<float, bf16>, blocks(n), cuda::kThreads, 0, widened.data(),
-                 want_narrowed.data(), n);
+    simt::launch(cuda::convert_kernel<float, bf16>, blocks(n), cuda::kThreads, 0, widened.data(), want_narrowed.data(),
+                 n);
     EXPECT_TRUE(all_close(widened, want_widened, kExact)) << "bf16 -> f32";
   }
 }

@@ -92,8 +92,8 @@ void emulated_backward(float* d_wte, float* d_wpe, const T* d_out, const int32_t
   simt::launch(cuda::embedding_backward_wte_kernel<T>, static_cast<unsigned>(N), cuda::kRowThreads, 0, d_wte, d_out,
                sorted_keys.data(), sorted_positions.data(), N, C, V_local);
   if (d_wpe != nullptr) {
-    simt::launch(cuda::embedding_backward_wpe_kernel<T>, cuda::grid_size(seq_len * C, cuda::kThreads),
-                 cuda::kThreads, 0, d_wpe, d_out, N, C, seq_len);
+    simt::launch(cuda::embedding_backward_wpe_kernel<T>, cuda::grid_size(seq_len * C, cuda::kThreads), cuda::kThreads,
+                 0, d_wpe, d_out, N, C, seq_len);
   }
 }
 
@@ -104,7 +104,8 @@ TYPED_TEST(SimtEmbedding, Backward) {
     for (const bool positions : {true, false}) {
       SCOPED_TRACE(name(b) + (positions ? "" : " without positions"));
       const int64_t N = b.B * b.T, C = b.C;
-      const Floats dy = rounded<T>(normal(rng, N * C)), dwte0 = normal(rng, b.V_local * C), dwpe0 = normal(rng, b.T * C);
+      const Floats dy = rounded<T>(normal(rng, N * C)), dwte0 = normal(rng, b.V_local * C),
+                   dwpe0 = normal(rng, b.T * C);
       Floats want_wte = dwte0, want_wpe = dwpe0;
       cpu::embedding_backward(want_wte.data(), positions ? want_wpe.data() : nullptr, dy.data(), b.tokens.data(), N, C,
                               b.V_local, b.T, b.vocab_start);
