@@ -1,6 +1,6 @@
 // A small SIMT emulation that runs the custom CUDA kernels of kernels/cuda as host C++, for tests only.
 //
-// A launch runs the grid block by block; each thread of a block is a fiber (ucontext) on the calling host
+// A launch runs the grid block by block; each thread of a block is a fiber (simt.cc) on the calling host
 // thread, so a block of 1024 threads costs 1024 small stacks, not 1024 OS threads. The fibers of a block run in
 // turn, each until it reaches a barrier or returns:
 //   __syncthreads()      waits until every thread of the block that has not returned reaches it;
