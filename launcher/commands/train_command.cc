@@ -9,7 +9,7 @@
 //
 // What a person watches: rank 0's console is copied to RUN_DIR/train.log (appended on resume), every step's
 // metrics go to metrics.jsonl (with "time", Unix seconds, and "tokens" seen so far) and, as scalars, to a
-// TensorBoard event file in RUN_DIR/tensorboard/.
+// TensorBoard event file in RUN_DIR/tensorboard/; at the end, RUN_DIR/plot.svg draws them (run_plot.h).
 //
 // --init-from starts a new run from another run's weights only (fine-tuning): AdamW's moments at zero, step 0,
 // this job's data, batch and order. With --resume latest as well, a checkpoint of this run takes precedence, so
@@ -42,6 +42,7 @@
 #include "launcher/run/job.h"
 #include "launcher/run/multiple_choice.h"
 #include "launcher/run/run_dir.h"
+#include "launcher/run/run_plot.h"
 #include "launcher/run/tensorboard_writer.h"
 #include "launcher/run/throughput.h"
 #include "models/registry.h"
@@ -303,7 +304,15 @@ int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
     std::printf("\n");
     const std::string memory = memory_report(*job.backend);
     if (!memory.empty()) std::printf("%s (rank 0)\n", memory.c_str());
-    std::printf("run directory: %s (config.textproto, metrics.jsonl, train.log, tensorboard/)\n", run_dir.c_str());
+    // The picture of the run (a few hundred kB at most, milliseconds to draw). A failure to write it does not
+    // fail a run whose steps and checkpoints are done: it is reported, and `tessera plot` draws it again.
+    try {
+      write_run_plot(run_dir, run_dir + "/plot.svg");
+    } catch (const Error& e) {
+      std::printf("warning: no plot.svg: %s\n", e.what());
+    }
+    std::printf("run directory: %s (config.textproto, metrics.jsonl, train.log, tensorboard/, plot.svg)\n",
+                run_dir.c_str());
     std::fflush(stdout);
   }
   return stopped ? kExitStoppedBySignal : kExitSuccess;
