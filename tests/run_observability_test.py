@@ -6,9 +6,10 @@
       metrics.jsonl row that has the value, in the data's order; `tessera plot` draws the same file; a missing
       run directory is a usage error (exit 2).
   run_observability_test.py trace TESSERA MPIEXEC
-      `train --trace-steps 2:3` at pp=2 (2 micro-batches) and at tp=2 writes trace/rank_N.json and the merged
+      `train --trace-steps 2:3` at pp=2 (2 micro-batches) and at tp=2 x dp=2 writes trace/rank_N.json and the merged
       trace/trace.json: valid JSON, one process per rank with its name, forward and backward events per
-      micro-batch and stage, pipeline sends and receives, the optimizer, only steps 2 and 3, durations >= 0;
+      micro-batch and stage, pipeline sends and receives, TP all-reduces, DP bucket collectives, the optimizer,
+      data loading, the checkpoint save, only steps 2 and 3, durations >= 0;
       without the flag no trace/ directory.
 Prints PASS at the end; exits non-zero on the first failure.
 """
@@ -162,8 +163,14 @@ def check_trace_run(tessera, mpiexec, work, name, ranks, sets, pp, micro_batches
                 if len(sends) < micro_batches or len(recvs) < micro_batches:
                     fail("%s: rank %d step %d: %d sends, %d receives on the pipeline, expected >= %d each" %
                          (name, pid, step, len(sends), len(recvs), micro_batches))
-    if pp == 1 and not any(e["cat"] == "tp" for e in complete):
-        fail("%s: no tensor-parallel collective in the trace" % name)
+    if pp == 1:
+        for pid in range(ranks):
+            for cat, what in (("tp", "tensor-parallel all-reduce"), ("dp", "DP bucket collective")):
+                if not any(e["cat"] == cat and e["pid"] == pid for e in complete):
+                    fail("%s: rank %d has no %s in the trace" % (name, pid, what))
+        in_flight = [e for e in events if e.get("ph") in ("b", "e") and e["cat"] == "dp"]
+        if not in_flight or len(in_flight) % 2:
+            fail("%s: DP buckets in flight as %d async events" % (name, len(in_flight)))
     if not any(e["cat"] == "checkpoint" for e in complete):
         fail("%s: no checkpoint write in the trace (checkpoint.every_steps 3)" % name)
     threads = {(e["pid"], e["args"]["name"]) for e in events if e.get("ph") == "M" and e["name"] == "thread_name"}
@@ -173,7 +180,7 @@ def check_trace_run(tessera, mpiexec, work, name, ranks, sets, pp, micro_batches
 
 def check_trace(tessera, mpiexec, work):
     check_trace_run(tessera, mpiexec, work, "pp2", 2, ["parallel.pp=2", "parallel.micro_batches=2"], 2, 2)
-    check_trace_run(tessera, mpiexec, work, "tp2", 2, ["parallel.tp=2"], 1, 1)
+    check_trace_run(tessera, mpiexec, work, "tp2dp2", 4, ["parallel.tp=2", "parallel.dp=2"], 1, 1)
     # Off by default.
     plain = os.path.join(work, "plain")
     train(tessera, mpiexec, work, 2, 3, plain, "--set", "parallel.dp=2")

@@ -25,6 +25,7 @@
 
 #include "cluster/process_env.h"
 #include "core/check.h"
+#include "core/trace.h"
 #include "launcher/checkpoints/checkpoint.h"
 #include "launcher/checkpoints/checkpoint_manifest.h"
 #include "launcher/commands/cli_args.h"
@@ -43,6 +44,7 @@
 #include "launcher/run/multiple_choice.h"
 #include "launcher/run/run_dir.h"
 #include "launcher/run/run_plot.h"
+#include "launcher/run/run_trace.h"
 #include "launcher/run/tensorboard_writer.h"
 #include "launcher/run/throughput.h"
 #include "models/registry.h"
@@ -104,8 +106,11 @@ void refuse_existing_run(const std::string& run_dir, ProcessGroup& world) {
 int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, const ProcessEnv& env) {
   CliArgs cli("train", args,
               {"--config", "--set", "--run-dir", "--resume", "--init-from", "--debug-kill-during-save",
-               "--debug-fail-shard-write", "--debug-inject-loss-spike"},
+               "--debug-fail-shard-write", "--debug-inject-loss-spike", "--trace-steps"},
               {}, {"--set"});
+  // --trace-steps A:B is logging.trace_steps, validated with the rest of the config.
+  std::vector<std::string> overrides = cli.all("--set");
+  if (cli.has("--trace-steps")) overrides.push_back("logging.trace_steps=" + cli.get("--trace-steps"));
   TS_CHECK(!cli.has("--init-from") || cli.has("--config"), ConfigError,
            "--init-from needs --config FILE.textproto: the new run's job (its data, batch and schedule)");
   TS_CHECK(cli.has("--config") || cli.has("--resume"), ConfigError,
@@ -115,8 +120,8 @@ int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
   const std::string resume_spec = cli.get("--resume", "") == "auto" ? "latest" : cli.get("--resume", "");
   std::string config_source;
   config::JobConfig config =
-      cli.has("--config") ? load_job_config(cli.get("--config"), cli.all("--set"))
-                          : config_from_checkpoint(resume_spec, cli.get("--run-dir", ""), cli.all("--set"), "--resume",
+      cli.has("--config") ? load_job_config(cli.get("--config"), overrides)
+                          : config_from_checkpoint(resume_spec, cli.get("--run-dir", ""), overrides, "--resume",
                                                    /*keep_layout=*/true, &config_source);
   if (cli.has("--run-dir")) config.mutable_logging()->set_run_dir(cli.get("--run-dir"));
 
@@ -206,11 +211,18 @@ int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
   const double tokens_per_step = static_cast<double>(train.global_batch()) * train.seq_len();
   const double peak_tflops = describe_device(*job.backend).bf16_peak_tflops;
   const bool on_gpu = job.backend->device() == Device::kCuda;
+  const GridCoord coord = RankGrid(job.layout.tp, job.layout.pp, job.layout.dp).coord(job.world_rank);
+  RunTrace run_trace(run_dir, logging.trace_steps(), *job.groups.world,
+                     str_cat("rank ", job.world_rank, " (tp ", coord.tp, ", pp ", coord.pp, ", dp ", coord.dp, ")"));
   const auto run_start = Clock::now();
   double first_loss = NAN, last_loss = NAN, best_val = INFINITY;
   int best_val_step = -1, consecutive_skips = 0, skipped_total = 0;
   int steps_done = start_step;
   for (int step = start_step; step < train.steps(); ++step) {
+    run_trace.before_step(step + 1);
+    // The whole step on a track of its own: the training step, validation, the checkpoint save.
+    std::optional<trace::Span> step_span(std::in_place, trace::Track::kStep, "step", "step");
+    if (step_span->on()) step_span->name(str_cat("step ", step + 1));
     const auto step_start = Clock::now();
     StepResult r = job.trainer->train_step(step, *data.train);
     const double seconds = seconds_since(step_start);
@@ -284,9 +296,13 @@ int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
              r.grad_norm, r.spike ? ", a spike above train.spike_zscore" : ", not finite",
              "): training diverged. Lower optimizer.lr or set train.grad_clip",
              r.spike ? ", raise train.spike_zscore, or look at the data of these steps." : ".");
-    if (checkpointer.after_step(step + 1, last)) break;  // a stop signal: saved (save_on_exit), leave
+    const bool stop = checkpointer.after_step(step + 1, last);  // a stop signal: saved (save_on_exit), leave
+    step_span.reset();
+    run_trace.after_step(step + 1);
+    if (stop) break;
   }
   checkpointer.finish();
+  run_trace.finish();
 
   const bool stopped = checkpointer.stop_signal() != 0 && steps_done < train.steps();
   if (log && stopped) {
