@@ -1,5 +1,5 @@
-// `tessera train --config FILE [--set k=v]... [--run-dir DIR] [--resume latest|auto|PATH] [--init-from PATH]`: the
-// training loop. One human line per logged step and the run's metrics.jsonl come from world rank 0 only.
+// `tessera train --config FILE [--set k=v]... [--run-dir DIR] [--resume latest|auto|PATH] [--init-from PATH]
+// [--trace-steps A:B]`: the training loop. One human line per logged step and the run's metrics.jsonl come from world rank 0 only.
 // Checkpoints: see launcher/checkpoints/checkpoint.h.
 //
 // A run directory that already holds a run (metrics.jsonl, or anything in checkpoints/) is never started over:
@@ -10,6 +10,7 @@
 // What a person watches: rank 0's console is copied to RUN_DIR/train.log (appended on resume), every step's
 // metrics go to metrics.jsonl (with "time", Unix seconds, and "tokens" seen so far) and, as scalars, to a
 // TensorBoard event file in RUN_DIR/tensorboard/; at the end, RUN_DIR/plot.svg draws them (run_plot.h).
+// --trace-steps A:B (logging.trace_steps) traces steps A to B into RUN_DIR/trace/ (run_trace.h).
 //
 // --init-from starts a new run from another run's weights only (fine-tuning): AdamW's moments at zero, step 0,
 // this job's data, batch and order. With --resume latest as well, a checkpoint of this run takes precedence, so
