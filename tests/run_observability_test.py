@@ -9,7 +9,7 @@
       `train --trace-steps 2:3` at pp=2 (2 micro-batches) and at tp=2 x dp=2 writes trace/rank_N.json and the merged
       trace/trace.json: valid JSON, one process per rank with its name, forward and backward events per
       micro-batch and stage, pipeline sends and receives, TP all-reduces, DP bucket collectives, the optimizer,
-      data loading, the checkpoint save, only steps 2 and 3, durations >= 0;
+      data loading, the checkpoint save, only steps 2 and 3, durations >= 0, events on one thread nested;
       without the flag no trace/ directory.
 Prints PASS at the end; exits non-zero on the first failure.
 """
@@ -140,6 +140,19 @@ def check_trace_run(tessera, mpiexec, work, name, ranks, sets, pp, micro_batches
         step = e.get("args", {}).get("step")
         if step not in (2, 3):
             fail("%s: event outside the traced steps 2:3: %s" % (name, e))
+    # Events on one thread nest (a viewer draws them as a stack): each starts after the previous one ended or
+    # lies inside it.
+    by_thread = {}
+    for e in complete:
+        by_thread.setdefault((e["pid"], e["tid"]), []).append(e)
+    for thread, spans in by_thread.items():
+        stack = []
+        for e in sorted(spans, key=lambda e: (e["ts"], -e["dur"])):
+            while stack and e["ts"] >= stack[-1]["ts"] + stack[-1]["dur"]:
+                stack.pop()
+            if stack and e["ts"] + e["dur"] > stack[-1]["ts"] + stack[-1]["dur"]:
+                fail("%s: thread %s: %s overlaps %s without nesting" % (name, thread, e, stack[-1]))
+            stack.append(e)
     for step in (2, 3):
         for pid in range(ranks):
             mine = [e for e in complete if e["pid"] == pid and e["args"]["step"] == step]
