@@ -15,7 +15,7 @@ std::atomic<bool> g_recording{false};
 namespace {
 
 std::mutex g_mutex;
-std::vector<Event> g_events;     // guarded by g_mutex
+std::vector<Event> g_events;  // guarded by g_mutex
 std::atomic<int> g_step{0};
 
 std::string json_quoted(const std::string& s) {
@@ -40,15 +40,24 @@ std::string json_quoted(const std::string& s) {
 
 const char* track_name(Track track) {
   switch (track) {
-    case Track::kStep: return "step";
-    case Track::kCompute: return "compute";
-    case Track::kPipeline: return "comm: pipeline";
-    case Track::kDataParallel: return "comm: dp buckets";
-    case Track::kTensorParallel: return "comm: tp";
-    case Track::kCollective: return "comm: loss sum";
-    case Track::kData: return "data";
-    case Track::kCheckpoint: return "checkpoint";
-    case Track::kCheckpointWriter: return "checkpoint writer";
+    case Track::kStep:
+      return "step";
+    case Track::kCompute:
+      return "compute";
+    case Track::kPipeline:
+      return "comm: pipeline";
+    case Track::kDataParallel:
+      return "comm: dp buckets";
+    case Track::kTensorParallel:
+      return "comm: tp";
+    case Track::kCollective:
+      return "comm: loss sum";
+    case Track::kData:
+      return "data";
+    case Track::kCheckpoint:
+      return "checkpoint";
+    case Track::kCheckpointWriter:
+      return "checkpoint writer";
   }
   return "other";
 }

@@ -31,14 +31,14 @@ namespace tessera::trace {
 // The track (a Chrome "tid") an event is drawn on: one per activity, so that communication a rank waits for
 // shows under its compute, and the pipeline bubble as the gaps on the compute track.
 enum class Track : int {
-  kStep = 0,            // the step, validation
-  kCompute = 1,         // forward, backward, gradient norm, optimizer
-  kPipeline = 2,        // pipeline sends, receives and their waits; the tied-gradient exchange
-  kDataParallel = 3,    // DP bucket collectives: launch, wait; ZeRO-1's all-gather
-  kTensorParallel = 4,  // TP all-reduces inside forward and backward
-  kCollective = 5,      // the step's loss sum
-  kData = 6,            // loading micro-batches
-  kCheckpoint = 7,      // checkpoint save and publish on the main thread
+  kStep = 0,              // the step, validation
+  kCompute = 1,           // forward, backward, gradient norm, optimizer
+  kPipeline = 2,          // pipeline sends, receives and their waits; the tied-gradient exchange
+  kDataParallel = 3,      // DP bucket collectives: launch, wait; ZeRO-1's all-gather
+  kTensorParallel = 4,    // TP all-reduces inside forward and backward
+  kCollective = 5,        // the step's loss sum
+  kData = 6,              // loading micro-batches
+  kCheckpoint = 7,        // checkpoint save and publish on the main thread
   kCheckpointWriter = 8,  // the asynchronous checkpoint writer thread
 };
 constexpr int kTrackCount = 9;

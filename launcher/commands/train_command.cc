@@ -1,6 +1,6 @@
 // `tessera train --config FILE [--set k=v]... [--run-dir DIR] [--resume latest|auto|PATH] [--init-from PATH]
-// [--trace-steps A:B]`: the training loop. One human line per logged step and the run's metrics.jsonl come from world rank 0 only.
-// Checkpoints: see launcher/checkpoints/checkpoint.h.
+// [--trace-steps A:B]`: the training loop. One human line per logged step and the run's metrics.jsonl come from world
+// rank 0 only. Checkpoints: see launcher/checkpoints/checkpoint.h.
 //
 // A run directory that already holds a run (metrics.jsonl, or anything in checkpoints/) is never started over:
 // without --resume the job is refused (exit 2) before anything in it changes. `--resume auto` is an alias of
@@ -120,10 +120,10 @@ int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
   // "auto" and "latest" are the same (see the top of this file).
   const std::string resume_spec = cli.get("--resume", "") == "auto" ? "latest" : cli.get("--resume", "");
   std::string config_source;
-  config::JobConfig config =
-      cli.has("--config") ? load_job_config(cli.get("--config"), overrides)
-                          : config_from_checkpoint(resume_spec, cli.get("--run-dir", ""), overrides, "--resume",
-                                                   /*keep_layout=*/true, &config_source);
+  config::JobConfig config = cli.has("--config")
+                                 ? load_job_config(cli.get("--config"), overrides)
+                                 : config_from_checkpoint(resume_spec, cli.get("--run-dir", ""), overrides, "--resume",
+                                                          /*keep_layout=*/true, &config_source);
   if (cli.has("--run-dir")) config.mutable_logging()->set_run_dir(cli.get("--run-dir"));
 
   Job job = build_job(config, mpi, env);

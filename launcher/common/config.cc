@@ -859,8 +859,7 @@ bool parse_step_range(const std::string& text, int* first, int* last) {
     return error == std::errc() && end == digits.data() + digits.size();
   };
   const std::string_view view(text);
-  return parse(view.substr(0, colon), first) && parse(view.substr(colon + 1), last) && *first >= 1 &&
-         *first <= *last;
+  return parse(view.substr(0, colon), first) && parse(view.substr(colon + 1), last) && *first >= 1 && *first <= *last;
 }
 
 }  // namespace tessera

@@ -27,12 +27,23 @@ std::string xml_escape(const std::string& s) {
   std::string out;
   for (char c : s) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&apos;"; break;
-      default: out += c;
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&apos;";
+        break;
+      default:
+        out += c;
     }
   }
   return out;
@@ -121,22 +132,25 @@ void draw_panel(std::ostringstream& svg, double top, const char* y_label, const 
     svg << "<line x1=\"" << fixed(at, 1) << "\" y1=\"" << fixed(top, 1) << "\" x2=\"" << fixed(at, 1) << "\" y2=\""
         << fixed(bottom + 5, 1) << "\" stroke=\"#e3e3e3\"/>\n";
     svg << "<text class=\"tick\" x=\"" << fixed(at, 1) << "\" y=\"" << fixed(bottom + 18, 1)
-        << "\" text-anchor=\"middle\">" << xml_escape(tick_label(v, x.step, std::max(std::abs(x.lo), std::abs(x.hi)))) << "</text>\n";
+        << "\" text-anchor=\"middle\">" << xml_escape(tick_label(v, x.step, std::max(std::abs(x.lo), std::abs(x.hi))))
+        << "</text>\n";
   }
   for (int i = 0; y.lo + i * y.step <= y.hi + y.step * 1e-6; ++i) {
     const double v = y.lo + i * y.step, at = py(v);
     svg << "<line x1=\"" << fixed(left - 5, 1) << "\" y1=\"" << fixed(at, 1) << "\" x2=\"" << fixed(right, 1)
         << "\" y2=\"" << fixed(at, 1) << "\" stroke=\"#e3e3e3\"/>\n";
     svg << "<text class=\"tick\" x=\"" << fixed(left - 8, 1) << "\" y=\"" << fixed(at + 4, 1)
-        << "\" text-anchor=\"end\">" << xml_escape(tick_label(v, y.step, std::max(std::abs(y.lo), std::abs(y.hi)))) << "</text>\n";
+        << "\" text-anchor=\"end\">" << xml_escape(tick_label(v, y.step, std::max(std::abs(y.lo), std::abs(y.hi))))
+        << "</text>\n";
   }
   svg << "<rect x=\"" << fixed(left, 1) << "\" y=\"" << fixed(top, 1) << "\" width=\"" << fixed(right - left, 1)
       << "\" height=\"" << fixed(bottom - top, 1) << "\" fill=\"none\" stroke=\"#444444\"/>\n";
   svg << "<text class=\"axis-label\" x=\"" << fixed((left + right) / 2, 1) << "\" y=\"" << fixed(bottom + 34, 1)
       << "\" text-anchor=\"middle\">step</text>\n";
   const double mid = (top + bottom) / 2;
-  svg << "<text class=\"axis-label\" x=\"18\" y=\"" << fixed(mid, 1) << "\" text-anchor=\"middle\" transform=\"rotate(-90 18 "
-      << fixed(mid, 1) << ")\">" << xml_escape(y_label) << "</text>\n";
+  svg << "<text class=\"axis-label\" x=\"18\" y=\"" << fixed(mid, 1)
+      << "\" text-anchor=\"middle\" transform=\"rotate(-90 18 " << fixed(mid, 1) << ")\">" << xml_escape(y_label)
+      << "</text>\n";
 
   for (const Line& line : lines) {
     const RunSeries::Series& s = *line.series;
@@ -192,9 +206,10 @@ RunSeries read_run_series(const std::string& metrics_path) {
     TS_CHECK(row.type() == Json::Type::kObject && number_of(row, "step", &step), DataError, where,
              ": not a metrics row (a JSON object with a numeric \"step\")");
     ++series.rows;
-    const std::pair<const char*, RunSeries::Series*> keys[] = {
-        {"loss", &series.loss}, {"val_loss", &series.val_loss}, {"lr", &series.lr},
-        {"tokens_per_s", &series.tokens_per_s}};
+    const std::pair<const char*, RunSeries::Series*> keys[] = {{"loss", &series.loss},
+                                                               {"val_loss", &series.val_loss},
+                                                               {"lr", &series.lr},
+                                                               {"tokens_per_s", &series.tokens_per_s}};
     for (const auto& [key, target] : keys) {
       double value = 0;
       if (!number_of(row, key, &value)) continue;
@@ -237,8 +252,7 @@ std::string run_plot_svg(const RunSeries& series, const std::string& title) {
   top += kPanelHeight + kGap;
   draw_panel(svg, top, "learning rate", {{&series.lr, "lr", "learning rate", kLrColor, false}}, x, true);
   top += kPanelHeight + kGap;
-  draw_panel(svg, top, "tokens/s", {{&series.tokens_per_s, "tokens_per_s", "tokens/s", kSpeedColor, false}}, x,
-             true);
+  draw_panel(svg, top, "tokens/s", {{&series.tokens_per_s, "tokens_per_s", "tokens/s", kSpeedColor, false}}, x, true);
   svg << "</svg>\n";
   return svg.str();
 }

@@ -29,7 +29,8 @@ RunSeries read_run_series(const std::string& metrics_path);
 std::string run_plot_svg(const RunSeries& series, const std::string& title);
 
 // Reads RUN_DIR/metrics.jsonl and writes its SVG to out_path (atomically: a reader never sees half a file).
-// Returns the number of rows drawn. Throws as read_run_series, and CheckpointError (durable_file.h) when out_path cannot be written.
+// Returns the number of rows drawn. Throws as read_run_series, and CheckpointError (durable_file.h) when out_path
+// cannot be written.
 int write_run_plot(const std::string& run_dir, const std::string& out_path);
 
 }  // namespace tessera

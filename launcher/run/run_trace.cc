@@ -51,8 +51,8 @@ std::string rank_file_text(const std::vector<trace::Event>& events, int rank, co
     } else {
       // Async ids are global in Chrome's format: make them unique per rank and step.
       const std::string id = str_cat("\"", rank, ".", e.step, ".", e.async_id, "\"");
-      lines.push_back(str_cat("{", common, ", \"ph\": \"b\", \"id\": ", id, ", \"ts\": ", e.ts_us, ", \"args\": ",
-                              args, "}"));
+      lines.push_back(
+          str_cat("{", common, ", \"ph\": \"b\", \"id\": ", id, ", \"ts\": ", e.ts_us, ", \"args\": ", args, "}"));
       lines.push_back(str_cat("{", common, ", \"ph\": \"e\", \"id\": ", id, ", \"ts\": ", e.ts_us + e.dur_us, "}"));
     }
   }
@@ -110,9 +110,10 @@ void RunTrace::write_and_merge() {
   if (rank != 0) return;
   try {
     const size_t merged = merge();
-    std::printf("trace of steps %d-%d: %s/trace.json (%zu events, %d rank(s)); open it in ui.perfetto.dev or "
-                "chrome://tracing\n",
-                first_, last_, trace_dir_.c_str(), merged, world_.size());
+    std::printf(
+        "trace of steps %d-%d: %s/trace.json (%zu events, %d rank(s)); open it in ui.perfetto.dev or "
+        "chrome://tracing\n",
+        first_, last_, trace_dir_.c_str(), merged, world_.size());
   } catch (const Error& e) {
     std::printf("warning: the trace files in %s were not merged: %s\n", trace_dir_.c_str(), e.what());
   }
