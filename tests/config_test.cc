@@ -447,6 +447,11 @@ TEST(ValidateJobConfig, EveryRuleNamesItsField) {
       {{"logging.eval_every=-1"}, "logging.eval_every (-1) must be >= 0"},
       {{"logging.eval_batches=0"}, "logging.eval_batches (0) must be >= 1"},
       {{"logging.run_dir="}, "logging.run_dir is empty"},
+      {{"logging.trace_steps=3:2"}, "logging.trace_steps (--trace-steps) is '3:2': give FIRST:LAST"},
+      {{"logging.trace_steps=0:1"}, "logging.trace_steps (--trace-steps) is '0:1'"},
+      {{"logging.trace_steps=2"}, "logging.trace_steps (--trace-steps) is '2'"},
+      {{"logging.trace_steps=2:x"}, "logging.trace_steps (--trace-steps) is '2:x'"},
+      {{"logging.trace_steps=-1:3"}, "logging.trace_steps (--trace-steps) is '-1:3'"},
       {{"data.mock=false", "data.train_prefix=data/x", "logging.eval_every=5"},
        "logging.eval_every (5) asks for validation, but data.valid_prefix is not set"},
   };
@@ -468,12 +473,28 @@ TEST(ValidateJobConfig, ValidVariantsPass) {
       {"train.grad_clip=0", "optimizer.weight_decay=0", "optimizer.beta1=0", "parallel.zero_stage=1"},
       {"parallel.zero_stage=1", "parallel.dp_bucket_mb=0.001"},
       {"train.seq_len=1", "model.max_seq_len=1"},
+      {"logging.trace_steps=2:3"},
+      {"logging.trace_steps=5:5"},
+      {"logging.trace_steps="},  // empty: no trace
   };
   for (const auto& overrides : cases) {
     SCOPED_TRACE(overrides.back());
     config::JobConfig job = small_job();
     for (const char* assignment : overrides) apply_override(job, assignment);
     EXPECT_NO_THROW(validate_job_config(job));
+  }
+}
+
+TEST(ParseStepRange, FirstAndLastInclusive) {
+  int first = 0, last = 0;
+  EXPECT_TRUE(parse_step_range("2:3", &first, &last));
+  EXPECT_EQ(first, 2);
+  EXPECT_EQ(last, 3);
+  EXPECT_TRUE(parse_step_range("7:7", &first, &last));
+  EXPECT_EQ(first, 7);
+  EXPECT_EQ(last, 7);
+  for (const char* bad : {"", ":", "3", "3:", ":3", "0:2", "4:3", "1:2:3", " 1:2", "1:2 ", "+1:2", "1:99999999999"}) {
+    EXPECT_FALSE(parse_step_range(bad, &first, &last)) << bad;
   }
 }
 

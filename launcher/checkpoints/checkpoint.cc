@@ -14,6 +14,7 @@
 #include <random>
 
 #include "core/check.h"
+#include "core/trace.h"
 #include "launcher/checkpoints/checkpoint_manifest.h"
 #include "launcher/common/config.h"
 #include "launcher/common/durable_file.h"
@@ -316,6 +317,10 @@ void Checkpointer::crash_during_save(int64_t step, SaveCrashPoint point) {
 }
 
 void Checkpointer::write_shard(Pending& pending, const std::vector<const float*>& host) {
+  // The background writer's span goes on a track of its own: it runs while the main thread trains on.
+  trace::Span span(options_.async() ? trace::Track::kCheckpointWriter : trace::Track::kCheckpoint, "checkpoint",
+                   "write shard");
+  if (span.on()) span.arg("checkpoint_step", pending.step);
   const double start = now_s();
   std::vector<ShardWriteItem> items;
   for (const SliceWrite& write : writes_) items.push_back({write.slice, host[write.piece], write.runs});
@@ -353,6 +358,8 @@ void Checkpointer::write_shard(Pending& pending, const std::vector<const float*>
 }
 
 void Checkpointer::save(int64_t step) {
+  trace::Span span(trace::Track::kCheckpoint, "checkpoint", "checkpoint save");
+  if (span.on()) span.name(str_cat("checkpoint save step ", step)).arg("checkpoint_step", step);
   if (pending_) {
     publish(*pending_);
     pending_.reset();
@@ -391,6 +398,8 @@ void Checkpointer::save(int64_t step) {
 }
 
 void Checkpointer::publish(Pending& pending) {
+  trace::Span span(trace::Track::kCheckpoint, "checkpoint", "checkpoint publish");
+  if (span.on()) span.arg("checkpoint_step", pending.step);
   const double enter = now_s();
   if (pending.writer.joinable()) pending.writer.join();
   const double wait_s = now_s() - enter;

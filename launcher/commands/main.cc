@@ -26,11 +26,12 @@ constexpr const char* kUsage =
     "  prepare  --input FILE... --out PREFIX (--tokenizer-out PATH.model --vocab-size N | --tokenizer PATH.model)\n"
     "           train a SentencePiece BPE tokenizer and write Megatron-format token shards\n"
     "  train    --config FILE.textproto [--set field=value]... [--run-dir DIR] [--resume latest|auto|PATH]\n"
-    "           [--init-from PATH]\n"
+    "           [--init-from PATH] [--trace-steps A:B]\n"
     "           train a GPT or Llama (run under mpirun for several ranks); --resume continues from a\n"
     "           checkpoint in any layout (latest, or its alias auto: the run directory's newest checkpoint,\n"
     "           step 0 if it has none); a run directory that holds a run is refused without --resume;\n"
-    "           --init-from starts a new run from a checkpoint's weights\n"
+    "           --init-from starts a new run from a checkpoint's weights; --trace-steps writes a\n"
+    "           Chrome/Perfetto trace of steps A to B to RUN_DIR/trace/trace.json\n"
     "  eval     --checkpoint PATH|RUN_DIR [--data PREFIX [--max-tokens N]] [--task FILE.jsonl\n"
     "           [--per-example FILE]] [--json] [--set field=value]...\n"
     "           mean loss and perplexity of a checkpoint over a dataset, accuracy on a multiple-choice\n"
@@ -47,6 +48,9 @@ constexpr const char* kUsage =
     "  generate --checkpoint PATH|RUN_DIR (--prompt TEXT | --prompt-ids 5,17,3 | --prompts-file F)\n"
     "           [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--json] [--set k=v]...\n"
     "           generate text with a KV cache, on one rank or under mpirun in a TP/PP layout\n"
+    "  plot     RUN_DIR [--out FILE.svg]\n"
+    "           draw a run's loss, validation loss, learning rate and tokens/s over steps as an SVG\n"
+    "           (RUN_DIR/plot.svg; train writes it at the end of every run too)\n"
     "  bench    [--shape tiny|llama-tiny|gpt2-124m|llama-1b] [--steps N] [--no-dp-overlap] [--set field=value]...\n"
     "           measure training throughput on generated data\n"
     "\n"
@@ -80,11 +84,13 @@ int main(int argc, char** argv) {
   const std::string command = argv[1];
   const std::vector<std::string> args(argv + 2, argv + argc);
 
-  if (command == "prepare" || command == "inspect" || command == "import" || command == "export") {
+  if (command == "prepare" || command == "inspect" || command == "import" || command == "export" ||
+      command == "plot") {
     try {
       if (command == "inspect") return inspect_command(args);
       if (command == "import") return import_command(args);
       if (command == "export") return export_command(args);
+      if (command == "plot") return plot_command(args);
       return prepare_command(args);
     } catch (const ConfigError& e) {
       report(command.c_str(), "", "error", e.what());

@@ -1,6 +1,6 @@
-// `tessera train --config FILE [--set k=v]... [--run-dir DIR] [--resume latest|auto|PATH] [--init-from PATH]`: the
-// training loop. One human line per logged step and the run's metrics.jsonl come from world rank 0 only.
-// Checkpoints: see launcher/checkpoints/checkpoint.h.
+// `tessera train --config FILE [--set k=v]... [--run-dir DIR] [--resume latest|auto|PATH] [--init-from PATH]
+// [--trace-steps A:B]`: the training loop. One human line per logged step and the run's metrics.jsonl come from world
+// rank 0 only. Checkpoints: see launcher/checkpoints/checkpoint.h.
 //
 // A run directory that already holds a run (metrics.jsonl, or anything in checkpoints/) is never started over:
 // without --resume the job is refused (exit 2) before anything in it changes. `--resume auto` is an alias of
@@ -9,7 +9,8 @@
 //
 // What a person watches: rank 0's console is copied to RUN_DIR/train.log (appended on resume), every step's
 // metrics go to metrics.jsonl (with "time", Unix seconds, and "tokens" seen so far) and, as scalars, to a
-// TensorBoard event file in RUN_DIR/tensorboard/.
+// TensorBoard event file in RUN_DIR/tensorboard/; at the end, RUN_DIR/plot.svg draws them (run_plot.h).
+// --trace-steps A:B (logging.trace_steps) traces steps A to B into RUN_DIR/trace/ (run_trace.h).
 //
 // --init-from starts a new run from another run's weights only (fine-tuning): AdamW's moments at zero, step 0,
 // this job's data, batch and order. With --resume latest as well, a checkpoint of this run takes precedence, so
@@ -25,6 +26,7 @@
 
 #include "cluster/process_env.h"
 #include "core/check.h"
+#include "core/trace.h"
 #include "launcher/checkpoints/checkpoint.h"
 #include "launcher/checkpoints/checkpoint_manifest.h"
 #include "launcher/checkpoints/elastic_layout.h"
@@ -43,6 +45,8 @@
 #include "launcher/run/job.h"
 #include "launcher/run/multiple_choice.h"
 #include "launcher/run/run_dir.h"
+#include "launcher/run/run_plot.h"
+#include "launcher/run/run_trace.h"
 #include "launcher/run/tensorboard_writer.h"
 #include "launcher/run/throughput.h"
 #include "models/registry.h"
@@ -104,8 +108,11 @@ void refuse_existing_run(const std::string& run_dir, ProcessGroup& world) {
 int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, const ProcessEnv& env) {
   CliArgs cli("train", args,
               {"--config", "--set", "--run-dir", "--resume", "--init-from", "--debug-kill-during-save",
-               "--debug-fail-shard-write", "--debug-inject-loss-spike"},
+               "--debug-fail-shard-write", "--debug-inject-loss-spike", "--trace-steps"},
               {}, {"--set"});
+  // --trace-steps A:B is logging.trace_steps, validated with the rest of the config.
+  std::vector<std::string> overrides = cli.all("--set");
+  if (cli.has("--trace-steps")) overrides.push_back("logging.trace_steps=" + cli.get("--trace-steps"));
   TS_CHECK(!cli.has("--init-from") || cli.has("--config"), ConfigError,
            "--init-from needs --config FILE.textproto: the new run's job (its data, batch and schedule)");
   TS_CHECK(cli.has("--config") || cli.has("--resume"), ConfigError,
@@ -114,10 +121,10 @@ int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
   // "auto" and "latest" are the same (see the top of this file).
   const std::string resume_spec = cli.get("--resume", "") == "auto" ? "latest" : cli.get("--resume", "");
   std::string config_source;
-  config::JobConfig config =
-      cli.has("--config") ? load_job_config(cli.get("--config"), cli.all("--set"))
-                          : config_from_checkpoint(resume_spec, cli.get("--run-dir", ""), cli.all("--set"), "--resume",
-                                                   /*keep_layout=*/true, &config_source);
+  config::JobConfig config = cli.has("--config")
+                                 ? load_job_config(cli.get("--config"), overrides)
+                                 : config_from_checkpoint(resume_spec, cli.get("--run-dir", ""), overrides, "--resume",
+                                                          /*keep_layout=*/true, &config_source);
   if (cli.has("--run-dir")) config.mutable_logging()->set_run_dir(cli.get("--run-dir"));
   // A checkpoint written by another number of ranks continues in the layout that fits this world
   // (Note [Elastic layout] in launcher/checkpoints/elastic_layout.h).
@@ -213,11 +220,18 @@ int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
   const double tokens_per_step = static_cast<double>(train.global_batch()) * train.seq_len();
   const double peak_tflops = describe_device(*job.backend).bf16_peak_tflops;
   const bool on_gpu = job.backend->device() == Device::kCuda;
+  const GridCoord coord = RankGrid(job.layout.tp, job.layout.pp, job.layout.dp).coord(job.world_rank);
+  RunTrace run_trace(run_dir, logging.trace_steps(), *job.groups.world,
+                     str_cat("rank ", job.world_rank, " (tp ", coord.tp, ", pp ", coord.pp, ", dp ", coord.dp, ")"));
   const auto run_start = Clock::now();
   double first_loss = NAN, last_loss = NAN, best_val = INFINITY;
   int best_val_step = -1, consecutive_skips = 0, skipped_total = 0;
   int steps_done = start_step;
   for (int step = start_step; step < train.steps(); ++step) {
+    run_trace.before_step(step + 1);
+    // The whole step on a track of its own: the training step, validation, the checkpoint save.
+    std::optional<trace::Span> step_span(std::in_place, trace::Track::kStep, "step", "step");
+    if (step_span->on()) step_span->name(str_cat("step ", step + 1));
     const auto step_start = Clock::now();
     StepResult r = job.trainer->train_step(step, *data.train);
     const double seconds = seconds_since(step_start);
@@ -291,9 +305,13 @@ int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
              r.grad_norm, r.spike ? ", a spike above train.spike_zscore" : ", not finite",
              "): training diverged. Lower optimizer.lr or set train.grad_clip",
              r.spike ? ", raise train.spike_zscore, or look at the data of these steps." : ".");
-    if (checkpointer.after_step(step + 1, last)) break;  // a stop signal: saved (save_on_exit), leave
+    const bool stop = checkpointer.after_step(step + 1, last);  // a stop signal: saved (save_on_exit), leave
+    step_span.reset();
+    run_trace.after_step(step + 1);
+    if (stop) break;
   }
   checkpointer.finish();
+  run_trace.finish();
 
   const bool stopped = checkpointer.stop_signal() != 0 && steps_done < train.steps();
   if (log && stopped) {
@@ -311,7 +329,15 @@ int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
     std::printf("\n");
     const std::string memory = memory_report(*job.backend);
     if (!memory.empty()) std::printf("%s (rank 0)\n", memory.c_str());
-    std::printf("run directory: %s (config.textproto, metrics.jsonl, train.log, tensorboard/)\n", run_dir.c_str());
+    // The picture of the run (a few hundred kB at most, milliseconds to draw). A failure to write it does not
+    // fail a run whose steps and checkpoints are done: it is reported, and `tessera plot` draws it again.
+    try {
+      write_run_plot(run_dir, run_dir + "/plot.svg");
+    } catch (const Error& e) {
+      std::printf("warning: no plot.svg: %s\n", e.what());
+    }
+    std::printf("run directory: %s (config.textproto, metrics.jsonl, train.log, tensorboard/, plot.svg)\n",
+                run_dir.c_str());
     std::fflush(stdout);
   }
   return stopped ? kExitStoppedBySignal : kExitSuccess;

@@ -37,6 +37,10 @@ void apply_override(config::JobConfig& job, const std::string& assignment);
 // line, in a single ConfigError.
 void validate_job_config(const config::JobConfig& job);
 
+// logging.trace_steps: "A:B" with 1 <= A <= B (decimal integers) gives first = A, last = B and true; anything else
+// false. Pure.
+bool parse_step_range(const std::string& text, int* first, int* last);
+
 // How a job's ranks are arranged. world size = tp * pp * dp.
 struct Layout {
   int tp = 1;
