@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(build-essential cmake pkg-config libopenmpi-dev openmpi-bin libhdf5-openmpi-dev hdf5-tools
           libprotobuf-dev protobuf-compiler libopenblas-openmp-dev libsentencepiece-dev libgtest-dev
-          python3-numpy python3-h5py)
+          libxxhash-dev nlohmann-json3-dev libfmt-dev xxhash python3-numpy python3-h5py)
 if [[ "${1:-}" == "--with-corpus" ]]; then
   packages+=(fortunes)
 fi

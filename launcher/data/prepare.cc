@@ -5,6 +5,7 @@
 // batch of documents plus what SentencePiece keeps for training.
 #include "launcher/data/prepare.h"
 
+#include <fmt/format.h>
 #include <sentencepiece_processor.h>
 #include <sentencepiece_trainer.h>
 
@@ -154,10 +155,9 @@ class DocumentReader {
         continue;
       }
       if (invalid_utf8_ == InvalidUtf8::kError) {
-        char bytes[64] = "";
+        std::string bytes;
         for (size_t k = 0; k < 4 && i + k < line.size(); ++k) {
-          std::snprintf(bytes + std::strlen(bytes), sizeof(bytes) - std::strlen(bytes), "%s0x%02x", k ? " " : "",
-                        static_cast<unsigned char>(line[i + k]));
+          bytes += fmt::format("{}0x{:02x}", k ? " " : "", static_cast<unsigned char>(line[i + k]));
         }
         TS_CHECK(false, DataError, current_path_, ": not valid UTF-8 at byte offset ",
                  offset_ + static_cast<int64_t>(i), " (line ", line_number_, ", bytes ", bytes,
@@ -692,43 +692,32 @@ int prepare_command(const std::vector<std::string>& args) {
 
   const PrepareSummary s = run_prepare(options);
   auto percent = [&](int64_t part) { return s.documents > 0 ? 100.0 * part / s.documents : 0.0; };
-  char line[512];
-  std::snprintf(line, sizeof(line), "prepared %lld %s (%.1f MB of text) from %zu input file%s in %.1f s\n",
-                static_cast<long long>(s.documents), options.format == "sft" ? "conversations" : "documents",
-                s.text_bytes / 1e6, options.inputs.size(), options.inputs.size() == 1 ? "" : "s", s.total_seconds);
-  std::cout << line;
+  // fmt::format: a summary line is as long as its paths, with no buffer to cut it short.
+  std::cout << fmt::format("prepared {} {} ({:.1f} MB of text) from {} input file{} in {:.1f} s\n", s.documents,
+                           options.format == "sft" ? "conversations" : "documents", s.text_bytes / 1e6,
+                           options.inputs.size(), options.inputs.size() == 1 ? "" : "s", s.total_seconds);
   if (s.invalid_utf8 > 0) {
-    std::snprintf(line, sizeof(line), "  %lld invalid UTF-8 sequence(s) %s (--invalid-utf8 %s)\n",
-                  static_cast<long long>(s.invalid_utf8),
-                  options.invalid_utf8 == InvalidUtf8::kReplace ? "replaced by U+FFFD" : "skipped",
-                  options.invalid_utf8 == InvalidUtf8::kReplace ? "replace" : "skip");
-    std::cout << line;
+    std::cout << fmt::format("  {} invalid UTF-8 sequence(s) {} (--invalid-utf8 {})\n", s.invalid_utf8,
+                             options.invalid_utf8 == InvalidUtf8::kReplace ? "replaced by U+FFFD" : "skipped",
+                             options.invalid_utf8 == InvalidUtf8::kReplace ? "replace" : "skip");
   }
   if (s.trained_tokenizer) {
-    std::snprintf(line, sizeof(line), "  tokenizer: %s (trained, vocab %d, %.1f s)\n", s.tokenizer_path.c_str(),
-                  s.vocab_size, s.tokenizer_seconds);
+    std::cout << fmt::format("  tokenizer: {} (trained, vocab {}, {:.1f} s)\n", s.tokenizer_path, s.vocab_size,
+                             s.tokenizer_seconds);
   } else {
-    std::snprintf(line, sizeof(line), "  tokenizer: %s (vocab %d)\n", s.tokenizer_path.c_str(), s.vocab_size);
+    std::cout << fmt::format("  tokenizer: {} (vocab {})\n", s.tokenizer_path, s.vocab_size);
   }
-  std::cout << line;
-  std::snprintf(line, sizeof(line), "  train: %lld documents (%.1f%%), %lld tokens -> %s.{bin,idx}\n",
-                static_cast<long long>(s.train_documents), percent(s.train_documents),
-                static_cast<long long>(s.train_tokens), s.train_prefix.c_str());
-  std::cout << line;
-  std::snprintf(line, sizeof(line), "  valid: %lld documents (%.1f%%), %lld tokens -> %s.{bin,idx}\n",
-                static_cast<long long>(s.valid_documents), percent(s.valid_documents),
-                static_cast<long long>(s.valid_tokens), s.valid_prefix.c_str());
-  std::cout << line;
+  std::cout << fmt::format("  train: {} documents ({:.1f}%), {} tokens -> {}.{{bin,idx}}\n", s.train_documents,
+                           percent(s.train_documents), s.train_tokens, s.train_prefix);
+  std::cout << fmt::format("  valid: {} documents ({:.1f}%), {} tokens -> {}.{{bin,idx}}\n", s.valid_documents,
+                           percent(s.valid_documents), s.valid_tokens, s.valid_prefix);
   if (options.format == "sft") {
-    std::snprintf(line, sizeof(line),
-                  "  loss mask: %lld counted tokens (responses and their EOS) -> %s_mask and %s_mask\n",
-                  static_cast<long long>(s.loss_tokens), s.train_prefix.c_str(), s.valid_prefix.c_str());
-    std::cout << line;
+    std::cout << fmt::format("  loss mask: {} counted tokens (responses and their EOS) -> {}_mask and {}_mask\n",
+                             s.loss_tokens, s.train_prefix, s.valid_prefix);
   }
   if (s.mc_task_examples > 0) {
-    std::snprintf(line, sizeof(line), "  task: %lld multiple-choice examples from validation documents -> %s\n",
-                  static_cast<long long>(s.mc_task_examples), options.mc_task_out.c_str());
-    std::cout << line;
+    std::cout << fmt::format("  task: {} multiple-choice examples from validation documents -> {}\n",
+                             s.mc_task_examples, options.mc_task_out);
   }
   std::cout << std::flush;
   return 0;
