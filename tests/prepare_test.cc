@@ -18,7 +18,7 @@
 
 #include "core/check.h"
 #include "launcher/common/human_format.h"
-#include "launcher/common/json.h"
+#include "launcher/common/json_io.h"
 #include "launcher/data/indexed_dataset.h"
 #include "launcher/data/splitmix64.h"
 #include "tests/run_command.h"
@@ -390,10 +390,10 @@ std::string jsonl(const std::vector<std::string>& documents, const std::string& 
   std::string text;
   for (size_t i = 0; i < documents.size(); ++i) {
     Json line = Json::object();
-    line.set("id", static_cast<int64_t>(i));
-    line.set(key, documents[i]);
-    line.set("source", "test");
-    text += line.dump() + "\n";
+    line["id"] = static_cast<int64_t>(i);
+    line[key] = documents[i];
+    line["source"] = "test";
+    text += dump_json(line) + "\n";
   }
   return text;
 }

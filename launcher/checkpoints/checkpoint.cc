@@ -1,6 +1,7 @@
 // Saving and resuming: the collective protocol around shard files and manifests.
 #include "launcher/checkpoints/checkpoint.h"
 
+#include <fmt/format.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -16,12 +17,12 @@
 #include "core/check.h"
 #include "core/trace.h"
 #include "launcher/checkpoints/checkpoint_manifest.h"
+#include "launcher/common/checksum.h"
 #include "launcher/common/config.h"
 #include "launcher/common/durable_file.h"
 #include "launcher/common/human_format.h"
 #include "launcher/common/progress.h"
 #include "launcher/common/stop_signal.h"
-#include "launcher/common/xxhash64.h"
 
 namespace tessera {
 
@@ -271,9 +272,7 @@ Checkpointer::Checkpointer(Job& job, const DataSources& data, std::string run_di
   std::string token;
   if (world.rank() == 0) {
     std::random_device entropy;
-    char text[16];
-    std::snprintf(text, sizeof(text), "%08x", static_cast<unsigned>(entropy() ^ static_cast<unsigned>(::getpid())));
-    token = text;
+    token = fmt::format("{:08x}", entropy() ^ static_cast<unsigned>(::getpid()));
   }
   token_ = broadcast_bytes(world, token, 0);
   coord_.tp = job.groups.tp->rank();

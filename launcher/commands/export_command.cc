@@ -18,11 +18,11 @@
 #include "launcher/checkpoints/checkpoint_shard.h"
 #include "launcher/commands/cli_args.h"
 #include "launcher/commands/commands.h"
+#include "launcher/common/checksum.h"
 #include "launcher/common/config.h"
 #include "launcher/common/human_format.h"
 #include "launcher/common/progress.h"
 #include "launcher/common/regular_file.h"
-#include "launcher/common/xxhash64.h"
 #include "launcher/interop/hf_directory.h"
 #include "models/registry.h"
 

@@ -18,8 +18,8 @@
 #include "launcher/checkpoints/checkpoint_manifest.h"
 #include "launcher/commands/cli_args.h"
 #include "launcher/commands/commands.h"
+#include "launcher/common/checksum.h"
 #include "launcher/common/human_format.h"
-#include "launcher/common/xxhash64.h"
 
 namespace tessera {
 

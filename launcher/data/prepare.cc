@@ -7,6 +7,7 @@
 // (launcher/common/progress.h).
 #include "launcher/data/prepare.h"
 
+#include <fmt/format.h>
 #include <sentencepiece_processor.h>
 #include <sentencepiece_trainer.h>
 #include <unistd.h>
@@ -28,7 +29,7 @@
 
 #include "core/check.h"
 #include "launcher/common/human_format.h"
-#include "launcher/common/json.h"
+#include "launcher/common/json_io.h"
 #include "launcher/common/progress.h"
 #include "launcher/common/regular_file.h"
 #include "launcher/data/chat_template.h"
@@ -119,28 +120,25 @@ std::string jsonl_text(const std::string& line, const std::string& key, const st
   } catch (const DataError& e) {
     TS_CHECK(false, DataError, e.what(), hint);
   }
-  static const char* const kTypeNames[] = {"null", "boolean", "number", "string", "array", "object"};
-  const char* type = kTypeNames[static_cast<int>(value.type())];
-  TS_CHECK(value.type() == Json::Type::kObject, DataError, where, ": a JSON ", type, ", not an object", hint,
+  TS_CHECK(value.is_object(), DataError, where, ": a JSON ", value.type_name(), ", not an object", hint,
            ", with the text under \"", key, "\" (--text-key)");
-  const Json* text = value.find(key);
-  if (text == nullptr) {
+  const auto text = value.find(key);
+  if (text == value.end()) {
     std::string keys;
-    for (const auto& member : value.members()) {
+    for (const auto& member : value.items()) {
       if (keys.size() > 200) {
         keys += ", ...";
         break;
       }
-      keys += (keys.empty() ? "\"" : ", \"") + member.first + "\"";
+      keys += (keys.empty() ? "\"" : ", \"") + member.key() + "\"";
     }
     TS_CHECK(false, DataError, where, ": no member \"", key, "\" in this line's object (",
              keys.empty() ? std::string("it is empty") : "it has " + keys,
              "); name the member that holds the text with --text-key NAME");
   }
-  TS_CHECK(text->type() == Json::Type::kString, DataError, where, ": \"", key, "\" is a ",
-           kTypeNames[static_cast<int>(text->type())], ", not a string of text; name the member that holds the text ",
-           "with --text-key NAME");
-  return text->as_string();
+  TS_CHECK(text->is_string(), DataError, where, ": \"", key, "\" is a ", text->type_name(),
+           ", not a string of text; name the member that holds the text with --text-key NAME");
+  return text->get<std::string>();
 }
 
 // Streams the documents of several inputs; see PrepareOptions::doc_separator and input_format for the rules.
@@ -222,10 +220,9 @@ class DocumentReader {
         continue;
       }
       if (invalid_utf8_ == InvalidUtf8::kError) {
-        char bytes[64] = "";
+        std::string bytes;
         for (size_t k = 0; k < 4 && i + k < line.size(); ++k) {
-          std::snprintf(bytes + std::strlen(bytes), sizeof(bytes) - std::strlen(bytes), "%s0x%02x", k ? " " : "",
-                        static_cast<unsigned char>(line[i + k]));
+          bytes += fmt::format("{}0x{:02x}", k ? " " : "", static_cast<unsigned char>(line[i + k]));
         }
         TS_CHECK(false, DataError, current_->name, ": not valid UTF-8 at ", reader_->gzipped() ? "uncompressed " : "",
                  "byte offset ", offset_ + static_cast<int64_t>(i), " (line ", line_number_, ", bytes ", bytes,
@@ -923,43 +920,32 @@ int prepare_command(const std::vector<std::string>& args) {
 
   const PrepareSummary s = run_prepare(options);
   auto percent = [&](int64_t part) { return s.documents > 0 ? 100.0 * part / s.documents : 0.0; };
-  char line[512];
-  std::snprintf(line, sizeof(line), "prepared %lld %s (%.1f MB of text) from %zu input file%s in %.1f s\n",
-                static_cast<long long>(s.documents), options.format == "sft" ? "conversations" : "documents",
-                s.text_bytes / 1e6, options.inputs.size(), options.inputs.size() == 1 ? "" : "s", s.total_seconds);
-  std::cout << line;
+  // fmt::format: a summary line is as long as its paths, with no buffer to cut it short.
+  std::cout << fmt::format("prepared {} {} ({:.1f} MB of text) from {} input file{} in {:.1f} s\n", s.documents,
+                           options.format == "sft" ? "conversations" : "documents", s.text_bytes / 1e6,
+                           options.inputs.size(), options.inputs.size() == 1 ? "" : "s", s.total_seconds);
   if (s.invalid_utf8 > 0) {
-    std::snprintf(line, sizeof(line), "  %lld invalid UTF-8 sequence(s) %s (--invalid-utf8 %s)\n",
-                  static_cast<long long>(s.invalid_utf8),
-                  options.invalid_utf8 == InvalidUtf8::kReplace ? "replaced by U+FFFD" : "skipped",
-                  options.invalid_utf8 == InvalidUtf8::kReplace ? "replace" : "skip");
-    std::cout << line;
+    std::cout << fmt::format("  {} invalid UTF-8 sequence(s) {} (--invalid-utf8 {})\n", s.invalid_utf8,
+                             options.invalid_utf8 == InvalidUtf8::kReplace ? "replaced by U+FFFD" : "skipped",
+                             options.invalid_utf8 == InvalidUtf8::kReplace ? "replace" : "skip");
   }
   if (s.trained_tokenizer) {
-    std::snprintf(line, sizeof(line), "  tokenizer: %s (trained, vocab %d, %.1f s)\n", s.tokenizer_path.c_str(),
-                  s.vocab_size, s.tokenizer_seconds);
+    std::cout << fmt::format("  tokenizer: {} (trained, vocab {}, {:.1f} s)\n", s.tokenizer_path, s.vocab_size,
+                             s.tokenizer_seconds);
   } else {
-    std::snprintf(line, sizeof(line), "  tokenizer: %s (vocab %d)\n", s.tokenizer_path.c_str(), s.vocab_size);
+    std::cout << fmt::format("  tokenizer: {} (vocab {})\n", s.tokenizer_path, s.vocab_size);
   }
-  std::cout << line;
-  std::snprintf(line, sizeof(line), "  train: %lld documents (%.1f%%), %lld tokens -> %s.{bin,idx}\n",
-                static_cast<long long>(s.train_documents), percent(s.train_documents),
-                static_cast<long long>(s.train_tokens), s.train_prefix.c_str());
-  std::cout << line;
-  std::snprintf(line, sizeof(line), "  valid: %lld documents (%.1f%%), %lld tokens -> %s.{bin,idx}\n",
-                static_cast<long long>(s.valid_documents), percent(s.valid_documents),
-                static_cast<long long>(s.valid_tokens), s.valid_prefix.c_str());
-  std::cout << line;
+  std::cout << fmt::format("  train: {} documents ({:.1f}%), {} tokens -> {}.{{bin,idx}}\n", s.train_documents,
+                           percent(s.train_documents), s.train_tokens, s.train_prefix);
+  std::cout << fmt::format("  valid: {} documents ({:.1f}%), {} tokens -> {}.{{bin,idx}}\n", s.valid_documents,
+                           percent(s.valid_documents), s.valid_tokens, s.valid_prefix);
   if (options.format == "sft") {
-    std::snprintf(line, sizeof(line),
-                  "  loss mask: %lld counted tokens (responses and their EOS) -> %s_mask and %s_mask\n",
-                  static_cast<long long>(s.loss_tokens), s.train_prefix.c_str(), s.valid_prefix.c_str());
-    std::cout << line;
+    std::cout << fmt::format("  loss mask: {} counted tokens (responses and their EOS) -> {}_mask and {}_mask\n",
+                             s.loss_tokens, s.train_prefix, s.valid_prefix);
   }
   if (s.mc_task_examples > 0) {
-    std::snprintf(line, sizeof(line), "  task: %lld multiple-choice examples from validation documents -> %s\n",
-                  static_cast<long long>(s.mc_task_examples), options.mc_task_out.c_str());
-    std::cout << line;
+    std::cout << fmt::format("  task: {} multiple-choice examples from validation documents -> {}\n",
+                             s.mc_task_examples, options.mc_task_out);
   }
   std::cout << std::flush;
   return 0;

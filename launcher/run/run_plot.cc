@@ -11,7 +11,7 @@
 #include "core/check.h"
 #include "launcher/common/durable_file.h"
 #include "launcher/common/human_format.h"
-#include "launcher/common/json.h"
+#include "launcher/common/json_io.h"
 
 namespace tessera {
 
@@ -182,9 +182,9 @@ void draw_panel(std::ostringstream& svg, double top, const char* y_label, const 
 
 // The value of key in row, if it is a finite number.
 bool number_of(const Json& row, const char* key, double* value) {
-  const Json* v = row.find(key);
-  if (v == nullptr || v->type() != Json::Type::kNumber || !std::isfinite(v->as_number())) return false;
-  *value = v->as_number();
+  const auto v = row.find(key);
+  if (v == row.end() || !v->is_number() || !std::isfinite(v->get<double>())) return false;
+  *value = v->get<double>();
   return true;
 }
 
@@ -203,7 +203,7 @@ RunSeries read_run_series(const std::string& metrics_path) {
     const std::string where = str_cat(metrics_path, ":", line_number);
     const Json row = parse_json(text, where);
     double step = 0;
-    TS_CHECK(row.type() == Json::Type::kObject && number_of(row, "step", &step), DataError, where,
+    TS_CHECK(row.is_object() && number_of(row, "step", &step), DataError, where,
              ": not a metrics row (a JSON object with a numeric \"step\")");
     ++series.rows;
     const std::pair<const char*, RunSeries::Series*> keys[] = {{"loss", &series.loss},

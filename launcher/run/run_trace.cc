@@ -14,14 +14,14 @@
 #include "core/trace.h"
 #include "launcher/common/config.h"
 #include "launcher/common/durable_file.h"
-#include "launcher/common/json.h"
+#include "launcher/common/json_io.h"
 #include "launcher/run/run_dir.h"
 
 namespace tessera {
 
 namespace {
 
-std::string quoted(const std::string& s) { return "\"" + json_escape(s) + "\""; }
+std::string quoted(const std::string& s) { return dump_json(Json(s)); }
 
 std::string metadata(const char* name, int pid, int tid, const std::string& args) {
   return str_cat("{\"name\": \"", name, "\", \"ph\": \"M\", \"pid\": ", pid, ", \"tid\": ", tid, ", \"args\": {", args,
@@ -125,35 +125,35 @@ size_t RunTrace::merge() const {
   for (int r = 0; r < world_.size(); ++r) {
     const std::string path = rank_file(trace_dir_, r);
     const Json file = parse_json(read_file(path), path);
-    const Json* list = file.type() == Json::Type::kObject ? file.find("traceEvents") : nullptr;
-    TS_CHECK(list != nullptr && list->type() == Json::Type::kArray, DataError, path, ": no traceEvents array");
-    for (const Json& e : list->items()) events.push_back(e);
+    TS_CHECK(file.is_object() && file.contains("traceEvents") && file["traceEvents"].is_array(), DataError, path,
+             ": no traceEvents array");
+    for (const Json& e : file["traceEvents"]) events.push_back(e);
   }
   // Times from the earliest event, so that the numbers a viewer shows stay small.
   int64_t origin = std::numeric_limits<int64_t>::max();
   for (const Json& e : events) {
-    if (const Json* ts = e.find("ts"); ts != nullptr && ts->is_integer()) origin = std::min(origin, ts->as_int());
+    if (e.contains("ts") && e["ts"].is_number_integer()) origin = std::min(origin, e["ts"].get<int64_t>());
   }
   if (origin == std::numeric_limits<int64_t>::max()) origin = 0;
   Json list = Json::array();
   size_t timed = 0;
   for (Json& e : events) {
-    if (const Json* ts = e.find("ts"); ts != nullptr && ts->is_integer()) {
-      e.set("ts", Json(ts->as_int() - origin));
+    if (e.contains("ts") && e["ts"].is_number_integer()) {
+      e["ts"] = e["ts"].get<int64_t>() - origin;
       ++timed;
     }
     list.push_back(std::move(e));
   }
   Json other = Json::object();
-  other.set("traced_steps", Json(str_cat(first_, ":", last_)));
-  other.set("ranks", Json(world_.size()));
-  other.set("clock", Json("wall clock; ts in microseconds after origin_unix_us (microseconds since the Unix epoch)"));
-  other.set("origin_unix_us", Json(origin));
+  other["traced_steps"] = str_cat(first_, ":", last_);
+  other["ranks"] = world_.size();
+  other["clock"] = "wall clock; ts in microseconds after origin_unix_us (microseconds since the Unix epoch)";
+  other["origin_unix_us"] = origin;
   Json trace = Json::object();
-  trace.set("traceEvents", std::move(list));
-  trace.set("displayTimeUnit", Json("ms"));
-  trace.set("otherData", std::move(other));
-  write_file_atomically(trace_dir_ + "/trace.json", trace.dump() + "\n");
+  trace["traceEvents"] = std::move(list);
+  trace["displayTimeUnit"] = "ms";
+  trace["otherData"] = std::move(other);
+  write_file_atomically(trace_dir_ + "/trace.json", dump_json(trace) + "\n");
   return timed;
 }
 
