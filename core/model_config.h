@@ -28,8 +28,8 @@ struct ModelConfig {
   // Storage of activations and of the parameters' compute copy: kF32, or kBF16 for mixed precision (core/backend.h,
   // Note [Precision]). Master weights, gradients and optimizer state are f32 either way.
   DType dtype = DType::kF32;
-  int n_kv_head = 0;    // key/value heads (grouped-query attention); n_head for GPT-2
-  int ffn_hidden = 0;   // MLP hidden size
+  int n_kv_head = 0;   // key/value heads (grouped-query attention); n_head for GPT-2
+  int ffn_hidden = 0;  // MLP hidden size
   float rope_theta = 10000.0f;
   bool tie_embeddings = true;  // the output head is the token embedding
   // How the model trains, not its shape: activation recomputation, and with kFull the period of the recomputed

@@ -69,7 +69,8 @@ struct TrainedRun {
   std::string memory;   // the "activation memory: ..." line
 };
 
-TrainedRun train(const TempDir& dir, const std::string& name, bool llama, bool bf16, int ranks, const std::string& settings) {
+TrainedRun train(const TempDir& dir, const std::string& name, bool llama, bool bf16, int ranks,
+                 const std::string& settings) {
   const std::string job = dir.file(name + ".textproto");
   testing::write_text_file(job, job_text(llama, bf16));
   const std::string run_dir = dir.file(name);
@@ -80,8 +81,8 @@ TrainedRun train(const TempDir& dir, const std::string& name, bool llama, bool b
   run.grad_norms = column(run_dir, "grad_norm");
   const size_t at = r.output.find("activation memory: ");
   if (at != std::string::npos) run.memory = r.output.substr(at, r.output.find('\n', at) - at);
-  const auto e = run_command(kEnvironment + TESSERA_BINARY + " export --checkpoint " + run_dir +
-                             " --format hf --out " + dir.file(name + "-hf"));
+  const auto e = run_command(kEnvironment + TESSERA_BINARY + " export --checkpoint " + run_dir + " --format hf --out " +
+                             dir.file(name + "-hf"));
   EXPECT_EQ(e.exit_code, 0) << e.output;
   run.weights = read_file(dir.file(name + "-hf/model.safetensors"));
   return run;
@@ -106,10 +107,10 @@ TEST_P(Recompute, LossesGradientNormsAndWeightsAreBitIdenticalToNone) {
   EXPECT_NE(none.memory.find("recompute NONE)"), std::string::npos) << none.memory;
   for (const char* mode : {"SELECTIVE", "FULL", "FULL every 2"}) {
     const std::string m = mode;
-    const std::string settings = m == "FULL every 2" ? "--set train.recompute=FULL --set train.recompute_every=2"
-                                                     : "--set train.recompute=" + m;
-    const TrainedRun run = train(dir, m == "FULL every 2" ? "full2" : m, c.llama, c.bf16, c.ranks,
-                          std::string(c.layout) + " " + settings);
+    const std::string settings =
+        m == "FULL every 2" ? "--set train.recompute=FULL --set train.recompute_every=2" : "--set train.recompute=" + m;
+    const TrainedRun run =
+        train(dir, m == "FULL every 2" ? "full2" : m, c.llama, c.bf16, c.ranks, std::string(c.layout) + " " + settings);
     SCOPED_TRACE(mode);
     EXPECT_EQ(run.losses, none.losses);
     EXPECT_EQ(run.grad_norms, none.grad_norms);
@@ -145,14 +146,14 @@ double bytes_in(const std::string& text, size_t at) {
 TEST(RecomputeMemory, FullStoresLessThanSelectiveWhichStoresLessThanNone) {
   TempDir dir;
   const std::string job = dir.file("job.textproto");
-  testing::write_text_file(job, "model { vocab_size: 96 n_layer: 4 n_head: 4 n_embd: 64 max_seq_len: 64 }\n"
-                                "train { steps: 1 global_batch: 8 seq_len: 64 threads: 1 }\n"
-                                "data { mock: true }\ncheckpoint { save_on_exit: false }\n");
+  testing::write_text_file(job,
+                           "model { vocab_size: 96 n_layer: 4 n_head: 4 n_embd: 64 max_seq_len: 64 }\n"
+                           "train { steps: 1 global_batch: 8 seq_len: 64 threads: 1 }\n"
+                           "data { mock: true }\ncheckpoint { save_on_exit: false }\n");
   std::vector<double> totals, nones;
   for (const char* mode : {"NONE", "SELECTIVE", "FULL"}) {
-    const auto r = run_command(tessera(str_cat("train --config ", job, " --run-dir ", dir.file(mode),
-                                               " --set train.recompute=", mode),
-                                       1));
+    const auto r = run_command(
+        tessera(str_cat("train --config ", job, " --run-dir ", dir.file(mode), " --set train.recompute=", mode), 1));
     ASSERT_EQ(r.exit_code, 0) << r.output;
     const size_t at = r.output.find("activation memory: ");
     ASSERT_NE(at, std::string::npos) << r.output;

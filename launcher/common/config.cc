@@ -857,9 +857,15 @@ ModelConfig model_config_from(const config::ModelConfig& m) {
 ModelConfig training_model_config(const config::JobConfig& job) {
   ModelConfig c = model_config_from(job.model());
   switch (job.train().recompute()) {
-    case config::SELECTIVE: c.recompute = Recompute::kSelective; break;
-    case config::FULL: c.recompute = Recompute::kFull; break;
-    default: c.recompute = Recompute::kNone; break;
+    case config::SELECTIVE:
+      c.recompute = Recompute::kSelective;
+      break;
+    case config::FULL:
+      c.recompute = Recompute::kFull;
+      break;
+    default:
+      c.recompute = Recompute::kNone;
+      break;
   }
   c.recompute_every = std::max(job.train().recompute_every(), 1);
   return c;

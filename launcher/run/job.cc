@@ -130,8 +130,8 @@ std::string activation_memory_line(const Job& job) {
   if (c.recompute != Recompute::kNone) {
     mode += str_cat("; NONE would be ", human_bytes(static_cast<double>(m.none_bytes)));
   }
-  return str_cat("activation memory: ", human_bytes(static_cast<double>(m.total())), " on rank ", job.world_rank,
-                 " (", human_bytes(static_cast<double>(m.slot_bytes)), " in ", job.model->slots(), " slot(s), ",
+  return str_cat("activation memory: ", human_bytes(static_cast<double>(m.total())), " on rank ", job.world_rank, " (",
+                 human_bytes(static_cast<double>(m.slot_bytes)), " in ", job.model->slots(), " slot(s), ",
                  human_bytes(static_cast<double>(m.shared_bytes)), " shared; ", mode, ")");
 }
 
