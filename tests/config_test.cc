@@ -378,6 +378,7 @@ TEST(ApplyOverride, BadOverridesSayWhatIsAllowed) {
       {"data.mock=yes", {"data.mock takes true or false", "not 'yes'"}},
       {"model.dtype=FP16", {"model.dtype takes one of FP32, BF16"}},
       {"optimizer.schedule=cosinus", {"optimizer.schedule takes one of COSINE, CONSTANT, LINEAR"}},
+      {"train.recompute=PARTIAL", {"train.recompute takes one of NONE, SELECTIVE, FULL"}},
   };
   for (const BadOverride& bad : cases) {
     SCOPED_TRACE(bad.assignment);
@@ -421,6 +422,9 @@ TEST(ValidateJobConfig, EveryRuleNamesItsField) {
       {{"train.seq_len=17"}, "train.seq_len (17) must be <= model.max_seq_len (16)"},
       {{"train.grad_clip=-1"}, "train.grad_clip (-1) must be a finite number >= 0"},
       {{"train.threads=-1"}, "train.threads (-1) must be >= 0"},
+      {{"train.recompute=FULL", "train.recompute_every=0"}, "train.recompute_every (0) must be >= 1"},
+      {{"train.recompute_every=2"}, "train.recompute_every (2) applies to train.recompute FULL only, not NONE"},
+      {{"train.recompute=SELECTIVE", "train.recompute_every=3"}, "applies to train.recompute FULL only, not SELECTIVE"},
       {{"optimizer.lr=0"}, "optimizer.lr (0) must be a finite number > 0"},
       {{"optimizer.min_lr=-1e-5"}, "optimizer.min_lr (-1e-05) must be between 0 and optimizer.lr"},
       {{"optimizer.min_lr=1"}, "optimizer.min_lr (1) must be between 0 and optimizer.lr (0.0003)"},
@@ -476,6 +480,8 @@ TEST(ValidateJobConfig, ValidVariantsPass) {
       {"logging.trace_steps=2:3"},
       {"logging.trace_steps=5:5"},
       {"logging.trace_steps="},  // empty: no trace
+      {"train.recompute=SELECTIVE"},
+      {"train.recompute=FULL", "train.recompute_every=3"},
   };
   for (const auto& overrides : cases) {
     SCOPED_TRACE(overrides.back());
@@ -680,6 +686,24 @@ TEST(ModelConfigFrom, ArchitectureDefaults) {
   EXPECT_FALSE(llama.tie_embeddings);
   apply_override(job, "model.tie_embeddings=true");
   EXPECT_TRUE(model_config_from(job.model()).tie_embeddings);
+}
+
+TEST(TrainingModelConfig, CarriesRecomputationAndWhichBlocks) {
+  config::JobConfig job = small_job();
+  EXPECT_EQ(training_model_config(job).recompute, Recompute::kNone);
+  EXPECT_FALSE(training_model_config(job).recomputes(0));
+  apply_override(job, "train.recompute=SELECTIVE");
+  EXPECT_TRUE(training_model_config(job).recomputes(1));
+  apply_override(job, "train.recompute=FULL");
+  apply_override(job, "train.recompute_every=2");
+  const ModelConfig full = training_model_config(job);
+  EXPECT_EQ(full.recompute, Recompute::kFull);
+  EXPECT_EQ(full.recompute_every, 2);
+  EXPECT_TRUE(full.recomputes(0));
+  EXPECT_FALSE(full.recomputes(1));
+  EXPECT_TRUE(full.recomputes(2));
+  // The model's shape alone carries none of it.
+  EXPECT_EQ(model_config_from(job.model()).recompute, Recompute::kNone);
 }
 
 // ---- text form --------------------------------------------------------------------------------------------

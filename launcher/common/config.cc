@@ -476,6 +476,15 @@ void validate_train(const config::JobConfig& job, Problems& problems) {
   if (train.threads() < 0) {
     problems.add("train.threads (", train.threads(), ") must be >= 0 (0 = share the machine's cores among its ranks)");
   }
+  if (train.recompute_every() < 1) {
+    problems.add("train.recompute_every (", train.recompute_every(),
+                 ") must be >= 1: with train.recompute FULL the blocks whose index is a multiple of it are "
+                 "recomputed (1, the default: every block)");
+  } else if (train.recompute_every() != 1 && train.recompute() != config::FULL) {
+    problems.add("train.recompute_every (", train.recompute_every(), ") applies to train.recompute FULL only, not ",
+                 config::Recompute_Name(train.recompute()),
+                 ": set train.recompute=FULL to recompute every k-th block, or leave train.recompute_every unset");
+  }
 }
 
 void validate_optimizer(const config::JobConfig& job, Problems& problems) {
@@ -860,6 +869,23 @@ bool parse_step_range(const std::string& text, int* first, int* last) {
   };
   const std::string_view view(text);
   return parse(view.substr(0, colon), first) && parse(view.substr(colon + 1), last) && *first >= 1 && *first <= *last;
+}
+
+ModelConfig training_model_config(const config::JobConfig& job) {
+  ModelConfig c = model_config_from(job.model());
+  switch (job.train().recompute()) {
+    case config::SELECTIVE:
+      c.recompute = Recompute::kSelective;
+      break;
+    case config::FULL:
+      c.recompute = Recompute::kFull;
+      break;
+    default:
+      c.recompute = Recompute::kNone;
+      break;
+  }
+  c.recompute_every = std::max(job.train().recompute_every(), 1);
+  return c;
 }
 
 }  // namespace tessera

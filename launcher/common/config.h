@@ -68,5 +68,7 @@ std::string job_config_to_text(const config::JobConfig& job);
 // The model's shape as the model code takes it: the architecture's name, its defaults filled in
 // (n_kv_head = n_head, ffn_hidden, tie_embeddings). Does not validate.
 ModelConfig model_config_from(const config::ModelConfig& model);
+// model_config_from(job.model()) with how the job trains it: train.recompute and train.recompute_every.
+ModelConfig training_model_config(const config::JobConfig& job);
 
 }  // namespace tessera

@@ -69,6 +69,11 @@ class Gpt2Model final : public Model {
   // the previous layer's fused residual + LayerNorm (as the head finds lnf).
   void layer_forward(int slot, int i);
   void layer_backward(int slot, int i);
+  // Refills the shared buffers of a recomputed layer i from what the slot stored (Note [Recomputation]).
+  void layer_recompute(int slot, int i);
+  // Plans slot_acts_ and the shared buffers into `arena` and sets activation_memory_'s slot and shared bytes;
+  // recompute false plans as ModelConfig::recompute kNone.
+  void plan_activations(TensorArena& arena, bool recompute);
   // Layer i's forward on the n_new tokens in front of slot 0's buffers, over its key/value cache; x [B*n_new, C]
   // is its input, and its output is left in front of the layer's res3.
   void layer_decode(int i, Tensor x, int position, int n_new);

@@ -66,6 +66,9 @@ class LlamaModel final : public Model {
   void blocks_forward(int slot);
   void layer_forward(int slot, int i);
   void layer_backward(int slot, int i);
+  // As Gpt2Model's: refills a recomputed layer's shared buffers, and plans the activations.
+  void layer_recompute(int slot, int i);
+  void plan_activations(TensorArena& arena, bool recompute);
   // As Gpt2Model::layer_decode: RoPE at positions [position, position + n_new), grouped-query attention over the
   // layer's cache of local_kv_heads_ heads.
   void layer_decode(int i, Tensor x, int position, int n_new);
