@@ -20,5 +20,6 @@ int prepare_command(const std::vector<std::string>& args);
 int inspect_command(const std::vector<std::string>& args);
 int import_command(const std::vector<std::string>& args);
 int export_command(const std::vector<std::string>& args);
+int plan_command(const std::vector<std::string>& args);
 
 }  // namespace tessera
