@@ -374,6 +374,25 @@ PlanConstants calibrate(const std::vector<MeasuredRun>& runs, const DeviceSpec& 
       }
     }
   }
+  // Then refine around the best grid point: multiplicative steps, halved until below 0.01%.
+  for (double step = std::pow(10.0, 3.0 / 120); step > 1.0001; step = std::sqrt(step)) {
+    for (bool improved = true; improved;) {
+      improved = false;
+      for (int axis = 0; axis < (communicates ? 2 : 1); ++axis) {
+        for (double f : {step, 1 / step}) {
+          PlanConstants k = best;
+          double& v = axis == 0 ? k.compute_efficiency : k.comm_efficiency;
+          v = std::min(1.0, v * f);
+          const double err = error(k);
+          if (err < best_error) {
+            best_error = err;
+            best = k;
+            improved = true;
+          }
+        }
+      }
+    }
+  }
   if (rms_relative_error != nullptr) *rms_relative_error = std::sqrt(best_error / runs.size());
   return best;
 }
