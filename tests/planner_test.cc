@@ -2,6 +2,8 @@
 // arenas and its parameter counts what they allocate, over many layouts of two sizes of both architectures;
 // what it enumerates is exactly what resolve_layout accepts; memory refusals, calibration and the rank
 // correlation behave.
+#include "launcher/run/planner.h"
+
 #include <gtest/gtest.h>
 
 #include <stdexcept>
@@ -9,7 +11,6 @@
 #include "core/check.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "launcher/common/config.h"
-#include "launcher/run/planner.h"
 #include "models/registry.h"
 #include "parallel/pipeline_schedule.h"
 
@@ -72,11 +73,14 @@ struct Case {
 // Every stage of every layout: the planner's arena bytes and parameter elements equal the real model's.
 TEST(PlannerMemory, ArenaAndParametersEqualRealModels) {
   const Case cases[] = {
-      {config::GPT2, false, false, 1, 1, 1}, {config::GPT2, false, false, 2, 1, 2}, {config::GPT2, false, true, 1, 2, 4},
-      {config::GPT2, false, false, 4, 2, 2}, {config::GPT2, false, false, 1, 4, 8}, {config::GPT2, false, false, 2, 6, 4},
-      {config::GPT2, true, false, 2, 3, 4},  {config::GPT2, true, true, 8, 2, 2},   {config::GPT2, true, false, 4, 1, 1},
-      {config::LLAMA, false, false, 1, 1, 1}, {config::LLAMA, false, true, 2, 2, 4}, {config::LLAMA, false, false, 2, 4, 2},
-      {config::LLAMA, true, false, 4, 2, 8}, {config::LLAMA, true, true, 2, 3, 2},  {config::LLAMA, true, false, 1, 6, 8},
+      {config::GPT2, false, false, 1, 1, 1}, {config::GPT2, false, false, 2, 1, 2},
+      {config::GPT2, false, true, 1, 2, 4},  {config::GPT2, false, false, 4, 2, 2},
+      {config::GPT2, false, false, 1, 4, 8}, {config::GPT2, false, false, 2, 6, 4},
+      {config::GPT2, true, false, 2, 3, 4},  {config::GPT2, true, true, 8, 2, 2},
+      {config::GPT2, true, false, 4, 1, 1},  {config::LLAMA, false, false, 1, 1, 1},
+      {config::LLAMA, false, true, 2, 2, 4}, {config::LLAMA, false, false, 2, 4, 2},
+      {config::LLAMA, true, false, 4, 2, 8}, {config::LLAMA, true, true, 2, 3, 2},
+      {config::LLAMA, true, false, 1, 6, 8},
   };
   CpuBackend backend(1);
   int checked = 0;
@@ -95,8 +99,8 @@ TEST(PlannerMemory, ArenaAndParametersEqualRealModels) {
       const int slots = pipeline_in_flight(PipelineKind::kOneFOneB, c.pp, s, c.micro_batches);
       ShapeOnlyGroup tp(c.tp - 1, c.tp);  // the last TP rank: its vocabulary shard holds the padding
       auto model = create_model(m, backend, tp, stage, layout.micro_batch_size, job.train().seq_len(), slots);
-      ArenaPlanShape shape{c.tp, stage, layout.micro_batch_size, job.train().seq_len(), slots,
-                           ActivationRecompute::kNone};
+      ArenaPlanShape shape{
+          c.tp, stage, layout.micro_batch_size, job.train().seq_len(), slots, ActivationRecompute::kNone};
       const std::string where = std::string(m.arch) + (c.big ? " big" : " small") + " tp " + std::to_string(c.tp) +
                                 " pp " + std::to_string(c.pp) + " stage " + std::to_string(s);
       EXPECT_EQ(model_architecture(m.arch).train_arena_bytes(m, shape), model->arena_bytes()) << where;
@@ -160,7 +164,8 @@ TEST(PlannerLayouts, EnumeratesExactlyTheLegalLayouts) {
     EXPECT_EQ(job.model().n_kv_head() % e.layout.tp, 0);
     EXPECT_GT(e.time.total(), 0);
   }
-  for (size_t i = 1; i < result.fits.size(); ++i) EXPECT_GE(result.fits[i - 1].tokens_per_s, result.fits[i].tokens_per_s);
+  for (size_t i = 1; i < result.fits.size(); ++i)
+    EXPECT_GE(result.fits[i - 1].tokens_per_s, result.fits[i].tokens_per_s);
 }
 
 TEST(PlannerLayouts, RefusesWhatDoesNotFit) {

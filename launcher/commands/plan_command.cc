@@ -118,12 +118,18 @@ int plan_command(const std::vector<std::string>& args) {
     for (size_t i = 0; i < result.fits.size() && static_cast<int>(i) < top; ++i) {
       const PlanEntry& e = result.fits[i];
       Json row = Json::object();
-      row.set("tp", e.layout.tp).set("pp", e.layout.pp).set("dp", e.layout.dp);
-      row.set("micro_batches", e.layout.micro_batches).set("zero_stage", e.layout.zero_stage);
+      row.set("tp", e.layout.tp);
+      row.set("pp", e.layout.pp);
+      row.set("dp", e.layout.dp);
+      row.set("micro_batches", e.layout.micro_batches);
+      row.set("zero_stage", e.layout.zero_stage);
       row.set("recompute", recompute_name(e.layout.recompute));
-      row.set("memory_bytes", e.memory.total()).set("allocated_bytes", e.memory.allocated());
+      row.set("memory_bytes", e.memory.total());
+      row.set("allocated_bytes", e.memory.allocated());
       row.set("activation_bytes", e.memory.activations);
-      row.set("step_s", e.time.total()).set("tokens_per_s", e.tokens_per_s).set("mfu", e.mfu);
+      row.set("step_s", e.time.total());
+      row.set("tokens_per_s", e.tokens_per_s);
+      row.set("mfu", e.mfu);
       layouts.push_back(std::move(row));
     }
     out.set("layouts", std::move(layouts));
