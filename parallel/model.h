@@ -168,6 +168,9 @@ class Model {
   // rank's logits [B * n_new, V_local] (as forward_logits), elsewhere the stage's output [B, n_new, C] to pass to
   // the next stage's decode_input; valid until the next call. Collective over tp.
   virtual Tensor decode(int position, int n_new) = 0;
+  // Bytes of the activation arena planned at construction (every slot's activations, the logits, the backward
+  // scratch; an inference model's caches): what the layout planner predicts (models/arena_plan.h).
+  virtual size_t arena_bytes() const = 0;
   // The first B * n_new token ids (i32, [B, n_new] row-major) of slot 0's tokens(): decode's input on the first
   // stage.
   Tensor decode_tokens(int n_new) const;

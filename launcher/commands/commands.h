@@ -21,5 +21,6 @@ int inspect_command(const std::vector<std::string>& args);
 int import_command(const std::vector<std::string>& args);
 int export_command(const std::vector<std::string>& args);
 int plot_command(const std::vector<std::string>& args);
+int plan_command(const std::vector<std::string>& args);
 
 }  // namespace tessera

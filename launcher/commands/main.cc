@@ -53,6 +53,9 @@ constexpr const char* kUsage =
     "           (RUN_DIR/plot.svg; train writes it at the end of every run too)\n"
     "  bench    [--shape tiny|llama-tiny|gpt2-124m|llama-1b] [--steps N] [--no-dp-overlap] [--set field=value]...\n"
     "           measure training throughput on generated data\n"
+    "  plan     --config FILE.textproto --gpus N [--gpu H100-SXM|A100-80GB|H200|cpu] [--nodes-of 8] [--top K]\n"
+    "           [--calibrate RUN_DIR]... [--json] [--set field=value]...\n"
+    "           predict memory per device and step time of every legal layout, print the best ones\n"
     "\n"
     "Run `tessera <command> --help` for a command's flags.\n"
     "\n"
@@ -85,8 +88,9 @@ int main(int argc, char** argv) {
   const std::vector<std::string> args(argv + 2, argv + argc);
 
   if (command == "prepare" || command == "inspect" || command == "import" || command == "export" ||
-      command == "plot") {
+      command == "plot" || command == "plan") {
     try {
+      if (command == "plan") return plan_command(args);
       if (command == "inspect") return inspect_command(args);
       if (command == "import") return import_command(args);
       if (command == "export") return export_command(args);

@@ -13,6 +13,7 @@
 #include "core/model_config.h"
 #include "core/param_spec.h"
 #include "core/tensor_arena.h"
+#include "models/arena_plan.h"
 #include "parallel/model.h"
 #include "parallel/process_group.h"
 #include "parallel/tensor_parallel.h"
@@ -26,6 +27,8 @@ std::vector<ParamSpec> gpt2_param_specs(const ModelConfig& config);
 std::vector<std::string> gpt2_shape_problems(const ModelConfig& config, int tp);
 // Multi-head attention (n_kv_head = n_head), an MLP of 4 * n_embd, the tied embedding.
 void gpt2_fill_defaults(ModelConfig& config, bool tie_set);
+// The bytes Gpt2Model's training arena plans for this stage shape (models/arena_plan.h), without building it.
+size_t gpt2_train_arena_bytes(const ModelConfig& config, const ArenaPlanShape& shape);
 
 class Gpt2Model final : public Model {
  public:
@@ -46,6 +49,7 @@ class Gpt2Model final : public Model {
   void backward(int slot, Tensor d_output) override;
   Tensor stage_input_grad() const override;
   Tensor decode(int position, int n_new) override;
+  size_t arena_bytes() const override { return arena_.bytes(); }
 
  private:
   struct LayerParams {

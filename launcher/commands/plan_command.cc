@@ -1,0 +1,171 @@
+// `tessera plan`: the layout planner (launcher/run/planner.h, docs/planner.md) on the command line. Prints the
+// best layouts of a job on N devices with their predicted memory and step time by part, tokens/s and MFU, and
+// how many legal layouts do not fit; --calibrate first fits the compute and communication efficiencies to
+// measured runs. Single-process, no MPI and no device: it only predicts.
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <thread>
+
+#include "core/check.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "launcher/commands/cli_args.h"
+#include "launcher/commands/commands.h"
+#include "launcher/common/config.h"
+#include "launcher/common/human_format.h"
+#include "launcher/common/json.h"
+#include "launcher/run/planner.h"
+
+namespace tessera {
+
+namespace {
+
+double number_flag(const CliArgs& cli, const std::string& flag, double fallback, double low, double high) {
+  if (!cli.has(flag)) return fallback;
+  const std::string text = cli.get(flag);
+  double v = 0;
+  size_t used = 0;
+  try {
+    v = std::stod(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  TS_CHECK(used == text.size() && v >= low && v <= high, ConfigError, "tessera plan: ", flag, " '", text,
+           "' must be a number from ", low, " to ", high);
+  return v;
+}
+
+// The node's sgemm GFLOP/s with every core (the shape bench uses: [1024, 768] x [3072, 768]^T).
+double node_sgemm_gflops() {
+  const int cores = std::max(1u, std::thread::hardware_concurrency());
+  CpuBackend backend(cores);
+  const int64_t N = 1024, C = 768, OC = 3072;
+  Buffer buffer = backend.allocate(static_cast<size_t>(N * C + OC * C + N * OC) * sizeof(float));
+  Tensor inp = buffer.tensor(0, DType::kF32, {N, C});
+  Tensor w = buffer.tensor(N * C * sizeof(float), DType::kF32, {OC, C});
+  Tensor out = buffer.tensor((N * C + OC * C) * sizeof(float), DType::kF32, {N, OC});
+  backend.fill(inp, 0.5f);
+  backend.fill(w, 0.25f);
+  backend.matmul_forward(out, inp, w, Tensor());
+  double best = 0;
+  for (int rep = 0; rep < 3; ++rep) {
+    const auto start = std::chrono::steady_clock::now();
+    for (int i = 0; i < 4; ++i) backend.matmul_forward(out, inp, w, Tensor());
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    best = std::max(best, 4 * 2.0 * N * C * OC / s / 1e9);
+  }
+  return best;
+}
+
+std::string ms(double seconds) {
+  char text[32];
+  std::snprintf(text, sizeof(text), "%.1f", seconds * 1e3);
+  return text;
+}
+
+}  // namespace
+
+int plan_command(const std::vector<std::string>& args) {
+  CliArgs cli("plan", args,
+              {"--config", "--gpus", "--gpu", "--nodes-of", "--top", "--set", "--calibrate", "--cpu-gflops",
+               "--memory-gb", "--compute-efficiency", "--comm-efficiency", "--dp-overlap"},
+              {"--json"}, {"--set", "--calibrate"});
+  const config::JobConfig job = load_job_config(cli.required("--config"), cli.all("--set"));
+  const int devices = static_cast<int>(number_flag(cli, "--gpus", 0, 1, 1 << 20));
+  TS_CHECK(cli.has("--gpus"), ConfigError, "tessera plan: --gpus N is required (the devices to plan for)");
+  const int top = static_cast<int>(number_flag(cli, "--top", 10, 1, 1e6));
+  const std::string gpu = cli.get("--gpu", "H100-SXM");
+  DeviceSpec device;
+  if (gpu == "cpu" || gpu == "CPU") {
+    const double gflops =
+        cli.has("--cpu-gflops") ? number_flag(cli, "--cpu-gflops", 0, 1e-3, 1e9) : node_sgemm_gflops();
+    const double memory = static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGESIZE));
+    device = cpu_device(gflops, number_flag(cli, "--memory-gb", memory / 1e9, 1e-3, 1e9), devices);
+  } else {
+    device = planner_device(gpu);
+    device.memory_gb = number_flag(cli, "--memory-gb", device.memory_gb, 1e-3, 1e9);
+  }
+  device.devices_per_node = static_cast<int>(number_flag(cli, "--nodes-of", device.devices_per_node, 1, 1 << 20));
+
+  PlanConstants constants;
+  constants.compute_efficiency = number_flag(cli, "--compute-efficiency", constants.compute_efficiency, 1e-4, 1);
+  constants.comm_efficiency = number_flag(cli, "--comm-efficiency", constants.comm_efficiency, 1e-4, 1);
+  constants.dp_overlap = number_flag(cli, "--dp-overlap", constants.dp_overlap, 0, 1);
+  const bool json = cli.has("--json");
+  if (cli.has("--calibrate")) {
+    std::vector<MeasuredRun> runs;
+    for (const std::string& dir : cli.all("--calibrate")) runs.push_back(read_measured_run(dir));
+    double rms = 0;
+    constants = calibrate(runs, device, constants, &rms);
+    if (!json) {
+      std::printf(
+          "calibrated on %zu run(s): --compute-efficiency %.4g --comm-efficiency %.4g (rms relative error "
+          "of the step time %.1f%%)\n",
+          runs.size(), constants.compute_efficiency, constants.comm_efficiency, 100 * rms);
+    }
+  }
+
+  const PlanResult result = plan_layouts(job, devices, device, constants);
+  if (json) {
+    Json out = Json::object();
+    out.set("compute_efficiency", constants.compute_efficiency);
+    out.set("comm_efficiency", constants.comm_efficiency);
+    out.set("refused_memory", result.refused_memory);
+    out.set("illegal", result.illegal);
+    Json layouts = Json::array();
+    for (size_t i = 0; i < result.fits.size() && static_cast<int>(i) < top; ++i) {
+      const PlanEntry& e = result.fits[i];
+      Json row = Json::object();
+      row.set("tp", e.layout.tp);
+      row.set("pp", e.layout.pp);
+      row.set("dp", e.layout.dp);
+      row.set("micro_batches", e.layout.micro_batches);
+      row.set("zero_stage", e.layout.zero_stage);
+      row.set("recompute", recompute_name(e.layout.recompute));
+      row.set("memory_bytes", e.memory.total());
+      row.set("allocated_bytes", e.memory.allocated());
+      row.set("activation_bytes", e.memory.activations);
+      row.set("step_s", e.time.total());
+      row.set("tokens_per_s", e.tokens_per_s);
+      row.set("mfu", e.mfu);
+      layouts.push_back(std::move(row));
+    }
+    out.set("layouts", std::move(layouts));
+    std::printf("%s\n", out.dump().c_str());
+    return 0;
+  }
+
+  std::printf(
+      "plan: %s on %d x %s (%g GB, %d per node); compute at %.0f%% of peak, links at %.0f%%, DP overlap %.0f%%\n",
+      job.name().c_str(), devices, device.name.c_str(), device.memory_gb, device.devices_per_node,
+      100 * constants.compute_efficiency, 100 * constants.comm_efficiency, 100 * constants.dp_overlap);
+  std::printf("%zu layout(s) fit, %d refused for memory, %d not legal for this job\n", result.fits.size(),
+              result.refused_memory, result.illegal);
+  for (const std::string& note : result.notes) std::printf("note: %s\n", note.c_str());
+  if (result.fits.empty()) {
+    std::printf("no layout fits: use more devices, a smaller train.global_batch or train.seq_len\n");
+    return 1;
+  }
+  std::printf("\n%3s %3s %4s %4s %4s %-9s | %9s = %8s %8s %8s %8s %8s %8s | %9s = %8s %7s %7s %7s %7s %6s | %10s %6s\n",
+              "tp", "pp", "dp", "mb", "zero", "recompute", "mem/dev", "weights", "grads", "copy", "optim", "activ",
+              "buffers", "step ms", "compute", "tp", "pp", "bubble", "dp", "optim", "tokens/s", "MFU");
+  for (size_t i = 0; i < result.fits.size() && static_cast<int>(i) < top; ++i) {
+    const PlanEntry& e = result.fits[i];
+    const MemoryPrediction& m = e.memory;
+    const TimePrediction& t = e.time;
+    std::printf(
+        "%3d %3d %4d %4d %4d %-9s | %9s = %8s %8s %8s %8s %8s %8s | %9s = %8s %7s %7s %7s %7s %6s | %10.4g %5.1f%%\n",
+        e.layout.tp, e.layout.pp, e.layout.dp, e.layout.micro_batches, e.layout.zero_stage,
+        recompute_name(e.layout.recompute), human_bytes(m.total()).c_str(), human_bytes(m.master).c_str(),
+        human_bytes(m.grads).c_str(), human_bytes(m.compute_copy).c_str(), human_bytes(m.optimizer).c_str(),
+        human_bytes(m.activations).c_str(), human_bytes(m.comm_buffers + m.workspace).c_str(), ms(t.total()).c_str(),
+        ms(t.compute).c_str(), ms(t.tp_comm).c_str(), ms(t.pp_comm).c_str(), ms(t.bubble).c_str(),
+        ms(t.dp_exposed).c_str(), ms(t.optimizer).c_str(), e.tokens_per_s, 100 * e.mfu);
+  }
+  std::printf("\n(memory on the fullest stage; buffers = pipeline exchange and losses + the device runtime)\n");
+  return 0;
+}
+
+}  // namespace tessera
