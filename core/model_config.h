@@ -8,6 +8,13 @@
 
 namespace tessera {
 
+// Activation recomputation (proto Recompute, docs/memory.md): what a training model stores per micro-batch in
+// flight and what its backward recomputes. Inference models ignore it.
+enum class Recompute { kNone, kSelective, kFull };
+inline const char* recompute_name(Recompute recompute) {
+  return recompute == Recompute::kFull ? "FULL" : recompute == Recompute::kSelective ? "SELECTIVE" : "NONE";
+}
+
 struct ModelConfig {
   std::string arch = "gpt2";  // models/registry.h
   int vocab_size = 0;         // real tokens
@@ -21,10 +28,19 @@ struct ModelConfig {
   // Storage of activations and of the parameters' compute copy: kF32, or kBF16 for mixed precision (core/backend.h,
   // Note [Precision]). Master weights, gradients and optimizer state are f32 either way.
   DType dtype = DType::kF32;
-  int n_kv_head = 0;    // key/value heads (grouped-query attention); n_head for GPT-2
-  int ffn_hidden = 0;   // MLP hidden size
+  int n_kv_head = 0;   // key/value heads (grouped-query attention); n_head for GPT-2
+  int ffn_hidden = 0;  // MLP hidden size
   float rope_theta = 10000.0f;
   bool tie_embeddings = true;  // the output head is the token embedding
+  // How the model trains, not its shape: activation recomputation, and with kFull the period of the recomputed
+  // blocks (global block l is recomputed when l % recompute_every == 0). Never part of a checkpoint's identity.
+  Recompute recompute = Recompute::kNone;
+  int recompute_every = 1;
+
+  // Whether global block `layer` recomputes its activations in the backward (kSelective: all blocks, in part).
+  bool recomputes(int layer) const {
+    return recompute == Recompute::kSelective || (recompute == Recompute::kFull && layer % recompute_every == 0);
+  }
 
   int head_size() const { return n_embd / n_head; }
   // Rows of the embedding table when split over tp ranks: vocab_size rounded up to a multiple of

@@ -19,8 +19,10 @@ std::unique_ptr<Model> create(const ModelConfig& config, Backend& backend, Proce
 
 // One line per architecture.
 const ModelArchitecture kArchitectures[] = {
-    {"gpt2", &gpt2_param_specs, &create<Gpt2Model>, &gpt2_shape_problems, &gpt2_fill_defaults, &kGpt2HfFormat},
-    {"llama", &llama_param_specs, &create<LlamaModel>, &llama_shape_problems, &llama_fill_defaults, &kLlamaHfFormat},
+    {"gpt2", &gpt2_param_specs, &create<Gpt2Model>, &gpt2_shape_problems, &gpt2_fill_defaults, &kGpt2HfFormat,
+     &gpt2_train_arena_bytes},
+    {"llama", &llama_param_specs, &create<LlamaModel>, &llama_shape_problems, &llama_fill_defaults, &kLlamaHfFormat,
+     &llama_train_arena_bytes},
 };
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include "core/backend.h"
 #include "core/model_config.h"
 #include "core/param_spec.h"
+#include "models/arena_plan.h"
 #include "models/hf_format.h"
 #include "parallel/model.h"
 #include "parallel/process_group.h"
@@ -32,6 +33,9 @@ struct ModelArchitecture {
   // How Hugging Face transformers names and lays out its weights and describes it in config.json
   // (`tessera export --format hf`, `tessera import --hf`).
   const HfFormat* hf;
+  // The bytes this architecture's training Model plans in its activation arena for a stage shape, from the
+  // shapes alone (models/arena_plan.h): the layout planner's activation memory.
+  size_t (*train_arena_bytes)(const ModelConfig& config, const ArenaPlanShape& shape);
 };
 
 // The architecture named config.arch. Throws ConfigError naming the known ones for another name.

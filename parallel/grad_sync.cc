@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "core/check.h"
+#include "core/trace.h"
 
 namespace tessera {
 
@@ -125,6 +126,7 @@ DpGradSync::DpGradSync(Model& model, Backend& backend, ProcessGroup& dp, double 
   }
   work_.resize(buckets_.size());
   launched_at_.resize(buckets_.size());
+  launched_us_.assign(buckets_.size(), -1);
   completed_at_.resize(buckets_.size());
 }
 
@@ -152,6 +154,13 @@ void DpGradSync::launch(int bucket) {
     completed_at_[bucket] = launched_at_[bucket];
     return;
   }
+  launched_us_[bucket] = trace::recording() ? trace::now_us() : -1;
+  trace::Span span(trace::Track::kDataParallel, "dp", "launch");
+  if (span.on()) {
+    span.name(str_cat(mode_ == Mode::kAllReduce ? "all-reduce" : "reduce-scatter", " bucket ", bucket, " launch"))
+        .arg("bucket", bucket)
+        .arg("bytes", b.size() * static_cast<int64_t>(sizeof(float)));
+  }
   const Tensor grads = range(model_.flat_grads(), b.begin, b.size());
   if (mode_ == Mode::kAllReduce) {
     // The loss was scaled by 1/(global tokens): the sum over DP ranks is the gradient of the global mean.
@@ -165,6 +174,22 @@ void DpGradSync::launch(int bucket) {
     in = padded;
   }
   work_[bucket] = dp_.reduce_scatter(range(shard_, b.shard_offset, b.chunk), in, ReduceOp::kSum);
+}
+
+void DpGradSync::trace_in_flight(int bucket) {
+  if (launched_us_[bucket] < 0) return;
+  // From the launch to the moment this rank saw it complete; buckets overlap, so as async events.
+  trace::Event event;
+  event.name = str_cat("bucket ", bucket, " in flight");
+  event.category = "dp";
+  event.track = trace::Track::kDataParallel;
+  event.ts_us = launched_us_[bucket];
+  event.dur_us = std::max<int64_t>(0, trace::now_us() - launched_us_[bucket]);
+  event.step = trace::current_step();
+  event.args = str_cat("\"bucket\": ", bucket);
+  event.async_id = bucket;
+  trace::record(std::move(event));
+  launched_us_[bucket] = -1;
 }
 
 void DpGradSync::mark_layer_done(int layer) {
@@ -184,6 +209,7 @@ void DpGradSync::progress() {
     if (work_[k] && work_[k]->test()) {
       completed_at_[k] = Clock::now();
       work_[k].reset();
+      trace_in_flight(k);
     }
   }
 }
@@ -195,9 +221,15 @@ void DpGradSync::finish() {
   while (next_bucket_ < n) launch(next_bucket_++);
   for (int k = 0; k < n; ++k) {
     if (!work_[k]) continue;
-    work_[k]->wait();
+    {
+      // What backward did not hide: the time this rank waits for the bucket (Note [Tracing cost]).
+      trace::Span span(trace::Track::kDataParallel, "dp", "wait");
+      if (span.on()) span.name(str_cat("wait bucket ", k)).arg("bucket", k);
+      work_[k]->wait();
+    }
     completed_at_[k] = Clock::now();
     work_[k].reset();
+    trace_in_flight(k);
   }
   const Clock::time_point end = Clock::now();
   step_open_ = false;
@@ -225,6 +257,7 @@ void DpGradSync::gather_params() {
   const Tensor params = model_.flat_params();
   const int n = static_cast<int>(buckets_.size());
   std::vector<WorkHandle> gathers(buckets_.size());
+  trace::Span span(trace::Track::kDataParallel, "dp", "all-gather parameters");
   for (int k = 0; k < n; ++k) {
     const GradBucket& b = buckets_[k];
     Tensor padded = staging(k);

@@ -159,6 +159,8 @@ class DpGradSync {
   using Clock = std::chrono::steady_clock;
 
   void launch(int bucket);
+  // Records bucket's in-flight interval in the trace, if its launch was traced (core/trace.h).
+  void trace_in_flight(int bucket);
   // Tensor over flat-buffer elements [begin, begin + n) of `flat`.
   Tensor range(Tensor flat, int64_t begin, int64_t n) const;
   // The padded staging copy of a bucket whose size D does not divide (undefined otherwise).
@@ -186,6 +188,7 @@ class DpGradSync {
   bool step_open_ = false;
   std::vector<WorkHandle> work_;  // per bucket; null once completed (or not launched)
   std::vector<Clock::time_point> launched_at_, completed_at_;
+  std::vector<int64_t> launched_us_;  // wall clock of a traced launch (core/trace.h), per bucket; -1: not traced
   Clock::time_point backward_done_at_;
 
   DpSyncStats stats_;

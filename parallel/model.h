@@ -21,6 +21,11 @@
 //
 // Slots: activations for `slots` micro-batches are planned once at construction; a micro-batch occupies one
 // slot from its forward until its backward. Nothing is allocated per step.
+//
+// Recomputation (ModelConfig::recompute, Note [Recomputation] in models/gpt2/gpt2_model.cc): a training model may
+// store only part of a block's activations per slot and re-run part of the block's forward at the start of its
+// backward, into buffers shared by every slot and block. The forward and backward calls, their results and the
+// collectives' order on every TP rank are the same in every mode.
 #pragma once
 
 #include <functional>
@@ -47,6 +52,16 @@ enum class ModelUse { kTrain, kInference };
 // in the compute dtype. forward_logits runs over all seq_len positions of slot 0 (what a full recomputation
 // uses); decode() runs only the new positions over the cache. Training numbers do not depend on this plan: a
 // kTrain model is planned exactly as before inference existed.
+
+// Bytes of a model's activation arena (docs/memory.md): what is planned for every slot (all slots together), what
+// all slots share (logits, backward scratch, the buffers recomputed blocks refill), and what the same stage
+// would plan with ModelConfig::recompute kNone.
+struct ActivationMemory {
+  int64_t slot_bytes = 0;
+  int64_t shared_bytes = 0;
+  int64_t none_bytes = 0;
+  int64_t total() const { return slot_bytes + shared_bytes; }
+};
 
 // The layers this rank's pipeline stage runs.
 struct StageRange {
@@ -86,6 +101,8 @@ class Model {
   int micro_batch() const { return micro_batch_; }
   int seq_len() const { return seq_len_; }
   ModelUse use() const { return use_; }
+  // This rank's activation arena, planned at construction (ActivationMemory).
+  const ActivationMemory& activation_memory() const { return activation_memory_; }
 
   // ---- parameters ----
   std::vector<LocalParam>& params() { return params_; }
@@ -151,6 +168,9 @@ class Model {
   // rank's logits [B * n_new, V_local] (as forward_logits), elsewhere the stage's output [B, n_new, C] to pass to
   // the next stage's decode_input; valid until the next call. Collective over tp.
   virtual Tensor decode(int position, int n_new) = 0;
+  // Bytes of the activation arena planned at construction (every slot's activations, the logits, the backward
+  // scratch; an inference model's caches): what the layout planner predicts (models/arena_plan.h).
+  virtual size_t arena_bytes() const = 0;
   // The first B * n_new token ids (i32, [B, n_new] row-major) of slot 0's tokens(): decode's input on the first
   // stage.
   Tensor decode_tokens(int n_new) const;
@@ -188,6 +208,7 @@ class Model {
   int64_t vocab_rows_ = 0;  // this TP rank's rows of the padded vocabulary
   int64_t vocab_start_ = 0, valid_vocab_ = 0;
   bool loss_weighting_ = false;
+  ActivationMemory activation_memory_;  // filled by the architecture's constructor
 
  private:
   Tensor fused(const Tensor& flat, int first, int count) const;

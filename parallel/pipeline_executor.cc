@@ -2,6 +2,7 @@
 #include "parallel/pipeline_executor.h"
 
 #include "core/check.h"
+#include "core/trace.h"
 
 namespace tessera {
 
@@ -21,6 +22,9 @@ PipelineExecutor::PipelineExecutor(Model& model, Backend& backend, ProcessGroup&
             "model has too few activation slots for the schedule");
   for (int m = 0; m < micro_batches; ++m) eval_schedule_.push_back({true, m});
   slot_sends_.resize(model.slots());
+  const StageRange& range = model.stage();
+  layers_ = range.end_layer > range.first_layer ? str_cat("[layers ", range.first_layer, "-", range.end_layer - 1, "]")
+                                                : std::string("[no layers]");
   const int64_t B = model.micro_batch(), T = model.seq_len(), C = model.config().n_embd;
   if (model.stage().has_head) {
     loss_buffer_ = backend.allocate(static_cast<size_t>(micro_batches * B * T) * sizeof(float));
@@ -40,6 +44,7 @@ PipelineExecutor::PipelineExecutor(Model& model, Backend& backend, ProcessGroup&
 
 void PipelineExecutor::wait_slot_sends(int slot) {
   if (slot_sends_[slot]) {
+    trace::Span span(trace::Track::kPipeline, "pp", "wait activation send");
     slot_sends_[slot]->wait();
     slot_sends_[slot].reset();
   }
@@ -60,18 +65,39 @@ void PipelineExecutor::run(const std::vector<PipelineAction>& schedule, bool tra
     if (action.forward) {
       wait_slot_sends(slot);
       if (stage.has_embedding || stage.has_head) load(m, slot);
-      if (!stage.has_embedding) pp_.recv(model_.stage_input(slot), stage_ - 1, activation_tag(m))->wait();
-      model_.forward(slot, train, d_scale);
+      if (!stage.has_embedding) {
+        trace::Span span(trace::Track::kPipeline, "pp", "recv activation");
+        if (span.on()) span.name(str_cat("recv activation mb", m, " from stage ", stage_ - 1)).arg("micro_batch", m);
+        pp_.recv(model_.stage_input(slot), stage_ - 1, activation_tag(m))->wait();
+      }
+      {
+        trace::Span span(trace::Track::kCompute, train ? "forward" : "eval forward", "forward");
+        if (span.on()) {
+          span.name(str_cat(train ? "forward mb" : "eval forward mb", m, " ", layers_))
+              .arg("micro_batch", m)
+              .arg("layers", layers_);
+        }
+        model_.forward(slot, train, d_scale);
+      }
       if (stage.has_head) {
         const Tensor losses = model_.losses(slot);
         backend_.copy(Tensor(step_losses_.f32() + m * losses.numel(), DType::kF32, backend_.device(), {losses.numel()}),
                       losses);
       } else {
+        trace::Span span(trace::Track::kPipeline, "pp", "send activation");
+        if (span.on()) span.name(str_cat("send activation mb", m, " to stage ", stage_ + 1)).arg("micro_batch", m);
         slot_sends_[slot] = pp_.send(model_.stage_output(slot), stage_ + 1, activation_tag(m));
       }
     } else {
-      if (!stage.has_head) pp_.recv(d_output_, stage_ + 1, gradient_tag(m))->wait();
-      if (grad_send_) grad_send_->wait();  // the previous send still reads the input-gradient buffer
+      if (!stage.has_head) {
+        trace::Span span(trace::Track::kPipeline, "pp", "recv gradient");
+        if (span.on()) span.name(str_cat("recv gradient mb", m, " from stage ", stage_ + 1)).arg("micro_batch", m);
+        pp_.recv(d_output_, stage_ + 1, gradient_tag(m))->wait();
+      }
+      if (grad_send_) {
+        trace::Span span(trace::Track::kPipeline, "pp", "wait gradient send");
+        grad_send_->wait();  // the previous send still reads the input-gradient buffer
+      }
       grad_send_.reset();
       // The last micro-batch's backward completes the gradients: the DP sync starts its buckets as blocks
       // finish. The rest (-1: embeddings, final norm) is reported only after this stage's input gradient is on
@@ -83,8 +109,16 @@ void PipelineExecutor::run(const std::vector<PipelineAction>& schedule, bool tra
           if (layer >= 0) events->layer_done(layer);
         });
       }
-      model_.backward(slot, d_output_);
-      if (!stage.has_embedding) grad_send_ = pp_.send(model_.stage_input_grad(), stage_ - 1, gradient_tag(m));
+      {
+        trace::Span span(trace::Track::kCompute, "backward", "backward");
+        if (span.on()) span.name(str_cat("backward mb", m, " ", layers_)).arg("micro_batch", m).arg("layers", layers_);
+        model_.backward(slot, d_output_);
+      }
+      if (!stage.has_embedding) {
+        trace::Span span(trace::Track::kPipeline, "pp", "send gradient");
+        if (span.on()) span.name(str_cat("send gradient mb", m, " to stage ", stage_ - 1)).arg("micro_batch", m);
+        grad_send_ = pp_.send(model_.stage_input_grad(), stage_ - 1, gradient_tag(m));
+      }
       if (last) {
         model_.set_backward_hook(nullptr);
         sum_tied_grads();
@@ -92,6 +126,7 @@ void PipelineExecutor::run(const std::vector<PipelineAction>& schedule, bool tra
       }
     }
   }
+  trace::Span span(trace::Track::kPipeline, "pp", "wait sends");
   for (int s = 0; s < model_.slots(); ++s) wait_slot_sends(s);
   if (grad_send_) grad_send_->wait();
   grad_send_.reset();
@@ -126,6 +161,7 @@ void PipelineExecutor::sum_tied_grads() {
   // bit-identical.
   Tensor mine = model_.tied_grad().view({peer_tied_grad_.numel()});
   const int peer = stage_ == 0 ? stages_ - 1 : 0;
+  trace::Span span(trace::Track::kPipeline, "pp", "tied gradient exchange");
   WorkHandle recv = pp_.recv(peer_tied_grad_, peer, kTiedTag);
   WorkHandle send = pp_.send(mine, peer, kTiedTag);
   recv->wait();

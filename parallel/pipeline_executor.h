@@ -15,6 +15,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "core/backend.h"
@@ -67,6 +68,7 @@ class PipelineExecutor {
   int micro_batches_;
   int stage_, stages_;
   std::vector<PipelineAction> train_schedule_, eval_schedule_;
+  std::string layers_;  // "[layers 0-1]": this stage's blocks, for trace event names
   std::vector<WorkHandle> slot_sends_;  // activation send per slot
   WorkHandle grad_send_;                // the last input-gradient send (reads the model's d_input buffer)
   // Last stage: every micro-batch's per-token losses, [micro_batches, B*T].

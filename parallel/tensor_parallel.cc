@@ -2,11 +2,15 @@
 #include "parallel/tensor_parallel.h"
 
 #include "core/check.h"
+#include "core/trace.h"
 
 namespace tessera {
 
 void all_reduce_tp(ProcessGroup& tp, Tensor t, ReduceOp op) {
-  if (tp.size() > 1) tp.all_reduce(t, op)->wait();
+  if (tp.size() <= 1) return;
+  trace::Span span(trace::Track::kTensorParallel, "tp", op == ReduceOp::kMax ? "tp all-reduce max" : "tp all-reduce");
+  if (span.on()) span.arg("bytes", static_cast<int64_t>(t.bytes()));
+  tp.all_reduce(t, op)->wait();
 }
 
 void ColumnParallelLinear::forward(Tensor out, Tensor inp, Tensor weight, Tensor bias) const {

@@ -2,10 +2,12 @@
 # Packs a CUDA build for a GPU machine that has no package registry (docs/gpu.md): the `tessera` binary, the
 # GPU test binaries, and every shared library they and Open MPI's launcher load, except glibc and the CUDA
 # libraries (cudart, cuBLASLt, NCCL: such a machine has them in its PyTorch's Python wheels, and
-# scripts/gpu_check.sh finds them there). Open MPI's components and help files keep their absolute paths under
+# scripts/gpu_check.sh finds them there). Runs on glibc 2.35 or newer (checked here with objdump -T over every
+# object of the bundle: scripts/glibc_compat.py). Open MPI's components and help files keep their absolute paths under
 # root/ and are relocated at run time (OPAL_PREFIX; PMIx plugins through PMIX_MCA_mca_base_component_path).
 #
 # Usage: scripts/gpu_bundle.sh [BUILD_DIR]     (default build/, configured with CUDA and already built)
+# Needs objdump (binutils), a C compiler and python3.
 # Output: build-gpu/tessera-gpu.tar.xz, xz-compressed (about 19 MB) so it is quick to copy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,6 +48,17 @@ done | sort -u | while read -r soname path; do
 done
 
 strip --strip-unneeded "$stage"/bin/* "$stage"/lib/* 2>/dev/null || true
+
+# glibc 2.35 (Ubuntu 22.04, supported by CUDA 13) as well as Debian 12's 2.36: the only symbols of the bundle
+# that need 2.36 are arc4random and arc4random_buf (Debian 12's libstdc++ and libevent). The bundle brings
+# its own (preloaded by gpu_check.sh where glibc is older) and its objects' requirement of GLIBC_2.36 is
+# made weak; any other symbol newer than 2.35 stops the build here, named (scripts/glibc_compat.py).
+cc -O2 -shared -fPIC -o "$stage/lib/libtessera_arc4random.so" scripts/glibc_compat/arc4random.c
+mapfile -t elf_files < <(find "$stage" -type f -exec sh -c 'head -c 4 "$1" | grep -q ELF' _ {} \; -print)
+if ! python3 scripts/glibc_compat.py weaken --max 2.35 "${elf_files[@]}"; then
+  echo "gpu_bundle: the bundle would need a glibc newer than 2.35 (above); nothing written" >&2
+  exit 1
+fi
 mkdir -p "$out"
 tar -C "$stage" -cJf "$out/tessera-gpu.tar.xz" .
 echo "gpu_bundle: $out/tessera-gpu.tar.xz ($(du -h "$out/tessera-gpu.tar.xz" | cut -f1); $(du -sh "$stage" | cut -f1) unpacked)"

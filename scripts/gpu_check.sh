@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check, in one command, on a GPU machine with no package registry (docs/gpu.md): unpacks the bundle
 # made by scripts/gpu_bundle.sh, finds the CUDA libraries (cudart 13, cuBLASLt 13, NCCL 2) among the Python
-# wheels of the machine's PyTorch, and runs
+# wheels of the machine's PyTorch, prints the GPU, driver, CUDA runtime, cuBLASLt, cuDNN and NCCL versions and
+# glibc (2.35 or newer), and runs
 #   1. the GPU unit tests (cuda_device_test; cuda_backend_test: every CudaBackend op against CpuBackend, in f32
 #      and bf16; its attention cases once more with cuDNN attention switched off),
 #   2. the NCCL process-group tests on 2 ranks (size-1 groups; multi-rank ones need a GPU per rank),
@@ -30,11 +31,17 @@ if [[ ! -f $bundle ]]; then
   exit 2
 fi
 python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' "$bundle" "$work" || exit 2
-# The bundle's libraries come from Debian 12 and need glibc 2.36 or newer.
+# The bundle's libraries come from Debian 12 (glibc 2.36); on glibc 2.35 their only newer symbols, arc4random
+# and arc4random_buf, come from the bundle's own library, preloaded (scripts/glibc_compat.py). The loader then
+# notes once per process that the weak version GLIBC_2.36 is missing; that is expected.
 glibc=$(getconf GNU_LIBC_VERSION | awk '{print $2}')
-if [[ $(printf '%s\n2.36\n' "$glibc" | sort -V | head -n 1) != 2.36 ]]; then
-  echo "gpu_check: this machine has glibc $glibc; the bundle (built on Debian 12) needs 2.36 or newer" >&2
+glibc_note="glibc $glibc"
+if [[ $(printf '%s\n2.35\n' "$glibc" | sort -V | head -n 1) != 2.35 ]]; then
+  echo "gpu_check: this machine has glibc $glibc; the bundle needs 2.35 or newer" >&2
   exit 2
+elif [[ $(printf '%s\n2.36\n' "$glibc" | sort -V | head -n 1) != 2.36 ]]; then
+  export LD_PRELOAD="$work/lib/libtessera_arc4random.so${LD_PRELOAD:+:$LD_PRELOAD}"
+  glibc_note="$glibc_note (older than the build machine's 2.36: arc4random from the bundle, preloaded)"
 fi
 
 # ---- libraries ------------------------------------------------------------------------------------------------
@@ -72,7 +79,53 @@ export OMPI_MCA_mca_base_component_show_load_errors=0
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} OMP_WAIT_POLICY=PASSIVE
 mpirun=(orterun --oversubscribe --bind-to none)
 
+# What this machine has, before any step: GPU, driver, and the versions of the CUDA libraries found, asked of
+# the libraries themselves (none of these calls needs a GPU).
+versions() {
+  nvidia-smi --query-gpu=index,name,driver_version,memory.total --format=csv,noheader 2>/dev/null |
+    sed 's/^/GPU: /' || true
+  nvidia-smi >/dev/null 2>&1 || echo "GPU: nvidia-smi not available"
+  python3 - "$cuda_dirs" <<'EOF'
+import ctypes, os, sys
+dirs = [d for d in sys.argv[1].split(":") if d]
+def load(name):
+    for d in dirs + [""]:
+        try:
+            return ctypes.CDLL(os.path.join(d, name) if d else name)
+        except OSError:
+            pass
+    return None
+def number(lib, function):
+    value = ctypes.c_int(0)
+    return value.value if lib is not None and getattr(lib, function)(ctypes.byref(value)) == 0 else None
+cudart = load("libcudart.so.13")
+runtime, driver = number(cudart, "cudaRuntimeGetVersion"), number(cudart, "cudaDriverGetVersion")
+def cuda(v):
+    return "not found" if v is None else "none" if v == 0 else f"{v // 1000}.{v % 1000 // 10}"
+print(f"CUDA runtime: {cuda(runtime)}; CUDA supported by the driver: {cuda(driver)}")
+cublaslt = load("libcublasLt.so.13")
+if cublaslt:
+    cublaslt.cublasLtGetVersion.restype = ctypes.c_size_t
+    v = cublaslt.cublasLtGetVersion()
+    print(f"cuBLASLt: {v // 10000}.{v % 10000 // 100}.{v % 100}")
+else:
+    print("cuBLASLt: not found")
+cudnn = load("libcudnn.so.9")
+if cudnn:
+    cudnn.cudnnGetVersion.restype = ctypes.c_size_t
+    v = cudnn.cudnnGetVersion()
+    print(f"cuDNN: {v // 10000}.{v % 10000 // 100}.{v % 100}")
+else:
+    print("cuDNN: not found")
+nccl = load("libnccl.so.2")
+v = number(nccl, "ncclGetVersion")
+print("NCCL: not found" if v is None else f"NCCL: {v // 10000}.{v % 10000 // 100}.{v % 100}")
+EOF
+  echo "$glibc_note"
+}
+
 {
+  versions
   echo "bundle: $bundle -> $work"
   echo "CUDA libraries from: ${cuda_dirs:-(none found)}"
   nvidia-smi -L 2>&1 || echo "nvidia-smi: not available"

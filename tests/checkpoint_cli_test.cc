@@ -107,7 +107,7 @@ std::vector<testing::CommandResult> run_all(const std::vector<std::string>& comm
 
 std::string tessera(const std::string& args) { return kEnvironment + kTessera + " " + args; }
 
-// step -> the metrics row's "loss" and "grad_norm" as printed (9 significant digits).
+// step -> the metrics row's "loss" and "grad_norm" as printed (every digit of the double).
 struct Row {
   std::string loss, grad_norm;
 };

@@ -11,9 +11,11 @@
 #include <vector>
 
 #include "core/check.h"
-#include "launcher/common/xxhash64.h"
+#include "launcher/common/checksum.h"
+#include "launcher/common/durable_file.h"
 #include "models/gpt2/gpt2_model.h"
 #include "tests/checkpoint_state.h"
+#include "tests/run_command.h"
 #include "tests/temp_dir.h"
 
 namespace tessera {
@@ -56,6 +58,37 @@ TEST(Xxh64, FileOfEveryLength) {
   EXPECT_EQ(size, data.size());
   const std::string message = error_message<CheckpointError>([&] { xxh64_file(dir.file("missing")); });
   EXPECT_NE(message.find("missing"), std::string::npos) << message;
+}
+
+// A checkpoint file's digest, taken as the checkpoint writer takes it (hash_and_sync_file) and as the loader
+// checks it (xxh64_file), is the one the xxh64sum command prints: checkpoints can be checked with stock tools,
+// and those written before libxxhash did the hashing stay valid. Sizes around the 32-byte stripe and the 1 MiB
+// read buffer.
+TEST(Xxh64, FilesHashAsXxh64sumPrintsThem) {
+  const std::string xxh64sum = TESSERA_XXH64SUM;
+  ASSERT_FALSE(xxh64sum.empty()) << "xxh64sum was not found when the tests were configured: install the Debian "
+                                    "package xxhash (scripts/install-deps.sh) and configure again";
+  testing::TempDir dir;
+  for (size_t size : {size_t{0}, size_t{1}, size_t{31}, size_t{32}, size_t{33}, size_t{1000}, size_t{1} << 20,
+                      (size_t{1} << 20) + 7, size_t{3} << 20}) {
+    SCOPED_TRACE(size);
+    std::string data(size, '\0');
+    uint64_t x = size + 1;
+    for (char& c : data) c = static_cast<char>((x = x * 6364136223846793005ULL + 1442695040888963407ULL) >> 56);
+    const std::string path = dir.file("shard_" + std::to_string(size) + ".h5");
+    testing::write_text_file(path, data);
+    const testing::CommandResult r =
+        testing::run_command("('" + xxh64sum + "' '" + path + "' 2>/dev/null)");  // no progress
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    ASSERT_GE(r.output.size(), 16u) << r.output;
+    const std::string want = r.output.substr(0, 16);
+    uint64_t written_size = 0, read_size = 0;
+    EXPECT_EQ(hex64(hash_and_sync_file(path, &written_size)), want);
+    EXPECT_EQ(hex64(xxh64_file(path, &read_size)), want);
+    EXPECT_EQ(hex64(xxh64(data.data(), data.size())), want);
+    EXPECT_EQ(written_size, size);
+    EXPECT_EQ(read_size, size);
+  }
 }
 
 // ---- boxes ----------------------------------------------------------------------------------------------------

@@ -45,9 +45,10 @@ struct CommandFlags {
 const std::vector<CommandFlags> kCommands = {
     {"prepare",
      {"--input", "--invalid-utf8", "--doc-separator", "--tokenizer-out", "--vocab-size", "--tokenizer", "--out",
-      "--valid-fraction", "--seed", "--threads", "--mc-task-out", "--mc-task-size", "--format", "--template"},
+      "--valid-fraction", "--seed", "--threads", "--mc-task-out", "--mc-task-size", "--format", "--template",
+      "--input-format", "--text-key"},
      "--out"},
-    {"train", {"--config", "--set", "--unset", "--run-dir", "--resume", "--init-from"}, "--config"},
+    {"train", {"--config", "--set", "--unset", "--run-dir", "--resume", "--init-from", "--trace-steps"}, "--config"},
     {"eval",
      {"--checkpoint", "--data", "--max-tokens", "--task", "--per-example", "--config", "--json", "--set", "--unset"},
      "--checkpoint"},
@@ -62,6 +63,10 @@ const std::vector<CommandFlags> kCommands = {
       "--top-p", "--seed", "--json", "--no-kv-cache", "--set", "--unset"},
      "--checkpoint"},
     {"bench", {"--shape", "--steps", "--warmup", "--no-dp-overlap", "--set", "--unset"}, "--steps"},
+    {"plot", {"RUN_DIR", "--out"}, "--out"},
+    {"plan",
+     {"--config", "--gpus", "--gpu", "--nodes-of", "--top", "--calibrate", "--json", "--set", "--unset"},
+     "--gpus"},
 };
 
 TEST(CommandLineHelp, EverySubcommandHasGeneratedHelpNamingItsFlags) {
@@ -87,7 +92,7 @@ TEST(CommandLineHelp, TopLevelHelpListsTheCommandsAndTheExitCodes) {
   for (const CommandFlags& c : kCommands) EXPECT_TRUE(contains(r.output, std::string("\n  ") + c.command + " "));
   for (const char* line :
        {"exit codes:", "  0  finished", "  1  a runtime error", "  2  a usage or config error",
-        "  3  train stopped by SIGTERM/SIGINT after saving a checkpoint: requeue it with --resume auto",
+        "  3  train stopped by SIGTERM/SIGINT/SIGUSR1 after saving a checkpoint: requeue it with --resume auto",
         "tessera <command> --help"}) {
     EXPECT_TRUE(contains(r.output, line)) << line << "\n" << r.output;
   }

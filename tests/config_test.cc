@@ -378,6 +378,7 @@ TEST(ApplyOverride, BadOverridesSayWhatIsAllowed) {
       {"data.mock=yes", {"data.mock takes true or false", "not 'yes'"}},
       {"model.dtype=FP16", {"model.dtype takes one of FP32, BF16"}},
       {"optimizer.schedule=cosinus", {"optimizer.schedule takes one of COSINE, CONSTANT, LINEAR"}},
+      {"train.recompute=PARTIAL", {"train.recompute takes one of NONE, SELECTIVE, FULL"}},
   };
   for (const BadOverride& bad : cases) {
     SCOPED_TRACE(bad.assignment);
@@ -496,6 +497,9 @@ TEST(ValidateJobConfig, EveryRuleNamesItsField) {
       {{"train.seq_len=17"}, "train.seq_len (17) must be <= model.max_seq_len (16)"},
       {{"train.grad_clip=-1"}, "train.grad_clip (-1) must be a finite number >= 0"},
       {{"train.threads=-1"}, "train.threads (-1) must be >= 0"},
+      {{"train.recompute=FULL", "train.recompute_every=0"}, "train.recompute_every (0) must be >= 1"},
+      {{"train.recompute_every=2"}, "train.recompute_every (2) applies to train.recompute FULL only, not NONE"},
+      {{"train.recompute=SELECTIVE", "train.recompute_every=3"}, "applies to train.recompute FULL only, not SELECTIVE"},
       {{"optimizer.lr=0"}, "optimizer.lr (0) must be a finite number > 0"},
       {{"optimizer.min_lr=-1e-5"}, "optimizer.min_lr (-1e-05) must be between 0 and optimizer.lr"},
       {{"optimizer.min_lr=1"}, "optimizer.min_lr (1) must be between 0 and optimizer.lr (0.0003)"},
@@ -522,6 +526,11 @@ TEST(ValidateJobConfig, EveryRuleNamesItsField) {
       {{"logging.eval_every=-1"}, "logging.eval_every (-1) must be >= 0"},
       {{"logging.eval_batches=0"}, "logging.eval_batches (0) must be >= 1"},
       {{"logging.run_dir="}, "logging.run_dir is empty"},
+      {{"logging.trace_steps=3:2"}, "logging.trace_steps (--trace-steps) is '3:2': give FIRST:LAST"},
+      {{"logging.trace_steps=0:1"}, "logging.trace_steps (--trace-steps) is '0:1'"},
+      {{"logging.trace_steps=2"}, "logging.trace_steps (--trace-steps) is '2'"},
+      {{"logging.trace_steps=2:x"}, "logging.trace_steps (--trace-steps) is '2:x'"},
+      {{"logging.trace_steps=-1:3"}, "logging.trace_steps (--trace-steps) is '-1:3'"},
       {{"data.mock=false", "data.train_prefix=data/x", "logging.eval_every=5"},
        "logging.eval_every (5) asks for validation, but data.valid_prefix is not set"},
   };
@@ -543,12 +552,30 @@ TEST(ValidateJobConfig, ValidVariantsPass) {
       {"train.grad_clip=0", "optimizer.weight_decay=0", "optimizer.beta1=0", "parallel.zero_stage=1"},
       {"parallel.zero_stage=1", "parallel.dp_bucket_mb=0.001"},
       {"train.seq_len=1", "model.max_seq_len=1"},
+      {"logging.trace_steps=2:3"},
+      {"logging.trace_steps=5:5"},
+      {"logging.trace_steps="},  // empty: no trace
+      {"train.recompute=SELECTIVE"},
+      {"train.recompute=FULL", "train.recompute_every=3"},
   };
   for (const auto& overrides : cases) {
     SCOPED_TRACE(overrides.back());
     config::JobConfig job = small_job();
     for (const char* assignment : overrides) apply_override(job, assignment);
     EXPECT_NO_THROW(validate_job_config(job));
+  }
+}
+
+TEST(ParseStepRange, FirstAndLastInclusive) {
+  int first = 0, last = 0;
+  EXPECT_TRUE(parse_step_range("2:3", &first, &last));
+  EXPECT_EQ(first, 2);
+  EXPECT_EQ(last, 3);
+  EXPECT_TRUE(parse_step_range("7:7", &first, &last));
+  EXPECT_EQ(first, 7);
+  EXPECT_EQ(last, 7);
+  for (const char* bad : {"", ":", "3", "3:", ":3", "0:2", "4:3", "1:2:3", " 1:2", "1:2 ", "+1:2", "1:99999999999"}) {
+    EXPECT_FALSE(parse_step_range(bad, &first, &last)) << bad;
   }
 }
 
@@ -734,6 +761,24 @@ TEST(ModelConfigFrom, ArchitectureDefaults) {
   EXPECT_FALSE(llama.tie_embeddings);
   apply_override(job, "model.tie_embeddings=true");
   EXPECT_TRUE(model_config_from(job.model()).tie_embeddings);
+}
+
+TEST(TrainingModelConfig, CarriesRecomputationAndWhichBlocks) {
+  config::JobConfig job = small_job();
+  EXPECT_EQ(training_model_config(job).recompute, Recompute::kNone);
+  EXPECT_FALSE(training_model_config(job).recomputes(0));
+  apply_override(job, "train.recompute=SELECTIVE");
+  EXPECT_TRUE(training_model_config(job).recomputes(1));
+  apply_override(job, "train.recompute=FULL");
+  apply_override(job, "train.recompute_every=2");
+  const ModelConfig full = training_model_config(job);
+  EXPECT_EQ(full.recompute, Recompute::kFull);
+  EXPECT_EQ(full.recompute_every, 2);
+  EXPECT_TRUE(full.recomputes(0));
+  EXPECT_FALSE(full.recomputes(1));
+  EXPECT_TRUE(full.recomputes(2));
+  // The model's shape alone carries none of it.
+  EXPECT_EQ(model_config_from(job.model()).recompute, Recompute::kNone);
 }
 
 // ---- text form --------------------------------------------------------------------------------------------

@@ -17,6 +17,11 @@
 // different orders); for bf16 cases at least one bf16 rounding (relative 1e-2), since two nearly equal f32
 // results may round to neighbouring bf16 values.
 //
+// Ops with more than one GPU path run on the GPU first, and the path taken picks the reference and tolerance
+// (Case::check), printed as "[   PATH   ]": bf16 attention on cuDNN is compared with a host model of cuDNN's
+// bf16 roundings (tests/attention_reference.h), on Tessera's kernels with CpuBackend; matmul + GELU by whether
+// cuBLASLt's GELU epilogue ran (Note [GELU epilogue]).
+//
 // Labelled `gpu`: every test skips itself when cudaGetDeviceCount reports no GPU.
 #include "kernels/cuda/cuda_backend.h"
 
@@ -25,6 +30,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <functional>
 #include <iomanip>
@@ -39,6 +45,7 @@
 #include "core/bf16.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cuda/device.h"
+#include "tests/attention_reference.h"
 
 namespace tessera {
 namespace {
@@ -109,12 +116,28 @@ struct Tolerance {
 };
 constexpr Tolerance kFp32{1e-5, 1e-6};
 
+// What the GPU ran, for ops with more than one path: the attention engine (CudaBackend::attention_engine) and
+// whether the product took cuBLASLt's GELU_AUX_BIAS epilogue (Gemm::epilogues_taken).
+struct GpuPath {
+  std::string attention_engine;
+  bool gelu_epilogue = false;
+};
+
+// The reference and tolerance of a case for the path its GPU run took.
+struct Check {
+  std::string path;  // printed with the result
+  Tolerance tolerance = kFp32;
+  std::function<void(Backend&, const std::vector<Tensor>&)> reference;  // run on the CPU; null: the case's op
+  std::vector<Floats> slack;  // per compared output: extra absolute tolerance per element; missing: none
+};
+
 struct Case {
   std::string name;
   std::vector<Arg> args;
   std::function<void(Backend&, const std::vector<Tensor>&)> op;
   Tolerance tolerance = kFp32;
-  DType compute = DType::kF32;  // the dtype of the compute tensors
+  DType compute = DType::kF32;                 // the dtype of the compute tensors
+  std::function<Check(const GpuPath&)> check = nullptr;  // null: CpuBackend running op, within `tolerance`
 };
 
 DType dtype_of(const Arg& arg, const Case& c) { return arg.compute ? c.compute : arg.dtype; }
@@ -178,7 +201,8 @@ Tensor make_tensor(void* data, DType dtype, Device device, const std::vector<int
 }
 
 // The bytes of every compared tensor after the op, in argument order.
-std::vector<std::vector<std::byte>> run_case(Backend& backend, const Case& c) {
+std::vector<std::vector<std::byte>> run_case(Backend& backend, const Case& c,
+                                             const std::function<void(Backend&, const std::vector<Tensor>&)>& op) {
   std::vector<Buffer> buffers;
   std::vector<Tensor> tensors;
   for (const Arg& arg : c.args) {
@@ -210,7 +234,7 @@ std::vector<std::vector<std::byte>> run_case(Backend& backend, const Case& c) {
     }
     tensors.push_back(t);
   }
-  c.op(backend, tensors);
+  (op ? op : c.op)(backend, tensors);
   std::vector<std::vector<std::byte>> results;
   for (size_t a = 0; a < c.args.size(); ++a) {
     if (c.args[a].role != Role::kOutput && c.args[a].role != Role::kInOut) continue;
@@ -221,8 +245,9 @@ std::vector<std::vector<std::byte>> run_case(Backend& backend, const Case& c) {
   return results;
 }
 
+// Element i passes when |gpu - cpu| <= atol + rtol |cpu| + slack[i] (slack empty: 0).
 ::testing::AssertionResult all_close(const std::vector<std::byte>& got_bytes, const std::vector<std::byte>& want_bytes,
-                                     DType dtype, Tolerance tolerance) {
+                                     DType dtype, Tolerance tolerance, const Floats& slack = {}) {
   if (got_bytes.size() != want_bytes.size()) {
     return ::testing::AssertionFailure() << got_bytes.size() << " bytes from the GPU, " << want_bytes.size()
                                          << " from the CPU";
@@ -254,7 +279,8 @@ std::vector<std::vector<std::byte>> run_case(Backend& backend, const Case& c) {
         std::memcpy(&g, &got_bytes[4 * i], 4);
         std::memcpy(&w, &want_bytes[4 * i], 4);
       }
-      ok = g == w || std::abs(static_cast<double>(g) - w) <= tolerance.atol + tolerance.rtol * std::abs(w);
+      const double extra = i < slack.size() ? slack[i] : 0.0;
+      ok = g == w || std::abs(static_cast<double>(g) - w) <= tolerance.atol + tolerance.rtol * std::abs(w) + extra;
       got = g;
       want = w;
     }
@@ -302,40 +328,44 @@ void logit_statistics(const Floats& logits, const Ints& targets, int64_t N, int6
   }
 }
 
-// Causal grouped-query attention forward in double: out[B,T,H*hs] and lse[B,H,T] from qkv[B,T,(H + 2*KV)*hs] (the
-// Backend contract: query head h reads key/value head h / (H/KV)).
-void attention_reference(const Floats& qkv, int64_t B, int64_t T, int64_t H, int64_t KV, int64_t hs, Floats* out,
-                         Floats* lse) {
-  const int64_t C = H * hs, C3 = (H + 2 * KV) * hs;
-  const double scale = 1 / std::sqrt(static_cast<double>(hs));
-  out->assign(B * T * C, 0.0f);
-  lse->assign(B * H * T, 0.0f);
-  std::vector<double> scores(T);
-  for (int64_t b = 0; b < B; ++b) {
-    for (int64_t h = 0; h < H; ++h) {
-      const int64_t kv = C + (h / (H / KV)) * hs;  // offset of the key head in a row; the value head is KV*hs on
-      for (int64_t i = 0; i < T; ++i) {
-        const float* q = &qkv[(b * T + i) * C3 + h * hs];
-        double max = -INFINITY;
-        for (int64_t j = 0; j <= i; ++j) {
-          const float* k = &qkv[(b * T + j) * C3 + kv];
-          double dot = 0;
-          for (int64_t d = 0; d < hs; ++d) dot += static_cast<double>(q[d]) * k[d];
-          scores[j] = dot * scale;
-          max = std::max(max, scores[j]);
-        }
-        double sum = 0;
-        for (int64_t j = 0; j <= i; ++j) sum += std::exp(scores[j] - max);
-        for (int64_t d = 0; d < hs; ++d) {
-          double o = 0;
-          for (int64_t j = 0; j <= i; ++j)
-            o += std::exp(scores[j] - max) / sum * qkv[(b * T + j) * C3 + kv + KV * hs + d];
-          (*out)[(b * T + i) * C + h * hs + d] = static_cast<float>(o);
-        }
-        (*lse)[(b * H + h) * T + i] = static_cast<float>(max + std::log(sum));
-      }
+// Writes values (f32, rounded to bf16 for a bf16 tensor) into a tensor of a CPU backend: how a reference computed
+// on the host becomes a case's result.
+void upload(Backend& backend, const Tensor& t, const Floats& values) {
+  EXPECT_EQ(std::ssize(values), t.numel());
+  if (t.dtype() == DType::kBF16) {
+    std::vector<uint16_t> halves(values.size());
+    for (size_t e = 0; e < values.size(); ++e) halves[e] = f32_to_bf16(values[e]);
+    backend.copy_from_host(t, halves.data());
+  } else {
+    backend.copy_from_host(t, values.data());
+  }
+}
+
+// Note [GELU epilogue]
+// cublasLt.h documents GELU_AUX_BIAS as "apply Bias and then GELU transform" without saying which GELU (the erf
+// form or the tanh approximation that Tessera's kernels and the CPU use) or how accurately it is computed. So
+// the epilogue path is held to the f32 (bf16) product's tolerance plus, per element of the GELU output, a slack
+// covering both unknowns at pre-activation x:
+//   |gelu_tanh(x) - gelu_erf(x)|  (at most 4.7e-4, near |x| = 2)
+//   + 0.5 |x| 2^-11               (tanh evaluated with a relative error of up to 2^-11, that of PTX's
+//                                  tanh.approx.f32: GELU = 0.5 x (1 + tanh u) moves by 0.5 |x| |d tanh|)
+// The fallback (product, then Tessera's GELU kernel: the CPU's formula) keeps the plain tolerances. The test
+// prints which path ran and, for the epilogue, how far the GPU's GELU is from each form of its own
+// pre-activation, which says which one cuBLASLt computes.
+double gelu_tanh(double x) { return 0.5 * x * (1 + std::tanh(0.7978845608028654 * (x + 0.044715 * x * x * x))); }
+double gelu_erf(double x) { return 0.5 * x * (1 + std::erf(x / std::sqrt(2.0))); }
+
+Floats gelu_epilogue_slack(const Floats& inp, const Floats& weight, const Floats& bias, int64_t N, int64_t C,
+                           int64_t OC) {
+  Floats slack(N * OC);
+  for (int64_t i = 0; i < N; ++i) {
+    for (int64_t o = 0; o < OC; ++o) {
+      double x = bias[o];
+      for (int64_t c = 0; c < C; ++c) x += static_cast<double>(inp[i * C + c]) * weight[o * C + c];
+      slack[i * OC + o] = static_cast<float>(std::abs(gelu_tanh(x) - gelu_erf(x)) + 0.5 * std::abs(x) * 0x1p-11);
     }
   }
+  return slack;
 }
 
 // ---- the cases --------------------------------------------------------------------------------------------------
@@ -461,16 +491,26 @@ void add_compute_cases(Rng& rng, DType dtype, std::vector<Case>& cases) {
          forward, t);
     // matmul + GELU: the fused epilogue rounds the pre-activation after GELU reads it, the reference before, so
     // bf16 allows one more rounding.
+    // The tolerance depends on the path (Note [GELU epilogue]): the fallback is the CPU's sequence (product
+    // rounded, GELU of it), the epilogue rounds the pre-activation after GELU reads it (bf16: one more rounding)
+    // and computes a GELU of its own.
     const auto gelu = [](Backend& b, const Tensors& t) { b.matmul_gelu_forward(t[0], t[1], t[2], t[3], t[4]); };
-    const Tolerance gelu_tolerance = bf16 ? Tolerance{2e-2, 2e-3} : Tolerance{std::max(s.tolerance.rtol, 1e-5), 1e-5};
-    push("matmul_gelu_forward" + shape,
-         {output({s.N, s.OC}), output({s.N, s.OC}), input({s.N, s.C}, rng.normal(s.N * s.C)),
-          input({s.OC, s.C}, rng.normal(s.OC * s.C, 0.1)), input({s.OC}, rng.normal(s.OC))},
-         gelu, gelu_tolerance);
-    push("matmul_gelu_forward_unaligned" + shape,
-         {output({s.N, s.OC}), output({s.N, s.OC}), input({s.N, s.C}, rng.normal(s.N * s.C)),
-          input({s.OC, s.C}, rng.normal(s.OC * s.C, 0.1), 1), input({s.OC}, rng.normal(s.OC), 1)},
-         gelu, gelu_tolerance);
+    const Tolerance fallback_tolerance = bf16 ? t : Tolerance{std::max(s.tolerance.rtol, 1e-5), 1e-5};
+    const Tolerance epilogue_tolerance = bf16 ? Tolerance{2e-2, 2e-3} : fallback_tolerance;
+    for (const bool unaligned : {false, true}) {
+      const Floats inp = rounded(rng.normal(s.N * s.C), dtype), weight = rounded(rng.normal(s.OC * s.C, 0.1), dtype),
+                   bias_values = rounded(rng.normal(s.OC), dtype);
+      const Floats slack = gelu_epilogue_slack(inp, weight, bias_values, s.N, s.C, s.OC);
+      push(unaligned ? "matmul_gelu_forward_unaligned" + shape : "matmul_gelu_forward" + shape,
+           {output({s.N, s.OC}), output({s.N, s.OC}), input({s.N, s.C}, inp),
+            input({s.OC, s.C}, weight, unaligned ? 1 : 0), input({s.OC}, bias_values, unaligned ? 1 : 0)},
+           gelu, fallback_tolerance);
+      cases.back().check = [=](const GpuPath& path) {
+        if (!path.gelu_epilogue)
+          return Check{"fallback: product, then Tessera's GELU kernel", fallback_tolerance, {}, {}};
+        return Check{"cuBLASLt GELU_AUX_BIAS epilogue", epilogue_tolerance, {}, {slack, {}}};
+      };
+    }
     const auto backward = [](Backend& b, const Tensors& t) { b.matmul_backward(t[0], t[1], t[2], t[3], t[4], t[5]); };
     push("matmul_backward" + shape,
          {output({s.N, s.C}), grad({s.OC, s.C}, rng.normal(s.OC * s.C)), grad({s.OC}, rng.normal(s.OC)),
@@ -599,21 +639,57 @@ void add_compute_cases(Rng& rng, DType dtype, std::vector<Case>& cases) {
     const int64_t C = s.H * s.hs, W = (s.H + 2 * s.KV) * s.hs;
     const int n_head = static_cast<int>(s.H), n_kv_head = static_cast<int>(s.KV);
     const Floats qkv = rounded(rng.normal(s.B * s.T * W), dtype);
+    // The reference follows the engine that ran (Note [bf16 attention references] in attention_reference.h):
+    // Tessera's kernels keep P in f32 like CpuBackend; cuDNN rounds P (and dS) to bf16, which the host model
+    // repeats, within the plain bf16 tolerance plus the model's derived slack.
+    const int64_t B = s.B, T = s.T, H = s.H, KV = s.KV, hs = s.hs;
     push(
         "attention_forward" + shape, {output({s.B, s.T, C}), stats_out({s.B, s.H, s.T}), input({s.B, s.T, W}, qkv)},
         [n_head, n_kv_head](Backend& b, const Tensors& t) { b.attention_forward(t[0], t[1], t[2], n_head, n_kv_head); },
         tol({1e-5, 1e-6}));
+    if (bf16) {
+      Floats model_out, model_lse, slack;
+      testing::attention_forward_reference(qkv, B, T, H, KV, hs, testing::AttentionRounding::kCudnn, &model_out,
+                                           &model_lse, &slack);
+      const Tolerance tolerance = cases.back().tolerance;
+      cases.back().check = [=](const GpuPath& path) {
+        if (path.attention_engine != "cudnn") return Check{"Tessera's attention kernels (f32 P)", tolerance, {}, {}};
+        return Check{"cuDNN (P rounded to bf16: host model)",
+                     tolerance,
+                     [=](Backend& b, const Tensors& t) {
+                       upload(b, t[0], model_out);
+                       upload(b, t[1], model_lse);
+                     },
+                     {slack, {}}};
+      };
+    }
     // The backward from the same forward results on both backends: out and lse computed on the host.
     Floats out, lse;
-    attention_reference(qkv, s.B, s.T, s.H, s.KV, s.hs, &out, &lse);
+    testing::attention_forward_reference(qkv, B, T, H, KV, hs, testing::AttentionRounding::kF32Probabilities, &out,
+                                         &lse, nullptr);
+    out = rounded(out, dtype);
+    const Floats d_out = rounded(rng.normal(s.B * s.T * C), dtype);
     push(
         "attention_backward" + shape,
-        {output({s.B, s.T, W}), input({s.B, s.T, C}, rng.normal(s.B * s.T * C)), input({s.B, s.T, W}, qkv),
-         input({s.B, s.T, C}, out), stats({s.B, s.H, s.T}, lse)},
+        {output({s.B, s.T, W}), input({s.B, s.T, C}, d_out), input({s.B, s.T, W}, qkv), input({s.B, s.T, C}, out),
+         stats({s.B, s.H, s.T}, lse)},
         [n_head, n_kv_head](Backend& b, const Tensors& t) {
           b.attention_backward(t[0], t[1], t[2], t[3], t[4], n_head, n_kv_head);
         },
         tol({1e-4, 1e-5}));
+    if (bf16) {
+      Floats model_d_qkv, slack;
+      testing::attention_backward_reference(d_out, qkv, out, lse, B, T, H, KV, hs, testing::AttentionRounding::kCudnn,
+                                            &model_d_qkv, &slack);
+      const Tolerance tolerance = cases.back().tolerance;
+      cases.back().check = [=](const GpuPath& path) {
+        if (path.attention_engine != "cudnn") return Check{"Tessera's attention kernels (f32 P)", tolerance, {}, {}};
+        return Check{"cuDNN (P and dS rounded to bf16: host model)",
+                     tolerance,
+                     [=](Backend& b, const Tensors& t) { upload(b, t[0], model_d_qkv); },
+                     {slack}};
+      };
+    }
     if (s.hs % 2 != 0) continue;
     // RoPE in place; positions i % seq_len with two sequences per batch row where T allows.
     const int seq_len = static_cast<int>(s.T % 2 == 0 ? s.T / 2 : s.T);
@@ -753,6 +829,33 @@ const std::vector<Case>& cases() {
   return all;
 }
 
+// Which GELU cuBLASLt's epilogue computes (Note [GELU epilogue]): the largest distance of its output from
+// each form, evaluated on its own pre-activation.
+void report_gelu_form(const Case& c, const std::vector<std::byte>& out, const std::vector<std::byte>& pre) {
+  const bool bf16 = c.compute == DType::kBF16;
+  const size_t n = out.size() / (bf16 ? 2 : 4);
+  const auto value = [bf16](const std::vector<std::byte>& bytes, size_t i) {
+    if (bf16) {
+      uint16_t h = 0;
+      std::memcpy(&h, &bytes[2 * i], 2);
+      return static_cast<double>(bf16_to_f32(h));
+    }
+    float f = 0;
+    std::memcpy(&f, &bytes[4 * i], 4);
+    return static_cast<double>(f);
+  };
+  double to_tanh = 0, to_erf = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const double x = value(pre, i), y = value(out, i);
+    to_tanh = std::max(to_tanh, std::abs(y - gelu_tanh(x)));
+    to_erf = std::max(to_erf, std::abs(y - gelu_erf(x)));
+  }
+  std::printf(
+      "[   PATH   ] %s: GELU epilogue output vs its pre-activation: max |diff| %.3g from tanh-GELU, %.3g "
+      "from erf-GELU\n",
+      c.name.c_str(), to_tanh, to_erf);
+}
+
 // ---- fixtures -----------------------------------------------------------------------------------------------------
 
 // One CudaBackend for the whole binary, released before exit (while the CUDA runtime is still up).
@@ -783,20 +886,32 @@ class CudaBackendTest : public ::testing::Test {
 
 class CudaParityTest : public CudaBackendTest, public ::testing::WithParamInterface<size_t> {};
 
+// The GPU runs first: for ops with several paths, the one it took picks the reference and tolerance.
 TEST_P(CudaParityTest, MatchesCpuBackend) {
   const Case& c = cases()[GetParam()];
-  const auto want = run_case(cpu(), c);
-  const auto got = run_case(*gpu_, c);
+  const int64_t gelu_before = gpu_->gemm().epilogues_taken(cuda::GemmEpilogue::kGeluBias);
+  const auto got = run_case(*gpu_, c, nullptr);
+  const GpuPath path{gpu_->attention_engine(),
+                     gpu_->gemm().epilogues_taken(cuda::GemmEpilogue::kGeluBias) > gelu_before};
+  const Check check = c.check ? c.check(path) : Check{"", c.tolerance, nullptr, {}};
+  if (!check.path.empty()) {
+    std::printf("[   PATH   ] %s: %s\n", c.name.c_str(), check.path.c_str());
+    RecordProperty("path", check.path);
+  }
+  const auto want = run_case(cpu(), c, check.reference);
   ASSERT_EQ(got.size(), want.size());
   size_t compared = 0;
   for (size_t a = 0; a < c.args.size(); ++a) {
     const Arg& arg = c.args[a];
     if (arg.role != Role::kOutput && arg.role != Role::kInOut) continue;
     const DType dtype = dtype_of(arg, c);
-    EXPECT_TRUE(all_close(got[compared], want[compared], dtype, tolerance_for(dtype, c.tolerance)))
-        << c.name << ", argument " << a;
+    const Floats no_slack;
+    const Floats& slack = compared < check.slack.size() ? check.slack[compared] : no_slack;
+    EXPECT_TRUE(all_close(got[compared], want[compared], dtype, tolerance_for(dtype, check.tolerance), slack))
+        << c.name << ", argument " << a << (check.path.empty() ? "" : ", path: " + check.path);
     ++compared;
   }
+  if (path.gelu_epilogue && got.size() == 2) report_gelu_form(c, got[0], got[1]);
 }
 
 INSTANTIATE_TEST_SUITE_P(Ops, CudaParityTest, ::testing::Range<size_t>(0, cases().size()),

@@ -10,12 +10,15 @@
 #include <cstdint>
 #include <fstream>
 #include <random>
+#include <regex>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "core/check.h"
+#include "launcher/common/human_format.h"
 #include "launcher/data/indexed_dataset.h"
+#include "launcher/data/multiple_choice_task.h"
 #include "launcher/data/tokenizer.h"
 #include "tests/run_command.h"
 #include "tests/temp_dir.h"
@@ -129,6 +132,20 @@ TEST(EvalCli, WholeBatchesOnlyAndMaxTokens) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(json_number(r.output.substr(r.output.find('{')), "windows"), 16);  // two batches of 8
   EXPECT_EQ(json_number(r.output.substr(r.output.find('{')), "left_out_windows"), 4);
+  // The progress on stderr (not a terminal here): its summary line, in windows of the total.
+  r = run_command("TESSERA_PROGRESS=auto TESSERA_PROGRESS_INTERVAL_S=0.001 " +
+                  tessera("eval --checkpoint " + imported + " --data " + data));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "eval: done, 16 windows, 512 tokens in ")) << r.output;
+  EXPECT_EQ(r.output.find('\r'), std::string::npos) << r.output;
+  for (const std::string& line : split_lines(r.output)) {
+    if (line.rfind("eval: ", 0) == 0 && !contains(line, "done")) {
+      EXPECT_TRUE(
+          std::regex_match(line, std::regex(R"(eval: (8|16) windows of 16 windows \((50|100)%\), (256|512) tokens, )"
+                                            R"([0-9.]+k? tokens/s, [0-9]+ s elapsed, ETA [0-9]+ s)")))
+          << line;
+    }
+  }
   r = run_command(tessera("eval --json --checkpoint " + imported + " --data " + data + " --max-tokens 300"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(json_number(r.output.substr(r.output.find('{')), "tokens"), 256);  // 9 windows fit: one batch
@@ -388,6 +405,45 @@ TEST(TrainInitFrom, NewRunFromWeightsThenItsOwnCheckpointOnRequeue) {
   r = run_command(tessera("train --run-dir " + dir.file("x") + " --init-from " + imported));
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_TRUE(contains(r.output, "--init-from needs --config")) << r.output;
+}
+
+// Task files: what prepare writes, eval reads back field for field (escapes and UTF-8 too); lines that are not
+// exactly an example are refused with the file and line.
+TEST(MultipleChoiceTask, ReadsWhatItWritesAndRefusesOtherLines) {
+  TempDir dir;
+  std::vector<tasks::MultipleChoiceExample> examples(2);
+  examples[0].set_context("a \"quoted\" line\twith a tab and café");
+  examples[0].add_choices(" yes");
+  examples[0].add_choices(" no\n");
+  examples[0].set_label(1);
+  examples[1].set_context("");
+  for (const char* choice : {" a", " b", " c"}) examples[1].add_choices(choice);
+  const std::string path = dir.file("task.jsonl");
+  write_multiple_choice_task(path, examples);
+  const std::string text = testing::read_text_file(path);
+  EXPECT_TRUE(
+      contains(text, R"({"context":"a \"quoted\" line\twith a tab and café","choices":[" yes"," no\n"],"label":1})"))
+      << text;
+  const std::vector<tasks::MultipleChoiceExample> back = read_multiple_choice_task(path);
+  ASSERT_EQ(back.size(), 2u);
+  for (size_t i = 0; i < back.size(); ++i) EXPECT_EQ(back[i].SerializeAsString(), examples[i].SerializeAsString()) << i;
+
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {R"({"context": "a", "choices": [" b", " c"], "label": "1"})", "\"label\" must be an integer"},
+      {R"({"context": "a", "choices": [" b", " c"], "label": 4294967296})", "\"label\" must be an integer"},
+      {R"({"context": "a", "choices": [" b", 3], "label": 0})", "\"choices\" must be an array of strings"},
+      {R"({"context": 1, "choices": [" b", " c"], "label": 0})", "\"context\" must be a string"},
+      {R"({"context": "a", "choices": [" b", " c"], "label": 0, "label": 1})", "duplicate key \"label\""},
+      {R"({"context": "a", "choices": [" b", " c"], "label": 0)", "not valid JSON at byte"},
+      {R"(["a", [" b", " c"], 0])", "not a {\"context\""},
+  };
+  for (const auto& [line, expected] : bad) {
+    SCOPED_TRACE(line);
+    testing::write_text_file(path, text + line + "\n");
+    const std::string message = testing::error_message<DataError>([&] { read_multiple_choice_task(path); });
+    EXPECT_TRUE(contains(message, path + ":3: ")) << message;
+    EXPECT_TRUE(contains(message, expected)) << message;
+  }
 }
 
 }  // namespace

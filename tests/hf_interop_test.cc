@@ -19,7 +19,7 @@
 #include "launcher/commands/fixture.h"
 #include "launcher/common/config.h"
 #include "launcher/common/hdf5_file.h"
-#include "launcher/common/json.h"
+#include "launcher/common/json_io.h"
 #include "launcher/data/prepare.h"
 #include "launcher/interop/hf_directory.h"
 #include "launcher/interop/safetensors.h"
@@ -62,29 +62,40 @@ std::string safetensors_bytes(const std::string& header, const std::string& data
 
 TEST(Json, WritesEscapedStringsAndNumbersThatParseBack) {
   Json object = Json::object();
-  object.set("text", std::string("quote \" backslash \\ newline \n tab \t bell \x07 café"));
-  object.set("int", Json(int64_t{-9007199254740993}));
-  object.set("float", Json(1e-5));
-  object.set("whole", Json(10000.0));
-  object.set("null", Json());
-  Json list = Json::array();
-  list.push_back(Json(true));
-  list.push_back(Json(false));
-  object.set("list", std::move(list));
-  const std::string text = object.dump();
+  object["text"] = "quote \" backslash \\ newline \n tab \t bell \x07 café";
+  object["int"] = int64_t{-9007199254740993};
+  object["float"] = 1e-5;
+  object["whole"] = 10000.0;
+  object["null"] = nullptr;
+  object["list"] = {true, false};
+  const std::string text = dump_json(object);
   EXPECT_TRUE(contains(text, R"("quote \" backslash \\ newline \n tab \t bell \u0007 café")")) << text;
   EXPECT_TRUE(contains(text, R"("float":1e-05)")) << text;
   EXPECT_TRUE(contains(text, R"("whole":10000.0)")) << text;
-  for (int indent : {-1, 2}) {
-    const Json back = parse_json(object.dump(indent), "test");
-    EXPECT_EQ(back.find("text")->as_string(), object.find("text")->as_string());
-    EXPECT_EQ(back.find("int")->as_int(), int64_t{-9007199254740993});
-    EXPECT_EQ(back.find("float")->as_number(), 1e-5);
-    EXPECT_FALSE(back.find("whole")->is_integer());
-    EXPECT_TRUE(back.find("null")->is_null());
-    EXPECT_EQ(back.find("list")->items().size(), 2u);
+  for (const std::string& written : {dump_json(object), dump_json(object, 2), dump_json_line(object)}) {
+    const Json back = parse_json(written, "test");
+    EXPECT_EQ(back.at("text"), object.at("text"));
+    EXPECT_EQ(back.at("int").get<int64_t>(), int64_t{-9007199254740993});
+    EXPECT_EQ(back.at("float").get<double>(), 1e-5);
+    EXPECT_TRUE(back.at("whole").is_number_float());
+    EXPECT_TRUE(back.at("null").is_null());
+    EXPECT_EQ(back.at("list").size(), 2u);
+    EXPECT_EQ(back, object);  // insertion order too
   }
-  EXPECT_EQ(parse_json(R"("\u00e9\ud83d\ude00")", "test").as_string(), "é\xF0\x9F\x98\x80");
+  EXPECT_EQ(parse_json(R"("\u00e9\ud83d\ude00")", "test").get<std::string>(), "é\xF0\x9F\x98\x80");
+  // Bytes that are not UTF-8 (a decoded token cut in the middle of a character) are replaced, not refused.
+  EXPECT_EQ(dump_json(Json("ab\xC3")), "\"ab\xEF\xBF\xBD\"");
+}
+
+TEST(Json, OneLineRowsHaveSpacesAfterSeparators) {
+  const Json row = {
+      {"step", 3}, {"loss", 2.5}, {"name", "a \"b\""}, {"loglik", {-1.5, -2.25}}, {"empty", Json::array()}};
+  EXPECT_EQ(dump_json_line(row),
+            R"({"step": 3, "loss": 2.5, "name": "a \"b\"", "loglik": [-1.5, -2.25], "empty": []})");
+  // Doubles are written to read back exactly (nlohmann writes the shortest such text).
+  for (double value : {0.1, 1.0 / 3, 4.125953517854214, 6.02e23, -1e-300}) {
+    EXPECT_EQ(parse_json(dump_json_line(Json{{"x", value}}), "test").at("x").get<double>(), value);
+  }
 }
 
 TEST(Json, RefusesWhatTheStandardRefuses) {
@@ -98,6 +109,22 @@ TEST(Json, RefusesWhatTheStandardRefuses) {
   std::string deep(100, '[');
   deep += std::string(100, ']');
   EXPECT_TRUE(contains(testing::error_message<DataError>([&] { parse_json(deep, "f"); }), "deeper than 64"));
+  std::string deep_enough(64, '[');
+  deep_enough += std::string(64, ']');
+  EXPECT_NO_THROW(parse_json(deep_enough, "f"));
+}
+
+TEST(Json, ErrorsSayWhere) {
+  // The byte nlohmann stopped at (counting from 1), and its line and column.
+  std::string message = testing::error_message<DataError>([&] { parse_json("{\n  \"a\": [1,\n 2,,]}", "f.json"); });
+  EXPECT_TRUE(contains(message, "f.json: not valid JSON at byte 17 (line 3, column 4): ")) << message;
+  EXPECT_TRUE(contains(message, "unexpected ','")) << message;
+  EXPECT_FALSE(contains(message, "json.exception")) << message;
+  // A duplicate key, in a nested object too, is named.
+  message = testing::error_message<DataError>([&] { parse_json(R"({"a": {"b": 1, "c": 2, "b": 3}})", "f.json"); });
+  EXPECT_TRUE(contains(message, "f.json: duplicate key \"b\"")) << message;
+  // The same key in sibling objects is fine.
+  EXPECT_NO_THROW(parse_json(R"([{"b": 1}, {"b": 2}, {"a": {"b": 3}, "b": 4}])", "f.json"));
 }
 
 // ---- safetensors ---------------------------------------------------------------------------------------------
@@ -191,10 +218,14 @@ TEST(HfInterop, ShardedAndBf16ExportsReadBack) {
   auto r = run_command(
       tessera("export --checkpoint " + run + " --format hf --out " + dir.file("sharded") + " --max-shard-size 100KB"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
+  // The progress on stderr: every tensor, 4 bytes a value read.
+  std::smatch tensors;
+  ASSERT_TRUE(std::regex_search(r.output, tensors, std::regex(": ([0-9]+) tensors, "))) << r.output;
+  EXPECT_TRUE(contains(r.output, "export: done, " + tensors[1].str() + " tensors, 632.1 kB in ")) << r.output;
   const Json index = parse_json(testing::read_text_file(dir.file("sharded/model.safetensors.index.json")), "index");
-  EXPECT_EQ(index.find("metadata")->find("total_size")->as_int(), 158016 * 4);
+  EXPECT_EQ(index.at("metadata").at("total_size").get<int64_t>(), 158016 * 4);
   std::set<std::string> files;
-  for (const auto& [tensor, file] : index.find("weight_map")->members()) files.insert(file.as_string());
+  for (const Json& file : index.at("weight_map")) files.insert(file.get<std::string>());
   EXPECT_GE(files.size(), 6u);
   for (const std::string& file : files) {
     // A file over the limit holds one tensor (the 128 KiB embedding and head).
@@ -210,7 +241,7 @@ TEST(HfInterop, ShardedAndBf16ExportsReadBack) {
   r = run_command(tessera("export --checkpoint " + run + "/checkpoints/step_00000000 --format hf --dtype bf16 --out " +
                           dir.file("bf16")));
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_EQ(parse_json(testing::read_text_file(dir.file("bf16/config.json")), "c").find("torch_dtype")->as_string(),
+  EXPECT_EQ(parse_json(testing::read_text_file(dir.file("bf16/config.json")), "c").at("torch_dtype").get<std::string>(),
             "bfloat16");
   r = run_command(tessera("import --hf " + dir.file("bf16") + " --out " + dir.file("back16")));
   ASSERT_EQ(r.exit_code, 0) << r.output;
@@ -248,18 +279,18 @@ TEST(HfInterop, ShipsTheJobsTokenizerWithItsSpecialTokens) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(testing::read_text_file(dir.file("hf/tokenizer.model")), testing::read_text_file(dir.file("tok.model")));
   const Json config = parse_json(testing::read_text_file(dir.file("hf/config.json")), "config");
-  EXPECT_EQ(config.find("bos_token_id")->as_int(), 1);
-  EXPECT_EQ(config.find("eos_token_id")->as_int(), 2);
+  EXPECT_EQ(config.at("bos_token_id").get<int64_t>(), 1);
+  EXPECT_EQ(config.at("eos_token_id").get<int64_t>(), 2);
   const Json generation = parse_json(testing::read_text_file(dir.file("hf/generation_config.json")), "generation");
-  EXPECT_EQ(generation.find("eos_token_id")->as_int(), 2);
+  EXPECT_EQ(generation.at("eos_token_id").get<int64_t>(), 2);
   const Json tokenizer = parse_json(testing::read_text_file(dir.file("hf/tokenizer_config.json")), "tokenizer");
-  EXPECT_EQ(tokenizer.find("tokenizer_class")->as_string(), "LlamaTokenizer");
-  EXPECT_EQ(tokenizer.find("bos_token")->as_string(), "<s>");
-  EXPECT_EQ(tokenizer.find("eos_token")->as_string(), "</s>");
-  EXPECT_EQ(tokenizer.find("unk_token")->as_string(), "<unk>");
-  EXPECT_FALSE(tokenizer.find("add_bos_token")->as_bool());
+  EXPECT_EQ(tokenizer.at("tokenizer_class").get<std::string>(), "LlamaTokenizer");
+  EXPECT_EQ(tokenizer.at("bos_token").get<std::string>(), "<s>");
+  EXPECT_EQ(tokenizer.at("eos_token").get<std::string>(), "</s>");
+  EXPECT_EQ(tokenizer.at("unk_token").get<std::string>(), "<unk>");
+  EXPECT_FALSE(tokenizer.at("add_bos_token").get<bool>());
   const Json special = parse_json(testing::read_text_file(dir.file("hf/special_tokens_map.json")), "special");
-  EXPECT_EQ(special.find("eos_token")->as_string(), "</s>");
+  EXPECT_EQ(special.at("eos_token").get<std::string>(), "</s>");
 }
 
 // ---- errors a user can cause ------------------------------------------------------------------------------------
@@ -296,7 +327,7 @@ TEST_F(HfErrors, MalformedSafetensorsHeaders) {
   const std::vector<Bad> cases = {
       {"abc", "fewer than the 8 of its header length"},
       {safetensors_bytes(ok, data, 1'000'000), "header length (1000000 bytes) is past the end of the file"},
-      {safetensors_bytes(R"({"a": [1, 2,]})", data), "header: invalid JSON value at byte 12"},
+      {safetensors_bytes(R"({"a": [1, 2,]})", data), "header: not valid JSON at byte 13 (line 1, column 13)"},
       {safetensors_bytes("[1, 2]", data), "its header is not a JSON object"},
       {safetensors_bytes(R"({"w":{"dtype":"F32","shape":[4,4],"data_offsets":[0,128]}})", data),
        "tensor \"w\": data_offsets [0, 128] are out of range: the data holds 64 bytes"},
@@ -382,7 +413,7 @@ TEST_F(HfErrors, ConfigJsonProblems) {
   with("{", "{,");
   r = import();
   EXPECT_EQ(r.exit_code, 2) << r.output;
-  EXPECT_TRUE(contains(r.output, "config.json: expected a string key in the JSON object at byte 1")) << r.output;
+  EXPECT_TRUE(contains(r.output, "config.json: not valid JSON at byte 2 (line 1, column 2)")) << r.output;
   fs::remove(hf() + "/config.json");
   r = import();
   EXPECT_EQ(r.exit_code, 2) << r.output;

@@ -6,15 +6,19 @@
 #include <sentencepiece_processor.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <zlib.h>
 
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <regex>
 #include <string>
 #include <vector>
 
 #include "core/check.h"
+#include "launcher/common/human_format.h"
+#include "launcher/common/json_io.h"
 #include "launcher/data/indexed_dataset.h"
 #include "launcher/data/splitmix64.h"
 #include "tests/run_command.h"
@@ -225,8 +229,10 @@ TEST_F(PrepareTest, TwoDocumentsGiveOneToEachSplit) {
 TEST_F(PrepareTest, InputErrorsNameTheFile) {
   PrepareOptions options = train_options("x");
   options.inputs = {input_, dir_.file("missing.txt")};
-  std::string message = error_message<DataError>([&] { run_prepare(options); });
-  EXPECT_TRUE(contains(message, dir_.file("missing.txt") + ": no such input file")) << message;
+  std::string message = error_message<ConfigError>([&] { run_prepare(options); });
+  EXPECT_TRUE(contains(message, "--input " + dir_.file("missing.txt") + ": no such file; the directory " +
+                                    dir_.path().string() + " exists but holds no missing.txt"))
+      << message;
 
   options.inputs = {dir_.path().string()};
   message = error_message<DataError>([&] { run_prepare(options); });
@@ -357,15 +363,204 @@ TEST_F(PrepareTest, CommandLine) {
   }
 }
 
-// The binary turns errors into a message and exit code 1, never a crash.
+// The binary turns errors into a message and an exit code, never a crash. A missing input is a usage error
+// (exit 2) whose message says where the relative path was looked for.
 TEST_F(PrepareTest, BinaryReportsErrors) {
-  const std::string command = std::string(TESSERA_BINARY) + " prepare --input " + dir_.file("missing.txt") +
-                              " --tokenizer " + dir_.file("t.model") + " --out " + dir_.file("o") + " 2> " +
+  const std::string command = "cd " + dir_.path().string() + " && " + std::string(TESSERA_BINARY) +
+                              " prepare --input corpus.txt sub/missing.txt --tokenizer t.model --out o 2> " +
                               dir_.file("stderr.txt");
-  const int status = std::system(command.c_str());
+  int status = std::system(command.c_str());
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 2);
+  const std::string message = file_bytes(dir_.file("stderr.txt"));
+  const std::string dir = std::filesystem::canonical(dir_.path()).string();
+  EXPECT_TRUE(contains(message, "--input sub/missing.txt: no such file; it resolves to " + dir +
+                                    "/sub/missing.txt, relative to the working directory " + dir + "; the directory " +
+                                    dir + "/sub does not exist (" + dir + " is the nearest that does). Check the path"))
+      << message;
+
+  // A data error (a tokenizer that is not one) is a failed run: exit 1.
+  write_text_file(dir_.file("t.model"), "not a model");
+  const std::string data_command = std::string(TESSERA_BINARY) + " prepare --input " + input_ + " --tokenizer " +
+                                   dir_.file("t.model") + " --out " + dir_.file("o") + " 2> " + dir_.file("stderr.txt");
+  status = std::system(data_command.c_str());
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 1);
-  EXPECT_TRUE(contains(file_bytes(dir_.file("stderr.txt")), "missing.txt: no such input file"));
+  EXPECT_TRUE(contains(file_bytes(dir_.file("stderr.txt")), "t.model: not a SentencePiece model"));
+}
+
+// The documents as JSON Lines: each an object with the text under `key` among other members.
+std::string jsonl(const std::vector<std::string>& documents, const std::string& key) {
+  std::string text;
+  for (size_t i = 0; i < documents.size(); ++i) {
+    Json line = Json::object();
+    line["id"] = static_cast<int64_t>(i);
+    line[key] = documents[i];
+    line["source"] = "test";
+    text += dump_json(line) + "\n";
+  }
+  return text;
+}
+
+// Writes text gzip'd at path, as two gzip members (as `cat a.gz b.gz` makes) when split is between 0 and size.
+void write_gzip(const std::string& path, const std::string& text, size_t split) {
+  for (const auto& [begin, end] : {std::pair<size_t, size_t>{0, split}, {split, text.size()}}) {
+    if (begin == end) continue;
+    gzFile file = gzopen(path.c_str(), begin == 0 ? "wb" : "ab");
+    ASSERT_NE(file, nullptr);
+    ASSERT_EQ(gzwrite(file, text.data() + begin, static_cast<unsigned>(end - begin)), static_cast<int>(end - begin));
+    ASSERT_EQ(gzclose(file), Z_OK);
+  }
+}
+
+// JSON Lines (named .jsonl or not, gzip'd or not, from stdin) give the very tokens of the same documents as text.
+TEST_F(PrepareTest, JsonlGzipAndStdinGiveTheTokensOfText) {
+  PrepareOptions options = train_options("text");
+  run_prepare(options);
+  const std::string text_bin = file_bytes(dir_.file("text_train.bin"));
+  const std::string text_valid = file_bytes(dir_.file("text_valid.bin"));
+  ASSERT_FALSE(text_bin.empty());
+  const auto same_tokens = [&](const std::string& out) {
+    EXPECT_EQ(file_bytes(dir_.file(out + "_train.bin")), text_bin) << out;
+    EXPECT_EQ(file_bytes(dir_.file(out + "_valid.bin")), text_valid) << out;
+    EXPECT_EQ(file_bytes(dir_.file(out + "_train.idx")), file_bytes(dir_.file("text_train.idx"))) << out;
+  };
+  PrepareOptions use = options;
+  use.tokenizer_out.clear();
+  use.vocab_size = 0;
+  use.tokenizer = dir_.file("tok.model");
+
+  const std::string lines = jsonl(documents_, "text");
+  write_text_file(dir_.file("corpus.jsonl"), lines);
+  use.inputs = {dir_.file("corpus.jsonl")};  // the format from the name
+  use.out_prefix = dir_.file("jsonl");
+  EXPECT_EQ(run_prepare(use).documents, 120);
+  same_tokens("jsonl");
+
+  write_gzip(dir_.file("corpus.jsonl.gz"), lines, lines.size() / 3);
+  use.inputs = {dir_.file("corpus.jsonl.gz")};
+  use.out_prefix = dir_.file("gz");
+  EXPECT_EQ(run_prepare(use).documents, 120);
+  same_tokens("gz");
+
+  // Another key, a name that says nothing (the format given), blank lines: skipped.
+  write_gzip(dir_.file("corpus.data"), "\n" + jsonl(documents_, "body") + "\n \n", 0);
+  use.inputs = {dir_.file("corpus.data")};
+  use.input_format = "jsonl";
+  use.text_key = "body";
+  use.out_prefix = dir_.file("body");
+  EXPECT_EQ(run_prepare(use).documents, 120);
+  same_tokens("body");
+
+  // A gzip'd text file; the tokenizer trained on it is the same one.
+  write_gzip(dir_.file("corpus.txt.gz"), join(documents_, ""), 1000);
+  PrepareOptions train = train_options("textgz");
+  train.inputs = {dir_.file("corpus.txt.gz")};
+  train.tokenizer_out = dir_.file("tokgz.model");
+  run_prepare(train);
+  EXPECT_EQ(file_bytes(dir_.file("tokgz.model")), file_bytes(dir_.file("tok.model")));
+  EXPECT_EQ(file_bytes(dir_.file("textgz_train.bin")), text_bin);
+
+  // stdin, through the command as a user runs it: JSON Lines and gzip'd JSON Lines, and training from stdin.
+  const std::string tessera = TESSERA_BINARY;
+  const std::string tail = " --tokenizer " + dir_.file("tok.model") + " --threads 2 --out " + dir_.file("stdin");
+  testing::CommandResult r = testing::run_command("cat " + dir_.file("corpus.jsonl") + " | " + tessera +
+                                                  " prepare --input - --input-format jsonl" + tail);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  same_tokens("stdin");
+  r = testing::run_command(tessera + " prepare --input - --input-format jsonl" + tail + " < " +
+                           dir_.file("corpus.jsonl.gz"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  same_tokens("stdin");
+  r = testing::run_command("cat " + input_ + " | " + tessera + " prepare --input - --tokenizer-out " +
+                           dir_.file("tokstdin.model") + " --vocab-size " + std::to_string(kVocab) +
+                           " --threads 2 --out " + dir_.file("stdintrain"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(file_bytes(dir_.file("tokstdin.model")), file_bytes(dir_.file("tok.model")));
+  EXPECT_EQ(file_bytes(dir_.file("stdintrain_train.bin")), text_bin);
+  // The copy of stdin is gone.
+  for (const auto& entry : std::filesystem::directory_iterator(dir_.path())) {
+    EXPECT_FALSE(contains(entry.path().filename().string(), ".stdin-")) << entry.path();
+  }
+  r = testing::run_command(tessera + " prepare --input - - --input-format jsonl" + tail + " < /dev/null");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_TRUE(contains(r.output, "stdin can be read once")) << r.output;
+}
+
+TEST_F(PrepareTest, BadJsonlLinesNameTheFileAndLine) {
+  PrepareOptions options = train_options("bad");
+  const std::string path = dir_.file("bad.jsonl");
+  options.inputs = {path};
+  const std::string good = jsonl({documents_[0], documents_[1]}, "text");
+  const auto message_for = [&](const std::string& third_line) {
+    write_text_file(path, good + third_line + "\n" + jsonl({documents_[2]}, "text"));
+    return error_message<DataError>([&] { run_prepare(options); });
+  };
+  std::string message = message_for(R"(["an", "array"])");
+  EXPECT_TRUE(contains(message, path + ":3: a JSON array, not an object; --input-format jsonl reads one JSON object "
+                                       "per line, with the text under \"text\" (--text-key)"))
+      << message;
+  message = message_for(R"({"id": 7, "body": "words"})");
+  EXPECT_TRUE(contains(message, path + ":3: no member \"text\" in this line's object (it has \"id\", \"body\"); "
+                                       "name the member that holds the text with --text-key NAME"))
+      << message;
+  message = message_for(R"({"text": 12})");
+  EXPECT_TRUE(contains(message, path + ":3: \"text\" is a number, not a string")) << message;
+  message = message_for(R"({"text": "unterminated)");
+  EXPECT_TRUE(contains(message, path + ":3: ")) << message;
+  EXPECT_TRUE(contains(message, "--input-format jsonl reads one JSON object per line")) << message;
+  EXPECT_FALSE(std::filesystem::exists(options.tokenizer_out));
+
+  // A damaged gzip file is an error too, not a short corpus.
+  std::string bytes;
+  write_gzip(dir_.file("cut.jsonl.gz"), jsonl(documents_, "text"), 0);
+  bytes = file_bytes(dir_.file("cut.jsonl.gz"));
+  write_text_file(dir_.file("cut.jsonl.gz"), bytes.substr(0, bytes.size() / 2));
+  options.inputs = {dir_.file("cut.jsonl.gz")};
+  message = error_message<DataError>([&] { run_prepare(options); });
+  EXPECT_TRUE(contains(message, "cut.jsonl.gz: the gzip stream is truncated")) << message;
+
+  options.input_format = "csv";
+  EXPECT_THROW(run_prepare(options), ConfigError);
+}
+
+// On a non-terminal, each pass prints a line every TESSERA_PROGRESS_INTERVAL_S seconds and a summary line, on
+// stderr; stdout keeps only the results.
+TEST_F(PrepareTest, ProgressLinesOnANonTerminal) {
+  run_prepare(train_options("first"));  // the tokenizer
+  write_text_file(dir_.file("big.txt"), join(make_documents(20000, 3), ""));
+  const std::string command = "TESSERA_PROGRESS=auto TESSERA_PROGRESS_INTERVAL_S=0.02 " + std::string(TESSERA_BINARY) +
+                              " prepare --input " + dir_.file("big.txt") + " --tokenizer " + dir_.file("tok.model") +
+                              " --threads 1 --out " + dir_.file("big") + " 2> " + dir_.file("stderr.txt") + " > " +
+                              dir_.file("stdout.txt");
+  const int status = std::system(command.c_str());
+  ASSERT_TRUE(WIFEXITED(status));
+  ASSERT_EQ(WEXITSTATUS(status), 0) << file_bytes(dir_.file("stderr.txt"));
+  const std::string err = file_bytes(dir_.file("stderr.txt"));
+  EXPECT_EQ(err.find('\r'), std::string::npos);
+  EXPECT_FALSE(contains(file_bytes(dir_.file("stdout.txt")), "prepare: tokenizing"));
+  const std::regex progress(
+      R"(prepare: tokenizing: [0-9.]+ [kM]?B of [0-9.]+ MB \([0-9]+%\), [0-9.]+k? documents of 20\.0k documents, )"
+      R"([0-9.]+[kM]? tokens, [0-9.]+ [kM]?B/s, [0-9.]+[kM]? tokens/s, [0-9]+ s elapsed, ETA [0-9]+ s)");
+  const std::regex summary(
+      R"(prepare: tokenizing: done, [0-9.]+ MB, 20\.0k documents, [0-9.]+[kM] tokens in [0-9.]+ s )"
+      R"(\([0-9.]+ [kM]?B/s, [0-9.]+[kM]? tokens/s\))");
+  int progress_lines = 0, summaries = 0;
+  std::string last;
+  for (const std::string& line : split_lines(err)) {
+    if (line.rfind("prepare: tokenizing", 0) != 0) continue;
+    last = line;
+    if (std::regex_match(line, progress)) {
+      ++progress_lines;
+    } else {
+      EXPECT_TRUE(std::regex_match(line, summary)) << line;
+      ++summaries;
+    }
+  }
+  EXPECT_GE(progress_lines, 2) << err;
+  EXPECT_EQ(summaries, 1) << err;
+  EXPECT_TRUE(std::regex_match(last, summary)) << err;  // the summary comes last
+  EXPECT_TRUE(contains(err, "prepare: counting documents: done, ")) << err;
 }
 
 }  // namespace

@@ -15,7 +15,7 @@
 
 #include "core/check.h"
 #include "launcher/common/crc32c.h"
-#include "launcher/common/json.h"
+#include "launcher/common/json_io.h"
 #include "launcher/run/spike_detector.h"
 #include "launcher/run/tensorboard_writer.h"
 #include "tests/run_command.h"
@@ -158,9 +158,9 @@ std::vector<Json> read_metrics(const std::string& path) {
 }
 
 double number(const Json& row, const std::string& key) {
-  const Json* value = row.find(key);
-  EXPECT_NE(value, nullptr) << key << " missing in " << row.dump();
-  return value == nullptr ? NAN : value->as_number();
+  const auto value = row.find(key);
+  EXPECT_NE(value, row.end()) << key << " missing in " << row.dump();
+  return value == row.end() ? NAN : value->get<double>();
 }
 
 std::vector<std::string> event_files(const std::string& dir) {
@@ -223,13 +223,13 @@ TEST(RunLogs, MetricsTrainLogAndTensorBoardEventsAgree) {
     const auto step = static_cast<int64_t>(number(row, "step"));
     for (const char* tag : {"loss", "val_loss", "lr", "grad_norm", "tokens_per_s", "mfu"}) {
       const auto found = by_step.find({step, tag});
-      if (row.find(tag) == nullptr) {
+      if (!row.contains(tag)) {
         EXPECT_EQ(found, by_step.end()) << tag << " at step " << step << " is not in metrics.jsonl";
         continue;
       }
       ++expected;
       ASSERT_NE(found, by_step.end()) << tag << " at step " << step;
-      // simple_value is a float; metrics.jsonl has the double to 9 digits.
+      // simple_value is a float; metrics.jsonl has the double.
       const double want = number(row, tag);
       EXPECT_NEAR(found->second.value, want, 1e-6 * std::fabs(want)) << tag << " at step " << step;
       EXPECT_NEAR(found->second.wall_time, number(row, "time"), 1e-3);
@@ -288,7 +288,7 @@ TEST(LossSpikes, ASpikeSkipsItsUpdateAndConsecutiveSpikesStopTheRun) {
         str_cat(kEnvironment, kTessera, " train --config ", job, " --run-dir ", dir.file(name), " ", extra));
   };
   auto rows_of = [&](const std::string& name) { return read_metrics(dir.file(name) + "/metrics.jsonl"); };
-  auto loss = [](const Json& row) { return row.find("loss")->dump(); };  // as written, 9 digits
+  auto loss = [](const Json& row) { return row.at("loss").dump(); };  // as written
 
   auto r = train("reference", "");
   ASSERT_EQ(r.exit_code, 0) << r.output;
@@ -312,7 +312,7 @@ TEST(LossSpikes, ASpikeSkipsItsUpdateAndConsecutiveSpikesStopTheRun) {
     SCOPED_TRACE(str_cat("step ", i + 1));
     // The guard finds no spike in a normal run, and the hook alone only changes the reported loss of step 15.
     EXPECT_EQ(loss(guarded[i]), loss(reference[i]));
-    EXPECT_EQ(guarded[i].find("skipped"), nullptr);
+    EXPECT_FALSE(guarded[i].contains("skipped"));
     if (i != 14) {
       EXPECT_EQ(loss(injected_off[i]), loss(reference[i]));
     }
@@ -321,12 +321,12 @@ TEST(LossSpikes, ASpikeSkipsItsUpdateAndConsecutiveSpikesStopTheRun) {
       EXPECT_EQ(loss(spike[i]), loss(reference[i]));
     }
     if (i == 14) {
-      ASSERT_NE(spike[i].find("spike"), nullptr);
-      EXPECT_EQ(spike[i].find("spike")->as_number(), 1);
-      EXPECT_EQ(spike[i].find("skipped")->as_number(), 1);
+      ASSERT_TRUE(spike[i].contains("spike"));
+      EXPECT_EQ(spike[i].at("spike").get<double>(), 1);
+      EXPECT_EQ(spike[i].at("skipped").get<double>(), 1);
       EXPECT_NEAR(number(spike[i], "loss"), 1000 * number(reference[i], "loss"), 1e-3 * number(spike[i], "loss"));
     } else {
-      EXPECT_EQ(spike[i].find("spike"), nullptr);
+      EXPECT_FALSE(spike[i].contains("spike"));
     }
     if (i > 14) {
       EXPECT_NE(loss(spike[i]), loss(reference[i]));
@@ -342,7 +342,7 @@ TEST(LossSpikes, ASpikeSkipsItsUpdateAndConsecutiveSpikesStopTheRun) {
   EXPECT_NE(r.output.find("a spike above train.spike_zscore"), std::string::npos) << r.output;
   const std::vector<Json> stopped = rows_of("stopped");
   ASSERT_EQ(stopped.size(), 14u);
-  for (size_t i = 11; i < 14; ++i) EXPECT_NE(stopped[i].find("spike"), nullptr) << "step " << i + 1;
+  for (size_t i = 11; i < 14; ++i) EXPECT_TRUE(stopped[i].contains("spike")) << "step " << i + 1;
   // Two in a row stay below it.
   r = train("two", "--set train.spike_zscore=6 --set train.max_skipped=3 --debug-inject-loss-spike 12:2");
   EXPECT_EQ(r.exit_code, 0) << r.output;

@@ -6,70 +6,18 @@
 // so unused slots hold 0), and one launch of sum_partials_kernel, a block per tensor, adds each row into
 // results[i]. Adding the zero slots changes no bit of a sum, so a tensor's result does not depend on the
 // others. One copy brings all results to the host, one wait.
-#include <cmath>
-
 #include "kernels/cuda/adamw.h"
+#include "kernels/cuda/adamw_kernels.cuh"
 #include "kernels/cuda/cuda_check.h"
-#include "kernels/cuda/reduce.cuh"
-#include "kernels/cuda/storage.cuh"
 
 namespace tessera::cuda {
-
-namespace {
-
-constexpr int kThreads = 256;
-constexpr int kMaxPartials = 1024;
-
-__global__ void adamw_kernel(float* param, const float* grad, float* m, float* v, int64_t n, float decay, float beta1,
-                             float beta2, float eps, float step_size, float bias_correction2_sqrt, float grad_scale,
-                             bf16* param_copy) {
-  for (int64_t i = grid_start(); i < n; i += grid_stride()) {
-    const float g = grad[i] * grad_scale;
-    const float w = param[i] * decay;
-    const float mi = m[i] * beta1 + g * (1.0f - beta1);
-    const float vi = v[i] * beta2 + (1.0f - beta2) * g * g;
-    m[i] = mi;
-    v[i] = vi;
-    const float denom = sqrtf(vi) / bias_correction2_sqrt + eps;
-    const float updated = w - step_size * (mi / denom);
-    param[i] = updated;
-    if (param_copy != nullptr) param_copy[i] = __float2bfloat16_rn(updated);
-  }
-}
-
-// partial[block] = sum of x^2 over the block's grid-stride share, in double.
-template <typename T>
-__global__ void sum_of_squares_partial_kernel(double* partial, const T* x, int64_t n) {
-  double sum = 0.0;
-  for (int64_t i = grid_start(); i < n; i += grid_stride()) {
-    const double value = to_float(x[i]);
-    sum += value * value;
-  }
-  sum = block_sum(sum);
-  if (threadIdx.x == 0) partial[blockIdx.x] = sum;
-}
-
-// Block i: results[i] = sum of the kMaxPartials doubles of row i of partials.
-__global__ void sum_partials_kernel(double* results, const double* partials) {
-  const double* row = partials + static_cast<int64_t>(blockIdx.x) * kMaxPartials;
-  double sum = 0.0;
-  for (int i = threadIdx.x; i < kMaxPartials; i += blockDim.x) sum += row[i];
-  sum = block_sum(sum);
-  if (threadIdx.x == 0) results[blockIdx.x] = sum;
-}
-
-}  // namespace
 
 void adamw_update(float* param, const float* grad, float* m, float* v, int64_t n, float lr, float beta1, float beta2,
                   float eps, float weight_decay, int64_t step, float grad_scale, bf16* param_copy, const Context& ctx) {
   if (n == 0) return;
-  const float decay = static_cast<float>(1.0 - static_cast<double>(lr) * weight_decay);
-  const double bias_correction1 = 1.0 - std::pow(static_cast<double>(beta1), static_cast<double>(step));
-  const double bias_correction2 = 1.0 - std::pow(static_cast<double>(beta2), static_cast<double>(step));
-  const float step_size = static_cast<float>(lr / bias_correction1);
-  const float bias_correction2_sqrt = static_cast<float>(std::sqrt(bias_correction2));
+  const AdamWFactors f = adamw_factors(lr, beta1, beta2, weight_decay, step);
   adamw_kernel<<<grid_size(n, kThreads), kThreads, 0, ctx.stream>>>(
-      param, grad, m, v, n, decay, beta1, beta2, eps, step_size, bias_correction2_sqrt, grad_scale, param_copy);
+      param, grad, m, v, n, f.decay, beta1, beta2, eps, f.step_size, f.bias_correction2_sqrt, grad_scale, param_copy);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -518,12 +518,14 @@ void CudaBackend::attention_backward(Tensor d_qkv, Tensor d_out, Tensor qkv, Ten
     try {
       cudnn_attention_->backward(d_qkv.data(), d_out.data(), qkv.data(), out.data(), data_as<float>(lse), B, T, H, KV,
                                  hs, stream());
+      last_attention_engine_ = "cudnn";
       return;
     } catch (const CudaError& error) {
       stop_cudnn_attention(error);
     }
 #endif
   }
+  last_attention_engine_ = "tessera";
   cuda::dispatch_compute(dtype, "attention_backward", [&]<typename Tag>(Tag) {
     using S = typename Tag::type;
     cuda::attention_backward(data_as<S>(d_qkv), data_as<S>(d_out), data_as<S>(qkv), data_as<S>(out),

@@ -104,9 +104,11 @@ class CudaBackend final : public Backend {
   void sum_of_squares_many(const Tensor* tensors, int count, double* sums) override;
   void scale(Tensor t, float factor) override;
 
-  // Which attention runs: "cudnn" (bf16 through cuDNN's fused flash attention) or "tessera" (the kernels of
-  // attention.cu) for the last attention_forward's shape. Note [Attention choice] in cuda_backend.cc.
+  // Which attention ran the last attention_forward or attention_backward: "cudnn" (bf16 through cuDNN's fused
+  // flash attention) or "tessera" (the kernels of attention.cu). Note [Attention choice] in cuda_backend.cc.
   const char* attention_engine() const { return last_attention_engine_; }
+  // The matrix products' cuBLASLt runner: which epilogues it fused and refused (Gemm::epilogues_taken).
+  const cuda::Gemm& gemm() const { return *gemm_; }
 
  private:
   // True when cuDNN takes this bf16 attention: built with cuDNN, not disabled by TESSERA_CUDNN_ATTENTION=0, the

@@ -3,37 +3,9 @@
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/elementwise.h"
-#include "kernels/cuda/reduce.cuh"
-#include "kernels/cuda/storage.cuh"
+#include "kernels/cuda/elementwise_kernels.cuh"
 
 namespace tessera::cuda {
-
-namespace {
-
-constexpr int kThreads = 256;
-
-// Not __restrict__: out may alias a or b (each element is read before it is written, by the same thread).
-template <typename T>
-__global__ void add_kernel(T* out, const T* a, const T* b, int64_t n) {
-  for (int64_t i = grid_start(); i < n; i += grid_stride()) out[i] = from_float<T>(to_float(a[i]) + to_float(b[i]));
-}
-
-template <typename T>
-__global__ void scale_kernel(T* t, float factor, int64_t n) {
-  for (int64_t i = grid_start(); i < n; i += grid_stride()) t[i] = from_float<T>(to_float(t[i]) * factor);
-}
-
-template <typename T>
-__global__ void fill_kernel(T* t, T value, int64_t n) {
-  for (int64_t i = grid_start(); i < n; i += grid_stride()) t[i] = value;
-}
-
-template <typename Dst, typename Src>
-__global__ void convert_kernel(Dst* dst, const Src* src, int64_t n) {
-  for (int64_t i = grid_start(); i < n; i += grid_stride()) dst[i] = from_float<Dst>(to_float(src[i]));
-}
-
-}  // namespace
 
 template <typename T>
 void add(T* out, const T* a, const T* b, int64_t n, const Context& ctx) {

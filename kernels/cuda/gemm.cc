@@ -42,17 +42,33 @@ struct Descriptors {
   }
 };
 
-// A column-major layout of the row-major matrix [rows, cols] with leading dimension ld: cuBLASLt sees its
-// transpose, [cols, rows].
-void make_layout(cublasLtMatrixLayout_t* layout, cudaDataType_t type, int64_t rows, int64_t cols, int64_t ld,
-                 int64_t batch, int64_t stride) {
-  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(layout, type, static_cast<uint64_t>(cols), static_cast<uint64_t>(rows), ld));
-  if (batch > 1) {
-    const int32_t count = static_cast<int32_t>(batch);
+// The cuBLASLt layout of a planned operand (gemm_plan.h): already column-major.
+void make_layout(cublasLtMatrixLayout_t* layout, cudaDataType_t type, const LtLayout& planned) {
+  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(layout, type, static_cast<uint64_t>(planned.rows),
+                                          static_cast<uint64_t>(planned.cols), planned.ld));
+  if (planned.batch > 1) {
+    const int32_t count = static_cast<int32_t>(planned.batch);
+    const int64_t stride = planned.stride;
     CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(*layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof(count)));
     CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(*layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride,
                                                   sizeof(stride)));
   }
+}
+
+cublasLtEpilogue_t lt_epilogue(LtEpilogue epilogue) {
+  switch (epilogue) {
+    case LtEpilogue::kBias:
+      return CUBLASLT_EPILOGUE_BIAS;
+    case LtEpilogue::kGeluAuxBias:
+      return CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
+    case LtEpilogue::kBgradA:
+      return CUBLASLT_EPILOGUE_BGRADA;
+    case LtEpilogue::kBgradB:
+      return CUBLASLT_EPILOGUE_BGRADB;
+    case LtEpilogue::kDefault:
+      break;
+  }
+  return CUBLASLT_EPILOGUE_DEFAULT;
 }
 
 void check_problem(const GemmProblem& p) {
@@ -92,14 +108,11 @@ bool Gemm::try_run(const GemmProblem& p, cudaStream_t stream) {
   check_problem(p);
   if (p.m == 0 || p.n == 0) return true;
 
-  // Row-major D = op(A) op(B) is column-major D^T = op(B)^T op(A)^T: cuBLASLt's first operand is our B.
-  const cublasOperation_t op_first = p.transpose_b ? CUBLAS_OP_T : CUBLAS_OP_N;
-  const cublasOperation_t op_second = p.transpose_a ? CUBLAS_OP_T : CUBLAS_OP_N;
-  cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
-  if (p.epilogue == GemmEpilogue::kBias) epilogue = CUBLASLT_EPILOGUE_BIAS;
-  // Our op(A) is cuBLASLt's second operand ("B"); its reduction over k is BGRADB.
-  if (p.epilogue == GemmEpilogue::kBiasGradient) epilogue = CUBLASLT_EPILOGUE_BGRADB;
-  if (p.epilogue == GemmEpilogue::kGeluBias) epilogue = CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
+  // The call, planned on the host (gemm_plan.h): cuBLASLt's A is our B, its B our A, C and D our D.
+  const LtMatmulPlan plan = plan_lt_matmul(p);
+  const cublasOperation_t transa = plan.transpose_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t transb = plan.transpose_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasLtEpilogue_t epilogue = lt_epilogue(plan.epilogue);
 
   const size_t ab_bytes = element_bytes(p.a_type), d_bytes = element_bytes(p.d_type);
   const uint32_t align_a = alignment(p.a, p.lda, p.batch > 1 ? p.stride_a : 0, ab_bytes);
@@ -109,13 +122,17 @@ bool Gemm::try_run(const GemmProblem& p, cudaStream_t stream) {
   const uint32_t align_aux = p.aux != nullptr ? alignment(p.aux, p.ld_aux, 0, d_bytes) : 0;
   // An epilogue vector or aux matrix that is not 16-byte aligned is refused here: cuBLASLt has no preference to
   // declare their alignment. cuBLASLt's documented rule for the GELU input matrix: ld divisible by 8.
-  if (p.epilogue != GemmEpilogue::kNone && align_vector < 16) return false;
-  if (p.epilogue == GemmEpilogue::kGeluBias && (align_aux < 16 || p.ld_aux % 8 != 0)) return false;
+  const auto refuse = [&] {
+    ++refused_[static_cast<size_t>(p.epilogue)];
+    return false;
+  };
+  if (p.epilogue != GemmEpilogue::kNone && align_vector < 16) return refuse();
+  if (p.epilogue == GemmEpilogue::kGeluBias && (align_aux < 16 || plan.aux_ld % 8 != 0)) return refuse();
 
   Descriptors desc;
   CUBLAS_CHECK(cublasLtMatmulDescCreate(&desc.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-  CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_TRANSA, &op_first, sizeof(op_first)));
-  CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_TRANSB, &op_second, sizeof(op_second)));
+  CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_TRANSA, &transa, sizeof(transa)));
+  CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_TRANSB, &transb, sizeof(transb)));
   CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)));
   if (p.epilogue != GemmEpilogue::kNone) {
     const void* vector = p.vector;
@@ -127,17 +144,26 @@ bool Gemm::try_run(const GemmProblem& p, cudaStream_t stream) {
   }
   if (p.epilogue == GemmEpilogue::kGeluBias) {
     // Our row-major aux [m, n] is cuBLASLt's column-major [n, m]: its "rows of the output" are our n, which is
-    // what ld_aux must be at least (checked above). Its type defaults to D's.
+    // what ld_aux must be at least (check_problem). Its type defaults to D's.
     const void* aux = p.aux;
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof(aux)));
-    const int64_t ld_aux = p.ld_aux;
+    const int64_t ld_aux = plan.aux_ld;
     CUBLAS_CHECK(
         cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ld_aux, sizeof(ld_aux)));
   }
-  // Stored shapes (row-major) of B, A and D.
-  make_layout(&desc.a, p.b_type, p.transpose_b ? p.n : p.k, p.transpose_b ? p.k : p.n, p.ldb, p.batch, p.stride_b);
-  make_layout(&desc.b, p.a_type, p.transpose_a ? p.k : p.m, p.transpose_a ? p.m : p.k, p.lda, p.batch, p.stride_a);
-  make_layout(&desc.d, p.d_type, p.m, p.n, p.ldd, p.batch, p.stride_d);
+  // Pointer, type and alignment of the Tessera operand behind each planned one.
+  const auto pointer = [&p](const LtLayout& l) {
+    return l.source == GemmOperand::kA ? p.a : l.source == GemmOperand::kB ? p.b : p.d;
+  };
+  const auto type = [&p](const LtLayout& l) {
+    return l.source == GemmOperand::kA ? p.a_type : l.source == GemmOperand::kB ? p.b_type : p.d_type;
+  };
+  const auto align = [&](const LtLayout& l) {
+    return l.source == GemmOperand::kA ? align_a : l.source == GemmOperand::kB ? align_b : align_d;
+  };
+  make_layout(&desc.a, type(plan.a), plan.a);
+  make_layout(&desc.b, type(plan.b), plan.b);
+  make_layout(&desc.d, type(plan.d), plan.d);
 
   const Key key{p.m,
                 p.n,
@@ -167,12 +193,11 @@ bool Gemm::try_run(const GemmProblem& p, cudaStream_t stream) {
     CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&desc.preference));
     CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(desc.preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                       &workspace_bytes_, sizeof(workspace_bytes_)));
-    // cuBLASLt's A is our B, its B our A; C and D are both our D.
     const std::pair<cublasLtMatmulPreferenceAttributes_t, uint32_t> alignments[] = {
-        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, align_b},
-        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, align_a},
-        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, align_d},
-        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, align_d}};
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, align(plan.a)},
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, align(plan.b)},
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, align(plan.c)},
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, align(plan.d)}};
     for (const auto& [attribute, value] : alignments) {
       CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(desc.preference, attribute, &value, sizeof(value)));
     }
@@ -190,19 +215,20 @@ bool Gemm::try_run(const GemmProblem& p, cudaStream_t stream) {
     }
     it = choices_.emplace(key, choice).first;
   }
-  if (!it->second.supported) return false;
+  if (!it->second.supported) return refuse();
 
-  // cuBLASLt's C (read when beta != 0) and D are both our D.
-  const cublasStatus_t run_status =
-      cublasLtMatmul(handle_, desc.op, &p.alpha, p.b, desc.a, p.a, desc.b, &p.beta, p.d, desc.d, p.d, desc.d,
-                     &it->second.algorithm, workspace_, workspace_bytes_, stream);
+  // cuBLASLt's C (read when beta != 0) and D are both our D (one layout, desc.d).
+  const cublasStatus_t run_status = cublasLtMatmul(
+      handle_, desc.op, &p.alpha, pointer(plan.a), desc.a, pointer(plan.b), desc.b, &p.beta, pointer(plan.c), desc.d,
+      const_cast<void*>(pointer(plan.d)), desc.d, &it->second.algorithm, workspace_, workspace_bytes_, stream);
   if (run_status != CUBLAS_STATUS_SUCCESS && p.epilogue != GemmEpilogue::kNone) {
     // An epilogue the heuristic offered but the launch refused (checked synchronously, nothing was issued):
     // remembered as unsupported, so this and later calls take the caller's fallback.
     it->second.supported = false;
-    return false;
+    return refuse();
   }
   CUBLAS_CHECK(run_status);
+  ++taken_[static_cast<size_t>(p.epilogue)];
   return true;
 }
 

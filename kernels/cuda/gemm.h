@@ -7,7 +7,8 @@
 //
 // Everything in Tessera is row-major; cuBLASLt is column-major. A row-major D[m,n] = op(A) op(B) is the
 // column-major D^T[n,m] = op(B)^T op(A)^T, so run() hands cuBLASLt the operands swapped and its "transpose"
-// flags unchanged: a row-major matrix with leading dimension ld is, read column-major, its own transpose.
+// flags unchanged: a row-major matrix with leading dimension ld is, read column-major, its own transpose. That
+// mapping is plan_lt_matmul (gemm_plan.h), pure host code tested without a GPU (gemm_plan_test).
 //
 // Thread-safety: one Gemm is used from one thread at a time (it caches algorithm choices).
 #pragma once
@@ -15,58 +16,36 @@
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
+#include <array>
 #include <compare>
 #include <cstdint>
 #include <map>
 
 #include "kernels/cuda/caching_allocator.h"
+#include "kernels/cuda/gemm_plan.h"
 
 namespace tessera::cuda {
-
-enum class GemmEpilogue {
-  kNone,
-  // D[i, :] += vector[:] (length n), fused into the product (cuBLASLt's BIAS epilogue).
-  kBias,
-  // vector[i] = sum over k of op(A)[i, k] (length m), written (not accumulated) next to the product
-  // (cuBLASLt's BGRADB epilogue): the bias gradient of a linear layer. The vector has D's type.
-  kBiasGradient,
-  // aux[i, :] = product + vector[:] (the pre-activation, D's type, leading dimension ld_aux), and
-  // D = gelu(aux) with GELU's tanh approximation (cuBLASLt's GELU_AUX_BIAS epilogue). cuBLASLt wants ld_aux
-  // divisible by 8 and at least n; try_run refuses the problem otherwise.
-  kGeluBias,
-};
 
 // D[m,n] = alpha * op(A)[m,k] op(B)[k,n] + beta * D, for each of `batch` matrices.
 // A is stored row-major as [m,k] (transpose_a false) or [k,m] (true) with leading dimension lda >= its columns;
 // likewise B as [k,n] or [n,k]; D as [m,n]. Batch i uses a + i*stride_a, b + i*stride_b, d + i*stride_d
 // (elements). beta == 0 ignores what D held (NaN included). Types are CUDA_R_32F or CUDA_R_16BF; A and B share
-// one type.
-struct GemmProblem {
-  int64_t m = 0, n = 0, k = 0;
-  int64_t batch = 1;
+// one type. The shape fields (GemmGeometry, gemm_plan.h) decide the cuBLASLt call (plan_lt_matmul).
+struct GemmProblem : GemmGeometry {
+  explicit GemmProblem(const GemmGeometry& geometry = {}) : GemmGeometry(geometry) {}
   const void* a = nullptr;
   cudaDataType_t a_type = CUDA_R_32F;
-  int64_t lda = 0;
-  int64_t stride_a = 0;
-  bool transpose_a = false;
   const void* b = nullptr;
   cudaDataType_t b_type = CUDA_R_32F;
-  int64_t ldb = 0;
-  int64_t stride_b = 0;
-  bool transpose_b = false;
   void* d = nullptr;
   cudaDataType_t d_type = CUDA_R_32F;
-  int64_t ldd = 0;
-  int64_t stride_d = 0;
   float alpha = 1.0f;
   float beta = 0.0f;
-  GemmEpilogue epilogue = GemmEpilogue::kNone;
   // The bias (read) or bias gradient (written) of an epilogue, of D's type (cuBLASLt requires it); batch must
   // be 1.
   void* vector = nullptr;
   // kGeluBias only: the pre-activation output, of D's type, row-major [m, n] with leading dimension ld_aux.
   void* aux = nullptr;
-  int64_t ld_aux = 0;
 };
 
 // The cuBLASLt type of a storage type of dtype.h's (float or bf16), for GemmProblem.
@@ -91,6 +70,11 @@ class Gemm {
   // (for example an epilogue on an unaligned bias vector). The answer is cached per problem shape.
   bool try_run(const GemmProblem& problem, cudaStream_t stream);
 
+  // How many products so far had `epilogue` fused (try_run or run returned true with it), and how many were
+  // refused it (try_run returned false: the caller's fallback ran). Tells tests and diagnostics which path ran.
+  int64_t epilogues_taken(GemmEpilogue epilogue) const { return taken_[static_cast<size_t>(epilogue)]; }
+  int64_t epilogues_refused(GemmEpilogue epilogue) const { return refused_[static_cast<size_t>(epilogue)]; }
+
  private:
   // Everything the choice of algorithm depends on: shapes, strides, types, flags and the alignments of the
   // pointers.
@@ -113,6 +97,8 @@ class Gemm {
   void* workspace_ = nullptr;
   size_t workspace_bytes_ = 0;
   std::map<Key, Choice> choices_;
+  std::array<int64_t, 4> taken_{};    // per GemmEpilogue
+  std::array<int64_t, 4> refused_{};  // per GemmEpilogue
 };
 
 }  // namespace tessera::cuda

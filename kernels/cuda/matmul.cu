@@ -13,68 +13,17 @@
 #include "kernels/cuda/gelu.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/matmul.h"
-#include "kernels/cuda/reduce.cuh"
-#include "kernels/cuda/storage.cuh"
+#include "kernels/cuda/matmul_kernels.cuh"
 
 namespace tessera::cuda {
 
 namespace {
 
-constexpr int kTileColumns = 32;
-constexpr int kTileRows = 8;
-constexpr int kMaxChunks = 128;
-
-template <typename T>
-__global__ void broadcast_rows_kernel(T* out, const T* row, int64_t N, int64_t OC) {
-  const int64_t n = N * OC;
-  for (int64_t i = grid_start(); i < n; i += grid_stride()) out[i] = row[i % OC];
-}
-
-// out[i, j] = product[i, j] + bias[j], rounded once to T. product may be out itself (T = float).
-template <typename T>
-__global__ void add_bias_kernel(T* out, const float* product, const T* bias, int64_t N, int64_t OC) {
-  const int64_t n = N * OC;
-  for (int64_t i = grid_start(); i < n; i += grid_stride()) out[i] = from_float<T>(product[i] + to_float(bias[i % OC]));
-}
-
-// partial[chunk][j] = sum of in[i, j] over the rows of the chunk, in a fixed order, in f32.
-template <typename T>
-__global__ void column_sums_partial_kernel(float* partial, const T* in, int64_t N, int64_t OC, int64_t rows_per_chunk) {
-  __shared__ float sums[kTileRows][kTileColumns];
-  const int64_t j = blockIdx.x * static_cast<int64_t>(kTileColumns) + threadIdx.x;
-  const int64_t chunk = blockIdx.y;
-  const int64_t begin = chunk * rows_per_chunk;
-  const int64_t end = begin + rows_per_chunk < N ? begin + rows_per_chunk : N;
-  float sum = 0.0f;
-  if (j < OC) {
-    for (int64_t i = begin + threadIdx.y; i < end; i += kTileRows) sum += to_float(in[i * OC + j]);
-  }
-  sums[threadIdx.y][threadIdx.x] = sum;
-  __syncthreads();
-  if (threadIdx.y == 0 && j < OC) {
-    for (int r = 1; r < kTileRows; ++r) sum += sums[r][threadIdx.x];
-    partial[chunk * OC + j] = sum;
-  }
-}
-
-// out[j] += sum over chunks of partial[chunk][j].
-__global__ void accumulate_chunks_kernel(float* out, const float* partial, int64_t chunks, int64_t OC) {
-  const int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (j >= OC) return;
-  float sum = 0.0f;
-  for (int64_t c = 0; c < chunks; ++c) sum += partial[c * OC + j];
-  out[j] += sum;
-}
-
-unsigned blocks_for(int64_t n, int threads) { return static_cast<unsigned>((n + threads - 1) / threads); }
-
 // out[OC] += column sums of in[N, OC], deterministically.
 template <typename T>
 void accumulate_column_sums(float* out, const T* in, int64_t N, int64_t OC, const Context& ctx) {
-  int64_t chunks = (N + 4 * kTileRows - 1) / (4 * kTileRows);
-  if (chunks > kMaxChunks) chunks = kMaxChunks;
-  const int64_t rows_per_chunk = (N + chunks - 1) / chunks;
-  chunks = (N + rows_per_chunk - 1) / rows_per_chunk;
+  const ColumnSumChunks c = column_sum_chunks(N);
+  const int64_t chunks = c.count, rows_per_chunk = c.rows;
   Scratch partial(ctx, static_cast<size_t>(chunks * OC) * sizeof(float));
   const dim3 grid(blocks_for(OC, kTileColumns), static_cast<unsigned>(chunks));
   column_sums_partial_kernel<<<grid, dim3(kTileColumns, kTileRows), 0, ctx.stream>>>(partial.f32(), in, N, OC,
@@ -87,18 +36,11 @@ void accumulate_column_sums(float* out, const T* in, int64_t N, int64_t OC, cons
 // The forward product out[N,OC] = inp W^T, no epilogue, into D of type D_T.
 template <typename T>
 GemmProblem forward_problem(const T* inp, const T* weight, int64_t N, int64_t C, int64_t OC) {
-  GemmProblem p;
-  p.m = N;
-  p.n = OC;
-  p.k = C;
+  GemmProblem p(linear_forward_geometry(N, C, OC));
   p.a = inp;
   p.a_type = gemm_type<T>();
-  p.lda = C;
   p.b = weight;
   p.b_type = gemm_type<T>();
-  p.ldb = C;
-  p.transpose_b = true;
-  p.ldd = OC;
   return p;
 }
 
@@ -160,36 +102,23 @@ void matmul_backward(T* d_inp, float* d_weight, float* d_bias, const T* d_out, c
                      int64_t C, int64_t OC, const Context& ctx) {
   if (OC == 0 || C == 0) return;
   if (d_inp != nullptr && N > 0) {
-    GemmProblem p;
-    p.m = N;
-    p.n = C;
-    p.k = OC;
+    GemmProblem p(linear_input_gradient_geometry(N, C, OC));
     p.a = d_out;
     p.a_type = gemm_type<T>();
-    p.lda = OC;
     p.b = weight;
     p.b_type = gemm_type<T>();
-    p.ldb = C;
     p.d = d_inp;
     p.d_type = gemm_type<T>();
-    p.ldd = C;
     ctx.gemm->run(p, ctx.stream);
   }
   if (N == 0) return;
-  GemmProblem p;
-  p.m = OC;
-  p.n = C;
-  p.k = N;
+  GemmProblem p(linear_weight_gradient_geometry(N, C, OC));
   p.a = d_out;  // stored [N, OC]: op(A) = d_out^T
   p.a_type = gemm_type<T>();
-  p.lda = OC;
-  p.transpose_a = true;
   p.b = inp;
   p.b_type = gemm_type<T>();
-  p.ldb = C;
   p.d = d_weight;
   p.d_type = CUDA_R_32F;
-  p.ldd = C;
   p.beta = 1.0f;
   if (d_bias != nullptr) {
     // BGRADB writes the bias gradient (f32, D's type); the contract accumulates, so it goes to scratch and is

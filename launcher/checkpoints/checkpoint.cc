@@ -1,6 +1,7 @@
 // Saving and resuming: the collective protocol around shard files and manifests.
 #include "launcher/checkpoints/checkpoint.h"
 
+#include <fmt/format.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -14,12 +15,14 @@
 #include <random>
 
 #include "core/check.h"
+#include "core/trace.h"
 #include "launcher/checkpoints/checkpoint_manifest.h"
+#include "launcher/common/checksum.h"
 #include "launcher/common/config.h"
 #include "launcher/common/durable_file.h"
 #include "launcher/common/human_format.h"
+#include "launcher/common/progress.h"
 #include "launcher/common/stop_signal.h"
-#include "launcher/common/xxhash64.h"
 
 namespace tessera {
 
@@ -213,9 +216,18 @@ std::vector<std::string> verify_checkpoint(ProcessGroup& world, const std::strin
 
 // Fills every piece (stored or not) from checkpoint `dir`, reading only the stored boxes that overlap them. Not
 // collective.
+// show_progress: this rank shows the progress of its own reads on stderr (the logger rank: its counts stand for
+// every rank's, without a collective).
 void read_pieces(const std::string& dir, const checkpoint::Manifest& manifest, const std::vector<LocalParam>& params,
-                 const std::vector<StatePiece>& pieces, Backend& backend) {
+                 const std::vector<StatePiece>& pieces, Backend& backend, bool show_progress) {
   const std::vector<SliceRead> reads = plan_slice_reads(params, pieces, manifest, fs::path(dir).filename().string());
+  ProgressOptions progress_style = progress_options(show_progress);
+  progress_style.summary_when_quick = false;  // the caller prints what it loaded
+  Progress progress("checkpoint load " + fs::path(dir).filename().string(),
+                    {{"tensor boxes", ProgressUnit::kCount, static_cast<int64_t>(reads.size())},
+                     {"", ProgressUnit::kBytes, -1, true}},
+                    progress_style);
+  int64_t boxes_read = 0, bytes_read = 0;
   const bool on_cpu = backend.device() == Device::kCpu;
   std::vector<std::vector<float>> host_buffers(on_cpu ? 0 : pieces.size());
   std::vector<float*> host(pieces.size());
@@ -237,8 +249,11 @@ void read_pieces(const std::string& dir, const checkpoint::Manifest& manifest, c
       const StatePiece& piece = pieces[read->piece];
       reader.read(manifest.shards(shard).tensors(read->tensor), read->within, host[read->piece],
                   piece.end - piece.begin, read->runs);
+      bytes_read += static_cast<int64_t>(read->runs.rows * read->runs.cols * sizeof(float));
+      progress.update({++boxes_read, bytes_read});
     }
   }
+  progress.finish();
   if (!on_cpu) {
     for (size_t k = 0; k < pieces.size(); ++k) backend.copy_from_host(pieces[k].memory, host[k]);
   }
@@ -257,9 +272,7 @@ Checkpointer::Checkpointer(Job& job, const DataSources& data, std::string run_di
   std::string token;
   if (world.rank() == 0) {
     std::random_device entropy;
-    char text[16];
-    std::snprintf(text, sizeof(text), "%08x", static_cast<unsigned>(entropy() ^ static_cast<unsigned>(::getpid())));
-    token = text;
+    token = fmt::format("{:08x}", entropy() ^ static_cast<unsigned>(::getpid()));
   }
   token_ = broadcast_bytes(world, token, 0);
   coord_.tp = job.groups.tp->rank();
@@ -303,6 +316,10 @@ void Checkpointer::crash_during_save(int64_t step, SaveCrashPoint point) {
 }
 
 void Checkpointer::write_shard(Pending& pending, const std::vector<const float*>& host) {
+  // The background writer's span goes on a track of its own: it runs while the main thread trains on.
+  trace::Span span(options_.async() ? trace::Track::kCheckpointWriter : trace::Track::kCheckpoint, "checkpoint",
+                   "write shard");
+  if (span.on()) span.arg("checkpoint_step", pending.step);
   const double start = now_s();
   std::vector<ShardWriteItem> items;
   for (const SliceWrite& write : writes_) items.push_back({write.slice, host[write.piece], write.runs});
@@ -314,7 +331,19 @@ void Checkpointer::write_shard(Pending& pending, const std::vector<const float*>
       pending.shard = shard_report('N', 0, "");
     } else {
       const std::string name = shard_file_name(world_rank);
-      checkpoint::Shard shard = write_shard_file(join_path(pending.tmp_dir, name), name, items, pending.step);
+      // A synchronous save shows world rank 0's shard being written (the others write theirs alongside); a
+      // background one stays quiet, as training goes on meanwhile.
+      ProgressOptions progress_style = progress_options(world_rank == 0 && !options_.async());
+      progress_style.summary_when_quick = false;  // publish() prints the summary
+      Progress progress("checkpoint save step " + std::to_string(pending.step) + " (rank 0's shard)",
+                        {{"tensor boxes", ProgressUnit::kCount, static_cast<int64_t>(items.size())},
+                         {"", ProgressUnit::kBytes, -1, true}},
+                        progress_style);
+      checkpoint::Shard shard = write_shard_file(join_path(pending.tmp_dir, name), name, items, pending.step,
+                                                 [&](int64_t written, int64_t bytes) {
+                                                   progress.update({written, bytes});
+                                                 });
+      progress.finish();
       shard.set_world_rank(world_rank);
       shard.set_tp_rank(coord_.tp);
       shard.set_pp_rank(coord_.pp);
@@ -328,6 +357,8 @@ void Checkpointer::write_shard(Pending& pending, const std::vector<const float*>
 }
 
 void Checkpointer::save(int64_t step) {
+  trace::Span span(trace::Track::kCheckpoint, "checkpoint", "checkpoint save");
+  if (span.on()) span.name(str_cat("checkpoint save step ", step)).arg("checkpoint_step", step);
   if (pending_) {
     publish(*pending_);
     pending_.reset();
@@ -366,6 +397,8 @@ void Checkpointer::save(int64_t step) {
 }
 
 void Checkpointer::publish(Pending& pending) {
+  trace::Span span(trace::Track::kCheckpoint, "checkpoint", "checkpoint publish");
+  if (span.on()) span.arg("checkpoint_step", pending.step);
   const double enter = now_s();
   if (pending.writer.joinable()) pending.writer.join();
   const double wait_s = now_s() - enter;
@@ -562,7 +595,8 @@ void Checkpointer::load(const std::string& dir, const checkpoint::Manifest& mani
     for (const StatePiece& piece : pieces_)
       if (piece.kind == StateKind::kModel) model_pieces.push_back(piece);
   }
-  read_pieces(dir, manifest, job_.model->params(), weights_only ? model_pieces : pieces_, *job_.backend);
+  read_pieces(dir, manifest, job_.model->params(), weights_only ? model_pieces : pieces_, *job_.backend,
+              job_.is_logger());
   job_.model->refresh_compute_params();  // checkpoints hold the f32 master weights
   if (!weights_only) job_.optimizer->set_steps_taken(manifest.optimizer_steps());
 }
@@ -694,7 +728,7 @@ CheckpointChoice choose_checkpoint_for_inference(const std::string& spec, Proces
 
 void load_model_weights(const std::string& dir, const checkpoint::Manifest& manifest, Model& model, Backend& backend) {
   const std::vector<StatePiece> pieces = plan_state_pieces(model.params(), OptimizerStateView{}, ReplicaRole{});
-  read_pieces(dir, manifest, model.params(), pieces, backend);
+  read_pieces(dir, manifest, model.params(), pieces, backend, /*show_progress=*/false);
   model.refresh_compute_params();  // checkpoints hold the f32 master weights
 }
 

@@ -96,7 +96,7 @@ class Checkpointer {
   std::string load_weights(const std::string& spec, const char* flag);
 
   // Between steps, with the number of optimizer steps completed (`last`: the run's final step). Agrees with
-  // the other ranks on stop signals (a SIGTERM/SIGINT on any rank stops all), publishes a background save
+  // the other ranks on stop signals (a SIGTERM/SIGINT/SIGUSR1 on any rank stops all), publishes a background save
   // that has finished everywhere, and saves when checkpoint.every_steps says so, at the last step, or when
   // stopping (the latter two if checkpoint.save_on_exit). Returns true when the run must stop.
   bool after_step(int64_t completed_steps, bool last);

@@ -1,6 +1,7 @@
 // Checkpoint directories: names, manifest, integrity, latest, listing, retention, resume targets.
 #include "launcher/checkpoints/checkpoint_manifest.h"
 
+#include <fmt/format.h>
 #include <google/protobuf/text_format.h>
 
 #include <algorithm>
@@ -10,10 +11,10 @@
 
 #include "core/check.h"
 #include "launcher/checkpoints/checkpoint_layout.h"
+#include "launcher/common/checksum.h"
 #include "launcher/common/config.h"
 #include "launcher/common/durable_file.h"
 #include "launcher/common/human_format.h"
-#include "launcher/common/xxhash64.h"
 
 namespace tessera {
 
@@ -36,11 +37,7 @@ std::string base_name(const std::string& path) {
 
 std::string checkpoints_dir_of(const std::string& run_dir) { return join_path(run_dir, "checkpoints"); }
 
-std::string step_dir_name(int64_t step) {
-  char name[32];
-  std::snprintf(name, sizeof(name), "%s%08lld", kStepPrefix, static_cast<long long>(step));
-  return name;
-}
+std::string step_dir_name(int64_t step) { return fmt::format("{}{:08}", kStepPrefix, step); }
 
 std::optional<int64_t> step_of_dir_name(const std::string& name) {
   const std::string prefix = kStepPrefix;

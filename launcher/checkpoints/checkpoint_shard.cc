@@ -78,7 +78,8 @@ std::string hdf5_error_detail() {
 }
 
 checkpoint::Shard write_shard_file(const std::string& path, const std::string& file_name,
-                                   const std::vector<ShardWriteItem>& items, int64_t step) {
+                                   const std::vector<ShardWriteItem>& items, int64_t step,
+                                   const std::function<void(int64_t items, int64_t bytes)>& after_item) {
   silence_hdf5_errors();
   const WriteContext context(path);
   checkpoint::Shard shard;
@@ -91,6 +92,7 @@ checkpoint::Shard write_shard_file(const std::string& path, const std::string& f
     // Contiguous storage, never pre-filled: every element is written once, straight from memory.
     H5Handle dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
     context.check(dcpl.valid() && H5Pset_fill_time(dcpl.get(), H5D_FILL_TIME_NEVER) >= 0, "dataset properties");
+    int64_t written_bytes = 0;
     for (const ShardWriteItem& item : items) {
       const checkpoint::TensorSlice& slice = item.slice;
       const std::vector<hsize_t> count = dims_of(to_vector(slice.count()));
@@ -119,6 +121,8 @@ checkpoint::Shard write_shard_file(const std::string& path, const std::string& f
       context.int_attribute(dataset.get(), "global_shape", to_vector(slice.global_shape()));
       context.int_attribute(dataset.get(), "offset", to_vector(slice.offset()));
       *shard.add_tensors() = slice;
+      written_bytes += static_cast<int64_t>(runs.rows * runs.cols * sizeof(float));
+      if (after_item) after_item(shard.tensors_size(), written_bytes);
     }
     context.check(file.close() >= 0, "cannot finish it (flush failed)");
   }

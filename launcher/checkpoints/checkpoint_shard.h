@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -31,9 +32,11 @@ struct ShardWriteItem {
 
 // Creates the shard file at path (replacing any file there) with one dataset per item, each with attributes
 // global_name, kind, global_shape and offset; closes it, fsyncs it and hashes it. Returns its manifest
-// entry: file = file_name, size, XXH64, and the items' slices (rank fields unset).
+// entry: file = file_name, size, XXH64, and the items' slices (rank fields unset). after_item, if set, is called
+// after each dataset is written with the items and bytes of data written so far (for progress).
 checkpoint::Shard write_shard_file(const std::string& path, const std::string& file_name,
-                                   const std::vector<ShardWriteItem>& items, int64_t step);
+                                   const std::vector<ShardWriteItem>& items, int64_t step,
+                                   const std::function<void(int64_t items, int64_t bytes)>& after_item = nullptr);
 
 // Reads boxes of the datasets of one shard file.
 class ShardReader {

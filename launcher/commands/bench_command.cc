@@ -187,6 +187,7 @@ int run_bench(const BenchFlags& flags, MpiEnvironment& mpi, const ProcessEnv& en
                 job.threads, sgemm, 100.0 * flops_per_token * tokens_per_step / median / 1e9 / world / sgemm);
     const DeviceDescription device = describe_device(*job.backend);
     std::printf("  %s\n", device_line(device, m.dtype).c_str());
+    std::printf("  %s\n", activation_memory_line(job).c_str());
     if (job.backend->device() == Device::kCuda) {
       const Throughput t = throughput(m, T, tokens_per_step, median, static_cast<int>(world), device.bf16_peak_tflops);
       std::printf("  %.1f TFLOP/s per GPU%s; attention: %s\n", t.tflops_per_device,

@@ -36,5 +36,7 @@ Command add_prepare_command(CLI::App& tessera);
 Command add_inspect_command(CLI::App& tessera);
 Command add_import_command(CLI::App& tessera);
 Command add_export_command(CLI::App& tessera);
+Command add_plot_command(CLI::App& tessera);
+Command add_plan_command(CLI::App& tessera);
 
 }  // namespace tessera

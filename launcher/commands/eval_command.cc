@@ -6,7 +6,8 @@
 // The dataset's token stream is cut as training cuts it (windows of train.seq_len + 1 tokens at stride
 // seq_len: every token but the first is a target once), taken in order, in batches of train.global_batch
 // windows (the job's, or --set train.global_batch=N). The windows after the last whole batch are left out and
-// counted in the output; --max-tokens N stops after N target tokens, rounded down to whole batches.
+// counted in the output; --max-tokens N stops after N target tokens, rounded down to whole batches. World rank 0
+// shows the progress in windows on stderr (launcher/common/progress.h).
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cmath>
@@ -25,6 +26,7 @@
 #include "launcher/common/config.h"
 #include "launcher/common/durable_file.h"
 #include "launcher/common/human_format.h"
+#include "launcher/common/progress.h"
 #include "launcher/data/data_sources.h"
 #include "launcher/data/sampler.h"
 #include "launcher/data/tokenizer.h"
@@ -116,7 +118,13 @@ int run_eval(const EvalFlags& flags, MpiEnvironment& mpi, const ProcessEnv& env)
              ", fewer than one batch of train.global_batch = ", G,
              ": lower it with --set train.global_batch=N (a multiple of dp x parallel.micro_batches)");
     TS_CHECK(batches <= std::numeric_limits<int>::max(), ConfigError, "--data ", prefix, ": too many batches");
-    const double loss = job.trainer->evaluate(windows, 0, static_cast<int>(batches));
+    Progress progress("eval",
+                      {{"windows", ProgressUnit::kCount, batches * G}, {"tokens", ProgressUnit::kCount, -1, true}},
+                      progress_options(log));
+    const double loss = job.trainer->evaluate(windows, 0, static_cast<int>(batches), [&](int done) {
+      progress.update({done * G, done * G * T});
+    });
+    progress.finish();
     finite = std::isfinite(loss);
     const int64_t tokens = batches * G * T;
     const int64_t left_out = windows.samples_per_epoch() - batches * G;

@@ -10,7 +10,7 @@ constexpr int kExitSuccess = 0;
 constexpr int kExitFailure = 1;
 // A usage or config error, detected before any work started; nothing in the run directory changed.
 constexpr int kExitConfigError = 2;
-// train only: stopped by SIGTERM or SIGINT before its last step, after saving its state (checkpoint.save_on_exit)
+// train only: stopped by SIGTERM, SIGINT or SIGUSR1 before its last step, after saving its state (checkpoint.save_on_exit)
 // — requeue the job with `--resume auto` and it continues.
 constexpr int kExitStoppedBySignal = 3;
 

@@ -4,7 +4,7 @@
 // the checkpoint `train --resume PATH` would load, chosen by the same code (choose_checkpoint). Each tensor is
 // assembled whole from the shards' stored boxes (checked against the manifest's sizes and checksums first),
 // one at a time. The job saved in the checkpoint names the tokenizer (data.tokenizer) shipped with it.
-// Single process, no MPI.
+// Single process, no MPI. The progress (tensors read, bytes) goes to stderr (launcher/common/progress.h).
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <filesystem>
@@ -18,10 +18,11 @@
 #include "launcher/checkpoints/checkpoint_manifest.h"
 #include "launcher/checkpoints/checkpoint_shard.h"
 #include "launcher/commands/commands.h"
+#include "launcher/common/checksum.h"
 #include "launcher/common/config.h"
 #include "launcher/common/human_format.h"
+#include "launcher/common/progress.h"
 #include "launcher/common/regular_file.h"
-#include "launcher/common/xxhash64.h"
 #include "launcher/interop/hf_directory.h"
 #include "models/registry.h"
 
@@ -42,6 +43,9 @@ class CheckpointTensors {
       }
     }
   }
+
+  // The number of model tensors stored.
+  size_t count() const { return slices_.size(); }
 
   // The parameter whole, in its global shape: every stored box of it copied into place.
   std::vector<float> read(const ParamSpec& spec) {
@@ -154,8 +158,19 @@ int run_export(const ExportFlags& flags) {
   options.tokenizer = tokenizer_to_export(manifest);
 
   CheckpointTensors tensors(choice.dir, manifest);
+  Progress progress("export", {{"tensors", ProgressUnit::kCount, static_cast<int64_t>(tensors.count())},
+                               {"", ProgressUnit::kBytes, -1, true}});
+  int64_t tensors_read = 0, bytes_read = 0;
   const HfExportResult result = write_hf_directory(
-      out, model, [&](const ParamSpec& spec) { return tensors.read(spec); }, options);
+      out, model,
+      [&](const ParamSpec& spec) {
+        std::vector<float> values = tensors.read(spec);
+        bytes_read += static_cast<int64_t>(values.size() * sizeof(float));
+        progress.update({++tensors_read, bytes_read});
+        return values;
+      },
+      options);
+  progress.finish();
   std::printf("exported %s (step %lld, %s) to %s: %lld tensors, %s in %s, %zu file(s)\n", choice.dir.c_str(),
               static_cast<long long>(manifest.step()), model.arch.c_str(), out.c_str(),
               static_cast<long long>(result.tensors), human_bytes(static_cast<double>(result.tensor_bytes)).c_str(),

@@ -18,7 +18,7 @@
 #include "launcher/commands/command_line.h"
 #include "launcher/commands/commands.h"
 #include "launcher/common/config.h"
-#include "launcher/common/json.h"
+#include "launcher/common/json_io.h"
 #include "launcher/common/regular_file.h"
 #include "launcher/data/tokenizer.h"
 #include "launcher/run/generator.h"
@@ -68,13 +68,6 @@ std::vector<int32_t> parse_ids(const std::string& flag, const std::string& text)
     begin = end + 1;
   }
   return ids;
-}
-
-// [5,17,3]
-Json json_ids(const std::vector<int32_t>& ids) {
-  Json array = Json::array();
-  for (int32_t id : ids) array.push_back(static_cast<int64_t>(id));
-  return array;
 }
 
 std::string decode_text(const Tokenizer& tokenizer, const std::vector<int32_t>& ids) {
@@ -224,7 +217,7 @@ int run_generate(const GenerateFlags& flags, MpiEnvironment& mpi, const ProcessE
       if (tokenizer) {  // the prompt as given, or as its ids read
         std::fputs(i < texts.size() ? texts[i].c_str() : decode_text(*tokenizer, prompts[i]).c_str(), stdout);
       } else {
-        std::printf("%s -> ", json_ids(prompts[i]).dump().c_str());
+        std::printf("%s -> ", dump_json(Json(prompts[i])).c_str());
       }
       std::fflush(stdout);
     }
@@ -236,11 +229,9 @@ int run_generate(const GenerateFlags& flags, MpiEnvironment& mpi, const ProcessE
     total.decode_s += stats.decode_s;
     if (!log) continue;
     if (json) {
-      Json line = Json::object();
-      line.set("prompt_ids", json_ids(prompts[i]));
-      line.set("ids", json_ids(ids));
-      if (tokenizer) line.set("text", continuation_text(*tokenizer, prompts[i], ids));
-      std::printf("%s\n", line.dump().c_str());
+      Json line = {{"prompt_ids", prompts[i]}, {"ids", ids}};
+      if (tokenizer) line["text"] = continuation_text(*tokenizer, prompts[i], ids);
+      std::printf("%s\n", dump_json(line).c_str());
     } else {
       std::printf("\n");
     }

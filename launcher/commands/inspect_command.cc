@@ -19,8 +19,8 @@
 #include "launcher/checkpoints/checkpoint_layout.h"
 #include "launcher/checkpoints/checkpoint_manifest.h"
 #include "launcher/commands/commands.h"
+#include "launcher/common/checksum.h"
 #include "launcher/common/human_format.h"
-#include "launcher/common/xxhash64.h"
 
 namespace tessera {
 

@@ -32,7 +32,7 @@ constexpr const char* kFooter =
     "  0  finished\n"
     "  1  a runtime error (data, checkpoint, communication; verify FAIL; train: diverged)\n"
     "  2  a usage or config error, found before any work started\n"
-    "  3  train stopped by SIGTERM/SIGINT after saving a checkpoint: requeue it with --resume auto\n";
+    "  3  train stopped by SIGTERM/SIGINT/SIGUSR1 after saving a checkpoint: requeue it with --resume auto\n";
 
 int report(const char* command, const std::string& where, const char* kind, const char* what) {
   std::fprintf(stderr, "tessera %s: %s%s%s: %s\n", command, kind, where.empty() ? "" : " on ", where.c_str(), what);
@@ -84,7 +84,8 @@ int main(int argc, char** argv) {
   const std::vector<Command> commands = {
       add_prepare_command(app), add_train_command(app),    add_eval_command(app),
       add_inspect_command(app), add_import_command(app),   add_export_command(app),
-      add_verify_command(app),  add_generate_command(app), add_bench_command(app),
+      add_verify_command(app),  add_generate_command(app), add_plot_command(app),
+      add_bench_command(app),   add_plan_command(app),
   };
   CLI::App* help = app.add_subcommand("help", "Show this help, or a command's (tessera help COMMAND)");
   std::string help_topic;
@@ -172,7 +173,16 @@ int main(int argc, char** argv) {
     }
   }
 
+  // Before MPI_Init: Open MPI started by srun without PMIx fails there with a message about how it was built.
+  if (const std::string problem = launcher_problem(env); !problem.empty()) {
+    if (lead) report(name.c_str(), "", "config error", problem.c_str());
+    return kExitConfigError;
+  }
   MpiEnvironment mpi(&argc, &argv);
+  if (const std::string problem = world_size_problem(env, mpi.world_size()); !problem.empty()) {
+    if (mpi.world_rank() == 0) report(name.c_str(), "", "config error", problem.c_str());
+    return kExitConfigError;
+  }
   env.world_rank = mpi.world_rank();
   env.world_size = mpi.world_size();
   set_process_label(env.label());

@@ -15,7 +15,7 @@ Command add_prepare_command(CLI::App& tessera) {
   auto options = std::make_shared<PrepareOptions>();
   CLI::App* app = tessera.add_subcommand(
       "prepare",
-      "Tokenize text files into Megatron-format token shards, with a SentencePiece tokenizer trained or given\n"
+      "Tokenize text or JSON Lines files into Megatron-format token shards, with a SentencePiece tokenizer trained or given\n"
       "Writes PREFIX_train.{bin,idx} and PREFIX_valid.{bin,idx} (one document per sequence, each followed by the\n"
       "tokenizer's end-of-sequence token), training a SentencePiece BPE tokenizer (--tokenizer-out, --vocab-size)\n"
       "or using a given one (--tokenizer).\n"
@@ -27,10 +27,21 @@ Command add_prepare_command(CLI::App& tessera) {
       "PATH.model)\n"
       "  tessera prepare --format sft --input FILE.jsonl... --tokenizer PATH.model --out PREFIX [--template "
       "NAME|FILE]");
-  app->add_option("--input", options->inputs, "UTF-8 text files; blank lines separate documents")
+  app->add_option("--input", options->inputs,
+                  "UTF-8 text files (blank lines separate documents) or JSON Lines files (one document per\n"
+                  "line); gzip'd ones are read as they are (detected by their first bytes); - reads stdin\n"
+                  "(copied to a temporary file next to the output first)")
       ->type_name("FILE")
       ->expected(1, -1)
       ->required();
+  app->add_option("--input-format", options->input_format,
+                  "text or jsonl (default: jsonl for names ending in .jsonl or .jsonl.gz, text for the others\n"
+                  "and stdin)")
+      ->type_name("FORMAT");
+  app->add_option("--text-key", options->text_key,
+                  "jsonl: the member of each line's object that holds the text")
+      ->type_name("NAME")
+      ->capture_default_str();
   const std::map<std::string, InvalidUtf8> invalid_utf8 = {
       {"error", InvalidUtf8::kError}, {"replace", InvalidUtf8::kReplace}, {"skip", InvalidUtf8::kSkip}};
   app->add_option("--invalid-utf8", options->invalid_utf8,

@@ -1,6 +1,6 @@
 // `tessera train --config FILE [--set k=v]... [--unset k]... [--run-dir DIR] [--resume latest|auto|PATH]
-// [--init-from PATH]`: the training loop. One human line per logged step and the run's metrics.jsonl come from
-// world rank 0 only. Checkpoints: see launcher/checkpoints/checkpoint.h.
+// [--init-from PATH] [--trace-steps A:B]`: the training loop. One human line per logged step and the run's
+// metrics.jsonl come from world rank 0 only. Checkpoints: see launcher/checkpoints/checkpoint.h.
 //
 // A run directory that already holds a run (metrics.jsonl, or anything in checkpoints/) is never started over:
 // without --resume the job is refused (exit 2) before anything in it changes. `--resume auto` is an alias of
@@ -9,7 +9,8 @@
 //
 // What a person watches: rank 0's console is copied to RUN_DIR/train.log (appended on resume), every step's
 // metrics go to metrics.jsonl (with "time", Unix seconds, and "tokens" seen so far) and, as scalars, to a
-// TensorBoard event file in RUN_DIR/tensorboard/.
+// TensorBoard event file in RUN_DIR/tensorboard/; at the end, RUN_DIR/plot.svg draws them (run_plot.h).
+// --trace-steps A:B (logging.trace_steps) traces steps A to B into RUN_DIR/trace/ (run_trace.h).
 //
 // --init-from starts a new run from another run's weights only (fine-tuning): AdamW's moments at zero, step 0,
 // this job's data, batch and order. With --resume latest as well, a checkpoint of this run takes precedence, so
@@ -26,8 +27,10 @@
 
 #include "cluster/process_env.h"
 #include "core/check.h"
+#include "core/trace.h"
 #include "launcher/checkpoints/checkpoint.h"
 #include "launcher/checkpoints/checkpoint_manifest.h"
+#include "launcher/checkpoints/elastic_layout.h"
 #include "launcher/commands/command_line.h"
 #include "launcher/commands/commands.h"
 #include "launcher/commands/exit_codes.h"
@@ -43,6 +46,8 @@
 #include "launcher/run/job.h"
 #include "launcher/run/multiple_choice.h"
 #include "launcher/run/run_dir.h"
+#include "launcher/run/run_plot.h"
+#include "launcher/run/run_trace.h"
 #include "launcher/run/tensorboard_writer.h"
 #include "launcher/run/throughput.h"
 #include "models/registry.h"
@@ -104,11 +109,15 @@ struct TrainFlags {
   CLI::App* app = nullptr;
   std::string config, run_dir, resume, init_from;
   ConfigOverrides overrides;
+  std::string trace_steps;
   std::string kill_during_save, fail_shard_write, inject_loss_spike;  // test hooks
   bool given(const char* flag) const { return app->count(flag) > 0; }
 };
 
-int run_train(const TrainFlags& flags, MpiEnvironment& mpi, const ProcessEnv& env) {
+int run_train(const TrainFlags& flags_in, MpiEnvironment& mpi, const ProcessEnv& env) {
+  // --trace-steps A:B is logging.trace_steps, validated with the rest of the config.
+  TrainFlags flags = flags_in;
+  if (flags.given("--trace-steps")) flags.overrides.set.push_back("logging.trace_steps=" + flags.trace_steps);
   TS_CHECK(!flags.given("--init-from") || flags.given("--config"), ConfigError,
            "--init-from needs --config FILE.textproto: the new run's job (its data, batch and schedule)");
   TS_CHECK(flags.given("--config") || flags.given("--resume"), ConfigError,
@@ -123,6 +132,11 @@ int run_train(const TrainFlags& flags, MpiEnvironment& mpi, const ProcessEnv& en
                                  : config_from_checkpoint(resume_spec, flags.run_dir, flags.overrides, "--resume",
                                                           /*keep_layout=*/true, &config_source, &notices);
   if (flags.given("--run-dir")) config.mutable_logging()->set_run_dir(flags.run_dir);
+  // A checkpoint written by another number of ranks continues in the layout that fits this world
+  // (Note [Elastic layout] in launcher/checkpoints/elastic_layout.h).
+  const std::string layout_change =
+      flags.given("--resume") ? adapt_layout_for_resume(config, resume_spec, mpi.world_size(), flags.overrides.set)
+                              : "";
 
   Job job = build_job(config, mpi, env);
   const config::TrainConfig& train = config.train();
@@ -138,6 +152,8 @@ int run_train(const TrainFlags& flags, MpiEnvironment& mpi, const ProcessEnv& en
   std::unique_ptr<MetricsWriter> metrics;
   std::unique_ptr<TensorBoardWriter> tensorboard;
   if (log) {
+    // The run's first line: who started the ranks (Slurm's srun, mpirun, none) and the GPUs they may use.
+    std::printf("%s\n", env.launcher_line().c_str());
     const ModelConfig& m = job.model_config;
     std::printf(
         "tessera train: %s | %s %d layers, %d heads, C %d, vocab %d (%s params) | %s, %d micro-batch(es) "
@@ -148,6 +164,8 @@ int run_train(const TrainFlags& flags, MpiEnvironment& mpi, const ProcessEnv& en
         job.layout.micro_batch_size, job.threads,
         human_count(static_cast<double>(train.global_batch()) * train.seq_len()).c_str(), data.description.c_str());
     std::printf("%s\n", device_line(describe_device(*job.backend), m.dtype).c_str());
+    std::printf("%s\n", activation_memory_line(job).c_str());
+    if (!layout_change.empty()) std::printf("%s\n", layout_change.c_str());
     for (const std::string& warning : data.warnings) std::printf("warning: %s\n", warning.c_str());
     if (!config_source.empty()) {
       const ConfigOverrides& overrides = flags.overrides;
@@ -212,11 +230,18 @@ int run_train(const TrainFlags& flags, MpiEnvironment& mpi, const ProcessEnv& en
   const double tokens_per_step = static_cast<double>(train.global_batch()) * train.seq_len();
   const double peak_tflops = describe_device(*job.backend).bf16_peak_tflops;
   const bool on_gpu = job.backend->device() == Device::kCuda;
+  const GridCoord coord = RankGrid(job.layout.tp, job.layout.pp, job.layout.dp).coord(job.world_rank);
+  RunTrace run_trace(run_dir, logging.trace_steps(), *job.groups.world,
+                     str_cat("rank ", job.world_rank, " (tp ", coord.tp, ", pp ", coord.pp, ", dp ", coord.dp, ")"));
   const auto run_start = Clock::now();
   double first_loss = NAN, last_loss = NAN, best_val = INFINITY;
   int best_val_step = -1, consecutive_skips = 0, skipped_total = 0;
   int steps_done = start_step;
   for (int step = start_step; step < train.steps(); ++step) {
+    run_trace.before_step(step + 1);
+    // The whole step on a track of its own: the training step, validation, the checkpoint save.
+    std::optional<trace::Span> step_span(std::in_place, trace::Track::kStep, "step", "step");
+    if (step_span->on()) step_span->name(str_cat("step ", step + 1));
     const auto step_start = Clock::now();
     StepResult r = job.trainer->train_step(step, *data.train);
     const double seconds = seconds_since(step_start);
@@ -290,9 +315,13 @@ int run_train(const TrainFlags& flags, MpiEnvironment& mpi, const ProcessEnv& en
              r.grad_norm, r.spike ? ", a spike above train.spike_zscore" : ", not finite",
              "): training diverged. Lower optimizer.lr or set train.grad_clip",
              r.spike ? ", raise train.spike_zscore, or look at the data of these steps." : ".");
-    if (checkpointer.after_step(step + 1, last)) break;  // a stop signal: saved (save_on_exit), leave
+    const bool stop = checkpointer.after_step(step + 1, last);  // a stop signal: saved (save_on_exit), leave
+    step_span.reset();
+    run_trace.after_step(step + 1);
+    if (stop) break;
   }
   checkpointer.finish();
+  run_trace.finish();
 
   const bool stopped = checkpointer.stop_signal() != 0 && steps_done < train.steps();
   if (log && stopped) {
@@ -310,7 +339,15 @@ int run_train(const TrainFlags& flags, MpiEnvironment& mpi, const ProcessEnv& en
     std::printf("\n");
     const std::string memory = memory_report(*job.backend);
     if (!memory.empty()) std::printf("%s (rank 0)\n", memory.c_str());
-    std::printf("run directory: %s (config.textproto, metrics.jsonl, train.log, tensorboard/)\n", run_dir.c_str());
+    // The picture of the run (a few hundred kB at most, milliseconds to draw). A failure to write it does not
+    // fail a run whose steps and checkpoints are done: it is reported, and `tessera plot` draws it again.
+    try {
+      write_run_plot(run_dir, run_dir + "/plot.svg");
+    } catch (const Error& e) {
+      std::printf("warning: no plot.svg: %s\n", e.what());
+    }
+    std::printf("run directory: %s (config.textproto, metrics.jsonl, train.log, tensorboard/, plot.svg)\n",
+                run_dir.c_str());
     std::fflush(stdout);
   }
   return stopped ? kExitStoppedBySignal : kExitSuccess;
@@ -339,6 +376,10 @@ Command add_train_command(CLI::App& tessera) {
                   "Start a new run from a checkpoint's weights only (fine-tuning; needs --config); a checkpoint\n"
                   "of this run, with --resume, takes precedence")
       ->type_name("PATH");
+  app->add_option("--trace-steps", flags->trace_steps,
+                  "Write a Chrome/Perfetto trace of steps A to B (1-based, inclusive) to RUN_DIR/trace/trace.json\n"
+                  "(logging.trace_steps)")
+      ->type_name("A:B");
   // Test hooks, accepted but left out of --help.
   app->add_option("--debug-kill-during-save", flags->kill_during_save)->group("");
   app->add_option("--debug-fail-shard-write", flags->fail_shard_write)->group("");

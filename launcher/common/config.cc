@@ -582,6 +582,15 @@ void validate_train(const config::JobConfig& job, Problems& problems) {
   if (train.threads() < 0) {
     problems.add("train.threads (", train.threads(), ") must be >= 0 (0 = share the machine's cores among its ranks)");
   }
+  if (train.recompute_every() < 1) {
+    problems.add("train.recompute_every (", train.recompute_every(),
+                 ") must be >= 1: with train.recompute FULL the blocks whose index is a multiple of it are "
+                 "recomputed (1, the default: every block)");
+  } else if (train.recompute_every() != 1 && train.recompute() != config::FULL) {
+    problems.add("train.recompute_every (", train.recompute_every(), ") applies to train.recompute FULL only, not ",
+                 config::Recompute_Name(train.recompute()),
+                 ": set train.recompute=FULL to recompute every k-th block, or leave train.recompute_every unset");
+  }
 }
 
 void validate_optimizer(const config::JobConfig& job, Problems& problems) {
@@ -675,6 +684,11 @@ void validate_data(const config::DataConfig& data, Problems& problems) {
 
 void validate_logging(const config::JobConfig& job, Problems& problems) {
   const config::LoggingConfig& logging = job.logging();
+  int first = 0, last = 0;
+  if (!logging.trace_steps().empty() && !parse_step_range(logging.trace_steps(), &first, &last)) {
+    problems.add("logging.trace_steps (--trace-steps) is '", logging.trace_steps(),
+                 "': give FIRST:LAST, the 1-based steps to trace with 1 <= FIRST <= LAST, e.g. 2:3");
+  }
   if (logging.log_every() < 1) problems.add("logging.log_every (", logging.log_every(), ") must be >= 1");
   if (logging.eval_every() < 0) {
     problems.add("logging.eval_every (", logging.eval_every(), ") must be >= 0 (0 disables evaluation)");
@@ -960,6 +974,35 @@ ModelConfig model_config_from(const config::ModelConfig& m) {
   c.rope_theta = m.rope_theta();
   c.tie_embeddings = m.tie_embeddings();
   model_architecture(c.arch).fill_defaults(c, m.has_tie_embeddings());
+  return c;
+}
+
+bool parse_step_range(const std::string& text, int* first, int* last) {
+  const size_t colon = text.find(':');
+  if (colon == std::string::npos) return false;
+  auto parse = [](std::string_view digits, int* value) {
+    if (digits.empty() || digits.find_first_not_of("0123456789") != std::string_view::npos) return false;
+    const auto [end, error] = std::from_chars(digits.data(), digits.data() + digits.size(), *value);
+    return error == std::errc() && end == digits.data() + digits.size();
+  };
+  const std::string_view view(text);
+  return parse(view.substr(0, colon), first) && parse(view.substr(colon + 1), last) && *first >= 1 && *first <= *last;
+}
+
+ModelConfig training_model_config(const config::JobConfig& job) {
+  ModelConfig c = model_config_from(job.model());
+  switch (job.train().recompute()) {
+    case config::SELECTIVE:
+      c.recompute = Recompute::kSelective;
+      break;
+    case config::FULL:
+      c.recompute = Recompute::kFull;
+      break;
+    default:
+      c.recompute = Recompute::kNone;
+      break;
+  }
+  c.recompute_every = std::max(job.train().recompute_every(), 1);
   return c;
 }
 

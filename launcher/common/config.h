@@ -65,6 +65,10 @@ std::vector<std::string> apply_overrides(config::JobConfig& job, const ConfigOve
 // line, in a single ConfigError.
 void validate_job_config(const config::JobConfig& job);
 
+// logging.trace_steps: "A:B" with 1 <= A <= B (decimal integers) gives first = A, last = B and true; anything else
+// false. Pure.
+bool parse_step_range(const std::string& text, int* first, int* last);
+
 // How a job's ranks are arranged. world size = tp * pp * dp.
 struct Layout {
   int tp = 1;
@@ -92,5 +96,7 @@ std::string job_config_to_text(const config::JobConfig& job);
 // The model's shape as the model code takes it: the architecture's name, its defaults filled in
 // (n_kv_head = n_head, ffn_hidden, tie_embeddings). Does not validate.
 ModelConfig model_config_from(const config::ModelConfig& model);
+// model_config_from(job.model()) with how the job trains it: train.recompute and train.recompute_every.
+ModelConfig training_model_config(const config::JobConfig& job);
 
 }  // namespace tessera

@@ -1,34 +1,22 @@
 // Formatting numbers for logs.
 #include "launcher/common/human_format.h"
 
-#include <cstdio>
+#include <fmt/format.h>
 
 namespace tessera {
 
 std::string human_bytes(double bytes) {
-  char text[32];
-  if (bytes >= 1e9)
-    std::snprintf(text, sizeof(text), "%.2f GB", bytes / 1e9);
-  else if (bytes >= 1e6)
-    std::snprintf(text, sizeof(text), "%.1f MB", bytes / 1e6);
-  else if (bytes >= 1e3)
-    std::snprintf(text, sizeof(text), "%.1f kB", bytes / 1e3);
-  else
-    std::snprintf(text, sizeof(text), "%.0f B", bytes);
-  return text;
+  if (bytes >= 1e9) return fmt::format("{:.2f} GB", bytes / 1e9);
+  if (bytes >= 1e6) return fmt::format("{:.1f} MB", bytes / 1e6);
+  if (bytes >= 1e3) return fmt::format("{:.1f} kB", bytes / 1e3);
+  return fmt::format("{:.0f} B", bytes);
 }
 
 std::string human_count(double n) {
-  char text[32];
-  if (n >= 1e9)
-    std::snprintf(text, sizeof(text), "%.2fG", n / 1e9);
-  else if (n >= 1e6)
-    std::snprintf(text, sizeof(text), "%.2fM", n / 1e6);
-  else if (n >= 1e4)
-    std::snprintf(text, sizeof(text), "%.1fk", n / 1e3);
-  else
-    std::snprintf(text, sizeof(text), "%.0f", n);
-  return text;
+  if (n >= 1e9) return fmt::format("{:.2f}G", n / 1e9);
+  if (n >= 1e6) return fmt::format("{:.2f}M", n / 1e6);
+  if (n >= 1e4) return fmt::format("{:.1f}k", n / 1e3);
+  return fmt::format("{:.0f}", n);
 }
 
 std::vector<std::string> split_lines(const std::string& text) {

@@ -1,4 +1,4 @@
-// SIGTERM/SIGINT handlers that only record the signal.
+// SIGTERM/SIGINT/SIGUSR1 handlers that only record the signal.
 #include "launcher/common/stop_signal.h"
 
 #include <csignal>
@@ -24,6 +24,7 @@ void install_stop_signal_handlers() {
   action.sa_flags = SA_RESETHAND | SA_RESTART;
   sigaction(SIGTERM, &action, nullptr);
   sigaction(SIGINT, &action, nullptr);
+  sigaction(SIGUSR1, &action, nullptr);
 }
 
 int stop_signal_received() { return g_stop_signal; }
@@ -39,6 +40,8 @@ const char* stop_signal_name(int signal_number) {
       return "SIGTERM";
     case SIGINT:
       return "SIGINT";
+    case SIGUSR1:
+      return "SIGUSR1";
     default:
       return "a stop signal";
   }

@@ -5,7 +5,7 @@
 #include <sstream>
 
 #include "core/check.h"
-#include "launcher/common/json.h"
+#include "launcher/common/json_io.h"
 #include "launcher/common/regular_file.h"
 
 namespace tessera {
@@ -34,9 +34,9 @@ ChatTemplate load_chat_template(const std::string& name_or_file) {
   text << in.rdbuf();
   TS_CHECK(in.good() || in.eof(), DataError, name_or_file, ": cannot read the template");
   const Json json = parse_json(text.str(), name_or_file);
-  TS_CHECK(json.type() == Json::Type::kObject, DataError, name_or_file,
+  TS_CHECK(json.is_object(), DataError, name_or_file,
            ": a template is a JSON object of role prefixes and suffixes, e.g. {\"user_prefix\": \"User: \"}");
-  for (const auto& [key, value] : json.members()) {
+  for (const auto& [key, value] : json.items()) {
     std::string* field = key == "system_prefix"      ? &result.system_prefix
                          : key == "system_suffix"    ? &result.system_suffix
                          : key == "user_prefix"      ? &result.user_prefix
@@ -47,8 +47,8 @@ ChatTemplate load_chat_template(const std::string& name_or_file) {
     TS_CHECK(field != nullptr, DataError, name_or_file, ": unknown template member \"", key,
              "\"; the members are system_prefix, system_suffix, user_prefix, user_suffix, assistant_prefix and ",
              "assistant_suffix");
-    TS_CHECK(value.type() == Json::Type::kString, DataError, name_or_file, ": \"", key, "\" must be a string");
-    *field = value.as_string();
+    TS_CHECK(value.is_string(), DataError, name_or_file, ": \"", key, "\" must be a string");
+    *field = value.get<std::string>();
   }
   return result;
 }
@@ -57,10 +57,10 @@ namespace {
 
 const std::string& string_member(const Json& object, const std::string& key, const std::string& where,
                                  const std::string& what) {
-  const Json* value = object.find(key);
-  TS_CHECK(value != nullptr, DataError, where, ": ", what, " has no \"", key, "\" field");
-  TS_CHECK(value->type() == Json::Type::kString, DataError, where, ": ", what, "'s \"", key, "\" must be a string");
-  return value->as_string();
+  const auto value = object.find(key);
+  TS_CHECK(value != object.end(), DataError, where, ": ", what, " has no \"", key, "\" field");
+  TS_CHECK(value->is_string(), DataError, where, ": ", what, "'s \"", key, "\" must be a string");
+  return value->get_ref<const std::string&>();
 }
 
 }  // namespace
@@ -73,25 +73,24 @@ std::vector<ChatTurn> parse_chat_line(const std::string& line, const std::string
   for (char c : line) blank = blank && (c == ' ' || c == '\t' || c == '\r');
   TS_CHECK(!blank, DataError, where, ": empty line", expected);
   const Json json = parse_json(line, where);
-  TS_CHECK(json.type() == Json::Type::kObject, DataError, where, ": not a JSON object", expected);
-  const Json* messages = json.find("messages");
-  const bool pair = json.find("prompt") != nullptr || json.find("response") != nullptr;
-  TS_CHECK(messages != nullptr || pair, DataError, where, ": neither \"prompt\"/\"response\" nor \"messages\"",
-           expected);
-  TS_CHECK(messages == nullptr || !pair, DataError, where, ": both \"messages\" and \"prompt\"/\"response\"", expected);
+  TS_CHECK(json.is_object(), DataError, where, ": not a JSON object", expected);
+  const auto messages = json.find("messages");
+  const bool has_messages = messages != json.end();
+  const bool pair = json.contains("prompt") || json.contains("response");
+  TS_CHECK(has_messages || pair, DataError, where, ": neither \"prompt\"/\"response\" nor \"messages\"", expected);
+  TS_CHECK(!has_messages || !pair, DataError, where, ": both \"messages\" and \"prompt\"/\"response\"", expected);
   std::vector<ChatTurn> turns;
   if (pair) {
     turns.push_back({ChatRole::kUser, string_member(json, "prompt", where, "the line")});
     turns.push_back({ChatRole::kAssistant, string_member(json, "response", where, "the line")});
     return turns;
   }
-  TS_CHECK(messages->type() == Json::Type::kArray, DataError, where, ": \"messages\" must be an array", expected);
+  TS_CHECK(messages->is_array(), DataError, where, ": \"messages\" must be an array", expected);
   bool has_assistant = false;
-  for (size_t i = 0; i < messages->items().size(); ++i) {
-    const Json& message = messages->items()[i];
+  for (size_t i = 0; i < messages->size(); ++i) {
+    const Json& message = (*messages)[i];
     const std::string what = str_cat("message ", i);
-    TS_CHECK(message.type() == Json::Type::kObject, DataError, where, ": ", what,
-             " is not an object {\"role\": ..., \"content\": ...}");
+    TS_CHECK(message.is_object(), DataError, where, ": ", what, " is not an object {\"role\": ..., \"content\": ...}");
     const std::string& role = string_member(message, "role", where, what);
     ChatTurn turn;
     if (role == "system") {

@@ -1,23 +1,57 @@
 // Multiple-choice task files.
 #include "launcher/data/multiple_choice_task.h"
 
-#include <google/protobuf/util/json_util.h>
-
 #include <algorithm>
 #include <fstream>
+#include <limits>
 #include <sstream>
 
 #include "core/check.h"
 #include "launcher/common/durable_file.h"
+#include "launcher/common/json_io.h"
 #include "launcher/common/regular_file.h"
 #include "launcher/data/splitmix64.h"
 
 namespace tessera {
 
+namespace {
+
+constexpr char kShape[] = "{\"context\": ..., \"choices\": [...], \"label\": i}";
+
+// The example on one line: exactly the fields of tasks::MultipleChoiceExample, with their types (context and
+// choices may be left out, as protobuf's JSON mapping allows; they are then empty).
+tasks::MultipleChoiceExample parse_example(const std::string& line, const std::string& where) {
+  const Json json = parse_json(line, where);
+  TS_CHECK(json.is_object(), DataError, where, ": not a ", kShape, " object");
+  tasks::MultipleChoiceExample example;
+  for (const auto& [key, value] : json.items()) {
+    if (key == "context") {
+      TS_CHECK(value.is_string(), DataError, where, ": not a ", kShape, " object (\"context\" must be a string)");
+      example.set_context(value.get<std::string>());
+    } else if (key == "choices") {
+      bool strings = value.is_array();
+      for (const Json& choice : value) strings = strings && choice.is_string();
+      TS_CHECK(strings, DataError, where, ": not a ", kShape, " object (\"choices\" must be an array of strings)");
+      for (const Json& choice : value) example.add_choices(choice.get<std::string>());
+    } else if (key == "label") {
+      constexpr int64_t kMin = std::numeric_limits<int32_t>::min(), kMax = std::numeric_limits<int32_t>::max();
+      const bool in_range = value.is_number_unsigned()  ? value.get<uint64_t>() <= static_cast<uint64_t>(kMax)
+                            : value.is_number_integer() ? value.get<int64_t>() >= kMin && value.get<int64_t>() <= kMax
+                                                        : false;
+      TS_CHECK(in_range, DataError, where, ": not a ", kShape, " object (\"label\" must be an integer)");
+      example.set_label(static_cast<int32_t>(value.get<int64_t>()));
+    } else {
+      TS_CHECK(false, DataError, where, ": not a ", kShape, " object (unknown field \"", key, "\")");
+    }
+  }
+  return example;
+}
+
+}  // namespace
+
 std::vector<tasks::MultipleChoiceExample> read_multiple_choice_task(const std::string& path) {
   const std::string problem = regular_file_problem(path);
-  TS_CHECK(problem.empty(), DataError, "--task ", path, ": ", problem,
-           "; give a JSON Lines file of {\"context\": ..., \"choices\": [...], \"label\": i}");
+  TS_CHECK(problem.empty(), DataError, "--task ", path, ": ", problem, "; give a JSON Lines file of ", kShape);
   std::ifstream in(path);
   TS_CHECK(in.good(), DataError, "--task ", path, ": cannot be read");
   std::vector<tasks::MultipleChoiceExample> examples;
@@ -27,11 +61,8 @@ std::vector<tasks::MultipleChoiceExample> read_multiple_choice_task(const std::s
     ++number;
     const std::string where = str_cat(path, ":", number);
     TS_CHECK(line.find_first_not_of(" \t\r") != std::string::npos, DataError, where,
-             ": an empty line; every line must be one {\"context\": ..., \"choices\": [...], \"label\": i} object");
-    tasks::MultipleChoiceExample example;
-    const auto status = google::protobuf::util::JsonStringToMessage(line, &example);
-    TS_CHECK(status.ok(), DataError, where, ": not a {\"context\": ..., \"choices\": [...], \"label\": i} object (",
-             std::string(status.message()), ")");
+             ": an empty line; every line must be one ", kShape, " object");
+    tasks::MultipleChoiceExample example = parse_example(line, where);
     TS_CHECK(example.choices_size() >= 2, DataError, where, ": ", example.choices_size(),
              " choice(s); a multiple-choice example needs at least two");
     TS_CHECK(example.label() >= 0 && example.label() < example.choices_size(), DataError, where, ": label ",
@@ -44,13 +75,11 @@ std::vector<tasks::MultipleChoiceExample> read_multiple_choice_task(const std::s
 
 void write_multiple_choice_task(const std::string& path, const std::vector<tasks::MultipleChoiceExample>& examples) {
   std::string text;
-  google::protobuf::util::JsonPrintOptions options;
-  options.always_print_primitive_fields = true;  // "label": 0 too
   for (const tasks::MultipleChoiceExample& example : examples) {
-    std::string line;
-    const auto status = google::protobuf::util::MessageToJsonString(example, &line, options);
-    TS_ASSERT(status.ok(), "cannot print a task example as JSON");
-    text += line + "\n";
+    const Json line = {{"context", example.context()},
+                       {"choices", std::vector<std::string>(example.choices().begin(), example.choices().end())},
+                       {"label", example.label()}};
+    text += dump_json(line) + "\n";
   }
   write_file_atomically(path, text);
 }

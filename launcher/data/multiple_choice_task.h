@@ -1,6 +1,6 @@
-// Multiple-choice task files: JSON Lines of tasks::MultipleChoiceExample (proto/tasks.proto), in protobuf's JSON
-// mapping: {"context": "...", "choices": ["...", "..."], "label": 0} per line. `tessera prepare --mc-task-out`
-// writes one from held-out documents; `tessera eval --task` scores one (launcher/run/multiple_choice.h).
+// Multiple-choice task files: JSON Lines of tasks::MultipleChoiceExample (proto/tasks.proto), read and written
+// with nlohmann::json: {"context": "...", "choices": ["...", "..."], "label": 0} per line. `tessera prepare
+// --mc-task-out` writes one from held-out documents; `tessera eval --task` scores one (launcher/run/multiple_choice.h).
 #pragma once
 
 #include <cstdint>

@@ -1,14 +1,19 @@
-// `tessera prepare`: reads documents from text files, trains or loads a SentencePiece tokenizer, tokenizes in
-// parallel and writes the train and validation splits as Megatron indexed datasets.
+// `tessera prepare`: reads documents from text or JSON Lines files (gzip'd or not, or stdin), trains or loads a
+// SentencePiece tokenizer, tokenizes in parallel and writes the train and validation splits as Megatron indexed
+// datasets.
 //
 // The inputs are streamed three times (count, train the tokenizer, tokenize) so memory stays bounded by one
-// batch of documents plus what SentencePiece keeps for training.
+// batch of documents plus what SentencePiece keeps for training; each pass shows its progress on stderr
+// (launcher/common/progress.h).
 #include "launcher/data/prepare.h"
 
+#include <fmt/format.h>
 #include <sentencepiece_processor.h>
 #include <sentencepiece_trainer.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -22,9 +27,13 @@
 #include <unordered_map>
 
 #include "core/check.h"
+#include "launcher/common/human_format.h"
+#include "launcher/common/json_io.h"
+#include "launcher/common/progress.h"
 #include "launcher/common/regular_file.h"
 #include "launcher/data/chat_template.h"
 #include "launcher/data/indexed_dataset.h"
+#include "launcher/data/line_reader.h"
 #include "launcher/data/multiple_choice_task.h"
 #include "launcher/data/splitmix64.h"
 
@@ -85,16 +94,67 @@ size_t utf8_sequence(const std::string& text, size_t i, size_t* invalid) {
   return length;
 }
 
-// Streams the documents of several text files; see PrepareOptions::doc_separator for the rules. Each line is
-// checked to be UTF-8 and handled as PrepareOptions::invalid_utf8 says.
+// One input as prepare reads it: the file to open (stdin's temporary copy for "-"), its name in messages and
+// its format.
+struct InputSource {
+  std::string path;
+  std::string name;
+  bool jsonl = false;
+  int64_t bytes = 0;  // the file's size
+};
+
+int64_t total_bytes(const std::vector<InputSource>& sources) {
+  int64_t bytes = 0;
+  for (const InputSource& source : sources) bytes += source.bytes;
+  return bytes;
+}
+
+// The text of one JSON Lines document: the string member `key` of the object on the line. Throws DataError
+// naming `where` (file:line). Kept to this one function so the JSON library under it can change.
+std::string jsonl_text(const std::string& line, const std::string& key, const std::string& where) {
+  const char* hint = "; --input-format jsonl reads one JSON object per line";
+  Json value;
+  try {
+    value = parse_json(line, where);
+  } catch (const DataError& e) {
+    TS_CHECK(false, DataError, e.what(), hint);
+  }
+  TS_CHECK(value.is_object(), DataError, where, ": a JSON ", value.type_name(), ", not an object", hint,
+           ", with the text under \"", key, "\" (--text-key)");
+  const auto text = value.find(key);
+  if (text == value.end()) {
+    std::string keys;
+    for (const auto& member : value.items()) {
+      if (keys.size() > 200) {
+        keys += ", ...";
+        break;
+      }
+      keys += (keys.empty() ? "\"" : ", \"") + member.key() + "\"";
+    }
+    TS_CHECK(false, DataError, where, ": no member \"", key, "\" in this line's object (",
+             keys.empty() ? std::string("it is empty") : "it has " + keys,
+             "); name the member that holds the text with --text-key NAME");
+  }
+  TS_CHECK(text->is_string(), DataError, where, ": \"", key, "\" is a ", text->type_name(),
+           ", not a string of text; name the member that holds the text with --text-key NAME");
+  return text->get<std::string>();
+}
+
+// Streams the documents of several inputs; see PrepareOptions::doc_separator and input_format for the rules.
+// Each line is checked to be UTF-8 and handled as PrepareOptions::invalid_utf8 says (in JSON Lines, before
+// the line is parsed).
 class DocumentReader {
  public:
-  DocumentReader(const std::vector<std::string>& files, const std::string& separator,
-                 InvalidUtf8 invalid_utf8 = InvalidUtf8::kError)
-      : files_(files), separator_(separator), invalid_utf8_(invalid_utf8) {}
+  DocumentReader(const std::vector<InputSource>& sources, const PrepareOptions& options)
+      : sources_(sources),
+        separator_(options.doc_separator),
+        text_key_(options.text_key),
+        invalid_utf8_(options.invalid_utf8) {}
 
   // Invalid UTF-8 sequences replaced or skipped so far.
   int64_t invalid_sequences() const { return invalid_sequences_; }
+  // Bytes of the input files consumed so far (compressed bytes of gzip'd ones).
+  int64_t bytes_read() const { return finished_bytes_ + (reader_ ? reader_->bytes_read() : 0); }
 
   // The next document into *document; false after the last. Throws DataError if a file cannot be read.
   bool next(std::string* document) {
@@ -102,20 +162,17 @@ class DocumentReader {
     int pending_blank_lines = 0;
     std::string line;
     while (true) {
-      if (!stream_.is_open()) {
-        if (file_index_ == files_.size()) return false;
-        const std::string& path = files_[file_index_++];
-        const std::string problem = regular_file_problem(path);
-        TS_CHECK(problem.empty(), DataError, path, ": ", problem, "; check the --input path");
-        stream_.open(path, std::ios::binary);
-        TS_CHECK(stream_.is_open(), DataError, path, ": cannot read this input file; check the --input path");
-        current_path_ = path;
+      if (!reader_) {
+        if (file_index_ == sources_.size()) return false;
+        const InputSource& source = sources_[file_index_++];
+        reader_ = std::make_unique<LineReader>(source.path, source.name);
+        current_ = &source;
         offset_ = 0;
         line_number_ = 0;
       }
-      if (!std::getline(stream_, line)) {
-        TS_CHECK(!stream_.bad(), DataError, current_path_, ": read error; check the file");
-        stream_.close();
+      if (!reader_->next(&line)) {
+        finished_bytes_ += reader_->bytes_read();
+        reader_.reset();
         if (!document->empty()) return true;
         continue;
       }
@@ -125,6 +182,15 @@ class DocumentReader {
       offset_ += line_bytes + 1;
       if (!line.empty() && line.back() == '\r') line.pop_back();
       const bool blank = is_blank(line);
+      if (current_->jsonl) {
+        if (blank) continue;
+        *document = jsonl_text(line, text_key_, str_cat(current_->name, ":", line_number_));
+        if (is_blank(*document)) {  // skipped, as whitespace-only text documents are
+          document->clear();
+          continue;
+        }
+        return true;
+      }
       const bool separates = separator_.empty() ? blank : line == separator_;
       if (separates) {
         if (!document->empty()) return true;
@@ -153,13 +219,12 @@ class DocumentReader {
         continue;
       }
       if (invalid_utf8_ == InvalidUtf8::kError) {
-        char bytes[64] = "";
+        std::string bytes;
         for (size_t k = 0; k < 4 && i + k < line.size(); ++k) {
-          std::snprintf(bytes + std::strlen(bytes), sizeof(bytes) - std::strlen(bytes), "%s0x%02x", k ? " " : "",
-                        static_cast<unsigned char>(line[i + k]));
+          bytes += fmt::format("{}0x{:02x}", k ? " " : "", static_cast<unsigned char>(line[i + k]));
         }
-        TS_CHECK(false, DataError, current_path_, ": not valid UTF-8 at byte offset ",
-                 offset_ + static_cast<int64_t>(i), " (line ", line_number_, ", bytes ", bytes,
+        TS_CHECK(false, DataError, current_->name, ": not valid UTF-8 at ", reader_->gzipped() ? "uncompressed " : "",
+                 "byte offset ", offset_ + static_cast<int64_t>(i), " (line ", line_number_, ", bytes ", bytes,
                  "). Is it a text file? Convert text in another ",
                  "encoding to UTF-8 first (e.g. iconv -f LATIN1 -t UTF-8), or pass --invalid-utf8 replace (U+FFFD ",
                  "for each bad sequence) or --invalid-utf8 skip (drop the bad bytes)");
@@ -175,28 +240,46 @@ class DocumentReader {
     line = std::move(fixed);
   }
 
-  const std::vector<std::string>& files_;
+  const std::vector<InputSource>& sources_;
   const std::string& separator_;
+  const std::string& text_key_;
   InvalidUtf8 invalid_utf8_;
   size_t file_index_ = 0;
-  std::ifstream stream_;
-  std::string current_path_;
-  int64_t offset_ = 0;       // of the current line in its file
+  std::unique_ptr<LineReader> reader_;
+  const InputSource* current_ = nullptr;
+  int64_t finished_bytes_ = 0;
+  int64_t offset_ = 0;       // of the current line in its file (uncompressed)
   int64_t line_number_ = 0;  // 1-based, of the current line
   int64_t invalid_sequences_ = 0;
 };
 
-// Feeds documents to the SentencePiece trainer.
+// Feeds documents to the SentencePiece trainer (which reads them all, then samples and trains), showing the
+// progress of that reading.
 class TrainingDocuments : public sentencepiece::SentenceIterator {
  public:
-  TrainingDocuments(const std::vector<std::string>& files, const std::string& separator, InvalidUtf8 invalid_utf8)
-      : reader_(files, separator, invalid_utf8) {
+  TrainingDocuments(const std::vector<InputSource>& sources, const PrepareOptions& options, int64_t documents)
+      : reader_(sources, options),
+        vocab_size_(options.vocab_size),
+        progress_("prepare: reading for the tokenizer", {{"", ProgressUnit::kBytes, total_bytes(sources), true},
+                                                         {"documents", ProgressUnit::kCount, documents}}) {
     Next();
   }
   bool done() const override { return done_; }
   void Next() override {
     try {
       done_ = !reader_.next(&value_);
+      if (!done_) ++documents_;
+      progress_.update({reader_.bytes_read(), documents_});
+      if (done_) {
+        progress_.finish();
+        // SentencePiece's training shows no progress of its own: say what the wait is for.
+        if (progress_options().style != ProgressStyle::kOff) {
+          std::fprintf(stderr,
+                       "prepare: training a BPE tokenizer of %d pieces on %s documents (a sample of at most %s)\n",
+                       vocab_size_, human_count(static_cast<double>(documents_)).c_str(),
+                       human_count(kTrainingDocuments).c_str());
+        }
+      }
     } catch (const Error& e) {
       status_ = sentencepiece::util::Status(sentencepiece::util::StatusCode::kDataLoss, e.what());
       done_ = true;
@@ -207,6 +290,9 @@ class TrainingDocuments : public sentencepiece::SentenceIterator {
 
  private:
   DocumentReader reader_;
+  int vocab_size_;
+  Progress progress_;
+  int64_t documents_ = 0;
   std::string value_;
   bool done_ = false;
   sentencepiece::util::Status status_;
@@ -220,15 +306,18 @@ struct CorpusStats {
 };
 
 // Counts documents, bytes and (when count_characters) distinct code points in one pass.
-CorpusStats scan_corpus(const PrepareOptions& options, bool count_characters) {
+CorpusStats scan_corpus(const std::vector<InputSource>& sources, const PrepareOptions& options, bool count_characters) {
   CorpusStats stats;
   std::set<uint32_t> characters;
   characters.insert(' ');  // SentencePiece always needs its whitespace piece
-  DocumentReader reader(options.inputs, options.doc_separator, options.invalid_utf8);
+  DocumentReader reader(sources, options);
+  Progress progress("prepare: counting documents",
+                    {{"", ProgressUnit::kBytes, total_bytes(sources), true}, {"documents"}});
   std::string document;
   while (reader.next(&document)) {
     ++stats.documents;
     stats.bytes += static_cast<int64_t>(document.size());
+    progress.update({reader.bytes_read(), stats.documents});
     if (!count_characters) continue;
     for (size_t i = 0; i < document.size();) {
       const auto lead = static_cast<unsigned char>(document[i]);
@@ -241,6 +330,8 @@ CorpusStats scan_corpus(const PrepareOptions& options, bool count_characters) {
       i += length;
     }
   }
+  progress.update({reader.bytes_read(), stats.documents});
+  progress.finish();
   stats.distinct_characters = static_cast<int64_t>(characters.size());
   stats.invalid_utf8 = reader.invalid_sequences();
   return stats;
@@ -289,7 +380,8 @@ std::string read_file(const std::string& path, const char* what_to_do) {
 }
 
 // Trains the BPE tokenizer and returns the serialized model.
-std::string train_tokenizer(const PrepareOptions& options, const CorpusStats& stats, int threads) {
+std::string train_tokenizer(const std::vector<InputSource>& sources, const PrepareOptions& options,
+                            const CorpusStats& stats, int threads) {
   const int64_t needed = kReservedPieces + stats.distinct_characters;
   TS_CHECK(options.vocab_size >= needed, DataError, "--vocab-size ", options.vocab_size, " is too small for ",
            inputs_for_message(options.inputs), ": the tokenizer needs ", kReservedPieces,
@@ -314,7 +406,7 @@ std::string train_tokenizer(const PrepareOptions& options, const CorpusStats& st
       {"num_threads", std::to_string(std::clamp(threads, 1, 128))},
       {"minloglevel", "2"},  // SentencePiece's progress log off; errors come back as a Status
   };
-  TrainingDocuments documents(options.inputs, options.doc_separator, options.invalid_utf8);
+  TrainingDocuments documents(sources, options, stats.documents);
   std::string model;
   const auto status = sentencepiece::SentencePieceTrainer::Train(flags, &documents, &model);
   TS_CHECK(status.ok(), DataError, "cannot train a tokenizer with --vocab-size ", options.vocab_size, " on ",
@@ -382,6 +474,108 @@ std::vector<bool> split_documents(int64_t documents, double valid_fraction, uint
   return valid;
 }
 
+// "--input data/a.txt: no such file; it resolves to /home/u/data/a.txt, relative to the working directory
+// /home/u; the directory /home/u/data does not exist. ...": what was looked for where, so that a path relative
+// to the wrong directory (a job script started elsewhere) is plain to see.
+std::string missing_input_message(const std::string& input) {
+  namespace fs = std::filesystem;
+  std::error_code error;
+  const fs::path given(input);
+  const fs::path cwd = fs::current_path(error);
+  const fs::path resolved = (given.is_absolute() ? given : cwd / given).lexically_normal();
+  std::string message = str_cat("--input ", input, ": no such file");
+  if (!given.is_absolute()) {
+    message += str_cat("; it resolves to ", resolved.string(), ", relative to the working directory ", cwd.string());
+  }
+  const fs::path parent = resolved.parent_path();
+  if (fs::is_directory(parent, error)) {
+    message += str_cat("; the directory ", parent.string(), " exists but holds no ", resolved.filename().string());
+  } else {
+    fs::path existing = parent;
+    while (existing.has_relative_path() && !fs::is_directory(existing, error)) existing = existing.parent_path();
+    message += str_cat("; the directory ", parent.string(), " does not exist (", existing.string(),
+                       " is the nearest that does)");
+  }
+  return message +
+         ". Check the path: give it relative to the directory tessera prepare runs in, or as an "
+         "absolute path";
+}
+
+// Note [Input from stdin]. prepare reads its inputs more than once (counting the documents, training the
+// tokenizer, tokenizing) and stdin can be read only once, so `--input -` first copies stdin to a temporary
+// file next to the output (PREFIX.stdin-<pid>.tmp, deleted when prepare ends, also on errors) and reads that.
+// The copy is what stdin held: gzip'd bytes stay gzip'd and are detected as in a file.
+class StdinCopy {
+ public:
+  explicit StdinCopy(const std::string& out_prefix) {
+    TS_CHECK(!::isatty(STDIN_FILENO), ConfigError,
+             "--input - reads stdin, which is a terminal here: pipe the text in, e.g. `zcat corpus.jsonl.gz | tessera "
+             "prepare --input - --input-format jsonl ...`");
+    make_parent_directory(out_prefix);
+    path_ = str_cat(out_prefix, ".stdin-", ::getpid(), ".tmp");
+    std::FILE* out = std::fopen(path_.c_str(), "wb");
+    TS_CHECK(out != nullptr, DataError, path_, ": cannot create the copy of stdin (", std::strerror(errno),
+             "); check that the output directory is writable");
+    Progress progress("prepare: reading stdin", {{"", ProgressUnit::kBytes, -1, true}});
+    std::vector<char> buffer(1 << 20);
+    int64_t copied = 0;
+    bool failed = false;
+    while (true) {
+      const ssize_t n = ::read(STDIN_FILENO, buffer.data(), buffer.size());
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        failed = n < 0;
+        break;
+      }
+      if (std::fwrite(buffer.data(), 1, static_cast<size_t>(n), out) != static_cast<size_t>(n)) {
+        std::fclose(out);
+        TS_CHECK(false, DataError, path_, ": cannot write the copy of stdin (", std::strerror(errno),
+                 "); check free disk space");
+      }
+      copied += n;
+      progress.update({copied});
+    }
+    const int read_errno = errno;
+    const bool closed = std::fclose(out) == 0;
+    TS_CHECK(!failed, DataError, "stdin: read error (", std::strerror(read_errno), ")");
+    TS_CHECK(closed, DataError, path_, ": cannot write the copy of stdin; check free disk space");
+    progress.finish();
+  }
+  ~StdinCopy() {
+    std::error_code ignored;
+    std::filesystem::remove(path_, ignored);
+  }
+  StdinCopy(const StdinCopy&) = delete;
+  StdinCopy& operator=(const StdinCopy&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+bool ends_with(const std::string& text, const std::string& suffix) {
+  return text.size() >= suffix.size() && text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// The inputs to read, "-" replaced by stdin's copy; each one's format (PrepareOptions::input_format).
+std::vector<InputSource> input_sources(const PrepareOptions& options, const StdinCopy* stdin_copy) {
+  std::vector<InputSource> sources;
+  for (const std::string& input : options.inputs) {
+    InputSource source;
+    const bool from_stdin = input == "-";
+    source.path = from_stdin ? stdin_copy->path() : input;
+    source.name = from_stdin ? "stdin" : input;
+    source.jsonl = options.input_format.empty()
+                       ? !from_stdin && (ends_with(input, ".jsonl") || ends_with(input, ".jsonl.gz"))
+                       : options.input_format == "jsonl";
+    std::error_code error;
+    const auto size = std::filesystem::file_size(source.path, error);
+    source.bytes = error ? 0 : static_cast<int64_t>(size);
+    sources.push_back(std::move(source));
+  }
+  return sources;
+}
+
 void check_options(const PrepareOptions& options) {
   const char* help = " (see `tessera prepare --help`)";
   TS_CHECK(!options.inputs.empty(), ConfigError, "no input files: pass them with --input FILE...", help);
@@ -403,10 +597,16 @@ void check_options(const PrepareOptions& options) {
            help);
   TS_CHECK(options.threads >= 0, ConfigError, "--threads must be 0 (all hardware threads) or more, got ",
            options.threads, help);
+  TS_CHECK(options.input_format.empty() || options.input_format == "text" || options.input_format == "jsonl",
+           ConfigError, "--input-format takes text or jsonl, not '", options.input_format, "'", help);
+  TS_CHECK(!options.text_key.empty(), ConfigError, "--text-key needs the name of the member that holds the text", help);
+  TS_CHECK(std::count(options.inputs.begin(), options.inputs.end(), "-") <= 1, ConfigError,
+           "--input names - (stdin) more than once; stdin can be read once", help);
   for (const auto& input : options.inputs) {
+    if (input == "-") continue;
     const std::string problem = regular_file_problem(input);
     if (problem.empty()) continue;
-    TS_CHECK(problem != "does not exist", DataError, input, ": no such input file; check the --input path");
+    TS_CHECK(problem != "does not exist", ConfigError, missing_input_message(input));
     std::error_code error;
     TS_CHECK(!std::filesystem::is_directory(input, error), DataError, input,
              ": is a directory; pass the files in it, e.g. --input ", input, "/*");
@@ -416,7 +616,7 @@ void check_options(const PrepareOptions& options) {
 
 // `--format sft`: JSON Lines conversations -> tokens and a loss mask (Note [SFT rendering]). Every line is read
 // and checked before anything is written, so a bad line leaves no output behind.
-PrepareSummary run_sft_prepare(const PrepareOptions& options) {
+PrepareSummary run_sft_prepare(const std::vector<InputSource>& sources, const PrepareOptions& options) {
   const auto start = Clock::now();
   TS_CHECK(options.tokenizer_out.empty(), ConfigError,
            "--format sft tokenizes with an existing tokenizer, the one the model was pretrained with: pass "
@@ -427,17 +627,22 @@ PrepareSummary run_sft_prepare(const PrepareOptions& options) {
 
   PrepareSummary summary;
   std::vector<std::vector<ChatTurn>> conversations;
-  for (const std::string& path : options.inputs) {
-    std::ifstream in(path, std::ios::binary);
-    TS_CHECK(in.is_open(), DataError, path, ": cannot read this input file; check the --input path");
+  Progress reading("prepare: reading conversations",
+                   {{"", ProgressUnit::kBytes, total_bytes(sources), true}, {"conversations"}});
+  int64_t finished_bytes = 0;
+  for (const InputSource& source : sources) {
+    LineReader in(source.path, source.name);
     std::string line;
-    for (int64_t number = 1; std::getline(in, line); ++number) {
+    for (int64_t number = 1; in.next(&line); ++number) {
       summary.text_bytes += static_cast<int64_t>(line.size()) + 1;
       if (!line.empty() && line.back() == '\r') line.pop_back();
-      conversations.push_back(parse_chat_line(line, str_cat(path, ":", number)));
+      conversations.push_back(parse_chat_line(line, str_cat(source.name, ":", number)));
+      reading.update({finished_bytes + in.bytes_read(), static_cast<int64_t>(conversations.size())});
     }
-    TS_CHECK(!in.bad(), DataError, path, ": read error; check the file");
+    finished_bytes += in.bytes_read();
   }
+  reading.update({finished_bytes, static_cast<int64_t>(conversations.size())});
+  reading.finish();
   TS_CHECK(!conversations.empty(), DataError, "no conversations in ", inputs_for_message(options.inputs),
            ": the input is empty; --format sft reads one JSON object per line");
 
@@ -461,7 +666,10 @@ PrepareSummary run_sft_prepare(const PrepareOptions& options) {
   IndexedDatasetWriter valid_mask_writer(summary.valid_prefix + "_mask", IndexedDType::kUInt8);
   const std::vector<bool> valid = split_documents(summary.documents, options.valid_fraction, options.seed);
   std::vector<int> tokens, mask, ids;
+  Progress tokenizing("prepare: tokenizing", {{"conversations", ProgressUnit::kCount, summary.documents},
+                                              {"tokens", ProgressUnit::kCount, -1, true}});
   for (size_t c = 0; c < conversations.size(); ++c) {
+    tokenizing.update({static_cast<int64_t>(c), train_writer.num_tokens() + valid_writer.num_tokens()});
     tokens.clear();
     mask.clear();
     for (const ChatPiece& piece : render_chat(conversations[c], chat_template)) {
@@ -483,6 +691,8 @@ PrepareSummary run_sft_prepare(const PrepareOptions& options) {
   summary.valid_documents = valid_writer.num_documents();
   summary.train_tokens = train_writer.num_tokens();
   summary.valid_tokens = valid_writer.num_tokens();
+  tokenizing.update({summary.documents, summary.train_tokens + summary.valid_tokens});
+  tokenizing.finish();
   train_writer.finalize();
   valid_writer.finalize();
   train_mask_writer.finalize();
@@ -498,11 +708,15 @@ PrepareSummary run_prepare(const PrepareOptions& options) {
   check_options(options);
   TS_CHECK(options.format == "text" || options.format == "sft", ConfigError, "--format takes text or sft, not '",
            options.format, "' (see `tessera prepare --help`)");
-  if (options.format == "sft") return run_sft_prepare(options);
+  const std::unique_ptr<StdinCopy> stdin_copy = std::count(options.inputs.begin(), options.inputs.end(), "-") > 0
+                                                    ? std::make_unique<StdinCopy>(options.out_prefix)
+                                                    : nullptr;
+  const std::vector<InputSource> sources = input_sources(options, stdin_copy.get());
+  if (options.format == "sft") return run_sft_prepare(sources, options);
   const int threads = options.threads > 0 ? options.threads : std::max(1u, std::thread::hardware_concurrency());
   const bool train = !options.tokenizer_out.empty();
 
-  const CorpusStats stats = scan_corpus(options, train);
+  const CorpusStats stats = scan_corpus(sources, options, train);
   TS_CHECK(stats.documents > 0, DataError, "no documents in ", inputs_for_message(options.inputs),
            ": the input is empty or only whitespace; check the --input files");
 
@@ -514,7 +728,7 @@ PrepareSummary run_prepare(const PrepareOptions& options) {
   std::string model;
   if (train) {
     const auto train_start = Clock::now();
-    model = train_tokenizer(options, stats, threads);
+    model = train_tokenizer(sources, options, stats, threads);
     write_file(options.tokenizer_out, model);
     summary.tokenizer_path = options.tokenizer_out;
     summary.tokenizer_seconds = seconds_since(train_start);
@@ -539,7 +753,10 @@ PrepareSummary run_prepare(const PrepareOptions& options) {
   IndexedDatasetWriter valid_writer(summary.valid_prefix, dtype);
   const std::vector<bool> valid = split_documents(stats.documents, options.valid_fraction, options.seed);
 
-  DocumentReader reader(options.inputs, options.doc_separator, options.invalid_utf8);
+  DocumentReader reader(sources, options);
+  Progress progress("prepare: tokenizing", {{"", ProgressUnit::kBytes, total_bytes(sources), true},
+                                            {"documents", ProgressUnit::kCount, stats.documents},
+                                            {"tokens", ProgressUnit::kCount, -1, true}});
   std::vector<std::string> valid_texts;  // for the multiple-choice task
   std::vector<std::string> batch;
   std::vector<std::vector<int>> tokens;
@@ -552,6 +769,7 @@ PrepareSummary run_prepare(const PrepareOptions& options) {
     while (batch.size() < kBatchDocuments && batch_bytes < kBatchBytes && (more = reader.next(&document))) {
       batch_bytes += document.size();
       batch.push_back(std::move(document));
+      progress.update({reader.bytes_read()});
     }
     tokenize_batch(processors, batch, eos_id, tokens, summary.tokenizer_path);
     for (size_t i = 0; i < batch.size(); ++i, ++index) {
@@ -562,7 +780,9 @@ PrepareSummary run_prepare(const PrepareOptions& options) {
       writer.add_document(tokens[i].data(), tokens[i].size());
       if (valid[static_cast<size_t>(index)] && !options.mc_task_out.empty()) valid_texts.push_back(batch[i]);
     }
+    progress.update({reader.bytes_read(), index, train_writer.num_tokens() + valid_writer.num_tokens()});
   }
+  progress.finish();
   TS_CHECK(index == stats.documents, DataError, inputs_for_message(options.inputs),
            ": the input files changed while being prepared; run tessera prepare again");
   summary.train_documents = train_writer.num_documents();
@@ -586,43 +806,32 @@ PrepareSummary run_prepare(const PrepareOptions& options) {
 int prepare_command(const PrepareOptions& options) {
   const PrepareSummary s = run_prepare(options);
   auto percent = [&](int64_t part) { return s.documents > 0 ? 100.0 * part / s.documents : 0.0; };
-  char line[512];
-  std::snprintf(line, sizeof(line), "prepared %lld %s (%.1f MB of text) from %zu input file%s in %.1f s\n",
-                static_cast<long long>(s.documents), options.format == "sft" ? "conversations" : "documents",
-                s.text_bytes / 1e6, options.inputs.size(), options.inputs.size() == 1 ? "" : "s", s.total_seconds);
-  std::cout << line;
+  // fmt::format: a summary line is as long as its paths, with no buffer to cut it short.
+  std::cout << fmt::format("prepared {} {} ({:.1f} MB of text) from {} input file{} in {:.1f} s\n", s.documents,
+                           options.format == "sft" ? "conversations" : "documents", s.text_bytes / 1e6,
+                           options.inputs.size(), options.inputs.size() == 1 ? "" : "s", s.total_seconds);
   if (s.invalid_utf8 > 0) {
-    std::snprintf(line, sizeof(line), "  %lld invalid UTF-8 sequence(s) %s (--invalid-utf8 %s)\n",
-                  static_cast<long long>(s.invalid_utf8),
-                  options.invalid_utf8 == InvalidUtf8::kReplace ? "replaced by U+FFFD" : "skipped",
-                  options.invalid_utf8 == InvalidUtf8::kReplace ? "replace" : "skip");
-    std::cout << line;
+    std::cout << fmt::format("  {} invalid UTF-8 sequence(s) {} (--invalid-utf8 {})\n", s.invalid_utf8,
+                             options.invalid_utf8 == InvalidUtf8::kReplace ? "replaced by U+FFFD" : "skipped",
+                             options.invalid_utf8 == InvalidUtf8::kReplace ? "replace" : "skip");
   }
   if (s.trained_tokenizer) {
-    std::snprintf(line, sizeof(line), "  tokenizer: %s (trained, vocab %d, %.1f s)\n", s.tokenizer_path.c_str(),
-                  s.vocab_size, s.tokenizer_seconds);
+    std::cout << fmt::format("  tokenizer: {} (trained, vocab {}, {:.1f} s)\n", s.tokenizer_path, s.vocab_size,
+                             s.tokenizer_seconds);
   } else {
-    std::snprintf(line, sizeof(line), "  tokenizer: %s (vocab %d)\n", s.tokenizer_path.c_str(), s.vocab_size);
+    std::cout << fmt::format("  tokenizer: {} (vocab {})\n", s.tokenizer_path, s.vocab_size);
   }
-  std::cout << line;
-  std::snprintf(line, sizeof(line), "  train: %lld documents (%.1f%%), %lld tokens -> %s.{bin,idx}\n",
-                static_cast<long long>(s.train_documents), percent(s.train_documents),
-                static_cast<long long>(s.train_tokens), s.train_prefix.c_str());
-  std::cout << line;
-  std::snprintf(line, sizeof(line), "  valid: %lld documents (%.1f%%), %lld tokens -> %s.{bin,idx}\n",
-                static_cast<long long>(s.valid_documents), percent(s.valid_documents),
-                static_cast<long long>(s.valid_tokens), s.valid_prefix.c_str());
-  std::cout << line;
+  std::cout << fmt::format("  train: {} documents ({:.1f}%), {} tokens -> {}.{{bin,idx}}\n", s.train_documents,
+                           percent(s.train_documents), s.train_tokens, s.train_prefix);
+  std::cout << fmt::format("  valid: {} documents ({:.1f}%), {} tokens -> {}.{{bin,idx}}\n", s.valid_documents,
+                           percent(s.valid_documents), s.valid_tokens, s.valid_prefix);
   if (options.format == "sft") {
-    std::snprintf(line, sizeof(line),
-                  "  loss mask: %lld counted tokens (responses and their EOS) -> %s_mask and %s_mask\n",
-                  static_cast<long long>(s.loss_tokens), s.train_prefix.c_str(), s.valid_prefix.c_str());
-    std::cout << line;
+    std::cout << fmt::format("  loss mask: {} counted tokens (responses and their EOS) -> {}_mask and {}_mask\n",
+                             s.loss_tokens, s.train_prefix, s.valid_prefix);
   }
   if (s.mc_task_examples > 0) {
-    std::snprintf(line, sizeof(line), "  task: %lld multiple-choice examples from validation documents -> %s\n",
-                  static_cast<long long>(s.mc_task_examples), options.mc_task_out.c_str());
-    std::cout << line;
+    std::cout << fmt::format("  task: {} multiple-choice examples from validation documents -> {}\n",
+                             s.mc_task_examples, options.mc_task_out);
   }
   std::cout << std::flush;
   return 0;

@@ -1,5 +1,6 @@
-// `tessera prepare`: text files -> SentencePiece tokenizer (trained or given) -> Megatron indexed datasets
-// PREFIX_train.{bin,idx} and PREFIX_valid.{bin,idx}, each document's tokens followed by the tokenizer's EOS.
+// `tessera prepare`: text or JSON Lines files (gzip'd or not, or stdin) -> SentencePiece tokenizer (trained or given)
+// -> Megatron indexed datasets PREFIX_train.{bin,idx} and PREFIX_valid.{bin,idx}, each document's tokens followed by
+// the tokenizer's EOS.
 #pragma once
 
 #include <cstdint>
@@ -22,8 +23,16 @@ struct PrepareOptions {
   std::string format = "text";
   // "sft": a built-in chat template name or a JSON template file (load_chat_template).
   std::string chat_template = "default";
-  // UTF-8 text files (JSON Lines files for "sft"), read in this order.
+  // UTF-8 text files (JSON Lines files for "sft"), read in this order; any of them may be gzip'd (detected by
+  // its first bytes, 1f 8b). "-" is stdin (at most once), copied first to a temporary file next to the output
+  // (Note [Input from stdin] in prepare.cc).
   std::vector<std::string> inputs;
+  // "text": documents of plain text (doc_separator). "jsonl": JSON Lines, one document per line, the string
+  // member text_key of each line's object; a line that is not an object or lacks the member (or holds no
+  // string there) is an error naming file:line; blank lines are skipped. "": per input, jsonl if its name ends
+  // in .jsonl or .jsonl.gz, text otherwise (stdin: text). Format "sft" ignores it (always JSON Lines).
+  std::string input_format;
+  std::string text_key = "text";
   InvalidUtf8 invalid_utf8 = InvalidUtf8::kError;
   // A line equal to this separates documents; empty: runs of blank (whitespace-only) lines separate them.
   // Blank lines at the start and end of a document are dropped; whitespace-only documents are skipped; a
@@ -66,7 +75,9 @@ struct PrepareSummary {
   double total_seconds = 0;
 };
 
-// Runs the whole preparation. Throws ConfigError for inconsistent options and DataError for unreadable,
+// Runs the whole preparation, showing its progress on stderr (launcher/common/progress.h). Throws ConfigError
+// for inconsistent options and for an input that does not exist (naming the path as given, the absolute path
+// it resolved to and the working directory it was relative to), and DataError for unreadable,
 // empty or unsuitable inputs and tokenizers, each naming the file and what to do. The tokenizer is trained
 // with SentencePiece BPE: identity normalization (text is kept as is, newlines included), byte fallback,
 // character coverage 1.0, digits split, ids unk=0 bos=1 eos=2, no padding piece. Writes nothing to stdout.

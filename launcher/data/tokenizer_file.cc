@@ -8,8 +8,8 @@
 #include <cstring>
 
 #include "core/check.h"
+#include "launcher/common/checksum.h"
 #include "launcher/common/regular_file.h"
-#include "launcher/common/xxhash64.h"
 
 namespace tessera {
 

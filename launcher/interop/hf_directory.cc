@@ -2,6 +2,7 @@
 // the tokenizer files; and back.
 #include "launcher/interop/hf_directory.h"
 
+#include <fmt/format.h>
 #include <sentencepiece_processor.h>
 #include <unistd.h>
 
@@ -10,13 +11,14 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <memory>
 #include <optional>
 #include <sstream>
 
 #include "core/check.h"
-#include "launcher/common/json.h"
+#include "launcher/common/json_io.h"
 #include "launcher/common/mapped_file.h"
 #include "models/registry.h"
 
@@ -42,25 +44,29 @@ Json to_json(const HfValue& value) {
   if (std::holds_alternative<double>(value)) return Json(std::get<double>(value));
   if (std::holds_alternative<std::string>(value)) return Json(std::get<std::string>(value));
   TS_ASSERT(std::holds_alternative<std::monostate>(value), "config.json entries are scalars");
-  return Json();
+  return Json(nullptr);
 }
 
 HfValue to_hf_value(const Json& json) {
   switch (json.type()) {
-    case Json::Type::kNull:
-      return std::monostate{};
-    case Json::Type::kBool:
-      return json.as_bool();
-    case Json::Type::kNumber:
-      if (json.is_integer()) return json.as_int();
-      return json.as_number();
-    case Json::Type::kString:
-      return json.as_string();
-    case Json::Type::kArray:
-    case Json::Type::kObject:
+    case Json::value_t::boolean:
+      return json.get<bool>();
+    case Json::value_t::number_integer:
+      return json.get<int64_t>();
+    case Json::value_t::number_unsigned:  // beyond int64: kept as the double it is closest to
+      if (json.get<uint64_t>() <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
+        return json.get<int64_t>();
+      return json.get<double>();
+    case Json::value_t::number_float:
+      return json.get<double>();
+    case Json::value_t::string:
+      return json.get<std::string>();
+    case Json::value_t::array:
+    case Json::value_t::object:
       return HfCompound{};
+    default:  // null
+      return std::monostate{};
   }
-  return std::monostate{};
 }
 
 void write_text(const fs::path& path, const std::string& text) {
@@ -123,8 +129,8 @@ SpecialTokens special_tokens(const std::string& path) {
   return t;
 }
 
-Json token_id(int id) { return id >= 0 ? Json(id) : Json(); }
-Json token_text(const std::string& piece) { return piece.empty() ? Json() : Json(piece); }
+Json token_id(int id) { return id >= 0 ? Json(id) : Json(nullptr); }
+Json token_text(const std::string& piece) { return piece.empty() ? Json(nullptr) : Json(piece); }
 
 // Removes a temporary directory unless released.
 class TempDirGuard {
@@ -210,9 +216,8 @@ HfExportResult write_hf_directory(const std::string& out_dir, const ModelConfig&
   result.tensor_bytes = total_bytes;
   Json weight_map = Json::object();
   for (size_t g = 0; g < groups.size(); ++g) {
-    char name[64];
-    std::snprintf(name, sizeof(name), "model-%05zu-of-%05zu.safetensors", g + 1, groups.size());
-    const std::string file = groups.size() == 1 ? kSingleFile : name;
+    const std::string file =
+        groups.size() == 1 ? kSingleFile : fmt::format("model-{:05}-of-{:05}.safetensors", g + 1, groups.size());
     std::vector<SafetensorsEntry> entries;
     for (size_t i : groups[g]) {
       SafetensorsEntry entry;
@@ -220,7 +225,7 @@ HfExportResult write_hf_directory(const std::string& out_dir, const ModelConfig&
       entry.dtype = options.dtype;
       entry.shape = hf_shape(specs[i], names[i]);
       entries.push_back(std::move(entry));
-      weight_map.set(names[i].hf_name, file);
+      weight_map[names[i].hf_name] = file;
     }
     write_safetensors((tmp / file).string(), entries,
                       [&](size_t k) {
@@ -235,51 +240,47 @@ HfExportResult write_hf_directory(const std::string& out_dir, const ModelConfig&
   }
   if (groups.size() > 1) {
     Json index = Json::object();
-    Json metadata = Json::object();
-    metadata.set("total_size", Json(static_cast<int64_t>(total_bytes)));
-    index.set("metadata", std::move(metadata));
-    index.set("weight_map", std::move(weight_map));
-    write_text(tmp / kIndexFile, index.dump(2) + "\n");
+    index["metadata"] = {{"total_size", static_cast<int64_t>(total_bytes)}};
+    index["weight_map"] = std::move(weight_map);
+    write_text(tmp / kIndexFile, dump_json(index, 2) + "\n");
   }
 
   const char* torch_dtype = options.dtype == TensorDType::kF32 ? "float32" : "bfloat16";
   Json model_config = Json::object();
-  Json architectures = Json::array();
-  architectures.push_back(arch.hf->architecture);
-  model_config.set("architectures", std::move(architectures));
-  model_config.set("model_type", arch.hf->model_type);
-  for (const HfConfigEntry& entry : arch.hf->config_entries(config)) model_config.set(entry.key, to_json(entry.value));
-  model_config.set("bos_token_id", token_id(tokens ? tokens->bos_id : -1));
-  model_config.set("eos_token_id", token_id(tokens ? tokens->eos_id : -1));
-  model_config.set("torch_dtype", torch_dtype);
-  write_text(tmp / kConfigFile, model_config.dump(2) + "\n");
+  model_config["architectures"] = Json::array({arch.hf->architecture});
+  model_config["model_type"] = arch.hf->model_type;
+  for (const HfConfigEntry& entry : arch.hf->config_entries(config)) model_config[entry.key] = to_json(entry.value);
+  model_config["bos_token_id"] = token_id(tokens ? tokens->bos_id : -1);
+  model_config["eos_token_id"] = token_id(tokens ? tokens->eos_id : -1);
+  model_config["torch_dtype"] = torch_dtype;
+  write_text(tmp / kConfigFile, dump_json(model_config, 2) + "\n");
 
   Json generation = Json::object();
-  generation.set("bos_token_id", token_id(tokens ? tokens->bos_id : -1));
-  generation.set("eos_token_id", token_id(tokens ? tokens->eos_id : -1));
-  write_text(tmp / "generation_config.json", generation.dump(2) + "\n");
+  generation["bos_token_id"] = token_id(tokens ? tokens->bos_id : -1);
+  generation["eos_token_id"] = token_id(tokens ? tokens->eos_id : -1);
+  write_text(tmp / "generation_config.json", dump_json(generation, 2) + "\n");
 
   if (tokens) {
     fs::copy_file(options.tokenizer, tmp / "tokenizer.model", error);
     TS_CHECK(!error, CheckpointError, "cannot copy the tokenizer '", options.tokenizer, "': ", error.message());
     // Tessera's data has no bos token in front of documents (prepare ends each with eos): add_bos_token false.
     Json tokenizer_config = Json::object();
-    tokenizer_config.set("tokenizer_class", "LlamaTokenizer");
-    tokenizer_config.set("bos_token", token_text(tokens->bos));
-    tokenizer_config.set("eos_token", token_text(tokens->eos));
-    tokenizer_config.set("unk_token", token_text(tokens->unk));
-    tokenizer_config.set("pad_token", Json());
-    tokenizer_config.set("add_bos_token", false);
-    tokenizer_config.set("add_eos_token", false);
-    tokenizer_config.set("legacy", true);
-    tokenizer_config.set("model_max_length", Json(config.max_seq_len));
-    tokenizer_config.set("clean_up_tokenization_spaces", false);
-    write_text(tmp / "tokenizer_config.json", tokenizer_config.dump(2) + "\n");
+    tokenizer_config["tokenizer_class"] = "LlamaTokenizer";
+    tokenizer_config["bos_token"] = token_text(tokens->bos);
+    tokenizer_config["eos_token"] = token_text(tokens->eos);
+    tokenizer_config["unk_token"] = token_text(tokens->unk);
+    tokenizer_config["pad_token"] = nullptr;
+    tokenizer_config["add_bos_token"] = false;
+    tokenizer_config["add_eos_token"] = false;
+    tokenizer_config["legacy"] = true;
+    tokenizer_config["model_max_length"] = config.max_seq_len;
+    tokenizer_config["clean_up_tokenization_spaces"] = false;
+    write_text(tmp / "tokenizer_config.json", dump_json(tokenizer_config, 2) + "\n");
     Json special = Json::object();
-    if (!tokens->bos.empty()) special.set("bos_token", tokens->bos);
-    if (!tokens->eos.empty()) special.set("eos_token", tokens->eos);
-    if (!tokens->unk.empty()) special.set("unk_token", tokens->unk);
-    write_text(tmp / "special_tokens_map.json", special.dump(2) + "\n");
+    if (!tokens->bos.empty()) special["bos_token"] = tokens->bos;
+    if (!tokens->eos.empty()) special["eos_token"] = tokens->eos;
+    if (!tokens->unk.empty()) special["unk_token"] = tokens->unk;
+    write_text(tmp / "special_tokens_map.json", dump_json(special, 2) + "\n");
   }
 
   // rename(2) replaces an empty out_dir; anything else was refused above (and a race fails here).
@@ -301,13 +302,13 @@ ModelConfig read_hf_model_config(const std::string& dir) {
   } catch (const DataError& e) {
     throw ConfigError(e.what());
   }
-  TS_CHECK(json.type() == Json::Type::kObject, ConfigError, path, ": not a JSON object");
-  const Json* model_type = json.find("model_type");
-  TS_CHECK(model_type != nullptr && model_type->type() == Json::Type::kString, ConfigError, path,
+  TS_CHECK(json.is_object(), ConfigError, path, ": not a JSON object");
+  const auto model_type = json.find("model_type");
+  TS_CHECK(model_type != json.end() && model_type->is_string(), ConfigError, path,
            ": no \"model_type\" string (gpt2 or llama)");
-  const ModelArchitecture& arch = hf_model_architecture(model_type->as_string(), path);
+  const ModelArchitecture& arch = hf_model_architecture(model_type->get<std::string>(), path);
   HfConfigValues values;
-  for (const auto& [key, value] : json.members()) values[key] = to_hf_value(value);
+  for (const auto& [key, value] : json.items()) values[key] = to_hf_value(value);
   return arch.hf->model_config(values, path);
 }
 
@@ -322,16 +323,15 @@ HfWeights read_hf_weights(const std::string& dir, const ModelConfig& config) {
   if (has_index) {
     const std::string where = index_path.string();
     const Json index = parse_json(read_text(where, "index"), where);
-    const Json* map = index.type() == Json::Type::kObject ? index.find("weight_map") : nullptr;
-    TS_CHECK(map != nullptr && map->type() == Json::Type::kObject, DataError, where,
+    const auto map = index.is_object() ? index.find("weight_map") : index.end();
+    TS_CHECK(map != index.end() && map->is_object(), DataError, where,
              ": no \"weight_map\" object of tensor names and files");
-    for (const auto& [name, file] : map->members()) {
-      TS_CHECK(file.type() == Json::Type::kString && !file.as_string().empty() &&
-                   file.as_string().find('/') == std::string::npos && file.as_string() != "." &&
-                   file.as_string() != "..",
-               DataError, where, ": the file of tensor \"", name, "\" is not a file name in the directory");
-      file_of[name] = file.as_string();
-      if (std::find(files.begin(), files.end(), file.as_string()) == files.end()) files.push_back(file.as_string());
+    for (const auto& [name, value] : map->items()) {
+      const std::string file = value.is_string() ? value.get<std::string>() : std::string();
+      TS_CHECK(!file.empty() && file.find('/') == std::string::npos && file != "." && file != "..", DataError, where,
+               ": the file of tensor \"", name, "\" is not a file name in the directory");
+      file_of[name] = file;
+      if (std::find(files.begin(), files.end(), file) == files.end()) files.push_back(file);
     }
   } else {
     TS_CHECK(fs::exists(root / kSingleFile), DataError, "'", dir, "' has neither ", kSingleFile, " nor ", kIndexFile);

@@ -12,7 +12,7 @@
 
 #include "core/bf16.h"
 #include "core/check.h"
-#include "launcher/common/json.h"
+#include "launcher/common/json_io.h"
 
 namespace tessera {
 
@@ -90,44 +90,48 @@ SafetensorsReader::SafetensorsReader(const std::string& path) : file_(MappedFile
   const uint64_t data_bytes = size - data_start_;
   const std::string_view header_text(reinterpret_cast<const char*>(file_.data()) + 8, header_bytes);
   const Json header = parse_json(header_text, str_cat("safetensors file '", path, "': header"));
-  if (header.type() != Json::Type::kObject) throw fail("its header is not a JSON object");
+  if (!header.is_object()) throw fail("its header is not a JSON object");
 
-  for (const auto& [name, value] : header.members()) {
+  // nlohmann reads an integer written without a sign as number_unsigned: that is what a size or offset must be.
+  const auto non_negative = [](const Json& v, uint64_t limit) {
+    return v.is_number_unsigned() && v.get<uint64_t>() <= limit;
+  };
+  constexpr auto kInt64Max = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
+  for (const auto& [name, value] : header.items()) {
     if (name == "__metadata__") {
-      bool strings = value.type() == Json::Type::kObject;
+      bool strings = value.is_object();
       if (strings) {
-        for (const auto& member : value.members()) strings = strings && member.second.type() == Json::Type::kString;
+        for (const Json& member : value) strings = strings && member.is_string();
       }
       if (!strings) throw fail("\"__metadata__\" must be an object of strings");
       continue;
     }
     auto bad = [&](const std::string& what) { return fail(str_cat("tensor \"", name, "\": ", what)); };
-    if (value.type() != Json::Type::kObject) throw bad("its entry is not an object");
+    if (!value.is_object()) throw bad("its entry is not an object");
     SafetensorsEntry entry;
     entry.name = name;
-    const Json* dtype = value.find("dtype");
-    if (dtype == nullptr || dtype->type() != Json::Type::kString) throw bad("no \"dtype\" string");
-    if (!parse_dtype(dtype->as_string(), &entry.dtype)) {
-      throw bad(str_cat("dtype \"", dtype->as_string(), "\" is not one Tessera reads (F32, BF16, F16)"));
+    const auto dtype = value.find("dtype");
+    if (dtype == value.end() || !dtype->is_string()) throw bad("no \"dtype\" string");
+    if (!parse_dtype(dtype->get<std::string>(), &entry.dtype)) {
+      throw bad(str_cat("dtype \"", dtype->get<std::string>(), "\" is not one Tessera reads (F32, BF16, F16)"));
     }
-    const Json* shape = value.find("shape");
-    if (shape == nullptr || shape->type() != Json::Type::kArray) throw bad("no \"shape\" array");
+    const auto shape = value.find("shape");
+    if (shape == value.end() || !shape->is_array()) throw bad("no \"shape\" array");
     uint64_t numel = 1;
-    for (const Json& d : shape->items()) {
-      if (!d.is_integer() || d.as_int() < 0) throw bad("its shape has an entry that is not a non-negative integer");
-      const uint64_t extent = static_cast<uint64_t>(d.as_int());
+    for (const Json& d : *shape) {
+      if (!non_negative(d, kInt64Max)) throw bad("its shape has an entry that is not a non-negative integer");
+      const uint64_t extent = d.get<uint64_t>();
       if (extent != 0 && numel > std::numeric_limits<uint64_t>::max() / 8 / extent) throw bad("its shape is too large");
       numel *= extent;
-      entry.shape.push_back(d.as_int());
+      entry.shape.push_back(static_cast<int64_t>(extent));
     }
-    const Json* offsets = value.find("data_offsets");
-    if (offsets == nullptr || offsets->type() != Json::Type::kArray || offsets->items().size() != 2 ||
-        !offsets->items()[0].is_integer() || !offsets->items()[1].is_integer() || offsets->items()[0].as_int() < 0 ||
-        offsets->items()[1].as_int() < 0) {
+    const auto offsets = value.find("data_offsets");
+    if (offsets == value.end() || !offsets->is_array() || offsets->size() != 2 ||
+        !non_negative((*offsets)[0], kInt64Max) || !non_negative((*offsets)[1], kInt64Max)) {
       throw bad("\"data_offsets\" is not two non-negative integers [begin, end]");
     }
-    entry.begin = static_cast<uint64_t>(offsets->items()[0].as_int());
-    entry.end = static_cast<uint64_t>(offsets->items()[1].as_int());
+    entry.begin = (*offsets)[0].get<uint64_t>();
+    entry.end = (*offsets)[1].get<uint64_t>();
     if (entry.begin > entry.end || entry.end > data_bytes) {
       throw bad(str_cat("data_offsets [", entry.begin, ", ", entry.end, "] are out of range: the data holds ",
                         data_bytes, " bytes"));
@@ -186,28 +190,16 @@ void write_safetensors(const std::string& path, const std::vector<SafetensorsEnt
                        const std::function<std::vector<float>(size_t i)>& values,
                        const std::map<std::string, std::string>& metadata) {
   Json header = Json::object();
-  if (!metadata.empty()) {
-    Json meta = Json::object();
-    for (const auto& [key, value] : metadata) meta.set(key, value);
-    header.set("__metadata__", std::move(meta));
-  }
+  if (!metadata.empty()) header["__metadata__"] = metadata;
   uint64_t offset = 0;
   for (const SafetensorsEntry& e : entries) {
-    TS_ASSERT(e.name != "__metadata__" && header.find(e.name) == nullptr, "tensor name ", e.name, " twice");
-    Json shape = Json::array();
-    for (int64_t d : e.shape) shape.push_back(Json(d));
+    TS_ASSERT(e.name != "__metadata__" && !header.contains(e.name), "tensor name ", e.name, " twice");
     const uint64_t bytes = static_cast<uint64_t>(e.numel()) * dtype_bytes(e.dtype);
-    Json offsets = Json::array();
-    offsets.push_back(Json(static_cast<int64_t>(offset)));
-    offsets.push_back(Json(static_cast<int64_t>(offset + bytes)));
-    Json entry = Json::object();
-    entry.set("dtype", safetensors_dtype_name(e.dtype));
-    entry.set("shape", std::move(shape));
-    entry.set("data_offsets", std::move(offsets));
-    header.set(e.name, std::move(entry));
+    header[e.name] = {
+        {"dtype", safetensors_dtype_name(e.dtype)}, {"shape", e.shape}, {"data_offsets", {offset, offset + bytes}}};
     offset += bytes;
   }
-  std::string text = header.dump();
+  std::string text = dump_json(header);
   // The data starts 8-byte aligned, as the safetensors library writes it.
   text.append((8 - text.size() % 8) % 8, ' ');
 

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "core/check.h"
+#include "launcher/common/human_format.h"
 #include "launcher/run/device_setup.h"
 #include "parallel/mpi_environment.h"
 #include "parallel/pipeline_schedule.h"
@@ -75,7 +76,7 @@ Job build_job(const config::JobConfig& config, MpiEnvironment& mpi, const Proces
   job.config = config;
   job.world_rank = mpi.world_rank();
   job.layout = resolve_layout(config, mpi.world_size());
-  job.model_config = model_config_from(config.model());
+  job.model_config = training_model_config(config);
   job.threads = config.train().threads() > 0 ? config.train().threads() : default_threads_per_rank(env);
   job.backend = make_backend(config, env, job.threads);
 
@@ -119,6 +120,19 @@ Job build_job(const config::JobConfig& config, MpiEnvironment& mpi, const Proces
   job.trainer =
       std::make_unique<Trainer>(*job.model, *job.optimizer, *job.grad_sync, *job.backend, job.groups, options);
   return job;
+}
+
+std::string activation_memory_line(const Job& job) {
+  const ActivationMemory& m = job.model->activation_memory();
+  const ModelConfig& c = job.model_config;
+  std::string mode = str_cat("recompute ", recompute_name(c.recompute));
+  if (c.recompute == Recompute::kFull && c.recompute_every > 1) mode += str_cat(" every ", c.recompute_every);
+  if (c.recompute != Recompute::kNone) {
+    mode += str_cat("; NONE would be ", human_bytes(static_cast<double>(m.none_bytes)));
+  }
+  return str_cat("activation memory: ", human_bytes(static_cast<double>(m.total())), " on rank ", job.world_rank, " (",
+                 human_bytes(static_cast<double>(m.slot_bytes)), " in ", job.model->slots(), " slot(s), ",
+                 human_bytes(static_cast<double>(m.shared_bytes)), " shared; ", mode, ")");
 }
 
 }  // namespace tessera

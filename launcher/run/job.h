@@ -3,6 +3,7 @@
 #pragma once
 
 #include <memory>
+#include <string>
 
 #include "cluster/process_env.h"
 #include "core/backend.h"
@@ -43,6 +44,10 @@ LrSchedule lr_schedule_from(const config::JobConfig& job);
 // Resolves the layout against the world, builds the groups and the model shard (parameters initialized
 // from train.seed). Throws ConfigError for impossible layouts before any allocation.
 Job build_job(const config::JobConfig& config, MpiEnvironment& mpi, const ProcessEnv& env);
+
+// One line for train and bench (docs/memory.md): this rank's activation arena, split into its slots and what they
+// share, the recomputation mode, and with one on, what recompute NONE would plan.
+std::string activation_memory_line(const Job& job);
 
 // An inference job (tessera generate): the layout (which must be one copy of the model: parallel.dp = 1), the
 // backend, the groups and this rank's model shard built with ModelUse::kInference for `batch` sequences of up to

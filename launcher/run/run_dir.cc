@@ -3,12 +3,13 @@
 
 #include <cerrno>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 
 #include "core/check.h"
-#include "launcher/common/json.h"
+#include "launcher/common/json_io.h"
 
 namespace tessera {
 
@@ -25,16 +26,15 @@ MetricsWriter::MetricsWriter(const std::string& path) {
 }
 
 MetricsWriter::MetricsWriter(const std::string& path, long long resumed_step) {
+  // Rows that are not a JSON object with an integer "step" (a line torn by a kill has no '\n') are dropped.
   std::string kept;
-  if (std::FILE* old = std::fopen(path.c_str(), "r")) {
-    char line[4096];
-    const std::string key = "{\"step\": ";
-    while (std::fgets(line, sizeof(line), old) != nullptr) {
-      const std::string text = line;
-      if (text.compare(0, key.size(), key) != 0 || text.back() != '\n') continue;
-      if (std::atoll(text.c_str() + key.size()) <= resumed_step) kept += text;
-    }
-    std::fclose(old);
+  std::ifstream old(path, std::ios::binary);
+  const std::string text((std::istreambuf_iterator<char>(old)), std::istreambuf_iterator<char>());
+  for (size_t start = 0, end; (end = text.find('\n', start)) != std::string::npos; start = end + 1) {
+    const std::string line = text.substr(start, end - start);
+    const Json row = Json::parse(line, nullptr, /*allow_exceptions=*/false);
+    const auto step = row.is_object() ? row.find("step") : row.end();
+    if (step != row.end() && step->is_number_integer() && step->get<long long>() <= resumed_step) kept += line + "\n";
   }
   file_ = std::fopen(path.c_str(), "w");
   TS_CHECK(file_ != nullptr, ConfigError, "cannot write '", path, "': ", std::strerror(errno));
@@ -52,57 +52,44 @@ void MetricsWriter::write_line(const std::string& json_object) {
   std::fflush(file_);
 }
 
-std::string json_escape(const std::string& s) {
-  const std::string quoted = Json(s).dump();
-  return quoted.substr(1, quoted.size() - 2);
+namespace {
+
+Json number(double value) {
+  if (!std::isfinite(value)) return std::isnan(value) ? "nan" : (value > 0 ? "inf" : "-inf");
+  return value;
 }
 
-// 9 significant digits (a float round-trips); JSON has no NaN or infinity, so they are strings.
-std::string JsonObject::json_number(double value) {
-  if (!std::isfinite(value)) return std::isnan(value) ? "\"nan\"" : (value > 0 ? "\"inf\"" : "\"-inf\"");
-  char buf[32];
-  std::snprintf(buf, sizeof(buf), "%.9g", value);
-  return buf;
-}
-
-void JsonObject::add_key(const std::string& key) {
-  if (!body_.empty()) body_ += ", ";
-  body_ += "\"" + json_escape(key) + "\": ";
-}
+}  // namespace
 
 JsonObject& JsonObject::add(const std::string& key, double value) {
-  add_key(key);
-  body_ += json_number(value);
+  row_[key] = number(value);
   return *this;
 }
 
 JsonObject& JsonObject::add(const std::string& key, long long value) {
-  add_key(key);
-  body_ += std::to_string(value);
-  return *this;
-}
-
-JsonObject& JsonObject::add(const std::string& key, const std::vector<double>& values) {
-  add_key(key);
-  body_ += "[";
-  for (size_t i = 0; i < values.size(); ++i) body_ += (i ? ", " : "") + json_number(values[i]);
-  body_ += "]";
-  return *this;
-}
-
-JsonObject& JsonObject::add_fixed(const std::string& key, double value, int decimals) {
-  if (!std::isfinite(value)) return add(key, value);
-  add_key(key);
-  char buf[64];
-  std::snprintf(buf, sizeof(buf), "%.*f", decimals, value);
-  body_ += buf;
+  row_[key] = value;
   return *this;
 }
 
 JsonObject& JsonObject::add(const std::string& key, const std::string& value) {
-  add_key(key);
-  body_ += "\"" + json_escape(value) + "\"";
+  row_[key] = value;
   return *this;
 }
+
+JsonObject& JsonObject::add(const std::string& key, const std::vector<double>& values) {
+  Json array = Json::array();
+  for (double value : values) array.push_back(number(value));
+  row_[key] = std::move(array);
+  return *this;
+}
+
+// The double nearest value * 10^decimals rounded, / 10^decimals: nlohmann writes it with at most `decimals`
+// digits after the point (the shortest text that reads back as that double).
+JsonObject& JsonObject::add_fixed(const std::string& key, double value, int decimals) {
+  const double scale = std::pow(10.0, decimals);
+  return add(key, std::isfinite(value) ? std::round(value * scale) / scale : value);
+}
+
+std::string JsonObject::str() const { return dump_json_line(row_); }
 
 }  // namespace tessera

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "launcher/common/json_io.h"
+
 namespace tessera {
 
 // Creates dir and its parents if missing. Throws ConfigError naming the directory if it cannot.
@@ -30,7 +32,9 @@ class MetricsWriter {
   std::FILE* file_ = nullptr;
 };
 
-// A small builder for one flat JSON object: {"step": 3, "loss": 2.5, ...}.
+// One row of metrics.jsonl or eval --json, built in order: {"step": 3, "loss": 2.5, ...} (dump_json_line's
+// layout). JSON has no NaN or infinity: such a number is written as the string "nan", "inf" or "-inf", so that
+// the row of a skipped step still says what happened.
 class JsonObject {
  public:
   JsonObject& add(const std::string& key, double value);
@@ -38,17 +42,12 @@ class JsonObject {
   JsonObject& add(const std::string& key, int value) { return add(key, static_cast<long long>(value)); }
   JsonObject& add(const std::string& key, const std::string& value);
   JsonObject& add(const std::string& key, const std::vector<double>& values);  // an array of numbers
-  // A number with `decimals` digits after the point (a Unix time to the millisecond: "time", 3).
+  // The number rounded to `decimals` digits after the point (a Unix time to the millisecond: "time", 3).
   JsonObject& add_fixed(const std::string& key, double value, int decimals);
-  std::string str() const { return "{" + body_ + "}"; }
+  std::string str() const;
 
  private:
-  static std::string json_number(double value);
-  void add_key(const std::string& key);
-  std::string body_;
+  Json row_ = Json::object();
 };
-
-// s with JSON string escapes, without the surrounding quotes.
-std::string json_escape(const std::string& s);
 
 }  // namespace tessera

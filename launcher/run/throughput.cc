@@ -1,7 +1,7 @@
 // Model FLOPs per token and MFU.
 #include "launcher/run/throughput.h"
 
-#include <cstdio>
+#include <fmt/format.h>
 
 #include "models/registry.h"
 
@@ -18,13 +18,8 @@ Throughput throughput(const ModelConfig& model, int64_t seq_len, double tokens, 
 }
 
 std::string format_throughput(const Throughput& t) {
-  char text[64];
-  if (t.mfu >= 0) {
-    std::snprintf(text, sizeof(text), "MFU %.1f%%", 100 * t.mfu);
-  } else {
-    std::snprintf(text, sizeof(text), "%.3g TFLOP/s/rank", t.tflops_per_device);
-  }
-  return text;
+  if (t.mfu >= 0) return fmt::format("MFU {:.1f}%", 100 * t.mfu);
+  return fmt::format("{:.3g} TFLOP/s/rank", t.tflops_per_device);
 }
 
 }  // namespace tessera

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "core/check.h"
+#include "core/trace.h"
 
 namespace tessera {
 
@@ -32,6 +33,8 @@ Trainer::Trainer(Model& model, Optimizer& optimizer, DpGradSync& grad_sync, Back
 }
 
 void Trainer::load_micro_batch(const Sampler& source, int64_t first_sample, int m, int slot) {
+  trace::Span span(trace::Track::kData, "data", "load");
+  if (span.on()) span.name(str_cat("load mb", m)).arg("micro_batch", m);
   const StageRange& stage = model_.stage();
   const int T = options_.seq_len;
   const int64_t per_dp = options_.global_batch / groups_.dp->size();
@@ -66,6 +69,7 @@ double Trainer::mean_loss(const Sampler& source, int64_t counted) {
   // The loss lives on the last stage: sum it over the pipeline (other stages add 0) and over DP, in double
   // and bit-identical on every rank (the same reduction as the gradient norm's). A batch with no counted
   // target has loss 0 (and no gradient).
+  trace::Span span(trace::Track::kCollective, "loss", "loss sum");
   const double sum = pipeline_.loss_sum(source.has_loss_mask() ? host_weights_.data() : nullptr);
   return sum_over_groups(sum, {groups_.pp.get(), groups_.dp.get()}) /
          static_cast<double>(std::max<int64_t>(counted, 1));
@@ -89,7 +93,10 @@ StepResult Trainer::train_step(int step, const Sampler& source) {
   result.loss = mean_loss(source, counted);
   // Every micro-batch's loss was scaled by 1/(G*T) (1/K): summing over DP ranks gives the gradient of the mean.
   grad_sync_.finish();
-  result.grad_norm = optimizer_.grad_norm();
+  {
+    trace::Span span(trace::Track::kCompute, "optimizer", "gradient norm");
+    result.grad_norm = optimizer_.grad_norm();
+  }
   if (step >= spike_first_ && step < spike_first_ + spike_count_) result.loss *= 1000;
   if (!std::isfinite(result.loss) || !std::isfinite(result.grad_norm)) {
     result.skipped = true;
@@ -103,17 +110,21 @@ StepResult Trainer::train_step(int step, const Sampler& source) {
     loss_spikes_.add(result.loss);
     norm_spikes_.add(result.grad_norm);
   }
+  trace::Span span(trace::Track::kCompute, "optimizer", "optimizer");
   optimizer_.step(result.lr, clip_factor(result.grad_norm, options_.grad_clip));
   return result;
 }
 
-double Trainer::evaluate(const Sampler& source, int64_t first_sample, int batches) {
+double Trainer::evaluate(const Sampler& source, int64_t first_sample, int batches,
+                         const std::function<void(int)>& after_batch) {
+  trace::Span span(trace::Track::kStep, "eval", "validation");
   double sum = 0;
   for (int b = 0; b < batches; ++b) {
     const int64_t first = first_sample + static_cast<int64_t>(b) * options_.global_batch;
     const int64_t counted = counted_targets(source, first);
     pipeline_.eval_batch([&](int m, int slot) { load_micro_batch(source, first, m, slot); });
     sum += mean_loss(source, counted);
+    if (after_batch) after_batch(b + 1);
   }
   return sum / batches;
 }

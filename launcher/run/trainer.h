@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "core/backend.h"
@@ -67,8 +68,10 @@ class Trainer {
     spike_first_ = first;
     spike_count_ = count;
   }
-  // Mean loss over `batches` global batches starting at global sample `first_sample`; no update.
-  double evaluate(const Sampler& source, int64_t first_sample, int batches);
+  // Mean loss over `batches` global batches starting at global sample `first_sample`; no update. after_batch,
+  // if set, is called on every rank with the number of batches done after each one (for progress).
+  double evaluate(const Sampler& source, int64_t first_sample, int batches,
+                  const std::function<void(int)>& after_batch = nullptr);
   // The per-token losses of the global batch starting at `first_sample`, [global_batch * seq_len] in sample
   // order, on every rank; no update. (Scoring: the log-likelihood of chosen positions.)
   std::vector<float> token_losses(const Sampler& source, int64_t first_sample);

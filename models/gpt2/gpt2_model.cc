@@ -150,63 +150,133 @@ Gpt2Model::Gpt2Model(const ModelConfig& config, Backend& backend, ProcessGroup& 
   }
 
   // ---- activations, planned once (Note [Inference plan] in parallel/model.h for an inference model) ----
-  const bool train = use == ModelUse::kTrain;
-  const DType A = config.dtype;  // compute dtype
-  const int64_t B = micro_batch, T = seq_len, BT = B * T, C = C_, Cl = local_C_, Hl = local_heads_;
-  for (int s = 0; s < slots; ++s) {
+  // What recompute NONE would plan, for activation_memory() (the arena is only counted, never allocated).
+  if (use == ModelUse::kTrain && config.recompute != Recompute::kNone) {
+    TensorArena none;
+    plan_activations(none, /*recompute=*/false);
+    activation_memory_.none_bytes = static_cast<int64_t>(none.bytes());
+    slot_acts_.clear();
+    k_cache_.clear();
+    v_cache_.clear();
+  }
+  plan_activations(arena_, use == ModelUse::kTrain && config.recompute != Recompute::kNone);
+  if (activation_memory_.none_bytes == 0) activation_memory_.none_bytes = activation_memory_.total();
+  arena_.allocate(backend);
+}
+
+// Note [Recomputation]
+// With train.recompute (ModelConfig::recompute), a recomputed block keeps per slot only what its recomputation
+// reads; the rest of its LayerActs are handles into ONE set of buffers (`shared`) that every recomputed block of
+// every slot uses: the forward writes them and the next op reads them at once, and backward() refills them by
+// layer_recompute() just before the block's backward. layer_forward and layer_backward are the same code in every
+// mode; only where the handles point differs.
+//   SELECTIVE: per slot ln1 (+ stats), qkv, res2, ln2 (+ stats), res3; shared atty, lse (attention_forward of the
+//     stored qkv) and fch, fch_gelu (the fc GEMM with its GELU epilogue of the stored ln2: the same fused call as
+//     the forward, because a GPU's GELU epilogue works on the unrounded accumulator, so gelu_forward of the stored
+//     pre-activation would not give the forward's bits).
+//   FULL: per slot only res3 (the block's output: the next block's input, or the head's); shared everything else,
+//     recomputed from the block's input up to fch_gelu (the MLP projection is not needed by the backward). The
+//     forward made ln1 of a block after the first by the previous block's fused residual + LayerNorm; the
+//     recomputation makes it by layernorm_forward of the stored sum, which is the same arithmetic on the same
+//     values (the CPU's fused call is add then layernorm_forward; the CUDA kernel normalizes the rounded sum it
+//     stored, with the same row function as layernorm_forward_kernel). The row-parallel attention projection
+//     all-reduces again: every TP rank recomputes the same blocks at the same point of the same backward, so the
+//     collectives stay in the same order on all of them.
+// Bit-identity with NONE is tested in tests/recompute_cli_test.cc (losses, gradient norms, final weights).
+void Gpt2Model::plan_activations(TensorArena& arena, bool recompute) {
+  const bool train = use_ == ModelUse::kTrain;
+  const DType A = config_.dtype;  // compute dtype
+  const int64_t B = micro_batch_, T = seq_len_, BT = B * T, C = C_, Cl = local_C_, Hl = local_heads_;
+  const bool full = recompute && config_.recompute == Recompute::kFull;
+  // The buffers every recomputed block shares (Note [Recomputation]); -1 where a block keeps its own.
+  LayerActs shared{-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1};
+  bool any_recomputed = false;
+  for (int l = stage_.first_layer; l < stage_.end_layer; ++l) any_recomputed |= recompute && config_.recomputes(l);
+  const size_t shared_begin = arena.bytes();
+  if (any_recomputed) {
+    if (full) {
+      shared.ln1 = arena.reserve(A, {BT, C});
+      shared.ln1_mean = arena.reserve(DType::kF32, {BT});
+      shared.ln1_rstd = arena.reserve(DType::kF32, {BT});
+      shared.qkv = arena.reserve(A, {B, T, 3 * Cl});
+      shared.res2 = arena.reserve(A, {BT, C});
+      shared.ln2 = arena.reserve(A, {BT, C});
+      shared.ln2_mean = arena.reserve(DType::kF32, {BT});
+      shared.ln2_rstd = arena.reserve(DType::kF32, {BT});
+    }
+    shared.atty = arena.reserve(A, {BT, Cl});
+    shared.lse = arena.reserve(DType::kF32, {B, Hl, T});
+    shared.fch = arena.reserve(A, {BT, 4 * Cl});
+    shared.fch_gelu = arena.reserve(A, {BT, 4 * Cl});
+  }
+  int64_t shared_bytes = static_cast<int64_t>(arena.bytes() - shared_begin);
+  int64_t slot_bytes = 0;
+  // A handle of block l: the shared one when l is recomputed and shares it, else a new one for the slot.
+  auto own = [&](int shared_handle, bool recomputed, DType dtype, std::initializer_list<int64_t> shape) {
+    return recomputed && shared_handle >= 0 ? shared_handle : arena.reserve(dtype, shape);
+  };
+  for (int s = 0; s < slots_; ++s) {
+    const size_t slot_begin = arena.bytes();
     SlotActs a{};
-    a.tokens = arena_.reserve(DType::kI32, {BT});
-    a.targets = train ? arena_.reserve(DType::kI32, {BT}) : -1;
-    a.input = arena_.reserve(A, {B, T, C});
-    for (int l = stage.first_layer; l < stage.end_layer; ++l) {
+    a.tokens = arena.reserve(DType::kI32, {BT});
+    a.targets = train ? arena.reserve(DType::kI32, {BT}) : -1;
+    a.input = arena.reserve(A, {B, T, C});
+    for (int l = stage_.first_layer; l < stage_.end_layer; ++l) {
       if (!train && !a.layers.empty()) {  // inference: every layer reuses the first one's buffers
         a.layers.push_back(a.layers.front());
         continue;
       }
+      const bool r = recompute && config_.recomputes(l);
       LayerActs la{};
-      la.ln1 = arena_.reserve(A, {BT, C});
-      la.ln1_mean = arena_.reserve(DType::kF32, {BT});
-      la.ln1_rstd = arena_.reserve(DType::kF32, {BT});
-      la.qkv = arena_.reserve(A, {B, T, 3 * Cl});
-      la.atty = arena_.reserve(A, {BT, Cl});
-      la.lse = arena_.reserve(DType::kF32, {B, Hl, T});
-      la.res2 = arena_.reserve(A, {BT, C});
-      la.ln2 = arena_.reserve(A, {BT, C});
-      la.ln2_mean = arena_.reserve(DType::kF32, {BT});
-      la.ln2_rstd = arena_.reserve(DType::kF32, {BT});
-      la.fch = arena_.reserve(A, {BT, 4 * Cl});
-      la.fch_gelu = arena_.reserve(A, {BT, 4 * Cl});
-      la.res3 = arena_.reserve(A, {BT, C});
+      la.ln1 = own(shared.ln1, r, A, {BT, C});
+      la.ln1_mean = own(shared.ln1_mean, r, DType::kF32, {BT});
+      la.ln1_rstd = own(shared.ln1_rstd, r, DType::kF32, {BT});
+      la.qkv = own(shared.qkv, r, A, {B, T, 3 * Cl});
+      la.atty = own(shared.atty, r, A, {BT, Cl});
+      la.lse = own(shared.lse, r, DType::kF32, {B, Hl, T});
+      la.res2 = own(shared.res2, r, A, {BT, C});
+      la.ln2 = own(shared.ln2, r, A, {BT, C});
+      la.ln2_mean = own(shared.ln2_mean, r, DType::kF32, {BT});
+      la.ln2_rstd = own(shared.ln2_rstd, r, DType::kF32, {BT});
+      la.fch = own(shared.fch, r, A, {BT, 4 * Cl});
+      la.fch_gelu = own(shared.fch_gelu, r, A, {BT, 4 * Cl});
+      la.res3 = arena.reserve(A, {BT, C});
       a.layers.push_back(la);
     }
-    if (stage.has_head) {
-      a.lnf = arena_.reserve(A, {BT, C});
-      a.lnf_mean = arena_.reserve(DType::kF32, {BT});
-      a.lnf_rstd = arena_.reserve(DType::kF32, {BT});
-      a.losses = train ? arena_.reserve(DType::kF32, {BT}) : -1;
-      a.d_lnf = train ? arena_.reserve(A, {BT, C}) : -1;
+    if (stage_.has_head) {
+      a.lnf = arena.reserve(A, {BT, C});
+      a.lnf_mean = arena.reserve(DType::kF32, {BT});
+      a.lnf_rstd = arena.reserve(DType::kF32, {BT});
+      a.losses = train ? arena.reserve(DType::kF32, {BT}) : -1;
+      a.d_lnf = train ? arena.reserve(A, {BT, C}) : -1;
     }
     slot_acts_.push_back(std::move(a));
+    slot_bytes += static_cast<int64_t>(arena.bytes() - slot_begin);
   }
-  logits_ = stage.has_head ? arena_.reserve(A, {BT, vocab_rows_}) : -1;
+  const size_t rest_begin = arena.bytes();
+  logits_ = stage_.has_head ? arena.reserve(A, {BT, vocab_rows_}) : -1;
   if (train) {
-    row_max_ = arena_.reserve(DType::kF32, {BT});
-    row_stats_ = arena_.reserve(DType::kF32, {2, BT});  // sum_exp, target_logit: one all-reduce for both
-    d_res_ = arena_.reserve(A, {B, T, C});
-    d_ln_ = arena_.reserve(A, {BT, C});
-    d_big_ = arena_.reserve(A, {BT * 4 * Cl});
-    d_atty_ = arena_.reserve(A, {BT, Cl});
+    row_max_ = arena.reserve(DType::kF32, {BT});
+    row_stats_ = arena.reserve(DType::kF32, {2, BT});  // sum_exp, target_logit: one all-reduce for both
+    d_res_ = arena.reserve(A, {B, T, C});
+    d_ln_ = arena.reserve(A, {BT, C});
+    d_big_ = arena.reserve(A, {BT * 4 * Cl});
+    d_atty_ = arena.reserve(A, {BT, Cl});
   } else {
     row_max_ = row_stats_ = d_res_ = d_ln_ = d_big_ = d_atty_ = -1;
-    const int64_t hs = config.head_size();
-    for (int l = stage.first_layer; l < stage.end_layer; ++l) {
-      k_cache_.push_back(arena_.reserve(A, {B, T, Hl, hs}));
-      v_cache_.push_back(arena_.reserve(A, {B, T, Hl, hs}));
+    const int64_t hs = config_.head_size();
+    for (int l = stage_.first_layer; l < stage_.end_layer; ++l) {
+      k_cache_.push_back(arena.reserve(A, {B, T, Hl, hs}));
+      v_cache_.push_back(arena.reserve(A, {B, T, Hl, hs}));
     }
   }
+  shared_bytes += static_cast<int64_t>(arena.bytes() - rest_begin);
   // Planned after everything else, so the other activations keep the places they had before loss weights.
-  for (SlotActs& a : slot_acts_) a.loss_weights = train && stage.has_head ? arena_.reserve(DType::kF32, {BT}) : -1;
-  arena_.allocate(backend);
+  const size_t weights_begin = arena.bytes();
+  for (SlotActs& a : slot_acts_) a.loss_weights = train && stage_.has_head ? arena.reserve(DType::kF32, {BT}) : -1;
+  slot_bytes += static_cast<int64_t>(arena.bytes() - weights_begin);
+  activation_memory_.slot_bytes = slot_bytes;
+  activation_memory_.shared_bytes = shared_bytes;
 }
 
 Tensor Gpt2Model::tokens(int slot) const { return act(slot_acts_[slot].tokens); }
@@ -363,6 +433,26 @@ void Gpt2Model::layer_forward(int slot, int i) {
   }
 }
 
+void Gpt2Model::layer_recompute(int slot, int i) {
+  const LayerParams& p = layer_params_[i];
+  const LayerActs& a = slot_acts_[slot].layers[i];
+  const Tensor x = layer_input(slot, i);
+  const bool full = config_.recompute == Recompute::kFull;
+  // The calls of layer_forward, in its order, on the same inputs: the same bits (Note [Recomputation]).
+  if (full) {
+    backend_.layernorm_forward(act(a.ln1), act(a.ln1_mean), act(a.ln1_rstd), x, value(p.ln1_weight), value(p.ln1_bias),
+                               config_.norm_eps);
+    column_.forward(act(a.qkv), act(a.ln1), value(p.qkv_weight), value(p.qkv_bias));
+  }
+  backend_.attention_forward(act(a.atty), act(a.lse), act(a.qkv), local_heads_, local_heads_);
+  if (full) {
+    row_.forward(act(a.res2), act(a.atty), value(p.attn_proj_weight), value(p.attn_proj_bias));
+    backend_.residual_layernorm_forward(act(a.res2), act(a.ln2), act(a.ln2_mean), act(a.ln2_rstd), act(a.res2), x,
+                                        value(p.ln2_weight), value(p.ln2_bias), config_.norm_eps);
+  }
+  column_.forward_gelu(act(a.fch_gelu), act(a.fch), act(a.ln2), value(p.fc_weight), value(p.fc_bias));
+}
+
 Tensor Gpt2Model::losses(int slot) const {
   TS_ASSERT(stage_.has_head && use_ == ModelUse::kTrain, "losses on a stage without the head or of an inference model");
   return act(slot_acts_[slot].losses);
@@ -381,6 +471,7 @@ void Gpt2Model::backward(int slot, Tensor d_output) {
     backend_.copy(d_res, d_output);
   }
   for (int i = n_local - 1; i >= 0; --i) {
+    if (config_.recomputes(stage_.first_layer + i)) layer_recompute(slot, i);
     layer_backward(slot, i);
     call_backward_hook(stage_.first_layer + i);
   }

@@ -13,6 +13,7 @@
 #include "core/model_config.h"
 #include "core/param_spec.h"
 #include "core/tensor_arena.h"
+#include "models/arena_plan.h"
 #include "parallel/model.h"
 #include "parallel/process_group.h"
 #include "parallel/tensor_parallel.h"
@@ -26,6 +27,8 @@ std::vector<ParamSpec> gpt2_param_specs(const ModelConfig& config);
 std::vector<std::string> gpt2_shape_problems(const ModelConfig& config, int tp);
 // Multi-head attention (n_kv_head = n_head), an MLP of 4 * n_embd, the tied embedding.
 void gpt2_fill_defaults(ModelConfig& config, bool tie_set);
+// The bytes Gpt2Model's training arena plans for this stage shape (models/arena_plan.h), without building it.
+size_t gpt2_train_arena_bytes(const ModelConfig& config, const ArenaPlanShape& shape);
 
 class Gpt2Model final : public Model {
  public:
@@ -46,6 +49,7 @@ class Gpt2Model final : public Model {
   void backward(int slot, Tensor d_output) override;
   Tensor stage_input_grad() const override;
   Tensor decode(int position, int n_new) override;
+  size_t arena_bytes() const override { return arena_.bytes(); }
 
  private:
   struct LayerParams {
@@ -69,6 +73,11 @@ class Gpt2Model final : public Model {
   // the previous layer's fused residual + LayerNorm (as the head finds lnf).
   void layer_forward(int slot, int i);
   void layer_backward(int slot, int i);
+  // Refills the shared buffers of a recomputed layer i from what the slot stored (Note [Recomputation]).
+  void layer_recompute(int slot, int i);
+  // Plans slot_acts_ and the shared buffers into `arena` and sets activation_memory_'s slot and shared bytes;
+  // recompute false plans as ModelConfig::recompute kNone.
+  void plan_activations(TensorArena& arena, bool recompute);
   // Layer i's forward on the n_new tokens in front of slot 0's buffers, over its key/value cache; x [B*n_new, C]
   // is its input, and its output is left in front of the layer's res3.
   void layer_decode(int i, Tensor x, int position, int n_new);

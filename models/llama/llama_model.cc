@@ -130,63 +130,117 @@ LlamaModel::LlamaModel(const ModelConfig& config, Backend& backend, ProcessGroup
   }
 
   // ---- activations, planned once (Note [Inference plan] in parallel/model.h for an inference model) ----
-  const bool train = use == ModelUse::kTrain;
-  const DType A = config.dtype;  // compute dtype
-  const int64_t B = micro_batch, T = seq_len, BT = B * T, C = C_;
+  // What recompute NONE would plan, for activation_memory() (the arena is only counted, never allocated).
+  if (use == ModelUse::kTrain && config.recompute != Recompute::kNone) {
+    TensorArena none;
+    plan_activations(none, /*recompute=*/false);
+    activation_memory_.none_bytes = static_cast<int64_t>(none.bytes());
+    slot_acts_.clear();
+    k_cache_.clear();
+    v_cache_.clear();
+  }
+  plan_activations(arena_, use == ModelUse::kTrain && config.recompute != Recompute::kNone);
+  if (activation_memory_.none_bytes == 0) activation_memory_.none_bytes = activation_memory_.total();
+  arena_.allocate(backend);
+}
+
+// Recomputation works as in Gpt2Model (Note [Recomputation] in models/gpt2/gpt2_model.cc):
+//   SELECTIVE: per slot xn1 (+ rstd), qkv (after RoPE), res2, xn2 (+ rstd), gate_up, res3; shared atty, lse
+//     (attention_forward of the stored qkv) and hidden (swiglu_forward of the stored gate_up, a kernel of its own
+//     in the forward too).
+//   FULL: per slot only res3; shared everything else, recomputed from the block's input up to hidden. xn1 of a
+//     block after the first is rmsnorm_forward of the stored sum, as the fused residual + RMSNorm computed it.
+void LlamaModel::plan_activations(TensorArena& arena, bool recompute) {
+  const bool train = use_ == ModelUse::kTrain;
+  const DType A = config_.dtype;  // compute dtype
+  const int64_t B = micro_batch_, T = seq_len_, BT = B * T, C = C_;
   const int64_t qkv_width = static_cast<int64_t>(local_heads_ + 2 * local_kv_heads_) * hs_;
   const int64_t att_width = static_cast<int64_t>(local_heads_) * hs_;
   const int64_t Fl = local_ffn_;
-  for (int s = 0; s < slots; ++s) {
+  const bool full = recompute && config_.recompute == Recompute::kFull;
+  // The buffers every recomputed block shares; -1 where a block keeps its own.
+  LayerActs shared{-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1};
+  bool any_recomputed = false;
+  for (int l = stage_.first_layer; l < stage_.end_layer; ++l) any_recomputed |= recompute && config_.recomputes(l);
+  const size_t shared_begin = arena.bytes();
+  if (any_recomputed) {
+    if (full) {
+      shared.xn1 = arena.reserve(A, {BT, C});
+      shared.rstd1 = arena.reserve(DType::kF32, {BT});
+      shared.qkv = arena.reserve(A, {B, T, qkv_width});
+      shared.res2 = arena.reserve(A, {BT, C});
+      shared.xn2 = arena.reserve(A, {BT, C});
+      shared.rstd2 = arena.reserve(DType::kF32, {BT});
+      shared.gate_up = arena.reserve(A, {BT, 2 * Fl});
+    }
+    shared.atty = arena.reserve(A, {BT, att_width});
+    shared.lse = arena.reserve(DType::kF32, {B, local_heads_, T});
+    shared.hidden = arena.reserve(A, {BT, Fl});
+  }
+  int64_t shared_bytes = static_cast<int64_t>(arena.bytes() - shared_begin);
+  int64_t slot_bytes = 0;
+  auto own = [&](int shared_handle, bool recomputed, DType dtype, std::initializer_list<int64_t> shape) {
+    return recomputed && shared_handle >= 0 ? shared_handle : arena.reserve(dtype, shape);
+  };
+  for (int s = 0; s < slots_; ++s) {
+    const size_t slot_begin = arena.bytes();
     SlotActs a{};
-    a.tokens = arena_.reserve(DType::kI32, {BT});
-    a.targets = train ? arena_.reserve(DType::kI32, {BT}) : -1;
-    a.input = arena_.reserve(A, {B, T, C});
-    for (int l = stage.first_layer; l < stage.end_layer; ++l) {
+    a.tokens = arena.reserve(DType::kI32, {BT});
+    a.targets = train ? arena.reserve(DType::kI32, {BT}) : -1;
+    a.input = arena.reserve(A, {B, T, C});
+    for (int l = stage_.first_layer; l < stage_.end_layer; ++l) {
       if (!train && !a.layers.empty()) {  // inference: every layer reuses the first one's buffers
         a.layers.push_back(a.layers.front());
         continue;
       }
+      const bool r = recompute && config_.recomputes(l);
       LayerActs la{};
-      la.xn1 = arena_.reserve(A, {BT, C});
-      la.rstd1 = arena_.reserve(DType::kF32, {BT});
-      la.qkv = arena_.reserve(A, {B, T, qkv_width});
-      la.atty = arena_.reserve(A, {BT, att_width});
-      la.lse = arena_.reserve(DType::kF32, {B, local_heads_, T});
-      la.res2 = arena_.reserve(A, {BT, C});
-      la.xn2 = arena_.reserve(A, {BT, C});
-      la.rstd2 = arena_.reserve(DType::kF32, {BT});
-      la.gate_up = arena_.reserve(A, {BT, 2 * Fl});
-      la.hidden = arena_.reserve(A, {BT, Fl});
-      la.res3 = arena_.reserve(A, {BT, C});
+      la.xn1 = own(shared.xn1, r, A, {BT, C});
+      la.rstd1 = own(shared.rstd1, r, DType::kF32, {BT});
+      la.qkv = own(shared.qkv, r, A, {B, T, qkv_width});
+      la.atty = own(shared.atty, r, A, {BT, att_width});
+      la.lse = own(shared.lse, r, DType::kF32, {B, local_heads_, T});
+      la.res2 = own(shared.res2, r, A, {BT, C});
+      la.xn2 = own(shared.xn2, r, A, {BT, C});
+      la.rstd2 = own(shared.rstd2, r, DType::kF32, {BT});
+      la.gate_up = own(shared.gate_up, r, A, {BT, 2 * Fl});
+      la.hidden = own(shared.hidden, r, A, {BT, Fl});
+      la.res3 = arena.reserve(A, {BT, C});
       a.layers.push_back(la);
     }
-    if (stage.has_head) {
-      a.xnf = arena_.reserve(A, {BT, C});
-      a.rstdf = arena_.reserve(DType::kF32, {BT});
-      a.losses = train ? arena_.reserve(DType::kF32, {BT}) : -1;
-      a.d_xnf = train ? arena_.reserve(A, {BT, C}) : -1;
+    if (stage_.has_head) {
+      a.xnf = arena.reserve(A, {BT, C});
+      a.rstdf = arena.reserve(DType::kF32, {BT});
+      a.losses = train ? arena.reserve(DType::kF32, {BT}) : -1;
+      a.d_xnf = train ? arena.reserve(A, {BT, C}) : -1;
     }
     slot_acts_.push_back(std::move(a));
+    slot_bytes += static_cast<int64_t>(arena.bytes() - slot_begin);
   }
-  logits_ = stage.has_head ? arena_.reserve(A, {BT, vocab_rows_}) : -1;
+  const size_t rest_begin = arena.bytes();
+  logits_ = stage_.has_head ? arena.reserve(A, {BT, vocab_rows_}) : -1;
   if (train) {
-    row_max_ = arena_.reserve(DType::kF32, {BT});
-    row_stats_ = arena_.reserve(DType::kF32, {2, BT});  // sum_exp, target_logit: one all-reduce for both
-    d_res_ = arena_.reserve(A, {B, T, C});
-    d_ln_ = arena_.reserve(A, {BT, C});
-    d_big_ = arena_.reserve(A, {BT * std::max<int64_t>(2 * Fl, qkv_width)});  // d(gate_up) or d(qkv)
-    d_hidden_ = arena_.reserve(A, {BT, Fl});
-    d_atty_ = arena_.reserve(A, {BT, att_width});
+    row_max_ = arena.reserve(DType::kF32, {BT});
+    row_stats_ = arena.reserve(DType::kF32, {2, BT});  // sum_exp, target_logit: one all-reduce for both
+    d_res_ = arena.reserve(A, {B, T, C});
+    d_ln_ = arena.reserve(A, {BT, C});
+    d_big_ = arena.reserve(A, {BT * std::max<int64_t>(2 * Fl, qkv_width)});  // d(gate_up) or d(qkv)
+    d_hidden_ = arena.reserve(A, {BT, Fl});
+    d_atty_ = arena.reserve(A, {BT, att_width});
   } else {
     row_max_ = row_stats_ = d_res_ = d_ln_ = d_big_ = d_hidden_ = d_atty_ = -1;
-    for (int l = stage.first_layer; l < stage.end_layer; ++l) {
-      k_cache_.push_back(arena_.reserve(A, {B, T, local_kv_heads_, hs_}));
-      v_cache_.push_back(arena_.reserve(A, {B, T, local_kv_heads_, hs_}));
+    for (int l = stage_.first_layer; l < stage_.end_layer; ++l) {
+      k_cache_.push_back(arena.reserve(A, {B, T, local_kv_heads_, hs_}));
+      v_cache_.push_back(arena.reserve(A, {B, T, local_kv_heads_, hs_}));
     }
   }
+  shared_bytes += static_cast<int64_t>(arena.bytes() - rest_begin);
   // Planned after everything else, so the other activations keep the places they had before loss weights.
-  for (SlotActs& a : slot_acts_) a.loss_weights = train && stage.has_head ? arena_.reserve(DType::kF32, {BT}) : -1;
-  arena_.allocate(backend);
+  const size_t weights_begin = arena.bytes();
+  for (SlotActs& a : slot_acts_) a.loss_weights = train && stage_.has_head ? arena.reserve(DType::kF32, {BT}) : -1;
+  slot_bytes += static_cast<int64_t>(arena.bytes() - weights_begin);
+  activation_memory_.slot_bytes = slot_bytes;
+  activation_memory_.shared_bytes = shared_bytes;
 }
 
 Tensor LlamaModel::tokens(int slot) const { return act(slot_acts_[slot].tokens); }
@@ -348,11 +402,33 @@ void LlamaModel::backward(int slot, Tensor d_output) {
     backend_.copy(d_res, d_output);
   }
   for (int i = n_local - 1; i >= 0; --i) {
+    if (config_.recomputes(stage_.first_layer + i)) layer_recompute(slot, i);
     layer_backward(slot, i);
     call_backward_hook(stage_.first_layer + i);
   }
   if (stage_.has_embedding) embedding_.backward(grad(wte_), Tensor(), d_res, act(a.tokens), seq_len_);
   call_backward_hook(-1);
+}
+
+void LlamaModel::layer_recompute(int slot, int i) {
+  const LayerParams& p = layer_params_[i];
+  const LayerActs& a = slot_acts_[slot].layers[i];
+  const Tensor x = layer_input(slot, i);
+  const float eps = config_.norm_eps;
+  const bool full = config_.recompute == Recompute::kFull;
+  // The calls of layer_forward, in its order, on the same inputs: the same bits.
+  if (full) {
+    backend_.rmsnorm_forward(act(a.xn1), act(a.rstd1), x, value(p.attn_norm), eps);
+    column_.forward(act(a.qkv), act(a.xn1), fused_value(p.q, 3), Tensor());
+    backend_.rope_forward(act(a.qkv), local_heads_, local_kv_heads_, seq_len_, config_.rope_theta);
+  }
+  backend_.attention_forward(act(a.atty), act(a.lse), act(a.qkv), local_heads_, local_kv_heads_);
+  if (full) {
+    row_.forward(act(a.res2), act(a.atty), value(p.o), Tensor());
+    backend_.residual_rmsnorm_forward(act(a.res2), act(a.xn2), act(a.rstd2), act(a.res2), x, value(p.mlp_norm), eps);
+    column_.forward(act(a.gate_up), act(a.xn2), fused_value(p.gate, 2), Tensor());
+  }
+  backend_.swiglu_forward(act(a.hidden), act(a.gate_up));
 }
 
 void LlamaModel::layer_backward(int slot, int i) {

@@ -16,6 +16,7 @@
 #include "core/model_config.h"
 #include "core/param_spec.h"
 #include "core/tensor_arena.h"
+#include "models/arena_plan.h"
 #include "parallel/model.h"
 #include "parallel/process_group.h"
 #include "parallel/tensor_parallel.h"
@@ -30,6 +31,8 @@ std::vector<std::string> llama_shape_problems(const ModelConfig& config, int tp)
 // Multi-head attention unless n_kv_head is set; SwiGLU of 8/3 * n_embd rounded up to a multiple of 16 (about
 // the 4 * n_embd MLP's parameter count); a separate output head unless tie_embeddings is set.
 void llama_fill_defaults(ModelConfig& config, bool tie_set);
+// The bytes LlamaModel's training arena plans for this stage shape (models/arena_plan.h), without building it.
+size_t llama_train_arena_bytes(const ModelConfig& config, const ArenaPlanShape& shape);
 
 class LlamaModel final : public Model {
  public:
@@ -48,6 +51,7 @@ class LlamaModel final : public Model {
   void backward(int slot, Tensor d_output) override;
   Tensor stage_input_grad() const override;
   Tensor decode(int position, int n_new) override;
+  size_t arena_bytes() const override { return arena_.bytes(); }
 
  private:
   struct LayerParams {
@@ -66,6 +70,9 @@ class LlamaModel final : public Model {
   void blocks_forward(int slot);
   void layer_forward(int slot, int i);
   void layer_backward(int slot, int i);
+  // As Gpt2Model's: refills a recomputed layer's shared buffers, and plans the activations.
+  void layer_recompute(int slot, int i);
+  void plan_activations(TensorArena& arena, bool recompute);
   // As Gpt2Model::layer_decode: RoPE at positions [position, position + n_new), grouped-query attention over the
   // layer's cache of local_kv_heads_ heads.
   void layer_decode(int i, Tensor x, int position, int n_new);

@@ -1,6 +1,6 @@
 // A small SIMT emulation that runs the custom CUDA kernels of kernels/cuda as host C++, for tests only.
 //
-// A launch runs the grid block by block; each thread of a block is a fiber (ucontext) on the calling host
+// A launch runs the grid block by block; each thread of a block is a fiber (simt.cc) on the calling host
 // thread, so a block of 1024 threads costs 1024 small stacks, not 1024 OS threads. The fibers of a block run in
 // turn, each until it reaches a barrier or returns:
 //   __syncthreads()      waits until every thread of the block that has not returned reaches it;
@@ -31,6 +31,7 @@
 #define __forceinline__ inline
 #define __restrict__
 #define __shared__ static
+#define __launch_bounds__(...)
 
 struct dim3 {
   unsigned x, y, z;
@@ -57,6 +58,9 @@ inline float __expf(float x) { return std::exp(x); }
 inline float __logf(float x) { return std::log(x); }
 inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 inline float __fdividef(float a, float b) { return a / b; }
+// CUDA's integer min and max device functions.
+inline int min(int a, int b) { return a < b ? a : b; }
+inline int max(int a, int b) { return a > b ? a : b; }
 // Round-to-nearest arithmetic that nvcc never contracts into an FMA; the host build does not contract either.
 inline float __fadd_rn(float a, float b) { return a + b; }
 inline float __fsub_rn(float a, float b) { return a - b; }

@@ -1,0 +1,426 @@
+// The layout planner: enumeration through resolve_layout, memory from the code's own plans, step time from a
+// calibrated model (docs/planner.md).
+#include "launcher/run/planner.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <fstream>
+#include <sstream>
+
+#include "core/check.h"
+#include "launcher/common/json_io.h"
+#include "models/registry.h"
+#include "parallel/pipeline_schedule.h"
+
+namespace tessera {
+
+namespace {
+
+// Sources: NVIDIA's H100, A100 and H200 data sheets (dense BF16 and FP32/TF32-free peaks, memory, HBM and NVLink
+// bandwidth; NVLink's 900 / 600 GB/s are both directions together, halved here), and the DGX H100 / DGX A100
+// user guides (one 400 / 200 Gb/s InfiniBand adapter per GPU). Latencies are typical NCCL per-step figures.
+const std::vector<DeviceSpec> kDevices = {
+    {"H100-SXM", 989.0, 67.0, 80.0, 3350.0, 450.0, 50.0, 3.0, 8.0, 8, 3.0e9},
+    {"A100-80GB", 312.0, 19.5, 80.0, 2039.0, 300.0, 25.0, 3.0, 8.0, 8, 3.0e9},
+    {"H200", 989.0, 67.0, 141.0, 4800.0, 450.0, 50.0, 3.0, 8.0, 8, 3.0e9},
+};
+
+std::string lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
+  return s;
+}
+
+std::vector<int> divisors_of(int n) {
+  std::vector<int> d;
+  for (int i = 1; i <= n; ++i)
+    if (n % i == 0) d.push_back(i);
+  return d;
+}
+
+struct StagePlan {
+  StageRange range;
+  int64_t params = 0;        // elements of tp rank 0's shard
+  double matmul_params = 0;  // global elements of the stage's matrix-product weights (FLOPs)
+  int64_t tied_elems = 0;    // the tied parameter's local elements, when this stage holds it
+};
+
+int64_t product(const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+// Each stage's range and parameters, exactly as Model's constructor lays them out for tp rank 0 (every TP rank
+// holds the same number: split dimensions divide, the vocabulary is padded to a multiple of tp).
+std::vector<StagePlan> plan_stages(const ModelConfig& m, int tp, int pp) {
+  const std::vector<ParamSpec> specs = param_specs(m);
+  const std::vector<std::pair<int, int>> split = split_layers(m.n_layer, pp);
+  std::vector<StagePlan> stages;
+  for (int s = 0; s < pp; ++s) {
+    StagePlan st;
+    st.range = StageRange{split[s].first, split[s].second, s == 0, s == pp - 1};
+    for (const ParamSpec& spec : specs) {
+      if (!stage_holds(st.range, spec)) continue;
+      const int64_t local = product(shard_layout(spec, m, 0, tp).local_shape);
+      st.params += local;
+      if (spec.tied_across_stages) st.tied_elems = local;
+      // As model_flops_per_token: an input embedding is a lookup, a tied one is the head's product too.
+      const bool product_weight = spec.place != ParamPlace::kInput || (spec.tied_across_stages && st.range.has_head);
+      if (product_weight) st.matmul_params += static_cast<double>(spec.numel());
+    }
+    stages.push_back(st);
+  }
+  return stages;
+}
+
+PipelineKind schedule_of(const config::JobConfig& job) {
+  return job.parallel().schedule() == config::GPIPE ? PipelineKind::kGPipe : PipelineKind::kOneFOneB;
+}
+
+double ring_allreduce_s(double bytes, int n, double gbps, double latency_us) {
+  if (n <= 1) return 0;
+  return 2.0 * (n - 1) / n * bytes / (gbps * 1e9) + 2.0 * (n - 1) * latency_us * 1e-6;
+}
+double ring_half_s(double bytes, int n, double gbps, double latency_us) {  // reduce-scatter or all-gather
+  if (n <= 1) return 0;
+  return 1.0 * (n - 1) / n * bytes / (gbps * 1e9) + 1.0 * (n - 1) * latency_us * 1e-6;
+}
+
+}  // namespace
+
+const std::vector<DeviceSpec>& planner_devices() { return kDevices; }
+
+DeviceSpec planner_device(const std::string& name) {
+  std::string known;
+  for (const DeviceSpec& d : kDevices) {
+    if (lower(d.name) == lower(name)) return d;
+    known += (known.empty() ? "" : ", ") + d.name;
+  }
+  TS_CHECK(false, ConfigError, "unknown --gpu '", name, "': the planner knows ", known,
+           " (and cpu: this machine's cores)");
+  return {};
+}
+
+DeviceSpec cpu_device(double total_gflops, double memory_gb, int ranks) {
+  DeviceSpec d;
+  d.name = "cpu";
+  // Every rank shares the node's cores: each computes at its share of the node's sgemm rate.
+  d.peak_tflops_bf16 = d.peak_tflops_fp32 = total_gflops / 1e3 / std::max(ranks, 1);
+  d.memory_gb = memory_gb;
+  d.hbm_gbps = 10.0;
+  d.intra_gbps = d.inter_gbps = 4.0;  // Open MPI over shared memory, ranks competing for the cores
+  d.intra_latency_us = d.inter_latency_us = 20.0;
+  d.devices_per_node = std::max(ranks, 1);
+  d.runtime_bytes = 0;
+  return d;
+}
+
+std::vector<ActivationRecompute> recompute_options() {
+  std::vector<ActivationRecompute> options = {ActivationRecompute::kNone};
+  const google::protobuf::FieldDescriptor* field = config::TrainConfig::descriptor()->FindFieldByName("recompute");
+  if (field == nullptr || field->enum_type() == nullptr) return options;
+  const google::protobuf::EnumDescriptor* e = field->enum_type();
+  if (e->FindValueByName("SELECTIVE") != nullptr) options.push_back(ActivationRecompute::kSelective);
+  if (e->FindValueByName("FULL") != nullptr) options.push_back(ActivationRecompute::kFull);
+  return options;
+}
+
+MemoryPrediction predict_memory(const config::JobConfig& job, const PlanLayout& layout, const DeviceSpec& device) {
+  const ModelConfig m = model_config_from(job.model());
+  const std::vector<StagePlan> stages = plan_stages(m, layout.tp, layout.pp);
+  const int64_t B = layout.micro_batch_size, T = job.train().seq_len(), C = m.n_embd;
+  const double compute_bytes = m.dtype == DType::kBF16 ? 2.0 : 4.0;
+  MemoryPrediction best;
+  for (int s = 0; s < layout.pp; ++s) {
+    const StagePlan& st = stages[s];
+    MemoryPrediction p;
+    p.stage = s;
+    p.params = st.params;
+    const double n = static_cast<double>(st.params);
+    p.master = 4 * n;
+    p.grads = 4 * n;
+    p.compute_copy = m.dtype == DType::kBF16 ? 2 * n : 0;
+    if (layout.zero_stage == 1 && layout.dp > 1) {
+      // Moments and the reduce-scattered gradient shard: this rank's 1/dp of every bucket (rounded up).
+      const double shard = std::ceil(n / layout.dp);
+      p.optimizer = 8 * shard + 4 * shard;
+    } else {
+      p.optimizer = 8 * n;
+    }
+    ArenaPlanShape shape;
+    shape.tp = layout.tp;
+    shape.stage = st.range;
+    shape.micro_batch = layout.micro_batch_size;
+    shape.seq_len = static_cast<int>(T);
+    shape.slots = pipeline_in_flight(schedule_of(job), layout.pp, s, layout.micro_batches);
+    shape.recompute = layout.recompute;
+    p.activations = static_cast<double>(model_architecture(m.arch).train_arena_bytes(m, shape));
+    // PipelineExecutor: the received output gradient (+ the tied parameter's peer gradient), the step's losses.
+    double exchange = std::ceil(B * T * C * compute_bytes / 64) * 64;
+    if (layout.pp > 1) exchange += 4.0 * static_cast<double>(st.tied_elems);
+    p.comm_buffers = exchange + (st.range.has_head ? 4.0 * layout.micro_batches * B * T : 0);
+    p.workspace = device.runtime_bytes;
+    if (s == 0 || p.total() > best.total()) best = p;
+  }
+  return best;
+}
+
+TimePrediction predict_time(const config::JobConfig& job, const PlanLayout& layout, const DeviceSpec& device,
+                            const PlanConstants& k) {
+  const ModelConfig m = model_config_from(job.model());
+  const std::vector<StagePlan> stages = plan_stages(m, layout.tp, layout.pp);
+  const double T = job.train().seq_len(), C = m.n_embd;
+  const double tokens_mb = static_cast<double>(layout.micro_batch_size) * T;
+  const double compute_bytes = m.dtype == DType::kBF16 ? 2.0 : 4.0;
+  const double peak = (m.dtype == DType::kBF16 ? device.peak_tflops_bf16 : device.peak_tflops_fp32) * 1e12;
+  const double rate = peak * k.compute_efficiency;
+  // Ranks: tp fastest, then dp, then pp (parallel/rank_grid.h). A group stays on one node while its span does.
+  const bool tp_local = layout.tp <= device.devices_per_node;
+  const bool dp_local = layout.tp * layout.dp <= device.devices_per_node;
+  const bool pp_local = layout.tp * layout.dp * layout.pp <= device.devices_per_node;
+  auto bw = [&](bool local) { return (local ? device.intra_gbps : device.inter_gbps) * k.comm_efficiency; };
+  auto lat = [&](bool local) { return local ? device.intra_latency_us : device.inter_latency_us; };
+  const double activation_bytes = tokens_mb * C * compute_bytes;
+
+  TimePrediction t;
+  double slowest = 0, slowest_compute = 0, slowest_tp = 0, slowest_pp = 0;
+  double dp_seconds = 0, optimizer_seconds = 0;
+  for (int s = 0; s < layout.pp; ++s) {
+    const StagePlan& st = stages[s];
+    const double layers = st.range.end_layer - st.range.first_layer;
+    double block_params = 0;  // matmul weights of the stage's blocks, for recomputation's extra forward
+    for (const ParamSpec& spec : param_specs(m))
+      if (spec.place == ParamPlace::kBlock && stage_holds(st.range, spec)) block_params += spec.numel();
+    double flops_per_token = 6 * st.matmul_params + 12 * layers * C * T;
+    if (layout.recompute == ActivationRecompute::kFull) flops_per_token += 2 * block_params + 4 * layers * C * T;
+    if (layout.recompute == ActivationRecompute::kSelective) flops_per_token += 4 * layers * C * T;
+    const double compute = flops_per_token * tokens_mb / layout.tp / rate;
+    // Per block two all-reduces forward and two backward, plus the embedding's and the head's.
+    const double tp_collectives = 4 * layers + (st.range.has_embedding ? 1 : 0) + (st.range.has_head ? 2 : 0);
+    const double tp = tp_collectives * ring_allreduce_s(activation_bytes, layout.tp, bw(tp_local), lat(tp_local));
+    const double sends = (s > 0 ? 1 : 0) + (s < layout.pp - 1 ? 1 : 0);
+    const double pp = layout.pp > 1 ? sends * (activation_bytes / (bw(pp_local) * 1e9) + lat(pp_local) * 1e-6) : 0;
+    const double per_mb = compute + tp + pp;
+    if (per_mb > slowest) {
+      slowest = per_mb;
+      slowest_compute = compute;
+      slowest_tp = tp;
+      slowest_pp = pp;
+    }
+    // DP: f32 gradients all-reduced, or reduce-scattered and the updated f32 weights all-gathered (ZeRO-1).
+    const double grad_bytes = 4.0 * static_cast<double>(st.params);
+    double dp = 0;
+    if (layout.dp > 1) {
+      dp = layout.zero_stage == 1 ? 2 * ring_half_s(grad_bytes, layout.dp, bw(dp_local), lat(dp_local))
+                                  : ring_allreduce_s(grad_bytes, layout.dp, bw(dp_local), lat(dp_local));
+      // Backward of the last micro-batch is the window the bucketed sync overlaps with.
+      const double window = compute * 2.0 / 3.0;
+      dp = std::max((1 - k.dp_overlap) * dp, dp - k.dp_overlap * window);
+    }
+    dp_seconds = std::max(dp_seconds, dp);
+    // AdamW reads and writes master, moments and gradient (28 B) of the parameters it owns, and writes the copy.
+    const double owned = layout.zero_stage == 1 ? static_cast<double>(st.params) / layout.dp : st.params;
+    optimizer_seconds =
+        std::max(optimizer_seconds, (28 * owned + (compute_bytes < 4 ? 2.0 * st.params : 0)) / (device.hbm_gbps * 1e9));
+  }
+  const double M = layout.micro_batches;
+  t.compute = M * slowest_compute;
+  t.tp_comm = M * slowest_tp;
+  t.pp_comm = M * slowest_pp;
+  t.bubble = (layout.pp - 1) * slowest;  // 1F1B and GPipe alike: p - 1 micro-batch times of fill and drain
+  t.dp_exposed = dp_seconds;
+  t.optimizer = optimizer_seconds;
+  return t;
+}
+
+PlanEntry predict(const config::JobConfig& job, const PlanLayout& layout, const DeviceSpec& device,
+                  const PlanConstants& constants) {
+  PlanEntry e;
+  e.layout = layout;
+  e.memory = predict_memory(job, layout, device);
+  e.time = predict_time(job, layout, device, constants);
+  const ModelConfig m = model_config_from(job.model());
+  const double T = job.train().seq_len();
+  const double tokens = static_cast<double>(job.train().global_batch()) * T;
+  e.tokens_per_s = tokens / e.time.total();
+  const double devices = static_cast<double>(layout.tp) * layout.pp * layout.dp;
+  const double peak = (m.dtype == DType::kBF16 ? device.peak_tflops_bf16 : device.peak_tflops_fp32) * 1e12;
+  e.mfu = model_flops_per_token(m, static_cast<int64_t>(T)) * e.tokens_per_s / (devices * peak);
+  return e;
+}
+
+PlanResult plan_layouts(const config::JobConfig& job, int devices, const DeviceSpec& device,
+                        const PlanConstants& constants) {
+  validate_job_config(job);
+  PlanResult result;
+  result.notes.push_back(
+      "virtual pipeline stages, sequence parallelism and ZeRO-2/3: not considered yet "
+      "(tessera train has none of them)");
+  const std::vector<ActivationRecompute> recomputes = recompute_options();
+  if (recomputes.size() == 1) {
+    result.notes.push_back("activation recomputation: not considered (this build's train has no train.recompute)");
+  }
+  const double capacity = device.memory_gb * 1e9;
+  for (int tp : divisors_of(devices)) {
+    for (int pp : divisors_of(devices / tp)) {
+      const int dp = devices / tp / pp;
+      const int global_batch = job.train().global_batch();
+      for (int micro_batches : divisors_of(std::max(global_batch / dp, 1))) {
+        config::JobConfig candidate = job;
+        config::ParallelConfig* parallel = candidate.mutable_parallel();
+        parallel->set_tp(tp);
+        parallel->set_pp(pp);
+        parallel->set_dp(dp);
+        parallel->set_micro_batches(micro_batches);
+        Layout resolved;
+        try {
+          resolved = resolve_layout(candidate, devices);  // the rules `train` applies, nothing re-derived
+        } catch (const ConfigError&) {
+          ++result.illegal;
+          continue;
+        }
+        for (int zero_stage : {0, 1}) {
+          if (zero_stage == 1 && dp == 1) continue;  // the same layout as ZeRO 0
+          for (ActivationRecompute recompute : recomputes) {
+            PlanLayout layout{tp, pp, dp, micro_batches, resolved.micro_batch_size, zero_stage, recompute};
+            PlanEntry e = predict(candidate, layout, device, constants);
+            if (e.memory.total() > capacity) {
+              ++result.refused_memory;
+              continue;
+            }
+            result.fits.push_back(e);
+          }
+        }
+      }
+    }
+  }
+  std::stable_sort(result.fits.begin(), result.fits.end(),
+                   [](const PlanEntry& a, const PlanEntry& b) { return a.tokens_per_s > b.tokens_per_s; });
+  return result;
+}
+
+MeasuredRun read_measured_run(const std::string& run_dir) {
+  MeasuredRun run;
+  run.where = run_dir;
+  run.job = load_job_config(run_dir + "/config.textproto", {});
+  std::ifstream metrics(run_dir + "/metrics.jsonl");
+  TS_CHECK(metrics.good(), ConfigError, "--calibrate ", run_dir, ": no metrics.jsonl there; give the run directory ",
+           "of a finished `tessera train --run-dir` run");
+  std::vector<double> ms;
+  std::string line;
+  while (std::getline(metrics, line)) {
+    if (line.empty()) continue;
+    const Json row = parse_json(line, run_dir + "/metrics.jsonl");
+    if (const auto v = row.find("ms_per_step"); v != row.end() && v->is_number()) ms.push_back(v->get<double>());
+  }
+  TS_CHECK(!ms.empty(), ConfigError, "--calibrate ", run_dir, ": metrics.jsonl has no ms_per_step; run at least ",
+           "one step");
+  if (ms.size() > 1) ms.erase(ms.begin());  // the first step warms caches and allocators
+  std::sort(ms.begin(), ms.end());
+  run.step_seconds = ms[ms.size() / 2] / 1e3;
+  return run;
+}
+
+namespace {
+
+PlanLayout layout_of(const config::JobConfig& job) {
+  const config::ParallelConfig& p = job.parallel();
+  const int dp = p.has_dp() ? p.dp() : 1;
+  const Layout resolved = resolve_layout(job, p.tp() * p.pp() * dp);
+  return PlanLayout{resolved.tp,
+                    resolved.pp,
+                    resolved.dp,
+                    resolved.micro_batches,
+                    resolved.micro_batch_size,
+                    p.zero_stage(),
+                    ActivationRecompute::kNone};
+}
+
+}  // namespace
+
+PlanConstants calibrate(const std::vector<MeasuredRun>& runs, const DeviceSpec& device, PlanConstants start,
+                        double* rms_relative_error) {
+  TS_CHECK(!runs.empty(), ConfigError, "--calibrate needs at least one run directory");
+  std::vector<PlanLayout> layouts;
+  bool communicates = false;
+  for (const MeasuredRun& r : runs) {
+    layouts.push_back(layout_of(r.job));
+    const PlanLayout& l = layouts.back();
+    communicates = communicates || l.tp > 1 || l.pp > 1 || l.dp > 1;
+  }
+  auto error = [&](const PlanConstants& k) {
+    double sum = 0;
+    for (size_t i = 0; i < runs.size(); ++i) {
+      const double predicted = predict_time(runs[i].job, layouts[i], device, k).total();
+      const double rel = (predicted - runs[i].step_seconds) / runs[i].step_seconds;
+      sum += rel * rel;
+    }
+    return sum;
+  };
+  PlanConstants best = start;
+  double best_error = error(start);
+  // Least squares over a log grid: efficiencies from 0.1% to 100%.
+  for (int i = 0; i <= 120; ++i) {
+    const double e = std::pow(10.0, -3.0 + 3.0 * i / 120);
+    for (int j = 0; j <= (communicates ? 120 : 0); ++j) {
+      PlanConstants k = start;
+      k.compute_efficiency = e;
+      if (communicates) k.comm_efficiency = std::pow(10.0, -3.0 + 3.0 * j / 120);
+      const double err = error(k);
+      if (err < best_error) {
+        best_error = err;
+        best = k;
+      }
+    }
+  }
+  // Then refine around the best grid point: multiplicative steps, halved until below 0.01%.
+  for (double step = std::pow(10.0, 3.0 / 120); step > 1.0001; step = std::sqrt(step)) {
+    for (bool improved = true; improved;) {
+      improved = false;
+      for (int axis = 0; axis < (communicates ? 2 : 1); ++axis) {
+        for (double f : {step, 1 / step}) {
+          PlanConstants k = best;
+          double& v = axis == 0 ? k.compute_efficiency : k.comm_efficiency;
+          v = std::min(1.0, v * f);
+          const double err = error(k);
+          if (err < best_error) {
+            best_error = err;
+            best = k;
+            improved = true;
+          }
+        }
+      }
+    }
+  }
+  if (rms_relative_error != nullptr) *rms_relative_error = std::sqrt(best_error / runs.size());
+  return best;
+}
+
+double spearman(const std::vector<double>& a, const std::vector<double>& b) {
+  TS_ASSERT(a.size() == b.size() && a.size() >= 2, "spearman of ", a.size(), " and ", b.size());
+  auto ranks = [](const std::vector<double>& v) {
+    std::vector<size_t> order(v.size());
+    for (size_t i = 0; i < v.size(); ++i) order[i] = i;
+    std::sort(order.begin(), order.end(), [&](size_t x, size_t y) { return v[x] < v[y]; });
+    std::vector<double> r(v.size());
+    for (size_t i = 0; i < order.size();) {
+      size_t j = i;
+      while (j + 1 < order.size() && v[order[j + 1]] == v[order[i]]) ++j;
+      for (size_t k = i; k <= j; ++k) r[order[k]] = (i + j) / 2.0 + 1;
+      i = j + 1;
+    }
+    return r;
+  };
+  const std::vector<double> ra = ranks(a), rb = ranks(b);
+  const double n = static_cast<double>(a.size()), mean = (n + 1) / 2;
+  double cov = 0, va = 0, vb = 0;
+  for (size_t i = 0; i < ra.size(); ++i) {
+    cov += (ra[i] - mean) * (rb[i] - mean);
+    va += (ra[i] - mean) * (ra[i] - mean);
+    vb += (rb[i] - mean) * (rb[i] - mean);
+  }
+  return va > 0 && vb > 0 ? cov / std::sqrt(va * vb) : 0;
+}
+
+}  // namespace tessera

@@ -1,0 +1,52 @@
+// Arena plans without a model: the bytes a training Model's TensorArena (core/tensor_arena.h) reserves for one
+// rank's stage, computed from the shapes alone, for the layout planner (launcher/run/planner.h), which must size
+// a 175B-parameter model's shards without building them.
+//
+// Each architecture writes its formula next to its model (models/<arch>/<arch>_arena_plan.cc), reserving the
+// same tensors in the same dtypes as its constructor does; tests/planner_test.cc builds real models in many
+// layouts and holds the two equal, so a change to a model's plan that forgets its formula fails there.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "core/backend.h"
+#include "core/model_config.h"
+#include "parallel/model.h"
+
+namespace tessera {
+
+// Activation recomputation as the planner models it. kNone is what the models plan today (the arena formulas
+// equal the real arenas); kSelective and kFull are the planner's predictions for train.recompute:
+//   - kSelective: the attention output and the MLP activation of every block are recomputed in backward, not
+//     kept per micro-batch;
+//   - kFull: of every block only its input [B, T, C] is kept per micro-batch, plus one block's activations
+//     (the one being recomputed) shared by all.
+enum class ActivationRecompute { kNone, kSelective, kFull };
+const char* recompute_name(ActivationRecompute recompute);  // "NONE", "SELECTIVE", "FULL"
+
+// One rank's stage as a Model would be built for training.
+struct ArenaPlanShape {
+  int tp = 1;
+  StageRange stage;
+  int micro_batch = 1;
+  int seq_len = 1;
+  int slots = 1;  // micro-batches in flight (parallel/pipeline_schedule.h, pipeline_in_flight)
+  ActivationRecompute recompute = ActivationRecompute::kNone;
+};
+
+// Sums reservations the way TensorArena::reserve does: each tensor rounded up to 64 bytes.
+class ArenaTally {
+ public:
+  void add(DType dtype, int64_t numel) { bytes_ += (static_cast<size_t>(numel) * dtype_size(dtype) + 63) / 64 * 64; }
+  // n copies of one tensor.
+  void add(DType dtype, int64_t numel, int64_t copies) {
+    for (int64_t i = 0; i < copies; ++i) add(dtype, numel);
+  }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  size_t bytes_ = 0;
+};
+
+}  // namespace tessera

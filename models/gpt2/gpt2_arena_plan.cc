@@ -1,0 +1,55 @@
+// GPT-2's training arena plan from shapes alone (models/arena_plan.h): the same reservations, in the same
+// dtypes, as Gpt2Model's constructor (gpt2_model.cc, "activations, planned once") makes for ModelUse::kTrain.
+#include "models/gpt2/gpt2_model.h"
+
+namespace tessera {
+
+size_t gpt2_train_arena_bytes(const ModelConfig& config, const ArenaPlanShape& shape) {
+  const DType A = config.dtype, F = DType::kF32, I = DType::kI32;
+  const int64_t B = shape.micro_batch, T = shape.seq_len, BT = B * T, C = config.n_embd;
+  const int64_t Cl = C / shape.tp, Hl = config.n_head / shape.tp;
+  const int64_t vocab_rows = config.padded_vocab(shape.tp) / shape.tp;
+  const int64_t layers = shape.stage.end_layer - shape.stage.first_layer;
+  const bool head = shape.stage.has_head;
+
+  // One block's activations of one micro-batch; `kept` leaves out what recomputation drops.
+  auto block = [&](ArenaTally& t, ActivationRecompute kept) {
+    if (kept == ActivationRecompute::kFull) {
+      t.add(A, BT * C);  // res3: the block's output, the next block's input
+      return;
+    }
+    t.add(A, BT * C);                                               // ln1
+    t.add(F, BT, 2);                                                // ln1 mean, rstd
+    t.add(A, BT * 3 * Cl);                                          // qkv
+    if (kept == ActivationRecompute::kNone) t.add(A, BT * Cl);      // attention output
+    t.add(F, B * Hl * T);                                           // log-sum-exp
+    t.add(A, BT * C, 2);                                            // res2, ln2
+    t.add(F, BT, 2);                                                // ln2 mean, rstd
+    t.add(A, BT * 4 * Cl);                                          // fc
+    if (kept == ActivationRecompute::kNone) t.add(A, BT * 4 * Cl);  // GELU(fc)
+    t.add(A, BT * C);                                               // res3
+  };
+
+  ArenaTally t;
+  for (int s = 0; s < shape.slots; ++s) {
+    t.add(I, BT, 2);   // tokens, targets
+    t.add(A, BT * C);  // stage input
+    for (int64_t l = 0; l < layers; ++l) block(t, shape.recompute);
+    if (head) {
+      t.add(A, BT * C);  // lnf
+      t.add(F, BT, 3);   // lnf mean, rstd; losses
+      t.add(A, BT * C);  // d_lnf
+    }
+  }
+  if (shape.recompute == ActivationRecompute::kFull && layers > 0) block(t, ActivationRecompute::kNone);
+  if (head) t.add(A, BT * vocab_rows);  // logits
+  t.add(F, BT);                         // row max
+  t.add(F, 2 * BT);                     // row statistics
+  t.add(A, BT * C, 2);                  // d_res, d_ln
+  t.add(A, BT * 4 * Cl);                // d_big
+  t.add(A, BT * Cl);                    // d_atty
+  if (head) t.add(F, BT, shape.slots);  // loss weights
+  return t.bytes();
+}
+
+}  // namespace tessera

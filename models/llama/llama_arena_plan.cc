@@ -1,0 +1,58 @@
+// Llama's training arena plan from shapes alone (models/arena_plan.h): the same reservations, in the same
+// dtypes, as LlamaModel's constructor (llama_model.cc, "activations, planned once") makes for ModelUse::kTrain.
+#include <algorithm>
+
+#include "models/llama/llama_model.h"
+
+namespace tessera {
+
+size_t llama_train_arena_bytes(const ModelConfig& config, const ArenaPlanShape& shape) {
+  const DType A = config.dtype, F = DType::kF32, I = DType::kI32;
+  const int64_t B = shape.micro_batch, T = shape.seq_len, BT = B * T, C = config.n_embd;
+  const int64_t hs = config.head_size(), Hl = config.n_head / shape.tp, KVl = config.n_kv_head / shape.tp;
+  const int64_t qkv_width = (Hl + 2 * KVl) * hs, att_width = Hl * hs, Fl = config.ffn_hidden / shape.tp;
+  const int64_t vocab_rows = config.padded_vocab(shape.tp) / shape.tp;
+  const int64_t layers = shape.stage.end_layer - shape.stage.first_layer;
+  const bool head = shape.stage.has_head;
+
+  auto block = [&](ArenaTally& t, ActivationRecompute kept) {
+    if (kept == ActivationRecompute::kFull) {
+      t.add(A, BT * C);  // res3: the block's output, the next block's input
+      return;
+    }
+    t.add(A, BT * C);                                                  // xn1
+    t.add(F, BT);                                                      // rstd1
+    t.add(A, BT * qkv_width);                                          // qkv
+    if (kept == ActivationRecompute::kNone) t.add(A, BT * att_width);  // attention output
+    t.add(F, B * Hl * T);                                              // log-sum-exp
+    t.add(A, BT * C, 2);                                               // res2, xn2
+    t.add(F, BT);                                                      // rstd2
+    t.add(A, BT * 2 * Fl);                                             // gate_up
+    if (kept == ActivationRecompute::kNone) t.add(A, BT * Fl);         // SwiGLU(gate, up)
+    t.add(A, BT * C);                                                  // res3
+  };
+
+  ArenaTally t;
+  for (int s = 0; s < shape.slots; ++s) {
+    t.add(I, BT, 2);   // tokens, targets
+    t.add(A, BT * C);  // stage input
+    for (int64_t l = 0; l < layers; ++l) block(t, shape.recompute);
+    if (head) {
+      t.add(A, BT * C);  // xnf
+      t.add(F, BT, 2);   // rstdf, losses
+      t.add(A, BT * C);  // d_xnf
+    }
+  }
+  if (shape.recompute == ActivationRecompute::kFull && layers > 0) block(t, ActivationRecompute::kNone);
+  if (head) t.add(A, BT * vocab_rows);                  // logits
+  t.add(F, BT);                                         // row max
+  t.add(F, 2 * BT);                                     // row statistics
+  t.add(A, BT * C, 2);                                  // d_res, d_ln
+  t.add(A, BT * std::max<int64_t>(2 * Fl, qkv_width));  // d_big
+  t.add(A, BT * Fl);                                    // d_hidden
+  t.add(A, BT * att_width);                             // d_atty
+  if (head) t.add(F, BT, shape.slots);                  // loss weights
+  return t.bytes();
+}
+
+}  // namespace tessera

@@ -1,0 +1,228 @@
+// The layout planner (launcher/run/planner.h): its activation memory equals what real models plan in their
+// arenas and its parameter counts what they allocate, over many layouts of two sizes of both architectures;
+// what it enumerates is exactly what resolve_layout accepts; memory refusals, calibration and the rank
+// correlation behave.
+#include "launcher/run/planner.h"
+
+#include <gtest/gtest.h>
+
+#include <stdexcept>
+
+#include "core/check.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "launcher/common/config.h"
+#include "models/registry.h"
+#include "parallel/pipeline_schedule.h"
+
+namespace tessera {
+namespace {
+
+// Rank `rank` of a tensor-parallel group of `size`, for building one rank's shard in one process: building a
+// model does not communicate, so every operation is an error.
+class ShapeOnlyGroup final : public ProcessGroup {
+ public:
+  ShapeOnlyGroup(int rank, int size) : rank_(rank), size_(size), world_ranks_(size) {
+    for (int i = 0; i < size; ++i) world_ranks_[i] = i;
+  }
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  const std::string& name() const override { return name_; }
+  const std::vector<int>& world_ranks() const override { return world_ranks_; }
+  WorkHandle all_reduce(Tensor, ReduceOp) override { throw std::logic_error("no communication"); }
+  WorkHandle reduce_scatter(Tensor, Tensor, ReduceOp) override { throw std::logic_error("no communication"); }
+  WorkHandle all_gather(Tensor, Tensor) override { throw std::logic_error("no communication"); }
+  WorkHandle broadcast(Tensor, int) override { throw std::logic_error("no communication"); }
+  WorkHandle send(Tensor, int, int) override { throw std::logic_error("no communication"); }
+  WorkHandle recv(Tensor, int, int) override { throw std::logic_error("no communication"); }
+  void barrier() override {}
+
+ private:
+  int rank_, size_;
+  std::string name_ = "tp";
+  std::vector<int> world_ranks_;
+};
+
+config::JobConfig job_of(config::Arch arch, bool big, bool bf16) {
+  config::JobConfig job;
+  job.set_name("planner-test");
+  auto* m = job.mutable_model();
+  m->set_arch(arch);
+  m->set_vocab_size(big ? 5000 : 2048);
+  m->set_n_layer(big ? 6 : 4);
+  m->set_n_head(big ? 8 : 4);
+  m->set_n_embd(big ? 256 : 128);
+  m->set_max_seq_len(big ? 256 : 128);
+  if (arch == config::LLAMA) {
+    m->set_n_kv_head(big ? 4 : 2);
+    m->set_ffn_hidden(big ? 688 : 352);
+  }
+  if (bf16) m->set_dtype(config::BF16);
+  job.mutable_train()->set_steps(1);
+  job.mutable_train()->set_global_batch(big ? 8 : 16);
+  job.mutable_train()->set_seq_len(big ? 256 : 64);
+  job.mutable_data()->set_mock(true);
+  return job;
+}
+
+struct Case {
+  config::Arch arch;
+  bool big, bf16;
+  int tp, pp, micro_batches;
+};
+
+// Every stage of every layout: the planner's arena bytes and parameter elements equal the real model's.
+TEST(PlannerMemory, ArenaAndParametersEqualRealModels) {
+  const Case cases[] = {
+      {config::GPT2, false, false, 1, 1, 1}, {config::GPT2, false, false, 2, 1, 2},
+      {config::GPT2, false, true, 1, 2, 4},  {config::GPT2, false, false, 4, 2, 2},
+      {config::GPT2, false, false, 1, 4, 8}, {config::GPT2, false, false, 2, 6, 4},
+      {config::GPT2, true, false, 2, 3, 4},  {config::GPT2, true, true, 8, 2, 2},
+      {config::GPT2, true, false, 4, 1, 1},  {config::LLAMA, false, false, 1, 1, 1},
+      {config::LLAMA, false, true, 2, 2, 4}, {config::LLAMA, false, false, 2, 4, 2},
+      {config::LLAMA, true, false, 4, 2, 8}, {config::LLAMA, true, true, 2, 3, 2},
+      {config::LLAMA, true, false, 1, 6, 8},
+  };
+  CpuBackend backend(1);
+  int checked = 0;
+  for (const Case& c : cases) {
+    config::JobConfig job = job_of(c.arch, c.big, c.bf16);
+    const int dp = 1;
+    job.mutable_parallel()->set_tp(c.tp);
+    job.mutable_parallel()->set_pp(c.pp);
+    job.mutable_parallel()->set_micro_batches(c.micro_batches);
+    const Layout layout = resolve_layout(job, c.tp * c.pp * dp);
+    const ModelConfig m = model_config_from(job.model());
+    const auto split = split_layers(m.n_layer, c.pp);
+    double max_arena = 0;
+    for (int s = 0; s < c.pp; ++s) {
+      const StageRange stage{split[s].first, split[s].second, s == 0, s == c.pp - 1};
+      const int slots = pipeline_in_flight(PipelineKind::kOneFOneB, c.pp, s, c.micro_batches);
+      ShapeOnlyGroup tp(c.tp - 1, c.tp);  // the last TP rank: its vocabulary shard holds the padding
+      auto model = create_model(m, backend, tp, stage, layout.micro_batch_size, job.train().seq_len(), slots);
+      ArenaPlanShape shape{
+          c.tp, stage, layout.micro_batch_size, job.train().seq_len(), slots, ActivationRecompute::kNone};
+      const std::string where = std::string(m.arch) + (c.big ? " big" : " small") + " tp " + std::to_string(c.tp) +
+                                " pp " + std::to_string(c.pp) + " stage " + std::to_string(s);
+      EXPECT_EQ(model_architecture(m.arch).train_arena_bytes(m, shape), model->arena_bytes()) << where;
+      max_arena = std::max(max_arena, static_cast<double>(model->arena_bytes()));
+      ++checked;
+    }
+    PlanLayout plan{c.tp, c.pp, dp, c.micro_batches, layout.micro_batch_size, 0, ActivationRecompute::kNone};
+    const MemoryPrediction predicted = predict_memory(job, plan, cpu_device(10, 100, c.tp * c.pp));
+    // The fullest stage's shard, as the real model on that stage holds it.
+    const StageRange fullest{split[predicted.stage].first, split[predicted.stage].second, predicted.stage == 0,
+                             predicted.stage == c.pp - 1};
+    ShapeOnlyGroup tp(0, c.tp);
+    auto model = create_model(m, backend, tp, fullest, layout.micro_batch_size, job.train().seq_len(),
+                              pipeline_in_flight(PipelineKind::kOneFOneB, c.pp, predicted.stage, c.micro_batches));
+    EXPECT_EQ(predicted.params, model->flat_params().numel());
+    EXPECT_EQ(predicted.activations, static_cast<double>(model->arena_bytes()));
+    EXPECT_LE(predicted.activations, max_arena);
+  }
+  EXPECT_GE(checked, 30);
+}
+
+// Recomputation keeps less, FULL least, and never changes the parameters.
+TEST(PlannerMemory, RecomputationShrinksActivations) {
+  const config::JobConfig job = job_of(config::LLAMA, true, true);
+  const ModelConfig m = model_config_from(job.model());
+  ArenaPlanShape shape{2, StageRange{0, m.n_layer, true, true}, 4, 256, 4, ActivationRecompute::kNone};
+  const auto arena = model_architecture("llama").train_arena_bytes;
+  const size_t none = arena(m, shape);
+  shape.recompute = ActivationRecompute::kSelective;
+  const size_t selective = arena(m, shape);
+  shape.recompute = ActivationRecompute::kFull;
+  const size_t full = arena(m, shape);
+  EXPECT_LT(selective, none);
+  EXPECT_LT(full, selective);
+}
+
+// What the planner offers is what train accepts, and nothing train accepts is missing.
+TEST(PlannerLayouts, EnumeratesExactlyTheLegalLayouts) {
+  const config::JobConfig job = job_of(config::LLAMA, false, false);  // 4 heads, 2 kv heads, 4 layers, batch 16
+  const int devices = 8;
+  const PlanResult result = plan_layouts(job, devices, cpu_device(10, 1000, devices), PlanConstants());
+  ASSERT_FALSE(result.fits.empty());
+  EXPECT_EQ(result.refused_memory, 0);
+  int legal = 0;
+  for (int tp = 1; tp <= devices; ++tp)
+    for (int pp = 1; tp * pp <= devices; ++pp)
+      for (int mb = 1; mb <= 16; ++mb) {
+        if (devices % (tp * pp) != 0) continue;
+        config::JobConfig c = job;
+        c.mutable_parallel()->set_tp(tp);
+        c.mutable_parallel()->set_pp(pp);
+        c.mutable_parallel()->set_micro_batches(mb);
+        try {
+          const Layout l = resolve_layout(c, devices);
+          legal += l.dp > 1 ? 2 : 1;  // ZeRO 0 and 1
+        } catch (const ConfigError&) {
+        }
+      }
+  EXPECT_EQ(static_cast<int>(result.fits.size()), legal * static_cast<int>(recompute_options().size()));
+  for (const PlanEntry& e : result.fits) {
+    EXPECT_EQ(job.model().n_kv_head() % e.layout.tp, 0);
+    EXPECT_GT(e.time.total(), 0);
+  }
+  for (size_t i = 1; i < result.fits.size(); ++i)
+    EXPECT_GE(result.fits[i - 1].tokens_per_s, result.fits[i].tokens_per_s);
+}
+
+TEST(PlannerLayouts, RefusesWhatDoesNotFit) {
+  const config::JobConfig job = job_of(config::GPT2, true, false);
+  const PlanResult roomy = plan_layouts(job, 4, cpu_device(10, 1000, 4), PlanConstants());
+  ASSERT_FALSE(roomy.fits.empty());
+  // Just below the smallest layout's need: everything is refused.
+  double least = 1e300;
+  for (const PlanEntry& e : roomy.fits) least = std::min(least, e.memory.total());
+  const PlanResult tight = plan_layouts(job, 4, cpu_device(10, least * 0.999 / 1e9, 4), PlanConstants());
+  EXPECT_TRUE(tight.fits.empty());
+  EXPECT_EQ(tight.refused_memory, static_cast<int>(roomy.fits.size()));
+}
+
+TEST(PlannerModel, MoreStagesMeanMoreBubbleAndMoreMicroBatchesLess) {
+  const config::JobConfig job = job_of(config::GPT2, true, false);
+  const DeviceSpec device = planner_device("h100-sxm");
+  const PlanConstants k;
+  const TimePrediction pp2 = predict_time(job, PlanLayout{1, 2, 1, 1, 8, 0, ActivationRecompute::kNone}, device, k);
+  const TimePrediction pp2m8 = predict_time(job, PlanLayout{1, 2, 1, 8, 1, 0, ActivationRecompute::kNone}, device, k);
+  EXPECT_GT(pp2.bubble, 0);
+  EXPECT_NEAR(pp2.bubble / (pp2.compute + pp2.tp_comm + pp2.pp_comm + pp2.bubble), 0.5, 1e-9);  // (p-1)/(m+p-1)
+  EXPECT_NEAR(pp2m8.bubble / (pp2m8.compute + pp2m8.tp_comm + pp2m8.pp_comm + pp2m8.bubble), 1.0 / 9, 1e-9);
+  const TimePrediction tp2 = predict_time(job, PlanLayout{2, 1, 1, 1, 8, 0, ActivationRecompute::kNone}, device, k);
+  EXPECT_GT(tp2.tp_comm, 0);
+  EXPECT_EQ(pp2.tp_comm, 0);
+  EXPECT_THROW(planner_device("Z80"), ConfigError);
+}
+
+TEST(PlannerCalibration, RecoversTheEfficiencyItWasMeasuredWith) {
+  const DeviceSpec device = cpu_device(20, 100, 2);
+  PlanConstants truth;
+  truth.compute_efficiency = 0.37;
+  truth.comm_efficiency = 0.21;
+  std::vector<MeasuredRun> runs;
+  for (auto [tp, mb] : {std::pair{1, 1}, std::pair{2, 16}}) {
+    const int dp = 1;
+    config::JobConfig job = job_of(config::GPT2, false, false);
+    job.mutable_parallel()->set_tp(tp);
+    job.mutable_parallel()->set_dp(dp);
+    job.mutable_parallel()->set_micro_batches(mb);
+    const Layout l = resolve_layout(job, tp * dp);
+    PlanLayout layout{tp, 1, dp, mb, l.micro_batch_size, 0, ActivationRecompute::kNone};
+    runs.push_back(MeasuredRun{job, predict_time(job, layout, device, truth).total(), "synthetic"});
+  }
+  double rms = 1;
+  const PlanConstants fitted = calibrate(runs, device, PlanConstants(), &rms);
+  EXPECT_NEAR(fitted.compute_efficiency, 0.37, 0.37 * 0.03);
+  EXPECT_NEAR(fitted.comm_efficiency, 0.21, 0.21 * 0.03);
+  EXPECT_LT(rms, 0.02);
+}
+
+TEST(PlannerStatistics, SpearmanRankCorrelation) {
+  EXPECT_DOUBLE_EQ(spearman({1, 2, 3, 4}, {10, 20, 30, 40}), 1.0);
+  EXPECT_DOUBLE_EQ(spearman({1, 2, 3, 4}, {4, 3, 2, 1}), -1.0);
+  EXPECT_NEAR(spearman({1, 2, 3, 4, 5}, {2, 1, 4, 3, 5}), 0.8, 1e-12);
+}
+
+}  // namespace
+}  // namespace tessera
