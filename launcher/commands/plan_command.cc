@@ -15,7 +15,7 @@
 #include "launcher/commands/commands.h"
 #include "launcher/common/config.h"
 #include "launcher/common/human_format.h"
-#include "launcher/common/json.h"
+#include "launcher/common/json_io.h"
 #include "launcher/run/planner.h"
 
 namespace tessera {
@@ -110,30 +110,30 @@ int plan_command(const std::vector<std::string>& args) {
   const PlanResult result = plan_layouts(job, devices, device, constants);
   if (json) {
     Json out = Json::object();
-    out.set("compute_efficiency", constants.compute_efficiency);
-    out.set("comm_efficiency", constants.comm_efficiency);
-    out.set("refused_memory", result.refused_memory);
-    out.set("illegal", result.illegal);
+    out["compute_efficiency"] = constants.compute_efficiency;
+    out["comm_efficiency"] = constants.comm_efficiency;
+    out["refused_memory"] = result.refused_memory;
+    out["illegal"] = result.illegal;
     Json layouts = Json::array();
     for (size_t i = 0; i < result.fits.size() && static_cast<int>(i) < top; ++i) {
       const PlanEntry& e = result.fits[i];
       Json row = Json::object();
-      row.set("tp", e.layout.tp);
-      row.set("pp", e.layout.pp);
-      row.set("dp", e.layout.dp);
-      row.set("micro_batches", e.layout.micro_batches);
-      row.set("zero_stage", e.layout.zero_stage);
-      row.set("recompute", recompute_name(e.layout.recompute));
-      row.set("memory_bytes", e.memory.total());
-      row.set("allocated_bytes", e.memory.allocated());
-      row.set("activation_bytes", e.memory.activations);
-      row.set("step_s", e.time.total());
-      row.set("tokens_per_s", e.tokens_per_s);
-      row.set("mfu", e.mfu);
+      row["tp"] = e.layout.tp;
+      row["pp"] = e.layout.pp;
+      row["dp"] = e.layout.dp;
+      row["micro_batches"] = e.layout.micro_batches;
+      row["zero_stage"] = e.layout.zero_stage;
+      row["recompute"] = recompute_name(e.layout.recompute);
+      row["memory_bytes"] = e.memory.total();
+      row["allocated_bytes"] = e.memory.allocated();
+      row["activation_bytes"] = e.memory.activations;
+      row["step_s"] = e.time.total();
+      row["tokens_per_s"] = e.tokens_per_s;
+      row["mfu"] = e.mfu;
       layouts.push_back(std::move(row));
     }
-    out.set("layouts", std::move(layouts));
-    std::printf("%s\n", out.dump().c_str());
+    out["layouts"] = std::move(layouts);
+    std::printf("%s\n", dump_json(out).c_str());
     return 0;
   }
 

@@ -9,7 +9,7 @@
 #include <sstream>
 
 #include "core/check.h"
-#include "launcher/common/json.h"
+#include "launcher/common/json_io.h"
 #include "models/registry.h"
 #include "parallel/pipeline_schedule.h"
 
@@ -312,7 +312,7 @@ MeasuredRun read_measured_run(const std::string& run_dir) {
   while (std::getline(metrics, line)) {
     if (line.empty()) continue;
     const Json row = parse_json(line, run_dir + "/metrics.jsonl");
-    if (const Json* v = row.find("ms_per_step"); v != nullptr) ms.push_back(v->as_number());
+    if (const auto v = row.find("ms_per_step"); v != row.end() && v->is_number()) ms.push_back(v->get<double>());
   }
   TS_CHECK(!ms.empty(), ConfigError, "--calibrate ", run_dir, ": metrics.jsonl has no ms_per_step; run at least ",
            "one step");
