@@ -80,8 +80,19 @@ std::string adapt_layout_for_resume(config::JobConfig& job, const std::string& s
       continue;  // the resume itself reports it and falls back (Checkpointer::resume)
     }
     if (!manifest.has_layout()) return "";
-    const std::optional<ElasticLayout> layout =
-        elastic_layout(saved_layout_of(manifest), job.train().global_batch(), world_size);
+    std::optional<ElasticLayout> layout;
+    try {
+      layout = elastic_layout(saved_layout_of(manifest), job.train().global_batch(), world_size);
+    } catch (const ConfigError&) {
+      // The checkpoint's tp and pp do not fit this world. A checkpoint loads in any layout, so when the job's own
+      // layout fits, the run continues in it, resharded; only when neither fits is the job refused.
+      const config::ParallelConfig& own = job.parallel();
+      const int model_ranks = own.tp() * own.pp();
+      const bool own_fits = model_ranks > 0 && world_size % model_ranks == 0 &&
+                            (!own.has_dp() || own.dp() * model_ranks == world_size);
+      if (!own_fits) throw;
+      return "";
+    }
     if (!layout) return "";
     config::ParallelConfig* parallel = job.mutable_parallel();
     parallel->set_tp(layout->tp);

@@ -8,8 +8,9 @@
 // stays what it was) when they divide global_batch / dp, otherwise the largest size below that does. The global
 // batch's samples are the same in any dp (Note [Global data order] in launcher/data/sampler.h), so the run
 // continues with the same data in the same order and the losses differ from an uninterrupted run's only by fp32
-// rounding (sums taken in another grouping). Refused (ConfigError) when tp * pp does not divide the world or dp
-// does not divide the global batch. When the user sets parallel.tp, .pp, .dp or .micro_batches with --set, the
+// rounding (sums taken in another grouping). When tp * pp does not divide the world or dp does not divide the
+// global batch, the job's own layout is taken instead if it fits the world (the checkpoint is resharded on load,
+// as any resume in another layout); refused (ConfigError) only when neither fits. When the user sets parallel.tp, .pp, .dp or .micro_batches with --set, the
 // command line wins and nothing is adapted (a mismatch is then the ordinary layout error).
 #pragma once
 
