@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(build-essential cmake pkg-config libopenmpi-dev openmpi-bin libhdf5-openmpi-dev hdf5-tools
-          libprotobuf-dev protobuf-compiler libopenblas-openmp-dev libsentencepiece-dev libgtest-dev zlib1g-dev
+          libprotobuf-dev protobuf-compiler libopenblas-openmp-dev libsentencepiece-dev libgtest-dev libcli11-dev zlib1g-dev
           libxxhash-dev nlohmann-json3-dev libfmt-dev xxhash python3-numpy python3-h5py
           iproute2 util-linux procps  # iproute2, util-linux (unshare), procps (sysctl): tests/netns
           slurmctld slurmd slurm-client munge slurm-wlm-basic-plugins)  # the Slurm tests' one-machine cluster

@@ -389,6 +389,81 @@ TEST(ApplyOverride, BadOverridesSayWhatIsAllowed) {
   }
 }
 
+// The command line against the file (apply_overrides): --unset first, a repeated field's list replaced, the
+// command line's choice of training data winning with a notice.
+TEST(ApplyOverrides, RepeatedFieldsAreReplacedThenAppendedTo) {
+  config::JobConfig job = small_job();
+  job.mutable_data()->clear_mock();
+  job.mutable_data()->add_train_blend()->set_prefix("file");
+  const std::vector<std::string> notices = apply_overrides(
+      job, {{"data.train_blend={prefix: \"a\" weight: 0.7}", " data.train_blend = prefix: 'b' weight: 0.3"}, {}});
+  EXPECT_TRUE(notices.empty());
+  ASSERT_EQ(job.data().train_blend_size(), 2);
+  EXPECT_EQ(job.data().train_blend(0).prefix(), "a");
+  EXPECT_DOUBLE_EQ(job.data().train_blend(1).weight(), 0.3);
+  // apply_override alone appends.
+  apply_override(job, "data.train_blend={prefix: \"c\" weight: 1}");
+  EXPECT_EQ(job.data().train_blend_size(), 3);
+  EXPECT_NO_THROW(validate_job_config(job));
+
+  for (const auto& [assignment, expected] : std::vector<std::pair<std::string, std::string>>{
+           {"data.train_blend={}", "an element of 'data.train_blend' is empty"},
+           {"data.train_blend={prefix: a}", "--set data.train_blend:1:"},
+           {"data.train_blend={weigth: 1}", "did you mean 'weight'?"},
+           {"data.train_blend.prefix=a", "'data.train_blend' is a repeated field"}}) {
+    SCOPED_TRACE(assignment);
+    const std::string message = config_error([&] { apply_overrides(job, {{assignment}, {}}); });
+    EXPECT_NE(message.find(expected), std::string::npos) << message;
+  }
+}
+
+TEST(ApplyOverrides, UnsetClearsBeforeSet) {
+  config::JobConfig job = small_job();
+  job.mutable_parallel()->set_tp(2);
+  apply_overrides(job, {{"train.steps=7"}, {"parallel.tp", "train.steps", "logging.run_dir", "optimizer"}});
+  EXPECT_FALSE(job.parallel().has_tp());
+  EXPECT_EQ(job.train().steps(), 7);  // set after the unset
+  EXPECT_FALSE(job.has_optimizer());
+  EXPECT_FALSE(job.has_logging());  // clearing inside an unset block creates nothing
+  EXPECT_EQ(config_error([&] { clear_field(job, "parallel.tq"); })
+                .rfind("--unset 'parallel.tq': unknown field 'tq' in 'parallel'; did you mean 'tp'? The fields there "
+                       "are: tp, pp, dp",
+                       0),
+            0u);
+  EXPECT_NE(config_error([&] { clear_field(job, "parallel.tp.x"); }).find("'parallel.tp' is a single value"),
+            std::string::npos);
+  EXPECT_NE(config_error([&] { clear_field(job, ""); }).find("the field path is empty"), std::string::npos);
+}
+
+TEST(ApplyOverrides, TheCommandLinesTrainingDataWins) {
+  config::JobConfig job = small_job();
+  job.mutable_data()->clear_mock();
+  job.mutable_data()->set_train_prefix("data/x");
+  std::vector<std::string> notices = apply_overrides(job, {{"data.mock=true"}, {}});
+  ASSERT_EQ(notices.size(), 1u);
+  EXPECT_EQ(notices[0],
+            "--set data.mock=true overrides the config's data.train_prefix 'data/x', which is ignored: training on "
+            "generated tokens");
+  EXPECT_FALSE(job.data().has_train_prefix());
+  EXPECT_NO_THROW(validate_job_config(job));
+
+  // A prefix replaces the file's mock and blend.
+  job.mutable_data()->add_train_blend()->set_prefix("b");
+  notices = apply_overrides(job, {{"data.train_prefix=data/y"}, {}});
+  ASSERT_EQ(notices.size(), 2u);
+  EXPECT_NE(notices[0].find("overrides the config's data.mock=true, which is ignored: training on 'data/y'"),
+            std::string::npos);
+  EXPECT_NE(notices[1].find("the config's data.train_blend (1 dataset(s))"), std::string::npos);
+  EXPECT_FALSE(job.data().mock());
+  EXPECT_EQ(job.data().train_blend_size(), 0);
+
+  // mock=false chooses nothing; two choices on the command line stay the validation error.
+  EXPECT_TRUE(apply_overrides(job, {{"data.mock=false", "parallel.tp=1"}, {}}).empty());
+  EXPECT_EQ(job.data().train_prefix(), "data/y");
+  apply_overrides(job, {{"data.mock=true", "data.train_prefix=z"}, {}});
+  EXPECT_NE(config_error([&] { validate_job_config(job); }).find("both set"), std::string::npos);
+}
+
 // ---- validation -------------------------------------------------------------------------------------------
 
 TEST(ValidateJobConfig, SmallJobWithoutOptionalBlocksIsValid) {

@@ -337,26 +337,30 @@ TEST_F(PrepareTest, NonRegularInputsAndAnEmptyTrainSplitAreRefused) {
   EXPECT_TRUE(contains(message, "--valid-fraction 1 holds out every document, leaving no training data")) << message;
 }
 
+// `tessera prepare` as a user runs it: the flags (with --flag=value too), its summary, and the usage errors (exit 2).
 TEST_F(PrepareTest, CommandLine) {
-  ::testing::internal::CaptureStdout();
-  const int code = prepare_command({"--input", input_, input_, "--tokenizer-out", dir_.file("cli.model"),
-                                    "--vocab-size=" + std::to_string(kVocab), "--out", dir_.file("cli"),
-                                    "--valid-fraction", "0.1", "--seed=7", "--threads", "2"});
-  const std::string output = ::testing::internal::GetCapturedStdout();
-  EXPECT_EQ(code, 0);
-  EXPECT_TRUE(contains(output, "prepared 240 documents")) << output;
-  EXPECT_TRUE(contains(output, "train: ")) << output;
+  const std::string tessera = TESSERA_BINARY;
+  const auto r =
+      tessera::testing::run_command(tessera + " prepare --input " + input_ + " " + input_ + " --tokenizer-out " +
+                                    dir_.file("cli.model") + " --vocab-size=" + std::to_string(kVocab) + " --out " +
+                                    dir_.file("cli") + " --valid-fraction 0.1 --seed=7 --threads 2");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "prepared 240 documents")) << r.output;
+  EXPECT_TRUE(contains(r.output, "train: ")) << r.output;
   EXPECT_TRUE(IndexedDataset::open(dir_.file("cli_valid")).num_documents() > 0);
 
-  ::testing::internal::CaptureStdout();
-  EXPECT_EQ(prepare_command({"--help"}), 0);
-  EXPECT_TRUE(contains(::testing::internal::GetCapturedStdout(), "usage: tessera prepare"));
+  const auto help = tessera::testing::run_command(tessera + " prepare --help");
+  EXPECT_EQ(help.exit_code, 0);
+  EXPECT_TRUE(contains(help.output, "Usage: tessera prepare")) << help.output;
 
-  EXPECT_THROW(prepare_command({"--inptu", input_}), ConfigError);
-  EXPECT_THROW(prepare_command({"--input", input_, "--vocab-size", "many"}), ConfigError);
-  EXPECT_THROW(prepare_command({"--input", input_, "--out"}), ConfigError);
-  EXPECT_THROW(prepare_command({"--input"}), ConfigError);
-  EXPECT_THROW(prepare_command({"--input", input_, "--invalid-utf8", "ignore"}), ConfigError);
+  for (const std::string& bad :
+       {"--inptu " + input_, "--input " + input_ + " --vocab-size many", "--input " + input_ + " --out",
+        std::string("--input"), "--input " + input_ + " --invalid-utf8 ignore",
+        "--input " + input_ + " --mc-task-size 0"}) {
+    const auto e = tessera::testing::run_command(tessera + " prepare " + bad);
+    EXPECT_EQ(e.exit_code, 2) << bad << "\n" << e.output;
+    EXPECT_TRUE(contains(e.output, "`tessera prepare --help`")) << bad << "\n" << e.output;
+  }
 }
 
 // The binary turns errors into a message and an exit code, never a crash. A missing input is a usage error

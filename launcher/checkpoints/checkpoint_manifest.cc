@@ -338,8 +338,8 @@ CheckpointChoice choose_checkpoint(
 }
 
 config::JobConfig config_from_checkpoint(const std::string& spec, const std::string& run_dir,
-                                         const std::vector<std::string>& overrides, const char* flag, bool keep_layout,
-                                         std::string* source) {
+                                         const ConfigOverrides& overrides, const char* flag, bool keep_layout,
+                                         std::string* source, std::vector<std::string>* notices) {
   TS_CHECK(spec != "latest" || !run_dir.empty(), ConfigError, flag,
            " latest without --config needs --run-dir RUN_DIR (where the run's checkpoints are); or give ", flag,
            " RUN_DIR or a checkpoint directory");
@@ -359,8 +359,9 @@ config::JobConfig config_from_checkpoint(const std::string& spec, const std::str
         parallel.set_comm(config.parallel().comm());
         *config.mutable_parallel() = parallel;
       }
-      for (const std::string& assignment : overrides) apply_override(config, assignment);
+      const std::vector<std::string> lines = apply_overrides(config, overrides);
       validate_job_config(config);
+      if (notices != nullptr) notices->insert(notices->end(), lines.begin(), lines.end());
       *source = dir;
       return config;
     } catch (const CheckpointError& error) {

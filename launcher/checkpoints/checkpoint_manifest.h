@@ -29,6 +29,7 @@
 #include <string>
 #include <vector>
 
+#include "launcher/common/config.h"
 #include "proto/checkpoint.pb.h"
 
 namespace tessera {
@@ -136,13 +137,14 @@ CheckpointChoice choose_checkpoint(
     const std::function<void(const std::string& dir, const std::vector<std::string>& problems)>& on_rejected);
 
 // The job config saved in the checkpoint `spec` names (the newest one whose manifest reads), with the command
-// line's overrides applied and validated. The run directory becomes the one holding that checkpoint
+// line's overrides applied as apply_overrides applies them to a file (their notices go to *notices, when not null)
+// and validated. The run directory becomes the one holding that checkpoint
 // (RUN_DIR/checkpoints/step_N), so a run continues where it was, unless --run-dir says otherwise. `flag` names
 // the option in messages ("--resume"); *source is set to the checkpoint directory read. keep_layout false: the
 // saved parallel layout is dropped before the overrides (all but parallel.timeout_s and parallel.comm), for
 // the commands that run a checkpoint in a layout of their own (eval, generate).
 config::JobConfig config_from_checkpoint(const std::string& spec, const std::string& run_dir,
-                                         const std::vector<std::string>& overrides, const char* flag, bool keep_layout,
-                                         std::string* source);
+                                         const ConfigOverrides& overrides, const char* flag, bool keep_layout,
+                                         std::string* source, std::vector<std::string>* notices = nullptr);
 
 }  // namespace tessera

@@ -7,14 +7,16 @@
 // SwiGLU 8192, vocabulary 128256, rope_theta 500000, untied head). On CPU the large shapes run seq 256, batch
 // 4 in fp32; with train.device=CUDA they run seq 1024 in bf16 (llama-1b: seq 2048), with the batch below,
 // unless --set says otherwise.
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <memory>
 #include <vector>
 
 #include "cluster/process_env.h"
 #include "core/check.h"
-#include "launcher/commands/cli_args.h"
+#include "launcher/commands/command_line.h"
 #include "launcher/commands/commands.h"
 #include "launcher/common/config.h"
 #include "launcher/data/data_sources.h"
@@ -116,24 +118,30 @@ double measure_sgemm_gflops(Backend& backend) {
   return best;
 }
 
-}  // namespace
+// The command line of `tessera bench`.
+struct BenchFlags {
+  std::string shape = "tiny";
+  int steps = 5;
+  int warmup = 1;
+  bool no_dp_overlap = false;
+  ConfigOverrides overrides;
+};
 
-int bench_command(const std::vector<std::string>& args, MpiEnvironment& mpi, const ProcessEnv& env) {
-  CliArgs cli("bench", args, {"--shape", "--steps", "--warmup", "--set"}, {"--no-dp-overlap"}, {"--set"});
-  // The device decides the defaults of the shape; --set is applied on top of them.
+int run_bench(const BenchFlags& flags, MpiEnvironment& mpi, const ProcessEnv& env) {
+  // The device decides the defaults of the shape; the overrides are applied on top of them.
   config::JobConfig probe;
-  for (const std::string& assignment : cli.all("--set")) apply_override(probe, assignment);
-  config::JobConfig config = bench_shape(cli.get("--shape", "tiny"), probe.train().device() == config::CUDA);
-  const int steps = std::stoi(cli.get("--steps", "5"));
-  const int warmup = std::stoi(cli.get("--warmup", "1"));
-  TS_CHECK(steps >= 1 && warmup >= 0, ConfigError, "tessera bench: --steps must be >= 1 and --warmup >= 0");
+  apply_overrides(probe, flags.overrides);
+  config::JobConfig config = bench_shape(flags.shape, probe.train().device() == config::CUDA);
+  const int steps = flags.steps;
+  const int warmup = flags.warmup;
   config.mutable_train()->set_steps(steps + warmup);
-  for (const std::string& assignment : cli.all("--set")) apply_override(config, assignment);
+  const std::vector<std::string> notices = apply_overrides(config, flags.overrides);
   validate_job_config(config);
   Job job = build_job(config, mpi, env);
+  print_notices(notices, job.is_logger());
   DataSources data = open_data_sources(config);
   // The reference for the overlapped DP gradient sync: the same buckets, all started after backward.
-  const bool dp_overlap = !cli.has("--no-dp-overlap");
+  const bool dp_overlap = !flags.no_dp_overlap;
   job.grad_sync->set_overlap(dp_overlap);
 
   const ModelConfig& m = job.model_config;
@@ -190,6 +198,28 @@ int bench_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
     std::fflush(stdout);
   }
   return 0;
+}
+
+}  // namespace
+
+Command add_bench_command(CLI::App& tessera) {
+  auto flags = std::make_shared<BenchFlags>();
+  CLI::App* app = tessera.add_subcommand(
+      "bench", "Measure training throughput (tokens/s, model FLOP/s, MFU on a known GPU) on generated tokens");
+  app->add_option("--shape", flags->shape, "The model: tiny, llama-tiny, gpt2-124m, gpt2-350m, gpt2-774m or llama-1b")
+      ->type_name("NAME")
+      ->capture_default_str();
+  app->add_option("--steps", flags->steps, "Timed steps")->check(CLI::PositiveNumber)->capture_default_str();
+  app->add_option("--warmup", flags->warmup, "Untimed steps before them")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app->add_flag("--no-dp-overlap", flags->no_dp_overlap,
+                "Start the data-parallel gradient sync after backward instead of during it (the reference)");
+  add_override_options(app, &flags->overrides);
+  Command command;
+  command.app = app;
+  command.run_mpi = [flags](MpiEnvironment& mpi, const ProcessEnv& env) { return run_bench(*flags, mpi, env); };
+  return command;
 }
 
 }  // namespace tessera

@@ -1,26 +1,42 @@
-// The tessera subcommands. Each returns the process exit code; errors a user can cause are thrown as
-// tessera::Error subclasses and reported by main().
+// The tessera subcommands. Each add_*_command adds its subcommand to the `tessera` command line (CLI11): its
+// options, each with the description `tessera <command> --help` prints, bound to state that the returned Command
+// owns. main() parses the command line, then runs the chosen command's function. A command returns the process
+// exit code; errors a user can cause are thrown as tessera::Error subclasses and reported by main().
+//
+// Adding a command: write add_<name>_command in <name>_command.cc and add one line to main()'s list.
 #pragma once
 
-#include <string>
-#include <vector>
+#include <functional>
+
+namespace CLI {
+class App;
+}
 
 namespace tessera {
 
 class MpiEnvironment;
 struct ProcessEnv;
 
-int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, const ProcessEnv& env);
-int verify_command(const std::vector<std::string>& args, MpiEnvironment& mpi, const ProcessEnv& env);
-int bench_command(const std::vector<std::string>& args, MpiEnvironment& mpi, const ProcessEnv& env);
-int eval_command(const std::vector<std::string>& args, MpiEnvironment& mpi, const ProcessEnv& env);
-int generate_command(const std::vector<std::string>& args, MpiEnvironment& mpi, const ProcessEnv& env);
+struct Command {
+  // The subcommand in the `tessera` app; parsed() is true when the command line chose it.
+  CLI::App* app = nullptr;
+  // Exactly one is set. A single-process command needs no MPI; an MPI command runs on every rank after MPI is
+  // initialized (under mpirun, or alone as a world of one).
+  std::function<int()> run_single;
+  std::function<int(MpiEnvironment& mpi, const ProcessEnv& env)> run_mpi;
+};
+
+Command add_train_command(CLI::App& tessera);
+Command add_verify_command(CLI::App& tessera);
+Command add_bench_command(CLI::App& tessera);
+Command add_eval_command(CLI::App& tessera);
+Command add_generate_command(CLI::App& tessera);
 // Single-process: need no MPI.
-int prepare_command(const std::vector<std::string>& args);
-int inspect_command(const std::vector<std::string>& args);
-int import_command(const std::vector<std::string>& args);
-int export_command(const std::vector<std::string>& args);
-int plot_command(const std::vector<std::string>& args);
-int plan_command(const std::vector<std::string>& args);
+Command add_prepare_command(CLI::App& tessera);
+Command add_inspect_command(CLI::App& tessera);
+Command add_import_command(CLI::App& tessera);
+Command add_export_command(CLI::App& tessera);
+Command add_plot_command(CLI::App& tessera);
+Command add_plan_command(CLI::App& tessera);
 
 }  // namespace tessera

@@ -1,5 +1,5 @@
 // `tessera eval --checkpoint PATH|RUN_DIR [--data PREFIX [--max-tokens N]] [--task FILE.jsonl] [--json]
-//  [--config FILE] [--set k=v]...`: the mean cross-entropy and perplexity of a checkpoint's model over a
+//  [--config FILE] [--set k=v]... [--unset k]...`: the mean cross-entropy and perplexity of a checkpoint's model over a
 // Megatron-format dataset, and its accuracy on a multiple-choice task (launcher/run/multiple_choice.h), in any
 // layout (under mpirun, with --set parallel.tp=... as for train). Nothing is written.
 //
@@ -8,10 +8,12 @@
 // windows (the job's, or --set train.global_batch=N). The windows after the last whole batch are left out and
 // counted in the output; --max-tokens N stops after N target tokens, rounded down to whole batches. World rank 0
 // shows the progress in windows on stderr (launcher/common/progress.h).
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <limits>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -19,7 +21,7 @@
 #include "core/check.h"
 #include "launcher/checkpoints/checkpoint.h"
 #include "launcher/checkpoints/checkpoint_manifest.h"
-#include "launcher/commands/cli_args.h"
+#include "launcher/commands/command_line.h"
 #include "launcher/commands/commands.h"
 #include "launcher/common/config.h"
 #include "launcher/common/durable_file.h"
@@ -35,31 +37,41 @@
 
 namespace tessera {
 
-int eval_command(const std::vector<std::string>& args, MpiEnvironment& mpi, const ProcessEnv& env) {
-  CliArgs cli("eval", args, {"--checkpoint", "--data", "--max-tokens", "--task", "--per-example", "--config", "--set"},
-              {"--json"}, {"--set"});
-  TS_CHECK(cli.has("--checkpoint"), ConfigError,
+namespace {
+
+// The command line of `tessera eval`.
+struct EvalFlags {
+  CLI::App* app = nullptr;
+  std::string checkpoint, data, max_tokens, task, per_example, config;
+  bool json = false;
+  ConfigOverrides overrides;
+  bool given(const char* flag) const { return app->count(flag) > 0; }
+};
+
+int run_eval(const EvalFlags& flags, MpiEnvironment& mpi, const ProcessEnv& env) {
+  TS_CHECK(flags.given("--checkpoint"), ConfigError,
            "give the model with --checkpoint CHECKPOINT|RUN_DIR (a checkpoint directory, or a run directory for its "
            "newest complete checkpoint)");
-  TS_CHECK(cli.has("--data") || cli.has("--task"), ConfigError,
+  TS_CHECK(flags.given("--data") || flags.given("--task"), ConfigError,
            "give the dataset with --data PREFIX (PREFIX.bin and PREFIX.idx, as `tessera prepare` writes them), a "
            "multiple-choice task with --task FILE.jsonl, or both");
-  TS_CHECK(!cli.has("--max-tokens") || cli.has("--data"), ConfigError, "--max-tokens limits --data; give --data");
-  TS_CHECK(!cli.has("--per-example") || cli.has("--task"), ConfigError,
+  TS_CHECK(!flags.given("--max-tokens") || flags.given("--data"), ConfigError,
+           "--max-tokens limits --data; give --data");
+  TS_CHECK(!flags.given("--per-example") || flags.given("--task"), ConfigError,
            "--per-example FILE.jsonl lists the examples of --task; give --task");
-  const std::string spec = cli.get("--checkpoint");
-  const std::string prefix = cli.get("--data", "");
+  const std::string spec = flags.checkpoint;
+  const std::string prefix = flags.data;
   int64_t max_tokens = -1;
-  if (cli.has("--max-tokens")) {
-    const std::string value = cli.get("--max-tokens");
+  if (flags.given("--max-tokens")) {
+    const std::string value = flags.max_tokens;
     TS_CHECK(!value.empty() && value.find_first_not_of("0123456789") == std::string::npos && std::stoll(value) > 0,
              ConfigError, "--max-tokens takes a positive number of tokens, not '", value, "'");
     max_tokens = std::stoll(value);
   }
   std::string config_source;
   config::JobConfig config;
-  if (cli.has("--config")) {
-    config = load_job_config(cli.get("--config"), {});
+  if (flags.given("--config")) {
+    config = load_job_config(flags.config, {});
   } else {
     // Any layout: not necessarily the one the run trained in (--set parallel.tp=... picks one).
     config = config_from_checkpoint(spec, "", {}, "--checkpoint", /*keep_layout=*/false, &config_source);
@@ -81,12 +93,13 @@ int eval_command(const std::vector<std::string>& args, MpiEnvironment& mpi, cons
   config.mutable_checkpoint()->set_every_steps(0);
   config.mutable_checkpoint()->set_async(false);
   config.mutable_checkpoint()->set_save_on_exit(false);
-  for (const std::string& assignment : cli.all("--set")) apply_override(config, assignment);
+  const std::vector<std::string> notices = apply_overrides(config, flags.overrides);
   validate_job_config(config);
 
   Job job = build_job(config, mpi, env);
   DataSources data = open_data_sources(config);
   const bool log = job.is_logger();
+  print_notices(notices, log, flags.json ? stderr : stdout);
   Checkpointer checkpointer(job, data, config.logging().run_dir());
   const std::string loaded = checkpointer.load_weights(spec, "--checkpoint");
 
@@ -118,14 +131,14 @@ int eval_command(const std::vector<std::string>& args, MpiEnvironment& mpi, cons
     row.add("data", prefix).add("tokens", static_cast<long long>(tokens));
     row.add("windows", static_cast<long long>(batches * G)).add("left_out_windows", static_cast<long long>(left_out));
     row.add("seq_len", T).add("loss", loss).add("perplexity", std::exp(loss));
-    if (log && !cli.has("--json")) {
+    if (log && !flags.json) {
       std::printf("eval %s on %s: %s tokens in %lld windows of %d (%lld left out), loss %.6f, perplexity %.4f\n",
                   loaded.c_str(), prefix.c_str(), human_count(static_cast<double>(tokens)).c_str(),
                   static_cast<long long>(batches * G), T, static_cast<long long>(left_out), loss, std::exp(loss));
     }
   }
-  if (cli.has("--task")) {
-    const std::string task = cli.get("--task");
+  if (flags.given("--task")) {
+    const std::string task = flags.task;
     TS_CHECK(!config.data().tokenizer().empty(), ConfigError, "--task ", task,
              ": the checkpoint's job names no data.tokenizer to turn the task's text into tokens; give it with "
              "--set data.tokenizer=PATH.model");
@@ -133,7 +146,7 @@ int eval_command(const std::vector<std::string>& args, MpiEnvironment& mpi, cons
     const std::vector<tasks::MultipleChoiceExample> examples = read_multiple_choice_task(task);
     const MultipleChoiceResult r =
         score_multiple_choice(*job.trainer, tokenizer, examples, T, static_cast<int>(G), task);
-    if (log && cli.has("--per-example")) {
+    if (log && flags.given("--per-example")) {
       // One line per example: its line in the task, the label, every choice's log-likelihood, the predictions.
       std::string lines;
       for (size_t e = 0; e < r.loglik.size(); ++e) {
@@ -142,11 +155,11 @@ int eval_command(const std::vector<std::string>& args, MpiEnvironment& mpi, cons
         line.add("pred", r.pred[e]).add("pred_norm", r.pred_norm[e]);
         lines += line.str() + "\n";
       }
-      write_file_atomically(cli.get("--per-example"), lines);
+      write_file_atomically(flags.per_example, lines);
     }
     row.add("task", task).add("examples", static_cast<long long>(r.examples));
     row.add("acc", r.acc()).add("acc_norm", r.acc_norm()).add("truncated", static_cast<long long>(r.truncated));
-    if (log && !cli.has("--json")) {
+    if (log && !flags.json) {
       std::printf(
           "eval %s on %s: %lld examples, acc %.4f (%lld right), acc_norm %.4f (%lld right)%s\n", loaded.c_str(),
           task.c_str(), static_cast<long long>(r.examples), r.acc(), static_cast<long long>(r.correct), r.acc_norm(),
@@ -154,9 +167,40 @@ int eval_command(const std::vector<std::string>& args, MpiEnvironment& mpi, cons
           r.truncated ? str_cat("; ", r.truncated, " choice(s) lost context to fit train.seq_len").c_str() : "");
     }
   }
-  if (log && cli.has("--json")) std::printf("%s\n", row.str().c_str());
+  if (log && flags.json) std::printf("%s\n", row.str().c_str());
   std::fflush(stdout);
   return finite ? 0 : 1;
+}
+
+}  // namespace
+
+Command add_eval_command(CLI::App& tessera) {
+  auto flags = std::make_shared<EvalFlags>();
+  CLI::App* app = tessera.add_subcommand(
+      "eval",
+      "The mean loss and perplexity of a checkpoint over a dataset, and its accuracy on a multiple-choice\n"
+      "task, in any layout (under mpirun with --set parallel.*); nothing is written");
+  flags->app = app;
+  app->add_option("--checkpoint", flags->checkpoint,
+                  "The model: a checkpoint directory, or a run directory for its newest complete checkpoint")
+      ->type_name("PATH|RUN_DIR");
+  app->add_option("--data", flags->data, "A tokenized dataset to score: PREFIX.bin + PREFIX.idx (tessera prepare)")
+      ->type_name("PREFIX");
+  app->add_option("--max-tokens", flags->max_tokens, "Score at most N target tokens of --data (whole batches)")
+      ->type_name("N");
+  app->add_option("--task", flags->task, "A multiple-choice task to score (JSON Lines, docs/eval.md)")
+      ->type_name("FILE.jsonl");
+  app->add_option("--per-example", flags->per_example,
+                  "Also write every example's log-likelihoods and predictions of --task here (JSON Lines)")
+      ->type_name("FILE");
+  app->add_option("--config", flags->config, "Take the job config from this file instead of the checkpoint's")
+      ->type_name("FILE.textproto");
+  app->add_flag("--json", flags->json, "Print one JSON object instead of the text lines");
+  add_override_options(app, &flags->overrides);
+  Command command;
+  command.app = app;
+  command.run_mpi = [flags](MpiEnvironment& mpi, const ProcessEnv& env) { return run_eval(*flags, mpi, env); };
+  return command;
 }
 
 }  // namespace tessera

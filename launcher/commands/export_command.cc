@@ -5,6 +5,7 @@
 // assembled whole from the shards' stored boxes (checked against the manifest's sizes and checksums first),
 // one at a time. The job saved in the checkpoint names the tokenizer (data.tokenizer) shipped with it.
 // Single process, no MPI. The progress (tensors read, bytes) goes to stderr (launcher/common/progress.h).
+#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <filesystem>
 #include <map>
@@ -16,7 +17,6 @@
 #include "launcher/checkpoints/checkpoint_layout.h"
 #include "launcher/checkpoints/checkpoint_manifest.h"
 #include "launcher/checkpoints/checkpoint_shard.h"
-#include "launcher/commands/cli_args.h"
 #include "launcher/commands/commands.h"
 #include "launcher/common/checksum.h"
 #include "launcher/common/config.h"
@@ -122,21 +122,25 @@ std::string tokenizer_to_export(const checkpoint::Manifest& manifest) {
   return path;
 }
 
-}  // namespace
+// The command line of `tessera export`.
+struct ExportFlags {
+  CLI::App* app = nullptr;
+  std::string checkpoint, format, out, dtype = "f32", max_shard_size;
+  bool given(const char* flag) const { return app->count(flag) > 0; }
+};
 
-int export_command(const std::vector<std::string>& args) {
-  CliArgs cli("export", args, {"--checkpoint", "--format", "--out", "--dtype", "--max-shard-size"});
-  const std::string path = cli.required("--checkpoint");
-  const std::string out = cli.required("--out");
-  const std::string format = cli.required("--format");
+int run_export(const ExportFlags& flags) {
+  const std::string& path = flags.checkpoint;
+  const std::string& out = flags.out;
+  const std::string& format = flags.format;
   TS_CHECK(format == "hf", ConfigError, "tessera export: --format '", format,
            "' is not known; hf (a Hugging Face transformers directory) is");
   HfExportOptions options;
-  const std::string dtype = cli.get("--dtype", "f32");
+  const std::string& dtype = flags.dtype;
   TS_CHECK(dtype == "f32" || dtype == "bf16", ConfigError, "tessera export: --dtype '", dtype, "' is not f32 or bf16");
   options.dtype = dtype == "f32" ? TensorDType::kF32 : TensorDType::kBF16;
-  if (cli.has("--max-shard-size"))
-    options.max_shard_bytes = parse_byte_size(cli.get("--max-shard-size"), "--max-shard-size");
+  if (flags.given("--max-shard-size"))
+    options.max_shard_bytes = parse_byte_size(flags.max_shard_size, "--max-shard-size");
   check_new_output_dir(out, "tessera export: --out");
 
   // The checkpoint a resume from PATH would load.
@@ -172,6 +176,34 @@ int export_command(const std::vector<std::string>& args) {
               static_cast<long long>(result.tensors), human_bytes(static_cast<double>(result.tensor_bytes)).c_str(),
               dtype.c_str(), result.weight_files.size());
   return 0;
+}
+
+}  // namespace
+
+Command add_export_command(CLI::App& tessera) {
+  auto flags = std::make_shared<ExportFlags>();
+  CLI::App* app = tessera.add_subcommand(
+      "export", "Write a checkpoint's weights as a Hugging Face transformers directory (from_pretrained)");
+  flags->app = app;
+  app->add_option("--checkpoint", flags->checkpoint,
+                  "A checkpoint directory, or a checkpoints or run directory for the checkpoint a resume loads")
+      ->type_name("PATH|RUN_DIR")
+      ->required();
+  app->add_option("--format", flags->format, "The output's format: hf (a Hugging Face transformers directory)")
+      ->type_name("hf")
+      ->required();
+  app->add_option("--out", flags->out, "The new output directory")->type_name("DIR")->required();
+  app->add_option("--dtype", flags->dtype, "The weights' type in the safetensors files: f32 or bf16")
+      ->type_name("f32|bf16")
+      ->capture_default_str();
+  app->add_option("--max-shard-size", flags->max_shard_size,
+                  "Split the weights into files of at most this size (default 5GB; KB/MB/GB are powers of 1000,\n"
+                  "KiB/MiB/GiB of 1024)")
+      ->type_name("SIZE");
+  Command command;
+  command.app = app;
+  command.run_single = [flags] { return run_export(*flags); };
+  return command;
 }
 
 }  // namespace tessera

@@ -3,6 +3,7 @@
 // parallel.pp=M (one copy of the model: parallel.dp must be 1). The model is the checkpoint's saved job config;
 // prompts are tokenized with its data.tokenizer. World rank 0 prints; every rank runs the same prompts. See
 // docs/generate.md.
+#include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -14,7 +15,7 @@
 #include "core/check.h"
 #include "launcher/checkpoints/checkpoint.h"
 #include "launcher/checkpoints/checkpoint_manifest.h"
-#include "launcher/commands/cli_args.h"
+#include "launcher/commands/command_line.h"
 #include "launcher/commands/commands.h"
 #include "launcher/common/config.h"
 #include "launcher/common/json_io.h"
@@ -83,37 +84,43 @@ std::string continuation_text(const Tokenizer& tokenizer, const std::vector<int3
   return whole.compare(0, start.size(), start) == 0 ? whole.substr(start.size()) : decode_text(tokenizer, ids);
 }
 
-}  // namespace
+// The command line of `tessera generate`: the numbers stay text until run_generate parses them, with messages of
+// its own.
+struct GenerateFlags {
+  CLI::App* app = nullptr;
+  std::string checkpoint, prompt, prompt_ids, prompts_file;
+  std::string max_new_tokens = "64", temperature = "1", top_k = "0", top_p = "1", seed = "0";
+  bool json = false, no_kv_cache = false;
+  ConfigOverrides overrides;
+  bool given(const char* flag) const { return app->count(flag) > 0; }
+};
 
-int generate_command(const std::vector<std::string>& args, MpiEnvironment& mpi, const ProcessEnv& env) {
-  CliArgs cli("generate", args,
-              {"--checkpoint", "--prompt", "--prompt-ids", "--prompts-file", "--max-new-tokens", "--temperature",
-               "--top-k", "--top-p", "--seed", "--set"},
-              {"--json", "--no-kv-cache"}, {"--set"});
-  const std::string spec = cli.required("--checkpoint");
-  const int prompt_sources = cli.has("--prompt") + cli.has("--prompt-ids") + cli.has("--prompts-file");
+int run_generate(const GenerateFlags& flags, MpiEnvironment& mpi, const ProcessEnv& env) {
+  const std::string& spec = flags.checkpoint;
+  const int prompt_sources = flags.given("--prompt") + flags.given("--prompt-ids") + flags.given("--prompts-file");
   TS_CHECK(prompt_sources == 1, ConfigError,
            "give exactly one of --prompt TEXT, --prompt-ids 5,17,3 or --prompts-file FILE (one prompt per line)");
   GenerateOptions options;
-  options.max_new_tokens = parse_int("--max-new-tokens", cli.get("--max-new-tokens", "64"), 1);
-  options.sampling.temperature =
-      static_cast<float>(parse_double("--temperature", cli.get("--temperature", "1"), 0, 1e6));
-  options.sampling.top_k = parse_int("--top-k", cli.get("--top-k", "0"), 0);
-  options.sampling.top_p = static_cast<float>(parse_double("--top-p", cli.get("--top-p", "1"), 0, 1));
+  options.max_new_tokens = parse_int("--max-new-tokens", flags.max_new_tokens, 1);
+  options.sampling.temperature = static_cast<float>(parse_double("--temperature", flags.temperature, 0, 1e6));
+  options.sampling.top_k = parse_int("--top-k", flags.top_k, 0);
+  options.sampling.top_p = static_cast<float>(parse_double("--top-p", flags.top_p, 0, 1));
   TS_CHECK(options.sampling.top_p > 0, ConfigError, "--top-p must be above 0 (1 keeps every token)");
   {
-    const std::string seed = cli.get("--seed", "0");
+    const std::string seed = flags.seed;
     TS_CHECK(!seed.empty() && seed.find_first_not_of("0123456789") == std::string::npos && seed.size() <= 19,
              ConfigError, "--seed takes a non-negative integer, not '", seed, "'");
     options.sampling.seed = std::stoull(seed);
   }
-  options.kv_cache = !cli.has("--no-kv-cache");
-  const bool json = cli.has("--json");
+  options.kv_cache = !flags.no_kv_cache;
+  const bool json = flags.json;
 
   // The checkpoint's model in the layout --set gives (every rank reads the manifest itself).
   std::string config_source;
-  const config::JobConfig config =
-      config_from_checkpoint(spec, "", cli.all("--set"), "--checkpoint", /*keep_layout=*/false, &config_source);
+  std::vector<std::string> notices;
+  const config::JobConfig config = config_from_checkpoint(spec, "", flags.overrides, "--checkpoint",
+                                                          /*keep_layout=*/false, &config_source, &notices);
+  print_notices(notices, env.world_rank == 0, stderr);  // stdout carries the generated text
   const ModelConfig model_config = model_config_from(config.model());
 
   // The tokenizer (every rank loads it: every rank must agree on the prompts' lengths).
@@ -130,22 +137,22 @@ int generate_command(const std::vector<std::string>& args, MpiEnvironment& mpi, 
   // The prompts, as token ids.
   std::vector<std::string> texts;
   std::vector<std::vector<int32_t>> prompts;
-  if (cli.has("--prompt-ids")) {
-    prompts.push_back(parse_ids("--prompt-ids", cli.get("--prompt-ids")));
+  if (flags.given("--prompt-ids")) {
+    prompts.push_back(parse_ids("--prompt-ids", flags.prompt_ids));
   } else {
-    if (cli.has("--prompt")) {
-      texts.push_back(cli.get("--prompt"));
+    if (flags.given("--prompt")) {
+      texts.push_back(flags.prompt);
     } else {
-      const std::string problem = regular_file_problem(cli.get("--prompts-file"));
-      TS_CHECK(problem.empty(), ConfigError, "--prompts-file ", cli.get("--prompts-file"), ": ", problem,
+      const std::string problem = regular_file_problem(flags.prompts_file);
+      TS_CHECK(problem.empty(), ConfigError, "--prompts-file ", flags.prompts_file, ": ", problem,
                "; give a text file with one prompt per line");
-      std::ifstream in(cli.get("--prompts-file"));
-      TS_CHECK(in.good(), ConfigError, "--prompts-file ", cli.get("--prompts-file"), ": cannot be read");
+      std::ifstream in(flags.prompts_file);
+      TS_CHECK(in.good(), ConfigError, "--prompts-file ", flags.prompts_file, ": cannot be read");
       for (std::string line; std::getline(in, line);) {
         if (!line.empty() && line.back() == '\r') line.pop_back();
         texts.push_back(line);
       }
-      TS_CHECK(!texts.empty(), ConfigError, "--prompts-file ", cli.get("--prompts-file"), " holds no prompt");
+      TS_CHECK(!texts.empty(), ConfigError, "--prompts-file ", flags.prompts_file, " holds no prompt");
     }
     TS_CHECK(tokenizer != nullptr, ConfigError,
              "the checkpoint's job has no data.tokenizer, so text prompts cannot be tokenized: give token ids with "
@@ -239,6 +246,48 @@ int generate_command(const std::vector<std::string>& args, MpiEnvironment& mpi, 
                  total.decode_s > 0 ? decode_tokens / total.decode_s : 0.0);
   }
   return 0;
+}
+
+}  // namespace
+
+Command add_generate_command(CLI::App& tessera) {
+  auto flags = std::make_shared<GenerateFlags>();
+  CLI::App* app = tessera.add_subcommand(
+      "generate",
+      "Generate text from a checkpoint with a KV cache, on one rank or under mpirun in a TP/PP layout\n"
+      "(--set parallel.tp=N, parallel.pp=M)");
+  flags->app = app;
+  app->add_option("--checkpoint", flags->checkpoint,
+                  "The model: a checkpoint directory, or a run directory for its newest complete checkpoint")
+      ->type_name("PATH|RUN_DIR")
+      ->required();
+  app->add_option("--prompt", flags->prompt, "One prompt, tokenized with the checkpoint's data.tokenizer")
+      ->type_name("TEXT");
+  app->add_option("--prompt-ids", flags->prompt_ids, "One prompt as token ids")->type_name("5,17,3");
+  app->add_option("--prompts-file", flags->prompts_file, "Prompts, one per line")->type_name("FILE");
+  app->add_option("--max-new-tokens", flags->max_new_tokens, "Tokens to generate per prompt (at most)")
+      ->type_name("N")
+      ->capture_default_str();
+  app->add_option("--temperature", flags->temperature, "Sampling temperature; 0 is greedy")
+      ->type_name("T")
+      ->capture_default_str();
+  app->add_option("--top-k", flags->top_k, "Sample among the K likeliest tokens; 0 keeps all")
+      ->type_name("K")
+      ->capture_default_str();
+  app->add_option("--top-p", flags->top_p, "Sample among the likeliest tokens holding probability P (nucleus)")
+      ->type_name("P")
+      ->capture_default_str();
+  app->add_option("--seed", flags->seed, "Seed of the sampling (same seed, same text, in any layout)")
+      ->type_name("S")
+      ->capture_default_str();
+  app->add_flag("--json", flags->json, "Print one JSON object per prompt instead of text");
+  app->add_flag("--no-kv-cache", flags->no_kv_cache,
+                "Recompute the whole sequence for every token instead of using the KV cache (the reference)");
+  add_override_options(app, &flags->overrides);
+  Command command;
+  command.app = app;
+  command.run_mpi = [flags](MpiEnvironment& mpi, const ProcessEnv& env) { return run_generate(*flags, mpi, env); };
+  return command;
 }
 
 }  // namespace tessera

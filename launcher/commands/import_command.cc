@@ -1,4 +1,5 @@
-// `tessera import (--input FILE.h5 | --hf DIR) --out RUN_DIR [--config FILE.textproto] [--set k=v]...`: turns
+// `tessera import (--input FILE.h5 | --hf DIR) --out RUN_DIR [--config FILE.textproto] [--set k=v]...
+// [--unset k]...`: turns
 // full tensors made elsewhere into a checkpoint at step 0 (RUN_DIR/checkpoints/step_00000000, pointed to by
 // `latest`), so that `tessera train --config ... --run-dir RUN_DIR --resume latest` starts from them in any
 // layout.
@@ -11,10 +12,12 @@
 // from --config, or from its config.json.
 // AdamW's moments start at zero. RUN_DIR must be new or empty; every tensor is read and checked before anything
 // is written, and the checkpoint appears only by a rename. Single process, no MPI.
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cctype>
 #include <cstdio>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -23,7 +26,7 @@
 #include "launcher/checkpoints/checkpoint.h"
 #include "launcher/checkpoints/checkpoint_manifest.h"
 #include "launcher/checkpoints/checkpoint_shard.h"
-#include "launcher/commands/cli_args.h"
+#include "launcher/commands/command_line.h"
 #include "launcher/commands/commands.h"
 #include "launcher/commands/fixture.h"
 #include "launcher/common/config.h"
@@ -146,21 +149,40 @@ void print_next_step(const std::string& run_dir) {
   std::printf("train from them: tessera train --config CONFIG --run-dir %s --resume latest\n", run_dir.c_str());
 }
 
-// --input FILE.h5
-int import_h5(const CliArgs& cli, const std::string& run_dir) {
-  const std::string input = cli.required("--input");
-  config::JobConfig job;
-  if (cli.has("--config")) {
-    job = load_job_config(cli.get("--config"), cli.all("--set"));
+// The command line of `tessera import`.
+struct ImportFlags {
+  CLI::App* app = nullptr;
+  std::string input, hf, out, config;
+  ConfigOverrides overrides;
+  bool given(const char* flag) const { return app->count(flag) > 0; }
+};
+
+// The job of the imported model: --config with the overrides, or `made` (from the input's own description) with
+// them.
+config::JobConfig import_job(const ImportFlags& flags, config::JobConfig made) {
+  std::vector<std::string> notices;
+  if (flags.given("--config")) {
+    made = load_job_config(flags.config, flags.overrides, &notices);
   } else {
+    notices = apply_overrides(made, flags.overrides);
+    validate_job_config(made);
+  }
+  print_notices(notices, /*lead=*/true);
+  return made;
+}
+
+// --input FILE.h5
+int import_h5(const ImportFlags& flags, const std::string& run_dir) {
+  const std::string& input = flags.input;
+  config::JobConfig made;
+  if (!flags.given("--config")) {
     H5Reader probe(input);
     TS_CHECK(probe.has_attribute("format") && probe.attribute_string("format") == "tessera-fixture-v1", ConfigError,
              "tessera import: '", input, "' does not say the model's shape (it is not a tessera fixture); give the ",
              "job with --config FILE.textproto");
-    job = fixture_job_config(load_fixture(input));
-    for (const std::string& assignment : cli.all("--set")) apply_override(job, assignment);
-    validate_job_config(job);
+    made = fixture_job_config(load_fixture(input));
   }
+  const config::JobConfig job = import_job(flags, made);
   const ModelConfig model = model_config_from(job.model());
 
   // Every parameter whole, from the input file.
@@ -191,16 +213,10 @@ int import_h5(const CliArgs& cli, const std::string& run_dir) {
 }
 
 // --hf DIR
-int import_hf(const CliArgs& cli, const std::string& run_dir) {
-  const std::string dir = cli.get("--hf");
-  config::JobConfig job;
-  if (cli.has("--config")) {
-    job = load_job_config(cli.get("--config"), cli.all("--set"));
-  } else {
-    job = job_for_model(read_hf_model_config(dir));
-    for (const std::string& assignment : cli.all("--set")) apply_override(job, assignment);
-    validate_job_config(job);
-  }
+int import_hf(const ImportFlags& flags, const std::string& run_dir) {
+  const std::string& dir = flags.hf;
+  const config::JobConfig job =
+      import_job(flags, flags.given("--config") ? config::JobConfig() : job_for_model(read_hf_model_config(dir)));
   const ModelConfig model = model_config_from(job.model());
   const std::vector<ParamSpec> specs = param_specs(model);
   const HfWeights weights = read_hf_weights(dir, model);
@@ -218,15 +234,36 @@ int import_hf(const CliArgs& cli, const std::string& run_dir) {
   return 0;
 }
 
+int run_import(const ImportFlags& flags) {
+  TS_CHECK(flags.given("--input") != flags.given("--hf"), ConfigError,
+           "tessera import: give the weights with either --input FILE.h5 or --hf DIR (a Hugging Face directory)");
+  const std::string& run_dir = flags.out;
+  check_new_output_dir(run_dir, "tessera import: --out");
+  return flags.given("--hf") ? import_hf(flags, run_dir) : import_h5(flags, run_dir);
+}
+
 }  // namespace
 
-int import_command(const std::vector<std::string>& args) {
-  CliArgs cli("import", args, {"--input", "--hf", "--out", "--config", "--set"}, {}, {"--set"});
-  TS_CHECK(cli.has("--input") != cli.has("--hf"), ConfigError,
-           "tessera import: give the weights with either --input FILE.h5 or --hf DIR (a Hugging Face directory)");
-  const std::string run_dir = cli.required("--out");
-  check_new_output_dir(run_dir, "tessera import: --out");
-  return cli.has("--hf") ? import_hf(cli, run_dir) : import_h5(cli, run_dir);
+Command add_import_command(CLI::App& tessera) {
+  auto flags = std::make_shared<ImportFlags>();
+  CLI::App* app = tessera.add_subcommand(
+      "import",
+      "Turn full tensors made elsewhere (an HDF5 file, or a Hugging Face directory with config.json and\n"
+      "safetensors) into a step-0 checkpoint to train from");
+  flags->app = app;
+  app->add_option("--input", flags->input,
+                  "An HDF5 file of the model's tensors (a tessera fixture, a checkpoint's model.h5, or <name>)")
+      ->type_name("FILE.h5");
+  app->add_option("--hf", flags->hf, "A Hugging Face directory (config.json, model.safetensors or its shards)")
+      ->type_name("DIR");
+  app->add_option("--out", flags->out, "The new run directory (new or empty)")->type_name("RUN_DIR")->required();
+  app->add_option("--config", flags->config, "The job to record; default: the input's own model description")
+      ->type_name("FILE.textproto");
+  add_override_options(app, &flags->overrides);
+  Command command;
+  command.app = app;
+  command.run_single = [flags] { return run_import(*flags); };
+  return command;
 }
 
 }  // namespace tessera

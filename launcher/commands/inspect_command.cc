@@ -6,17 +6,18 @@
 // code (choose_checkpoint), with every checkpoint passed over listed and why. Single process, no MPI. Exit 0
 // when a resume from PATH would load a checkpoint (damage to model.h5 or manifest.textproto, which loading
 // does not need, is reported), 1 when it would fail.
+#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "core/check.h"
 #include "launcher/checkpoints/checkpoint_layout.h"
 #include "launcher/checkpoints/checkpoint_manifest.h"
-#include "launcher/commands/cli_args.h"
 #include "launcher/commands/commands.h"
 #include "launcher/common/checksum.h"
 #include "launcher/common/human_format.h"
@@ -116,15 +117,15 @@ void print_manifest(const checkpoint::Manifest& m, bool slices) {
   }
 }
 
-}  // namespace
+// The command line of `tessera inspect`.
+struct InspectFlags {
+  std::string path;
+  bool slices = false;
+};
 
-int inspect_command(const std::vector<std::string>& args) {
-  TS_CHECK(!args.empty() && args[0].rfind("--", 0) != 0, ConfigError,
-           "tessera inspect: give a checkpoint directory, e.g. tessera inspect runs/x/checkpoints/step_00000100 "
-           "(or a run directory for the checkpoint a resume would load)");
-  CliArgs cli("inspect", std::vector<std::string>(args.begin() + 1, args.end()), {}, {"--slices"});
-  const bool slices = cli.has("--slices");
-  const ResumeCandidates candidates = resume_candidates(args[0], "", "tessera inspect");
+int run_inspect(const InspectFlags& flags) {
+  const bool slices = flags.slices;
+  const ResumeCandidates candidates = resume_candidates(flags.path, "", "tessera inspect");
   TS_CHECK(!candidates.dirs.empty(), ConfigError, "tessera inspect: no checkpoint in ", candidates.checkpoints_dir);
   if (!candidates.latest_problem.empty()) {
     std::printf("warning: %s\n  a resume uses the newest complete checkpoint instead\n",
@@ -170,6 +171,25 @@ int inspect_command(const std::vector<std::string>& args) {
     for (const std::string& warning : warnings) std::printf("    - %s\n", warning.c_str());
   }
   return 0;
+}
+
+}  // namespace
+
+Command add_inspect_command(CLI::App& tessera) {
+  auto flags = std::make_shared<InspectFlags>();
+  CLI::App* app = tessera.add_subcommand(
+      "inspect",
+      "Show a checkpoint (step, layout, files, tensors) and check that it is complete and intact;\n"
+      "exit 0 when a resume from PATH would load a checkpoint, 1 when it would fail");
+  app->add_option("PATH", flags->path,
+                  "A checkpoint directory (e.g. runs/x/checkpoints/step_00000100), or a checkpoints or run\n"
+                  "directory for the checkpoint a resume would load")
+      ->required();
+  app->add_flag("--slices", flags->slices, "Also list every shard's slices (the offset and count of each)");
+  Command command;
+  command.app = app;
+  command.run_single = [flags] { return run_inspect(*flags); };
+  return command;
 }
 
 }  // namespace tessera

@@ -4,6 +4,9 @@
 // measured runs. Single-process, no MPI and no device: it only predicts.
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
+#include <memory>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -11,7 +14,7 @@
 
 #include "core/check.h"
 #include "kernels/cpu/cpu_backend.h"
-#include "launcher/commands/cli_args.h"
+#include "launcher/commands/command_line.h"
 #include "launcher/commands/commands.h"
 #include "launcher/common/config.h"
 #include "launcher/common/human_format.h"
@@ -22,20 +25,17 @@ namespace tessera {
 
 namespace {
 
-double number_flag(const CliArgs& cli, const std::string& flag, double fallback, double low, double high) {
-  if (!cli.has(flag)) return fallback;
-  const std::string text = cli.get(flag);
-  double v = 0;
-  size_t used = 0;
-  try {
-    v = std::stod(text, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  TS_CHECK(used == text.size() && v >= low && v <= high, ConfigError, "tessera plan: ", flag, " '", text,
-           "' must be a number from ", low, " to ", high);
-  return v;
-}
+// The command line of `tessera plan`.
+struct PlanFlags {
+  CLI::App* app = nullptr;
+  std::string config, gpu = "H100-SXM";
+  ConfigOverrides overrides;
+  std::vector<std::string> calibrate;
+  int gpus = 0, top = 10, nodes_of = 0;
+  double cpu_gflops = 0, memory_gb = 0, compute_efficiency = 0, comm_efficiency = 0, dp_overlap = 0;
+  bool json = false;
+  bool given(const char* flag) const { return app->count(flag) > 0; }
+};
 
 // The node's sgemm GFLOP/s with every core (the shape bench uses: [1024, 768] x [3072, 768]^T).
 double node_sgemm_gflops() {
@@ -65,38 +65,33 @@ std::string ms(double seconds) {
   return text;
 }
 
-}  // namespace
 
-int plan_command(const std::vector<std::string>& args) {
-  CliArgs cli("plan", args,
-              {"--config", "--gpus", "--gpu", "--nodes-of", "--top", "--set", "--calibrate", "--cpu-gflops",
-               "--memory-gb", "--compute-efficiency", "--comm-efficiency", "--dp-overlap"},
-              {"--json"}, {"--set", "--calibrate"});
-  const config::JobConfig job = load_job_config(cli.required("--config"), cli.all("--set"));
-  const int devices = static_cast<int>(number_flag(cli, "--gpus", 0, 1, 1 << 20));
-  TS_CHECK(cli.has("--gpus"), ConfigError, "tessera plan: --gpus N is required (the devices to plan for)");
-  const int top = static_cast<int>(number_flag(cli, "--top", 10, 1, 1e6));
-  const std::string gpu = cli.get("--gpu", "H100-SXM");
+int run_plan(const PlanFlags& flags) {
+  std::vector<std::string> notices;
+  const config::JobConfig job = load_job_config(flags.config, flags.overrides, &notices);
+  print_notices(notices, /*lead=*/true, flags.json ? stderr : stdout);
+  const int devices = flags.gpus;
+  const int top = flags.top;
+  const std::string gpu = flags.gpu;
   DeviceSpec device;
   if (gpu == "cpu" || gpu == "CPU") {
-    const double gflops =
-        cli.has("--cpu-gflops") ? number_flag(cli, "--cpu-gflops", 0, 1e-3, 1e9) : node_sgemm_gflops();
+    const double gflops = flags.given("--cpu-gflops") ? flags.cpu_gflops : node_sgemm_gflops();
     const double memory = static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGESIZE));
-    device = cpu_device(gflops, number_flag(cli, "--memory-gb", memory / 1e9, 1e-3, 1e9), devices);
+    device = cpu_device(gflops, flags.given("--memory-gb") ? flags.memory_gb : memory / 1e9, devices);
   } else {
     device = planner_device(gpu);
-    device.memory_gb = number_flag(cli, "--memory-gb", device.memory_gb, 1e-3, 1e9);
+    if (flags.given("--memory-gb")) device.memory_gb = flags.memory_gb;
   }
-  device.devices_per_node = static_cast<int>(number_flag(cli, "--nodes-of", device.devices_per_node, 1, 1 << 20));
+  if (flags.given("--nodes-of")) device.devices_per_node = flags.nodes_of;
 
   PlanConstants constants;
-  constants.compute_efficiency = number_flag(cli, "--compute-efficiency", constants.compute_efficiency, 1e-4, 1);
-  constants.comm_efficiency = number_flag(cli, "--comm-efficiency", constants.comm_efficiency, 1e-4, 1);
-  constants.dp_overlap = number_flag(cli, "--dp-overlap", constants.dp_overlap, 0, 1);
-  const bool json = cli.has("--json");
-  if (cli.has("--calibrate")) {
+  if (flags.given("--compute-efficiency")) constants.compute_efficiency = flags.compute_efficiency;
+  if (flags.given("--comm-efficiency")) constants.comm_efficiency = flags.comm_efficiency;
+  if (flags.given("--dp-overlap")) constants.dp_overlap = flags.dp_overlap;
+  const bool json = flags.json;
+  if (!flags.calibrate.empty()) {
     std::vector<MeasuredRun> runs;
-    for (const std::string& dir : cli.all("--calibrate")) runs.push_back(read_measured_run(dir));
+    for (const std::string& dir : flags.calibrate) runs.push_back(read_measured_run(dir));
     double rms = 0;
     constants = calibrate(runs, device, constants, &rms);
     if (!json) {
@@ -166,6 +161,57 @@ int plan_command(const std::vector<std::string>& args) {
   }
   std::printf("\n(memory on the fullest stage; buffers = pipeline exchange and losses + the device runtime)\n");
   return 0;
+}
+
+}  // namespace
+
+Command add_plan_command(CLI::App& tessera) {
+  auto flags = std::make_shared<PlanFlags>();
+  CLI::App* app = tessera.add_subcommand(
+      "plan",
+      "Predict memory per device and step time of every legal layout of a job, and print the best ones\n"
+      "For every tp x pp x dp, micro-batch count, ZeRO stage and recomputation the job allows on --gpus devices:\n"
+      "memory by part (weights, gradients, optimizer state, activations of the schedule's micro-batches in\n"
+      "flight, buffers) and step time by part (compute, TP, PP, the pipeline bubble, DP), tokens/s and MFU;\n"
+      "layouts that do not fit are refused and counted (docs/planner.md).");
+  flags->app = app;
+  app->add_option("--config", flags->config, "The job: a JobConfig in protobuf text format (proto/config.proto)")
+      ->type_name("FILE.textproto")
+      ->required();
+  add_override_options(app, &flags->overrides);
+  app->add_option("--gpus", flags->gpus, "The devices to plan for")->type_name("N")->required()->check(
+      CLI::Range(1, 1 << 20));
+  app->add_option("--gpu", flags->gpu, "The device: H100-SXM, A100-80GB, H200, or cpu (this machine's sgemm speed)")
+      ->type_name("NAME")
+      ->capture_default_str();
+  app->add_option("--nodes-of", flags->nodes_of, "Devices per node (NVLink inside a node, the network across)")
+      ->type_name("N")
+      ->check(CLI::Range(1, 1 << 20));
+  app->add_option("--top", flags->top, "How many layouts to print")->type_name("K")->check(CLI::Range(1, 1000000))
+      ->capture_default_str();
+  app->add_option("--calibrate", flags->calibrate,
+                  "Fit the compute and communication efficiencies to the step times of measured runs first")
+      ->type_name("RUN_DIR");
+  app->add_option("--cpu-gflops", flags->cpu_gflops, "--gpu cpu: the node's sgemm GFLOP/s (default: measured)")
+      ->type_name("G")
+      ->check(CLI::Range(1e-3, 1e9));
+  app->add_option("--memory-gb", flags->memory_gb, "Memory per device in GB, instead of the device's")
+      ->type_name("GB")
+      ->check(CLI::Range(1e-3, 1e9));
+  app->add_option("--compute-efficiency", flags->compute_efficiency, "Fraction of peak the compute runs at")
+      ->type_name("F")
+      ->check(CLI::Range(1e-4, 1.0));
+  app->add_option("--comm-efficiency", flags->comm_efficiency, "Fraction of link bandwidth communication reaches")
+      ->type_name("F")
+      ->check(CLI::Range(1e-4, 1.0));
+  app->add_option("--dp-overlap", flags->dp_overlap, "Fraction of the DP gradient sync hidden behind backward")
+      ->type_name("F")
+      ->check(CLI::Range(0.0, 1.0));
+  app->add_flag("--json", flags->json, "Print the result as one JSON object");
+  Command command;
+  command.app = app;
+  command.run_single = [flags] { return run_plan(*flags); };
+  return command;
 }
 
 }  // namespace tessera

@@ -1,28 +1,46 @@
 // `tessera plot RUN_DIR [--out FILE.svg]`: draws a run's metrics.jsonl (loss and validation loss, learning rate,
 // tokens/s over steps) as one self-contained SVG (launcher/run/run_plot.h), RUN_DIR/plot.svg unless --out says
 // otherwise. Single process, no MPI; works on a run that is still training (the rows written so far).
+#include <CLI/CLI.hpp>
 #include <cstdio>
+#include <memory>
 #include <string>
-#include <vector>
 
-#include "core/check.h"
-#include "launcher/commands/cli_args.h"
 #include "launcher/commands/commands.h"
 #include "launcher/commands/exit_codes.h"
 #include "launcher/run/run_plot.h"
 
 namespace tessera {
 
-int plot_command(const std::vector<std::string>& args) {
-  TS_CHECK(!args.empty() && args[0].rfind("--", 0) != 0, ConfigError,
-           "tessera plot: give a run directory, e.g. tessera plot runs/tiny (it writes runs/tiny/plot.svg)");
-  CliArgs cli("plot", std::vector<std::string>(args.begin() + 1, args.end()), {"--out"});
-  const std::string run_dir = args[0];
-  const std::string out = cli.get("--out", run_dir + "/plot.svg");
-  const int rows = write_run_plot(run_dir, out);
+namespace {
+
+struct PlotFlags {
+  std::string run_dir, out;
+};
+
+int run_plot(const PlotFlags& flags) {
+  const std::string out = flags.out.empty() ? flags.run_dir + "/plot.svg" : flags.out;
+  const int rows = write_run_plot(flags.run_dir, out);
   std::printf("%s: %d step(s) of %s/metrics.jsonl (loss, validation loss, learning rate, tokens/s)\n", out.c_str(),
-              rows, run_dir.c_str());
+              rows, flags.run_dir.c_str());
   return kExitSuccess;
+}
+
+}  // namespace
+
+Command add_plot_command(CLI::App& tessera) {
+  auto flags = std::make_shared<PlotFlags>();
+  CLI::App* app = tessera.add_subcommand(
+      "plot",
+      "Draw a run's loss, validation loss, learning rate and tokens/s over steps as an SVG\n"
+      "Reads RUN_DIR/metrics.jsonl (the rows written so far, so a run still training can be drawn); train\n"
+      "writes RUN_DIR/plot.svg at the end of every run too.");
+  app->add_option("RUN_DIR", flags->run_dir, "The run directory (it holds metrics.jsonl)")->required();
+  app->add_option("--out", flags->out, "Where to write the SVG (default RUN_DIR/plot.svg)")->type_name("FILE.svg");
+  Command command;
+  command.app = app;
+  command.run_single = [flags] { return run_plot(*flags); };
+  return command;
 }
 
 }  // namespace tessera

@@ -1,6 +1,6 @@
-// `tessera train --config FILE [--set k=v]... [--run-dir DIR] [--resume latest|auto|PATH] [--init-from PATH]
-// [--trace-steps A:B]`: the training loop. One human line per logged step and the run's metrics.jsonl come from world
-// rank 0 only. Checkpoints: see launcher/checkpoints/checkpoint.h.
+// `tessera train --config FILE [--set k=v]... [--unset k]... [--run-dir DIR] [--resume latest|auto|PATH]
+// [--init-from PATH] [--trace-steps A:B]`: the training loop. One human line per logged step and the run's
+// metrics.jsonl come from world rank 0 only. Checkpoints: see launcher/checkpoints/checkpoint.h.
 //
 // A run directory that already holds a run (metrics.jsonl, or anything in checkpoints/) is never started over:
 // without --resume the job is refused (exit 2) before anything in it changes. `--resume auto` is an alias of
@@ -15,6 +15,7 @@
 // --init-from starts a new run from another run's weights only (fine-tuning): AdamW's moments at zero, step 0,
 // this job's data, batch and order. With --resume latest as well, a checkpoint of this run takes precedence, so
 // a requeued fine-tuning job continues itself instead of starting over.
+#include <CLI/CLI.hpp>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -30,7 +31,7 @@
 #include "launcher/checkpoints/checkpoint.h"
 #include "launcher/checkpoints/checkpoint_manifest.h"
 #include "launcher/checkpoints/elastic_layout.h"
-#include "launcher/commands/cli_args.h"
+#include "launcher/commands/command_line.h"
 #include "launcher/commands/commands.h"
 #include "launcher/commands/exit_codes.h"
 #include "launcher/common/config.h"
@@ -103,33 +104,39 @@ void refuse_existing_run(const std::string& run_dir, ProcessGroup& world) {
   }
 }
 
-}  // namespace
+// The command line of `tessera train`.
+struct TrainFlags {
+  CLI::App* app = nullptr;
+  std::string config, run_dir, resume, init_from;
+  ConfigOverrides overrides;
+  std::string trace_steps;
+  std::string kill_during_save, fail_shard_write, inject_loss_spike;  // test hooks
+  bool given(const char* flag) const { return app->count(flag) > 0; }
+};
 
-int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, const ProcessEnv& env) {
-  CliArgs cli("train", args,
-              {"--config", "--set", "--run-dir", "--resume", "--init-from", "--debug-kill-during-save",
-               "--debug-fail-shard-write", "--debug-inject-loss-spike", "--trace-steps"},
-              {}, {"--set"});
+int run_train(const TrainFlags& flags_in, MpiEnvironment& mpi, const ProcessEnv& env) {
   // --trace-steps A:B is logging.trace_steps, validated with the rest of the config.
-  std::vector<std::string> overrides = cli.all("--set");
-  if (cli.has("--trace-steps")) overrides.push_back("logging.trace_steps=" + cli.get("--trace-steps"));
-  TS_CHECK(!cli.has("--init-from") || cli.has("--config"), ConfigError,
+  TrainFlags flags = flags_in;
+  if (flags.given("--trace-steps")) flags.overrides.set.push_back("logging.trace_steps=" + flags.trace_steps);
+  TS_CHECK(!flags.given("--init-from") || flags.given("--config"), ConfigError,
            "--init-from needs --config FILE.textproto: the new run's job (its data, batch and schedule)");
-  TS_CHECK(cli.has("--config") || cli.has("--resume"), ConfigError,
+  TS_CHECK(flags.given("--config") || flags.given("--resume"), ConfigError,
            "give the job with --config FILE.textproto, or --resume CHECKPOINT|RUN_DIR to continue a "
            "run with the job config saved in its checkpoint");
   // "auto" and "latest" are the same (see the top of this file).
-  const std::string resume_spec = cli.get("--resume", "") == "auto" ? "latest" : cli.get("--resume", "");
+  const std::string resume_spec = flags.resume == "auto" ? "latest" : flags.resume;
   std::string config_source;
-  config::JobConfig config = cli.has("--config")
-                                 ? load_job_config(cli.get("--config"), overrides)
-                                 : config_from_checkpoint(resume_spec, cli.get("--run-dir", ""), overrides, "--resume",
-                                                          /*keep_layout=*/true, &config_source);
-  if (cli.has("--run-dir")) config.mutable_logging()->set_run_dir(cli.get("--run-dir"));
+  std::vector<std::string> notices;
+  config::JobConfig config = flags.given("--config")
+                                 ? load_job_config(flags.config, flags.overrides, &notices)
+                                 : config_from_checkpoint(resume_spec, flags.run_dir, flags.overrides, "--resume",
+                                                          /*keep_layout=*/true, &config_source, &notices);
+  if (flags.given("--run-dir")) config.mutable_logging()->set_run_dir(flags.run_dir);
   // A checkpoint written by another number of ranks continues in the layout that fits this world
   // (Note [Elastic layout] in launcher/checkpoints/elastic_layout.h).
   const std::string layout_change =
-      cli.has("--resume") ? adapt_layout_for_resume(config, resume_spec, mpi.world_size(), cli.all("--set")) : "";
+      flags.given("--resume") ? adapt_layout_for_resume(config, resume_spec, mpi.world_size(), flags.overrides.set)
+                              : "";
 
   Job job = build_job(config, mpi, env);
   const config::TrainConfig& train = config.train();
@@ -140,7 +147,7 @@ int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
   std::unique_ptr<ConsoleLog> console = log ? std::make_unique<ConsoleLog>() : nullptr;
 
   const std::string run_dir = logging.run_dir();
-  if (!cli.has("--resume")) refuse_existing_run(run_dir, *job.groups.world);
+  if (!flags.given("--resume")) refuse_existing_run(run_dir, *job.groups.world);
 
   std::unique_ptr<MetricsWriter> metrics;
   std::unique_ptr<TensorBoardWriter> tensorboard;
@@ -161,42 +168,44 @@ int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
     if (!layout_change.empty()) std::printf("%s\n", layout_change.c_str());
     for (const std::string& warning : data.warnings) std::printf("warning: %s\n", warning.c_str());
     if (!config_source.empty()) {
+      const ConfigOverrides& overrides = flags.overrides;
       std::printf("job config: the one saved in %s%s\n", config_source.c_str(),
-                  cli.all("--set").empty() ? "" : ", with the --set overrides");
+                  !overrides.unset.empty() ? ", with the --set/--unset overrides"
+                  : !overrides.set.empty() ? ", with the --set overrides"
+                                           : "");
     }
-    std::fflush(stdout);
+    print_notices(notices, log);
   }
 
   // ---- checkpoints (launcher/checkpoints/checkpoint.h): resume, then save between steps ----
   install_stop_signal_handlers();
   Checkpointer checkpointer(job, data, run_dir);
-  if (cli.has("--debug-kill-during-save")) {
-    const auto [crash_step, crash_point] = parse_crash_point(cli.get("--debug-kill-during-save"));
+  if (flags.given("--debug-kill-during-save")) {
+    const auto [crash_step, crash_point] = parse_crash_point(flags.kill_during_save);
     checkpointer.crash_during_save(crash_step, crash_point);
   }
-  if (cli.has("--debug-fail-shard-write")) {  // "STEP:RANK" (tests of a failed save)
-    const std::string value = cli.get("--debug-fail-shard-write");
+  if (flags.given("--debug-fail-shard-write")) {  // "STEP:RANK" (tests of a failed save)
+    const std::string value = flags.fail_shard_write;
     const size_t colon = value.find(':');
     TS_CHECK(colon != std::string::npos && colon > 0 && colon + 1 < value.size() &&
                  value.find_first_not_of("0123456789:") == std::string::npos,
              ConfigError, "--debug-fail-shard-write takes STEP:RANK, not '", value, "'");
     checkpointer.fail_shard_write(std::stoll(value.substr(0, colon)), std::stoi(value.substr(colon + 1)));
   }
-  if (cli.has("--debug-inject-loss-spike")) {  // "STEP:COUNT", STEP 1-based as in metrics.jsonl (tests)
-    const std::string value = cli.get("--debug-inject-loss-spike");
+  if (flags.given("--debug-inject-loss-spike")) {  // "STEP:COUNT", STEP 1-based as in metrics.jsonl (tests)
+    const std::string value = flags.inject_loss_spike;
     const size_t colon = value.find(':');
     TS_CHECK(colon != std::string::npos && colon > 0 && colon + 1 < value.size() &&
                  value.find_first_not_of("0123456789:") == std::string::npos,
              ConfigError, "--debug-inject-loss-spike takes STEP:COUNT, not '", value, "'");
     job.trainer->inject_loss_spikes(std::stoi(value.substr(0, colon)) - 1, std::stoi(value.substr(colon + 1)));
   }
-  const int start_step = cli.has("--resume") ? static_cast<int>(checkpointer.resume(resume_spec)) : 0;
-  if (cli.has("--init-from")) {
+  const int start_step = flags.given("--resume") ? static_cast<int>(checkpointer.resume(resume_spec)) : 0;
+  if (flags.given("--init-from")) {
     if (checkpointer.resumed()) {
-      if (log)
-        std::printf("--init-from %s ignored: this run has a checkpoint of its own\n", cli.get("--init-from").c_str());
+      if (log) std::printf("--init-from %s ignored: this run has a checkpoint of its own\n", flags.init_from.c_str());
     } else {
-      checkpointer.load_weights(cli.get("--init-from"), "--init-from");
+      checkpointer.load_weights(flags.init_from, "--init-from");
     }
   }
   // ---- end of checkpoints ----
@@ -342,6 +351,43 @@ int train_command(const std::vector<std::string>& args, MpiEnvironment& mpi, con
     std::fflush(stdout);
   }
   return stopped ? kExitStoppedBySignal : kExitSuccess;
+}
+
+}  // namespace
+
+Command add_train_command(CLI::App& tessera) {
+  auto flags = std::make_shared<TrainFlags>();
+  CLI::App* app = tessera.add_subcommand(
+      "train",
+      "Train a GPT or Llama model (under mpirun for several ranks, in any TP x PP x DP layout).\n"
+      "A run directory that holds a run is refused unless --resume is given.");
+  flags->app = app;
+  app->add_option("--config", flags->config, "The job: a JobConfig in protobuf text format (proto/config.proto)")
+      ->type_name("FILE.textproto");
+  add_override_options(app, &flags->overrides);
+  app->add_option("--run-dir", flags->run_dir, "Where the run's metrics, logs and checkpoints go (logging.run_dir)")
+      ->type_name("DIR");
+  app->add_option("--resume", flags->resume,
+                  "Continue from a checkpoint in any layout: latest (or its alias auto) is the run directory's\n"
+                  "newest complete checkpoint, or step 0 when it has none; or a checkpoint or run directory.\n"
+                  "Without --config, the job config saved in the checkpoint is used")
+      ->type_name("latest|auto|PATH");
+  app->add_option("--init-from", flags->init_from,
+                  "Start a new run from a checkpoint's weights only (fine-tuning; needs --config); a checkpoint\n"
+                  "of this run, with --resume, takes precedence")
+      ->type_name("PATH");
+  app->add_option("--trace-steps", flags->trace_steps,
+                  "Write a Chrome/Perfetto trace of steps A to B (1-based, inclusive) to RUN_DIR/trace/trace.json\n"
+                  "(logging.trace_steps)")
+      ->type_name("A:B");
+  // Test hooks, accepted but left out of --help.
+  app->add_option("--debug-kill-during-save", flags->kill_during_save)->group("");
+  app->add_option("--debug-fail-shard-write", flags->fail_shard_write)->group("");
+  app->add_option("--debug-inject-loss-spike", flags->inject_loss_spike)->group("");
+  Command command;
+  command.app = app;
+  command.run_mpi = [flags](MpiEnvironment& mpi, const ProcessEnv& env) { return run_train(*flags, mpi, env); };
+  return command;
 }
 
 }  // namespace tessera

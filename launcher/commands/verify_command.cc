@@ -1,13 +1,15 @@
-// `tessera verify --fixture FILE.h5 [--set k=v]...`: trains from a PyTorch fixture's initial weights on its
-// batches and compares every step's loss and gradient norm, and the final weights, with what PyTorch
-// computed. Works in any layout (the --set parallel.* overrides); exits 0 only on PASS.
+// `tessera verify --fixture FILE.h5 [--set k=v]... [--unset k]...`: trains from a PyTorch fixture's initial weights on
+// its batches and compares every step's loss and gradient norm, and the final weights, with what PyTorch computed.
+// Works in any layout (the --set parallel.* overrides); exits 0 only on PASS.
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <memory>
 
 #include "cluster/process_env.h"
 #include "core/check.h"
-#include "launcher/commands/cli_args.h"
+#include "launcher/commands/command_line.h"
 #include "launcher/commands/commands.h"
 #include "launcher/commands/fixture.h"
 #include "launcher/common/config.h"
@@ -36,17 +38,18 @@ class FixtureSource final : public Sampler {
 
 double relative_error(double got, double want) { return std::fabs(got - want) / std::max(std::fabs(want), 1e-12); }
 
-}  // namespace
+// The command line of `tessera verify`. A tolerance below 0 was not given: the dtype's default applies.
+struct VerifyFlags {
+  std::string fixture;
+  ConfigOverrides overrides;
+  double loss_rtol = -1, grad_norm_rtol = -1, weight_atol = -1, update_rtol = -1;
+};
 
-int verify_command(const std::vector<std::string>& args, MpiEnvironment& mpi, const ProcessEnv& env) {
-  CliArgs cli("verify", args,
-              {"--fixture", "--set", "--loss-rtol", "--grad-norm-rtol", "--weight-atol", "--update-rtol"}, {},
-              {"--set"});
-  const std::string path = cli.required("--fixture");
-
+int run_verify(const VerifyFlags& flags, MpiEnvironment& mpi, const ProcessEnv& env) {
+  const std::string& path = flags.fixture;
   const Fixture fixture = load_fixture(path);
   config::JobConfig config = fixture_job_config(fixture);
-  for (const std::string& assignment : cli.all("--set")) apply_override(config, assignment);
+  const std::vector<std::string> notices = apply_overrides(config, flags.overrides);
   validate_job_config(config);
   // Note [bf16 tolerances]
   // f32: what a correct fp32 implementation meets (the fixtures' README). bf16 stores every activation and the
@@ -56,12 +59,13 @@ int verify_command(const std::vector<std::string>& args, MpiEnvironment& mpi, co
   // element-wise weight bound is therefore loose (it catches divergence) and the weights are judged by the
   // update error: the RMS of (got - expected) over the RMS of (expected - initial), over all weights.
   const bool bf16 = config.model().dtype() == config::BF16;
-  const double loss_rtol = std::stod(cli.get("--loss-rtol", bf16 ? "2e-3" : "1e-5"));
-  const double norm_rtol = std::stod(cli.get("--grad-norm-rtol", bf16 ? "3e-2" : "1e-4"));
-  const double weight_atol = std::stod(cli.get("--weight-atol", bf16 ? "2e-2" : "1e-5"));
-  const double update_rtol = std::stod(cli.get("--update-rtol", bf16 ? "5e-2" : "1e-4"));
+  const double loss_rtol = flags.loss_rtol >= 0 ? flags.loss_rtol : (bf16 ? 2e-3 : 1e-5);
+  const double norm_rtol = flags.grad_norm_rtol >= 0 ? flags.grad_norm_rtol : (bf16 ? 3e-2 : 1e-4);
+  const double weight_atol = flags.weight_atol >= 0 ? flags.weight_atol : (bf16 ? 2e-2 : 1e-5);
+  const double update_rtol = flags.update_rtol >= 0 ? flags.update_rtol : (bf16 ? 5e-2 : 1e-4);
   Job job = build_job(config, mpi, env);
   const bool log = job.is_logger();
+  print_notices(notices, log);
 
   // Start from the fixture's weights instead of our initialization.
   std::vector<float> local;
@@ -170,6 +174,33 @@ int verify_command(const std::vector<std::string>& args, MpiEnvironment& mpi, co
     std::fflush(stdout);
   }
   return pass ? 0 : 1;
+}
+
+}  // namespace
+
+Command add_verify_command(CLI::App& tessera) {
+  auto flags = std::make_shared<VerifyFlags>();
+  CLI::App* app = tessera.add_subcommand(
+      "verify",
+      "Reproduce a PyTorch reference run from its fixture and compare every step's loss and gradient norm\n"
+      "and the final weights, in any layout (--set parallel.*); exit 0 on PASS, 1 on FAIL");
+  app->add_option("--fixture", flags->fixture, "The fixture: an HDF5 file of the reference run (tests/data/*.h5)")
+      ->type_name("FILE.h5")
+      ->required();
+  add_override_options(app, &flags->overrides);
+  const auto tolerance = [&](const char* name, double* value, const char* what) {
+    app->add_option(name, *value, what)->type_name("X")->check(CLI::NonNegativeNumber);
+  };
+  tolerance("--loss-rtol", &flags->loss_rtol, "Largest relative error of a step's loss (default 1e-5, bf16 2e-3)");
+  tolerance("--grad-norm-rtol", &flags->grad_norm_rtol,
+            "Largest relative error of a step's gradient norm (default 1e-4, bf16 3e-2)");
+  tolerance("--weight-atol", &flags->weight_atol, "Largest absolute error of a final weight (default 1e-5, bf16 2e-2)");
+  tolerance("--update-rtol", &flags->update_rtol,
+            "Largest RMS error of the weight updates relative to their RMS (default 1e-4, bf16 5e-2)");
+  Command command;
+  command.app = app;
+  command.run_mpi = [flags](MpiEnvironment& mpi, const ProcessEnv& env) { return run_verify(*flags, mpi, env); };
+  return command;
 }
 
 }  // namespace tessera

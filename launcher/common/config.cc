@@ -16,6 +16,8 @@
 #include <cstdio>
 #include <cstring>
 #include <limits>
+#include <map>
+#include <memory>
 #include <string_view>
 #include <utility>
 #include <vector>
@@ -363,6 +365,110 @@ void set_scalar_field(Message* message, const FieldDescriptor* field, std::strin
   TS_ASSERT(false, "set_scalar_field called on message field ", field->full_name());
 }
 
+// ---- --set and --unset paths --------------------------------------------------------------------------------
+
+// Where a dotted path leads: the field and the message that holds it.
+struct FieldAt {
+  Message* message = nullptr;  // null when a block on the way is not set and was not to be created
+  const FieldDescriptor* field = nullptr;
+  std::string path;  // the path as walked, without surrounding spaces
+};
+
+// Walks "a.b.c" from root: every name but the last must be a singular block of settings, which is created on the
+// way when create is true. error_prefix starts error messages ("--set 'x=y': ").
+FieldAt find_field(Message* root, std::string_view path, const std::string& error_prefix, bool create) {
+  TS_CHECK(!path.empty(), ConfigError, error_prefix,
+           "the field path is empty; the top-level fields are: ", join(field_names(root->GetDescriptor())));
+  FieldAt at;
+  at.message = root;
+  const Descriptor* descriptor = root->GetDescriptor();
+  size_t begin = 0;
+  while (true) {
+    const size_t dot = path.find('.', begin);
+    const bool last = dot == std::string_view::npos;
+    const std::string name(path.substr(begin, last ? std::string_view::npos : dot - begin));
+    const std::string where = at.path.empty() ? "at the top level" : str_cat("in '", at.path, "'");
+    TS_CHECK(!name.empty(), ConfigError, error_prefix, "empty field name in '", path, "'");
+    at.field = descriptor->FindFieldByName(name);
+    TS_CHECK(at.field != nullptr, ConfigError, error_prefix, "unknown field '", name, "' ", where,
+             suggest_field(descriptor, name, "the fields there are: "), join(field_names(descriptor)));
+    at.path += (at.path.empty() ? "" : ".") + name;
+    if (last) return at;
+    TS_CHECK(!at.field->is_repeated(), ConfigError, error_prefix, "'", at.path,
+             "' is a repeated field: --set gives it whole elements (--set '", at.path,
+             "={FIELD: VALUE ...}'), not one field of an element");
+    TS_CHECK(at.field->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE, ConfigError, error_prefix, "'", at.path,
+             "' is a single value and has no field '", path.substr(dot + 1), "'");
+    if (at.message != nullptr) {
+      const Reflection* reflection = at.message->GetReflection();
+      at.message = create || reflection->HasField(*at.message, at.field)
+                       ? reflection->MutableMessage(at.message, at.field)
+                       : nullptr;
+    }
+    descriptor = at.field->message_type();
+    begin = dot + 1;
+  }
+}
+
+// Appends one element, given in text format with or without its braces ("{prefix: \"a\" weight: 0.5}"), to the
+// repeated field of message.
+void add_repeated_element(Message* message, const FieldDescriptor* field, std::string_view value,
+                          const std::string& path, const std::string& error_prefix) {
+  TS_CHECK(field->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE, ConfigError, error_prefix, "'", path,
+           "' is a list of single values, which --set does not take: set it in the config file");
+  if (value.size() >= 2 && value.front() == '{' && value.back() == '}') value = trim(value.substr(1, value.size() - 2));
+  const Descriptor* type = field->message_type();
+  TS_CHECK(!value.empty(), ConfigError, error_prefix, "an element of '", path,
+           "' is empty: give its fields in text format, e.g. --set '", path, "={", type->field(0)->name(),
+           ": ...}'; its fields are: ", join(field_names(type)));
+  const Reflection* reflection = message->GetReflection();
+  std::unique_ptr<Message> element(reflection->GetMessageFactory()->GetPrototype(type)->New());
+  const std::string text(value);
+  ConfigErrorCollector errors(str_cat("--set ", path), text);
+  google::protobuf::TextFormat::Parser parser;
+  parser.RecordErrorsTo(&errors);
+  const bool parsed = parser.ParseFromString(text, element.get());
+  TS_CHECK(parsed && errors.empty(), ConfigError,
+           errors.empty() ? str_cat(error_prefix, "not an element of '", path, "' in text format") : errors.str(),
+           "\n(an element of ", path, " has the fields ", join(field_names(type)), ")");
+  reflection->AddMessage(message, field)->CopyFrom(*element);
+}
+
+// The rule that the command line's choice of training data wins (apply_overrides): assigned maps each path the
+// --set overrides name to the first assignment that names it.
+std::vector<std::string> choose_training_data(config::JobConfig& job,
+                                              const std::map<std::string, std::string>& assigned) {
+  const config::DataConfig& data = job.data();
+  const bool chose_mock = assigned.count("data.mock") > 0 && data.mock();
+  const bool chose_prefix = assigned.count("data.train_prefix") > 0;
+  const bool chose_blend = assigned.count("data.train_blend") > 0;
+  if (!chose_mock && !chose_prefix && !chose_blend) return {};
+  const std::string& by = assigned.at(chose_mock     ? "data.mock"
+                                      : chose_prefix ? "data.train_prefix"
+                                                     : "data.train_blend");
+  const std::string outcome =
+      chose_mock     ? std::string("training on generated tokens")
+      : chose_prefix ? str_cat("training on '", data.train_prefix(), "'")
+                     : str_cat("training on the blend of ", data.train_blend_size(), " dataset(s) given with --set");
+  std::vector<std::string> notices;
+  const auto ignored = [&](const std::string& what) {
+    notices.push_back(str_cat("--set ", by, " overrides the config's ", what, ", which is ignored: ", outcome));
+  };
+  if (!chose_mock && data.mock()) {
+    ignored("data.mock=true");
+    job.mutable_data()->clear_mock();
+  }
+  if (!chose_prefix && data.has_train_prefix()) {
+    ignored(str_cat("data.train_prefix '", data.train_prefix(), "'"));
+    job.mutable_data()->clear_train_prefix();
+  }
+  if (!chose_blend && data.train_blend_size() > 0) {
+    ignored(str_cat("data.train_blend (", data.train_blend_size(), " dataset(s))"));
+    job.mutable_data()->clear_train_blend();
+  }
+  return notices;
+}
+
 // ---- validation -------------------------------------------------------------------------------------------
 
 // Collects every problem found, so the user can fix them all in one go; throws them as one ConfigError.
@@ -681,7 +787,8 @@ config::JobConfig parse_job_config(const std::string& text, const std::string& s
   return job;
 }
 
-config::JobConfig load_job_config(const std::string& path, const std::vector<std::string>& overrides) {
+config::JobConfig load_job_config(const std::string& path, const ConfigOverrides& overrides,
+                                  std::vector<std::string>* notices) {
   std::string problem;
   const int fd = open_regular_file(path, &problem);
   TS_CHECK(fd >= 0, ConfigError, "cannot read config '", path, "': it ", problem);
@@ -699,9 +806,14 @@ config::JobConfig load_job_config(const std::string& path, const std::vector<std
   if (text.rfind("\xef\xbb\xbf", 0) == 0) text.erase(0, 3);
 
   config::JobConfig job = parse_job_config(text, path);
-  for (const std::string& assignment : overrides) apply_override(job, assignment);
+  std::vector<std::string> lines = apply_overrides(job, overrides);
   validate_job_config(job);
+  if (notices != nullptr) notices->insert(notices->end(), lines.begin(), lines.end());
   return job;
+}
+
+config::JobConfig load_job_config(const std::string& path, const std::vector<std::string>& overrides) {
+  return load_job_config(path, ConfigOverrides{overrides, {}}, nullptr);
 }
 
 void apply_override(config::JobConfig& job, const std::string& assignment) {
@@ -713,35 +825,41 @@ void apply_override(config::JobConfig& job, const std::string& assignment) {
   const std::string_view value = trim(std::string_view(assignment).substr(equals + 1));
   TS_CHECK(!path.empty(), ConfigError, error_prefix, "the field path before '=' is empty; the top-level fields are: ",
            join(field_names(config::JobConfig::descriptor())));
-
-  Message* message = &job;
-  std::string walked;  // the path so far, for messages
-  size_t begin = 0;
-  while (true) {
-    const size_t dot = path.find('.', begin);
-    const std::string name(path.substr(begin, dot == std::string_view::npos ? std::string_view::npos : dot - begin));
-    const bool last = dot == std::string_view::npos;
-    const Descriptor* descriptor = message->GetDescriptor();
-    const std::string where = walked.empty() ? "at the top level" : str_cat("in '", walked, "'");
-    TS_CHECK(!name.empty(), ConfigError, error_prefix, "empty field name in '", path, "'");
-    const FieldDescriptor* field = descriptor->FindFieldByName(name);
-    TS_CHECK(field != nullptr, ConfigError, error_prefix, "unknown field '", name, "' ", where,
-             suggest_field(descriptor, name, "the fields there are: "), join(field_names(descriptor)));
-    walked += (walked.empty() ? "" : ".") + name;
-    TS_CHECK(!field->is_repeated(), ConfigError, error_prefix, "'", walked,
-             "' is a repeated field; --set cannot change it, edit the config file instead");
-    if (field->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
-      TS_CHECK(!last, ConfigError, error_prefix, "'", walked, "' is a block of settings, not a value; set one of its ",
-               "fields instead (--set ", walked, ".FIELD=VALUE): ", join(field_names(field->message_type())));
-      message = message->GetReflection()->MutableMessage(message, field);
-    } else {
-      TS_CHECK(last, ConfigError, error_prefix, "'", walked, "' is a single value and has no field '",
-               path.substr(dot + 1), "'");
-      set_scalar_field(message, field, value, walked, error_prefix);
-      return;
-    }
-    begin = dot + 1;
+  const FieldAt at = find_field(&job, path, error_prefix, /*create=*/true);
+  if (at.field->is_repeated()) {
+    add_repeated_element(at.message, at.field, value, at.path, error_prefix);
+    return;
   }
+  TS_CHECK(at.field->cpp_type() != FieldDescriptor::CPPTYPE_MESSAGE, ConfigError, error_prefix, "'", at.path,
+           "' is a block of settings, not a value; set one of its fields instead (--set ", at.path,
+           ".FIELD=VALUE): ", join(field_names(at.field->message_type())));
+  set_scalar_field(at.message, at.field, value, at.path, error_prefix);
+}
+
+void clear_field(config::JobConfig& job, const std::string& path) {
+  const FieldAt at = find_field(&job, trim(path), str_cat("--unset '", path, "': "), /*create=*/false);
+  if (at.message != nullptr) at.message->GetReflection()->ClearField(at.message, at.field);
+}
+
+std::vector<std::string> apply_overrides(config::JobConfig& job, const ConfigOverrides& overrides) {
+  for (const std::string& path : overrides.unset) clear_field(job, path);
+  // The paths the --set overrides name, in canonical form ("data.train_blend"), and the first assignment to each.
+  std::map<std::string, std::string> assigned;
+  for (const std::string& assignment : overrides.set) {
+    const size_t equals = assignment.find('=');
+    const std::string_view path =
+        trim(std::string_view(assignment).substr(0, equals == std::string::npos ? 0 : equals));
+    if (!path.empty()) {  // else apply_override says what is wrong
+      const FieldAt at = find_field(&job, path, str_cat("--set '", assignment, "': "), /*create=*/true);
+      // The command line's list replaces the file's.
+      if (at.field->is_repeated() && !assigned.count(at.path)) {
+        at.message->GetReflection()->ClearField(at.message, at.field);
+      }
+      assigned.emplace(at.path, assignment);
+    }
+    apply_override(job, assignment);
+  }
+  return choose_training_data(job, assigned);
 }
 
 void validate_job_config(const config::JobConfig& job) {

@@ -1,5 +1,6 @@
-// Job configuration: reading a JobConfig (proto/config.proto) from protobuf text format, applying
-// `--set path.to.field=value` overrides, checking it, and resolving the parallel layout for a world size.
+// Job configuration: reading a JobConfig (proto/config.proto) from protobuf text format, applying the command
+// line's `--unset path.to.field` and `--set path.to.field=value` overrides (which win over the file), checking it,
+// and resolving the parallel layout for a world size.
 //
 // Every function here reports user mistakes as ConfigError with a message that names the field, says what is
 // wrong and what to change. None of them reads the environment or talks to other ranks; all are thread-safe
@@ -14,9 +15,19 @@
 
 namespace tessera {
 
-// Reads the text-format file at path, applies overrides in order (each as apply_override), then runs
-// validate_job_config. Throws ConfigError when the file cannot be read ("cannot read config 'X': No such file
-// or directory"), does not parse, an override is malformed, or the result is invalid.
+// The changes to a job config that a command line asks for, applied by apply_overrides: every --unset first,
+// then every --set, each in the order given.
+struct ConfigOverrides {
+  std::vector<std::string> set;    // "path.to.field=value" (apply_override)
+  std::vector<std::string> unset;  // "path.to.field" (clear_field)
+};
+
+// Reads the text-format file at path, applies overrides (as apply_overrides, whose notices go to *notices when
+// notices is not null), then runs validate_job_config. Throws ConfigError when the file cannot be read ("cannot
+// read config 'X': No such file or directory"), does not parse, an override is malformed, or the result is invalid.
+config::JobConfig load_job_config(const std::string& path, const ConfigOverrides& overrides,
+                                  std::vector<std::string>* notices);
+// The same with --set assignments only, their notices dropped.
 config::JobConfig load_job_config(const std::string& path, const std::vector<std::string>& overrides);
 
 // Parses text format. source_name labels error positions, e.g.
@@ -27,10 +38,27 @@ config::JobConfig parse_job_config(const std::string& text, const std::string& s
 // Applies one "path.to.field=value" assignment, e.g. "parallel.tp=2", "optimizer.lr=3e-4", "data.mock=true",
 // "model.dtype=BF16" (enum names are case-insensitive), "data.train_prefix=data/x". The value is parsed by
 // the type of the field: integers must be whole and in range, floating-point values finite, booleans
-// true/false/1/0. Intermediate messages are created as needed. Does not validate.
+// true/false/1/0. A repeated field of messages (data.train_blend) takes one element, appended to the list, in
+// text format with or without its braces: "data.train_blend={prefix: \"data/web\" weight: 0.7}".
+// Intermediate messages are created as needed. Does not validate.
 // Throws ConfigError naming the path and what is allowed (the fields of a message, the expected type, the
 // names of an enum).
 void apply_override(config::JobConfig& job, const std::string& assignment);
+
+// Clears the field at "path.to.field" (a value, a block of settings or a repeated field), as if the file had
+// never set it: its default applies again. Clearing a field inside a block that is not set does nothing.
+// Throws ConfigError naming the path when it names no field.
+void clear_field(config::JobConfig& job, const std::string& path);
+
+// Applies a command line's overrides to job (read from a file or a checkpoint) so that the command line wins:
+//  - each --unset clears its field (clear_field), then each --set is applied in order (apply_override);
+//  - the first --set of a repeated field replaces the list the job had; every further one appends to it;
+//  - when the --set overrides choose the training data (data.mock=true, data.train_prefix or data.train_blend),
+//    the job's other choices among those are dropped, and a notice for the user says which and why
+//    ("--set data.mock=true overrides the config's data.train_prefix 'data/x', which is ignored: ...").
+//    The overrides choosing two of them at once, or a file that sets two, stays an error of validate_job_config.
+// Returns the notices, one line each. Does not validate. Throws ConfigError as apply_override and clear_field.
+std::vector<std::string> apply_overrides(config::JobConfig& job, const ConfigOverrides& overrides);
 
 // Every check that does not depend on the world size: required fields, ranges, and relations between fields
 // (e.g. "model.n_embd (100) must be divisible by model.n_head (3)"). Reports all problems at once, one per

@@ -14,7 +14,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -804,120 +803,7 @@ PrepareSummary run_prepare(const PrepareOptions& options) {
   return summary;
 }
 
-std::string prepare_usage() {
-  return R"(usage: tessera prepare --input FILE...|- --out PREFIX
-                       (--tokenizer-out PATH.model --vocab-size N | --tokenizer PATH.model) [options]
-       tessera prepare --format sft --input FILE.jsonl... --tokenizer PATH.model --out PREFIX
-                       [--template NAME|FILE] [--valid-fraction F] [--seed N]
-
-Tokenizes text or JSON Lines files into Megatron indexed datasets PREFIX_train.{bin,idx} and PREFIX_valid.{bin,idx}
-(one document per sequence, each followed by the tokenizer's end-of-sequence token).
-
-With --format sft, each input line is one conversation for supervised fine-tuning:
-{"prompt": ..., "response": ...} or {"messages": [{"role": "system"|"user"|"assistant", "content": ...}, ...]}.
-It is rendered through a chat template, each piece tokenized on its own, EOS after every assistant turn, and a
-loss mask PREFIX_{train,valid}_mask.{bin,idx} (uint8, 1 for response tokens and their EOS, 0 for the rest) is
-written next to the tokens; train on it with data.loss_mask: true (docs/data.md).
-
-  --input FILE...         UTF-8 text files (blank lines separate documents) or JSON Lines files (one
-                          document per line); gzip'd ones are read as they are (detected by their first
-                          bytes); - reads stdin (copied to a temporary file next to the output first)
-  --input-format FORMAT   text or jsonl (default: jsonl for names ending in .jsonl or .jsonl.gz, text for
-                          the others and stdin)
-  --text-key NAME         jsonl: the member of each line's object that holds the text (default text)
-  --invalid-utf8 MODE     bytes that are not UTF-8: error (default: stop, naming the file and offset),
-                          replace (each bad sequence becomes U+FFFD) or skip (drop them)
-  --doc-separator LINE    a line equal to LINE separates documents instead (e.g. % for fortune files)
-  --tokenizer-out PATH    train a SentencePiece BPE tokenizer on the inputs and save it here
-  --vocab-size N          vocabulary size of the tokenizer to train
-  --tokenizer PATH        use this existing SentencePiece model instead of training one
-  --out PREFIX            output prefix (its directory is created)
-  --valid-fraction F      share of documents held out for validation (default 0.02)
-  --seed N                seed of the train/validation split (default 1234)
-  --threads N             tokenizer threads (default: all hardware threads)
-  --mc-task-out FILE      also write a multiple-choice task for `tessera eval --task` from the validation
-                          documents: the first half of each document's words, its true second half and three
-                          other documents' second halves (JSON Lines)
-  --mc-task-size N        at most N examples in it (default 200)
-  --format FORMAT         text (default) or sft (JSON Lines conversations, with a loss mask)
-  --template NAME|FILE    sft: the chat template: default (<|user|>\n...\n<|assistant|>\n...), chatml, or a
-                          JSON file of "system_prefix", "system_suffix", "user_prefix", "user_suffix",
-                          "assistant_prefix", "assistant_suffix" strings (those left out are empty)
-  --help                  show this text
-)";
-}
-
-namespace {
-
-template <typename T>
-T parse_number(const std::string& flag, const std::string& text) {
-  T value{};
-  const char* end = text.data() + text.size();
-  const auto [rest, error] = std::from_chars(text.data(), end, value);
-  TS_CHECK(error == std::errc() && rest == end, ConfigError, flag, " expects a number, got '", text,
-           "' (see `tessera prepare --help`)");
-  return value;
-}
-
-}  // namespace
-
-int prepare_command(const std::vector<std::string>& args) {
-  PrepareOptions options;
-  for (size_t i = 0; i < args.size(); ++i) {
-    std::string flag = args[i];
-    std::string value;
-    bool has_inline_value = false;
-    if (const size_t equals = flag.find('='); flag.rfind("--", 0) == 0 && equals != std::string::npos) {
-      value = flag.substr(equals + 1);
-      flag = flag.substr(0, equals);
-      has_inline_value = true;
-    }
-    if (flag == "--help" || flag == "-h") {
-      std::cout << prepare_usage();
-      return 0;
-    }
-    if (flag == "--input") {
-      if (has_inline_value) options.inputs.push_back(value);
-      while (i + 1 < args.size() && args[i + 1].rfind("--", 0) != 0) options.inputs.push_back(args[++i]);
-      TS_CHECK(!options.inputs.empty(), ConfigError, "--input needs at least one file");
-      continue;
-    }
-    const bool known = flag == "--doc-separator" || flag == "--tokenizer-out" || flag == "--vocab-size" ||
-                       flag == "--tokenizer" || flag == "--out" || flag == "--valid-fraction" || flag == "--seed" ||
-                       flag == "--threads" || flag == "--invalid-utf8" || flag == "--mc-task-out" ||
-                       flag == "--mc-task-size" || flag == "--format" || flag == "--template" ||
-                       flag == "--input-format" || flag == "--text-key";
-    TS_CHECK(known, ConfigError, "unknown argument '", args[i], "' (see `tessera prepare --help`)");
-    if (!has_inline_value) {
-      TS_CHECK(i + 1 < args.size(), ConfigError, flag, " needs a value (see `tessera prepare --help`)");
-      value = args[++i];
-    }
-    if (flag == "--doc-separator") options.doc_separator = value;
-    if (flag == "--tokenizer-out") options.tokenizer_out = value;
-    if (flag == "--tokenizer") options.tokenizer = value;
-    if (flag == "--out") options.out_prefix = value;
-    if (flag == "--vocab-size") options.vocab_size = parse_number<int>(flag, value);
-    if (flag == "--valid-fraction") options.valid_fraction = parse_number<double>(flag, value);
-    if (flag == "--seed") options.seed = parse_number<uint64_t>(flag, value);
-    if (flag == "--threads") options.threads = parse_number<int>(flag, value);
-    if (flag == "--mc-task-out") options.mc_task_out = value;
-    if (flag == "--format") options.format = value;
-    if (flag == "--template") options.chat_template = value;
-    if (flag == "--input-format") options.input_format = value;
-    if (flag == "--text-key") options.text_key = value;
-    if (flag == "--mc-task-size") {
-      options.mc_task_size = parse_number<int>(flag, value);
-      TS_CHECK(options.mc_task_size > 0, ConfigError, "--mc-task-size must be > 0, got ", value);
-    }
-    if (flag == "--invalid-utf8") {
-      TS_CHECK(value == "error" || value == "replace" || value == "skip", ConfigError,
-               "--invalid-utf8 takes error, replace or skip, not '", value, "'");
-      options.invalid_utf8 = value == "error"     ? InvalidUtf8::kError
-                             : value == "replace" ? InvalidUtf8::kReplace
-                                                  : InvalidUtf8::kSkip;
-    }
-  }
-
+int prepare_command(const PrepareOptions& options) {
   const PrepareSummary s = run_prepare(options);
   auto percent = [&](int64_t part) { return s.documents > 0 ? 100.0 * part / s.documents : 0.0; };
   // fmt::format: a summary line is as long as its paths, with no buffer to cut it short.

@@ -83,12 +83,8 @@ struct PrepareSummary {
 // character coverage 1.0, digits split, ids unk=0 bos=1 eos=2, no padding piece. Writes nothing to stdout.
 PrepareSummary run_prepare(const PrepareOptions& options);
 
-// The --help text.
-std::string prepare_usage();
-
-// Parses the arguments that follow `tessera prepare`, runs it and prints a summary to stdout. Returns the
-// process exit code (0; --help prints the usage and returns 0). Throws ConfigError for bad usage and the
-// errors of run_prepare().
-int prepare_command(const std::vector<std::string>& args);
+// `tessera prepare` once its command line is parsed (launcher/commands/prepare_command.cc): runs run_prepare and
+// prints a summary to stdout. Returns the process exit code (0). Throws the errors of run_prepare().
+int prepare_command(const PrepareOptions& options);
 
 }  // namespace tessera
