@@ -97,27 +97,6 @@ config::JobConfig bench_shape(const std::string& shape, bool gpu) {
   return job;
 }
 
-// GFLOP/s of this backend's matmul at a GPT-2-like shape (inp [1024, 768] x W[3072, 768]^T).
-double measure_sgemm_gflops(Backend& backend) {
-  const int64_t N = 1024, C = 768, OC = 3072;
-  Buffer buffer = backend.allocate(static_cast<size_t>(N * C + OC * C + N * OC) * sizeof(float));
-  Tensor inp = buffer.tensor(0, DType::kF32, {N, C});
-  Tensor w = buffer.tensor(N * C * sizeof(float), DType::kF32, {OC, C});
-  Tensor out = buffer.tensor((N * C + OC * C) * sizeof(float), DType::kF32, {N, OC});
-  backend.fill(inp, 0.5f);
-  backend.fill(w, 0.25f);
-  backend.matmul_forward(out, inp, w, Tensor());
-  double best = 0;
-  for (int rep = 0; rep < 5; ++rep) {
-    auto start = Clock::now();
-    for (int i = 0; i < 4; ++i) backend.matmul_forward(out, inp, w, Tensor());
-    backend.synchronize();
-    double s = std::chrono::duration<double>(Clock::now() - start).count();
-    best = std::max(best, 4 * 2.0 * N * C * OC / s / 1e9);
-  }
-  return best;
-}
-
 // The command line of `tessera bench`.
 struct BenchFlags {
   std::string shape = "tiny";

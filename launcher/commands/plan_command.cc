@@ -20,6 +20,7 @@
 #include "launcher/common/human_format.h"
 #include "launcher/common/json_io.h"
 #include "launcher/run/planner.h"
+#include "launcher/run/throughput.h"
 
 namespace tessera {
 
@@ -39,24 +40,8 @@ struct PlanFlags {
 
 // The node's sgemm GFLOP/s with every core (the shape bench uses: [1024, 768] x [3072, 768]^T).
 double node_sgemm_gflops() {
-  const int cores = std::max(1u, std::thread::hardware_concurrency());
-  CpuBackend backend(cores);
-  const int64_t N = 1024, C = 768, OC = 3072;
-  Buffer buffer = backend.allocate(static_cast<size_t>(N * C + OC * C + N * OC) * sizeof(float));
-  Tensor inp = buffer.tensor(0, DType::kF32, {N, C});
-  Tensor w = buffer.tensor(N * C * sizeof(float), DType::kF32, {OC, C});
-  Tensor out = buffer.tensor((N * C + OC * C) * sizeof(float), DType::kF32, {N, OC});
-  backend.fill(inp, 0.5f);
-  backend.fill(w, 0.25f);
-  backend.matmul_forward(out, inp, w, Tensor());
-  double best = 0;
-  for (int rep = 0; rep < 3; ++rep) {
-    const auto start = std::chrono::steady_clock::now();
-    for (int i = 0; i < 4; ++i) backend.matmul_forward(out, inp, w, Tensor());
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    best = std::max(best, 4 * 2.0 * N * C * OC / s / 1e9);
-  }
-  return best;
+  CpuBackend backend(std::max(1u, std::thread::hardware_concurrency()));
+  return measure_sgemm_gflops(backend, /*reps=*/3);
 }
 
 std::string ms(double seconds) {

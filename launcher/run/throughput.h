@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <string>
 
+#include "core/backend.h"
 #include "core/model_config.h"
 
 namespace tessera {
@@ -27,5 +28,9 @@ Throughput throughput(const ModelConfig& model, int64_t seq_len, double tokens, 
 
 // "MFU 41.3%" or "12.3 TFLOP/s/GPU" when the peak is unknown; for the human log line.
 std::string format_throughput(const Throughput& t);
+
+// GFLOP/s of backend's matmul at a GPT-2-like shape (inp [1024, 768] x W[3072, 768]^T), the best of `reps`
+// timings of 4 products each: what `tessera bench` relates model FLOP/s to and `tessera plan --gpu cpu` plans with.
+double measure_sgemm_gflops(Backend& backend, int reps = 5);
 
 }  // namespace tessera

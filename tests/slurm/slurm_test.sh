@@ -17,7 +17,7 @@ bash "$here/slurm_cluster.sh" check || exit $?
 if [[ ! -f $cluster/env ]]; then echo "FAIL: no cluster in $cluster (the fixture test slurm_cluster_up starts it)"; exit 1; fi
 # shellcheck disable=SC1091
 source "$cluster/env"
-work=$cluster/work/$mode
+work=$cluster/runs/$mode
 rm -rf "$work" && mkdir -p "$work" && cd "$work" || exit 1
 
 fail() {
