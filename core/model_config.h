@@ -15,6 +15,10 @@ inline const char* recompute_name(Recompute recompute) {
   return recompute == Recompute::kFull ? "FULL" : recompute == Recompute::kSelective ? "SELECTIVE" : "NONE";
 }
 
+// Where a training model keeps its parameters' gradients (Note [Gradient storage] in parallel/model.h): kFlat,
+// one buffer for all of them; kLayerRing (ZeRO stage 2), a ring of one-layer buffers that the blocks share.
+enum class GradientStorage { kFlat, kLayerRing };
+
 struct ModelConfig {
   std::string arch = "gpt2";  // models/registry.h
   int vocab_size = 0;         // real tokens
@@ -36,6 +40,12 @@ struct ModelConfig {
   // blocks (global block l is recomputed when l % recompute_every == 0). Never part of a checkpoint's identity.
   Recompute recompute = Recompute::kNone;
   int recompute_every = 1;
+  // Gradient storage of a training model, also not part of a checkpoint's identity: with kLayerRing,
+  // gradient_ring one-layer slots (>= 1), each padded to a multiple of gradient_ring_align elements (>= 1; the
+  // data-parallel size, so that a reduce-scatter reads a slot in place).
+  GradientStorage gradient_storage = GradientStorage::kFlat;
+  int gradient_ring = 2;
+  int gradient_ring_align = 1;
 
   // Whether global block `layer` recomputes its activations in the backward (kSelective: all blocks, in part).
   bool recomputes(int layer) const {

@@ -74,10 +74,6 @@ Model::Model(const ModelConfig& config, Backend& backend, int tp_rank, int tp_si
   }
   param_buffer_ = backend.allocate(static_cast<size_t>(total) * sizeof(float));
   flat_params_ = param_buffer_.tensor(0, DType::kF32, {total});
-  if (train) {
-    grad_buffer_ = backend.allocate(static_cast<size_t>(total) * sizeof(float));
-    flat_grads_ = grad_buffer_.tensor(0, DType::kF32, {total});
-  }
   flat_compute_ = flat_params_;
   if (config.dtype != DType::kF32) {
     compute_buffer_ = backend.allocate(static_cast<size_t>(total) * dtype_size(config.dtype));
@@ -86,11 +82,89 @@ Model::Model(const ModelConfig& config, Backend& backend, int tp_rank, int tp_si
   for (LocalParam& p : params_) {
     p.value = elements(flat_params_, p.offset, p.layout.local_shape);
     p.compute = elements(flat_compute_, p.offset, p.layout.local_shape);
-    if (train) p.grad = elements(flat_grads_, p.offset, p.layout.local_shape);
   }
+  if (train) plan_gradients(total);
   backend.fill(flat_params_, 0.0f);
   refresh_compute_params();
   if (train) backend.fill(flat_grads_, 0.0f);
+}
+
+void Model::plan_gradients(int64_t total) {
+  const int local_blocks = stage_.end_layer - stage_.first_layer;
+  if (config_.gradient_storage == GradientStorage::kFlat || local_blocks == 0) {
+    // A stage without blocks has nothing to put in a ring: its gradients are all resident, which is kFlat.
+    grad_buffer_ = backend_.allocate(static_cast<size_t>(total) * sizeof(float));
+    flat_grads_ = grad_buffer_.tensor(0, DType::kF32, {total});
+    for (LocalParam& p : params_) p.grad = elements(flat_grads_, p.offset, p.layout.local_shape);
+    backend_.fill(flat_grads_, 0.0f);
+    return;
+  }
+  // Note [Gradient storage]: the resident gradients in params() order, then the ring.
+  TS_ASSERT(config_.gradient_ring >= 1 && config_.gradient_ring_align >= 1, "gradient ring of ",
+            config_.gradient_ring, " slots aligned to ", config_.gradient_ring_align);
+  gradient_storage_ = GradientStorage::kLayerRing;
+  int64_t resident = 0;
+  std::vector<int64_t> block_begin(local_blocks, -1), block_numel(local_blocks, 0);
+  for (const LocalParam& p : params_) {
+    const int64_t n = product(p.layout.local_shape);
+    if (p.spec.place != ParamPlace::kBlock) {
+      resident += n;
+      continue;
+    }
+    const int i = p.spec.layer - stage_.first_layer;
+    if (block_begin[i] < 0) block_begin[i] = p.offset;
+    TS_ASSERT(p.offset == block_begin[i] + block_numel[i], "block ", p.spec.layer,
+              "'s parameters are not back to back in params() order at ", p.spec.name);
+    block_numel[i] += n;
+  }
+  const int64_t layer_numel = block_numel[0];
+  for (int i = 0; i < local_blocks; ++i) {
+    TS_ASSERT(block_numel[i] == layer_numel, "block ", stage_.first_layer + i, " has ", block_numel[i],
+              " gradient elements and block ", stage_.first_layer, " has ", layer_numel,
+              ": a gradient ring needs every block to have the same parameter shapes");
+  }
+  const int64_t align = config_.gradient_ring_align;
+  const int64_t slot_numel = (layer_numel + align - 1) / align * align;
+  const int slots = std::min(config_.gradient_ring, local_blocks);
+  const int64_t storage = resident + slots * slot_numel;
+  grad_buffer_ = backend_.allocate(static_cast<size_t>(std::max<int64_t>(storage, 1)) * sizeof(float));
+  flat_grads_ = grad_buffer_.tensor(0, DType::kF32, {storage});
+  for (int s = 0; s < slots; ++s) ring_slots_.push_back(elements(flat_grads_, resident + s * slot_numel, {slot_numel}));
+  int64_t resident_at = 0;
+  for (LocalParam& p : params_) {
+    if (p.spec.place != ParamPlace::kBlock) {
+      p.grad = elements(flat_grads_, resident_at, p.layout.local_shape);
+      resident_at += product(p.layout.local_shape);
+      continue;
+    }
+    const int i = p.spec.layer - stage_.first_layer;
+    p.grad = elements(ring_slots_[i % slots], p.offset - block_begin[i], p.layout.local_shape);
+  }
+  backend_.fill(flat_grads_, 0.0f);
+}
+
+int64_t Model::gradient_bytes() const {
+  return flat_grads_.defined() ? flat_grads_.numel() * static_cast<int64_t>(sizeof(float)) : 0;
+}
+
+int Model::gradient_ring_slot_of(int layer) const {
+  if (gradient_storage_ != GradientStorage::kLayerRing) return -1;
+  TS_ASSERT(layer >= stage_.first_layer && layer < stage_.end_layer, "block ", layer, " is not on this stage");
+  return (layer - stage_.first_layer) % gradient_ring_slots();
+}
+
+Tensor Model::grad_range(int first, int end) const {
+  TS_ASSERT(flat_grads_.defined() && first >= 0 && first <= end && end <= static_cast<int>(params_.size()),
+            "gradient range [", first, ", ", end, ")");
+  if (first == end) return Tensor();
+  float* at = params_[first].grad.f32();
+  int64_t n = 0;
+  for (int i = first; i < end; ++i) {
+    TS_ASSERT(params_[i].grad.f32() == at + n, params_[i].spec.name, "'s gradient does not follow ",
+              params_[first].spec.name, "'s in storage");
+    n += params_[i].grad.numel();
+  }
+  return Tensor(at, DType::kF32, flat_grads_.device(), {n});
 }
 
 Tensor Model::decode_tokens(int n_new) const {
@@ -117,22 +191,25 @@ int Model::param_index(const std::string& name) const {
   return -1;
 }
 
-Tensor Model::fused(const Tensor& flat, int first, int count) const {
+Tensor Model::fused(Tensor LocalParam::*of, int first, int count) const {
   const LocalParam& head = params_[first];
   TS_ASSERT(head.layout.local_shape.size() == 2, head.spec.name, " is not a matrix");
+  const Tensor& base = head.*of;
+  const int64_t element = static_cast<int64_t>(dtype_size(base.dtype()));
   int64_t rows = 0;
   for (int i = first; i < first + count; ++i) {
     const LocalParam& p = params_[i];
     TS_ASSERT(p.layout.local_shape.size() == 2 && p.layout.local_shape[1] == head.layout.local_shape[1] &&
-                  p.offset == head.offset + rows * head.layout.local_shape[1],
-              p.spec.name, " does not follow ", head.spec.name, " in the flat buffer");
+                  static_cast<const char*>((p.*of).data()) ==
+                      static_cast<const char*>(base.data()) + rows * head.layout.local_shape[1] * element,
+              p.spec.name, " does not follow ", head.spec.name, " in storage");
     rows += p.layout.local_shape[0];
   }
-  return elements(flat, head.offset, {rows, head.layout.local_shape[1]});
+  return make_view(base.data(), base.dtype(), base.device(), {rows, head.layout.local_shape[1]});
 }
 
-Tensor Model::fused_value(int first, int count) const { return fused(flat_compute_, first, count); }
-Tensor Model::fused_grad(int first, int count) const { return fused(flat_grads_, first, count); }
+Tensor Model::fused_value(int first, int count) const { return fused(&LocalParam::compute, first, count); }
+Tensor Model::fused_grad(int first, int count) const { return fused(&LocalParam::grad, first, count); }
 
 void Model::init_parameters(uint64_t seed) {
   std::vector<float> host;

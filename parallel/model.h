@@ -71,14 +71,31 @@ struct StageRange {
   bool has_head = true;       // last stage
 };
 
+// Note [Gradient storage]
+// A training model's gradients are stored in one of two ways (ModelConfig::gradient_storage):
+//   kFlat: one buffer of every gradient back to back in params() order; LocalParam::offset indexes it, exactly
+//     like the flat parameter buffer. Gradients accumulate over all of a step's micro-batches.
+//   kLayerRing (ZeRO stage 2): the input- and output-side parameters (ParamSpec::place kInput, kOutput: the
+//     embeddings, final norm, head) stay resident, back to back in params() order at the front of the buffer,
+//     and accumulate over the step like kFlat. The blocks' gradients live in a ring of R = min(gradient_ring,
+//     local blocks) one-layer slots after them: local block i (i = layer - stage.first_layer) writes slot i % R,
+//     its parameters back to back there in params() order. Every block of a stage has the same parameter
+//     shapes, so one slot fits any (asserted); each slot is padded with zeros to a multiple of
+//     gradient_ring_align elements. A slot holds one block's gradient of ONE micro-batch: whoever drives
+//     backward must consume it (the ZeRO-2 gradient sync reduce-scatters it, parallel/grad_sync.h) and zero it
+//     before the block i - R of the same micro-batch, or block i of the next, runs its backward into it.
+// LocalParam::offset stays the LOGICAL offset in either mode (what gradient buckets, ZeRO shards, optimizer
+// state ranges and checkpoints speak in); only where LocalParam::grad points differs. kLayerRing needs
+// gradient_ring * (one block) + resident instead of all parameters' worth of f32 (gradient_bytes()).
+
 // One parameter as this rank holds it.
 struct LocalParam {
   ParamSpec spec;
   ShardLayout layout;
   Tensor value;        // f32 master weights
   Tensor compute;      // what forward and backward read: value itself, or its bf16 copy
-  Tensor grad;         // f32
-  int64_t offset = 0;  // elements into the flat parameter/gradient buffers
+  Tensor grad;         // f32; where it lives: Note [Gradient storage]
+  int64_t offset = 0;  // elements into the flat parameter buffer: the logical offset of value and gradient
   // True on the one TP rank whose copy counts in global reductions over all parameters (e.g. the gradient
   // norm): split parameters count on every rank, replicated ones on tp rank 0 only; a tied parameter's copy
   // on the last pipeline stage mirrors the first stage's and does not count.
@@ -108,9 +125,25 @@ class Model {
   std::vector<LocalParam>& params() { return params_; }
   const std::vector<LocalParam>& params() const { return params_; }
   const LocalParam* find_param(const std::string& name) const;
-  // Every local parameter (and gradient) back to back, in params() order.
+  // Every local parameter back to back, in params() order (LocalParam::offset indexes it).
   Tensor flat_params() const { return flat_params_; }
+  // All of the gradient storage (Note [Gradient storage]). kFlat: every gradient back to back in params()
+  // order, indexed by LocalParam::offset. kLayerRing: the resident gradients in params() order, then the ring
+  // slots; LocalParam::offset does NOT index it (use LocalParam::grad, grad_range or gradient_ring_slot).
+  // Undefined for an inference model.
   Tensor flat_grads() const { return flat_grads_; }
+  GradientStorage gradient_storage() const { return gradient_storage_; }
+  // Bytes of gradient storage this rank holds: flat_grads().numel() * 4 (0 for an inference model).
+  int64_t gradient_bytes() const;
+  // kLayerRing: the number of ring slots R, and the ring slot of global block `layer` (one this stage holds);
+  // -1 for kFlat. gradient_ring_slot(s): slot s, [padded slot size] f32, its block's parameters from element 0.
+  int gradient_ring_slots() const { return static_cast<int>(ring_slots_.size()); }
+  int gradient_ring_slot_of(int layer) const;
+  Tensor gradient_ring_slot(int slot) const { return ring_slots_[slot]; }
+  // The gradients of parameters [first, end) as one flat f32 tensor; they must be back to back in storage
+  // (any run of parameters with kFlat; with kLayerRing a run within one block, or of resident parameters with
+  // no block between them). Asserted.
+  Tensor grad_range(int first, int end) const;
   // The compute copies back to back (the same tensor as flat_params() with f32 compute).
   Tensor flat_compute_params() const { return flat_compute_; }
   bool has_compute_copy() const { return flat_compute_.data() != flat_params_.data(); }
@@ -192,7 +225,7 @@ class Model {
   // The compute copy forward and backward read, and the gradient.
   Tensor value(int param) const { return params_[param].compute; }
   Tensor grad(int param) const { return params_[param].grad; }
-  // Several parameters that lie back to back in the flat buffers (first .. first + count - 1, each 2-D with
+  // Several parameters whose values and gradients lie back to back (first .. first + count - 1, each 2-D with
   // the same number of columns) as one matrix: a fused projection (Q, K, V; gate, up) is one GEMM. Rows add up.
   Tensor fused_value(int first, int count) const;
   Tensor fused_grad(int first, int count) const;
@@ -211,12 +244,17 @@ class Model {
   ActivationMemory activation_memory_;  // filled by the architecture's constructor
 
  private:
-  Tensor fused(const Tensor& flat, int first, int count) const;
+  // Lays out the gradient storage of `total` parameter elements (Note [Gradient storage]).
+  void plan_gradients(int64_t total);
+  // The tensors of parameters [first, first + count) chosen by `of` (compute copy or gradient) as one matrix.
+  Tensor fused(Tensor LocalParam::*of, int first, int count) const;
 
   std::vector<LocalParam> params_;
   int tied_ = -1;
   Buffer param_buffer_, grad_buffer_, compute_buffer_;
   Tensor flat_params_, flat_grads_, flat_compute_;
+  GradientStorage gradient_storage_ = GradientStorage::kFlat;
+  std::vector<Tensor> ring_slots_;  // kLayerRing
   std::function<void(int layer)> backward_hook_;
 };
 

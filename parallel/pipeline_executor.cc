@@ -104,11 +104,15 @@ void PipelineExecutor::run(const std::vector<PipelineAction>& schedule, bool tra
       // its way and the tied parameter's copies on the first and last stage are summed, so the DP reduction
       // (or ZeRO's reduce-scatter) sees the complete gradient and the exchange cannot wait on that send.
       const bool last = m + 1 == micro_batches_;
-      if (last && events->layer_done) {
-        model_.set_backward_hook([events](int layer) {
-          if (layer >= 0) events->layer_done(layer);
+      const bool layers_done = last && events->layer_done;
+      if (layers_done || events->block_done) {
+        model_.set_backward_hook([events, layers_done](int layer) {
+          if (layer < 0) return;
+          if (events->block_done) events->block_done(layer);
+          if (layers_done) events->layer_done(layer);
         });
       }
+      if (events->backward_begin) events->backward_begin();
       {
         trace::Span span(trace::Track::kCompute, "backward", "backward");
         if (span.on()) span.name(str_cat("backward mb", m, " ", layers_)).arg("micro_batch", m).arg("layers", layers_);
@@ -119,8 +123,8 @@ void PipelineExecutor::run(const std::vector<PipelineAction>& schedule, bool tra
         if (span.on()) span.name(str_cat("send gradient mb", m, " to stage ", stage_ - 1)).arg("micro_batch", m);
         grad_send_ = pp_.send(model_.stage_input_grad(), stage_ - 1, gradient_tag(m));
       }
+      model_.set_backward_hook(nullptr);
       if (last) {
-        model_.set_backward_hook(nullptr);
         sum_tied_grads();
         if (events->gradients_done) events->gradients_done();
       }

@@ -32,10 +32,15 @@ class PipelineExecutor {
   using Load = std::function<void(int micro_batch, int slot)>;
   // What a training batch tells the data-parallel gradient sync: layer_done(l) right after block l's backward
   // of the last micro-batch, gradients_done() once every gradient of this stage is final (after the tied
-  // parameter's sum). Either may be empty.
+  // parameter's sum). For ZeRO-2's per-micro-batch reduction (Note [ZeRO-2 gradient ring] in
+  // parallel/grad_sync.h), also of every micro-batch: backward_begin() right before its backward,
+  // block_done(l) right after block l's backward (before the same block's layer_done on the last one). Any
+  // may be empty.
   struct GradientEvents {
     std::function<void(int layer)> layer_done;
     std::function<void()> gradients_done;
+    std::function<void()> backward_begin;
+    std::function<void(int layer)> block_done;
   };
 
   // model must have been planned with at least pipeline_in_flight(schedule, pp.size(), pp.rank(),

@@ -21,7 +21,8 @@ Tensor slice(Tensor flat, int64_t begin, int64_t n) {
 ZeroAdamW::ZeroAdamW(Model& model, Backend& backend, DpGradSync& sync, AdamWConfig config,
                      std::vector<ProcessGroup*> norm_groups)
     : model_(model), backend_(backend), sync_(sync), config_(config) {
-  TS_ASSERT(sync.mode() == DpGradSync::Mode::kReduceScatter, "ZeRO-1 needs the reduce-scatter gradient sync");
+  TS_ASSERT(sync.mode() == DpGradSync::Mode::kReduceScatter || sync.mode() == DpGradSync::Mode::kShardedGradients,
+            "ZeRO needs a reduce-scatter gradient sync");
   norm_groups_.push_back(&sync.dp());
   for (ProcessGroup* group : norm_groups) norm_groups_.push_back(group);
   const int64_t n = sync.shard().numel();

@@ -1,5 +1,6 @@
-// ZeroAdamW: ZeRO stage 1 — AdamW whose state (the moments m and v) is sharded across the data-parallel
-// ranks.
+// ZeroAdamW: ZeRO stages 1 and 2 — AdamW whose state (the moments m and v) is sharded across the
+// data-parallel ranks. Stage 2 differs only in how the gradient sync fills the shard (Note [ZeRO-2 gradient
+// ring] in parallel/grad_sync.h); the optimizer reads the same summed shard gradients.
 //
 // DpGradSync in reduce-scatter mode leaves each DP rank r with the summed gradient of its shard: chunk r of
 // every gradient bucket (Note [DP gradient buckets] in parallel/grad_sync.h). The optimizer keeps m and v for
@@ -25,9 +26,9 @@ namespace tessera {
 
 class ZeroAdamW final : public Optimizer {
  public:
-  // sync: the model's gradient sync, in DpGradSync::Mode::kReduceScatter. norm_groups: the groups other
-  // than DP that hold disjoint parts of the model (TP, PP); grad_norm() sums over them and over DP. Every
-  // reference must outlive this object. Allocates 2 * shard_numel floats; local.
+  // sync: the model's gradient sync, in DpGradSync::Mode::kReduceScatter or kShardedGradients. norm_groups:
+  // the groups other than DP that hold disjoint parts of the model (TP, PP); grad_norm() sums over them and
+  // over DP. Every reference must outlive this object. Allocates 2 * shard_numel floats; local.
   ZeroAdamW(Model& model, Backend& backend, DpGradSync& sync, AdamWConfig config,
             std::vector<ProcessGroup*> norm_groups);
 

@@ -57,21 +57,23 @@ const std::string kJob =
 struct RunLayout {
   int tp = 1, pp = 1, dp = 1;
   bool async = false;  // how this layout saves (loading is the same either way)
-  bool zero = false;   // ZeRO-1
+  int zero = 0;        // parallel.zero_stage
   int ranks() const { return tp * pp * dp; }
   bool same_layout(const RunLayout& other) const {
     return tp == other.tp && pp == other.pp && dp == other.dp && zero == other.zero;
   }
   std::string name() const {
-    return str_cat("(", tp, ",", pp, ",", dp, ")", zero ? " zero-1" : "", async ? " async" : "");
+    return str_cat("(", tp, ",", pp, ",", dp, ")", zero > 0 ? str_cat(" zero-", zero) : "", async ? " async" : "");
   }
 };
 
 // The layouts of the resume matrix (X saves after step 3, Y resumes). Every pair of the first kAllPairs
-// layouts runs; each later one (pipeline, ZeRO-1) resumes its own checkpoint, (1,1,1)'s and the other later
-// ones', and (1,1,1) resumes its checkpoint. Add layouts at the end.
-const RunLayout kLayouts[] = {{1, 1, 1, false}, {2, 1, 1, true},  {1, 1, 2, false}, {2, 1, 2, true},
-                              {1, 1, 4, false}, {4, 1, 1, false}, {1, 2, 1, true},  {1, 2, 2, false, true}};
+// layouts runs; each later one (pipeline, ZeRO-1, ZeRO-2) resumes its own checkpoint, (1,1,1)'s and the other
+// later ones', and (1,1,1) resumes its checkpoint: ZeRO-2 <-> ZeRO-1 and ZeRO-2 <-> no ZeRO both ways. Add
+// layouts at the end.
+const RunLayout kLayouts[] = {{1, 1, 1, false}, {2, 1, 1, true},     {1, 1, 2, false},   {2, 1, 2, true},
+                              {1, 1, 4, false}, {4, 1, 1, false},    {1, 2, 1, true},    {1, 2, 2, false, 1},
+                              {1, 1, 2, false, 2}, {1, 2, 2, true, 2}};
 constexpr size_t kAllPairs = 6;
 
 bool in_matrix(size_t saved, size_t resumed) {
@@ -87,7 +89,7 @@ std::string train_command(const std::string& job, const RunLayout& layout, const
       layout.ranks() == 1 ? std::string() : str_cat(TESSERA_MPIEXEC, " --oversubscribe -np ", layout.ranks(), " ");
   return str_cat(kEnvironment, launcher, kTessera, " train --config ", job, " --set parallel.tp=", layout.tp,
                  " --set parallel.pp=", layout.pp, " --set parallel.dp=", layout.dp,
-                 " --set parallel.zero_stage=", layout.zero ? 1 : 0,
+                 " --set parallel.zero_stage=", layout.zero,
                  " --set checkpoint.async=", layout.async ? "true" : "false", " --run-dir ", run_dir, " ", extra);
 }
 

@@ -7,8 +7,9 @@
 // - ZeRO-1 reduce-scatter and all-gather with padded buckets (an odd-sized model over dp=4): closed-form
 //   shard contents with small integers (exact in any summation order), and every element gathered from its
 //   owner.
-// - Training with ZeRO-1 gives the losses, gradient norms and weights of plain data parallelism (1e-6) over
-//   5 steps with weight decay and clipping, in dp=2, tp=2 x dp=2 and dp=4.
+// - Training with ZeRO-1 and ZeRO-2 gives the losses, gradient norms and weights of plain data parallelism
+//   (1e-6) over 5 steps with weight decay and clipping, in dp=2, tp=2 x dp=2 and dp=4; ZeRO-2's model holds
+//   less gradient memory than ZeRO-1's by at least the blocks it no longer stores.
 #include <gtest/gtest.h>
 #include <mpi.h>
 
@@ -101,6 +102,13 @@ ModelConfig odd_model() {
   c.vocab_size = 63;
   c.n_head = 3;
   c.n_embd = 15;
+  return c;
+}
+
+// 4 layers: ZeRO-2's ring of two one-layer gradient buffers stores half of the blocks' gradients.
+ModelConfig deep_model() {
+  ModelConfig c = odd_model();
+  c.n_layer = 4;
   return c;
 }
 
@@ -242,19 +250,28 @@ TEST(DpGradSync, ZeroReduceScatterAndAllGatherWithPaddedBuckets) {
 struct TrainingRun {
   std::vector<double> losses, norms;
   std::vector<float> weights;
+  int64_t gradient_bytes = 0;
+  int64_t block_bytes = 0;  // one block's parameters
 };
 
 TrainingRun train(Layout layout, const ModelConfig& config, int zero_stage, double bucket_mb, int micro_batches) {
   ParallelGroups groups = make_groups(layout);
   CpuBackend backend(1);
-  Gpt2Model model(config, backend, *groups.tp, whole_model(config), kMicroBatch, kSeqLen, 1);
+  ModelConfig model_config = config;
+  if (zero_stage == 2) {
+    model_config.gradient_storage = GradientStorage::kLayerRing;
+    model_config.gradient_ring_align = groups.dp->size();
+  }
+  Gpt2Model model(model_config, backend, *groups.tp, whole_model(config), kMicroBatch, kSeqLen, 1);
   model.init_parameters(3);
   DpGradSync sync(model, backend, *groups.dp, bucket_mb,
-                  zero_stage == 1 ? DpGradSync::Mode::kReduceScatter : DpGradSync::Mode::kAllReduce);
+                  zero_stage == 2   ? DpGradSync::Mode::kShardedGradients
+                  : zero_stage == 1 ? DpGradSync::Mode::kReduceScatter
+                                    : DpGradSync::Mode::kAllReduce);
   AdamWConfig adamw;
   adamw.weight_decay = 0.1;
   std::unique_ptr<Optimizer> optimizer;
-  if (zero_stage == 1) {
+  if (zero_stage >= 1) {
     optimizer = std::make_unique<ZeroAdamW>(model, backend, sync, adamw,
                                             std::vector<ProcessGroup*>{groups.tp.get(), groups.pp.get()});
   } else {
@@ -278,6 +295,9 @@ TrainingRun train(Layout layout, const ModelConfig& config, int zero_stage, doub
     run.norms.push_back(result.grad_norm);
   }
   run.weights = to_host(backend, model.flat_params());
+  run.gradient_bytes = model.gradient_bytes();
+  for (const LocalParam& p : model.params())
+    if (p.spec.layer == 0) run.block_bytes += p.value.numel() * static_cast<int64_t>(sizeof(float));
   return run;
 }
 
@@ -294,23 +314,35 @@ TEST(ZeroAdamW, TrainsLikePlainDataParallelism) {
       {Layout::kDp2, odd_model(), 1e-3, 2},  // padded buckets
       {Layout::kTp2Dp2, even_model(), 1e-3, 1},
       {Layout::kDp4, odd_model(), 1e-9, 1},  // a bucket per parameter, most of them padded
+      {Layout::kDp4, deep_model(), 1e-3, 2},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(testing::Message() << layout_name(c.layout) << ", C " << c.config.n_embd << ", " << c.bucket_mb
                                     << " MiB buckets, " << c.micro_batches << " micro-batches");
     const TrainingRun plain = train(c.layout, c.config, 0, c.bucket_mb, c.micro_batches);
-    const TrainingRun zero = train(c.layout, c.config, 1, c.bucket_mb, c.micro_batches);
-    for (size_t s = 0; s < plain.losses.size(); ++s) {
-      EXPECT_NEAR(zero.losses[s], plain.losses[s], 1e-6 * std::fabs(plain.losses[s])) << "step " << s;
-      EXPECT_NEAR(zero.norms[s], plain.norms[s], 1e-6 * std::fabs(plain.norms[s])) << "step " << s;
+    int64_t zero1_gradient_bytes = 0;
+    for (int stage : {1, 2}) {
+      SCOPED_TRACE(testing::Message() << "ZeRO-" << stage);
+      const TrainingRun zero = train(c.layout, c.config, stage, c.bucket_mb, c.micro_batches);
+      for (size_t s = 0; s < plain.losses.size(); ++s) {
+        EXPECT_NEAR(zero.losses[s], plain.losses[s], 1e-6 * std::fabs(plain.losses[s])) << "step " << s;
+        EXPECT_NEAR(zero.norms[s], plain.norms[s], 1e-6 * std::fabs(plain.norms[s])) << "step " << s;
+      }
+      ASSERT_EQ(zero.weights.size(), plain.weights.size());
+      double worst = 0;
+      for (size_t i = 0; i < plain.weights.size(); ++i) {
+        worst = std::max(worst, std::fabs(static_cast<double>(zero.weights[i]) - plain.weights[i]));
+      }
+      EXPECT_LE(worst, 1e-6);
+      if (stage == 1) zero1_gradient_bytes = zero.gradient_bytes;
+      if (stage == 2 && c.config.n_layer > 2) {
+        // Of the model's n_layer blocks only 2 (each padded by < D elements) have gradient storage.
+        const int64_t saved = (c.config.n_layer - 2) * zero.block_bytes - 2 * 4 * (world_size() - 1);
+        EXPECT_GT(saved, 0);
+        EXPECT_LE(zero.gradient_bytes, zero1_gradient_bytes - saved);
+      }
     }
     EXPECT_GT(plain.norms[0], 0.5) << "clipping should be active";
-    ASSERT_EQ(zero.weights.size(), plain.weights.size());
-    double worst = 0;
-    for (size_t i = 0; i < plain.weights.size(); ++i) {
-      worst = std::max(worst, std::fabs(static_cast<double>(zero.weights[i]) - plain.weights[i]));
-    }
-    EXPECT_LE(worst, 1e-6);
     // The weights did move.
     EXPECT_GT(std::fabs(plain.losses.back() - plain.losses.front()), 1e-3);
   }

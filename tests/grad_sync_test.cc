@@ -1,12 +1,16 @@
 // DP gradient buckets without MPI: the bucketing and ZeRO-1 partition math of parallel/grad_sync.h
 // (closed-form cases and invariants over random parameter lists), and, with a recording process group, that
-// DpGradSync launches each bucket exactly when backward has completed its parameters.
+// DpGradSync launches each bucket exactly when backward has completed its parameters. ZeRO-2: the layer-
+// granular buckets, the model's gradient ring (Note [Gradient storage]: where each gradient lives, how many
+// bytes it saves) and, with a process group that only reduces when waited on, that the sync never lets a
+// block's backward write a ring slot before the collective reading it is complete, and sums every micro-batch.
 #include "parallel/grad_sync.h"
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <random>
 #include <string>
@@ -170,6 +174,34 @@ TEST(PlanGradBuckets, InvariantsOnRandomLayouts) {
   }
 }
 
+TEST(PlanGradBuckets, WholeGroupsAreOneBucketEachAndCappedRunsStopAtThem) {
+  // p0, p1 resident (input side); p2..p3 block 0; p4..p5 block 1; p6 resident (output side).
+  const std::vector<int64_t> numels = {3, 4, 5, 6, 5, 6, 2};
+  const std::vector<int> whole = {-1, -1, 0, 0, 1, 1, -1};
+  // A cap of 4 would split each block; `whole` keeps them together; the resident runs stay under the cap.
+  const std::vector<GradBucket> buckets = plan_grad_buckets(numels, 4, 2, whole);
+  ASSERT_EQ(buckets.size(), 5u);
+  EXPECT_EQ(buckets[0].first_param, 6);  // the output side: alone (p5 is another group)
+  EXPECT_EQ(buckets[0].group, -1);
+  EXPECT_EQ(buckets[1].first_param, 4);  // block 1
+  EXPECT_EQ(buckets[1].end_param, 6);
+  EXPECT_EQ(buckets[1].group, 1);
+  EXPECT_EQ(buckets[1].size(), 11);
+  EXPECT_EQ(buckets[1].chunk, 6);
+  EXPECT_EQ(buckets[2].first_param, 2);  // block 0
+  EXPECT_EQ(buckets[2].group, 0);
+  EXPECT_EQ(buckets[2].begin, 7);
+  EXPECT_EQ(buckets[3].first_param, 1);  // 4 + 3 > 4: one parameter each
+  EXPECT_EQ(buckets[4].first_param, 0);
+  EXPECT_EQ(buckets[4].begin, 0);
+  // Shard offsets follow the chunks: 1, 6, 6, 2, 2.
+  EXPECT_EQ(buckets[2].shard_offset, 7);
+  EXPECT_EQ(shard_numel(buckets), 17);
+  // Without groups the same parameters bucket under the cap as before.
+  EXPECT_EQ(plan_grad_buckets(numels, 4, 2).size(), plan_grad_buckets(numels, 4, 2, std::vector<int>(7, -1)).size());
+  for (const GradBucket& b : plan_grad_buckets(numels, 4, 2)) EXPECT_EQ(b.group, -1);
+}
+
 TEST(BucketCapElements, MebibytesOfFloats) {
   EXPECT_EQ(bucket_cap_elements(25), 25 * 1024 * 1024 / 4);
   EXPECT_EQ(bucket_cap_elements(1.0 / 1024), 256);
@@ -212,15 +244,17 @@ class RecordingGroup final : public ProcessGroup {
 
 bool is_final_norm(const LocalParam& p) { return p.spec.name.rfind("lnf.", 0) == 0; }
 
-ModelConfig tiny_model() {
+ModelConfig tiny_model_layers(int layers) {
   ModelConfig c;
   c.vocab_size = 64;
-  c.n_layer = 3;
+  c.n_layer = layers;
   c.n_head = 4;
   c.n_embd = 16;
   c.max_seq_len = 8;
   return c;
 }
+
+ModelConfig tiny_model() { return tiny_model_layers(3); }
 
 TEST(DpGradSync, LaunchesEachBucketWhenBackwardHasCompletedIt) {
   CpuBackend backend(1);
@@ -320,6 +354,189 @@ TEST(DpGradSync, LayersMustCompleteInDecreasingOrder) {
   sync.mark_layer_done(1);
   EXPECT_THROW(sync.mark_layer_done(2), InternalError);
   sync.finish();
+}
+
+// ---- ZeRO-2: the gradient ring ------------------------------------------------------------------------------
+
+ModelConfig ring_model(int ring, int align) {
+  ModelConfig c = tiny_model_layers(5);
+  c.gradient_storage = GradientStorage::kLayerRing;
+  c.gradient_ring = ring;
+  c.gradient_ring_align = align;
+  return c;
+}
+
+int64_t block_numel(const Model& model, int layer) {
+  int64_t n = 0;
+  for (const LocalParam& p : model.params())
+    if (p.spec.place == ParamPlace::kBlock && p.spec.layer == layer) n += p.grad.numel();
+  return n;
+}
+
+TEST(GradientRing, BlocksShareTwoSlotsAndResidentGradientsStayWhole) {
+  CpuBackend backend(1);
+  LocalProcessGroup tp("tp");
+  StageRange stage{.first_layer = 0, .end_layer = 5, .has_embedding = true, .has_head = true};
+  Gpt2Model flat(tiny_model_layers(5), backend, tp, stage, 1, 8, 1);
+  Gpt2Model ring(ring_model(2, 3), backend, tp, stage, 1, 8, 1);
+  ASSERT_EQ(flat.gradient_storage(), GradientStorage::kFlat);
+  ASSERT_EQ(ring.gradient_storage(), GradientStorage::kLayerRing);
+  ASSERT_EQ(ring.gradient_ring_slots(), 2);
+  const int64_t layer = block_numel(ring, 0);
+  const int64_t all = flat.flat_params().numel();
+  const int64_t slot = (layer + 2) / 3 * 3;  // padded to a multiple of 3
+  EXPECT_EQ(ring.gradient_ring_slot(0).numel(), slot);
+  // The memory really falls: 5 blocks' worth of gradients become 2 (padded) slots.
+  EXPECT_EQ(flat.gradient_bytes(), all * 4);
+  EXPECT_EQ(ring.gradient_bytes(), (all - 5 * layer + 2 * slot) * 4);
+  EXPECT_LE(ring.gradient_bytes(), flat.gradient_bytes() - (3 * layer - 4) * 4);
+  // Logical offsets are those of the flat model; block l's gradients start slot l % 2, back to back.
+  const float* resident = ring.flat_grads().f32();
+  for (size_t i = 0; i < ring.params().size(); ++i) {
+    const LocalParam& p = ring.params()[i];
+    EXPECT_EQ(p.offset, flat.params()[i].offset) << p.spec.name;
+    if (p.spec.place == ParamPlace::kBlock) {
+      const LocalParam* first = nullptr;
+      for (const LocalParam& q : ring.params())
+        if (q.spec.layer == p.spec.layer && first == nullptr) first = &q;
+      EXPECT_EQ(p.grad.f32() - ring.gradient_ring_slot(p.spec.layer % 2).f32(), p.offset - first->offset)
+          << p.spec.name;
+      EXPECT_EQ(ring.gradient_ring_slot_of(p.spec.layer), p.spec.layer % 2);
+    } else {
+      EXPECT_EQ(p.grad.f32(), resident) << p.spec.name;
+      resident += p.grad.numel();
+    }
+  }
+  EXPECT_EQ(flat.gradient_ring_slot_of(3), -1);
+}
+
+TEST(GradientRing, OneBlockPerStageNeedsOneSlotAndFlatSyncsRefuseTheRing) {
+  CpuBackend backend(1);
+  LocalProcessGroup tp("tp");
+  StageRange stage{.first_layer = 2, .end_layer = 3, .has_embedding = false, .has_head = false};
+  Gpt2Model ring(ring_model(2, 1), backend, tp, stage, 1, 8, 1);
+  EXPECT_EQ(ring.gradient_ring_slots(), 1);
+  EXPECT_EQ(ring.gradient_bytes(), block_numel(ring, 2) * 4);
+  LocalProcessGroup dp("dp");
+  EXPECT_THROW(DpGradSync(ring, backend, dp, 25, DpGradSync::Mode::kReduceScatter), InternalError);
+}
+
+// A DP group of two in which this rank is rank 0 and its peer holds the same gradients: reduce_scatter's chunk
+// 0 of the sum is twice the input's first chunk. It reduces only when waited on (test() never completes), at
+// which moment it reads the input, so an input overwritten before its wait shows in the result.
+class LazyPairGroup final : public ProcessGroup {
+ public:
+  int rank() const override { return 0; }
+  int size() const override { return 2; }
+  const std::string& name() const override { return name_; }
+  const std::vector<int>& world_ranks() const override { return world_ranks_; }
+  WorkHandle all_reduce(Tensor, ReduceOp) override { return std::make_unique<Lazy>([] {}); }
+  WorkHandle reduce_scatter(Tensor out, Tensor in, ReduceOp) override {
+    ++reduce_scatters;
+    EXPECT_EQ(in.numel(), 2 * out.numel());
+    return std::make_unique<Lazy>([out, in] {
+      for (int64_t i = 0; i < out.numel(); ++i) out.f32()[i] = 2 * in.f32()[i];
+    });
+  }
+  WorkHandle all_gather(Tensor out, Tensor in) override {
+    return std::make_unique<Lazy>([out, in] {
+      for (int64_t i = 0; i < out.numel(); ++i) out.f32()[i] = in.f32()[i % in.numel()];
+    });
+  }
+  WorkHandle broadcast(Tensor, int) override { return std::make_unique<Lazy>([] {}); }
+  WorkHandle send(Tensor, int, int) override { return std::make_unique<Lazy>([] {}); }
+  WorkHandle recv(Tensor, int, int) override { return std::make_unique<Lazy>([] {}); }
+  void barrier() override {}
+
+  int reduce_scatters = 0;
+
+ private:
+  struct Lazy final : Work {
+    explicit Lazy(std::function<void()> run) : run_(std::move(run)) {}
+    ~Lazy() override { Lazy::wait(); }
+    void wait() override {
+      if (run_) run_();
+      run_ = nullptr;
+    }
+    bool test() override { return false; }
+    std::function<void()> run_;
+  };
+  std::string name_ = "dp";
+  std::vector<int> world_ranks_{0, 1};
+};
+
+TEST(DpGradSync, Zero2ReducesEveryMicroBatchAndNeverOverwritesASlotInFlight) {
+  CpuBackend backend(1);
+  LocalProcessGroup tp("tp");
+  StageRange stage{.first_layer = 0, .end_layer = 5, .has_embedding = true, .has_head = true};
+  Gpt2Model model(ring_model(2, 2), backend, tp, stage, 1, 8, 1);
+  LazyPairGroup dp;
+  DpGradSync sync(model, backend, dp, 1e-3, DpGradSync::Mode::kShardedGradients);
+  const std::vector<LocalParam>& params = model.params();
+  int blocks = 0;
+  for (const GradBucket& b : sync.buckets()) blocks += b.group >= 0;
+  EXPECT_EQ(blocks, 5);
+  // Small integers: every sum is exact. Block parameters get value(m, e) in micro-batch m, accumulated into
+  // their gradient as backward would; resident ones (e % 5) once.
+  const auto value = [](int m, int64_t e) { return static_cast<float>(m + 1 + e % 7); };
+  const auto add_block = [&](int layer, int m) {
+    for (const LocalParam& p : params) {
+      if (p.spec.place != ParamPlace::kBlock || p.spec.layer != layer) continue;
+      std::vector<float> g(static_cast<size_t>(p.grad.numel()));
+      backend.copy_to_host(g.data(), p.grad);
+      for (int64_t i = 0; i < p.grad.numel(); ++i) g[i] += value(m, p.offset + i);
+      backend.copy_from_host(p.grad, g.data());
+    }
+  };
+  const int micro_batches = 3;
+  for (int step = 0; step < 2; ++step) {
+    dp.reduce_scatters = 0;
+    model.zero_grads();
+    for (const LocalParam& p : params) {
+      if (p.spec.place == ParamPlace::kBlock) continue;
+      std::vector<float> g(static_cast<size_t>(p.grad.numel()));
+      for (int64_t i = 0; i < p.grad.numel(); ++i) g[i] = static_cast<float>((p.offset + i) % 5);
+      backend.copy_from_host(p.grad, g.data());
+    }
+    sync.start_step();
+    for (int m = 0; m < micro_batches; ++m) {
+      sync.backward_begin();
+      for (int layer = 4; layer >= 0; --layer) {
+        add_block(layer, m);
+        sync.mark_block_done(layer);
+        if (m + 1 == micro_batches) sync.mark_layer_done(layer);
+      }
+    }
+    sync.mark_layer_done(-1);
+    sync.finish();
+    EXPECT_EQ(dp.reduce_scatters, 5 * micro_batches + static_cast<int>(sync.buckets().size()) - 5);
+    // Rank 0's shard: twice its chunk of every bucket, the blocks' summed over the micro-batches.
+    std::vector<float> shard(static_cast<size_t>(sync.shard().numel()));
+    backend.copy_to_host(shard.data(), sync.shard());
+    int64_t checked = 0;
+    for (const ShardSegment& s : sync.shard_segments()) {
+      const bool block = params[s.param].spec.place == ParamPlace::kBlock;
+      for (int64_t j = 0; j < s.size; ++j) {
+        const int64_t e = s.flat_begin + j;
+        float want = 0;
+        if (block) {
+          for (int m = 0; m < micro_batches; ++m) want += 2 * value(m, e);
+        } else {
+          want = 2.0f * static_cast<float>(e % 5);
+        }
+        ASSERT_EQ(shard[s.shard_begin + j], want) << params[s.param].spec.name << " element " << e;
+        ++checked;
+      }
+    }
+    EXPECT_GT(checked, 0);
+    // The ring is zero again for the next step.
+    for (int slot = 0; slot < model.gradient_ring_slots(); ++slot) {
+      std::vector<float> h(static_cast<size_t>(model.gradient_ring_slot(slot).numel()));
+      backend.copy_to_host(h.data(), model.gradient_ring_slot(slot));
+      EXPECT_EQ(*std::max_element(h.begin(), h.end()), 0.0f);
+      EXPECT_EQ(*std::min_element(h.begin(), h.end()), 0.0f);
+    }
+  }
 }
 
 }  // namespace

@@ -157,7 +157,10 @@ int run_bench(const BenchFlags& flags, MpiEnvironment& mpi, const ProcessEnv& en
       std::printf(
           "  dp gradient sync on rank 0 (%s, %zu bucket(s) of <= %g MiB, overlap %s), ms/step: in flight %.1f, "
           "blocked in finish %.1f, exposed after backward %.1f; hidden %.0f%%\n",
-          config.parallel().zero_stage() == 1 ? "reduce-scatter" : "all-reduce", job.grad_sync->buckets().size(),
+          config.parallel().zero_stage() == 2   ? "reduce-scatter per micro-batch"
+          : config.parallel().zero_stage() == 1 ? "reduce-scatter"
+                                                : "all-reduce",
+          job.grad_sync->buckets().size(),
           config.parallel().dp_bucket_mb(), dp_overlap ? "on" : "off", sync.comm_seconds * per_step_ms,
           sync.blocked_seconds * per_step_ms, sync.exposed_seconds * per_step_ms,
           100 * job.grad_sync->hidden_fraction());
@@ -167,6 +170,7 @@ int run_bench(const BenchFlags& flags, MpiEnvironment& mpi, const ProcessEnv& en
     const DeviceDescription device = describe_device(*job.backend);
     std::printf("  %s\n", device_line(device, m.dtype).c_str());
     std::printf("  %s\n", activation_memory_line(job).c_str());
+    std::printf("  %s\n", gradient_memory_line(job).c_str());
     if (job.backend->device() == Device::kCuda) {
       const Throughput t = throughput(m, T, tokens_per_step, median, static_cast<int>(world), device.bf16_peak_tflops);
       std::printf("  %.1f TFLOP/s per GPU%s; attention: %s\n", t.tflops_per_device,

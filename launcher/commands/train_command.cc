@@ -165,6 +165,7 @@ int run_train(const TrainFlags& flags_in, MpiEnvironment& mpi, const ProcessEnv&
         human_count(static_cast<double>(train.global_batch()) * train.seq_len()).c_str(), data.description.c_str());
     std::printf("%s\n", device_line(describe_device(*job.backend), m.dtype).c_str());
     std::printf("%s\n", activation_memory_line(job).c_str());
+    std::printf("%s\n", gradient_memory_line(job).c_str());
     if (!layout_change.empty()) std::printf("%s\n", layout_change.c_str());
     for (const std::string& warning : data.warnings) std::printf("warning: %s\n", warning.c_str());
     if (!config_source.empty()) {

@@ -627,10 +627,10 @@ void validate_parallel(const config::ParallelConfig& parallel, Problems& problem
   if (parallel.micro_batches() < 1) {
     problems.add("parallel.micro_batches (", parallel.micro_batches(), ") must be >= 1");
   }
-  if (parallel.zero_stage() != 0 && parallel.zero_stage() != 1) {
+  if (parallel.zero_stage() < 0 || parallel.zero_stage() > 2) {
     problems.add("parallel.zero_stage (", parallel.zero_stage(),
-                 ") must be 0 (every data-parallel rank holds the optimizer state) or 1 (the state is sharded "
-                 "across data-parallel ranks)");
+                 ") must be 0 (every data-parallel rank holds the optimizer state), 1 (the state is sharded "
+                 "across data-parallel ranks) or 2 (the state and the gradients are sharded)");
   }
   check_finite_positive(problems, parallel.timeout_s(), "parallel.timeout_s");
   check_finite_positive(problems, parallel.dp_bucket_mb(), "parallel.dp_bucket_mb");

@@ -77,6 +77,14 @@ Job build_job(const config::JobConfig& config, MpiEnvironment& mpi, const Proces
   job.world_rank = mpi.world_rank();
   job.layout = resolve_layout(config, mpi.world_size());
   job.model_config = training_model_config(config);
+  const int zero_stage = config.parallel().zero_stage();
+  if (zero_stage == 2) {
+    // ZeRO-2: the blocks' gradients in a ring of one-layer slots, padded so that a reduce-scatter over the DP
+    // group reads a slot in place (Note [ZeRO-2 gradient ring] in parallel/grad_sync.h).
+    job.model_config.gradient_storage = GradientStorage::kLayerRing;
+    job.model_config.gradient_ring = 2;
+    job.model_config.gradient_ring_align = job.layout.dp;
+  }
   job.threads = config.train().threads() > 0 ? config.train().threads() : default_threads_per_rank(env);
   job.backend = make_backend(config, env, job.threads);
 
@@ -97,11 +105,13 @@ Job build_job(const config::JobConfig& config, MpiEnvironment& mpi, const Proces
   adamw.beta2 = config.optimizer().beta2();
   adamw.eps = config.optimizer().eps();
   adamw.weight_decay = config.optimizer().weight_decay();
-  const bool zero = config.parallel().zero_stage() == 1;
-  job.grad_sync =
-      std::make_unique<DpGradSync>(*job.model, *job.backend, *job.groups.dp, config.parallel().dp_bucket_mb(),
-                                   zero ? DpGradSync::Mode::kReduceScatter : DpGradSync::Mode::kAllReduce);
-  // The gradient norm sums over the groups that hold disjoint parts of the model (under ZeRO-1, DP too).
+  const bool zero = zero_stage >= 1;
+  const DpGradSync::Mode sync_mode = zero_stage == 2   ? DpGradSync::Mode::kShardedGradients
+                                     : zero_stage == 1 ? DpGradSync::Mode::kReduceScatter
+                                                       : DpGradSync::Mode::kAllReduce;
+  job.grad_sync = std::make_unique<DpGradSync>(*job.model, *job.backend, *job.groups.dp,
+                                               config.parallel().dp_bucket_mb(), sync_mode);
+  // The gradient norm sums over the groups that hold disjoint parts of the model (under ZeRO, DP too).
   std::vector<ProcessGroup*> norm_groups = {job.groups.tp.get(), job.groups.pp.get()};
   if (zero) {
     job.optimizer = std::make_unique<ZeroAdamW>(*job.model, *job.backend, *job.grad_sync, adamw, norm_groups);
@@ -133,6 +143,20 @@ std::string activation_memory_line(const Job& job) {
   return str_cat("activation memory: ", human_bytes(static_cast<double>(m.total())), " on rank ", job.world_rank, " (",
                  human_bytes(static_cast<double>(m.slot_bytes)), " in ", job.model->slots(), " slot(s), ",
                  human_bytes(static_cast<double>(m.shared_bytes)), " shared; ", mode, ")");
+}
+
+std::string gradient_memory_line(const Job& job) {
+  const Model& model = *job.model;
+  int64_t all = 0;
+  for (const LocalParam& p : model.params()) all += p.value.numel();
+  const int64_t flat = all * static_cast<int64_t>(sizeof(float));
+  std::string how = "flat, every parameter's";
+  if (model.gradient_storage() == GradientStorage::kLayerRing) {
+    how = str_cat("ZeRO-2: ", model.gradient_ring_slots(), " one-layer ring slot(s) + resident embeddings/norm/head; flat would be ",
+                  human_bytes(static_cast<double>(flat)));
+  }
+  return str_cat("gradient memory: ", human_bytes(static_cast<double>(model.gradient_bytes())), " on rank ",
+                 job.world_rank, " (", how, ")");
 }
 
 }  // namespace tessera

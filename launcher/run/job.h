@@ -31,7 +31,7 @@ struct Job {
   ParallelGroups groups;
   std::unique_ptr<Model> model;
   std::unique_ptr<DpGradSync> grad_sync;
-  // AdamW, or ZeroAdamW when parallel.zero_stage is 1.
+  // AdamW, or ZeroAdamW when parallel.zero_stage is 1 or 2.
   std::unique_ptr<Optimizer> optimizer;
   std::unique_ptr<Trainer> trainer;
 
@@ -48,6 +48,9 @@ Job build_job(const config::JobConfig& config, MpiEnvironment& mpi, const Proces
 // One line for train and bench (docs/memory.md): this rank's activation arena, split into its slots and what they
 // share, the recomputation mode, and with one on, what recompute NONE would plan.
 std::string activation_memory_line(const Job& job);
+// "gradient memory: <bytes> on rank R (...)": this rank's gradient storage (Model::gradient_bytes), and with
+// ZeRO-2 what the flat storage would need.
+std::string gradient_memory_line(const Job& job);
 
 // An inference job (tessera generate): the layout (which must be one copy of the model: parallel.dp = 1), the
 // backend, the groups and this rank's model shard built with ModelUse::kInference for `batch` sequences of up to

@@ -88,6 +88,11 @@ StepResult Trainer::train_step(int step, const Sampler& source) {
   PipelineExecutor::GradientEvents events;
   events.layer_done = [this](int layer) { grad_sync_.mark_layer_done(layer); };
   events.gradients_done = [this] { grad_sync_.mark_layer_done(-1); };
+  if (grad_sync_.mode() == DpGradSync::Mode::kShardedGradients) {
+    // ZeRO-2 reduces the blocks' gradients after every micro-batch (Note [ZeRO-2 gradient ring]).
+    events.backward_begin = [this] { grad_sync_.backward_begin(); };
+    events.block_done = [this](int layer) { grad_sync_.mark_block_done(layer); };
+  }
   pipeline_.train_batch(
       d_scale, [&](int m, int slot) { load_micro_batch(source, first_sample, m, slot); }, events);
   result.loss = mean_loss(source, counted);
