@@ -333,7 +333,11 @@ TEST(ZeroAdamW, TrainsLikePlainDataParallelism) {
       for (size_t i = 0; i < plain.weights.size(); ++i) {
         worst = std::max(worst, std::fabs(static_cast<double>(zero.weights[i]) - plain.weights[i]));
       }
-      EXPECT_LE(worst, 1e-6);
+      // ZeRO-2 sums each micro-batch over DP, then the micro-batches (the others the reverse): with one
+      // micro-batch the same sums, with more a last-bit difference in some gradients, which AdamW's
+      // normalisation can turn into ~1e-5 of weight after 5 steps at lr 1e-2 (elements whose micro-batch
+      // gradients nearly cancel).
+      EXPECT_LE(worst, stage == 2 && c.micro_batches > 1 ? 2e-5 : 1e-6);
       if (stage == 1) zero1_gradient_bytes = zero.gradient_bytes;
       if (stage == 2 && c.config.n_layer > 2) {
         // Of the model's n_layer blocks only 2 (each padded by < D elements) have gradient storage.
