@@ -182,7 +182,8 @@ class DpGradSync {
   void gather_params();
 
   // Off: nothing is launched before finish(), which then does a blocking sync of all buckets after backward
-  // (the reference that the overlap is measured against). On by default.
+  // (the reference that the overlap is measured against). On by default. kShardedGradients: only the resident
+  // buckets wait; the blocks' ring slots must be reduced per micro-batch either way.
   void set_overlap(bool overlap) { overlap_ = overlap; }
 
   Mode mode() const { return mode_; }
