@@ -15,8 +15,8 @@ namespace tessera {
 std::vector<GradBucket> plan_grad_buckets(const std::vector<int64_t>& numels, int64_t cap_elements, int dp_size,
                                           const std::vector<int>& whole) {
   TS_ASSERT(cap_elements >= 1 && dp_size >= 1, "bucket cap ", cap_elements, ", dp size ", dp_size);
-  TS_ASSERT(whole.empty() || whole.size() == numels.size(), "whole groups for ", whole.size(), " of ",
-            numels.size(), " parameters");
+  TS_ASSERT(whole.empty() || whole.size() == numels.size(), "whole groups for ", whole.size(), " of ", numels.size(),
+            " parameters");
   const auto group = [&](int i) { return whole.empty() ? -1 : whole[i]; };
   std::vector<int64_t> offsets(numels.size() + 1, 0);
   for (size_t i = 0; i < numels.size(); ++i) {
@@ -166,8 +166,8 @@ DpGradSync::DpGradSync(Model& model, Backend& backend, ProcessGroup& dp, double 
     ring_launched_us_.assign(slots, -1);
     ring_receive_buffer_ = backend.allocate(static_cast<size_t>(std::max<int64_t>(slots * chunk, 1)) * sizeof(float));
     for (int s = 0; s < slots; ++s) {
-      ring_receive_.push_back(Tensor(static_cast<float*>(ring_receive_buffer_.data()) + s * chunk, DType::kF32,
-                                     backend.device(), {chunk}));
+      ring_receive_.push_back(
+          Tensor(static_cast<float*>(ring_receive_buffer_.data()) + s * chunk, DType::kF32, backend.device(), {chunk}));
     }
   }
   work_.resize(buckets_.size());

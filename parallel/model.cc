@@ -100,8 +100,8 @@ void Model::plan_gradients(int64_t total) {
     return;
   }
   // Note [Gradient storage]: the resident gradients in params() order, then the ring.
-  TS_ASSERT(config_.gradient_ring >= 1 && config_.gradient_ring_align >= 1, "gradient ring of ",
-            config_.gradient_ring, " slots aligned to ", config_.gradient_ring_align);
+  TS_ASSERT(config_.gradient_ring >= 1 && config_.gradient_ring_align >= 1, "gradient ring of ", config_.gradient_ring,
+            " slots aligned to ", config_.gradient_ring_align);
   gradient_storage_ = GradientStorage::kLayerRing;
   int64_t resident = 0;
   std::vector<int64_t> block_begin(local_blocks, -1), block_numel(local_blocks, 0);

@@ -71,8 +71,8 @@ struct RunLayout {
 // layouts runs; each later one (pipeline, ZeRO-1, ZeRO-2) resumes its own checkpoint, (1,1,1)'s and the other
 // later ones', and (1,1,1) resumes its checkpoint: ZeRO-2 <-> ZeRO-1 and ZeRO-2 <-> no ZeRO both ways. Add
 // layouts at the end.
-const RunLayout kLayouts[] = {{1, 1, 1, false}, {2, 1, 1, true},     {1, 1, 2, false},   {2, 1, 2, true},
-                              {1, 1, 4, false}, {4, 1, 1, false},    {1, 2, 1, true},    {1, 2, 2, false, 1},
+const RunLayout kLayouts[] = {{1, 1, 1, false},    {2, 1, 1, true},   {1, 1, 2, false}, {2, 1, 2, true},
+                              {1, 1, 4, false},    {4, 1, 1, false},  {1, 2, 1, true},  {1, 2, 2, false, 1},
                               {1, 1, 2, false, 2}, {1, 2, 2, true, 2}};
 constexpr size_t kAllPairs = 6;
 

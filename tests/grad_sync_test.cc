@@ -18,9 +18,9 @@
 #include <vector>
 
 #include "core/check.h"
-#include "models/gpt2/gpt2_model.h"
 #include "core/model_config.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "models/gpt2/gpt2_model.h"
 #include "parallel/local_process_group.h"
 
 namespace tessera {
@@ -430,7 +430,9 @@ class LazyPairGroup final : public ProcessGroup {
   int size() const override { return 2; }
   const std::string& name() const override { return name_; }
   const std::vector<int>& world_ranks() const override { return world_ranks_; }
-  WorkHandle all_reduce(Tensor, ReduceOp) override { return std::make_unique<Lazy>([] {}); }
+  WorkHandle all_reduce(Tensor, ReduceOp) override {
+    return std::make_unique<Lazy>([] {});
+  }
   WorkHandle reduce_scatter(Tensor out, Tensor in, ReduceOp) override {
     ++reduce_scatters;
     EXPECT_EQ(in.numel(), 2 * out.numel());
@@ -443,9 +445,15 @@ class LazyPairGroup final : public ProcessGroup {
       for (int64_t i = 0; i < out.numel(); ++i) out.f32()[i] = in.f32()[i % in.numel()];
     });
   }
-  WorkHandle broadcast(Tensor, int) override { return std::make_unique<Lazy>([] {}); }
-  WorkHandle send(Tensor, int, int) override { return std::make_unique<Lazy>([] {}); }
-  WorkHandle recv(Tensor, int, int) override { return std::make_unique<Lazy>([] {}); }
+  WorkHandle broadcast(Tensor, int) override {
+    return std::make_unique<Lazy>([] {});
+  }
+  WorkHandle send(Tensor, int, int) override {
+    return std::make_unique<Lazy>([] {});
+  }
+  WorkHandle recv(Tensor, int, int) override {
+    return std::make_unique<Lazy>([] {});
+  }
   void barrier() override {}
 
   int reduce_scatters = 0;

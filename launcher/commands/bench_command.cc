@@ -160,9 +160,8 @@ int run_bench(const BenchFlags& flags, MpiEnvironment& mpi, const ProcessEnv& en
           config.parallel().zero_stage() == 2   ? "reduce-scatter per micro-batch"
           : config.parallel().zero_stage() == 1 ? "reduce-scatter"
                                                 : "all-reduce",
-          job.grad_sync->buckets().size(),
-          config.parallel().dp_bucket_mb(), dp_overlap ? "on" : "off", sync.comm_seconds * per_step_ms,
-          sync.blocked_seconds * per_step_ms, sync.exposed_seconds * per_step_ms,
+          job.grad_sync->buckets().size(), config.parallel().dp_bucket_mb(), dp_overlap ? "on" : "off",
+          sync.comm_seconds * per_step_ms, sync.blocked_seconds * per_step_ms, sync.exposed_seconds * per_step_ms,
           100 * job.grad_sync->hidden_fraction());
     }
     std::printf("  sgemm GFLOP/s on rank 0 with %d thread(s): %.1f  -> model FLOP/s are %.0f%% of it per rank\n",

@@ -152,7 +152,8 @@ std::string gradient_memory_line(const Job& job) {
   const int64_t flat = all * static_cast<int64_t>(sizeof(float));
   std::string how = "flat, every parameter's";
   if (model.gradient_storage() == GradientStorage::kLayerRing) {
-    how = str_cat("ZeRO-2: ", model.gradient_ring_slots(), " one-layer ring slot(s) + resident embeddings/norm/head; flat would be ",
+    how = str_cat("ZeRO-2: ", model.gradient_ring_slots(),
+                  " one-layer ring slot(s) + resident embeddings/norm/head; flat would be ",
                   human_bytes(static_cast<double>(flat)));
   }
   return str_cat("gradient memory: ", human_bytes(static_cast<double>(model.gradient_bytes())), " on rank ",
