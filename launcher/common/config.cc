@@ -954,9 +954,9 @@ Layout resolve_layout(const config::JobConfig& job, int world_size) {
     } else if (micro_batch_known) {
       const long long tokens = static_cast<long long>(layout.micro_batch_size) * job.train().seq_len();
       if (tokens % layout.tp != 0) {
-        problems.add("parallel.sequence_parallel splits each micro-batch's micro-batch size (", layout.micro_batch_size,
-                     ") * train.seq_len (", job.train().seq_len(), ") = ", tokens,
-                     " tokens into equal chunks over parallel.tp (", layout.tp,
+        problems.add("parallel.sequence_parallel splits each micro-batch's tokens, micro-batch size (",
+                     layout.micro_batch_size, ") * train.seq_len (", job.train().seq_len(), ") = ", tokens,
+                     ", into equal chunks over parallel.tp (", layout.tp,
                      "), which does not divide them: choose train.seq_len or the micro-batch size (train.global_batch "
                      "/ (dp * parallel.micro_batches)) so that their product is a multiple of ",
                      layout.tp, ", or leave parallel.sequence_parallel unset");
