@@ -186,7 +186,10 @@ Gpt2Model::Gpt2Model(const ModelConfig& config, Backend& backend, ProcessGroup& 
 //     values (the CPU's fused call is add then layernorm_forward; the CUDA kernel normalizes the rounded sum it
 //     stored, with the same row function as layernorm_forward_kernel). The row-parallel attention projection
 //     all-reduces again: every TP rank recomputes the same blocks at the same point of the same backward, so the
-//     collectives stay in the same order on all of them.
+//     collectives stay in the same order on all of them. With sequence parallelism the same holds for the
+//     recomputation's all-gathers and reduce-scatters (SELECTIVE's fc GEMM gathers the stored ln2 chunk again);
+//     the per-slot norm and residual tensors are then chunks, and the gathered copies live in the layers' shared
+//     scratch, never per slot.
 // Bit-identity with NONE is tested in tests/recompute_cli_test.cc (losses, gradient norms, final weights).
 void Gpt2Model::plan_activations(TensorArena& arena, bool recompute) {
   const bool train = use_ == ModelUse::kTrain;

@@ -4,7 +4,8 @@
 // Tensor parallelism is Megatron's, through the layers of parallel/tensor_parallel.h: in each block QKV and
 // MLP-fc are column-parallel (each rank owns whole heads / a slice of the hidden units), attention-proj and
 // MLP-proj row-parallel; the embedding and the tied head are vocab-parallel, and the cross-entropy combines row
-// statistics across ranks, never gathering the logits.
+// statistics across ranks, never gathering the logits. With sequence parallelism (Note [Sequence parallelism] in
+// parallel/tensor_parallel.h) the LayerNorms and the residual stream hold this TP rank's chunk of the tokens.
 #pragma once
 
 #include <string>

@@ -7,7 +7,9 @@
 // query heads [r H/tp, (r+1) H/tp) and key/value heads [r KV/tp, (r+1) KV/tp), so every query head finds its
 // kv head on its own rank (tp must divide n_kv_head) — and their three weights, adjacent in the flat buffer,
 // are one GEMM; gate and up are column-parallel by hidden units, likewise one GEMM; o and down are row-parallel.
-// The embedding and the head are vocab-parallel, as for GPT-2.
+// The embedding and the head are vocab-parallel, as for GPT-2. With sequence parallelism (Note [Sequence
+// parallelism] in parallel/tensor_parallel.h) the RMSNorms and the residual stream hold this TP rank's chunk of
+// the tokens.
 #pragma once
 
 #include <string>
