@@ -38,7 +38,9 @@
 // gathered for the logits GEMM; the cross-entropy sees all N rows (vocabulary-split) as without SP.
 // What stays split in the gradient: a norm's weight and bias (ParamSpec::sequence_parallel_grad) see only the
 // rank's tokens, so their gradients are partial sums, summed over TP once per step by
-// Model::reduce_sequence_parallel_grads before the data-parallel sync reads them.
+// Model::reduce_sequence_parallel_grads before the data-parallel sync reads them. After that sum every TP rank
+// holds the same complete gradient again, so the gradient norm still counts these replicated parameters on TP
+// rank 0 only (LocalParam::counted).
 // Numbers: every value is computed by the same arithmetic as without SP, except that a collective may add the
 // ranks' partial sums in another order (exact for tp 2) and the norms' weight gradients are summed in two
 // parts; the results agree within fp32 rounding. Pipeline stages exchange the [N/tp, C] chunks.

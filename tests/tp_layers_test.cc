@@ -65,7 +65,7 @@ TEST(TensorParallel, LayersMatchTheUnshardedModel) {
     Gpt2Model sharded(config, backend, *groups.tp, stage, B, T, 1);
     ASSERT_EQ(sharded.sequence_parallel(), sequence_parallel);
     // The rows of the block's output (and of its gradient) this rank holds.
-    const int64_t rows = sharded.stage_rows(), first_row = sequence_parallel ? world_rank * rows : 0;
+    const int64_t rows = sharded.stage_rows(), first_row = sequence_parallel ? groups.tp->rank() * rows : 0;
     Gpt2Model full(config, backend, single, stage, B, T, 1);
     sharded.init_parameters(99);
     full.init_parameters(99);
