@@ -46,6 +46,10 @@ struct ModelConfig {
   GradientStorage gradient_storage = GradientStorage::kFlat;
   int gradient_ring = 2;
   int gradient_ring_align = 1;
+  // Sequence parallelism (proto parallel.sequence_parallel; Note [Sequence parallelism] in
+  // parallel/tensor_parallel.h): a training model with tp > 1 runs its norms and residual stream on its
+  // TP rank's contiguous 1/tp of the micro-batch's B*T tokens. Ignored with tp 1 and by inference models.
+  bool sequence_parallel = false;
 
   // Whether global block `layer` recomputes its activations in the backward (kSelective: all blocks, in part).
   bool recomputes(int layer) const {

@@ -43,6 +43,11 @@ struct ParamSpec {
   // (a key bias: softmax is unchanged when every score of a row moves by the same amount). Whatever AdamW
   // makes of their rounding noise is noise, which `tessera verify` leaves out of the update error.
   int64_t zero_grad_begin = 0, zero_grad_end = 0;
+  // A replicated parameter applied to each token on its own in the region that sequence parallelism splits
+  // over TP (a norm's weight and bias): under it each TP rank's gradient is a partial sum over its tokens, and
+  // the model sums them over TP once per step (Model::reduce_sequence_parallel_grads). Layout-independent: it
+  // describes the parameter, whether or not a job runs sequence-parallel.
+  bool sequence_parallel_grad = false;
   bool weight_decay = false;  // decoupled weight decay applies (tensors with >= 2 dims)
   InitKind init = InitKind::kZeros;
   float init_std = 0;

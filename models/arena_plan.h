@@ -33,6 +33,9 @@ struct ArenaPlanShape {
   int seq_len = 1;
   int slots = 1;  // micro-batches in flight (parallel/pipeline_schedule.h, pipeline_in_flight)
   ActivationRecompute recompute = ActivationRecompute::kNone;
+  // ModelConfig::sequence_parallel (with tp > 1): the norm and residual activations hold B*T/tp rows, and the
+  // sequence-parallel layers add two [B*T, C] buffers (Note [Sequence parallelism] in parallel/tensor_parallel.h).
+  bool sequence_parallel = false;
 };
 
 // Sums reservations the way TensorArena::reserve does: each tensor rounded up to 64 bytes.

@@ -5,6 +5,7 @@
 
 #include "core/check.h"
 #include "core/init.h"
+#include "parallel/tensor_parallel.h"
 
 namespace tessera {
 
@@ -41,7 +42,7 @@ bool stage_holds(const StageRange& stage, const ParamSpec& spec) {
   return false;
 }
 
-Model::Model(const ModelConfig& config, Backend& backend, int tp_rank, int tp_size, StageRange stage, int micro_batch,
+Model::Model(const ModelConfig& config, Backend& backend, ProcessGroup& tp, StageRange stage, int micro_batch,
              int seq_len, int slots, const std::vector<ParamSpec>& specs, ModelUse use)
     : config_(config),
       backend_(backend),
@@ -49,13 +50,22 @@ Model::Model(const ModelConfig& config, Backend& backend, int tp_rank, int tp_si
       micro_batch_(micro_batch),
       seq_len_(seq_len),
       slots_(slots),
-      use_(use) {
+      use_(use),
+      tp_group_(tp) {
+  const int tp_rank = tp.rank(), tp_size = tp.size();
   TS_ASSERT(seq_len >= 1 && seq_len <= config.max_seq_len && micro_batch >= 1 && slots >= 1, "bad plan");
   TS_ASSERT(use == ModelUse::kTrain || slots == 1, "an inference model has one slot");
   const bool train = use == ModelUse::kTrain;
   TS_ASSERT(config.dtype == DType::kF32 || config.dtype == DType::kBF16, "compute dtype ", dtype_name(config.dtype));
   TS_ASSERT(stage.first_layer >= 0 && stage.end_layer <= config.n_layer && stage.first_layer <= stage.end_layer,
             "bad stage");
+  // Inference ignores sequence parallelism: decode works on a few new tokens, which do not split over tp.
+  sequence_parallel_ = config.sequence_parallel && train && tp_size > 1;
+  TS_CHECK(!sequence_parallel_ || static_cast<int64_t>(micro_batch) * seq_len % tp_size == 0, ConfigError,
+           "parallel.sequence_parallel splits the micro-batch's ", micro_batch, " * ", seq_len,
+           " tokens (micro-batch size * sequence length) into equal chunks over tp = ", tp_size,
+           ", which does not divide them: choose a batch and sequence length whose product is a multiple of ", tp_size,
+           ", or turn parallel.sequence_parallel off");
   vocab_rows_ = config.padded_vocab(tp_size) / tp_size;
   vocab_start_ = static_cast<int64_t>(tp_rank) * vocab_rows_;
   valid_vocab_ = std::max<int64_t>(0, std::min<int64_t>(vocab_rows_, config.vocab_size - vocab_start_));
@@ -251,6 +261,46 @@ void Model::refresh_compute_params() {
 
 void Model::zero_grads() {
   if (flat_grads_.defined()) backend_.fill(flat_grads_, 0.0f);
+}
+
+int64_t Model::stage_rows() const {
+  const int64_t tokens = static_cast<int64_t>(micro_batch_) * seq_len_;
+  return sequence_parallel_ ? tokens / tp_group_.size() : tokens;
+}
+
+void Model::reduce_sequence_parallel_grads(int layer, bool blocks_only) {
+  if (!sequence_parallel_) return;
+  const bool has_blocks = stage_.end_layer > stage_.first_layer;
+  auto completes = [&](const ParamSpec& spec) {
+    if (blocks_only) return spec.place == ParamPlace::kBlock && spec.layer == layer;
+    switch (spec.place) {
+      case ParamPlace::kBlock:
+        return spec.layer == layer;
+      case ParamPlace::kOutput:  // complete before any block's backward; the DP sync takes it with the last block
+        return has_blocks ? layer == stage_.end_layer - 1 : layer == -1;
+      case ParamPlace::kInput:
+        return layer == -1;
+    }
+    return false;
+  };
+  // One all-reduce per run of such parameters whose gradients lie back to back in storage (a norm's weight and
+  // bias; in the flat buffer or in a ring slot, Note [Gradient storage]).
+  float* run_at = nullptr;
+  int64_t run_n = 0;
+  auto flush = [&] {
+    if (run_n > 0) all_reduce_tp(tp_group_, Tensor(run_at, DType::kF32, flat_grads_.device(), {run_n}));
+    run_at = nullptr;
+    run_n = 0;
+  };
+  for (const LocalParam& p : params_) {
+    if (!(p.spec.sequence_parallel_grad && completes(p.spec))) continue;
+    TS_ASSERT(p.spec.tp_split_dim < 0 && !p.spec.vocab_parallel, p.spec.name,
+              ": a sequence-parallel gradient must belong to a replicated parameter");
+    if (run_at != nullptr && p.grad.f32() != run_at + run_n) flush();
+    if (run_at == nullptr) run_at = p.grad.f32();
+    run_n += p.grad.numel();
+  }
+  flush();
 }
 
 }  // namespace tessera

@@ -22,6 +22,11 @@
 // Slots: activations for `slots` micro-batches are planned once at construction; a micro-batch occupies one
 // slot from its forward until its backward. Nothing is allocated per step.
 //
+// Sequence parallelism (ModelConfig::sequence_parallel, Note [Sequence parallelism] in parallel/tensor_parallel.h):
+// a training model with tp > 1 keeps its stage input and output, their gradients and its blocks' norm/residual
+// activations as this TP rank's chunk of stage_rows() = B*T/tp tokens, and sums its norms' partial gradients over
+// TP in reduce_sequence_parallel_grads.
+//
 // Recomputation (ModelConfig::recompute, Note [Recomputation] in models/gpt2/gpt2_model.cc): a training model may
 // store only part of a block's activations per slot and re-run part of the block's forward at the start of its
 // backward, into buffers shared by every slot and block. The forward and backward calls, their results and the
@@ -36,6 +41,7 @@
 #include "core/backend.h"
 #include "core/model_config.h"
 #include "core/param_spec.h"
+#include "parallel/process_group.h"
 
 namespace tessera {
 
@@ -118,6 +124,11 @@ class Model {
   int micro_batch() const { return micro_batch_; }
   int seq_len() const { return seq_len_; }
   ModelUse use() const { return use_; }
+  // Whether this model runs sequence-parallel: config().sequence_parallel on a training model with tp > 1.
+  bool sequence_parallel() const { return sequence_parallel_; }
+  // Rows (tokens) of stage_input, stage_output and their gradients: B*T, or this TP rank's B*T/tp with sequence
+  // parallelism.
+  int64_t stage_rows() const;
   // This rank's activation arena, planned at construction (ActivationMemory).
   const ActivationMemory& activation_memory() const { return activation_memory_; }
 
@@ -159,9 +170,21 @@ class Model {
   // the update.
   Tensor tied_grad() const { return tied_ >= 0 ? params_[tied_].grad : Tensor(); }
 
+  // Sequence parallelism: sums over TP the gradients of this stage's ParamSpec::sequence_parallel_grad parameters
+  // that become complete with block `layer` (its global index: that block's, and with the stage's last block
+  // also the output side's), or with layer -1 at the end of backward (the input side's, and the output side's on
+  // a stage without blocks). Their gradients are partial sums over this rank's tokens until then. Call it once
+  // per step for each block and for -1, after the step's last micro-batch's backward of that block and before
+  // anything reads those gradients: the pipeline executor does, from the backward hook of the last micro-batch
+  // (Note [Sequence parallelism] in parallel/tensor_parallel.h). With blocks_only, only block `layer`'s own
+  // parameters: what a gradient ring slot (Note [Gradient storage]) holds of one micro-batch, summed after every
+  // micro-batch's backward of the block before the slot is consumed (the output side still waits for the last).
+  // Collective over tp; nothing without sequence parallelism.
+  void reduce_sequence_parallel_grads(int layer, bool blocks_only = false);
+
   // ---- the stage ----
   // Inputs of a slot, filled by the caller: tokens[B*T] (first stage), targets[B*T] (last stage),
-  // stage_input[B,T,C] (stages after the first: the previous stage's output).
+  // stage_input[stage_rows(), C] (stages after the first: the previous stage's output).
   virtual Tensor tokens(int slot) const = 0;
   virtual Tensor targets(int slot) const = 0;
   virtual Tensor stage_input(int slot) const = 0;
@@ -182,12 +205,13 @@ class Model {
   virtual Tensor forward_logits(int slot) = 0;
   // The last stage's per-token losses [B*T] (f32) of `slot`, after forward; valid until the slot's next forward.
   virtual Tensor losses(int slot) const = 0;
-  // [B,T,C] output of this stage (not on the last stage), after forward.
+  // [stage_rows(), C] output of this stage (not on the last stage), after forward.
   virtual Tensor stage_output(int slot) const = 0;
   // Backward through this stage. d_output: gradient of the loss w.r.t. stage_output(slot) (ignored on the
   // last stage, which starts from its own loss). Parameter gradients accumulate.
   virtual void backward(int slot, Tensor d_output) = 0;
-  // [B,T,C] gradient w.r.t. stage_input after backward (stages after the first); valid until the next backward.
+  // [stage_rows(), C] gradient w.r.t. stage_input after backward (stages after the first); valid until the next
+  // backward.
   virtual Tensor stage_input_grad() const = 0;
   // Called by backward() with a block's global index right after that block's backward, and with -1 at the
   // end of backward() (after the embedding's, on the first stage). The DP gradient sync (parallel/grad_sync.h)
@@ -216,9 +240,10 @@ class Model {
 
  protected:
   // Takes this stage's parameters from `specs` (the architecture's, in its order), slices them for this TP
-  // rank and lays them out in the flat buffers (zero; init_parameters() fills them).
-  Model(const ModelConfig& config, Backend& backend, int tp_rank, int tp_size, StageRange stage, int micro_batch,
-        int seq_len, int slots, const std::vector<ParamSpec>& specs, ModelUse use);
+  // rank and lays them out in the flat buffers (zero; init_parameters() fills them). tp must outlive the model.
+  // Throws ConfigError when sequence parallelism cannot split micro_batch * seq_len tokens evenly over tp.
+  Model(const ModelConfig& config, Backend& backend, ProcessGroup& tp, StageRange stage, int micro_batch, int seq_len,
+        int slots, const std::vector<ParamSpec>& specs, ModelUse use);
 
   // The index in params() of the parameter `name` (which this stage must hold), for the model's own wiring.
   int param_index(const std::string& name) const;
@@ -241,6 +266,7 @@ class Model {
   int64_t vocab_rows_ = 0;  // this TP rank's rows of the padded vocabulary
   int64_t vocab_start_ = 0, valid_vocab_ = 0;
   bool loss_weighting_ = false;
+  bool sequence_parallel_ = false;
   ActivationMemory activation_memory_;  // filled by the architecture's constructor
 
  private:
@@ -249,6 +275,7 @@ class Model {
   // The tensors of parameters [first, first + count) chosen by `of` (compute copy or gradient) as one matrix.
   Tensor fused(Tensor LocalParam::*of, int first, int count) const;
 
+  ProcessGroup& tp_group_;
   std::vector<LocalParam> params_;
   int tied_ = -1;
   Buffer param_buffer_, grad_buffer_, compute_buffer_;

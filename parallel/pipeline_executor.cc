@@ -36,9 +36,11 @@ PipelineExecutor::PipelineExecutor(Model& model, Backend& backend, ProcessGroup&
   const int64_t tied_elems = tied_across_stages ? tied.numel() : 0;
   // The gradient received from the next stage has the compute dtype; the tied parameter's gradient is f32.
   const DType compute = model.config().dtype;
-  const size_t activation_bytes = (static_cast<size_t>(B * T * C) * dtype_size(compute) + 63) / 64 * 64;
+  // The stage boundary carries stage_rows() tokens: B*T, or this TP rank's chunk under sequence parallelism.
+  const int64_t rows = model.stage_rows();
+  const size_t activation_bytes = (static_cast<size_t>(rows * C) * dtype_size(compute) + 63) / 64 * 64;
   exchange_buffer_ = backend.allocate(activation_bytes + static_cast<size_t>(tied_elems) * sizeof(float));
-  d_output_ = exchange_buffer_.tensor(0, compute, {B, T, C});
+  d_output_ = exchange_buffer_.tensor(0, compute, {rows, C});
   if (tied_across_stages) peer_tied_grad_ = exchange_buffer_.tensor(activation_bytes, DType::kF32, {tied_elems});
 }
 
@@ -103,10 +105,21 @@ void PipelineExecutor::run(const std::vector<PipelineAction>& schedule, bool tra
       // finish. The rest (-1: embeddings, final norm) is reported only after this stage's input gradient is on
       // its way and the tied parameter's copies on the first and last stage are summed, so the DP reduction
       // (or ZeRO's reduce-scatter) sees the complete gradient and the exchange cannot wait on that send.
+      // The sequence-parallel norms' gradients are partial sums over this TP rank's tokens until the last
+      // micro-batch's backward has accumulated them: they are summed over TP then, block by block, before the DP
+      // sync's bucket of the block reads them (Model::reduce_sequence_parallel_grads; nothing without SP).
       const bool last = m + 1 == micro_batches_;
       const bool layers_done = last && events->layer_done;
-      if (layers_done || events->block_done) {
-        model_.set_backward_hook([events, layers_done](int layer) {
+      const bool per_block = static_cast<bool>(events->block_done);
+      if (last || per_block) {
+        model_.set_backward_hook([this, events, last, layers_done](int layer) {
+          // Under ZeRO-2 a block's gradient leaves its ring slot after every micro-batch, so its sequence-parallel
+          // partial sums are completed over TP after every micro-batch too; everything else once, after the last.
+          if (last) {
+            model_.reduce_sequence_parallel_grads(layer);
+          } else if (layer >= 0 && events->block_done) {
+            model_.reduce_sequence_parallel_grads(layer, /*blocks_only=*/true);
+          }
           if (layer < 0) return;
           if (events->block_done) events->block_done(layer);
           if (layers_done) events->layer_done(layer);

@@ -7,7 +7,10 @@
 // output on; the last stage copies the micro-batch's per-token losses into a buffer that is read once per
 // batch (no host synchronization per micro-batch). A backward receives the output gradient from the next stage,
 // runs the stage's backward and sends the input gradient back. After the last micro-batch's backward the
-// gradient of a parameter tied across the first and last stage (Model::tied_grad) is summed over the two.
+// gradient of a parameter tied across the first and last stage (Model::tied_grad) is summed over the two. With
+// sequence parallelism the activations and gradients exchanged are each TP rank's [stage_rows(), C] chunk, and
+// the last micro-batch's backward sums the norms' partial gradients over TP block by block
+// (Model::reduce_sequence_parallel_grads) before the DP sync hears that the block is done.
 //
 // Message tags: activations and gradients of micro-batch m never share a tag within a batch; MPI keeps
 // messages of equal tag in order across batches. Every method is collective over pp.

@@ -122,6 +122,52 @@ TEST(PlannerMemory, ArenaAndParametersEqualRealModels) {
   EXPECT_GE(checked, 30);
 }
 
+// Sequence parallelism: the arena formulas equal the real sequence-parallel arenas (every stage, both
+// architectures, f32 and bf16, with recomputation too), and the activations take less memory than without it.
+TEST(PlannerMemory, SequenceParallelArenaEqualsRealModelsAndShrinks) {
+  const Case cases[] = {
+      {config::GPT2, false, false, 2, 1, 2},
+      {config::GPT2, true, true, 4, 2, 2},
+      {config::LLAMA, false, false, 2, 2, 4},
+      {config::LLAMA, true, true, 2, 3, 2},
+  };
+  CpuBackend backend(1);
+  for (const Case& c : cases) {
+    for (Recompute recompute : {Recompute::kNone, Recompute::kFull}) {
+      config::JobConfig job = job_of(c.arch, c.big, c.bf16);
+      job.mutable_parallel()->set_tp(c.tp);
+      job.mutable_parallel()->set_pp(c.pp);
+      job.mutable_parallel()->set_micro_batches(c.micro_batches);
+      job.mutable_parallel()->set_sequence_parallel(true);
+      const Layout layout = resolve_layout(job, c.tp * c.pp);
+      ModelConfig m = model_config_from(job.model());
+      m.recompute = recompute;
+      const auto split = split_layers(m.n_layer, c.pp);
+      for (int s = 0; s < c.pp; ++s) {
+        const StageRange stage{split[s].first, split[s].second, s == 0, s == c.pp - 1};
+        const int slots = pipeline_in_flight(PipelineKind::kOneFOneB, c.pp, s, c.micro_batches);
+        ShapeOnlyGroup tp(c.tp - 1, c.tp);
+        const std::string where = std::string(m.arch) + (c.big ? " big" : " small") + " tp " + std::to_string(c.tp) +
+                                  " pp " + std::to_string(c.pp) + " stage " + std::to_string(s) + " recompute " +
+                                  recompute_name(recompute);
+        m.sequence_parallel = false;
+        auto plain = create_model(m, backend, tp, stage, layout.micro_batch_size, job.train().seq_len(), slots);
+        m.sequence_parallel = true;
+        auto split_model = create_model(m, backend, tp, stage, layout.micro_batch_size, job.train().seq_len(), slots);
+        EXPECT_TRUE(split_model->sequence_parallel()) << where;
+        EXPECT_EQ(split_model->stage_rows() * c.tp, plain->stage_rows()) << where;
+        EXPECT_LT(split_model->arena_bytes(), plain->arena_bytes()) << where;
+        if (recompute == Recompute::kNone) {  // the formulas model recomputation as a prediction only
+          ArenaPlanShape shape{
+              c.tp, stage, layout.micro_batch_size, job.train().seq_len(), slots, ActivationRecompute::kNone};
+          shape.sequence_parallel = true;
+          EXPECT_EQ(model_architecture(m.arch).train_arena_bytes(m, shape), split_model->arena_bytes()) << where;
+        }
+      }
+    }
+  }
+}
+
 // Recomputation keeps less, FULL least, and never changes the parameters.
 TEST(PlannerMemory, RecomputationShrinksActivations) {
   const config::JobConfig job = job_of(config::LLAMA, true, true);

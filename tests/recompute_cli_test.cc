@@ -2,7 +2,8 @@
 // FULL every 2nd block, every step's loss and gradient norm (metrics.jsonl writes the shortest text that reads
 // back as the same double) and the final weights (the f32 safetensors file `tessera export` writes from the last
 // checkpoint) are byte for byte those of recompute NONE: GPT-2 and Llama, f32 and bf16, on one rank and over two
-// (tp=2, pp=2 with micro-batches, dp=2, dp=2 with ZeRO-1). The printed activation memory shrinks as it should.
+// (tp=2, pp=2 with micro-batches, dp=2, dp=2 with ZeRO-1, tp=2 with sequence parallelism, whose collectives the
+// recomputation re-runs). The printed activation memory shrinks as it should, and sequence parallelism shrinks it.
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -105,6 +106,8 @@ TEST_P(Recompute, LossesGradientNormsAndWeightsAreBitIdenticalToNone) {
   ASSERT_EQ(none.grad_norms.size(), 3u);
   ASSERT_GT(none.weights.size(), 1000u);
   EXPECT_NE(none.memory.find("recompute NONE)"), std::string::npos) << none.memory;
+  const bool sequence_parallel = std::string(c.layout).find("sequence_parallel=true") != std::string::npos;
+  EXPECT_EQ(none.memory.find("sequence parallel; ") != std::string::npos, sequence_parallel) << none.memory;
   for (const char* mode : {"SELECTIVE", "FULL", "FULL every 2"}) {
     const std::string m = mode;
     const std::string settings =
@@ -121,19 +124,20 @@ TEST_P(Recompute, LossesGradientNormsAndWeightsAreBitIdenticalToNone) {
 
 INSTANTIATE_TEST_SUITE_P(
     Layouts, Recompute,
-    ::testing::Values(Case{"gpt2", false, false, 1, ""}, Case{"gpt2_tp2", false, false, 2, "--set parallel.tp=2"},
-                      Case{"gpt2_pp2_mb2", false, false, 2, "--set parallel.pp=2 --set parallel.micro_batches=2"},
-                      Case{"gpt2_dp2_mb2", false, false, 2, "--set parallel.dp=2 --set parallel.micro_batches=2"},
-                      Case{"gpt2_dp2_zero1", false, false, 2, "--set parallel.dp=2 --set parallel.zero_stage=1"},
-                      Case{"gpt2_bf16", false, true, 1, ""},
-                      Case{"gpt2_bf16_tp2", false, true, 2, "--set parallel.tp=2"},
-                      Case{"gpt2_bf16_pp2_mb2", false, true, 2, "--set parallel.pp=2 --set parallel.micro_batches=2"},
-                      Case{"llama", true, false, 1, ""}, Case{"llama_tp2", true, false, 2, "--set parallel.tp=2"},
-                      Case{"llama_pp2_mb2", true, false, 2, "--set parallel.pp=2 --set parallel.micro_batches=2"},
-                      Case{"llama_dp2_zero1", true, false, 2, "--set parallel.dp=2 --set parallel.zero_stage=1"},
-                      Case{"llama_bf16", true, true, 1, ""},
-                      Case{"llama_bf16_tp2", true, true, 2, "--set parallel.tp=2"},
-                      Case{"llama_bf16_pp2_mb2", true, true, 2, "--set parallel.pp=2 --set parallel.micro_batches=2"}),
+    ::testing::Values(
+        Case{"gpt2", false, false, 1, ""}, Case{"gpt2_tp2", false, false, 2, "--set parallel.tp=2"},
+        Case{"gpt2_pp2_mb2", false, false, 2, "--set parallel.pp=2 --set parallel.micro_batches=2"},
+        Case{"gpt2_dp2_mb2", false, false, 2, "--set parallel.dp=2 --set parallel.micro_batches=2"},
+        Case{"gpt2_dp2_zero1", false, false, 2, "--set parallel.dp=2 --set parallel.zero_stage=1"},
+        Case{"gpt2_bf16", false, true, 1, ""}, Case{"gpt2_bf16_tp2", false, true, 2, "--set parallel.tp=2"},
+        Case{"gpt2_bf16_pp2_mb2", false, true, 2, "--set parallel.pp=2 --set parallel.micro_batches=2"},
+        Case{"llama", true, false, 1, ""}, Case{"llama_tp2", true, false, 2, "--set parallel.tp=2"},
+        Case{"llama_pp2_mb2", true, false, 2, "--set parallel.pp=2 --set parallel.micro_batches=2"},
+        Case{"llama_dp2_zero1", true, false, 2, "--set parallel.dp=2 --set parallel.zero_stage=1"},
+        Case{"llama_bf16", true, true, 1, ""}, Case{"llama_bf16_tp2", true, true, 2, "--set parallel.tp=2"},
+        Case{"llama_bf16_pp2_mb2", true, true, 2, "--set parallel.pp=2 --set parallel.micro_batches=2"},
+        Case{"gpt2_tp2_sp", false, false, 2, "--set parallel.tp=2 --set parallel.sequence_parallel=true"},
+        Case{"llama_bf16_tp2_sp", true, true, 2, "--set parallel.tp=2 --set parallel.sequence_parallel=true"}),
     [](const ::testing::TestParamInfo<Case>& info) { return std::string(info.param.name); });
 
 // The bytes the line reports: FULL stores less than SELECTIVE, which stores less than NONE, and both name NONE's.
@@ -165,6 +169,30 @@ TEST(RecomputeMemory, FullStoresLessThanSelectiveWhichStoresLessThanNone) {
   EXPECT_LT(totals[1], totals[0]);
   EXPECT_EQ(nones[1], totals[0]);
   EXPECT_EQ(nones[2], totals[0]);
+}
+
+// Sequence parallelism over tp=2 keeps the norm and residual activations of half the tokens on each rank: the
+// arena falls, by less than half (attention and the MLP's hidden layer still see every token).
+TEST(RecomputeMemory, SequenceParallelStoresLess) {
+  TempDir dir;
+  const std::string job = dir.file("job.textproto");
+  testing::write_text_file(job,
+                           "model { vocab_size: 96 n_layer: 4 n_head: 4 n_embd: 64 max_seq_len: 64 }\n"
+                           "train { steps: 1 global_batch: 8 seq_len: 64 threads: 1 }\n"
+                           "data { mock: true }\ncheckpoint { save_on_exit: false }\n");
+  std::vector<double> totals;
+  for (const char* sequence_parallel : {"false", "true"}) {
+    const auto r =
+        run_command(tessera(str_cat("train --config ", job, " --run-dir ", dir.file(sequence_parallel),
+                                    " --set parallel.tp=2 --set parallel.sequence_parallel=", sequence_parallel),
+                            2));
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    const size_t at = r.output.find("activation memory: ");
+    ASSERT_NE(at, std::string::npos) << r.output;
+    totals.push_back(bytes_in(r.output, at + 19));
+  }
+  EXPECT_LT(totals[1], totals[0]);
+  EXPECT_GT(totals[1], totals[0] / 2);
 }
 
 }  // namespace

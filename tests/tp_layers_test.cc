@@ -3,12 +3,15 @@
 // micro-batch, each rank runs its TP shard and, in the same process, the unsharded model (a size-1 group);
 // the per-token losses, the block's output and every parameter's gradient (each rank's slice of the
 // unsharded gradient, padding rows zero) must agree to fp32 rounding. This checks each layer's forward and
-// backward split, not only the end result of training.
+// backward split, not only the end result of training. With sequence parallelism (Note [Sequence parallelism] in
+// parallel/tensor_parallel.h) the block's output and its gradient are each rank's chunk of the tokens, the
+// norms' gradients are partial sums until Model::reduce_sequence_parallel_grads, and everything else is the same.
 #include <gtest/gtest.h>
 #include <mpi.h>
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 #include <vector>
 
 #include "core/model_config.h"
@@ -52,10 +55,17 @@ TEST(TensorParallel, LayersMatchTheUnshardedModel) {
   CpuBackend backend(1);
   LocalProcessGroup single("tp");
   // Two stages' worth of checks in one: a stage with the block but no head exposes the block's output.
-  for (bool with_head : {true, false}) {
+  // Each with tensor parallelism alone and with sequence parallelism.
+  for (auto [sequence_parallel, with_head] :
+       {std::pair{false, true}, std::pair{false, false}, std::pair{true, true}, std::pair{true, false}}) {
     SCOPED_TRACE(with_head ? "embedding + block + head" : "embedding + block");
+    SCOPED_TRACE(sequence_parallel ? "sequence-parallel" : "tensor-parallel");
+    config.sequence_parallel = sequence_parallel;
     StageRange stage{0, 1, true, with_head};
     Gpt2Model sharded(config, backend, *groups.tp, stage, B, T, 1);
+    ASSERT_EQ(sharded.sequence_parallel(), sequence_parallel);
+    // The rows of the block's output (and of its gradient) this rank holds.
+    const int64_t rows = sharded.stage_rows(), first_row = sequence_parallel ? groups.tp->rank() * rows : 0;
     Gpt2Model full(config, backend, single, stage, B, T, 1);
     sharded.init_parameters(99);
     full.init_parameters(99);
@@ -77,6 +87,7 @@ TEST(TensorParallel, LayersMatchTheUnshardedModel) {
     Buffer d_buffer = backend.allocate(d_out.size() * sizeof(float));
     Tensor d_tensor = d_buffer.tensor(0, DType::kF32, {B, T, config.n_embd});
     backend.copy_from_host(d_tensor, d_out.data());
+    const Tensor d_chunk = d_tensor.slice_from(first_row * config.n_embd, {rows, config.n_embd});
 
     if (with_head) {
       // Per-token losses: the vocab-parallel cross-entropy gives every token the unsharded model's loss.
@@ -86,10 +97,27 @@ TEST(TensorParallel, LayersMatchTheUnshardedModel) {
     } else {
       std::vector<float> got = to_host(backend, sharded.stage_output(0));
       std::vector<float> want = to_host(backend, full.stage_output(0));
-      for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], want[i], 1e-5) << "block output " << i;
+      ASSERT_EQ(static_cast<int64_t>(got.size()), rows * config.n_embd);
+      for (size_t i = 0; i < got.size(); ++i) {
+        ASSERT_NEAR(got[i], want[first_row * config.n_embd + i], 1e-5) << "block output " << i;
+      }
     }
-    sharded.backward(0, d_tensor);
+    sharded.backward(0, d_chunk);
     full.backward(0, d_tensor);
+    if (sequence_parallel) {
+      // Before the sum over TP, a norm's gradient is this rank's tokens' share only.
+      const LocalParam* ln = sharded.find_param("h.0.ln2.weight");
+      std::vector<float> partial = to_host(backend, ln->grad),
+                         whole = to_host(backend, full.find_param(ln->spec.name)->grad);
+      double off = 0;
+      for (size_t i = 0; i < partial.size(); ++i)
+        off = std::max(off, std::fabs(static_cast<double>(partial[i]) - whole[i]));
+      EXPECT_GT(off, 1e-3 * max_abs(whole)) << "the partial gradient already equals the whole";
+      // What the pipeline executor does after the step's last backward: block 0 (with the output side, on the
+      // stage with the head), then the input side.
+      sharded.reduce_sequence_parallel_grads(0);
+      sharded.reduce_sequence_parallel_grads(-1);
+    }
 
     for (LocalParam& p : sharded.params()) {
       const LocalParam* reference = full.find_param(p.spec.name);

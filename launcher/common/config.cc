@@ -926,6 +926,7 @@ Layout resolve_layout(const config::JobConfig& job, int world_size) {
                  "parallel.pp to at most ",
                  model.n_layer() + 2);
   }
+  bool micro_batch_known = false;
   if (problems.empty()) {
     const long long slots = static_cast<long long>(layout.dp) * layout.micro_batches;
     const int global_batch = job.train().global_batch();
@@ -939,6 +940,27 @@ Layout resolve_layout(const config::JobConfig& job, int world_size) {
                    ", or change the data-parallel size or parallel.micro_batches");
     } else {
       layout.micro_batch_size = static_cast<int>(global_batch / slots);
+      micro_batch_known = true;
+    }
+  }
+  // Note [Sequence parallelism] in parallel/tensor_parallel.h: each TP rank holds an equal contiguous chunk of
+  // the micro-batch's tokens.
+  if (parallel.sequence_parallel()) {
+    if (layout.tp == 1) {
+      problems.add(
+          "parallel.sequence_parallel splits the norms and residual stream over the tensor-parallel ranks, "
+          "so it needs parallel.tp > 1 (it is 1): set parallel.tp to 2 or more, or leave "
+          "parallel.sequence_parallel unset");
+    } else if (micro_batch_known) {
+      const long long tokens = static_cast<long long>(layout.micro_batch_size) * job.train().seq_len();
+      if (tokens % layout.tp != 0) {
+        problems.add("parallel.sequence_parallel splits each micro-batch's tokens, micro-batch size (",
+                     layout.micro_batch_size, ") * train.seq_len (", job.train().seq_len(), ") = ", tokens,
+                     ", into equal chunks over parallel.tp (", layout.tp,
+                     "), which does not divide them: choose train.seq_len or the micro-batch size (train.global_batch "
+                     "/ (dp * parallel.micro_batches)) so that their product is a multiple of ",
+                     layout.tp, ", or leave parallel.sequence_parallel unset");
+      }
     }
   }
   problems.throw_if_any();
@@ -1003,6 +1025,7 @@ ModelConfig training_model_config(const config::JobConfig& job) {
       break;
   }
   c.recompute_every = std::max(job.train().recompute_every(), 1);
+  c.sequence_parallel = job.parallel().sequence_parallel() && job.parallel().tp() > 1;
   return c;
 }
 

@@ -96,7 +96,8 @@ std::string job_config_to_text(const config::JobConfig& job);
 // The model's shape as the model code takes it: the architecture's name, its defaults filled in
 // (n_kv_head = n_head, ffn_hidden, tie_embeddings). Does not validate.
 ModelConfig model_config_from(const config::ModelConfig& model);
-// model_config_from(job.model()) with how the job trains it: train.recompute and train.recompute_every.
+// model_config_from(job.model()) with how the job trains it: train.recompute, train.recompute_every and
+// parallel.sequence_parallel (on only with parallel.tp > 1, which resolve_layout requires).
 ModelConfig training_model_config(const config::JobConfig& job);
 
 }  // namespace tessera

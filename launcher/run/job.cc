@@ -135,7 +135,8 @@ Job build_job(const config::JobConfig& config, MpiEnvironment& mpi, const Proces
 std::string activation_memory_line(const Job& job) {
   const ActivationMemory& m = job.model->activation_memory();
   const ModelConfig& c = job.model_config;
-  std::string mode = str_cat("recompute ", recompute_name(c.recompute));
+  std::string mode =
+      str_cat(job.model->sequence_parallel() ? "sequence parallel; " : "", "recompute ", recompute_name(c.recompute));
   if (c.recompute == Recompute::kFull && c.recompute_every > 1) mode += str_cat(" every ", c.recompute_every);
   if (c.recompute != Recompute::kNone) {
     mode += str_cat("; NONE would be ", human_bytes(static_cast<double>(m.none_bytes)));

@@ -11,43 +11,48 @@ size_t gpt2_train_arena_bytes(const ModelConfig& config, const ArenaPlanShape& s
   const int64_t vocab_rows = config.padded_vocab(shape.tp) / shape.tp;
   const int64_t layers = shape.stage.end_layer - shape.stage.first_layer;
   const bool head = shape.stage.has_head;
+  // Rows of the norm and residual activations: a TP rank's chunk of the tokens with sequence parallelism.
+  const bool sp = shape.sequence_parallel && shape.tp > 1;
+  const int64_t R = sp ? BT / shape.tp : BT;
 
   // One block's activations of one micro-batch; `kept` leaves out what recomputation drops.
   auto block = [&](ArenaTally& t, ActivationRecompute kept) {
     if (kept == ActivationRecompute::kFull) {
-      t.add(A, BT * C);  // res3: the block's output, the next block's input
+      t.add(A, R * C);  // res3: the block's output, the next block's input
       return;
     }
-    t.add(A, BT * C);                                               // ln1
-    t.add(F, BT, 2);                                                // ln1 mean, rstd
+    t.add(A, R * C);                                                // ln1
+    t.add(F, R, 2);                                                 // ln1 mean, rstd
     t.add(A, BT * 3 * Cl);                                          // qkv
     if (kept == ActivationRecompute::kNone) t.add(A, BT * Cl);      // attention output
     t.add(F, B * Hl * T);                                           // log-sum-exp
-    t.add(A, BT * C, 2);                                            // res2, ln2
-    t.add(F, BT, 2);                                                // ln2 mean, rstd
+    t.add(A, R * C, 2);                                             // res2, ln2
+    t.add(F, R, 2);                                                 // ln2 mean, rstd
     t.add(A, BT * 4 * Cl);                                          // fc
     if (kept == ActivationRecompute::kNone) t.add(A, BT * 4 * Cl);  // GELU(fc)
-    t.add(A, BT * C);                                               // res3
+    t.add(A, R * C);                                                // res3
   };
 
   ArenaTally t;
   for (int s = 0; s < shape.slots; ++s) {
-    t.add(I, BT, 2);   // tokens, targets
-    t.add(A, BT * C);  // stage input
+    t.add(I, BT, 2);  // tokens, targets
+    t.add(A, R * C);  // stage input
     for (int64_t l = 0; l < layers; ++l) block(t, shape.recompute);
     if (head) {
-      t.add(A, BT * C);  // lnf
-      t.add(F, BT, 3);   // lnf mean, rstd; losses
-      t.add(A, BT * C);  // d_lnf
+      t.add(A, R * C);  // lnf
+      t.add(F, R, 2);   // lnf mean, rstd
+      t.add(F, BT);     // losses
+      t.add(A, R * C);  // d_lnf
     }
   }
   if (shape.recompute == ActivationRecompute::kFull && layers > 0) block(t, ActivationRecompute::kNone);
   if (head) t.add(A, BT * vocab_rows);  // logits
   t.add(F, BT);                         // row max
   t.add(F, 2 * BT);                     // row statistics
-  t.add(A, BT * C, 2);                  // d_res, d_ln
+  t.add(A, R * C, 2);                   // d_res, d_ln
   t.add(A, BT * 4 * Cl);                // d_big
   t.add(A, BT * Cl);                    // d_atty
+  if (sp) t.add(A, BT * C, 2);          // the sequence-parallel layers' gathered and partial buffers
   if (head) t.add(F, BT, shape.slots);  // loss weights
   return t.bytes();
 }

@@ -37,6 +37,11 @@ std::vector<ParamSpec> gpt2_param_specs(const ModelConfig& config) {
     spec.tp_split_parts = parts;
     specs.push_back(spec);
   };
+  // A LayerNorm's weight and bias: per token, in the sequence-parallel region.
+  auto norm = [&](std::string name, int layer, InitKind init) {
+    vector(std::move(name), C, layer, init, -1, 1);
+    specs.back().sequence_parallel_grad = true;
+  };
   matrix("wte", {V, C}, -1, std_dev, 0, 1);
   specs.back().vocab_parallel = true;
   specs.back().place = ParamPlace::kInput;
@@ -45,8 +50,8 @@ std::vector<ParamSpec> gpt2_param_specs(const ModelConfig& config) {
   specs.back().place = ParamPlace::kInput;
   for (int l = 0; l < config.n_layer; ++l) {
     std::string h = "h." + std::to_string(l) + ".";
-    vector(h + "ln1.weight", C, l, InitKind::kOnes, -1, 1);
-    vector(h + "ln1.bias", C, l, InitKind::kZeros, -1, 1);
+    norm(h + "ln1.weight", l, InitKind::kOnes);
+    norm(h + "ln1.bias", l, InitKind::kZeros);
     // Column-parallel by heads: Y = X A^T, A = [A_1; ...; A_tp] by rows within each of Q, K, V.
     matrix(h + "attn.qkv.weight", {3 * C, C}, l, std_dev, 0, 3);
     vector(h + "attn.qkv.bias", 3 * C, l, InitKind::kZeros, 0, 3);
@@ -55,16 +60,16 @@ std::vector<ParamSpec> gpt2_param_specs(const ModelConfig& config) {
     // Row-parallel: Y = sum_r X_r A_r^T with A split by columns (input features); bias replicated.
     matrix(h + "attn.proj.weight", {C, C}, l, residual_std, 1, 1);
     vector(h + "attn.proj.bias", C, l, InitKind::kZeros, -1, 1);
-    vector(h + "ln2.weight", C, l, InitKind::kOnes, -1, 1);
-    vector(h + "ln2.bias", C, l, InitKind::kZeros, -1, 1);
+    norm(h + "ln2.weight", l, InitKind::kOnes);
+    norm(h + "ln2.bias", l, InitKind::kZeros);
     matrix(h + "mlp.fc.weight", {4 * C, C}, l, std_dev, 0, 1);
     vector(h + "mlp.fc.bias", 4 * C, l, InitKind::kZeros, 0, 1);
     matrix(h + "mlp.proj.weight", {C, 4 * C}, l, residual_std, 1, 1);
     vector(h + "mlp.proj.bias", C, l, InitKind::kZeros, -1, 1);
   }
-  vector("lnf.weight", C, -1, InitKind::kOnes, -1, 1);
+  norm("lnf.weight", -1, InitKind::kOnes);
   specs.back().place = ParamPlace::kOutput;
-  vector("lnf.bias", C, -1, InitKind::kZeros, -1, 1);
+  norm("lnf.bias", -1, InitKind::kZeros);
   specs.back().place = ParamPlace::kOutput;
   return specs;
 }
@@ -93,11 +98,11 @@ void gpt2_fill_defaults(ModelConfig& config, bool tie_set) {
 
 Gpt2Model::Gpt2Model(const ModelConfig& config, Backend& backend, ProcessGroup& tp, StageRange stage, int micro_batch,
                      int seq_len, int slots, ModelUse use)
-    : Model(config, backend, tp.rank(), tp.size(), stage, micro_batch, seq_len, slots, gpt2_param_specs(config), use),
+    : Model(config, backend, tp, stage, micro_batch, seq_len, slots, gpt2_param_specs(config), use),
       tp_(tp),
-      column_(backend, tp),
-      row_(backend, tp),
-      embedding_(backend, tp, vocab_start_),
+      column_(backend, tp, sequence_parallel_),
+      row_(backend, tp, sequence_parallel_),
+      embedding_(backend, tp, vocab_start_, sequence_parallel_),
       cross_entropy_(backend, tp, vocab_start_, valid_vocab_) {
   const int tp_size = tp.size();
   TS_ASSERT(config.n_head % tp_size == 0, "n_head ", config.n_head, " over tp ", tp_size);
@@ -181,12 +186,18 @@ Gpt2Model::Gpt2Model(const ModelConfig& config, Backend& backend, ProcessGroup& 
 //     values (the CPU's fused call is add then layernorm_forward; the CUDA kernel normalizes the rounded sum it
 //     stored, with the same row function as layernorm_forward_kernel). The row-parallel attention projection
 //     all-reduces again: every TP rank recomputes the same blocks at the same point of the same backward, so the
-//     collectives stay in the same order on all of them.
+//     collectives stay in the same order on all of them. With sequence parallelism the same holds for the
+//     recomputation's all-gathers and reduce-scatters (SELECTIVE's fc GEMM gathers the stored ln2 chunk again);
+//     the per-slot norm and residual tensors are then chunks, and the gathered copies live in the layers' shared
+//     scratch, never per slot.
 // Bit-identity with NONE is tested in tests/recompute_cli_test.cc (losses, gradient norms, final weights).
 void Gpt2Model::plan_activations(TensorArena& arena, bool recompute) {
   const bool train = use_ == ModelUse::kTrain;
   const DType A = config_.dtype;  // compute dtype
   const int64_t B = micro_batch_, T = seq_len_, BT = B * T, C = C_, Cl = local_C_, Hl = local_heads_;
+  // Rows of the norm and residual activations: this TP rank's chunk with sequence parallelism (Note [Sequence
+  // parallelism] in parallel/tensor_parallel.h), else all B*T. Attention and the MLP's hidden layer see all rows.
+  const int64_t R = stage_rows();
   const bool full = recompute && config_.recompute == Recompute::kFull;
   // The buffers every recomputed block shares (Note [Recomputation]); -1 where a block keeps its own.
   LayerActs shared{-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1};
@@ -195,14 +206,14 @@ void Gpt2Model::plan_activations(TensorArena& arena, bool recompute) {
   const size_t shared_begin = arena.bytes();
   if (any_recomputed) {
     if (full) {
-      shared.ln1 = arena.reserve(A, {BT, C});
-      shared.ln1_mean = arena.reserve(DType::kF32, {BT});
-      shared.ln1_rstd = arena.reserve(DType::kF32, {BT});
+      shared.ln1 = arena.reserve(A, {R, C});
+      shared.ln1_mean = arena.reserve(DType::kF32, {R});
+      shared.ln1_rstd = arena.reserve(DType::kF32, {R});
       shared.qkv = arena.reserve(A, {B, T, 3 * Cl});
-      shared.res2 = arena.reserve(A, {BT, C});
-      shared.ln2 = arena.reserve(A, {BT, C});
-      shared.ln2_mean = arena.reserve(DType::kF32, {BT});
-      shared.ln2_rstd = arena.reserve(DType::kF32, {BT});
+      shared.res2 = arena.reserve(A, {R, C});
+      shared.ln2 = arena.reserve(A, {R, C});
+      shared.ln2_mean = arena.reserve(DType::kF32, {R});
+      shared.ln2_rstd = arena.reserve(DType::kF32, {R});
     }
     shared.atty = arena.reserve(A, {BT, Cl});
     shared.lse = arena.reserve(DType::kF32, {B, Hl, T});
@@ -220,7 +231,7 @@ void Gpt2Model::plan_activations(TensorArena& arena, bool recompute) {
     SlotActs a{};
     a.tokens = arena.reserve(DType::kI32, {BT});
     a.targets = train ? arena.reserve(DType::kI32, {BT}) : -1;
-    a.input = arena.reserve(A, {B, T, C});
+    a.input = arena.reserve(A, {R, C});
     for (int l = stage_.first_layer; l < stage_.end_layer; ++l) {
       if (!train && !a.layers.empty()) {  // inference: every layer reuses the first one's buffers
         a.layers.push_back(a.layers.front());
@@ -228,27 +239,27 @@ void Gpt2Model::plan_activations(TensorArena& arena, bool recompute) {
       }
       const bool r = recompute && config_.recomputes(l);
       LayerActs la{};
-      la.ln1 = own(shared.ln1, r, A, {BT, C});
-      la.ln1_mean = own(shared.ln1_mean, r, DType::kF32, {BT});
-      la.ln1_rstd = own(shared.ln1_rstd, r, DType::kF32, {BT});
+      la.ln1 = own(shared.ln1, r, A, {R, C});
+      la.ln1_mean = own(shared.ln1_mean, r, DType::kF32, {R});
+      la.ln1_rstd = own(shared.ln1_rstd, r, DType::kF32, {R});
       la.qkv = own(shared.qkv, r, A, {B, T, 3 * Cl});
       la.atty = own(shared.atty, r, A, {BT, Cl});
       la.lse = own(shared.lse, r, DType::kF32, {B, Hl, T});
-      la.res2 = own(shared.res2, r, A, {BT, C});
-      la.ln2 = own(shared.ln2, r, A, {BT, C});
-      la.ln2_mean = own(shared.ln2_mean, r, DType::kF32, {BT});
-      la.ln2_rstd = own(shared.ln2_rstd, r, DType::kF32, {BT});
+      la.res2 = own(shared.res2, r, A, {R, C});
+      la.ln2 = own(shared.ln2, r, A, {R, C});
+      la.ln2_mean = own(shared.ln2_mean, r, DType::kF32, {R});
+      la.ln2_rstd = own(shared.ln2_rstd, r, DType::kF32, {R});
       la.fch = own(shared.fch, r, A, {BT, 4 * Cl});
       la.fch_gelu = own(shared.fch_gelu, r, A, {BT, 4 * Cl});
-      la.res3 = arena.reserve(A, {BT, C});
+      la.res3 = arena.reserve(A, {R, C});
       a.layers.push_back(la);
     }
     if (stage_.has_head) {
-      a.lnf = arena.reserve(A, {BT, C});
-      a.lnf_mean = arena.reserve(DType::kF32, {BT});
-      a.lnf_rstd = arena.reserve(DType::kF32, {BT});
+      a.lnf = arena.reserve(A, {R, C});
+      a.lnf_mean = arena.reserve(DType::kF32, {R});
+      a.lnf_rstd = arena.reserve(DType::kF32, {R});
       a.losses = train ? arena.reserve(DType::kF32, {BT}) : -1;
-      a.d_lnf = train ? arena.reserve(A, {BT, C}) : -1;
+      a.d_lnf = train ? arena.reserve(A, {R, C}) : -1;
     }
     slot_acts_.push_back(std::move(a));
     slot_bytes += static_cast<int64_t>(arena.bytes() - slot_begin);
@@ -258,12 +269,14 @@ void Gpt2Model::plan_activations(TensorArena& arena, bool recompute) {
   if (train) {
     row_max_ = arena.reserve(DType::kF32, {BT});
     row_stats_ = arena.reserve(DType::kF32, {2, BT});  // sum_exp, target_logit: one all-reduce for both
-    d_res_ = arena.reserve(A, {B, T, C});
-    d_ln_ = arena.reserve(A, {BT, C});
+    d_res_ = arena.reserve(A, {R, C});
+    d_ln_ = arena.reserve(A, {R, C});
     d_big_ = arena.reserve(A, {BT * 4 * Cl});
     d_atty_ = arena.reserve(A, {BT, Cl});
+    sp_gathered_ = sequence_parallel_ ? arena.reserve(A, {BT, C}) : -1;
+    sp_partial_ = sequence_parallel_ ? arena.reserve(A, {BT, C}) : -1;
   } else {
-    row_max_ = row_stats_ = d_res_ = d_ln_ = d_big_ = d_atty_ = -1;
+    row_max_ = row_stats_ = d_res_ = d_ln_ = d_big_ = d_atty_ = sp_gathered_ = sp_partial_ = -1;
     const int64_t hs = config_.head_size();
     for (int l = stage_.first_layer; l < stage_.end_layer; ++l) {
       k_cache_.push_back(arena.reserve(A, {B, T, Hl, hs}));
@@ -298,7 +311,12 @@ Tensor Gpt2Model::layer_input(int slot, int i) const {
 Tensor Gpt2Model::stage_output(int slot) const {
   int n = stage_.end_layer - stage_.first_layer;
   Tensor out = layer_input(slot, n);
-  return out.view({micro_batch_, seq_len_, C_});
+  return out.view({stage_rows(), C_});
+}
+
+SequenceParallelScratch Gpt2Model::scratch() const {
+  if (!sequence_parallel_) return {};
+  return {act(sp_gathered_), act(sp_partial_)};
 }
 
 Tensor Gpt2Model::stage_input_grad() const {
@@ -310,7 +328,7 @@ void Gpt2Model::blocks_forward(int slot) {
   const SlotActs& a = slot_acts_[slot];
   if (stage_.has_embedding) {
     // x = wte[tokens] + wpe[pos].
-    embedding_.forward(act(a.input), act(a.tokens), value(wte_), value(wpe_), seq_len_);
+    embedding_.forward(act(a.input), act(a.tokens), value(wte_), value(wpe_), seq_len_, scratch());
   }
   const int n_local = stage_.end_layer - stage_.first_layer;
   for (int i = 0; i < n_local; ++i) layer_forward(slot, i);
@@ -327,21 +345,21 @@ void Gpt2Model::forward(int slot, bool train, float d_scale) {
   if (!stage_.has_head) return;
   // logits[:, vocab shard] = lnf(x) wte_shard^T (tied head, column-parallel over the vocabulary).
   const Tensor logits = act(logits_);
-  column_.forward(logits, act(a.lnf), value(wte_), Tensor());
+  column_.forward(logits, act(a.lnf), value(wte_), Tensor(), scratch());
   cross_entropy_.forward_backward(act(a.losses), logits, act(a.targets),
                                   loss_weighting_ ? act(a.loss_weights) : Tensor(), d_scale, act(row_max_),
                                   act(row_stats_));
   if (!train) return;
   // The head's backward now, while the logits are at hand: the logits buffer is then free for the next
   // micro-batch, and only d_lnf[B*T, C] waits for backward().
-  column_.backward(act(a.d_lnf), grad(wte_), Tensor(), logits, act(a.lnf), value(wte_));
+  column_.backward(act(a.d_lnf), grad(wte_), Tensor(), logits, act(a.lnf), value(wte_), scratch());
 }
 
 Tensor Gpt2Model::forward_logits(int slot) {
   blocks_forward(slot);
   if (!stage_.has_head) return Tensor();
   const Tensor logits = act(logits_);
-  column_.forward(logits, act(slot_acts_[slot].lnf), value(wte_), Tensor());
+  column_.forward(logits, act(slot_acts_[slot].lnf), value(wte_), Tensor(), scratch());
   return logits;
 }
 
@@ -408,15 +426,15 @@ void Gpt2Model::layer_forward(int slot, int i) {
     backend_.layernorm_forward(act(a.ln1), act(a.ln1_mean), act(a.ln1_rstd), x, value(p.ln1_weight), value(p.ln1_bias),
                                config_.norm_eps);
   }
-  column_.forward(act(a.qkv), act(a.ln1), value(p.qkv_weight), value(p.qkv_bias));
+  column_.forward(act(a.qkv), act(a.ln1), value(p.qkv_weight), value(p.qkv_bias), scratch());
   backend_.attention_forward(act(a.atty), act(a.lse), act(a.qkv), local_heads_, local_heads_);
-  row_.forward(act(a.res2), act(a.atty), value(p.attn_proj_weight), value(p.attn_proj_bias));
+  row_.forward(act(a.res2), act(a.atty), value(p.attn_proj_weight), value(p.attn_proj_bias), scratch());
   // res2 = x + attention output, and ln2 of it, in one pass.
   backend_.residual_layernorm_forward(act(a.res2), act(a.ln2), act(a.ln2_mean), act(a.ln2_rstd), act(a.res2), x,
                                       value(p.ln2_weight), value(p.ln2_bias), config_.norm_eps);
   // MLP half: res2 + proj(gelu(fc(ln2(res2)))).
-  column_.forward_gelu(act(a.fch_gelu), act(a.fch), act(a.ln2), value(p.fc_weight), value(p.fc_bias));
-  row_.forward(act(a.res3), act(a.fch_gelu), value(p.mlp_proj_weight), value(p.mlp_proj_bias));
+  column_.forward_gelu(act(a.fch_gelu), act(a.fch), act(a.ln2), value(p.fc_weight), value(p.fc_bias), scratch());
+  row_.forward(act(a.res3), act(a.fch_gelu), value(p.mlp_proj_weight), value(p.mlp_proj_bias), scratch());
   // res3 = res2 + MLP output, fused with the LayerNorm that reads it next: the next layer's ln1, or the head's lnf.
   const int n_local = stage_.end_layer - stage_.first_layer;
   if (i + 1 < n_local) {
@@ -442,15 +460,15 @@ void Gpt2Model::layer_recompute(int slot, int i) {
   if (full) {
     backend_.layernorm_forward(act(a.ln1), act(a.ln1_mean), act(a.ln1_rstd), x, value(p.ln1_weight), value(p.ln1_bias),
                                config_.norm_eps);
-    column_.forward(act(a.qkv), act(a.ln1), value(p.qkv_weight), value(p.qkv_bias));
+    column_.forward(act(a.qkv), act(a.ln1), value(p.qkv_weight), value(p.qkv_bias), scratch());
   }
   backend_.attention_forward(act(a.atty), act(a.lse), act(a.qkv), local_heads_, local_heads_);
   if (full) {
-    row_.forward(act(a.res2), act(a.atty), value(p.attn_proj_weight), value(p.attn_proj_bias));
+    row_.forward(act(a.res2), act(a.atty), value(p.attn_proj_weight), value(p.attn_proj_bias), scratch());
     backend_.residual_layernorm_forward(act(a.res2), act(a.ln2), act(a.ln2_mean), act(a.ln2_rstd), act(a.res2), x,
                                         value(p.ln2_weight), value(p.ln2_bias), config_.norm_eps);
   }
-  column_.forward_gelu(act(a.fch_gelu), act(a.fch), act(a.ln2), value(p.fc_weight), value(p.fc_bias));
+  column_.forward_gelu(act(a.fch_gelu), act(a.fch), act(a.ln2), value(p.fc_weight), value(p.fc_bias), scratch());
 }
 
 Tensor Gpt2Model::losses(int slot) const {
@@ -475,7 +493,7 @@ void Gpt2Model::backward(int slot, Tensor d_output) {
     layer_backward(slot, i);
     call_backward_hook(stage_.first_layer + i);
   }
-  if (stage_.has_embedding) embedding_.backward(grad(wte_), grad(wpe_), d_res, act(a.tokens), seq_len_);
+  if (stage_.has_embedding) embedding_.backward(grad(wte_), grad(wpe_), d_res, act(a.tokens), seq_len_, scratch());
   call_backward_hook(-1);
 }
 
@@ -489,16 +507,16 @@ void Gpt2Model::layer_backward(int slot, int i) {
   Tensor d_qkv(act(d_big_).data(), config_.dtype, backend_.device(), {B, T, 3 * local_C_});
   // MLP half.
   row_.backward(d_hidden, grad(p.mlp_proj_weight), grad(p.mlp_proj_bias), d_res, act(a.fch_gelu),
-                value(p.mlp_proj_weight));
+                value(p.mlp_proj_weight), scratch());
   backend_.gelu_backward(d_hidden, act(a.fch), d_hidden);
-  column_.backward(d_ln, grad(p.fc_weight), grad(p.fc_bias), d_hidden, act(a.ln2), value(p.fc_weight));
+  column_.backward(d_ln, grad(p.fc_weight), grad(p.fc_bias), d_hidden, act(a.ln2), value(p.fc_weight), scratch());
   backend_.layernorm_backward(d_res, grad(p.ln2_weight), grad(p.ln2_bias), d_ln, act(a.res2), value(p.ln2_weight),
                               act(a.ln2_mean), act(a.ln2_rstd));
   // Attention half.
   row_.backward(act(d_atty_), grad(p.attn_proj_weight), grad(p.attn_proj_bias), d_res, act(a.atty),
-                value(p.attn_proj_weight));
+                value(p.attn_proj_weight), scratch());
   backend_.attention_backward(d_qkv, act(d_atty_), act(a.qkv), act(a.atty), act(a.lse), local_heads_, local_heads_);
-  column_.backward(d_ln, grad(p.qkv_weight), grad(p.qkv_bias), d_qkv, act(a.ln1), value(p.qkv_weight));
+  column_.backward(d_ln, grad(p.qkv_weight), grad(p.qkv_bias), d_qkv, act(a.ln1), value(p.qkv_weight), scratch());
   backend_.layernorm_backward(d_res, grad(p.ln1_weight), grad(p.ln1_bias), d_ln, layer_input(slot, i),
                               value(p.ln1_weight), act(a.ln1_mean), act(a.ln1_rstd));
 }

@@ -4,7 +4,8 @@
 // Tensor parallelism is Megatron's, through the layers of parallel/tensor_parallel.h: in each block QKV and
 // MLP-fc are column-parallel (each rank owns whole heads / a slice of the hidden units), attention-proj and
 // MLP-proj row-parallel; the embedding and the tied head are vocab-parallel, and the cross-entropy combines row
-// statistics across ranks, never gathering the logits.
+// statistics across ranks, never gathering the logits. With sequence parallelism (Note [Sequence parallelism] in
+// parallel/tensor_parallel.h) the LayerNorms and the residual stream hold this TP rank's chunk of the tokens.
 #pragma once
 
 #include <string>
@@ -65,6 +66,8 @@ class Gpt2Model final : public Model {
   };
 
   Tensor act(int handle) const { return arena_.get(handle); }
+  // The sequence-parallel layers' buffers (Note [Sequence parallelism]); empty without sequence parallelism.
+  SequenceParallelScratch scratch() const;
   // The residual stream entering local layer i (0-based within the stage) of a slot.
   Tensor layer_input(int slot, int i) const;
   // The stage's blocks and the final LayerNorm into the slot's lnf (the head's input).
@@ -94,8 +97,9 @@ class Gpt2Model final : public Model {
 
   TensorArena arena_;
   std::vector<SlotActs> slot_acts_;
-  // Shared scratch: logits and cross-entropy statistics, and backward temporaries.
-  int logits_, row_max_, row_stats_, d_res_, d_ln_, d_big_, d_atty_;
+  // Shared scratch: logits and cross-entropy statistics, backward temporaries, and with sequence parallelism the
+  // [B*T, C] buffers of its layers (-1 without).
+  int logits_, row_max_, row_stats_, d_res_, d_ln_, d_big_, d_atty_, sp_gathered_, sp_partial_;
   // Inference: per local layer, its K and V caches [B, seq_len, local heads, head size].
   std::vector<int> k_cache_, v_cache_;
 };

@@ -14,43 +14,48 @@ size_t llama_train_arena_bytes(const ModelConfig& config, const ArenaPlanShape& 
   const int64_t vocab_rows = config.padded_vocab(shape.tp) / shape.tp;
   const int64_t layers = shape.stage.end_layer - shape.stage.first_layer;
   const bool head = shape.stage.has_head;
+  // Rows of the norm and residual activations: a TP rank's chunk of the tokens with sequence parallelism.
+  const bool sp = shape.sequence_parallel && shape.tp > 1;
+  const int64_t R = sp ? BT / shape.tp : BT;
 
   auto block = [&](ArenaTally& t, ActivationRecompute kept) {
     if (kept == ActivationRecompute::kFull) {
-      t.add(A, BT * C);  // res3: the block's output, the next block's input
+      t.add(A, R * C);  // res3: the block's output, the next block's input
       return;
     }
-    t.add(A, BT * C);                                                  // xn1
-    t.add(F, BT);                                                      // rstd1
+    t.add(A, R * C);                                                   // xn1
+    t.add(F, R);                                                       // rstd1
     t.add(A, BT * qkv_width);                                          // qkv
     if (kept == ActivationRecompute::kNone) t.add(A, BT * att_width);  // attention output
     t.add(F, B * Hl * T);                                              // log-sum-exp
-    t.add(A, BT * C, 2);                                               // res2, xn2
-    t.add(F, BT);                                                      // rstd2
+    t.add(A, R * C, 2);                                                // res2, xn2
+    t.add(F, R);                                                       // rstd2
     t.add(A, BT * 2 * Fl);                                             // gate_up
     if (kept == ActivationRecompute::kNone) t.add(A, BT * Fl);         // SwiGLU(gate, up)
-    t.add(A, BT * C);                                                  // res3
+    t.add(A, R * C);                                                   // res3
   };
 
   ArenaTally t;
   for (int s = 0; s < shape.slots; ++s) {
-    t.add(I, BT, 2);   // tokens, targets
-    t.add(A, BT * C);  // stage input
+    t.add(I, BT, 2);  // tokens, targets
+    t.add(A, R * C);  // stage input
     for (int64_t l = 0; l < layers; ++l) block(t, shape.recompute);
     if (head) {
-      t.add(A, BT * C);  // xnf
-      t.add(F, BT, 2);   // rstdf, losses
-      t.add(A, BT * C);  // d_xnf
+      t.add(A, R * C);  // xnf
+      t.add(F, R);      // rstdf
+      t.add(F, BT);     // losses
+      t.add(A, R * C);  // d_xnf
     }
   }
   if (shape.recompute == ActivationRecompute::kFull && layers > 0) block(t, ActivationRecompute::kNone);
   if (head) t.add(A, BT * vocab_rows);                  // logits
   t.add(F, BT);                                         // row max
   t.add(F, 2 * BT);                                     // row statistics
-  t.add(A, BT * C, 2);                                  // d_res, d_ln
+  t.add(A, R * C, 2);                                   // d_res, d_ln
   t.add(A, BT * std::max<int64_t>(2 * Fl, qkv_width));  // d_big
   t.add(A, BT * Fl);                                    // d_hidden
   t.add(A, BT * att_width);                             // d_atty
+  if (sp) t.add(A, BT * C, 2);                          // the sequence-parallel layers' gathered and partial buffers
   if (head) t.add(F, BT, shape.slots);                  // loss weights
   return t.bytes();
 }

@@ -39,19 +39,20 @@ std::vector<ParamSpec> llama_param_specs(const ModelConfig& config) {
   wte->tied_across_stages = config.tie_embeddings;
   for (int l = 0; l < config.n_layer; ++l) {
     const std::string h = "h." + std::to_string(l) + ".";
-    add(h + "attn_norm.weight", {C}, l, ParamPlace::kBlock, -1);
+    // The RMSNorms' weights: per token, in the sequence-parallel region.
+    add(h + "attn_norm.weight", {C}, l, ParamPlace::kBlock, -1)->sequence_parallel_grad = true;
     // Column-parallel by heads: rank r holds whole query heads and whole key/value heads.
     add(h + "attn.q.weight", {C, C}, l, ParamPlace::kBlock, 0);
     add(h + "attn.k.weight", {kv, C}, l, ParamPlace::kBlock, 0);
     add(h + "attn.v.weight", {kv, C}, l, ParamPlace::kBlock, 0);
     // Row-parallel: Y = sum_r X_r O_r^T, O split by columns (the heads' channels).
     add(h + "attn.o.weight", {C, C}, l, ParamPlace::kBlock, 1)->init_std = residual_std;
-    add(h + "mlp_norm.weight", {C}, l, ParamPlace::kBlock, -1);
+    add(h + "mlp_norm.weight", {C}, l, ParamPlace::kBlock, -1)->sequence_parallel_grad = true;
     add(h + "mlp.gate.weight", {F, C}, l, ParamPlace::kBlock, 0);
     add(h + "mlp.up.weight", {F, C}, l, ParamPlace::kBlock, 0);
     add(h + "mlp.down.weight", {C, F}, l, ParamPlace::kBlock, 1)->init_std = residual_std;
   }
-  add("norm.weight", {C}, -1, ParamPlace::kOutput, -1);
+  add("norm.weight", {C}, -1, ParamPlace::kOutput, -1)->sequence_parallel_grad = true;
   if (!config.tie_embeddings) add("lm_head.weight", {V, C}, -1, ParamPlace::kOutput, 0)->vocab_parallel = true;
   return specs;
 }
@@ -91,11 +92,11 @@ void llama_fill_defaults(ModelConfig& config, bool tie_set) {
 
 LlamaModel::LlamaModel(const ModelConfig& config, Backend& backend, ProcessGroup& tp, StageRange stage, int micro_batch,
                        int seq_len, int slots, ModelUse use)
-    : Model(config, backend, tp.rank(), tp.size(), stage, micro_batch, seq_len, slots, llama_param_specs(config), use),
+    : Model(config, backend, tp, stage, micro_batch, seq_len, slots, llama_param_specs(config), use),
       tp_(tp),
-      column_(backend, tp),
-      row_(backend, tp),
-      embedding_(backend, tp, vocab_start_),
+      column_(backend, tp, sequence_parallel_),
+      row_(backend, tp, sequence_parallel_),
+      embedding_(backend, tp, vocab_start_, sequence_parallel_),
       cross_entropy_(backend, tp, vocab_start_, valid_vocab_) {
   const int tp_size = tp.size();
   TS_ASSERT(llama_shape_problems(config, tp_size).empty() && config.n_head % tp_size == 0, "llama shape over tp ",
@@ -157,6 +158,9 @@ void LlamaModel::plan_activations(TensorArena& arena, bool recompute) {
   const int64_t qkv_width = static_cast<int64_t>(local_heads_ + 2 * local_kv_heads_) * hs_;
   const int64_t att_width = static_cast<int64_t>(local_heads_) * hs_;
   const int64_t Fl = local_ffn_;
+  // Rows of the norm and residual activations: this TP rank's chunk with sequence parallelism (Note [Sequence
+  // parallelism] in parallel/tensor_parallel.h), else all B*T. Attention and the MLP's hidden layer see all rows.
+  const int64_t R = stage_rows();
   const bool full = recompute && config_.recompute == Recompute::kFull;
   // The buffers every recomputed block shares; -1 where a block keeps its own.
   LayerActs shared{-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1};
@@ -165,12 +169,12 @@ void LlamaModel::plan_activations(TensorArena& arena, bool recompute) {
   const size_t shared_begin = arena.bytes();
   if (any_recomputed) {
     if (full) {
-      shared.xn1 = arena.reserve(A, {BT, C});
-      shared.rstd1 = arena.reserve(DType::kF32, {BT});
+      shared.xn1 = arena.reserve(A, {R, C});
+      shared.rstd1 = arena.reserve(DType::kF32, {R});
       shared.qkv = arena.reserve(A, {B, T, qkv_width});
-      shared.res2 = arena.reserve(A, {BT, C});
-      shared.xn2 = arena.reserve(A, {BT, C});
-      shared.rstd2 = arena.reserve(DType::kF32, {BT});
+      shared.res2 = arena.reserve(A, {R, C});
+      shared.xn2 = arena.reserve(A, {R, C});
+      shared.rstd2 = arena.reserve(DType::kF32, {R});
       shared.gate_up = arena.reserve(A, {BT, 2 * Fl});
     }
     shared.atty = arena.reserve(A, {BT, att_width});
@@ -187,7 +191,7 @@ void LlamaModel::plan_activations(TensorArena& arena, bool recompute) {
     SlotActs a{};
     a.tokens = arena.reserve(DType::kI32, {BT});
     a.targets = train ? arena.reserve(DType::kI32, {BT}) : -1;
-    a.input = arena.reserve(A, {B, T, C});
+    a.input = arena.reserve(A, {R, C});
     for (int l = stage_.first_layer; l < stage_.end_layer; ++l) {
       if (!train && !a.layers.empty()) {  // inference: every layer reuses the first one's buffers
         a.layers.push_back(a.layers.front());
@@ -195,24 +199,24 @@ void LlamaModel::plan_activations(TensorArena& arena, bool recompute) {
       }
       const bool r = recompute && config_.recomputes(l);
       LayerActs la{};
-      la.xn1 = own(shared.xn1, r, A, {BT, C});
-      la.rstd1 = own(shared.rstd1, r, DType::kF32, {BT});
+      la.xn1 = own(shared.xn1, r, A, {R, C});
+      la.rstd1 = own(shared.rstd1, r, DType::kF32, {R});
       la.qkv = own(shared.qkv, r, A, {B, T, qkv_width});
       la.atty = own(shared.atty, r, A, {BT, att_width});
       la.lse = own(shared.lse, r, DType::kF32, {B, local_heads_, T});
-      la.res2 = own(shared.res2, r, A, {BT, C});
-      la.xn2 = own(shared.xn2, r, A, {BT, C});
-      la.rstd2 = own(shared.rstd2, r, DType::kF32, {BT});
+      la.res2 = own(shared.res2, r, A, {R, C});
+      la.xn2 = own(shared.xn2, r, A, {R, C});
+      la.rstd2 = own(shared.rstd2, r, DType::kF32, {R});
       la.gate_up = own(shared.gate_up, r, A, {BT, 2 * Fl});
       la.hidden = own(shared.hidden, r, A, {BT, Fl});
-      la.res3 = arena.reserve(A, {BT, C});
+      la.res3 = arena.reserve(A, {R, C});
       a.layers.push_back(la);
     }
     if (stage_.has_head) {
-      a.xnf = arena.reserve(A, {BT, C});
-      a.rstdf = arena.reserve(DType::kF32, {BT});
+      a.xnf = arena.reserve(A, {R, C});
+      a.rstdf = arena.reserve(DType::kF32, {R});
       a.losses = train ? arena.reserve(DType::kF32, {BT}) : -1;
-      a.d_xnf = train ? arena.reserve(A, {BT, C}) : -1;
+      a.d_xnf = train ? arena.reserve(A, {R, C}) : -1;
     }
     slot_acts_.push_back(std::move(a));
     slot_bytes += static_cast<int64_t>(arena.bytes() - slot_begin);
@@ -222,13 +226,15 @@ void LlamaModel::plan_activations(TensorArena& arena, bool recompute) {
   if (train) {
     row_max_ = arena.reserve(DType::kF32, {BT});
     row_stats_ = arena.reserve(DType::kF32, {2, BT});  // sum_exp, target_logit: one all-reduce for both
-    d_res_ = arena.reserve(A, {B, T, C});
-    d_ln_ = arena.reserve(A, {BT, C});
+    d_res_ = arena.reserve(A, {R, C});
+    d_ln_ = arena.reserve(A, {R, C});
     d_big_ = arena.reserve(A, {BT * std::max<int64_t>(2 * Fl, qkv_width)});  // d(gate_up) or d(qkv)
     d_hidden_ = arena.reserve(A, {BT, Fl});
     d_atty_ = arena.reserve(A, {BT, att_width});
+    sp_gathered_ = sequence_parallel_ ? arena.reserve(A, {BT, C}) : -1;
+    sp_partial_ = sequence_parallel_ ? arena.reserve(A, {BT, C}) : -1;
   } else {
-    row_max_ = row_stats_ = d_res_ = d_ln_ = d_big_ = d_hidden_ = d_atty_ = -1;
+    row_max_ = row_stats_ = d_res_ = d_ln_ = d_big_ = d_hidden_ = d_atty_ = sp_gathered_ = sp_partial_ = -1;
     for (int l = stage_.first_layer; l < stage_.end_layer; ++l) {
       k_cache_.push_back(arena.reserve(A, {B, T, local_kv_heads_, hs_}));
       v_cache_.push_back(arena.reserve(A, {B, T, local_kv_heads_, hs_}));
@@ -261,7 +267,12 @@ Tensor LlamaModel::layer_input(int slot, int i) const {
 
 Tensor LlamaModel::stage_output(int slot) const {
   const int n = stage_.end_layer - stage_.first_layer;
-  return layer_input(slot, n).view({micro_batch_, seq_len_, C_});
+  return layer_input(slot, n).view({stage_rows(), C_});
+}
+
+SequenceParallelScratch LlamaModel::scratch() const {
+  if (!sequence_parallel_) return {};
+  return {act(sp_gathered_), act(sp_partial_)};
 }
 
 Tensor LlamaModel::stage_input_grad() const {
@@ -276,7 +287,9 @@ Tensor LlamaModel::losses(int slot) const {
 
 void LlamaModel::blocks_forward(int slot) {
   const SlotActs& a = slot_acts_[slot];
-  if (stage_.has_embedding) embedding_.forward(act(a.input), act(a.tokens), value(wte_), Tensor(), seq_len_);
+  if (stage_.has_embedding) {
+    embedding_.forward(act(a.input), act(a.tokens), value(wte_), Tensor(), seq_len_, scratch());
+  }
   const int n_local = stage_.end_layer - stage_.first_layer;
   for (int i = 0; i < n_local; ++i) layer_forward(slot, i);
   if (stage_.has_head && n_local == 0) {  // a head-only stage: no layer's fused residual + RMSNorm made it
@@ -291,20 +304,20 @@ void LlamaModel::forward(int slot, bool train, float d_scale) {
   if (!stage_.has_head) return;
   // logits[:, vocab shard] = norm(x) head_shard^T (column-parallel over the vocabulary).
   const Tensor logits = act(logits_);
-  column_.forward(logits, act(a.xnf), value(head()), Tensor());
+  column_.forward(logits, act(a.xnf), value(head()), Tensor(), scratch());
   cross_entropy_.forward_backward(act(a.losses), logits, act(a.targets),
                                   loss_weighting_ ? act(a.loss_weights) : Tensor(), d_scale, act(row_max_),
                                   act(row_stats_));
   if (!train) return;
   // The head's backward now, while the logits are at hand (as in Gpt2Model::forward).
-  column_.backward(act(a.d_xnf), grad(head()), Tensor(), logits, act(a.xnf), value(head()));
+  column_.backward(act(a.d_xnf), grad(head()), Tensor(), logits, act(a.xnf), value(head()), scratch());
 }
 
 Tensor LlamaModel::forward_logits(int slot) {
   blocks_forward(slot);
   if (!stage_.has_head) return Tensor();
   const Tensor logits = act(logits_);
-  column_.forward(logits, act(slot_acts_[slot].xnf), value(head()), Tensor());
+  column_.forward(logits, act(slot_acts_[slot].xnf), value(head()), Tensor(), scratch());
   return logits;
 }
 
@@ -365,16 +378,16 @@ void LlamaModel::layer_forward(int slot, int i) {
   const float eps = config_.norm_eps;
   // Attention half: x + o(attention(rope(q, k), v)), q k v of rmsnorm(x).
   if (i == 0) backend_.rmsnorm_forward(act(a.xn1), act(a.rstd1), x, value(p.attn_norm), eps);
-  column_.forward(act(a.qkv), act(a.xn1), fused_value(p.q, 3), Tensor());
+  column_.forward(act(a.qkv), act(a.xn1), fused_value(p.q, 3), Tensor(), scratch());
   backend_.rope_forward(act(a.qkv), local_heads_, local_kv_heads_, seq_len_, config_.rope_theta);
   backend_.attention_forward(act(a.atty), act(a.lse), act(a.qkv), local_heads_, local_kv_heads_);
-  row_.forward(act(a.res2), act(a.atty), value(p.o), Tensor());
+  row_.forward(act(a.res2), act(a.atty), value(p.o), Tensor(), scratch());
   // res2 = x + attention output, and the MLP's RMSNorm of it, in one pass.
   backend_.residual_rmsnorm_forward(act(a.res2), act(a.xn2), act(a.rstd2), act(a.res2), x, value(p.mlp_norm), eps);
   // MLP half: res2 + down(silu(gate(y)) * up(y)), y = rmsnorm(res2).
-  column_.forward(act(a.gate_up), act(a.xn2), fused_value(p.gate, 2), Tensor());
+  column_.forward(act(a.gate_up), act(a.xn2), fused_value(p.gate, 2), Tensor(), scratch());
   backend_.swiglu_forward(act(a.hidden), act(a.gate_up));
-  row_.forward(act(a.res3), act(a.hidden), value(p.down), Tensor());
+  row_.forward(act(a.res3), act(a.hidden), value(p.down), Tensor(), scratch());
   // res3 = res2 + MLP output, fused with the RMSNorm that reads it next.
   const int n_local = stage_.end_layer - stage_.first_layer;
   if (i + 1 < n_local) {
@@ -406,7 +419,7 @@ void LlamaModel::backward(int slot, Tensor d_output) {
     layer_backward(slot, i);
     call_backward_hook(stage_.first_layer + i);
   }
-  if (stage_.has_embedding) embedding_.backward(grad(wte_), Tensor(), d_res, act(a.tokens), seq_len_);
+  if (stage_.has_embedding) embedding_.backward(grad(wte_), Tensor(), d_res, act(a.tokens), seq_len_, scratch());
   call_backward_hook(-1);
 }
 
@@ -419,14 +432,14 @@ void LlamaModel::layer_recompute(int slot, int i) {
   // The calls of layer_forward, in its order, on the same inputs: the same bits.
   if (full) {
     backend_.rmsnorm_forward(act(a.xn1), act(a.rstd1), x, value(p.attn_norm), eps);
-    column_.forward(act(a.qkv), act(a.xn1), fused_value(p.q, 3), Tensor());
+    column_.forward(act(a.qkv), act(a.xn1), fused_value(p.q, 3), Tensor(), scratch());
     backend_.rope_forward(act(a.qkv), local_heads_, local_kv_heads_, seq_len_, config_.rope_theta);
   }
   backend_.attention_forward(act(a.atty), act(a.lse), act(a.qkv), local_heads_, local_kv_heads_);
   if (full) {
-    row_.forward(act(a.res2), act(a.atty), value(p.o), Tensor());
+    row_.forward(act(a.res2), act(a.atty), value(p.o), Tensor(), scratch());
     backend_.residual_rmsnorm_forward(act(a.res2), act(a.xn2), act(a.rstd2), act(a.res2), x, value(p.mlp_norm), eps);
-    column_.forward(act(a.gate_up), act(a.xn2), fused_value(p.gate, 2), Tensor());
+    column_.forward(act(a.gate_up), act(a.xn2), fused_value(p.gate, 2), Tensor(), scratch());
   }
   backend_.swiglu_forward(act(a.hidden), act(a.gate_up));
 }
@@ -441,15 +454,15 @@ void LlamaModel::layer_backward(int slot, int i) {
   Tensor d_qkv(act(d_big_).data(), config_.dtype, backend_.device(),
                {B, T, static_cast<int64_t>(local_heads_ + 2 * local_kv_heads_) * hs_});
   // MLP half.
-  row_.backward(act(d_hidden_), grad(p.down), Tensor(), d_res, act(a.hidden), value(p.down));
+  row_.backward(act(d_hidden_), grad(p.down), Tensor(), d_res, act(a.hidden), value(p.down), scratch());
   backend_.swiglu_backward(d_gate_up, act(d_hidden_), act(a.gate_up));
-  column_.backward(d_ln, fused_grad(p.gate, 2), Tensor(), d_gate_up, act(a.xn2), fused_value(p.gate, 2));
+  column_.backward(d_ln, fused_grad(p.gate, 2), Tensor(), d_gate_up, act(a.xn2), fused_value(p.gate, 2), scratch());
   backend_.rmsnorm_backward(d_res, grad(p.mlp_norm), d_ln, act(a.res2), value(p.mlp_norm), act(a.rstd2));
   // Attention half.
-  row_.backward(act(d_atty_), grad(p.o), Tensor(), d_res, act(a.atty), value(p.o));
+  row_.backward(act(d_atty_), grad(p.o), Tensor(), d_res, act(a.atty), value(p.o), scratch());
   backend_.attention_backward(d_qkv, act(d_atty_), act(a.qkv), act(a.atty), act(a.lse), local_heads_, local_kv_heads_);
   backend_.rope_backward(d_qkv, local_heads_, local_kv_heads_, seq_len_, config_.rope_theta);
-  column_.backward(d_ln, fused_grad(p.q, 3), Tensor(), d_qkv, act(a.xn1), fused_value(p.q, 3));
+  column_.backward(d_ln, fused_grad(p.q, 3), Tensor(), d_qkv, act(a.xn1), fused_value(p.q, 3), scratch());
   backend_.rmsnorm_backward(d_res, grad(p.attn_norm), d_ln, layer_input(slot, i), value(p.attn_norm), act(a.rstd1));
 }
 

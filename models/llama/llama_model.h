@@ -7,7 +7,9 @@
 // query heads [r H/tp, (r+1) H/tp) and key/value heads [r KV/tp, (r+1) KV/tp), so every query head finds its
 // kv head on its own rank (tp must divide n_kv_head) — and their three weights, adjacent in the flat buffer,
 // are one GEMM; gate and up are column-parallel by hidden units, likewise one GEMM; o and down are row-parallel.
-// The embedding and the head are vocab-parallel, as for GPT-2.
+// The embedding and the head are vocab-parallel, as for GPT-2. With sequence parallelism (Note [Sequence
+// parallelism] in parallel/tensor_parallel.h) the RMSNorms and the residual stream hold this TP rank's chunk of
+// the tokens.
 #pragma once
 
 #include <string>
@@ -66,6 +68,8 @@ class LlamaModel final : public Model {
   };
 
   Tensor act(int handle) const { return arena_.get(handle); }
+  // The sequence-parallel layers' buffers; empty without sequence parallelism.
+  SequenceParallelScratch scratch() const;
   Tensor layer_input(int slot, int i) const;
   void blocks_forward(int slot);
   void layer_forward(int slot, int i);
@@ -93,6 +97,8 @@ class LlamaModel final : public Model {
   std::vector<SlotActs> slot_acts_;
   // Shared scratch: logits and cross-entropy statistics, and backward temporaries.
   int logits_, row_max_, row_stats_, d_res_, d_ln_, d_big_, d_hidden_, d_atty_;
+  // With sequence parallelism, the [B*T, C] buffers of its layers (Note [Sequence parallelism]); -1 without.
+  int sp_gathered_, sp_partial_;
   // Inference: per local layer, its K and V caches [B, seq_len, local kv heads, head size].
   std::vector<int> k_cache_, v_cache_;
 };
