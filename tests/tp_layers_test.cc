@@ -69,7 +69,7 @@ TEST(TensorParallel, LayersMatchTheUnshardedModel) {
       backend.copy_from_host(m->tokens(0), tokens.data());
       backend.copy_from_host(m->targets(0), targets.data());
       m->zero_grads();
-      m->forward(0, true, 1.0f / (B * T));
+      m->forward(0, 0, true, 1.0f / (B * T));
     }
     // A fixed output gradient for the stage without the head.
     std::vector<float> d_out(static_cast<size_t>(B) * T * config.n_embd);
@@ -84,12 +84,12 @@ TEST(TensorParallel, LayersMatchTheUnshardedModel) {
       std::vector<float> want = to_host(backend, full.losses(0));
       for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], want[i], 1e-5 * std::fabs(want[i])) << "loss " << i;
     } else {
-      std::vector<float> got = to_host(backend, sharded.stage_output(0));
-      std::vector<float> want = to_host(backend, full.stage_output(0));
+      std::vector<float> got = to_host(backend, sharded.stage_output(0, 0));
+      std::vector<float> want = to_host(backend, full.stage_output(0, 0));
       for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], want[i], 1e-5) << "block output " << i;
     }
-    sharded.backward(0, d_tensor);
-    full.backward(0, d_tensor);
+    sharded.backward(0, 0, d_tensor);
+    full.backward(0, 0, d_tensor);
 
     for (LocalParam& p : sharded.params()) {
       const LocalParam* reference = full.find_param(p.spec.name);
