@@ -127,12 +127,14 @@ TEST(InterleavedSchedule, EveryChunkStepOnceBackwardAfterForward) {
       for (int i = 0; i < static_cast<int>(table.size()); ++i) {
         const PipelineAction& a = table[i];
         ASSERT_TRUE(a.chunk >= 0 && a.chunk < V && a.micro_batch >= 0 && a.micro_batch < M);
-        EXPECT_EQ(seen.count({a.chunk, a.micro_batch, a.forward}), 0u) << "twice: p=" << p << " V=" << V;
-        seen[{a.chunk, a.micro_batch, a.forward}] = i;
+        const std::tuple<int, int, bool> key{a.chunk, a.micro_batch, a.forward};
+        EXPECT_EQ(seen.count(key), 0u) << "twice: p=" << p << " V=" << V;
+        seen[key] = i;
         if (!a.forward) {
-          ASSERT_EQ(seen.count({a.chunk, a.micro_batch, true}), 1u) << "backward before forward";
+          ASSERT_EQ(seen.count(std::make_tuple(a.chunk, a.micro_batch, true)), 1u) << "backward before forward";
           // The backward finds its activations in the slot its forward used.
-          EXPECT_EQ(table[seen[{a.chunk, a.micro_batch, true}]].slot, a.slot);
+          const int forward_at = seen[{a.chunk, a.micro_batch, true}];
+          EXPECT_EQ(table[forward_at].slot, a.slot);
         }
       }
       EXPECT_EQ(seen.size(), static_cast<size_t>(2 * M * V));
