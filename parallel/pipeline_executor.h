@@ -29,11 +29,12 @@ namespace tessera {
 class PipelineExecutor {
  public:
   // Loads micro-batch m's inputs into the model's `slot` (model.tokens(slot) on the first stage,
-  // model.targets(slot) on the last); not called on middle stages.
+  // model.targets(slot) on the last), before the forward of the chunk that reads them (the first stage's
+  // chunk 0, the last stage's last chunk); not called on middle stages.
   using Load = std::function<void(int micro_batch, int slot)>;
   // What a training batch tells the data-parallel gradient sync: layer_done(l) right after block l's backward
-  // of the last micro-batch (in decreasing l), gradients_done() once every gradient of this stage is final (after the tied
-  // parameter's sum). Either may be empty.
+  // of the last micro-batch (in decreasing l), gradients_done() once every gradient of this stage is final
+  // (after the tied parameter's sum). Either may be empty.
   struct GradientEvents {
     std::function<void(int layer)> layer_done;
     std::function<void()> gradients_done;
