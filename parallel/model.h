@@ -1,6 +1,7 @@
 // Model: the seam between a model architecture and everything that trains, evaluates or stores one. A Model is
-// one rank's shard of a transformer: a pipeline stage (a range of blocks, plus the embedding on the first stage
-// and the final norm and output head on the last), tensor-parallel across the `tp` group.
+// one rank's shard of a transformer: a pipeline stage (a range of blocks, or with virtual stages several model
+// chunks of them, plus the embedding on the first stage and the final norm and output head on the last),
+// tensor-parallel across the `tp` group.
 //
 // What generic code may rely on, and all it may rely on (the optimizer, ZeRO-1, the DP gradient sync, the
 // pipeline executor, checkpoints):
@@ -20,7 +21,8 @@
 // and checkpoints hold) and gradients are f32. With f32 compute the copy is the master itself.
 //
 // Slots: activations for `slots` micro-batches are planned once at construction; a micro-batch occupies one
-// slot from its forward until its backward. Nothing is allocated per step.
+// slot from its forward until its backward (with several chunks, a micro-batch's pass through one chunk does:
+// the pipeline schedule assigns the slots, PipelineAction::slot). Nothing is allocated per step.
 //
 // Recomputation (ModelConfig::recompute, Note [Recomputation] in models/gpt2/gpt2_model.cc): a training model may
 // store only part of a block's activations per slot and re-run part of the block's forward at the start of its
@@ -191,8 +193,8 @@ class Model {
   // one buffer for every chunk, valid until the next backward.
   virtual Tensor stage_input_grad() const = 0;
   // Called by backward() with a block's global index right after that block's backward, and with -1 at the
-  // end of backward() (after the embedding's, on the first stage's chunk 0). The DP gradient sync (parallel/grad_sync.h)
-  // starts its buckets from it. Empty (the default): no calls.
+  // end of backward() (after the embedding's, on the first stage's chunk 0). The DP gradient sync
+  // (parallel/grad_sync.h) starts its buckets from it. Empty (the default): no calls.
   void set_backward_hook(std::function<void(int layer)> hook) { backward_hook_ = std::move(hook); }
   // ---- inference with a key/value cache (ModelUse::kInference only) ----
   // Runs this stage on n_new new tokens of each of the micro_batch sequences, at positions [position, position +

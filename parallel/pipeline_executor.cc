@@ -80,9 +80,9 @@ void PipelineExecutor::run(const std::vector<PipelineAction>& schedule, bool tra
   for (int i = 0; i < static_cast<int>(schedule.size()); ++i) {
     const PipelineAction& action = schedule[static_cast<size_t>(i)];
     const int m = action.micro_batch, chunk = action.chunk, slot = action.slot;
-    const bool first = stage.has_embedding && chunk == 0;        // virtual stage 0
-    const bool last = stage.has_head && chunk == chunks_ - 1;    // the last virtual stage
-    const int prev_chunk = stage_ == 0 ? chunk - 1 : chunk;      // the sender's chunk of this chunk's input
+    const bool first = stage.has_embedding && chunk == 0;              // virtual stage 0
+    const bool last = stage.has_head && chunk == chunks_ - 1;          // the last virtual stage
+    const int prev_chunk = stage_ == 0 ? chunk - 1 : chunk;            // the sender's chunk of this chunk's input
     const int next_chunk = stage_ == stages_ - 1 ? chunk + 1 : chunk;  // the receiver's of its output
     const std::string& layers = layers_[static_cast<size_t>(chunk)];
     if (action.forward) {

@@ -5,10 +5,11 @@
 // Per micro-batch m and model chunk (in the slot the schedule assigns; one chunk but with virtual stages, Note
 // [Interleaved 1F1B] in parallel/pipeline_schedule.h): a forward loads its inputs through the caller's `load`
 // (tokens on the first stage's chunk 0, targets on the last stage's last chunk), or receives the previous
-// virtual stage's output, runs the chunk and sends its output on; the last stage copies the micro-batch's per-token losses into a buffer that is read once per
-// batch (no host synchronization per micro-batch). A backward receives the output gradient from the next stage,
-// runs the stage's backward and sends the input gradient back. After the last micro-batch's backward the
-// gradient of a parameter tied across the first and last stage (Model::tied_grad) is summed over the two.
+// virtual stage's output, runs the chunk and sends its output on; the last stage copies the micro-batch's
+// per-token losses into a buffer that is read once per batch (no host synchronization per micro-batch). A
+// backward receives the output gradient from the next virtual stage, runs the chunk's backward and sends the
+// input gradient back. After the rank's last backward the gradient of a parameter tied across the first and
+// last stage (Model::tied_grad) is summed over the two.
 //
 // Message tags: activations and gradients of one (chunk, micro-batch) never share a tag within a batch; MPI
 // keeps messages of equal tag in order across batches. Every method is collective over pp.
@@ -71,8 +72,8 @@ class PipelineExecutor {
   int stage_, stages_;
   int chunks_;  // model chunks of this rank (virtual stages, Note [Interleaved 1F1B])
   std::vector<PipelineAction> train_schedule_, eval_schedule_;
-  int last_backward_;               // index in train_schedule_ of the rank's last backward
-  std::vector<std::string> layers_;  // per chunk "[layers 0-1]": its blocks, for trace event names
+  int last_backward_;                   // index in train_schedule_ of the rank's last backward
+  std::vector<std::string> layers_;     // per chunk "[layers 0-1]": its blocks, for trace event names
   std::vector<WorkHandle> slot_sends_;  // activation send per slot
   WorkHandle grad_send_;                // the last input-gradient send (reads the model's d_input buffer)
   // Last stage: every micro-batch's per-token losses, [micro_batches, B*T].

@@ -99,7 +99,8 @@ TEST(InterleavedSchedule, Tables) {
   EXPECT_EQ(schedule_to_string(pipeline_schedule(PipelineKind::kOneFOneB, 2, 1, 4, 2)),
             "F0 F1 F0c1 B0c1 F1c1 B1c1 F2 B0 F3 B1 F2c1 B2c1 F3c1 B3c1 B2 B3");
   // p = 2, M = 2: rank 0's warm-up 2 + 2 is every chunk forward (M V = 4): no steady state.
-  EXPECT_EQ(schedule_to_string(pipeline_schedule(PipelineKind::kOneFOneB, 2, 0, 2, 2)), "F0 F1 F0c1 F1c1 B0c1 B1c1 B0 B1");
+  EXPECT_EQ(schedule_to_string(pipeline_schedule(PipelineKind::kOneFOneB, 2, 0, 2, 2)),
+            "F0 F1 F0c1 F1c1 B0c1 B1c1 B0 B1");
 }
 
 TEST(InterleavedSchedule, VirtualStageOneIsOneFOneB) {

@@ -131,9 +131,9 @@ TEST(PlannerMemory, ArenaEqualsRealModelsWithVirtualStages) {
     int tp, pp, virtual_stages, micro_batches;
   };
   const VirtualCase cases[] = {
-      {config::GPT2, false, false, 1, 2, 2, 2},  {config::GPT2, false, true, 2, 2, 2, 4},
-      {config::GPT2, true, false, 1, 2, 3, 4},   {config::LLAMA, false, false, 1, 2, 2, 2},
-      {config::LLAMA, true, true, 2, 2, 2, 4},   {config::LLAMA, true, false, 1, 3, 2, 3},
+      {config::GPT2, false, false, 1, 2, 2, 2}, {config::GPT2, false, true, 2, 2, 2, 4},
+      {config::GPT2, true, false, 1, 2, 3, 4},  {config::LLAMA, false, false, 1, 2, 2, 2},
+      {config::LLAMA, true, true, 2, 2, 2, 4},  {config::LLAMA, true, false, 1, 3, 2, 3},
   };
   CpuBackend backend(1);
   int checked = 0;

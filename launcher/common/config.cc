@@ -952,8 +952,8 @@ Layout resolve_layout(const config::JobConfig& job, int world_size) {
   }
   const long long virtual_stages = static_cast<long long>(layout.pp) * parallel.virtual_stages();
   if (parallel.virtual_stages() > 1 && model.n_layer() + 2 < virtual_stages) {
-    problems.add("parallel.pp (", layout.pp, ") * parallel.virtual_stages (", parallel.virtual_stages(), ") = ",
-                 virtual_stages, " virtual stages is more than model.n_layer + 2 (", model.n_layer() + 2,
+    problems.add("parallel.pp (", layout.pp, ") * parallel.virtual_stages (", parallel.virtual_stages(),
+                 ") = ", virtual_stages, " virtual stages is more than model.n_layer + 2 (", model.n_layer() + 2,
                  "): every virtual stage needs a transformer layer, the embedding or the output head; lower "
                  "parallel.virtual_stages to at most ",
                  std::max(1, (model.n_layer() + 2) / layout.pp), " or parallel.pp");
