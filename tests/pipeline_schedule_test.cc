@@ -250,6 +250,35 @@ TEST(InterleavedSchedule, CompletesWithoutDeadlock) {
     }
 }
 
+// NCCL matches point-to-point messages between two ranks in the order they are posted, not by tag: for every
+// ordered pair of ranks, the messages the sender's table sends must be the ones the receiver's table receives,
+// in the same order (activations of virtual stage v to v + 1, gradients of v to v - 1; with pp = 2 both kinds
+// share each direction).
+TEST(InterleavedSchedule, MessagesBetweenTwoRanksMatchInOrder) {
+  std::vector<std::tuple<int, int, int>> cases = interleaved_cases();
+  for (int p = 1; p <= 5; ++p)
+    for (int M = 1; M <= 8; ++M) cases.emplace_back(p, 1, M);
+  for (const auto& [p, V, M] : cases) {
+    const int P = p * V;
+    using Message = std::tuple<bool, int, int>;  // (activation, receiving virtual stage, micro-batch)
+    std::map<std::pair<int, int>, std::vector<Message>> sent, received;  // (from rank, to rank) -> messages
+    for (int s = 0; s < p; ++s) {
+      const int prev = (s + p - 1) % p, next = (s + 1) % p;
+      for (const PipelineAction& a : pipeline_schedule(PipelineKind::kOneFOneB, p, s, M, V)) {
+        const int v = a.chunk * p + s;
+        if (a.forward) {
+          if (v > 0) received[{prev, s}].emplace_back(true, v, a.micro_batch);
+          if (v < P - 1) sent[{s, next}].emplace_back(true, v + 1, a.micro_batch);
+        } else {
+          if (v < P - 1) received[{next, s}].emplace_back(false, v, a.micro_batch);
+          if (v > 0) sent[{s, prev}].emplace_back(false, v - 1, a.micro_batch);
+        }
+      }
+    }
+    EXPECT_EQ(sent, received) << "p=" << p << " V=" << V << " M=" << M;
+  }
+}
+
 // The pipeline bubble: every rank runs its table as soon as the data dependencies allow, a micro-batch's
 // forward through a whole rank takes 1 time unit and its backward 2 (a chunk's 1/V and 2/V). Each rank is busy
 // 3 M units; the bubble is the makespan less that.
