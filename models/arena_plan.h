@@ -25,13 +25,14 @@ namespace tessera {
 enum class ActivationRecompute { kNone, kSelective, kFull };
 const char* recompute_name(ActivationRecompute recompute);  // "NONE", "SELECTIVE", "FULL"
 
-// One rank's stage as a Model would be built for training.
+// One rank's stage as a Model would be built for training (stage.chunks for virtual stages).
 struct ArenaPlanShape {
   int tp = 1;
   StageRange stage;
   int micro_batch = 1;
   int seq_len = 1;
-  int slots = 1;  // micro-batches in flight (parallel/pipeline_schedule.h, pipeline_in_flight)
+  // Micro-batch chunks in flight (parallel/pipeline_schedule.h, pipeline_in_flight with the stage's chunk count).
+  int slots = 1;
   ActivationRecompute recompute = ActivationRecompute::kNone;
   // ModelConfig::sequence_parallel (with tp > 1): the norm and residual activations hold B*T/tp rows, and the
   // sequence-parallel layers add two [B*T, C] buffers (Note [Sequence parallelism] in parallel/tensor_parallel.h).

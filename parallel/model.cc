@@ -33,7 +33,7 @@ Tensor elements(const Tensor& flat, int64_t begin, const std::vector<int64_t>& s
 bool stage_holds(const StageRange& stage, const ParamSpec& spec) {
   switch (spec.place) {
     case ParamPlace::kBlock:
-      return spec.layer >= stage.first_layer && spec.layer < stage.end_layer;
+      return stage.holds_layer(spec.layer);
     case ParamPlace::kInput:
       return stage.has_embedding || (spec.tied_across_stages && stage.has_head);
     case ParamPlace::kOutput:
@@ -66,6 +66,12 @@ Model::Model(const ModelConfig& config, Backend& backend, ProcessGroup& tp, Stag
            " tokens (micro-batch size * sequence length) into equal chunks over tp = ", tp_size,
            ", which does not divide them: choose a batch and sequence length whose product is a multiple of ", tp_size,
            ", or turn parallel.sequence_parallel off");
+  for (int c = 0; c < stage.chunk_count(); ++c) {
+    const auto [first, end] = stage.chunk(c);
+    TS_ASSERT(first >= 0 && end <= config.n_layer && first <= end && (c == 0 || stage.chunk(c - 1).second <= first),
+              "bad stage");
+  }
+  TS_ASSERT(use == ModelUse::kTrain || stage.chunk_count() == 1, "an inference model runs one chunk");
   vocab_rows_ = config.padded_vocab(tp_size) / tp_size;
   vocab_start_ = static_cast<int64_t>(tp_rank) * vocab_rows_;
   valid_vocab_ = std::max<int64_t>(0, std::min<int64_t>(vocab_rows_, config.vocab_size - vocab_start_));
@@ -184,8 +190,29 @@ Tensor Model::decode_tokens(int n_new) const {
 
 Tensor Model::decode_input(int n_new) const {
   TS_ASSERT(n_new >= 1 && n_new <= seq_len_, "decode of ", n_new, " tokens with seq_len ", seq_len_);
-  const Tensor input = stage_input(0);
+  const Tensor input = stage_input(0, 0);
   return Tensor(input.data(), input.dtype(), input.device(), {micro_batch_, n_new, input.dim(input.ndim() - 1)});
+}
+
+int Model::chunk_begin(int chunk) const {
+  int begin = 0;
+  for (int c = 0; c < chunk; ++c) begin += chunk_layers(c);
+  return begin;
+}
+
+int Model::local_layer(int layer) const {
+  for (int c = 0; c < stage_.chunk_count(); ++c) {
+    const auto [first, end] = stage_.chunk(c);
+    if (layer >= first && layer < end) return chunk_begin(c) + layer - first;
+  }
+  TS_ASSERT(false, "this stage holds no block ", layer);
+  return -1;
+}
+
+bool Model::slot_layer_recomputed(int j) const {
+  for (int c = 0; c < stage_.chunk_count(); ++c)
+    if (j < chunk_layers(c) && !config_.recomputes(stage_.chunk(c).first + j)) return false;
+  return true;
 }
 
 const LocalParam* Model::find_param(const std::string& name) const {

@@ -1,6 +1,7 @@
 // Model: the seam between a model architecture and everything that trains, evaluates or stores one. A Model is
-// one rank's shard of a transformer: a pipeline stage (a range of blocks, plus the embedding on the first stage
-// and the final norm and output head on the last), tensor-parallel across the `tp` group.
+// one rank's shard of a transformer: a pipeline stage (a range of blocks, or with virtual stages several model
+// chunks of them, plus the embedding on the first stage and the final norm and output head on the last),
+// tensor-parallel across the `tp` group.
 //
 // What generic code may rely on, and all it may rely on (the optimizer, ZeRO-1, the DP gradient sync, the
 // pipeline executor, checkpoints):
@@ -20,7 +21,8 @@
 // and checkpoints hold) and gradients are f32. With f32 compute the copy is the master itself.
 //
 // Slots: activations for `slots` micro-batches are planned once at construction; a micro-batch occupies one
-// slot from its forward until its backward. Nothing is allocated per step.
+// slot from its forward until its backward (with several chunks, a micro-batch's pass through one chunk does:
+// the pipeline schedule assigns the slots, PipelineAction::slot). Nothing is allocated per step.
 //
 // Sequence parallelism (ModelConfig::sequence_parallel, Note [Sequence parallelism] in parallel/tensor_parallel.h):
 // a training model with tp > 1 keeps its stage input and output, their gradients and its blocks' norm/residual
@@ -33,6 +35,7 @@
 // collectives' order on every TP rank are the same in every mode.
 #pragma once
 
+#include <algorithm>
 #include <functional>
 #include <string>
 #include <utility>
@@ -69,12 +72,39 @@ struct ActivationMemory {
   int64_t total() const { return slot_bytes + shared_bytes; }
 };
 
-// The layers this rank's pipeline stage runs.
+// The layers this rank's pipeline stage runs: one contiguous range of blocks, or with virtual stages (Note
+// [Interleaved 1F1B] in parallel/pipeline_schedule.h) several model chunks, each a contiguous range.
 struct StageRange {
   int first_layer = 0;
   int end_layer = 0;          // exclusive
-  bool has_embedding = true;  // first stage
-  bool has_head = true;       // last stage
+  bool has_embedding = true;  // first stage (the embedding runs at the start of chunk 0)
+  bool has_head = true;       // last stage (the head runs at the end of the last chunk)
+  // The chunks' [first, end) block ranges in chunk order (increasing layers); empty: one chunk [first_layer,
+  // end_layer). With several chunks, first_layer and end_layer span them all (the blocks between belong to
+  // other ranks): use chunk() and holds_layer().
+  std::vector<std::pair<int, int>> chunks = {};
+
+  int chunk_count() const { return chunks.empty() ? 1 : static_cast<int>(chunks.size()); }
+  std::pair<int, int> chunk(int c) const {
+    return chunks.empty() ? std::pair<int, int>{first_layer, end_layer} : chunks[static_cast<size_t>(c)];
+  }
+  // Blocks over all chunks.
+  int layer_count() const {
+    int n = 0;
+    for (int c = 0; c < chunk_count(); ++c) n += chunk(c).second - chunk(c).first;
+    return n;
+  }
+  // The most blocks any one chunk holds.
+  int max_chunk_layers() const {
+    int n = 0;
+    for (int c = 0; c < chunk_count(); ++c) n = std::max(n, chunk(c).second - chunk(c).first);
+    return n;
+  }
+  bool holds_layer(int layer) const {
+    for (int c = 0; c < chunk_count(); ++c)
+      if (layer >= chunk(c).first && layer < chunk(c).second) return true;
+    return false;
+  }
 };
 
 // Note [Gradient storage]
@@ -183,11 +213,16 @@ class Model {
   void reduce_sequence_parallel_grads(int layer, bool blocks_only = false);
 
   // ---- the stage ----
-  // Inputs of a slot, filled by the caller: tokens[B*T] (first stage), targets[B*T] (last stage),
-  // stage_input[stage_rows(), C] (stages after the first: the previous stage's output).
+  // Chunks (StageRange::chunks): the stage runs chunk by chunk; a chunk's forward or backward of a micro-batch
+  // uses one activation slot, which the pipeline schedule assigns (PipelineAction::slot) from one pool of
+  // slots() shared by all chunks, so every slot is planned for the largest chunk (and the head's buffers on the
+  // last stage). With one chunk (chunk 0 everywhere) this is the plain pipeline stage.
+  // Inputs of a slot, filled by the caller: tokens[B*T] (first stage, read by chunk 0), targets[B*T] (last
+  // stage, read by the last chunk), stage_input[stage_rows(), C] (the previous virtual stage's output; every
+  // chunk but the first stage's chunk 0).
   virtual Tensor tokens(int slot) const = 0;
   virtual Tensor targets(int slot) const = 0;
-  virtual Tensor stage_input(int slot) const = 0;
+  virtual Tensor stage_input(int chunk, int slot) const = 0;
   // The last stage's per-token loss weights [B*T] (f32) of a slot, filled by the caller like targets; read by
   // forward only while loss weighting is on.
   virtual Tensor loss_weights(int slot) const = 0;
@@ -196,26 +231,26 @@ class Model {
   // stay unweighted either way.
   void set_loss_weighting(bool on) { loss_weighting_ = on; }
   bool loss_weighting() const { return loss_weighting_; }
-  // Runs this stage on the micro-batch in `slot`. On the last stage also computes per-token losses and, when
-  // train is true, the gradient of d_scale * sum(losses) through the head (the rest in backward()).
-  virtual void forward(int slot, bool train, float d_scale) = 0;
+  // Runs `chunk` on the micro-batch in `slot`. On the last stage's last chunk also computes per-token losses
+  // and, when train is true, the gradient of d_scale * sum(losses) through the head (the rest in backward()).
+  virtual void forward(int chunk, int slot, bool train, float d_scale) = 0;
   // Inference: runs this stage on `slot` without targets, losses or gradients. On the last stage returns this
   // TP rank's logits [B*T, V_local] (vocabulary entries [vocab_start(), vocab_start() + V_local), of which the
   // first valid_vocab() are real), valid until the next forward of any slot; elsewhere an undefined tensor.
   virtual Tensor forward_logits(int slot) = 0;
   // The last stage's per-token losses [B*T] (f32) of `slot`, after forward; valid until the slot's next forward.
   virtual Tensor losses(int slot) const = 0;
-  // [stage_rows(), C] output of this stage (not on the last stage), after forward.
-  virtual Tensor stage_output(int slot) const = 0;
-  // Backward through this stage. d_output: gradient of the loss w.r.t. stage_output(slot) (ignored on the
-  // last stage, which starts from its own loss). Parameter gradients accumulate.
-  virtual void backward(int slot, Tensor d_output) = 0;
-  // [stage_rows(), C] gradient w.r.t. stage_input after backward (stages after the first); valid until the next
-  // backward.
+  // [stage_rows(), C] output of `chunk` (not of the last stage's last chunk), after its forward.
+  virtual Tensor stage_output(int chunk, int slot) const = 0;
+  // Backward through `chunk`. d_output: gradient of the loss w.r.t. stage_output(chunk, slot) (ignored on the
+  // last stage's last chunk, which starts from its own loss). Parameter gradients accumulate.
+  virtual void backward(int chunk, int slot, Tensor d_output) = 0;
+  // [stage_rows(), C] gradient w.r.t. stage_input of the chunk of the last backward (not on the first stage's
+  // chunk 0); one buffer for every chunk, valid until the next backward.
   virtual Tensor stage_input_grad() const = 0;
   // Called by backward() with a block's global index right after that block's backward, and with -1 at the
-  // end of backward() (after the embedding's, on the first stage). The DP gradient sync (parallel/grad_sync.h)
-  // starts its buckets from it. Empty (the default): no calls.
+  // end of backward() (after the embedding's, on the first stage's chunk 0). The DP gradient sync
+  // (parallel/grad_sync.h) starts its buckets from it. Empty (the default): no calls.
   void set_backward_hook(std::function<void(int layer)> hook) { backward_hook_ = std::move(hook); }
   // ---- inference with a key/value cache (ModelUse::kInference only) ----
   // Runs this stage on n_new new tokens of each of the micro_batch sequences, at positions [position, position +
@@ -231,7 +266,7 @@ class Model {
   // The first B * n_new token ids (i32, [B, n_new] row-major) of slot 0's tokens(): decode's input on the first
   // stage.
   Tensor decode_tokens(int n_new) const;
-  // [B, n_new, C], the front of slot 0's stage_input(): decode's input on the other stages.
+  // [B, n_new, C], the front of slot 0's stage_input(0, 0): decode's input on the other stages.
   Tensor decode_input(int n_new) const;
 
   // This TP rank's first vocabulary entry and how many of its rows are real (the rest is padding).
@@ -245,6 +280,19 @@ class Model {
   Model(const ModelConfig& config, Backend& backend, ProcessGroup& tp, StageRange stage, int micro_batch, int seq_len,
         int slots, const std::vector<ParamSpec>& specs, ModelUse use);
 
+  // This stage's blocks are numbered locally chunk by chunk (increasing global layers): chunk c holds local
+  // blocks [chunk_begin(c), chunk_begin(c) + chunk_layers(c)).
+  int chunk_begin(int chunk) const;
+  int chunk_layers(int chunk) const { return stage_.chunk(chunk).second - stage_.chunk(chunk).first; }
+  // The local index of global block `layer` (which this stage must hold).
+  int local_layer(int layer) const;
+  // Whether `chunk` starts with the embedding (the first stage's chunk 0) or ends with the head (the last
+  // stage's last chunk).
+  bool embedding_chunk(int chunk) const { return stage_.has_embedding && chunk == 0; }
+  bool head_chunk(int chunk) const { return stage_.has_head && chunk == stage_.chunk_count() - 1; }
+  // Whether the activations of a slot's j-th block may be recomputed (ModelConfig::recomputes): every chunk's
+  // j-th block is (a slot serves every chunk).
+  bool slot_layer_recomputed(int j) const;
   // The index in params() of the parameter `name` (which this stage must hold), for the model's own wiring.
   int param_index(const std::string& name) const;
   // The compute copy forward and backward read, and the gradient.

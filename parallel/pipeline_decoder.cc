@@ -75,11 +75,11 @@ std::vector<float> PipelineDecoder::full_forward(const std::vector<int32_t>& tok
   if (stage_ == 0) {
     backend_.copy_from_host(model_.tokens(0), tokens.data());
   } else {
-    pp_.recv(model_.stage_input(0), stage_ - 1, kDecodeTag)->wait();
+    pp_.recv(model_.stage_input(0, 0), stage_ - 1, kDecodeTag)->wait();
   }
   const Tensor logits = model_.forward_logits(0);
   if (stage_ + 1 < stages_) {
-    pp_.send(model_.stage_output(0), stage_ + 1, kDecodeTag)->wait();
+    pp_.send(model_.stage_output(0, 0), stage_ + 1, kDecodeTag)->wait();
     return {};
   }
   return gather_rows(logits, T, last);

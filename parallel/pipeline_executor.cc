@@ -7,8 +7,10 @@
 namespace tessera {
 
 namespace {
-int activation_tag(int m) { return 2 * m; }
-int gradient_tag(int m) { return 2 * m + 1; }
+// A message is tagged by the sender's chunk and the micro-batch: between two ranks, activations and gradients of
+// one (chunk, micro-batch) never share a tag within a batch (V = 1: 2 m and 2 m + 1).
+int activation_tag(int chunk, int m, int micro_batches) { return 2 * (chunk * micro_batches + m); }
+int gradient_tag(int chunk, int m, int micro_batches) { return 2 * (chunk * micro_batches + m) + 1; }
 constexpr int kTiedTag = 1 << 20;
 }  // namespace
 
@@ -17,14 +19,27 @@ PipelineExecutor::PipelineExecutor(Model& model, Backend& backend, ProcessGroup&
     : model_(model), backend_(backend), pp_(pp), micro_batches_(micro_batches) {
   stage_ = pp.rank();
   stages_ = pp.size();
-  train_schedule_ = pipeline_schedule(schedule, stages_, stage_, micro_batches);
-  TS_ASSERT(pipeline_in_flight(schedule, stages_, stage_, micro_batches) <= model.slots(),
+  chunks_ = model.stage().chunk_count();
+  train_schedule_ = pipeline_schedule(schedule, stages_, stage_, micro_batches, chunks_);
+  TS_ASSERT(pipeline_in_flight(schedule, stages_, stage_, micro_batches, chunks_) <= model.slots(),
             "model has too few activation slots for the schedule");
-  for (int m = 0; m < micro_batches; ++m) eval_schedule_.push_back({true, m});
+  TS_ASSERT(activation_tag(chunks_, 0, micro_batches) < kTiedTag, "too many micro-batches for the message tags");
+  // Evaluation runs the training table's forwards in their order (for V = 1: micro-batch 0, 1, ...), each in
+  // the next slot round-robin: without backwards a slot is free again once its output is sent.
+  for (const PipelineAction& a : train_schedule_) {
+    if (!a.forward) continue;
+    eval_schedule_.push_back(a);
+    eval_schedule_.back().slot = static_cast<int>(eval_schedule_.size() - 1) % model.slots();
+  }
+  last_backward_ = -1;
+  for (int i = 0; i < static_cast<int>(train_schedule_.size()); ++i)
+    if (!train_schedule_[i].forward) last_backward_ = i;
   slot_sends_.resize(model.slots());
   const StageRange& range = model.stage();
-  layers_ = range.end_layer > range.first_layer ? str_cat("[layers ", range.first_layer, "-", range.end_layer - 1, "]")
-                                                : std::string("[no layers]");
+  for (int c = 0; c < chunks_; ++c) {
+    const auto [first, end] = range.chunk(c);
+    layers_.push_back(end > first ? str_cat("[layers ", first, "-", end - 1, "]") : std::string("[no layers]"));
+  }
   const int64_t B = model.micro_batch(), T = model.seq_len(), C = model.config().n_embd;
   if (model.stage().has_head) {
     loss_buffer_ = backend.allocate(static_cast<size_t>(micro_batches * B * T) * sizeof(float));
@@ -61,66 +76,81 @@ void PipelineExecutor::eval_batch(const Load& load) { run(eval_schedule_, false,
 void PipelineExecutor::run(const std::vector<PipelineAction>& schedule, bool train, float d_scale, const Load& load,
                            const GradientEvents* events) {
   const StageRange& stage = model_.stage();
-  for (const PipelineAction& action : schedule) {
-    const int m = action.micro_batch;
-    const int slot = m % model_.slots();
+  // Virtual stage v = chunk * p + s (Note [Interleaved 1F1B]): its input comes from rank s - 1, or for s = 0 from
+  // rank p - 1's previous chunk; its output goes to rank s + 1, or for s = p - 1 to rank 0's next chunk.
+  const int prev = (stage_ + stages_ - 1) % stages_, next = (stage_ + 1) % stages_;
+  for (int i = 0; i < static_cast<int>(schedule.size()); ++i) {
+    const PipelineAction& action = schedule[static_cast<size_t>(i)];
+    const int m = action.micro_batch, chunk = action.chunk, slot = action.slot;
+    const bool first = stage.has_embedding && chunk == 0;              // virtual stage 0
+    const bool last = stage.has_head && chunk == chunks_ - 1;          // the last virtual stage
+    const int prev_chunk = stage_ == 0 ? chunk - 1 : chunk;            // the sender's chunk of this chunk's input
+    const int next_chunk = stage_ == stages_ - 1 ? chunk + 1 : chunk;  // the receiver's of its output
+    const std::string& layers = layers_[static_cast<size_t>(chunk)];
     if (action.forward) {
       wait_slot_sends(slot);
-      if (stage.has_embedding || stage.has_head) load(m, slot);
-      if (!stage.has_embedding) {
+      if (first || last) load(m, slot);
+      if (!first) {
         trace::Span span(trace::Track::kPipeline, "pp", "recv activation");
-        if (span.on()) span.name(str_cat("recv activation mb", m, " from stage ", stage_ - 1)).arg("micro_batch", m);
-        pp_.recv(model_.stage_input(slot), stage_ - 1, activation_tag(m))->wait();
+        if (span.on()) span.name(str_cat("recv activation mb", m, " from stage ", prev)).arg("micro_batch", m);
+        pp_.recv(model_.stage_input(chunk, slot), prev, activation_tag(prev_chunk, m, micro_batches_))->wait();
       }
       {
         trace::Span span(trace::Track::kCompute, train ? "forward" : "eval forward", "forward");
         if (span.on()) {
-          span.name(str_cat(train ? "forward mb" : "eval forward mb", m, " ", layers_))
+          span.name(str_cat(train ? "forward mb" : "eval forward mb", m, " ", layers))
               .arg("micro_batch", m)
-              .arg("layers", layers_);
+              .arg("layers", layers);
         }
-        model_.forward(slot, train, d_scale);
+        model_.forward(chunk, slot, train, d_scale);
       }
-      if (stage.has_head) {
+      if (last) {
         const Tensor losses = model_.losses(slot);
         backend_.copy(Tensor(step_losses_.f32() + m * losses.numel(), DType::kF32, backend_.device(), {losses.numel()}),
                       losses);
       } else {
         trace::Span span(trace::Track::kPipeline, "pp", "send activation");
-        if (span.on()) span.name(str_cat("send activation mb", m, " to stage ", stage_ + 1)).arg("micro_batch", m);
-        slot_sends_[slot] = pp_.send(model_.stage_output(slot), stage_ + 1, activation_tag(m));
+        if (span.on()) span.name(str_cat("send activation mb", m, " to stage ", next)).arg("micro_batch", m);
+        slot_sends_[slot] = pp_.send(model_.stage_output(chunk, slot), next, activation_tag(chunk, m, micro_batches_));
       }
     } else {
-      if (!stage.has_head) {
+      if (!last) {
         trace::Span span(trace::Track::kPipeline, "pp", "recv gradient");
-        if (span.on()) span.name(str_cat("recv gradient mb", m, " from stage ", stage_ + 1)).arg("micro_batch", m);
-        pp_.recv(d_output_, stage_ + 1, gradient_tag(m))->wait();
+        if (span.on()) span.name(str_cat("recv gradient mb", m, " from stage ", next)).arg("micro_batch", m);
+        pp_.recv(d_output_, next, gradient_tag(next_chunk, m, micro_batches_))->wait();
       }
       if (grad_send_) {
         trace::Span span(trace::Track::kPipeline, "pp", "wait gradient send");
         grad_send_->wait();  // the previous send still reads the input-gradient buffer
       }
       grad_send_.reset();
-      // The last micro-batch's backward completes the gradients: the DP sync starts its buckets as blocks
-      // finish. The rest (-1: embeddings, final norm) is reported only after this stage's input gradient is on
-      // its way and the tied parameter's copies on the first and last stage are summed, so the DP reduction
-      // (or ZeRO's reduce-scatter) sees the complete gradient and the exchange cannot wait on that send.
-      // The sequence-parallel norms' gradients are partial sums over this TP rank's tokens until the last
+      // The last micro-batch's backward of a chunk completes that chunk's block gradients: the DP sync starts
+      // its buckets as blocks finish. Chunks finish in decreasing order (the backward steps run the chunks in
+      // reverse, Note [Interleaved 1F1B]), so layers are reported in decreasing order as Note [DP gradient
+      // buckets] needs. The rest (-1: embeddings, final norm) is reported only after the rank's last backward,
+      // once this stage's input gradient is on its way and the tied parameter's copies on the first and last
+      // stage are summed, so the DP reduction (or ZeRO's reduce-scatter) sees the complete gradient and the
+      // exchange cannot wait on that send.
+      // The sequence-parallel norms' gradients are partial sums over this TP rank's tokens until a chunk's last
       // micro-batch's backward has accumulated them: they are summed over TP then, block by block, before the DP
-      // sync's bucket of the block reads them (Model::reduce_sequence_parallel_grads; nothing without SP).
-      const bool last = m + 1 == micro_batches_;
-      const bool layers_done = last && events->layer_done;
+      // sync's bucket of the block reads them, and the input side's after the rank's last backward
+      // (Model::reduce_sequence_parallel_grads; nothing without SP). Under ZeRO-2 a block's gradient leaves its
+      // ring slot after every micro-batch, so its partial sums are completed over TP after every micro-batch.
+      const bool chunk_done = m + 1 == micro_batches_;
+      const bool all_done = i == last_backward_;
+      const bool layers_done = chunk_done && events->layer_done;
       const bool per_block = static_cast<bool>(events->block_done);
-      if (last || per_block) {
-        model_.set_backward_hook([this, events, last, layers_done](int layer) {
-          // Under ZeRO-2 a block's gradient leaves its ring slot after every micro-batch, so its sequence-parallel
-          // partial sums are completed over TP after every micro-batch too; everything else once, after the last.
-          if (last) {
+      if (chunk_done || per_block) {
+        model_.set_backward_hook([this, events, chunk_done, all_done, layers_done](int layer) {
+          if (layer < 0) {
+            if (all_done) model_.reduce_sequence_parallel_grads(-1);
+            return;
+          }
+          if (chunk_done) {
             model_.reduce_sequence_parallel_grads(layer);
-          } else if (layer >= 0 && events->block_done) {
+          } else if (events->block_done) {
             model_.reduce_sequence_parallel_grads(layer, /*blocks_only=*/true);
           }
-          if (layer < 0) return;
           if (events->block_done) events->block_done(layer);
           if (layers_done) events->layer_done(layer);
         });
@@ -128,16 +158,16 @@ void PipelineExecutor::run(const std::vector<PipelineAction>& schedule, bool tra
       if (events->backward_begin) events->backward_begin();
       {
         trace::Span span(trace::Track::kCompute, "backward", "backward");
-        if (span.on()) span.name(str_cat("backward mb", m, " ", layers_)).arg("micro_batch", m).arg("layers", layers_);
-        model_.backward(slot, d_output_);
+        if (span.on()) span.name(str_cat("backward mb", m, " ", layers)).arg("micro_batch", m).arg("layers", layers);
+        model_.backward(chunk, slot, d_output_);
       }
-      if (!stage.has_embedding) {
+      if (!first) {
         trace::Span span(trace::Track::kPipeline, "pp", "send gradient");
-        if (span.on()) span.name(str_cat("send gradient mb", m, " to stage ", stage_ - 1)).arg("micro_batch", m);
-        grad_send_ = pp_.send(model_.stage_input_grad(), stage_ - 1, gradient_tag(m));
+        if (span.on()) span.name(str_cat("send gradient mb", m, " to stage ", prev)).arg("micro_batch", m);
+        grad_send_ = pp_.send(model_.stage_input_grad(), prev, gradient_tag(chunk, m, micro_batches_));
       }
       model_.set_backward_hook(nullptr);
-      if (last) {
+      if (all_done) {
         sum_tied_grads();
         if (events->gradients_done) events->gradients_done();
       }

@@ -2,18 +2,20 @@
 // order of a pipeline schedule (parallel/pipeline_schedule.h), exchanging activations and their gradients with
 // the neighbouring stages over the `pp` group. Training, evaluation and inference all run pipelines through it.
 //
-// Per micro-batch m (slot m % model.slots()): a forward loads its inputs through the caller's `load` (tokens on
-// the first stage, targets on the last), or receives the previous stage's output, runs the stage and sends its
-// output on; the last stage copies the micro-batch's per-token losses into a buffer that is read once per
-// batch (no host synchronization per micro-batch). A backward receives the output gradient from the next stage,
-// runs the stage's backward and sends the input gradient back. After the last micro-batch's backward the
-// gradient of a parameter tied across the first and last stage (Model::tied_grad) is summed over the two. With
-// sequence parallelism the activations and gradients exchanged are each TP rank's [stage_rows(), C] chunk, and
-// the last micro-batch's backward sums the norms' partial gradients over TP block by block
-// (Model::reduce_sequence_parallel_grads) before the DP sync hears that the block is done.
+// Per micro-batch m and model chunk (in the slot the schedule assigns; one chunk but with virtual stages, Note
+// [Interleaved 1F1B] in parallel/pipeline_schedule.h): a forward loads its inputs through the caller's `load`
+// (tokens on the first stage's chunk 0, targets on the last stage's last chunk), or receives the previous
+// virtual stage's output, runs the chunk and sends its output on; the last stage copies the micro-batch's
+// per-token losses into a buffer that is read once per batch (no host synchronization per micro-batch). A
+// backward receives the output gradient from the next virtual stage, runs the chunk's backward and sends the
+// input gradient back. After the rank's last backward the gradient of a parameter tied across the first and
+// last stage (Model::tied_grad) is summed over the two. With sequence parallelism the activations and gradients
+// exchanged are each TP rank's [stage_rows(), C] chunk, and each chunk's last micro-batch's backward sums the
+// norms' partial gradients over TP block by block (Model::reduce_sequence_parallel_grads) before the DP sync
+// hears that the block is done.
 //
-// Message tags: activations and gradients of micro-batch m never share a tag within a batch; MPI keeps
-// messages of equal tag in order across batches. Every method is collective over pp.
+// Message tags: activations and gradients of one (chunk, micro-batch) never share a tag within a batch; MPI
+// keeps messages of equal tag in order across batches. Every method is collective over pp.
 #pragma once
 
 #include <cstdint>
@@ -31,11 +33,12 @@ namespace tessera {
 class PipelineExecutor {
  public:
   // Loads micro-batch m's inputs into the model's `slot` (model.tokens(slot) on the first stage,
-  // model.targets(slot) on the last); not called on middle stages.
+  // model.targets(slot) on the last), before the forward of the chunk that reads them (the first stage's
+  // chunk 0, the last stage's last chunk); not called on middle stages.
   using Load = std::function<void(int micro_batch, int slot)>;
   // What a training batch tells the data-parallel gradient sync: layer_done(l) right after block l's backward
-  // of the last micro-batch, gradients_done() once every gradient of this stage is final (after the tied
-  // parameter's sum). For ZeRO-2's per-micro-batch reduction (Note [ZeRO-2 gradient ring] in
+  // of the last micro-batch (in decreasing l), gradients_done() once every gradient of this stage is final
+  // (after the tied parameter's sum). For ZeRO-2's per-micro-batch reduction (Note [ZeRO-2 gradient ring] in
   // parallel/grad_sync.h), also of every micro-batch: backward_begin() right before its backward,
   // block_done(l) right after block l's backward (before the same block's layer_done on the last one). Any
   // may be empty.
@@ -47,7 +50,7 @@ class PipelineExecutor {
   };
 
   // model must have been planned with at least pipeline_in_flight(schedule, pp.size(), pp.rank(),
-  // micro_batches) slots; all references must outlive the executor.
+  // micro_batches, model.stage().chunk_count()) slots; all references must outlive the executor.
   PipelineExecutor(Model& model, Backend& backend, ProcessGroup& pp, PipelineKind schedule, int micro_batches);
 
   // Forward and backward of every micro-batch in schedule order; every micro-batch's loss is scaled by
@@ -75,8 +78,10 @@ class PipelineExecutor {
   ProcessGroup& pp_;
   int micro_batches_;
   int stage_, stages_;
+  int chunks_;  // model chunks of this rank (virtual stages, Note [Interleaved 1F1B])
   std::vector<PipelineAction> train_schedule_, eval_schedule_;
-  std::string layers_;  // "[layers 0-1]": this stage's blocks, for trace event names
+  int last_backward_;                   // index in train_schedule_ of the rank's last backward
+  std::vector<std::string> layers_;     // per chunk "[layers 0-1]": its blocks, for trace event names
   std::vector<WorkHandle> slot_sends_;  // activation send per slot
   WorkHandle grad_send_;                // the last input-gradient send (reads the model's d_input buffer)
   // Last stage: every micro-batch's per-token losses, [micro_batches, B*T].

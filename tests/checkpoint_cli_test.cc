@@ -271,6 +271,65 @@ TEST(CheckpointCli, LlamaSavedAtTp2Pp2ResumesAtDp4AndTp1) {
   for (int step = 4; step <= 6; ++step) EXPECT_EQ(continued.at(step).loss, original.at(step).loss) << step;
 }
 
+// Interleaved 1F1B (parallel.virtual_stages) on a 6-block GPT-2, deeper than the fixtures: pp=2 with 3 chunks per
+// rank and pp=4 with 2 train the one-rank run's losses, and the pp=2 x 3 checkpoint (per parameter, as every
+// checkpoint) resumes on one rank and at pp=4 without virtual stages with those runs' losses, and bit for bit
+// in its own layout.
+TEST(CheckpointCli, VirtualStagesTrainAndResumeInOtherLayouts) {
+  TempDir dir;
+  const std::string job = write_job(dir,
+                                    "model { vocab_size: 64 n_layer: 6 n_head: 4 n_embd: 16 max_seq_len: 16 }\n"
+                                    "train { steps: 6 global_batch: 8 seq_len: 16 threads: 1 }\n"
+                                    "parallel { micro_batches: 4 }\n"
+                                    "optimizer { lr: 1e-2 warmup_steps: 2 }\n"
+                                    "data { mock: true }\n"
+                                    "checkpoint { every_steps: 3 keep_last: 0 }\n"
+                                    "logging { log_every: 100 }\n");
+  const RunLayout one{1, 1, 1, false}, pp2{1, 2, 1, true}, pp4{1, 4, 1, false};
+  std::vector<testing::CommandResult> results =
+      run_all({train_command(job, one, dir.file("one")), train_command(job, pp4, dir.file("pp4")),
+               train_command(job, pp2, dir.file("pp2v3"), "--set parallel.virtual_stages=3"),
+               train_command(job, pp4, dir.file("pp4v2"), "--set parallel.virtual_stages=2")});
+  for (const testing::CommandResult& r : results) ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto expect_close = [](const std::map<int, Row>& rows, const std::map<int, Row>& want) {
+    for (const auto& [step, row] : rows) {
+      const double loss = std::stod(row.loss), expected = std::stod(want.at(step).loss);
+      EXPECT_LE(std::fabs(loss - expected), 1e-5 * std::fabs(expected)) << "step " << step;
+    }
+  };
+  const std::map<int, Row> reference = read_metrics(dir.file("one"));
+  ASSERT_EQ(reference.size(), 6u);
+  for (const std::string run : {"pp2v3", "pp4v2"}) {
+    SCOPED_TRACE(run);
+    const std::map<int, Row> rows = read_metrics(dir.file(run));
+    ASSERT_EQ(rows.size(), 6u);
+    expect_close(rows, reference);
+  }
+
+  const std::string checkpoint = dir.file("pp2v3") + "/checkpoints/step_00000003";
+  const std::string resume = "--resume " + checkpoint + " --set checkpoint.every_steps=0";
+  results = run_all({train_command(job, one, dir.file("resume_one"), resume),
+                     train_command(job, pp4, dir.file("resume_pp4"), resume),
+                     train_command(job, pp2, dir.file("resume_pp2v3"), resume + " --set parallel.virtual_stages=3")});
+  for (const testing::CommandResult& r : results) {
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_TRUE(contains(r.output, "resumed from " + checkpoint + ": step 3")) << r.output;
+  }
+  const std::map<int, Row> resumed_one = read_metrics(dir.file("resume_one"));
+  const std::map<int, Row> resumed_pp4 = read_metrics(dir.file("resume_pp4"));
+  ASSERT_EQ(resumed_one.size(), 3u) << "steps 4 to 6";
+  ASSERT_EQ(resumed_pp4.size(), 3u) << "steps 4 to 6";
+  expect_close(resumed_one, reference);
+  expect_close(resumed_pp4, read_metrics(dir.file("pp4")));
+  const std::map<int, Row> original = read_metrics(dir.file("pp2v3"));
+  const std::map<int, Row> continued = read_metrics(dir.file("resume_pp2v3"));
+  ASSERT_EQ(continued.size(), 3u) << "steps 4 to 6";
+  for (int step = 4; step <= 6; ++step) {
+    EXPECT_EQ(continued.at(step).loss, original.at(step).loss) << step;
+    EXPECT_EQ(continued.at(step).grad_norm, original.at(step).grad_norm) << step;
+  }
+}
+
 // Llama with its output head tied to the embedding (no fixture has one): the tie crosses the pipeline (the first
 // and last stage each hold a copy and sum their gradients), and every layout trains the one-rank run's losses.
 TEST(CheckpointCli, TiedLlamaTrainsTheSameLossesInEveryLayout) {

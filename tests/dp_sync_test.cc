@@ -150,8 +150,8 @@ TEST(DpGradSync, BucketedAllReduceEqualsBlockingAllReduceBitForBit) {
       model.zero_grads();
       for (int m = 0; m < micro_batches; ++m) {
         load_tokens(model, backend, sampler, groups.dp->rank(), m);
-        model.forward(0, true, d_scale);
-        model.backward(0, Tensor());
+        model.forward(0, 0, true, d_scale);
+        model.backward(0, 0, Tensor());
       }
       groups.dp->all_reduce(model.flat_grads(), ReduceOp::kSum)->wait();
       const std::vector<float> expected = to_host(backend, model.flat_grads());
@@ -171,10 +171,10 @@ TEST(DpGradSync, BucketedAllReduceEqualsBlockingAllReduceBitForBit) {
         sync.start_step();
         for (int m = 0; m < micro_batches; ++m) {
           load_tokens(model, backend, sampler, groups.dp->rank(), m);
-          model.forward(0, true, d_scale);
+          model.forward(0, 0, true, d_scale);
           const bool last = m + 1 == micro_batches;
           if (last) model.set_backward_hook([&sync](int layer) { sync.mark_layer_done(layer); });
-          model.backward(0, Tensor());
+          model.backward(0, 0, Tensor());
           model.set_backward_hook(nullptr);
         }
         sync.finish();

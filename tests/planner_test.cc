@@ -166,6 +166,49 @@ TEST(PlannerMemory, SequenceParallelArenaEqualsRealModelsAndShrinks) {
       }
     }
   }
+// Interleaved 1F1B (parallel.virtual_stages): a rank's chunks share one pool of slots, each planned for the
+// largest chunk; the arena formulas see the chunks through ArenaPlanShape::stage and equal the real arenas.
+TEST(PlannerMemory, ArenaEqualsRealModelsWithVirtualStages) {
+  struct VirtualCase {
+    config::Arch arch;
+    bool big, bf16;
+    int tp, pp, virtual_stages, micro_batches;
+  };
+  const VirtualCase cases[] = {
+      {config::GPT2, false, false, 1, 2, 2, 2}, {config::GPT2, false, true, 2, 2, 2, 4},
+      {config::GPT2, true, false, 1, 2, 3, 4},  {config::LLAMA, false, false, 1, 2, 2, 2},
+      {config::LLAMA, true, true, 2, 2, 2, 4},  {config::LLAMA, true, false, 1, 3, 2, 3},
+  };
+  CpuBackend backend(1);
+  int checked = 0;
+  for (const VirtualCase& c : cases) {
+    config::JobConfig job = job_of(c.arch, c.big, c.bf16);
+    job.mutable_parallel()->set_tp(c.tp);
+    job.mutable_parallel()->set_pp(c.pp);
+    job.mutable_parallel()->set_virtual_stages(c.virtual_stages);
+    job.mutable_parallel()->set_micro_batches(c.micro_batches);
+    job.mutable_train()->set_global_batch(2 * c.micro_batches);
+    const Layout layout = resolve_layout(job, c.tp * c.pp);
+    const ModelConfig m = model_config_from(job.model());
+    for (int s = 0; s < c.pp; ++s) {
+      StageRange stage;
+      stage.chunks = rank_chunks(m.n_layer, c.pp, s, c.virtual_stages);
+      stage.first_layer = stage.chunks.front().first;
+      stage.end_layer = stage.chunks.back().second;
+      stage.has_embedding = s == 0;
+      stage.has_head = s == c.pp - 1;
+      const int slots = pipeline_in_flight(PipelineKind::kOneFOneB, c.pp, s, c.micro_batches, c.virtual_stages);
+      ShapeOnlyGroup tp(c.tp - 1, c.tp);
+      auto model = create_model(m, backend, tp, stage, layout.micro_batch_size, job.train().seq_len(), slots);
+      const ArenaPlanShape shape{
+          c.tp, stage, layout.micro_batch_size, job.train().seq_len(), slots, ActivationRecompute::kNone};
+      EXPECT_EQ(model_architecture(m.arch).train_arena_bytes(m, shape), model->arena_bytes())
+          << m.arch << " tp " << c.tp << " pp " << c.pp << " V " << c.virtual_stages << " stage " << s;
+      EXPECT_EQ(model->activation_memory().total(), static_cast<int64_t>(model->arena_bytes()));
+      ++checked;
+    }
+  }
+  EXPECT_EQ(checked, 13);
 }
 
 // Recomputation keeps less, FULL least, and never changes the parameters.

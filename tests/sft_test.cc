@@ -345,7 +345,7 @@ TEST(SftLoss, MaskedGradientMatchesFiniteDifferencesAndIgnoresMaskedTargets) {
   };
   auto masked_loss = [&]() {
     load(targets);
-    model.forward(0, false, 0.0f);
+    model.forward(0, 0, false, 0.0f);
     std::vector<float> losses(N);
     backend.copy_to_host(losses.data(), model.losses(0));
     double sum = 0;
@@ -355,8 +355,8 @@ TEST(SftLoss, MaskedGradientMatchesFiniteDifferencesAndIgnoresMaskedTargets) {
   auto gradients = [&](const std::vector<int32_t>& t) {
     load(t);
     model.zero_grads();
-    model.forward(0, true, 1.0f / static_cast<float>(counted));
-    model.backward(0, Tensor());
+    model.forward(0, 0, true, 1.0f / static_cast<float>(counted));
+    model.backward(0, 0, Tensor());
     std::vector<float> g(static_cast<size_t>(model.flat_grads().numel()));
     backend.copy_to_host(g.data(), model.flat_grads());
     return g;

@@ -79,7 +79,7 @@ TEST(TensorParallel, LayersMatchTheUnshardedModel) {
       backend.copy_from_host(m->tokens(0), tokens.data());
       backend.copy_from_host(m->targets(0), targets.data());
       m->zero_grads();
-      m->forward(0, true, 1.0f / (B * T));
+      m->forward(0, 0, true, 1.0f / (B * T));
     }
     // A fixed output gradient for the stage without the head.
     std::vector<float> d_out(static_cast<size_t>(B) * T * config.n_embd);
@@ -95,15 +95,15 @@ TEST(TensorParallel, LayersMatchTheUnshardedModel) {
       std::vector<float> want = to_host(backend, full.losses(0));
       for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], want[i], 1e-5 * std::fabs(want[i])) << "loss " << i;
     } else {
-      std::vector<float> got = to_host(backend, sharded.stage_output(0));
-      std::vector<float> want = to_host(backend, full.stage_output(0));
+      std::vector<float> got = to_host(backend, sharded.stage_output(0, 0));
+      std::vector<float> want = to_host(backend, full.stage_output(0, 0));
       ASSERT_EQ(static_cast<int64_t>(got.size()), rows * config.n_embd);
       for (size_t i = 0; i < got.size(); ++i) {
         ASSERT_NEAR(got[i], want[first_row * config.n_embd + i], 1e-5) << "block output " << i;
       }
     }
-    sharded.backward(0, d_chunk);
-    full.backward(0, d_tensor);
+    sharded.backward(0, 0, d_chunk);
+    full.backward(0, 0, d_tensor);
     if (sequence_parallel) {
       // Before the sum over TP, a norm's gradient is this rank's tokens' share only.
       const LocalParam* ln = sharded.find_param("h.0.ln2.weight");

@@ -634,6 +634,30 @@ void validate_parallel(const config::ParallelConfig& parallel, Problems& problem
   }
   check_finite_positive(problems, parallel.timeout_s(), "parallel.timeout_s");
   check_finite_positive(problems, parallel.dp_bucket_mb(), "parallel.dp_bucket_mb");
+  // Interleaved 1F1B (Note [Interleaved 1F1B] in parallel/pipeline_schedule.h).
+  const int V = parallel.virtual_stages();
+  if (V < 1) {
+    problems.add("parallel.virtual_stages (", V, ") must be >= 1 (1 = one model chunk per pipeline rank)");
+  } else if (V > 1) {
+    if (parallel.pp() == 1) {
+      problems.add("parallel.virtual_stages=", V,
+                   " interleaves model chunks across pipeline ranks, but parallel.pp is 1: set parallel.pp > 1, or "
+                   "parallel.virtual_stages=1");
+    }
+    if (parallel.schedule() == config::GPIPE) {
+      problems.add("parallel.virtual_stages=", V,
+                   " needs parallel.schedule=ONE_F_ONE_B (the interleaved schedule is a 1F1B schedule): set it, or "
+                   "parallel.virtual_stages=1 for GPIPE");
+    }
+    if (parallel.pp() > 1 && parallel.micro_batches() >= 1 && parallel.micro_batches() % parallel.pp() != 0) {
+      const int below = parallel.micro_batches() / parallel.pp() * parallel.pp();
+      problems.add("parallel.micro_batches (", parallel.micro_batches(), ") must be a multiple of parallel.pp (",
+                   parallel.pp(), ") with parallel.virtual_stages=", V,
+                   " (micro-batches go through the model chunks in groups of pp): set parallel.micro_batches to ",
+                   below > 0 ? str_cat(below, " or ", below + parallel.pp()) : str_cat(parallel.pp()),
+                   ", or parallel.virtual_stages=1");
+    }
+  }
 }
 
 void validate_device(const config::JobConfig& job, Problems& problems) {
@@ -927,6 +951,14 @@ Layout resolve_layout(const config::JobConfig& job, int world_size) {
                  model.n_layer() + 2);
   }
   bool micro_batch_known = false;
+  const long long virtual_stages = static_cast<long long>(layout.pp) * parallel.virtual_stages();
+  if (parallel.virtual_stages() > 1 && model.n_layer() + 2 < virtual_stages) {
+    problems.add("parallel.pp (", layout.pp, ") * parallel.virtual_stages (", parallel.virtual_stages(),
+                 ") = ", virtual_stages, " virtual stages is more than model.n_layer + 2 (", model.n_layer() + 2,
+                 "): every virtual stage needs a transformer layer, the embedding or the output head; lower "
+                 "parallel.virtual_stages to at most ",
+                 std::max(1, (model.n_layer() + 2) / layout.pp), " or parallel.pp");
+  }
   if (problems.empty()) {
     const long long slots = static_cast<long long>(layout.dp) * layout.micro_batches;
     const int global_batch = job.train().global_batch();

@@ -35,14 +35,21 @@ LrSchedule lr_schedule_from(const config::JobConfig& job) {
 
 namespace {
 
-// This rank's pipeline stage: its blocks, the embedding on the first stage, the head on the last.
-StageRange stage_of(const Job& job, int pp_rank) {
-  const auto layers = split_layers(job.model_config.n_layer, job.layout.pp);
+// This rank's pipeline stage: its blocks (virtual_stages chunks of them, Note [Interleaved 1F1B] in
+// parallel/pipeline_schedule.h), the embedding on the first stage, the head on the last.
+StageRange stage_of(const Job& job, int pp_rank, int virtual_stages) {
   StageRange stage;
-  stage.first_layer = layers[pp_rank].first;
-  stage.end_layer = layers[pp_rank].second;
   stage.has_embedding = pp_rank == 0;
   stage.has_head = pp_rank == job.layout.pp - 1;
+  if (virtual_stages == 1) {
+    const auto layers = split_layers(job.model_config.n_layer, job.layout.pp);
+    stage.first_layer = layers[pp_rank].first;
+    stage.end_layer = layers[pp_rank].second;
+    return stage;
+  }
+  stage.chunks = rank_chunks(job.model_config.n_layer, job.layout.pp, pp_rank, virtual_stages);
+  stage.first_layer = stage.chunks.front().first;
+  stage.end_layer = stage.chunks.back().second;
   return stage;
 }
 
@@ -52,8 +59,11 @@ Job build_inference_job(const config::JobConfig& config, MpiEnvironment& mpi, co
                         int seq_len) {
   Job job;
   job.config = config;
+  // Inference runs one model chunk per rank whatever layout trained the checkpoint (checkpoints are per
+  // parameter), so a training config's virtual stages neither apply nor constrain the layout here.
+  job.config.mutable_parallel()->clear_virtual_stages();
   job.world_rank = mpi.world_rank();
-  job.layout = resolve_layout(config, mpi.world_size());
+  job.layout = resolve_layout(job.config, mpi.world_size());
   TS_CHECK(job.layout.dp == 1, ConfigError, "generation runs one copy of the model, but parallel.tp=", job.layout.tp,
            " * parallel.pp=", job.layout.pp, " on ", mpi.world_size(), " ranks makes parallel.dp=", job.layout.dp,
            ": run on ", job.layout.tp * job.layout.pp, " ranks (mpirun -np ", job.layout.tp * job.layout.pp,
@@ -65,7 +75,8 @@ Job build_inference_job(const config::JobConfig& config, MpiEnvironment& mpi, co
   job.backend = make_backend(config, env, job.threads);
   RankGrid grid(job.layout.tp, job.layout.pp, job.layout.dp);
   job.groups = make_groups(config, grid, job.world_rank, *job.backend, env);
-  const StageRange stage = stage_of(job, job.groups.pp->rank());
+  // Inference runs one chunk per rank whatever the training layout was (checkpoints are per parameter).
+  const StageRange stage = stage_of(job, job.groups.pp->rank(), 1);
   job.model =
       create_model(job.model_config, *job.backend, *job.groups.tp, stage, batch, seq_len, 1, ModelUse::kInference);
   return job;
@@ -92,10 +103,11 @@ Job build_job(const config::JobConfig& config, MpiEnvironment& mpi, const Proces
   job.groups = make_groups(config, grid, job.world_rank, *job.backend, env);
 
   const int pp_rank = job.groups.pp->rank();
-  const StageRange stage = stage_of(job, pp_rank);
+  const int virtual_stages = config.parallel().virtual_stages();
+  const StageRange stage = stage_of(job, pp_rank, virtual_stages);
   const PipelineKind schedule =
       config.parallel().schedule() == config::GPIPE ? PipelineKind::kGPipe : PipelineKind::kOneFOneB;
-  const int slots = pipeline_in_flight(schedule, job.layout.pp, pp_rank, job.layout.micro_batches);
+  const int slots = pipeline_in_flight(schedule, job.layout.pp, pp_rank, job.layout.micro_batches, virtual_stages);
   job.model = create_model(job.model_config, *job.backend, *job.groups.tp, stage, job.layout.micro_batch_size,
                            config.train().seq_len(), slots);
   job.model->init_parameters(config.train().seed());

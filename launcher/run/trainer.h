@@ -54,7 +54,7 @@ class Trainer {
  public:
   // All references must outlive the trainer. grad_sync: the model's DP gradient sync (in reduce-scatter mode
   // when optimizer is ZeRO-1). The model must have been planned with at least
-  // pipeline_in_flight(schedule, pp, stage, micro_batches) slots.
+  // pipeline_in_flight(schedule, pp, stage, micro_batches, model.stage().chunk_count()) slots.
   Trainer(Model& model, Optimizer& optimizer, DpGradSync& grad_sync, Backend& backend, ParallelGroups& groups,
           TrainerOptions options);
 

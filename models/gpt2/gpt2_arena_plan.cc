@@ -9,7 +9,8 @@ size_t gpt2_train_arena_bytes(const ModelConfig& config, const ArenaPlanShape& s
   const int64_t B = shape.micro_batch, T = shape.seq_len, BT = B * T, C = config.n_embd;
   const int64_t Cl = C / shape.tp, Hl = config.n_head / shape.tp;
   const int64_t vocab_rows = config.padded_vocab(shape.tp) / shape.tp;
-  const int64_t layers = shape.stage.end_layer - shape.stage.first_layer;
+  // Blocks per slot: a slot serves every chunk of the stage (parallel/model.h), so it holds the largest chunk's.
+  const int64_t layers = shape.stage.max_chunk_layers();
   const bool head = shape.stage.has_head;
   // Rows of the norm and residual activations: a TP rank's chunk of the tokens with sequence parallelism.
   const bool sp = shape.sequence_parallel && shape.tp > 1;

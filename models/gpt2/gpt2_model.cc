@@ -111,7 +111,7 @@ Gpt2Model::Gpt2Model(const ModelConfig& config, Backend& backend, ProcessGroup& 
   local_C_ = C_ / tp_size;
 
   // ---- the parameters' places in params() ----
-  layer_params_.resize(stage.end_layer - stage.first_layer);
+  layer_params_.resize(stage.layer_count());
   for (int i = 0; i < static_cast<int>(params().size()); ++i) {
     const std::string& n = params()[i].spec.name;
     if (n == "wte")
@@ -123,7 +123,7 @@ Gpt2Model::Gpt2Model(const ModelConfig& config, Backend& backend, ProcessGroup& 
     else if (n == "lnf.bias")
       lnf_bias_ = i;
     else {
-      LayerParams& lp = layer_params_[params()[i].spec.layer - stage.first_layer];
+      LayerParams& lp = layer_params_[local_layer(params()[i].spec.layer)];
       std::string field = n.substr(n.find('.', 2) + 1);
       if (field == "ln1.weight")
         lp.ln1_weight = i;
@@ -202,7 +202,8 @@ void Gpt2Model::plan_activations(TensorArena& arena, bool recompute) {
   // The buffers every recomputed block shares (Note [Recomputation]); -1 where a block keeps its own.
   LayerActs shared{-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1};
   bool any_recomputed = false;
-  for (int l = stage_.first_layer; l < stage_.end_layer; ++l) any_recomputed |= recompute && config_.recomputes(l);
+  const int slot_layers = stage_.max_chunk_layers();  // every slot serves every chunk
+  for (int j = 0; j < slot_layers; ++j) any_recomputed |= recompute && slot_layer_recomputed(j);
   const size_t shared_begin = arena.bytes();
   if (any_recomputed) {
     if (full) {
@@ -232,12 +233,12 @@ void Gpt2Model::plan_activations(TensorArena& arena, bool recompute) {
     a.tokens = arena.reserve(DType::kI32, {BT});
     a.targets = train ? arena.reserve(DType::kI32, {BT}) : -1;
     a.input = arena.reserve(A, {R, C});
-    for (int l = stage_.first_layer; l < stage_.end_layer; ++l) {
+    for (int j = 0; j < slot_layers; ++j) {
       if (!train && !a.layers.empty()) {  // inference: every layer reuses the first one's buffers
         a.layers.push_back(a.layers.front());
         continue;
       }
-      const bool r = recompute && config_.recomputes(l);
+      const bool r = recompute && slot_layer_recomputed(j);
       LayerActs la{};
       la.ln1 = own(shared.ln1, r, A, {R, C});
       la.ln1_mean = own(shared.ln1_mean, r, DType::kF32, {R});
@@ -278,7 +279,7 @@ void Gpt2Model::plan_activations(TensorArena& arena, bool recompute) {
   } else {
     row_max_ = row_stats_ = d_res_ = d_ln_ = d_big_ = d_atty_ = sp_gathered_ = sp_partial_ = -1;
     const int64_t hs = config_.head_size();
-    for (int l = stage_.first_layer; l < stage_.end_layer; ++l) {
+    for (int j = 0; j < stage_.layer_count(); ++j) {
       k_cache_.push_back(arena.reserve(A, {B, T, Hl, hs}));
       v_cache_.push_back(arena.reserve(A, {B, T, Hl, hs}));
     }
@@ -302,15 +303,14 @@ Tensor Gpt2Model::targets(int slot) const {
   TS_ASSERT(use_ == ModelUse::kTrain, "targets of an inference model");
   return act(slot_acts_[slot].targets);
 }
-Tensor Gpt2Model::stage_input(int slot) const { return act(slot_acts_[slot].input); }
+Tensor Gpt2Model::stage_input(int /*chunk*/, int slot) const { return act(slot_acts_[slot].input); }
 
 Tensor Gpt2Model::layer_input(int slot, int i) const {
   return i == 0 ? act(slot_acts_[slot].input) : act(slot_acts_[slot].layers[i - 1].res3);
 }
 
-Tensor Gpt2Model::stage_output(int slot) const {
-  int n = stage_.end_layer - stage_.first_layer;
-  Tensor out = layer_input(slot, n);
+Tensor Gpt2Model::stage_output(int chunk, int slot) const {
+  Tensor out = layer_input(slot, chunk_layers(chunk));
   return out.view({stage_rows(), C_});
 }
 
@@ -324,25 +324,25 @@ Tensor Gpt2Model::stage_input_grad() const {
   return act(d_res_);
 }
 
-void Gpt2Model::blocks_forward(int slot) {
+void Gpt2Model::blocks_forward(int chunk, int slot) {
   const SlotActs& a = slot_acts_[slot];
-  if (stage_.has_embedding) {
+  if (embedding_chunk(chunk)) {
     // x = wte[tokens] + wpe[pos].
     embedding_.forward(act(a.input), act(a.tokens), value(wte_), value(wpe_), seq_len_, scratch());
   }
-  const int n_local = stage_.end_layer - stage_.first_layer;
-  for (int i = 0; i < n_local; ++i) layer_forward(slot, i);
-  if (stage_.has_head && n_local == 0) {  // a head-only stage: no layer's fused residual + LayerNorm made lnf
+  const int n_local = chunk_layers(chunk);
+  for (int i = 0; i < n_local; ++i) layer_forward(chunk, slot, i);
+  if (head_chunk(chunk) && n_local == 0) {  // a head-only chunk: no layer's fused residual + LayerNorm made lnf
     backend_.layernorm_forward(act(a.lnf), act(a.lnf_mean), act(a.lnf_rstd), layer_input(slot, 0), value(lnf_weight_),
                                value(lnf_bias_), config_.norm_eps);
   }
 }
 
-void Gpt2Model::forward(int slot, bool train, float d_scale) {
+void Gpt2Model::forward(int chunk, int slot, bool train, float d_scale) {
   TS_ASSERT(use_ == ModelUse::kTrain, "forward with losses of an inference model: use forward_logits or decode");
   const SlotActs& a = slot_acts_[slot];
-  blocks_forward(slot);
-  if (!stage_.has_head) return;
+  blocks_forward(chunk, slot);
+  if (!head_chunk(chunk)) return;
   // logits[:, vocab shard] = lnf(x) wte_shard^T (tied head, column-parallel over the vocabulary).
   const Tensor logits = act(logits_);
   column_.forward(logits, act(a.lnf), value(wte_), Tensor(), scratch());
@@ -356,7 +356,7 @@ void Gpt2Model::forward(int slot, bool train, float d_scale) {
 }
 
 Tensor Gpt2Model::forward_logits(int slot) {
-  blocks_forward(slot);
+  blocks_forward(0, slot);
   if (!stage_.has_head) return Tensor();
   const Tensor logits = act(logits_);
   column_.forward(logits, act(slot_acts_[slot].lnf), value(wte_), Tensor(), scratch());
@@ -376,7 +376,7 @@ Tensor Gpt2Model::decode(int position, int n_new) {
     const Tensor positions = wpe.slice_from(position * C_, {wpe.dim(0) - position, C_});
     embedding_.forward(x, decode_tokens(n_new), value(wte_), positions, n_new);
   }
-  const int n_local = stage_.end_layer - stage_.first_layer;
+  const int n_local = stage_.layer_count();
   for (int i = 0; i < n_local; ++i) {
     layer_decode(i, x, position, n_new);
     x = act(a.layers[i].res3).front({N, C_});
@@ -417,8 +417,8 @@ void Gpt2Model::layer_decode(int i, Tensor x, int position, int n_new) {
   backend_.add(res3, res3, res2);
 }
 
-void Gpt2Model::layer_forward(int slot, int i) {
-  const LayerParams& p = layer_params_[i];
+void Gpt2Model::layer_forward(int chunk, int slot, int i) {
+  const LayerParams& p = layer_params_[chunk_begin(chunk) + i];
   const LayerActs& a = slot_acts_[slot].layers[i];
   const Tensor x = layer_input(slot, i);
   // Attention half: x + proj(attention(qkv(ln1(x)))).
@@ -436,13 +436,13 @@ void Gpt2Model::layer_forward(int slot, int i) {
   column_.forward_gelu(act(a.fch_gelu), act(a.fch), act(a.ln2), value(p.fc_weight), value(p.fc_bias), scratch());
   row_.forward(act(a.res3), act(a.fch_gelu), value(p.mlp_proj_weight), value(p.mlp_proj_bias), scratch());
   // res3 = res2 + MLP output, fused with the LayerNorm that reads it next: the next layer's ln1, or the head's lnf.
-  const int n_local = stage_.end_layer - stage_.first_layer;
-  if (i + 1 < n_local) {
-    const LayerParams& next = layer_params_[i + 1];
+  // Only within the chunk: the next chunk's first block runs on another rank, which starts it with its own ln1.
+  if (i + 1 < chunk_layers(chunk)) {
+    const LayerParams& next = layer_params_[chunk_begin(chunk) + i + 1];
     const LayerActs& na = slot_acts_[slot].layers[i + 1];
     backend_.residual_layernorm_forward(act(a.res3), act(na.ln1), act(na.ln1_mean), act(na.ln1_rstd), act(a.res3),
                                         act(a.res2), value(next.ln1_weight), value(next.ln1_bias), config_.norm_eps);
-  } else if (stage_.has_head) {
+  } else if (head_chunk(chunk)) {
     const SlotActs& sa = slot_acts_[slot];
     backend_.residual_layernorm_forward(act(a.res3), act(sa.lnf), act(sa.lnf_mean), act(sa.lnf_rstd), act(a.res3),
                                         act(a.res2), value(lnf_weight_), value(lnf_bias_), config_.norm_eps);
@@ -451,8 +451,8 @@ void Gpt2Model::layer_forward(int slot, int i) {
   }
 }
 
-void Gpt2Model::layer_recompute(int slot, int i) {
-  const LayerParams& p = layer_params_[i];
+void Gpt2Model::layer_recompute(int chunk, int slot, int i) {
+  const LayerParams& p = layer_params_[chunk_begin(chunk) + i];
   const LayerActs& a = slot_acts_[slot].layers[i];
   const Tensor x = layer_input(slot, i);
   const bool full = config_.recompute == Recompute::kFull;
@@ -476,12 +476,13 @@ Tensor Gpt2Model::losses(int slot) const {
   return act(slot_acts_[slot].losses);
 }
 
-void Gpt2Model::backward(int slot, Tensor d_output) {
+void Gpt2Model::backward(int chunk, int slot, Tensor d_output) {
   TS_ASSERT(use_ == ModelUse::kTrain, "backward of an inference model");
   const SlotActs& a = slot_acts_[slot];
-  const int n_local = stage_.end_layer - stage_.first_layer;
+  const int n_local = chunk_layers(chunk);
+  const int first_layer = stage_.chunk(chunk).first;
   Tensor d_res = act(d_res_);
-  if (stage_.has_head) {
+  if (head_chunk(chunk)) {
     backend_.fill(d_res, 0.0f);
     backend_.layernorm_backward(d_res, grad(lnf_weight_), grad(lnf_bias_), act(a.d_lnf), layer_input(slot, n_local),
                                 value(lnf_weight_), act(a.lnf_mean), act(a.lnf_rstd));
@@ -489,16 +490,16 @@ void Gpt2Model::backward(int slot, Tensor d_output) {
     backend_.copy(d_res, d_output);
   }
   for (int i = n_local - 1; i >= 0; --i) {
-    if (config_.recomputes(stage_.first_layer + i)) layer_recompute(slot, i);
-    layer_backward(slot, i);
-    call_backward_hook(stage_.first_layer + i);
+    if (config_.recomputes(first_layer + i)) layer_recompute(chunk, slot, i);
+    layer_backward(chunk, slot, i);
+    call_backward_hook(first_layer + i);
   }
-  if (stage_.has_embedding) embedding_.backward(grad(wte_), grad(wpe_), d_res, act(a.tokens), seq_len_, scratch());
+  if (embedding_chunk(chunk)) embedding_.backward(grad(wte_), grad(wpe_), d_res, act(a.tokens), seq_len_, scratch());
   call_backward_hook(-1);
 }
 
-void Gpt2Model::layer_backward(int slot, int i) {
-  const LayerParams& p = layer_params_[i];
+void Gpt2Model::layer_backward(int chunk, int slot, int i) {
+  const LayerParams& p = layer_params_[chunk_begin(chunk) + i];
   const LayerActs& a = slot_acts_[slot].layers[i];
   const int64_t B = micro_batch_, T = seq_len_, BT = B * T;
   Tensor d_res = act(d_res_);  // gradient w.r.t. this layer's output; becomes that w.r.t. its input

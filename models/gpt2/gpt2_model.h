@@ -41,13 +41,13 @@ class Gpt2Model final : public Model {
 
   Tensor tokens(int slot) const override;
   Tensor targets(int slot) const override;
-  Tensor stage_input(int slot) const override;
+  Tensor stage_input(int chunk, int slot) const override;
   Tensor loss_weights(int slot) const override;
-  void forward(int slot, bool train, float d_scale) override;
+  void forward(int chunk, int slot, bool train, float d_scale) override;
   Tensor forward_logits(int slot) override;
   Tensor losses(int slot) const override;
-  Tensor stage_output(int slot) const override;
-  void backward(int slot, Tensor d_output) override;
+  Tensor stage_output(int chunk, int slot) const override;
+  void backward(int chunk, int slot, Tensor d_output) override;
   Tensor stage_input_grad() const override;
   Tensor decode(int position, int n_new) override;
   size_t arena_bytes() const override { return arena_.bytes(); }
@@ -68,16 +68,17 @@ class Gpt2Model final : public Model {
   Tensor act(int handle) const { return arena_.get(handle); }
   // The sequence-parallel layers' buffers (Note [Sequence parallelism]); empty without sequence parallelism.
   SequenceParallelScratch scratch() const;
-  // The residual stream entering local layer i (0-based within the stage) of a slot.
+  // The residual stream entering block i (0-based within the chunk that runs in the slot) of a slot.
   Tensor layer_input(int slot, int i) const;
-  // The stage's blocks and the final LayerNorm into the slot's lnf (the head's input).
-  void blocks_forward(int slot);
-  // Layer i's forward. Layer 0 of the stage starts with its ln1; later layers find theirs already computed by
-  // the previous layer's fused residual + LayerNorm (as the head finds lnf).
-  void layer_forward(int slot, int i);
-  void layer_backward(int slot, int i);
-  // Refills the shared buffers of a recomputed layer i from what the slot stored (Note [Recomputation]).
-  void layer_recompute(int slot, int i);
+  // The chunk's blocks (after the embedding on the first stage's chunk 0) and, on the last stage's last chunk,
+  // the final LayerNorm into the slot's lnf (the head's input).
+  void blocks_forward(int chunk, int slot);
+  // Block i (of the chunk)'s forward. Block 0 of a chunk starts with its ln1; later blocks find theirs already
+  // computed by the previous block's fused residual + LayerNorm (as the head finds lnf).
+  void layer_forward(int chunk, int slot, int i);
+  void layer_backward(int chunk, int slot, int i);
+  // Refills the shared buffers of a recomputed block i from what the slot stored (Note [Recomputation]).
+  void layer_recompute(int chunk, int slot, int i);
   // Plans slot_acts_ and the shared buffers into `arena` and sets activation_memory_'s slot and shared bytes;
   // recompute false plans as ModelConfig::recompute kNone.
   void plan_activations(TensorArena& arena, bool recompute);

@@ -12,7 +12,8 @@ size_t llama_train_arena_bytes(const ModelConfig& config, const ArenaPlanShape& 
   const int64_t hs = config.head_size(), Hl = config.n_head / shape.tp, KVl = config.n_kv_head / shape.tp;
   const int64_t qkv_width = (Hl + 2 * KVl) * hs, att_width = Hl * hs, Fl = config.ffn_hidden / shape.tp;
   const int64_t vocab_rows = config.padded_vocab(shape.tp) / shape.tp;
-  const int64_t layers = shape.stage.end_layer - shape.stage.first_layer;
+  // Blocks per slot: a slot serves every chunk of the stage (parallel/model.h), so it holds the largest chunk's.
+  const int64_t layers = shape.stage.max_chunk_layers();
   const bool head = shape.stage.has_head;
   // Rows of the norm and residual activations: a TP rank's chunk of the tokens with sequence parallelism.
   const bool sp = shape.sequence_parallel && shape.tp > 1;

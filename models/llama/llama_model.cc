@@ -115,7 +115,8 @@ LlamaModel::LlamaModel(const ModelConfig& config, Backend& backend, ProcessGroup
     norm_ = param_index("norm.weight");
     if (!config.tie_embeddings) lm_head_ = param_index("lm_head.weight");
   }
-  for (int l = stage.first_layer; l < stage.end_layer; ++l) {
+  for (int l = 0; l < config.n_layer; ++l) {  // in local order: chunk by chunk, increasing
+    if (!stage.holds_layer(l)) continue;
     const std::string h = "h." + std::to_string(l) + ".";
     LayerParams p{};
     p.attn_norm = param_index(h + "attn_norm.weight");
@@ -165,7 +166,8 @@ void LlamaModel::plan_activations(TensorArena& arena, bool recompute) {
   // The buffers every recomputed block shares; -1 where a block keeps its own.
   LayerActs shared{-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1};
   bool any_recomputed = false;
-  for (int l = stage_.first_layer; l < stage_.end_layer; ++l) any_recomputed |= recompute && config_.recomputes(l);
+  const int slot_layers = stage_.max_chunk_layers();  // every slot serves every chunk
+  for (int j = 0; j < slot_layers; ++j) any_recomputed |= recompute && slot_layer_recomputed(j);
   const size_t shared_begin = arena.bytes();
   if (any_recomputed) {
     if (full) {
@@ -192,12 +194,12 @@ void LlamaModel::plan_activations(TensorArena& arena, bool recompute) {
     a.tokens = arena.reserve(DType::kI32, {BT});
     a.targets = train ? arena.reserve(DType::kI32, {BT}) : -1;
     a.input = arena.reserve(A, {R, C});
-    for (int l = stage_.first_layer; l < stage_.end_layer; ++l) {
+    for (int j = 0; j < slot_layers; ++j) {
       if (!train && !a.layers.empty()) {  // inference: every layer reuses the first one's buffers
         a.layers.push_back(a.layers.front());
         continue;
       }
-      const bool r = recompute && config_.recomputes(l);
+      const bool r = recompute && slot_layer_recomputed(j);
       LayerActs la{};
       la.xn1 = own(shared.xn1, r, A, {R, C});
       la.rstd1 = own(shared.rstd1, r, DType::kF32, {R});
@@ -235,7 +237,7 @@ void LlamaModel::plan_activations(TensorArena& arena, bool recompute) {
     sp_partial_ = sequence_parallel_ ? arena.reserve(A, {BT, C}) : -1;
   } else {
     row_max_ = row_stats_ = d_res_ = d_ln_ = d_big_ = d_hidden_ = d_atty_ = sp_gathered_ = sp_partial_ = -1;
-    for (int l = stage_.first_layer; l < stage_.end_layer; ++l) {
+    for (int j = 0; j < stage_.layer_count(); ++j) {
       k_cache_.push_back(arena.reserve(A, {B, T, local_kv_heads_, hs_}));
       v_cache_.push_back(arena.reserve(A, {B, T, local_kv_heads_, hs_}));
     }
@@ -259,15 +261,14 @@ Tensor LlamaModel::targets(int slot) const {
   TS_ASSERT(use_ == ModelUse::kTrain, "targets of an inference model");
   return act(slot_acts_[slot].targets);
 }
-Tensor LlamaModel::stage_input(int slot) const { return act(slot_acts_[slot].input); }
+Tensor LlamaModel::stage_input(int /*chunk*/, int slot) const { return act(slot_acts_[slot].input); }
 
 Tensor LlamaModel::layer_input(int slot, int i) const {
   return i == 0 ? act(slot_acts_[slot].input) : act(slot_acts_[slot].layers[i - 1].res3);
 }
 
-Tensor LlamaModel::stage_output(int slot) const {
-  const int n = stage_.end_layer - stage_.first_layer;
-  return layer_input(slot, n).view({stage_rows(), C_});
+Tensor LlamaModel::stage_output(int chunk, int slot) const {
+  return layer_input(slot, chunk_layers(chunk)).view({stage_rows(), C_});
 }
 
 SequenceParallelScratch LlamaModel::scratch() const {
@@ -285,23 +286,23 @@ Tensor LlamaModel::losses(int slot) const {
   return act(slot_acts_[slot].losses);
 }
 
-void LlamaModel::blocks_forward(int slot) {
+void LlamaModel::blocks_forward(int chunk, int slot) {
   const SlotActs& a = slot_acts_[slot];
-  if (stage_.has_embedding) {
+  if (embedding_chunk(chunk)) {
     embedding_.forward(act(a.input), act(a.tokens), value(wte_), Tensor(), seq_len_, scratch());
   }
-  const int n_local = stage_.end_layer - stage_.first_layer;
-  for (int i = 0; i < n_local; ++i) layer_forward(slot, i);
-  if (stage_.has_head && n_local == 0) {  // a head-only stage: no layer's fused residual + RMSNorm made it
+  const int n_local = chunk_layers(chunk);
+  for (int i = 0; i < n_local; ++i) layer_forward(chunk, slot, i);
+  if (head_chunk(chunk) && n_local == 0) {  // a head-only chunk: no layer's fused residual + RMSNorm made it
     backend_.rmsnorm_forward(act(a.xnf), act(a.rstdf), layer_input(slot, 0), value(norm_), config_.norm_eps);
   }
 }
 
-void LlamaModel::forward(int slot, bool train, float d_scale) {
+void LlamaModel::forward(int chunk, int slot, bool train, float d_scale) {
   TS_ASSERT(use_ == ModelUse::kTrain, "forward with losses of an inference model: use forward_logits or decode");
   const SlotActs& a = slot_acts_[slot];
-  blocks_forward(slot);
-  if (!stage_.has_head) return;
+  blocks_forward(chunk, slot);
+  if (!head_chunk(chunk)) return;
   // logits[:, vocab shard] = norm(x) head_shard^T (column-parallel over the vocabulary).
   const Tensor logits = act(logits_);
   column_.forward(logits, act(a.xnf), value(head()), Tensor(), scratch());
@@ -314,7 +315,7 @@ void LlamaModel::forward(int slot, bool train, float d_scale) {
 }
 
 Tensor LlamaModel::forward_logits(int slot) {
-  blocks_forward(slot);
+  blocks_forward(0, slot);
   if (!stage_.has_head) return Tensor();
   const Tensor logits = act(logits_);
   column_.forward(logits, act(slot_acts_[slot].xnf), value(head()), Tensor(), scratch());
@@ -329,7 +330,7 @@ Tensor LlamaModel::decode(int position, int n_new) {
   const SlotActs& a = slot_acts_[0];
   Tensor x = decode_input(n_new).view({N, C_});
   if (stage_.has_embedding) embedding_.forward(x, decode_tokens(n_new), value(wte_), Tensor(), n_new);
-  const int n_local = stage_.end_layer - stage_.first_layer;
+  const int n_local = stage_.layer_count();
   for (int i = 0; i < n_local; ++i) {
     layer_decode(i, x, position, n_new);
     x = act(a.layers[i].res3).front({N, C_});
@@ -371,8 +372,8 @@ void LlamaModel::layer_decode(int i, Tensor x, int position, int n_new) {
   backend_.add(res3, res3, res2);
 }
 
-void LlamaModel::layer_forward(int slot, int i) {
-  const LayerParams& p = layer_params_[i];
+void LlamaModel::layer_forward(int chunk, int slot, int i) {
+  const LayerParams& p = layer_params_[chunk_begin(chunk) + i];
   const LayerActs& a = slot_acts_[slot].layers[i];
   const Tensor x = layer_input(slot, i);
   const float eps = config_.norm_eps;
@@ -388,13 +389,13 @@ void LlamaModel::layer_forward(int slot, int i) {
   column_.forward(act(a.gate_up), act(a.xn2), fused_value(p.gate, 2), Tensor(), scratch());
   backend_.swiglu_forward(act(a.hidden), act(a.gate_up));
   row_.forward(act(a.res3), act(a.hidden), value(p.down), Tensor(), scratch());
-  // res3 = res2 + MLP output, fused with the RMSNorm that reads it next.
-  const int n_local = stage_.end_layer - stage_.first_layer;
-  if (i + 1 < n_local) {
+  // res3 = res2 + MLP output, fused with the RMSNorm that reads it next, within the chunk only (the next chunk's
+  // first block runs on another rank).
+  if (i + 1 < chunk_layers(chunk)) {
     const LayerActs& na = slot_acts_[slot].layers[i + 1];
     backend_.residual_rmsnorm_forward(act(a.res3), act(na.xn1), act(na.rstd1), act(a.res3), act(a.res2),
-                                      value(layer_params_[i + 1].attn_norm), eps);
-  } else if (stage_.has_head) {
+                                      value(layer_params_[chunk_begin(chunk) + i + 1].attn_norm), eps);
+  } else if (head_chunk(chunk)) {
     const SlotActs& sa = slot_acts_[slot];
     backend_.residual_rmsnorm_forward(act(a.res3), act(sa.xnf), act(sa.rstdf), act(a.res3), act(a.res2), value(norm_),
                                       eps);
@@ -403,28 +404,29 @@ void LlamaModel::layer_forward(int slot, int i) {
   }
 }
 
-void LlamaModel::backward(int slot, Tensor d_output) {
+void LlamaModel::backward(int chunk, int slot, Tensor d_output) {
   TS_ASSERT(use_ == ModelUse::kTrain, "backward of an inference model");
   const SlotActs& a = slot_acts_[slot];
-  const int n_local = stage_.end_layer - stage_.first_layer;
+  const int n_local = chunk_layers(chunk);
+  const int first_layer = stage_.chunk(chunk).first;
   Tensor d_res = act(d_res_);
-  if (stage_.has_head) {
+  if (head_chunk(chunk)) {
     backend_.fill(d_res, 0.0f);
     backend_.rmsnorm_backward(d_res, grad(norm_), act(a.d_xnf), layer_input(slot, n_local), value(norm_), act(a.rstdf));
   } else {
     backend_.copy(d_res, d_output);
   }
   for (int i = n_local - 1; i >= 0; --i) {
-    if (config_.recomputes(stage_.first_layer + i)) layer_recompute(slot, i);
-    layer_backward(slot, i);
-    call_backward_hook(stage_.first_layer + i);
+    if (config_.recomputes(first_layer + i)) layer_recompute(chunk, slot, i);
+    layer_backward(chunk, slot, i);
+    call_backward_hook(first_layer + i);
   }
-  if (stage_.has_embedding) embedding_.backward(grad(wte_), Tensor(), d_res, act(a.tokens), seq_len_, scratch());
+  if (embedding_chunk(chunk)) embedding_.backward(grad(wte_), Tensor(), d_res, act(a.tokens), seq_len_, scratch());
   call_backward_hook(-1);
 }
 
-void LlamaModel::layer_recompute(int slot, int i) {
-  const LayerParams& p = layer_params_[i];
+void LlamaModel::layer_recompute(int chunk, int slot, int i) {
+  const LayerParams& p = layer_params_[chunk_begin(chunk) + i];
   const LayerActs& a = slot_acts_[slot].layers[i];
   const Tensor x = layer_input(slot, i);
   const float eps = config_.norm_eps;
@@ -444,8 +446,8 @@ void LlamaModel::layer_recompute(int slot, int i) {
   backend_.swiglu_forward(act(a.hidden), act(a.gate_up));
 }
 
-void LlamaModel::layer_backward(int slot, int i) {
-  const LayerParams& p = layer_params_[i];
+void LlamaModel::layer_backward(int chunk, int slot, int i) {
+  const LayerParams& p = layer_params_[chunk_begin(chunk) + i];
   const LayerActs& a = slot_acts_[slot].layers[i];
   const int64_t B = micro_batch_, T = seq_len_, BT = B * T;
   Tensor d_res = act(d_res_);  // gradient w.r.t. this layer's output; becomes that w.r.t. its input

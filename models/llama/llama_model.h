@@ -44,13 +44,13 @@ class LlamaModel final : public Model {
 
   Tensor tokens(int slot) const override;
   Tensor targets(int slot) const override;
-  Tensor stage_input(int slot) const override;
+  Tensor stage_input(int chunk, int slot) const override;
   Tensor loss_weights(int slot) const override;
-  void forward(int slot, bool train, float d_scale) override;
+  void forward(int chunk, int slot, bool train, float d_scale) override;
   Tensor forward_logits(int slot) override;
   Tensor losses(int slot) const override;
-  Tensor stage_output(int slot) const override;
-  void backward(int slot, Tensor d_output) override;
+  Tensor stage_output(int chunk, int slot) const override;
+  void backward(int chunk, int slot, Tensor d_output) override;
   Tensor stage_input_grad() const override;
   Tensor decode(int position, int n_new) override;
   size_t arena_bytes() const override { return arena_.bytes(); }
@@ -71,11 +71,11 @@ class LlamaModel final : public Model {
   // The sequence-parallel layers' buffers; empty without sequence parallelism.
   SequenceParallelScratch scratch() const;
   Tensor layer_input(int slot, int i) const;
-  void blocks_forward(int slot);
-  void layer_forward(int slot, int i);
-  void layer_backward(int slot, int i);
+  void blocks_forward(int chunk, int slot);
+  void layer_forward(int chunk, int slot, int i);
+  void layer_backward(int chunk, int slot, int i);
   // As Gpt2Model's: refills a recomputed layer's shared buffers, and plans the activations.
-  void layer_recompute(int slot, int i);
+  void layer_recompute(int chunk, int slot, int i);
   void plan_activations(TensorArena& arena, bool recompute);
   // As Gpt2Model::layer_decode: RoPE at positions [position, position + n_new), grouped-query attention over the
   // layer's cache of local_kv_heads_ heads.
