@@ -16,23 +16,15 @@
 
 namespace tessera {
 
-// Activation recomputation as the planner models it. kNone is what the models plan today (the arena formulas
-// equal the real arenas); kSelective and kFull are the planner's predictions for train.recompute:
-//   - kSelective: the attention output and the MLP activation of every block are recomputed in backward, not
-//     kept per micro-batch;
-//   - kFull: of every block only its input [B, T, C] is kept per micro-batch, plus one block's activations
-//     (the one being recomputed) shared by all.
-enum class ActivationRecompute { kNone, kSelective, kFull };
-const char* recompute_name(ActivationRecompute recompute);  // "NONE", "SELECTIVE", "FULL"
-
-// One rank's stage as a Model would be built for training.
+// One rank's stage as a Model would be built for training. What is recomputed is not part of the shape: it is
+// the ModelConfig's recompute and recompute_every (core/model_config.h, ModelConfig::recomputes), read by the
+// formula exactly as the model's constructor reads them (Note [Recomputation] in models/gpt2/gpt2_model.cc).
 struct ArenaPlanShape {
   int tp = 1;
   StageRange stage;
   int micro_batch = 1;
   int seq_len = 1;
   int slots = 1;  // micro-batches in flight (parallel/pipeline_schedule.h, pipeline_in_flight)
-  ActivationRecompute recompute = ActivationRecompute::kNone;
 };
 
 // Sums reservations the way TensorArena::reserve does: each tensor rounded up to 64 bytes.

@@ -99,15 +99,14 @@ TEST(PlannerMemory, ArenaAndParametersEqualRealModels) {
       const int slots = pipeline_in_flight(PipelineKind::kOneFOneB, c.pp, s, c.micro_batches);
       ShapeOnlyGroup tp(c.tp - 1, c.tp);  // the last TP rank: its vocabulary shard holds the padding
       auto model = create_model(m, backend, tp, stage, layout.micro_batch_size, job.train().seq_len(), slots);
-      ArenaPlanShape shape{
-          c.tp, stage, layout.micro_batch_size, job.train().seq_len(), slots, ActivationRecompute::kNone};
+      const ArenaPlanShape shape{c.tp, stage, layout.micro_batch_size, job.train().seq_len(), slots};
       const std::string where = std::string(m.arch) + (c.big ? " big" : " small") + " tp " + std::to_string(c.tp) +
                                 " pp " + std::to_string(c.pp) + " stage " + std::to_string(s);
       EXPECT_EQ(model_architecture(m.arch).train_arena_bytes(m, shape), model->arena_bytes()) << where;
       max_arena = std::max(max_arena, static_cast<double>(model->arena_bytes()));
       ++checked;
     }
-    PlanLayout plan{c.tp, c.pp, dp, c.micro_batches, layout.micro_batch_size, 0, ActivationRecompute::kNone};
+    PlanLayout plan{c.tp, c.pp, dp, c.micro_batches, layout.micro_batch_size, 0, Recompute::kNone, 1};
     const MemoryPrediction predicted = predict_memory(job, plan, cpu_device(10, 100, c.tp * c.pp));
     // The fullest stage's shard, as the real model on that stage holds it.
     const StageRange fullest{split[predicted.stage].first, split[predicted.stage].second, predicted.stage == 0,
@@ -122,19 +121,76 @@ TEST(PlannerMemory, ArenaAndParametersEqualRealModels) {
   EXPECT_GE(checked, 30);
 }
 
-// Recomputation keeps less, FULL least, and never changes the parameters.
+// With train.recompute SELECTIVE, FULL and FULL every 2nd block, every stage's planned arena equals the real
+// model's, for both architectures, tp 1 and 2, with and without a pipeline (pp 3 of 4 or 6 layers leaves stages
+// whose first block is not a multiple of recompute_every).
+TEST(PlannerMemory, RecomputedArenasEqualRealModels) {
+  struct Mode {
+    Recompute recompute;
+    int every;
+  };
+  const Mode modes[] = {{Recompute::kSelective, 1}, {Recompute::kFull, 1}, {Recompute::kFull, 2}};
+  CpuBackend backend(1);
+  int checked = 0;
+  for (config::Arch arch : {config::GPT2, config::LLAMA}) {
+    for (bool big : {false, true}) {
+      for (int tp : {1, 2}) {
+        for (int pp : {1, 2, 3}) {
+          for (const Mode& mode : modes) {
+            config::JobConfig job = job_of(arch, big, /*bf16=*/big);
+            job.mutable_parallel()->set_tp(tp);
+            job.mutable_parallel()->set_pp(pp);
+            job.mutable_parallel()->set_micro_batches(pp > 1 ? 4 : 2);
+            job.mutable_train()->set_recompute(mode.recompute == Recompute::kFull ? config::FULL : config::SELECTIVE);
+            if (mode.every != 1) job.mutable_train()->set_recompute_every(mode.every);
+            const Layout layout = resolve_layout(job, tp * pp);
+            const ModelConfig m = training_model_config(job);
+            ASSERT_EQ(m.recompute, mode.recompute);
+            ASSERT_EQ(m.recompute_every, mode.every);
+            const auto split = split_layers(m.n_layer, pp);
+            std::vector<double> arenas;
+            for (int s = 0; s < pp; ++s) {
+              const StageRange stage{split[s].first, split[s].second, s == 0, s == pp - 1};
+              const int slots = pipeline_in_flight(PipelineKind::kOneFOneB, pp, s, layout.micro_batches);
+              ShapeOnlyGroup group(tp - 1, tp);
+              auto model =
+                  create_model(m, backend, group, stage, layout.micro_batch_size, job.train().seq_len(), slots);
+              const ArenaPlanShape shape{tp, stage, layout.micro_batch_size, job.train().seq_len(), slots};
+              EXPECT_EQ(model_architecture(m.arch).train_arena_bytes(m, shape), model->arena_bytes())
+                  << m.arch << (big ? " big" : " small") << " tp " << tp << " pp " << pp << " stage " << s << " "
+                  << recompute_name(mode.recompute) << " every " << mode.every;
+              arenas.push_back(static_cast<double>(model->arena_bytes()));
+              ++checked;
+            }
+            // The planner, given the job's layout, predicts the real arena of the stage it finds fullest.
+            const MemoryPrediction predicted =
+                predict_memory(job, plan_layout_of(job, layout), cpu_device(10, 100, tp * pp));
+            EXPECT_EQ(predicted.activations, arenas.at(predicted.stage)) << m.arch << " tp " << tp << " pp " << pp;
+          }
+        }
+      }
+    }
+  }
+  EXPECT_EQ(checked, 2 * 2 * 2 * (1 + 2 + 3) * 3);
+}
+
+// Recomputation keeps less, FULL least, FULL of every other block in between, and never changes the parameters.
 TEST(PlannerMemory, RecomputationShrinksActivations) {
   const config::JobConfig job = job_of(config::LLAMA, true, true);
-  const ModelConfig m = model_config_from(job.model());
-  ArenaPlanShape shape{2, StageRange{0, m.n_layer, true, true}, 4, 256, 4, ActivationRecompute::kNone};
+  ModelConfig m = model_config_from(job.model());
+  const ArenaPlanShape shape{2, StageRange{0, m.n_layer, true, true}, 4, 256, 4};
   const auto arena = model_architecture("llama").train_arena_bytes;
   const size_t none = arena(m, shape);
-  shape.recompute = ActivationRecompute::kSelective;
+  m.recompute = Recompute::kSelective;
   const size_t selective = arena(m, shape);
-  shape.recompute = ActivationRecompute::kFull;
+  m.recompute = Recompute::kFull;
   const size_t full = arena(m, shape);
+  m.recompute_every = 2;
+  const size_t half = arena(m, shape);
   EXPECT_LT(selective, none);
   EXPECT_LT(full, selective);
+  EXPECT_LT(full, half);
+  EXPECT_LT(half, none);
 }
 
 // What the planner offers is what train accepts, and nothing train accepts is missing.
@@ -184,12 +240,12 @@ TEST(PlannerModel, MoreStagesMeanMoreBubbleAndMoreMicroBatchesLess) {
   const config::JobConfig job = job_of(config::GPT2, true, false);
   const DeviceSpec device = planner_device("h100-sxm");
   const PlanConstants k;
-  const TimePrediction pp2 = predict_time(job, PlanLayout{1, 2, 1, 1, 8, 0, ActivationRecompute::kNone}, device, k);
-  const TimePrediction pp2m8 = predict_time(job, PlanLayout{1, 2, 1, 8, 1, 0, ActivationRecompute::kNone}, device, k);
+  const TimePrediction pp2 = predict_time(job, PlanLayout{1, 2, 1, 1, 8, 0, Recompute::kNone, 1}, device, k);
+  const TimePrediction pp2m8 = predict_time(job, PlanLayout{1, 2, 1, 8, 1, 0, Recompute::kNone, 1}, device, k);
   EXPECT_GT(pp2.bubble, 0);
   EXPECT_NEAR(pp2.bubble / (pp2.compute + pp2.tp_comm + pp2.pp_comm + pp2.bubble), 0.5, 1e-9);  // (p-1)/(m+p-1)
   EXPECT_NEAR(pp2m8.bubble / (pp2m8.compute + pp2m8.tp_comm + pp2m8.pp_comm + pp2m8.bubble), 1.0 / 9, 1e-9);
-  const TimePrediction tp2 = predict_time(job, PlanLayout{2, 1, 1, 1, 8, 0, ActivationRecompute::kNone}, device, k);
+  const TimePrediction tp2 = predict_time(job, PlanLayout{2, 1, 1, 1, 8, 0, Recompute::kNone, 1}, device, k);
   EXPECT_GT(tp2.tp_comm, 0);
   EXPECT_EQ(pp2.tp_comm, 0);
   EXPECT_THROW(planner_device("Z80"), ConfigError);
@@ -208,7 +264,7 @@ TEST(PlannerCalibration, RecoversTheEfficiencyItWasMeasuredWith) {
     job.mutable_parallel()->set_dp(dp);
     job.mutable_parallel()->set_micro_batches(mb);
     const Layout l = resolve_layout(job, tp * dp);
-    PlanLayout layout{tp, 1, dp, mb, l.micro_batch_size, 0, ActivationRecompute::kNone};
+    PlanLayout layout{tp, 1, dp, mb, l.micro_batch_size, 0, Recompute::kNone, 1};
     runs.push_back(MeasuredRun{job, predict_time(job, layout, device, truth).total(), "synthetic"});
   }
   double rms = 1;

@@ -116,18 +116,20 @@ DeviceSpec cpu_device(double total_gflops, double memory_gb, int ranks) {
   return d;
 }
 
-std::vector<ActivationRecompute> recompute_options() {
-  std::vector<ActivationRecompute> options = {ActivationRecompute::kNone};
+std::vector<Recompute> recompute_options() {
+  std::vector<Recompute> options = {Recompute::kNone};
   const google::protobuf::FieldDescriptor* field = config::TrainConfig::descriptor()->FindFieldByName("recompute");
   if (field == nullptr || field->enum_type() == nullptr) return options;
   const google::protobuf::EnumDescriptor* e = field->enum_type();
-  if (e->FindValueByName("SELECTIVE") != nullptr) options.push_back(ActivationRecompute::kSelective);
-  if (e->FindValueByName("FULL") != nullptr) options.push_back(ActivationRecompute::kFull);
+  if (e->FindValueByName("SELECTIVE") != nullptr) options.push_back(Recompute::kSelective);
+  if (e->FindValueByName("FULL") != nullptr) options.push_back(Recompute::kFull);
   return options;
 }
 
 MemoryPrediction predict_memory(const config::JobConfig& job, const PlanLayout& layout, const DeviceSpec& device) {
-  const ModelConfig m = model_config_from(job.model());
+  ModelConfig m = model_config_from(job.model());
+  m.recompute = layout.recompute;  // the arena formulas read what is recomputed from the config, as the models do
+  m.recompute_every = layout.recompute_every;
   const std::vector<StagePlan> stages = plan_stages(m, layout.tp, layout.pp);
   const int64_t B = layout.micro_batch_size, T = job.train().seq_len(), C = m.n_embd;
   const double compute_bytes = m.dtype == DType::kBF16 ? 2.0 : 4.0;
@@ -154,7 +156,6 @@ MemoryPrediction predict_memory(const config::JobConfig& job, const PlanLayout& 
     shape.micro_batch = layout.micro_batch_size;
     shape.seq_len = static_cast<int>(T);
     shape.slots = pipeline_in_flight(schedule_of(job), layout.pp, s, layout.micro_batches);
-    shape.recompute = layout.recompute;
     p.activations = static_cast<double>(model_architecture(m.arch).train_arena_bytes(m, shape));
     // PipelineExecutor: the received output gradient (+ the tied parameter's peer gradient), the step's losses.
     double exchange = std::ceil(B * T * C * compute_bytes / 64) * 64;
@@ -193,8 +194,14 @@ TimePrediction predict_time(const config::JobConfig& job, const PlanLayout& layo
     for (const ParamSpec& spec : param_specs(m))
       if (spec.place == ParamPlace::kBlock && stage_holds(st.range, spec)) block_params += spec.numel();
     double flops_per_token = 6 * st.matmul_params + 12 * layers * C * T;
-    if (layout.recompute == ActivationRecompute::kFull) flops_per_token += 2 * block_params + 4 * layers * C * T;
-    if (layout.recompute == ActivationRecompute::kSelective) flops_per_token += 4 * layers * C * T;
+    // FULL re-runs the forward of its recomputed blocks (every recompute_every-th), SELECTIVE the attention core.
+    double recomputed = 0;
+    for (int l = st.range.first_layer; l < st.range.end_layer; ++l)
+      recomputed += l % std::max(layout.recompute_every, 1) == 0 ? 1 : 0;
+    if (layout.recompute == Recompute::kFull && layers > 0) {
+      flops_per_token += recomputed / layers * (2 * block_params + 4 * layers * C * T);
+    }
+    if (layout.recompute == Recompute::kSelective) flops_per_token += 4 * layers * C * T;
     const double compute = flops_per_token * tokens_mb / layout.tp / rate;
     // Per block two all-reduces forward and two backward, plus the embedding's and the head's.
     const double tp_collectives = 4 * layers + (st.range.has_embedding ? 1 : 0) + (st.range.has_head ? 2 : 0);
@@ -257,7 +264,7 @@ PlanResult plan_layouts(const config::JobConfig& job, int devices, const DeviceS
   result.notes.push_back(
       "virtual pipeline stages, sequence parallelism and ZeRO-2/3: not considered yet "
       "(tessera train has none of them)");
-  const std::vector<ActivationRecompute> recomputes = recompute_options();
+  const std::vector<Recompute> recomputes = recompute_options();
   if (recomputes.size() == 1) {
     result.notes.push_back("activation recomputation: not considered (this build's train has no train.recompute)");
   }
@@ -282,8 +289,8 @@ PlanResult plan_layouts(const config::JobConfig& job, int devices, const DeviceS
         }
         for (int zero_stage : {0, 1}) {
           if (zero_stage == 1 && dp == 1) continue;  // the same layout as ZeRO 0
-          for (ActivationRecompute recompute : recomputes) {
-            PlanLayout layout{tp, pp, dp, micro_batches, resolved.micro_batch_size, zero_stage, recompute};
+          for (Recompute recompute : recomputes) {
+            PlanLayout layout{tp, pp, dp, micro_batches, resolved.micro_batch_size, zero_stage, recompute, 1};
             PlanEntry e = predict(candidate, layout, device, constants);
             if (e.memory.total() > capacity) {
               ++result.refused_memory;
@@ -322,19 +329,24 @@ MeasuredRun read_measured_run(const std::string& run_dir) {
   return run;
 }
 
-namespace {
-
-PlanLayout layout_of(const config::JobConfig& job) {
-  const config::ParallelConfig& p = job.parallel();
-  const int dp = p.has_dp() ? p.dp() : 1;
-  const Layout resolved = resolve_layout(job, p.tp() * p.pp() * dp);
+PlanLayout plan_layout_of(const config::JobConfig& job, const Layout& resolved) {
+  const ModelConfig m = training_model_config(job);
   return PlanLayout{resolved.tp,
                     resolved.pp,
                     resolved.dp,
                     resolved.micro_batches,
                     resolved.micro_batch_size,
-                    p.zero_stage(),
-                    ActivationRecompute::kNone};
+                    job.parallel().zero_stage(),
+                    m.recompute,
+                    m.recompute_every};
+}
+
+namespace {
+
+PlanLayout layout_of(const config::JobConfig& job) {
+  const config::ParallelConfig& p = job.parallel();
+  const int dp = p.has_dp() ? p.dp() : 1;
+  return plan_layout_of(job, resolve_layout(job, p.tp() * p.pp() * dp));
 }
 
 }  // namespace

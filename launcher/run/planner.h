@@ -60,7 +60,8 @@ struct PlanLayout {
   int micro_batches = 1;
   int micro_batch_size = 1;  // sequences per micro-batch
   int zero_stage = 0;
-  ActivationRecompute recompute = ActivationRecompute::kNone;
+  Recompute recompute = Recompute::kNone;  // train.recompute
+  int recompute_every = 1;                 // train.recompute_every (FULL only)
 };
 
 // Bytes on the fullest rank (the stage that needs most), by part.
@@ -107,7 +108,11 @@ struct PlanResult {
 
 // The recomputation options `tessera train` accepts in this build, read from config.proto's descriptor
 // (train.recompute's enum values); NONE alone when the field does not exist.
-std::vector<ActivationRecompute> recompute_options();
+std::vector<Recompute> recompute_options();
+
+// The job's own layout (resolved by resolve_layout) as the planner describes it: its ZeRO stage and its
+// train.recompute / recompute_every.
+PlanLayout plan_layout_of(const config::JobConfig& job, const Layout& resolved);
 
 // Predictions for one layout on `devices` devices.
 MemoryPrediction predict_memory(const config::JobConfig& job, const PlanLayout& layout, const DeviceSpec& device);

@@ -9,39 +9,54 @@ size_t gpt2_train_arena_bytes(const ModelConfig& config, const ArenaPlanShape& s
   const int64_t B = shape.micro_batch, T = shape.seq_len, BT = B * T, C = config.n_embd;
   const int64_t Cl = C / shape.tp, Hl = config.n_head / shape.tp;
   const int64_t vocab_rows = config.padded_vocab(shape.tp) / shape.tp;
-  const int64_t layers = shape.stage.end_layer - shape.stage.first_layer;
   const bool head = shape.stage.has_head;
 
-  // One block's activations of one micro-batch; `kept` leaves out what recomputation drops.
-  auto block = [&](ArenaTally& t, ActivationRecompute kept) {
-    if (kept == ActivationRecompute::kFull) {
-      t.add(A, BT * C);  // res3: the block's output, the next block's input
-      return;
-    }
-    t.add(A, BT * C);                                               // ln1
-    t.add(F, BT, 2);                                                // ln1 mean, rstd
-    t.add(A, BT * 3 * Cl);                                          // qkv
-    if (kept == ActivationRecompute::kNone) t.add(A, BT * Cl);      // attention output
-    t.add(F, B * Hl * T);                                           // log-sum-exp
-    t.add(A, BT * C, 2);                                            // res2, ln2
-    t.add(F, BT, 2);                                                // ln2 mean, rstd
-    t.add(A, BT * 4 * Cl);                                          // fc
-    if (kept == ActivationRecompute::kNone) t.add(A, BT * 4 * Cl);  // GELU(fc)
-    t.add(A, BT * C);                                               // res3
-  };
+  // Note [Recomputation] (gpt2_model.cc): a recomputed block keeps per slot only what its recomputation reads;
+  // the rest are the buffers every recomputed block of every slot shares, reserved once.
+  const bool full = config.recompute == Recompute::kFull;
+  bool any_recomputed = false;
+  for (int l = shape.stage.first_layer; l < shape.stage.end_layer; ++l) any_recomputed |= config.recomputes(l);
 
   ArenaTally t;
+  if (any_recomputed) {
+    if (full) {
+      t.add(A, BT * C);       // ln1
+      t.add(F, BT, 2);        // ln1 mean, rstd
+      t.add(A, BT * 3 * Cl);  // qkv
+      t.add(A, BT * C, 2);    // res2, ln2
+      t.add(F, BT, 2);        // ln2 mean, rstd
+    }
+    t.add(A, BT * Cl);         // attention output
+    t.add(F, B * Hl * T);      // log-sum-exp
+    t.add(A, BT * 4 * Cl, 2);  // fc, GELU(fc)
+  }
+  // Block l's own tensors in one slot.
+  auto block = [&](int l) {
+    const bool recomputed = config.recomputes(l);
+    if (!(recomputed && full)) {
+      t.add(A, BT * C);       // ln1
+      t.add(F, BT, 2);        // ln1 mean, rstd
+      t.add(A, BT * 3 * Cl);  // qkv
+      if (!recomputed) {
+        t.add(A, BT * Cl);     // attention output
+        t.add(F, B * Hl * T);  // log-sum-exp
+      }
+      t.add(A, BT * C, 2);                        // res2, ln2
+      t.add(F, BT, 2);                            // ln2 mean, rstd
+      if (!recomputed) t.add(A, BT * 4 * Cl, 2);  // fc, GELU(fc)
+    }
+    t.add(A, BT * C);  // res3
+  };
   for (int s = 0; s < shape.slots; ++s) {
     t.add(I, BT, 2);   // tokens, targets
     t.add(A, BT * C);  // stage input
-    for (int64_t l = 0; l < layers; ++l) block(t, shape.recompute);
+    for (int l = shape.stage.first_layer; l < shape.stage.end_layer; ++l) block(l);
     if (head) {
       t.add(A, BT * C);  // lnf
       t.add(F, BT, 3);   // lnf mean, rstd; losses
       t.add(A, BT * C);  // d_lnf
     }
   }
-  if (shape.recompute == ActivationRecompute::kFull && layers > 0) block(t, ActivationRecompute::kNone);
   if (head) t.add(A, BT * vocab_rows);  // logits
   t.add(F, BT);                         // row max
   t.add(F, 2 * BT);                     // row statistics

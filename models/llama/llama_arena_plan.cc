@@ -12,38 +12,55 @@ size_t llama_train_arena_bytes(const ModelConfig& config, const ArenaPlanShape& 
   const int64_t hs = config.head_size(), Hl = config.n_head / shape.tp, KVl = config.n_kv_head / shape.tp;
   const int64_t qkv_width = (Hl + 2 * KVl) * hs, att_width = Hl * hs, Fl = config.ffn_hidden / shape.tp;
   const int64_t vocab_rows = config.padded_vocab(shape.tp) / shape.tp;
-  const int64_t layers = shape.stage.end_layer - shape.stage.first_layer;
   const bool head = shape.stage.has_head;
 
-  auto block = [&](ArenaTally& t, ActivationRecompute kept) {
-    if (kept == ActivationRecompute::kFull) {
-      t.add(A, BT * C);  // res3: the block's output, the next block's input
-      return;
-    }
-    t.add(A, BT * C);                                                  // xn1
-    t.add(F, BT);                                                      // rstd1
-    t.add(A, BT * qkv_width);                                          // qkv
-    if (kept == ActivationRecompute::kNone) t.add(A, BT * att_width);  // attention output
-    t.add(F, B * Hl * T);                                              // log-sum-exp
-    t.add(A, BT * C, 2);                                               // res2, xn2
-    t.add(F, BT);                                                      // rstd2
-    t.add(A, BT * 2 * Fl);                                             // gate_up
-    if (kept == ActivationRecompute::kNone) t.add(A, BT * Fl);         // SwiGLU(gate, up)
-    t.add(A, BT * C);                                                  // res3
-  };
+  // As Gpt2's plan (Note [Recomputation] in models/gpt2/gpt2_model.cc): the buffers recomputed blocks share, once.
+  const bool full = config.recompute == Recompute::kFull;
+  bool any_recomputed = false;
+  for (int l = shape.stage.first_layer; l < shape.stage.end_layer; ++l) any_recomputed |= config.recomputes(l);
 
   ArenaTally t;
+  if (any_recomputed) {
+    if (full) {
+      t.add(A, BT * C);          // xn1
+      t.add(F, BT);              // rstd1
+      t.add(A, BT * qkv_width);  // qkv
+      t.add(A, BT * C, 2);       // res2, xn2
+      t.add(F, BT);              // rstd2
+      t.add(A, BT * 2 * Fl);     // gate_up
+    }
+    t.add(A, BT * att_width);  // attention output
+    t.add(F, B * Hl * T);      // log-sum-exp
+    t.add(A, BT * Fl);         // SwiGLU(gate, up)
+  }
+  // Block l's own tensors in one slot.
+  auto block = [&](int l) {
+    const bool recomputed = config.recomputes(l);
+    if (!(recomputed && full)) {
+      t.add(A, BT * C);          // xn1
+      t.add(F, BT);              // rstd1
+      t.add(A, BT * qkv_width);  // qkv
+      if (!recomputed) {
+        t.add(A, BT * att_width);  // attention output
+        t.add(F, B * Hl * T);      // log-sum-exp
+      }
+      t.add(A, BT * C, 2);                 // res2, xn2
+      t.add(F, BT);                        // rstd2
+      t.add(A, BT * 2 * Fl);               // gate_up
+      if (!recomputed) t.add(A, BT * Fl);  // SwiGLU(gate, up)
+    }
+    t.add(A, BT * C);  // res3
+  };
   for (int s = 0; s < shape.slots; ++s) {
     t.add(I, BT, 2);   // tokens, targets
     t.add(A, BT * C);  // stage input
-    for (int64_t l = 0; l < layers; ++l) block(t, shape.recompute);
+    for (int l = shape.stage.first_layer; l < shape.stage.end_layer; ++l) block(l);
     if (head) {
       t.add(A, BT * C);  // xnf
       t.add(F, BT, 2);   // rstdf, losses
       t.add(A, BT * C);  // d_xnf
     }
   }
-  if (shape.recompute == ActivationRecompute::kFull && layers > 0) block(t, ActivationRecompute::kNone);
   if (head) t.add(A, BT * vocab_rows);                  // logits
   t.add(F, BT);                                         // row max
   t.add(F, 2 * BT);                                     // row statistics
