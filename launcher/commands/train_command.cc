@@ -41,6 +41,7 @@
 #include "launcher/data/data_sources.h"
 #include "launcher/data/multiple_choice_task.h"
 #include "launcher/data/tokenizer.h"
+#include "launcher/run/auto_layout.h"
 #include "launcher/run/console_log.h"
 #include "launcher/run/device_setup.h"
 #include "launcher/run/job.h"
@@ -132,6 +133,10 @@ int run_train(const TrainFlags& flags_in, MpiEnvironment& mpi, const ProcessEnv&
                                  : config_from_checkpoint(resume_spec, flags.run_dir, flags.overrides, "--resume",
                                                           /*keep_layout=*/true, &config_source, &notices);
   if (flags.given("--run-dir")) config.mutable_logging()->set_run_dir(flags.run_dir);
+  // parallel.layout=auto: the planner's layout replaces it before anything else reads the layout, so the run
+  // directory's config and the checkpoints record the layout that ran.
+  std::string auto_line, auto_notice;
+  config = resolve_auto_layout(config, mpi, &auto_line, &auto_notice);
   // A checkpoint written by another number of ranks continues in the layout that fits this world
   // (Note [Elastic layout] in launcher/checkpoints/elastic_layout.h).
   const std::string layout_change =
@@ -165,6 +170,8 @@ int run_train(const TrainFlags& flags_in, MpiEnvironment& mpi, const ProcessEnv&
         human_count(static_cast<double>(train.global_batch()) * train.seq_len()).c_str(), data.description.c_str());
     std::printf("%s\n", device_line(describe_device(*job.backend), m.dtype).c_str());
     std::printf("%s\n", activation_memory_line(job).c_str());
+    if (!auto_notice.empty()) std::printf("%s\n", auto_notice.c_str());
+    if (!auto_line.empty()) std::printf("%s\n", auto_line.c_str());
     if (!layout_change.empty()) std::printf("%s\n", layout_change.c_str());
     for (const std::string& warning : data.warnings) std::printf("warning: %s\n", warning.c_str());
     if (!config_source.empty()) {

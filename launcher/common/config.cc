@@ -634,6 +634,11 @@ void validate_parallel(const config::ParallelConfig& parallel, Problems& problem
   }
   check_finite_positive(problems, parallel.timeout_s(), "parallel.timeout_s");
   check_finite_positive(problems, parallel.dp_bucket_mb(), "parallel.dp_bucket_mb");
+  if (parallel.has_layout() && parallel.layout() != "auto") {
+    problems.add("parallel.layout ('", parallel.layout(), "') must be \"auto\" (the layout planner picks tp, pp, dp, ",
+                 "micro_batches, zero_stage and train.recompute; the ones you set are kept), or be left unset to run ",
+                 "the layout parallel.tp, pp, dp and micro_batches give");
+  }
 }
 
 void validate_device(const config::JobConfig& job, Problems& problems) {
@@ -879,6 +884,11 @@ Layout resolve_layout(const config::JobConfig& job, int world_size) {
   TS_ASSERT(world_size >= 1, "world size ", world_size);
   validate_job_config(job);
   const config::ParallelConfig& parallel = job.parallel();
+  // train, verify and bench replace "auto" by the planner's choice first (launcher/run/auto_layout.h).
+  TS_CHECK(!parallel.has_layout(), ConfigError,
+           "parallel.layout=auto is for tessera train, verify and bench (and tessera plan); this command runs the ",
+           "layout it is given: unset parallel.layout and set parallel.tp, pp, dp and micro_batches (tessera plan ",
+           "prints the best ones)");
   Layout layout;
   layout.tp = parallel.tp();
   layout.pp = parallel.pp();

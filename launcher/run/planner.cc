@@ -264,18 +264,49 @@ PlanResult plan_layouts(const config::JobConfig& job, int devices, const DeviceS
   result.notes.push_back(
       "virtual pipeline stages, sequence parallelism and ZeRO-2/3: not considered yet "
       "(tessera train has none of them)");
-  const std::vector<Recompute> recomputes = recompute_options();
-  if (recomputes.size() == 1) {
+  if (recompute_options().size() == 1) {
     result.notes.push_back("activation recomputation: not considered (this build's train has no train.recompute)");
+  }
+  // Note [Layout constraints]: with parallel.layout=auto the layout fields set explicitly are kept, as a Megatron
+  // user expects of the arguments they pass; only the others are chosen. Without it every field is free (`tessera
+  // plan` of a config that sets parallel.tp still shows every tp).
+  const config::ParallelConfig& asked = job.parallel();
+  const config::TrainConfig& train = job.train();
+  const bool constrained = asked.has_layout();
+  auto keeps = [&](bool set, int value, int candidate) { return !constrained || !set || value == candidate; };
+  std::vector<Recompute> recomputes = recompute_options();
+  const ModelConfig trained = training_model_config(job);
+  const bool recompute_set = constrained && (train.has_recompute() || train.has_recompute_every());
+  if (recompute_set) recomputes = {trained.recompute};
+  if (constrained) {
+    std::string kept;
+    auto keep = [&](bool set, const char* name, int value) {
+      if (set) kept += str_cat(kept.empty() ? "" : ", ", name, "=", value);
+    };
+    keep(asked.has_tp(), "parallel.tp", asked.tp());
+    keep(asked.has_pp(), "parallel.pp", asked.pp());
+    keep(asked.has_dp(), "parallel.dp", asked.dp());
+    keep(asked.has_micro_batches(), "parallel.micro_batches", asked.micro_batches());
+    keep(asked.has_zero_stage(), "parallel.zero_stage", asked.zero_stage());
+    if (recompute_set) kept += str_cat(kept.empty() ? "" : ", ", "train.recompute=", recompute_name(trained.recompute));
+    if (recompute_set && trained.recompute == Recompute::kFull) {
+      kept += str_cat(" every ", trained.recompute_every);
+    }
+    result.notes.push_back(
+        str_cat("parallel.layout=auto: ", kept.empty() ? "no layout field set, all chosen" : "kept as set: " + kept));
   }
   const double capacity = device.memory_gb * 1e9;
   for (int tp : divisors_of(devices)) {
+    if (!keeps(asked.has_tp(), asked.tp(), tp)) continue;
     for (int pp : divisors_of(devices / tp)) {
       const int dp = devices / tp / pp;
+      if (!keeps(asked.has_pp(), asked.pp(), pp) || !keeps(asked.has_dp(), asked.dp(), dp)) continue;
       const int global_batch = job.train().global_batch();
       for (int micro_batches : divisors_of(std::max(global_batch / dp, 1))) {
+        if (!keeps(asked.has_micro_batches(), asked.micro_batches(), micro_batches)) continue;
         config::JobConfig candidate = job;
         config::ParallelConfig* parallel = candidate.mutable_parallel();
+        parallel->clear_layout();
         parallel->set_tp(tp);
         parallel->set_pp(pp);
         parallel->set_dp(dp);
@@ -289,8 +320,10 @@ PlanResult plan_layouts(const config::JobConfig& job, int devices, const DeviceS
         }
         for (int zero_stage : {0, 1}) {
           if (zero_stage == 1 && dp == 1) continue;  // the same layout as ZeRO 0
+          if (!keeps(asked.has_zero_stage(), asked.zero_stage(), zero_stage)) continue;
           for (Recompute recompute : recomputes) {
-            PlanLayout layout{tp, pp, dp, micro_batches, resolved.micro_batch_size, zero_stage, recompute, 1};
+            const int every = recompute == Recompute::kFull && recompute_set ? trained.recompute_every : 1;
+            PlanLayout layout{tp, pp, dp, micro_batches, resolved.micro_batch_size, zero_stage, recompute, every};
             PlanEntry e = predict(candidate, layout, device, constants);
             if (e.memory.total() > capacity) {
               ++result.refused_memory;

@@ -121,7 +121,11 @@ TimePrediction predict_time(const config::JobConfig& job, const PlanLayout& layo
 PlanEntry predict(const config::JobConfig& job, const PlanLayout& layout, const DeviceSpec& device,
                   const PlanConstants& constants);
 
-// Every legal layout of job on `devices` devices (resolve_layout decides what is legal), predicted and ranked.
+// Every legal layout of job on `devices` devices (resolve_layout decides what is legal), predicted and ranked
+// (ties keep the enumeration order: tp, then pp, then micro-batches ascending, ZeRO 0 before 1, NONE before
+// SELECTIVE before FULL). With parallel.layout=auto, the layout fields the job sets explicitly (parallel.tp, pp,
+// dp, micro_batches, zero_stage, train.recompute / recompute_every) are kept and only the others enumerated
+// (Note [Layout constraints] in planner.cc), and a note says which were kept.
 PlanResult plan_layouts(const config::JobConfig& job, int devices, const DeviceSpec& device,
                         const PlanConstants& constants);
 
