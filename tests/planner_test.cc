@@ -11,6 +11,7 @@
 #include "core/check.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "launcher/common/config.h"
+#include "launcher/run/auto_layout.h"
 #include "models/registry.h"
 #include "parallel/pipeline_schedule.h"
 
@@ -234,6 +235,74 @@ TEST(PlannerLayouts, RefusesWhatDoesNotFit) {
   const PlanResult tight = plan_layouts(job, 4, cpu_device(10, least * 0.999 / 1e9, 4), PlanConstants());
   EXPECT_TRUE(tight.fits.empty());
   EXPECT_EQ(tight.refused_memory, static_cast<int>(roomy.fits.size()));
+}
+
+// The CPU runtime terms: the process baseline as given, MPI growing with the ranks on the node, the threads'
+// buffers with train.threads; total is what is allocated plus them.
+TEST(PlannerMemory, CpuRuntimeTerms) {
+  config::JobConfig job = job_of(config::GPT2, false, false);
+  const PlanLayout one{1, 1, 1, 1, 16, 0, Recompute::kNone, 1, 1};
+  const MemoryPrediction a = predict_memory(job, one, cpu_device(10, 100, 1, 150e6));
+  EXPECT_EQ(a.process, 150e6);
+  EXPECT_GT(a.mpi, 0);
+  EXPECT_GT(a.threads, 0);
+  EXPECT_GT(a.rank, 0);
+  EXPECT_DOUBLE_EQ(a.total(), a.allocated() + a.process + a.mpi + a.threads + a.rank);
+  PlanLayout four = one;
+  four.dp = 4;
+  four.micro_batch_size = 4;
+  four.threads = 2;
+  const MemoryPrediction b = predict_memory(job, four, cpu_device(10, 100, 4, 150e6));
+  EXPECT_DOUBLE_EQ(b.mpi - a.mpi, 3 * cpu_device(10, 100, 4).mpi_peer_bytes);
+  EXPECT_DOUBLE_EQ(b.threads, 2 * a.threads);
+  // No runtime on the GPUs' side of the table but their workspace.
+  const MemoryPrediction g = predict_memory(job, one, planner_device("H100-SXM"));
+  EXPECT_EQ(g.process + g.mpi + g.threads + g.rank, 0);
+  EXPECT_EQ(g.runtime(), g.workspace);
+}
+
+// parallel.layout=auto: the plan's best entry, set fields kept, nothing left when they cannot be met; the GPU
+// table matched by the driver's names.
+TEST(PlannerAutoLayout, ChoosesTheBestAndKeepsWhatIsSet) {
+  config::JobConfig job = job_of(config::LLAMA, false, false);
+  job.mutable_parallel()->set_layout("auto");
+  const DeviceSpec device = cpu_device(kAutoLayoutCpuGflops, 100, 4);
+  const AutoLayout chosen = choose_auto_layout(job, 4, device);
+  const PlanResult plan = plan_layouts(job, 4, device, PlanConstants());
+  EXPECT_EQ(chosen.chosen.layout.tp, plan.fits.front().layout.tp);
+  EXPECT_EQ(chosen.chosen.layout.micro_batches, plan.fits.front().layout.micro_batches);
+  EXPECT_FALSE(chosen.job.parallel().has_layout());
+  EXPECT_EQ(resolve_layout(chosen.job, 4).tp, chosen.chosen.layout.tp);
+  // Set fields are constraints.
+  config::JobConfig tp2 = job;
+  tp2.mutable_parallel()->set_tp(2);
+  tp2.mutable_train()->set_recompute(config::FULL);
+  const AutoLayout kept = choose_auto_layout(tp2, 4, device);
+  EXPECT_EQ(kept.chosen.layout.tp, 2);
+  EXPECT_EQ(kept.chosen.layout.recompute, Recompute::kFull);
+  for (const PlanEntry& e : plan_layouts(tp2, 4, device, PlanConstants()).fits) EXPECT_EQ(e.layout.tp, 2);
+  // Without layout=auto the same fields constrain nothing.
+  config::JobConfig free = tp2;
+  free.mutable_parallel()->clear_layout();
+  bool other_tp = false;
+  for (const PlanEntry& e : plan_layouts(free, 4, device, PlanConstants()).fits) other_tp |= e.layout.tp != 2;
+  EXPECT_TRUE(other_tp);
+  config::JobConfig impossible = job;
+  impossible.mutable_parallel()->set_tp(3);
+  EXPECT_THROW(choose_auto_layout(impossible, 4, device), ConfigError);
+  impossible.mutable_parallel()->set_layout("best");
+  EXPECT_THROW(validate_job_config(impossible), ConfigError);
+
+  config::JobConfig gpu = job;
+  gpu.mutable_train()->set_device(config::CUDA);
+  std::string notice;
+  EXPECT_EQ(auto_layout_device(gpu, 8, 100, "NVIDIA H100 80GB HBM3", &notice).name, "H100-SXM");
+  EXPECT_TRUE(notice.empty());
+  EXPECT_EQ(auto_layout_device(gpu, 8, 100, "NVIDIA A100-SXM4-80GB", &notice).name, "A100-80GB");
+  EXPECT_EQ(auto_layout_device(gpu, 8, 100, "NVIDIA H200", &notice).name, "H200");
+  EXPECT_EQ(auto_layout_device(gpu, 8, 100, "NVIDIA A100-SXM4-40GB", &notice).name, "H100-SXM");
+  EXPECT_NE(notice.find("does not know the GPU"), std::string::npos);
+  EXPECT_EQ(auto_layout_device(job, 4, 100, "", &notice).name, "cpu");
 }
 
 TEST(PlannerModel, MoreStagesMeanMoreBubbleAndMoreMicroBatchesLess) {

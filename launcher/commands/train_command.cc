@@ -46,6 +46,7 @@
 #include "launcher/run/device_setup.h"
 #include "launcher/run/job.h"
 #include "launcher/run/multiple_choice.h"
+#include "launcher/run/process_memory.h"
 #include "launcher/run/run_dir.h"
 #include "launcher/run/run_plot.h"
 #include "launcher/run/run_trace.h"
@@ -103,6 +104,39 @@ void refuse_existing_run(const std::string& run_dir, ProcessGroup& world) {
     throw ConfigError(problem.empty() ? str_cat("run directory '", run_dir, "' already holds a run (world rank 0 says)")
                                       : problem);
   }
+}
+
+std::string mib(double bytes) {
+  char text[32];
+  std::snprintf(text, sizeof(text), "%.1f MiB", bytes / (1 << 20));
+  return text;
+}
+
+// "peak memory: 240.5 MiB RSS on rank 0, the largest of 2 ranks (predicted 236.1 MiB: ...)": the largest peak
+// resident set (VmHWM) of any rank, and on CPU the planner's prediction for the job's layout (docs/planner.md,
+// "Memory model"). Collective over the world group (two all-reduces).
+std::string peak_memory_line(const Job& job, const config::JobConfig& config) {
+  ProcessGroup& world = *job.groups.world;
+  const int32_t mine_kib = static_cast<int32_t>(std::min<int64_t>(process_memory().peak_bytes / 1024, INT32_MAX));
+  int32_t peak_kib = mine_kib;
+  int32_t peak_rank = 0;
+  if (world.size() > 1) {
+    world.all_reduce(Tensor(&peak_kib, DType::kI32, Device::kCpu, {1}), ReduceOp::kMax)->wait();
+    int32_t rank = mine_kib == peak_kib ? -job.world_rank : -world.size();  // the lowest rank at the peak
+    world.all_reduce(Tensor(&rank, DType::kI32, Device::kCpu, {1}), ReduceOp::kMax)->wait();
+    peak_rank = -rank;
+  }
+  std::string line = str_cat("peak memory: ", mib(peak_kib * 1024.0), " RSS on rank ", peak_rank, ", the largest of ",
+                             world.size(), " rank(s)");
+  if (config.train().device() != config::CPU) return line + " (host memory; the GPU's is above)";
+  PlanLayout layout = plan_layout_of(config, job.layout);
+  layout.threads = job.threads;
+  const DeviceSpec device =
+      cpu_device(kAutoLayoutCpuGflops, 1e6, world.size(), static_cast<double>(startup_memory().rss_bytes));
+  const MemoryPrediction p = predict_memory(config, layout, device);
+  return str_cat(line, " (predicted ", mib(p.total()), " on the fullest stage: ", mib(p.allocated()),
+                 " model and training, ", mib(p.process), " process at start, ", mib(p.mpi), " MPI, ", mib(p.threads),
+                 " for ", layout.threads, " thread(s), ", mib(p.rank), " the rest of a rank)");
 }
 
 // The command line of `tessera train`.
@@ -330,6 +364,7 @@ int run_train(const TrainFlags& flags_in, MpiEnvironment& mpi, const ProcessEnv&
   checkpointer.finish();
   run_trace.finish();
 
+  const std::string peak_memory = peak_memory_line(job, config);  // collective: every rank's peak
   const bool stopped = checkpointer.stop_signal() != 0 && steps_done < train.steps();
   if (log && stopped) {
     std::printf("stopped by %s after step %d (exit code %d): the run can continue with --resume auto\n",
@@ -346,6 +381,7 @@ int run_train(const TrainFlags& flags_in, MpiEnvironment& mpi, const ProcessEnv&
     std::printf("\n");
     const std::string memory = memory_report(*job.backend);
     if (!memory.empty()) std::printf("%s (rank 0)\n", memory.c_str());
+    std::printf("%s\n", peak_memory.c_str());
     // The picture of the run (a few hundred kB at most, milliseconds to draw). A failure to write it does not
     // fail a run whose steps and checkpoints are done: it is reported, and `tessera plot` draws it again.
     try {

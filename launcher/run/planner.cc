@@ -20,6 +20,20 @@ namespace {
 // Sources: NVIDIA's H100, A100 and H200 data sheets (dense BF16 and FP32/TF32-free peaks, memory, HBM and NVLink
 // bandwidth; NVLink's 900 / 600 GB/s are both directions together, halved here), and the DGX H100 / DGX A100
 // user guides (one 400 / 200 Gb/s InfiniBand adapter per GPU). Latencies are typical NCCL per-step figures.
+// CPU resident memory the model does not allocate, measured on the tiny GPT-2 (docs/planner.md, "Memory model",
+// has the phases and the commands):
+// - Open MPI's per-rank memory after MPI_Init (its PMIx client, the ob1 PML's free lists, the shared-memory BTL's
+//   segment), and what each further rank on the node adds (that peer's FIFO and fragments): VmRSS before and
+//   after MPI_Init on 1, 2 and 4 ranks;
+// - one compute thread once the first step has run (OpenBLAS's per-thread GEMM packing buffer as far as the
+//   step's GEMMs touch it, the OpenMP worker's stack): train.threads 1 against 2;
+// - the rest of a rank: building the job beyond its parameter, gradient and optimizer buffers (about 1.5 MiB),
+//   and the end of the run, whose checkpoint save through HDF5 and the run directory's writers add about 6 MiB.
+constexpr double kMpiRankBytes = 7.5 * (1 << 20);
+constexpr double kMpiPeerBytes = 0.8 * (1 << 20);
+constexpr double kCpuThreadBytes = 2.8 * (1 << 20);
+constexpr double kCpuRankBytes = 8.5 * (1 << 20);
+
 const std::vector<DeviceSpec> kDevices = {
     {"H100-SXM", 989.0, 67.0, 80.0, 3350.0, 450.0, 50.0, 3.0, 8.0, 8, 3.0e9},
     {"A100-80GB", 312.0, 19.5, 80.0, 2039.0, 300.0, 25.0, 3.0, 8.0, 8, 3.0e9},
@@ -102,7 +116,7 @@ DeviceSpec planner_device(const std::string& name) {
   return {};
 }
 
-DeviceSpec cpu_device(double total_gflops, double memory_gb, int ranks) {
+DeviceSpec cpu_device(double total_gflops, double memory_gb, int ranks, double process_bytes) {
   DeviceSpec d;
   d.name = "cpu";
   // Every rank shares the node's cores: each computes at its share of the node's sgemm rate.
@@ -113,6 +127,11 @@ DeviceSpec cpu_device(double total_gflops, double memory_gb, int ranks) {
   d.intra_latency_us = d.inter_latency_us = 20.0;
   d.devices_per_node = std::max(ranks, 1);
   d.runtime_bytes = 0;
+  d.process_bytes = process_bytes;
+  d.mpi_bytes = kMpiRankBytes;
+  d.mpi_peer_bytes = kMpiPeerBytes;
+  d.thread_bytes = kCpuThreadBytes;
+  d.rank_bytes = kCpuRankBytes;
   return d;
 }
 
@@ -162,6 +181,11 @@ MemoryPrediction predict_memory(const config::JobConfig& job, const PlanLayout& 
     if (layout.pp > 1) exchange += 4.0 * static_cast<double>(st.tied_elems);
     p.comm_buffers = exchange + (st.range.has_head ? 4.0 * layout.micro_batches * B * T : 0);
     p.workspace = device.runtime_bytes;
+    p.process = device.process_bytes;
+    const int local_ranks = std::min(layout.tp * layout.pp * layout.dp, device.devices_per_node);
+    p.mpi = device.mpi_bytes + device.mpi_peer_bytes * (local_ranks - 1);
+    p.threads = device.thread_bytes * std::max(layout.threads, 1);
+    p.rank = device.rank_bytes;
     if (s == 0 || p.total() > best.total()) best = p;
   }
   return best;
@@ -323,7 +347,15 @@ PlanResult plan_layouts(const config::JobConfig& job, int devices, const DeviceS
           if (!keeps(asked.has_zero_stage(), asked.zero_stage(), zero_stage)) continue;
           for (Recompute recompute : recomputes) {
             const int every = recompute == Recompute::kFull && recompute_set ? trained.recompute_every : 1;
-            PlanLayout layout{tp, pp, dp, micro_batches, resolved.micro_batch_size, zero_stage, recompute, every};
+            PlanLayout layout{tp,
+                              pp,
+                              dp,
+                              micro_batches,
+                              resolved.micro_batch_size,
+                              zero_stage,
+                              recompute,
+                              every,
+                              std::max(train.threads(), 1)};
             PlanEntry e = predict(candidate, layout, device, constants);
             if (e.memory.total() > capacity) {
               ++result.refused_memory;
@@ -371,7 +403,8 @@ PlanLayout plan_layout_of(const config::JobConfig& job, const Layout& resolved) 
                     resolved.micro_batch_size,
                     job.parallel().zero_stage(),
                     m.recompute,
-                    m.recompute_every};
+                    m.recompute_every,
+                    std::max(job.train().threads(), 1)};
 }
 
 namespace {
