@@ -296,13 +296,13 @@ TEST(PlannerAutoLayout, ChoosesTheBestAndKeepsWhatIsSet) {
   config::JobConfig gpu = job;
   gpu.mutable_train()->set_device(config::CUDA);
   std::string notice;
-  EXPECT_EQ(auto_layout_device(gpu, 8, 100, "NVIDIA H100 80GB HBM3", &notice).name, "H100-SXM");
+  EXPECT_EQ(auto_layout_device(gpu, 8, 100, 0, "NVIDIA H100 80GB HBM3", &notice).name, "H100-SXM");
   EXPECT_TRUE(notice.empty());
-  EXPECT_EQ(auto_layout_device(gpu, 8, 100, "NVIDIA A100-SXM4-80GB", &notice).name, "A100-80GB");
-  EXPECT_EQ(auto_layout_device(gpu, 8, 100, "NVIDIA H200", &notice).name, "H200");
-  EXPECT_EQ(auto_layout_device(gpu, 8, 100, "NVIDIA A100-SXM4-40GB", &notice).name, "H100-SXM");
+  EXPECT_EQ(auto_layout_device(gpu, 8, 100, 0, "NVIDIA A100-SXM4-80GB", &notice).name, "A100-80GB");
+  EXPECT_EQ(auto_layout_device(gpu, 8, 100, 0, "NVIDIA H200", &notice).name, "H200");
+  EXPECT_EQ(auto_layout_device(gpu, 8, 100, 0, "NVIDIA A100-SXM4-40GB", &notice).name, "H100-SXM");
   EXPECT_NE(notice.find("does not know the GPU"), std::string::npos);
-  EXPECT_EQ(auto_layout_device(job, 4, 100, "", &notice).name, "cpu");
+  EXPECT_EQ(auto_layout_device(job, 4, 100, 0, "", &notice).name, "cpu");
 }
 
 TEST(PlannerModel, MoreStagesMeanMoreBubbleAndMoreMicroBatchesLess) {

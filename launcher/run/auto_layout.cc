@@ -11,6 +11,7 @@
 #include "launcher/common/config.h"
 #include "launcher/common/human_format.h"
 #include "launcher/run/device_setup.h"
+#include "launcher/run/process_memory.h"
 #include "parallel/mpi_process_group.h"
 
 namespace tessera {
@@ -46,10 +47,12 @@ std::vector<int32_t> job_maximum(std::vector<int32_t> values, double timeout_s) 
 
 }  // namespace
 
-DeviceSpec auto_layout_device(const config::JobConfig& job, int world_size, double memory_gb,
+DeviceSpec auto_layout_device(const config::JobConfig& job, int world_size, double memory_gb, double process_bytes,
                               const std::string& gpu_name, std::string* notice) {
   if (notice != nullptr) notice->clear();
-  if (job.train().device() == config::CPU) return cpu_device(kAutoLayoutCpuGflops, memory_gb, world_size);
+  if (job.train().device() == config::CPU) {
+    return cpu_device(kAutoLayoutCpuGflops, memory_gb, world_size, process_bytes);
+  }
   // The planner's GPUs by the marks in the driver's names: "NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-80GB",
   // "NVIDIA H200". An H100 PCIe or an A100 40GB would be planned with the wrong numbers, so they are not matched.
   const std::string name = upper(gpu_name);
@@ -115,11 +118,14 @@ config::JobConfig resolve_auto_layout(const config::JobConfig& job, MpiEnvironme
   if (!job.parallel().has_layout()) return job;
   validate_job_config(job);
   const double timeout_s = job.parallel().timeout_s();
-  // Every rank plans with the same memory: the smallest of the job's hosts, in MiB (min = -max(-x)).
+  // Every rank plans with the same memory: the smallest of the job's hosts, in MiB (min = -max(-x)), and the
+  // largest process baseline (startup_memory) of any rank.
   const double host_bytes = static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGESIZE));
   const int32_t host_mib = static_cast<int32_t>(std::min(host_bytes / (1 << 20), 2.0e9));
-  const double memory_gb = -static_cast<double>(job_maximum({-host_mib}, timeout_s)[0]) * (1 << 20) / 1e9;
-  const DeviceSpec device = auto_layout_device(job, mpi.world_size(), memory_gb,
+  const int32_t process_kib = static_cast<int32_t>(std::min<int64_t>(startup_memory().rss_bytes / 1024, INT32_MAX));
+  const std::vector<int32_t> largest = job_maximum({-host_mib, process_kib}, timeout_s);
+  const double memory_gb = -static_cast<double>(largest[0]) * (1 << 20) / 1e9;
+  const DeviceSpec device = auto_layout_device(job, mpi.world_size(), memory_gb, largest[1] * 1024.0,
                                                job.train().device() == config::CUDA ? first_gpu_name() : "", notice);
   const AutoLayout chosen = choose_auto_layout(job, mpi.world_size(), device);
   // The planner is a pure function of what every rank now has alike; that the choices agree is checked anyway,

@@ -20,9 +20,9 @@ namespace tessera {
 constexpr double kAutoLayoutCpuGflops = 100;
 
 // The device parallel.layout=auto plans for. train.device=CPU: cpu_device(kAutoLayoutCpuGflops, memory_gb,
-// world_size). CUDA: the planner's GPU whose name matches gpu_name (as the driver reports it, e.g. "NVIDIA H100
+// world_size, process_bytes) (process_bytes: a rank's startup_memory(), launcher/run/process_memory.h). CUDA: the planner's GPU whose name matches gpu_name (as the driver reports it, e.g. "NVIDIA H100
 // 80GB HBM3"); an unknown or empty name plans for an H100-SXM and sets *notice to say so. Pure.
-DeviceSpec auto_layout_device(const config::JobConfig& job, int world_size, double memory_gb,
+DeviceSpec auto_layout_device(const config::JobConfig& job, int world_size, double memory_gb, double process_bytes,
                               const std::string& gpu_name, std::string* notice);
 
 // The planner's choice for a job with parallel.layout=auto.
@@ -39,7 +39,8 @@ AutoLayout choose_auto_layout(const config::JobConfig& job, int world_size, cons
 
 // Replaces parallel.layout=auto in job by the planner's choice for this job's world and device; a job without
 // it is returned as it is. Collective over MPI_COMM_WORLD (timed by parallel.timeout_s): the ranks plan with the
-// smallest physical memory of any rank, and check that they all chose the same layout. *line gets
+// smallest physical memory and the largest startup memory of any rank, and check that they all chose the same
+// layout. *line gets
 // AutoLayout::line, *notice a note about the device (empty if none).
 config::JobConfig resolve_auto_layout(const config::JobConfig& job, MpiEnvironment& mpi, std::string* line,
                                       std::string* notice);
