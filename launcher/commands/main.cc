@@ -85,9 +85,10 @@ int main(int argc, char** argv) {
   app.formatter(formatter);  // before the subcommands, which take their parent's
   // The subcommands, in the order --help lists them. A new command is one more line here.
   const std::vector<Command> commands = {
-      add_prepare_command(app), add_train_command(app),  add_eval_command(app),   add_inspect_command(app),
-      add_import_command(app),  add_export_command(app), add_verify_command(app), add_generate_command(app),
-      add_plot_command(app),    add_bench_command(app),  add_plan_command(app),
+      add_prepare_command(app), add_train_command(app),    add_eval_command(app),
+      add_inspect_command(app), add_import_command(app),   add_export_command(app),
+      add_verify_command(app),  add_generate_command(app), add_plot_command(app),
+      add_bench_command(app),   add_plan_command(app),
   };
   CLI::App* help = app.add_subcommand("help", "Show this help, or a command's (tessera help COMMAND)");
   std::string help_topic;
