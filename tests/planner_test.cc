@@ -1,7 +1,8 @@
 // The layout planner (launcher/run/planner.h): its activation memory equals what real models plan in their
-// arenas and its parameter counts what they allocate, over many layouts of two sizes of both architectures;
-// what it enumerates is exactly what resolve_layout accepts; memory refusals, calibration and the rank
-// correlation behave.
+// arenas (with and without train.recompute) and its parameter counts what they allocate, over many layouts of
+// two sizes of both architectures; the CPU runtime terms add up; what it enumerates is exactly what
+// resolve_layout accepts; parallel.layout=auto's choice and constraints (launcher/run/auto_layout.h); memory
+// refusals, calibration and the rank correlation behave.
 #include "launcher/run/planner.h"
 
 #include <gtest/gtest.h>
