@@ -16,16 +16,10 @@
 
 namespace tessera {
 
-// Activation recomputation as the planner models it. kNone is what the models plan today (the arena formulas
-// equal the real arenas); kSelective and kFull are the planner's predictions for train.recompute:
-//   - kSelective: the attention output and the MLP activation of every block are recomputed in backward, not
-//     kept per micro-batch;
-//   - kFull: of every block only its input [B, T, C] is kept per micro-batch, plus one block's activations
-//     (the one being recomputed) shared by all.
-enum class ActivationRecompute { kNone, kSelective, kFull };
-const char* recompute_name(ActivationRecompute recompute);  // "NONE", "SELECTIVE", "FULL"
-
-// One rank's stage as a Model would be built for training (stage.chunks for virtual stages).
+// One rank's stage as a Model would be built for training (stage.chunks for virtual stages). What is recomputed
+// is not part of the shape: it is the ModelConfig's recompute and recompute_every (core/model_config.h,
+// ModelConfig::recomputes), read by the formula exactly as the model's constructor reads them (Note
+// [Recomputation] in models/gpt2/gpt2_model.cc).
 struct ArenaPlanShape {
   int tp = 1;
   StageRange stage;
@@ -33,7 +27,6 @@ struct ArenaPlanShape {
   int seq_len = 1;
   // Micro-batch chunks in flight (parallel/pipeline_schedule.h, pipeline_in_flight with the stage's chunk count).
   int slots = 1;
-  ActivationRecompute recompute = ActivationRecompute::kNone;
   // ModelConfig::sequence_parallel (with tp > 1): the norm and residual activations hold B*T/tp rows, and the
   // sequence-parallel layers add two [B*T, C] buffers (Note [Sequence parallelism] in parallel/tensor_parallel.h).
   bool sequence_parallel = false;

@@ -209,11 +209,15 @@ int Model::local_layer(int layer) const {
   return -1;
 }
 
-bool Model::slot_layer_recomputed(int j) const {
-  for (int c = 0; c < stage_.chunk_count(); ++c)
-    if (j < chunk_layers(c) && !config_.recomputes(stage_.chunk(c).first + j)) return false;
+bool slot_layer_recomputed(const ModelConfig& config, const StageRange& stage, int j) {
+  for (int c = 0; c < stage.chunk_count(); ++c) {
+    const auto [first, end] = stage.chunk(c);
+    if (j < end - first && !config.recomputes(first + j)) return false;
+  }
   return true;
 }
+
+bool Model::slot_layer_recomputed(int j) const { return tessera::slot_layer_recomputed(config_, stage_, j); }
 
 const LocalParam* Model::find_param(const std::string& name) const {
   for (const LocalParam& p : params_)

@@ -142,6 +142,11 @@ struct LocalParam {
 // stage, output-side ones on the last, and a tied parameter on both.
 bool stage_holds(const StageRange& stage, const ParamSpec& spec);
 
+// Whether the j-th block of an activation slot of `stage` may be recomputed (ModelConfig::recomputes): a slot
+// serves every chunk, so only when every chunk's j-th block is. The models' plans and their arena formulas
+// (models/arena_plan.h) both ask this.
+bool slot_layer_recomputed(const ModelConfig& config, const StageRange& stage, int j);
+
 class Model {
  public:
   virtual ~Model() = default;

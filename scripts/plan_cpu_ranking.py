@@ -1,7 +1,9 @@
 #!/usr/bin/python3
 """Measures CPU layouts of one job with `tessera bench` under mpirun and compares them with `tessera plan`:
-Spearman's rank correlation of predicted and measured step times, and predicted memory against each rank's
-peak RSS (GNU time's %M). The numbers in docs/planner.md come from this script.
+Spearman's rank correlation of predicted and measured step times, and the predicted memory per rank (the
+model's allocations and the CPU runtime: process, MPI, threads; docs/planner.md "Memory model") against each
+rank's peak RSS (GNU time's %M; bench saves no checkpoint, so it lacks part of the rank's rest). The step-time
+numbers in docs/planner.md come from this script; the memory comparison is scripts/plan_memory_check.py's.
 
 usage: scripts/plan_cpu_ranking.py BUILD_DIR [--shape tiny] [--ranks 2] [--steps 4]
 """
@@ -66,7 +68,7 @@ def main():
             sys.exit(f"bench failed for {layout}:\n{text}")
         rss = max(int(x) for x in re.findall(r"rss_kb (\d+)", text)) * 1024
         p = predicted[layout]
-        rows.append((layout, float(m.group(1)), p["step_s"] * 1e3, rss, p["allocated_bytes"]))
+        rows.append((layout, float(m.group(1)), p["step_s"] * 1e3, rss, p["memory_bytes"]))
     print(f"{'tp pp dp mb zero':18} {'measured ms':>11} {'predicted ms':>12} {'peak RSS MB':>11} {'predicted MB':>12}")
     for layout, measured, pred, rss, mem in rows:
         print(f"{' '.join(map(str, layout)):18} {measured:11.1f} {pred:12.1f} {rss / 1e6:11.1f} {mem / 1e6:12.1f}")

@@ -1,7 +1,8 @@
 // The layout planner (launcher/run/planner.h): its activation memory equals what real models plan in their
-// arenas and its parameter counts what they allocate, over many layouts of two sizes of both architectures;
-// what it enumerates is exactly what resolve_layout accepts; memory refusals, calibration and the rank
-// correlation behave.
+// arenas (with and without train.recompute) and its parameter counts what they allocate, over many layouts of
+// two sizes of both architectures; the CPU runtime terms add up; what it enumerates is exactly what
+// resolve_layout accepts; parallel.layout=auto's choice and constraints (launcher/run/auto_layout.h); memory
+// refusals, calibration and the rank correlation behave.
 #include "launcher/run/planner.h"
 
 #include <gtest/gtest.h>
@@ -11,6 +12,7 @@
 #include "core/check.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "launcher/common/config.h"
+#include "launcher/run/auto_layout.h"
 #include "models/registry.h"
 #include "parallel/pipeline_schedule.h"
 
@@ -99,15 +101,14 @@ TEST(PlannerMemory, ArenaAndParametersEqualRealModels) {
       const int slots = pipeline_in_flight(PipelineKind::kOneFOneB, c.pp, s, c.micro_batches);
       ShapeOnlyGroup tp(c.tp - 1, c.tp);  // the last TP rank: its vocabulary shard holds the padding
       auto model = create_model(m, backend, tp, stage, layout.micro_batch_size, job.train().seq_len(), slots);
-      ArenaPlanShape shape{
-          c.tp, stage, layout.micro_batch_size, job.train().seq_len(), slots, ActivationRecompute::kNone};
+      const ArenaPlanShape shape{c.tp, stage, layout.micro_batch_size, job.train().seq_len(), slots};
       const std::string where = std::string(m.arch) + (c.big ? " big" : " small") + " tp " + std::to_string(c.tp) +
                                 " pp " + std::to_string(c.pp) + " stage " + std::to_string(s);
       EXPECT_EQ(model_architecture(m.arch).train_arena_bytes(m, shape), model->arena_bytes()) << where;
       max_arena = std::max(max_arena, static_cast<double>(model->arena_bytes()));
       ++checked;
     }
-    PlanLayout plan{c.tp, c.pp, dp, c.micro_batches, layout.micro_batch_size, 0, ActivationRecompute::kNone};
+    PlanLayout plan{c.tp, c.pp, dp, c.micro_batches, layout.micro_batch_size, 0, Recompute::kNone, 1};
     const MemoryPrediction predicted = predict_memory(job, plan, cpu_device(10, 100, c.tp * c.pp));
     // The fullest stage's shard, as the real model on that stage holds it.
     const StageRange fullest{split[predicted.stage].first, split[predicted.stage].second, predicted.stage == 0,
@@ -120,6 +121,59 @@ TEST(PlannerMemory, ArenaAndParametersEqualRealModels) {
     EXPECT_LE(predicted.activations, max_arena);
   }
   EXPECT_GE(checked, 30);
+}
+
+// With train.recompute SELECTIVE, FULL and FULL every 2nd block, every stage's planned arena equals the real
+// model's, for both architectures, tp 1 and 2, with and without a pipeline (pp 3 of 4 or 6 layers leaves stages
+// whose first block is not a multiple of recompute_every).
+TEST(PlannerMemory, RecomputedArenasEqualRealModels) {
+  struct Mode {
+    Recompute recompute;
+    int every;
+  };
+  const Mode modes[] = {{Recompute::kSelective, 1}, {Recompute::kFull, 1}, {Recompute::kFull, 2}};
+  CpuBackend backend(1);
+  int checked = 0;
+  for (config::Arch arch : {config::GPT2, config::LLAMA}) {
+    for (bool big : {false, true}) {
+      for (int tp : {1, 2}) {
+        for (int pp : {1, 2, 3}) {
+          for (const Mode& mode : modes) {
+            config::JobConfig job = job_of(arch, big, /*bf16=*/big);
+            job.mutable_parallel()->set_tp(tp);
+            job.mutable_parallel()->set_pp(pp);
+            job.mutable_parallel()->set_micro_batches(pp > 1 ? 4 : 2);
+            job.mutable_train()->set_recompute(mode.recompute == Recompute::kFull ? config::FULL : config::SELECTIVE);
+            if (mode.every != 1) job.mutable_train()->set_recompute_every(mode.every);
+            const Layout layout = resolve_layout(job, tp * pp);
+            const ModelConfig m = training_model_config(job);
+            ASSERT_EQ(m.recompute, mode.recompute);
+            ASSERT_EQ(m.recompute_every, mode.every);
+            const auto split = split_layers(m.n_layer, pp);
+            std::vector<double> arenas;
+            for (int s = 0; s < pp; ++s) {
+              const StageRange stage{split[s].first, split[s].second, s == 0, s == pp - 1};
+              const int slots = pipeline_in_flight(PipelineKind::kOneFOneB, pp, s, layout.micro_batches);
+              ShapeOnlyGroup group(tp - 1, tp);
+              auto model =
+                  create_model(m, backend, group, stage, layout.micro_batch_size, job.train().seq_len(), slots);
+              const ArenaPlanShape shape{tp, stage, layout.micro_batch_size, job.train().seq_len(), slots};
+              EXPECT_EQ(model_architecture(m.arch).train_arena_bytes(m, shape), model->arena_bytes())
+                  << m.arch << (big ? " big" : " small") << " tp " << tp << " pp " << pp << " stage " << s << " "
+                  << recompute_name(mode.recompute) << " every " << mode.every;
+              arenas.push_back(static_cast<double>(model->arena_bytes()));
+              ++checked;
+            }
+            // The planner, given the job's layout, predicts the real arena of the stage it finds fullest.
+            const MemoryPrediction predicted =
+                predict_memory(job, plan_layout_of(job, layout), cpu_device(10, 100, tp * pp));
+            EXPECT_EQ(predicted.activations, arenas.at(predicted.stage)) << m.arch << " tp " << tp << " pp " << pp;
+          }
+        }
+      }
+    }
+  }
+  EXPECT_EQ(checked, 2 * 2 * 2 * (1 + 2 + 3) * 3);
 }
 
 // Sequence parallelism: the arena formulas equal the real sequence-parallel arenas (every stage, both
@@ -157,15 +211,14 @@ TEST(PlannerMemory, SequenceParallelArenaEqualsRealModelsAndShrinks) {
         EXPECT_TRUE(split_model->sequence_parallel()) << where;
         EXPECT_EQ(split_model->stage_rows() * c.tp, plain->stage_rows()) << where;
         EXPECT_LT(split_model->arena_bytes(), plain->arena_bytes()) << where;
-        if (recompute == Recompute::kNone) {  // the formulas model recomputation as a prediction only
-          ArenaPlanShape shape{
-              c.tp, stage, layout.micro_batch_size, job.train().seq_len(), slots, ActivationRecompute::kNone};
-          shape.sequence_parallel = true;
-          EXPECT_EQ(model_architecture(m.arch).train_arena_bytes(m, shape), split_model->arena_bytes()) << where;
-        }
+        ArenaPlanShape shape{c.tp, stage, layout.micro_batch_size, job.train().seq_len(), slots};
+        shape.sequence_parallel = true;
+        EXPECT_EQ(model_architecture(m.arch).train_arena_bytes(m, shape), split_model->arena_bytes()) << where;
       }
     }
   }
+}
+
 // Interleaved 1F1B (parallel.virtual_stages): a rank's chunks share one pool of slots, each planned for the
 // largest chunk; the arena formulas see the chunks through ArenaPlanShape::stage and equal the real arenas.
 TEST(PlannerMemory, ArenaEqualsRealModelsWithVirtualStages) {
@@ -200,8 +253,7 @@ TEST(PlannerMemory, ArenaEqualsRealModelsWithVirtualStages) {
       const int slots = pipeline_in_flight(PipelineKind::kOneFOneB, c.pp, s, c.micro_batches, c.virtual_stages);
       ShapeOnlyGroup tp(c.tp - 1, c.tp);
       auto model = create_model(m, backend, tp, stage, layout.micro_batch_size, job.train().seq_len(), slots);
-      const ArenaPlanShape shape{
-          c.tp, stage, layout.micro_batch_size, job.train().seq_len(), slots, ActivationRecompute::kNone};
+      const ArenaPlanShape shape{c.tp, stage, layout.micro_batch_size, job.train().seq_len(), slots};
       EXPECT_EQ(model_architecture(m.arch).train_arena_bytes(m, shape), model->arena_bytes())
           << m.arch << " tp " << c.tp << " pp " << c.pp << " V " << c.virtual_stages << " stage " << s;
       EXPECT_EQ(model->activation_memory().total(), static_cast<int64_t>(model->arena_bytes()));
@@ -211,19 +263,23 @@ TEST(PlannerMemory, ArenaEqualsRealModelsWithVirtualStages) {
   EXPECT_EQ(checked, 13);
 }
 
-// Recomputation keeps less, FULL least, and never changes the parameters.
+// Recomputation keeps less, FULL least, FULL of every other block in between, and never changes the parameters.
 TEST(PlannerMemory, RecomputationShrinksActivations) {
   const config::JobConfig job = job_of(config::LLAMA, true, true);
-  const ModelConfig m = model_config_from(job.model());
-  ArenaPlanShape shape{2, StageRange{0, m.n_layer, true, true}, 4, 256, 4, ActivationRecompute::kNone};
+  ModelConfig m = model_config_from(job.model());
+  const ArenaPlanShape shape{2, StageRange{0, m.n_layer, true, true}, 4, 256, 4};
   const auto arena = model_architecture("llama").train_arena_bytes;
   const size_t none = arena(m, shape);
-  shape.recompute = ActivationRecompute::kSelective;
+  m.recompute = Recompute::kSelective;
   const size_t selective = arena(m, shape);
-  shape.recompute = ActivationRecompute::kFull;
+  m.recompute = Recompute::kFull;
   const size_t full = arena(m, shape);
+  m.recompute_every = 2;
+  const size_t half = arena(m, shape);
   EXPECT_LT(selective, none);
   EXPECT_LT(full, selective);
+  EXPECT_LT(full, half);
+  EXPECT_LT(half, none);
 }
 
 // What the planner offers is what train accepts, and nothing train accepts is missing.
@@ -269,16 +325,84 @@ TEST(PlannerLayouts, RefusesWhatDoesNotFit) {
   EXPECT_EQ(tight.refused_memory, static_cast<int>(roomy.fits.size()));
 }
 
+// The CPU runtime terms: the process baseline as given, MPI growing with the ranks on the node, the threads'
+// buffers with train.threads; total is what is allocated plus them.
+TEST(PlannerMemory, CpuRuntimeTerms) {
+  config::JobConfig job = job_of(config::GPT2, false, false);
+  const PlanLayout one{1, 1, 1, 1, 16, 0, Recompute::kNone, 1, 1};
+  const MemoryPrediction a = predict_memory(job, one, cpu_device(10, 100, 1, 150e6));
+  EXPECT_EQ(a.process, 150e6);
+  EXPECT_GT(a.mpi, 0);
+  EXPECT_GT(a.threads, 0);
+  EXPECT_GT(a.rank, 0);
+  EXPECT_DOUBLE_EQ(a.total(), a.allocated() + a.process + a.mpi + a.threads + a.rank);
+  PlanLayout four = one;
+  four.dp = 4;
+  four.micro_batch_size = 4;
+  four.threads = 2;
+  const MemoryPrediction b = predict_memory(job, four, cpu_device(10, 100, 4, 150e6));
+  EXPECT_DOUBLE_EQ(b.mpi - a.mpi, 3 * cpu_device(10, 100, 4).mpi_peer_bytes);
+  EXPECT_DOUBLE_EQ(b.threads, 2 * a.threads);
+  // No runtime on the GPUs' side of the table but their workspace.
+  const MemoryPrediction g = predict_memory(job, one, planner_device("H100-SXM"));
+  EXPECT_EQ(g.process + g.mpi + g.threads + g.rank, 0);
+  EXPECT_EQ(g.runtime(), g.workspace);
+}
+
+// parallel.layout=auto: the plan's best entry, set fields kept, nothing left when they cannot be met; the GPU
+// table matched by the driver's names.
+TEST(PlannerAutoLayout, ChoosesTheBestAndKeepsWhatIsSet) {
+  config::JobConfig job = job_of(config::LLAMA, false, false);
+  job.mutable_parallel()->set_layout("auto");
+  const DeviceSpec device = cpu_device(kAutoLayoutCpuGflops, 100, 4);
+  const AutoLayout chosen = choose_auto_layout(job, 4, device);
+  const PlanResult plan = plan_layouts(job, 4, device, PlanConstants());
+  EXPECT_EQ(chosen.chosen.layout.tp, plan.fits.front().layout.tp);
+  EXPECT_EQ(chosen.chosen.layout.micro_batches, plan.fits.front().layout.micro_batches);
+  EXPECT_FALSE(chosen.job.parallel().has_layout());
+  EXPECT_EQ(resolve_layout(chosen.job, 4).tp, chosen.chosen.layout.tp);
+  // Set fields are constraints.
+  config::JobConfig tp2 = job;
+  tp2.mutable_parallel()->set_tp(2);
+  tp2.mutable_train()->set_recompute(config::FULL);
+  const AutoLayout kept = choose_auto_layout(tp2, 4, device);
+  EXPECT_EQ(kept.chosen.layout.tp, 2);
+  EXPECT_EQ(kept.chosen.layout.recompute, Recompute::kFull);
+  for (const PlanEntry& e : plan_layouts(tp2, 4, device, PlanConstants()).fits) EXPECT_EQ(e.layout.tp, 2);
+  // Without layout=auto the same fields constrain nothing.
+  config::JobConfig free = tp2;
+  free.mutable_parallel()->clear_layout();
+  bool other_tp = false;
+  for (const PlanEntry& e : plan_layouts(free, 4, device, PlanConstants()).fits) other_tp |= e.layout.tp != 2;
+  EXPECT_TRUE(other_tp);
+  config::JobConfig impossible = job;
+  impossible.mutable_parallel()->set_tp(3);
+  EXPECT_THROW(choose_auto_layout(impossible, 4, device), ConfigError);
+  impossible.mutable_parallel()->set_layout("best");
+  EXPECT_THROW(validate_job_config(impossible), ConfigError);
+
+  config::JobConfig gpu = job;
+  gpu.mutable_train()->set_device(config::CUDA);
+  std::string notice;
+  EXPECT_EQ(auto_layout_device(gpu, 8, 100, 0, "NVIDIA H100 80GB HBM3", &notice).name, "H100-SXM");
+  EXPECT_TRUE(notice.empty());
+  EXPECT_EQ(auto_layout_device(gpu, 8, 100, 0, "NVIDIA A100-SXM4-80GB", &notice).name, "A100-80GB");
+  EXPECT_EQ(auto_layout_device(gpu, 8, 100, 0, "NVIDIA H200", &notice).name, "H200");
+  EXPECT_EQ(auto_layout_device(gpu, 8, 100, 0, "NVIDIA A100-SXM4-40GB", &notice).name, "H100-SXM");
+  EXPECT_NE(notice.find("does not know the GPU"), std::string::npos);
+  EXPECT_EQ(auto_layout_device(job, 4, 100, 0, "", &notice).name, "cpu");
+}
+
 TEST(PlannerModel, MoreStagesMeanMoreBubbleAndMoreMicroBatchesLess) {
   const config::JobConfig job = job_of(config::GPT2, true, false);
   const DeviceSpec device = planner_device("h100-sxm");
   const PlanConstants k;
-  const TimePrediction pp2 = predict_time(job, PlanLayout{1, 2, 1, 1, 8, 0, ActivationRecompute::kNone}, device, k);
-  const TimePrediction pp2m8 = predict_time(job, PlanLayout{1, 2, 1, 8, 1, 0, ActivationRecompute::kNone}, device, k);
+  const TimePrediction pp2 = predict_time(job, PlanLayout{1, 2, 1, 1, 8, 0, Recompute::kNone, 1}, device, k);
+  const TimePrediction pp2m8 = predict_time(job, PlanLayout{1, 2, 1, 8, 1, 0, Recompute::kNone, 1}, device, k);
   EXPECT_GT(pp2.bubble, 0);
   EXPECT_NEAR(pp2.bubble / (pp2.compute + pp2.tp_comm + pp2.pp_comm + pp2.bubble), 0.5, 1e-9);  // (p-1)/(m+p-1)
   EXPECT_NEAR(pp2m8.bubble / (pp2m8.compute + pp2m8.tp_comm + pp2m8.pp_comm + pp2m8.bubble), 1.0 / 9, 1e-9);
-  const TimePrediction tp2 = predict_time(job, PlanLayout{2, 1, 1, 1, 8, 0, ActivationRecompute::kNone}, device, k);
+  const TimePrediction tp2 = predict_time(job, PlanLayout{2, 1, 1, 1, 8, 0, Recompute::kNone, 1}, device, k);
   EXPECT_GT(tp2.tp_comm, 0);
   EXPECT_EQ(pp2.tp_comm, 0);
   EXPECT_THROW(planner_device("Z80"), ConfigError);
@@ -297,7 +421,7 @@ TEST(PlannerCalibration, RecoversTheEfficiencyItWasMeasuredWith) {
     job.mutable_parallel()->set_dp(dp);
     job.mutable_parallel()->set_micro_batches(mb);
     const Layout l = resolve_layout(job, tp * dp);
-    PlanLayout layout{tp, 1, dp, mb, l.micro_batch_size, 0, ActivationRecompute::kNone};
+    PlanLayout layout{tp, 1, dp, mb, l.micro_batch_size, 0, Recompute::kNone, 1};
     runs.push_back(MeasuredRun{job, predict_time(job, layout, device, truth).total(), "synthetic"});
   }
   double rms = 1;

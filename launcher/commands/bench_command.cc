@@ -20,6 +20,7 @@
 #include "launcher/commands/commands.h"
 #include "launcher/common/config.h"
 #include "launcher/data/data_sources.h"
+#include "launcher/run/auto_layout.h"
 #include "launcher/run/device_setup.h"
 #include "launcher/run/job.h"
 #include "launcher/run/throughput.h"
@@ -116,8 +117,12 @@ int run_bench(const BenchFlags& flags, MpiEnvironment& mpi, const ProcessEnv& en
   config.mutable_train()->set_steps(steps + warmup);
   const std::vector<std::string> notices = apply_overrides(config, flags.overrides);
   validate_job_config(config);
+  std::string auto_line, auto_notice;
+  config = resolve_auto_layout(config, mpi, &auto_line, &auto_notice);  // parallel.layout=auto
   Job job = build_job(config, mpi, env);
   print_notices(notices, job.is_logger());
+  if (job.is_logger() && !auto_notice.empty()) std::printf("%s\n", auto_notice.c_str());
+  if (job.is_logger() && !auto_line.empty()) std::printf("%s\n", auto_line.c_str());
   DataSources data = open_data_sources(config);
   // The reference for the overlapped DP gradient sync: the same buckets, all started after backward.
   const bool dp_overlap = !flags.no_dp_overlap;

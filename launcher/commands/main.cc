@@ -21,6 +21,7 @@
 #include "launcher/commands/build_info.h"
 #include "launcher/commands/commands.h"
 #include "launcher/commands/exit_codes.h"
+#include "launcher/run/process_memory.h"
 #include "parallel/mpi_environment.h"
 
 namespace {
@@ -68,6 +69,8 @@ int main(int argc, char** argv) {
   // its module then, which can deadlock with them. Load every module when the context is made, unless the
   // user chose otherwise. (Read by the CUDA runtime when it starts; harmless without a GPU.)
   setenv("CUDA_MODULE_LOADING", "EAGER", /*overwrite=*/0);
+  // The process before it works, for the planner's memory model (launcher/run/process_memory.h).
+  startup_memory();
 
   ProcessEnv env = read_process_env();
   // Under mpirun every rank parses the same command line; one of them speaks for all.

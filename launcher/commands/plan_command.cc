@@ -5,11 +5,10 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
-#include <memory>
-
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <memory>
 #include <thread>
 
 #include "core/check.h"
@@ -20,6 +19,7 @@
 #include "launcher/common/human_format.h"
 #include "launcher/common/json_io.h"
 #include "launcher/run/planner.h"
+#include "launcher/run/process_memory.h"
 #include "launcher/run/throughput.h"
 
 namespace tessera {
@@ -50,8 +50,9 @@ std::string ms(double seconds) {
   return text;
 }
 
-
 int run_plan(const PlanFlags& flags) {
+  // This process before it works: the binary, its libraries and their static initialisation (recorded by main).
+  const double process_bytes = static_cast<double>(startup_memory().rss_bytes);
   std::vector<std::string> notices;
   const config::JobConfig job = load_job_config(flags.config, flags.overrides, &notices);
   print_notices(notices, /*lead=*/true, flags.json ? stderr : stdout);
@@ -62,7 +63,7 @@ int run_plan(const PlanFlags& flags) {
   if (gpu == "cpu" || gpu == "CPU") {
     const double gflops = flags.given("--cpu-gflops") ? flags.cpu_gflops : node_sgemm_gflops();
     const double memory = static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGESIZE));
-    device = cpu_device(gflops, flags.given("--memory-gb") ? flags.memory_gb : memory / 1e9, devices);
+    device = cpu_device(gflops, flags.given("--memory-gb") ? flags.memory_gb : memory / 1e9, devices, process_bytes);
   } else {
     device = planner_device(gpu);
     if (flags.given("--memory-gb")) device.memory_gb = flags.memory_gb;
@@ -107,6 +108,10 @@ int run_plan(const PlanFlags& flags) {
       row["memory_bytes"] = e.memory.total();
       row["allocated_bytes"] = e.memory.allocated();
       row["activation_bytes"] = e.memory.activations;
+      row["process_bytes"] = e.memory.process;
+      row["mpi_bytes"] = e.memory.mpi;
+      row["thread_bytes"] = e.memory.threads;
+      row["rank_bytes"] = e.memory.rank;
       row["step_s"] = e.time.total();
       row["tokens_per_s"] = e.tokens_per_s;
       row["mfu"] = e.mfu;
@@ -140,11 +145,13 @@ int run_plan(const PlanFlags& flags) {
         e.layout.tp, e.layout.pp, e.layout.dp, e.layout.micro_batches, e.layout.zero_stage,
         recompute_name(e.layout.recompute), human_bytes(m.total()).c_str(), human_bytes(m.master).c_str(),
         human_bytes(m.grads).c_str(), human_bytes(m.compute_copy).c_str(), human_bytes(m.optimizer).c_str(),
-        human_bytes(m.activations).c_str(), human_bytes(m.comm_buffers + m.workspace).c_str(), ms(t.total()).c_str(),
+        human_bytes(m.activations).c_str(), human_bytes(m.comm_buffers + m.runtime()).c_str(), ms(t.total()).c_str(),
         ms(t.compute).c_str(), ms(t.tp_comm).c_str(), ms(t.pp_comm).c_str(), ms(t.bubble).c_str(),
         ms(t.dp_exposed).c_str(), ms(t.optimizer).c_str(), e.tokens_per_s, 100 * e.mfu);
   }
-  std::printf("\n(memory on the fullest stage; buffers = pipeline exchange and losses + the device runtime)\n");
+  std::printf(
+      "\n(memory on the fullest stage; buffers = pipeline exchange and losses + the runtime: on GPUs the CUDA context "
+      "and libraries' workspaces, on CPU this process's binary and libraries, MPI and the threads' buffers)\n");
   return 0;
 }
 
@@ -164,15 +171,19 @@ Command add_plan_command(CLI::App& tessera) {
       ->type_name("FILE.textproto")
       ->required();
   add_override_options(app, &flags->overrides);
-  app->add_option("--gpus", flags->gpus, "The devices to plan for")->type_name("N")->required()->check(
-      CLI::Range(1, 1 << 20));
+  app->add_option("--gpus", flags->gpus, "The devices to plan for")
+      ->type_name("N")
+      ->required()
+      ->check(CLI::Range(1, 1 << 20));
   app->add_option("--gpu", flags->gpu, "The device: H100-SXM, A100-80GB, H200, or cpu (this machine's sgemm speed)")
       ->type_name("NAME")
       ->capture_default_str();
   app->add_option("--nodes-of", flags->nodes_of, "Devices per node (NVLink inside a node, the network across)")
       ->type_name("N")
       ->check(CLI::Range(1, 1 << 20));
-  app->add_option("--top", flags->top, "How many layouts to print")->type_name("K")->check(CLI::Range(1, 1000000))
+  app->add_option("--top", flags->top, "How many layouts to print")
+      ->type_name("K")
+      ->check(CLI::Range(1, 1000000))
       ->capture_default_str();
   app->add_option("--calibrate", flags->calibrate,
                   "Fit the compute and communication efficiencies to the step times of measured runs first")

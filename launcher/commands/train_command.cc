@@ -41,10 +41,12 @@
 #include "launcher/data/data_sources.h"
 #include "launcher/data/multiple_choice_task.h"
 #include "launcher/data/tokenizer.h"
+#include "launcher/run/auto_layout.h"
 #include "launcher/run/console_log.h"
 #include "launcher/run/device_setup.h"
 #include "launcher/run/job.h"
 #include "launcher/run/multiple_choice.h"
+#include "launcher/run/process_memory.h"
 #include "launcher/run/run_dir.h"
 #include "launcher/run/run_plot.h"
 #include "launcher/run/run_trace.h"
@@ -104,6 +106,39 @@ void refuse_existing_run(const std::string& run_dir, ProcessGroup& world) {
   }
 }
 
+std::string mib(double bytes) {
+  char text[32];
+  std::snprintf(text, sizeof(text), "%.1f MiB", bytes / (1 << 20));
+  return text;
+}
+
+// "peak memory: 240.5 MiB RSS on rank 0, the largest of 2 ranks (predicted 236.1 MiB: ...)": the largest peak
+// resident set (VmHWM) of any rank, and on CPU the planner's prediction for the job's layout (docs/planner.md,
+// "Memory model"). Collective over the world group (two all-reduces).
+std::string peak_memory_line(const Job& job, const config::JobConfig& config) {
+  ProcessGroup& world = *job.groups.world;
+  const int32_t mine_kib = static_cast<int32_t>(std::min<int64_t>(process_memory().peak_bytes / 1024, INT32_MAX));
+  int32_t peak_kib = mine_kib;
+  int32_t peak_rank = 0;
+  if (world.size() > 1) {
+    world.all_reduce(Tensor(&peak_kib, DType::kI32, Device::kCpu, {1}), ReduceOp::kMax)->wait();
+    int32_t rank = mine_kib == peak_kib ? -job.world_rank : -world.size();  // the lowest rank at the peak
+    world.all_reduce(Tensor(&rank, DType::kI32, Device::kCpu, {1}), ReduceOp::kMax)->wait();
+    peak_rank = -rank;
+  }
+  std::string line = str_cat("peak memory: ", mib(peak_kib * 1024.0), " RSS on rank ", peak_rank, ", the largest of ",
+                             world.size(), " rank(s)");
+  if (config.train().device() != config::CPU) return line + " (host memory; the GPU's is above)";
+  PlanLayout layout = plan_layout_of(config, job.layout);
+  layout.threads = job.threads;
+  const DeviceSpec device =
+      cpu_device(kAutoLayoutCpuGflops, 1e6, world.size(), static_cast<double>(startup_memory().rss_bytes));
+  const MemoryPrediction p = predict_memory(config, layout, device);
+  return str_cat(line, " (predicted ", mib(p.total()), " on the fullest stage: ", mib(p.allocated()),
+                 " model and training, ", mib(p.process), " process at start, ", mib(p.mpi), " MPI, ", mib(p.threads),
+                 " for ", layout.threads, " thread(s), ", mib(p.rank), " the rest of a rank)");
+}
+
 // The command line of `tessera train`.
 struct TrainFlags {
   CLI::App* app = nullptr;
@@ -132,6 +167,10 @@ int run_train(const TrainFlags& flags_in, MpiEnvironment& mpi, const ProcessEnv&
                                  : config_from_checkpoint(resume_spec, flags.run_dir, flags.overrides, "--resume",
                                                           /*keep_layout=*/true, &config_source, &notices);
   if (flags.given("--run-dir")) config.mutable_logging()->set_run_dir(flags.run_dir);
+  // parallel.layout=auto: the planner's layout replaces it before anything else reads the layout, so the run
+  // directory's config and the checkpoints record the layout that ran.
+  std::string auto_line, auto_notice;
+  config = resolve_auto_layout(config, mpi, &auto_line, &auto_notice);
   // A checkpoint written by another number of ranks continues in the layout that fits this world
   // (Note [Elastic layout] in launcher/checkpoints/elastic_layout.h).
   const std::string layout_change =
@@ -166,6 +205,8 @@ int run_train(const TrainFlags& flags_in, MpiEnvironment& mpi, const ProcessEnv&
     std::printf("%s\n", device_line(describe_device(*job.backend), m.dtype).c_str());
     std::printf("%s\n", activation_memory_line(job).c_str());
     std::printf("%s\n", gradient_memory_line(job).c_str());
+    if (!auto_notice.empty()) std::printf("%s\n", auto_notice.c_str());
+    if (!auto_line.empty()) std::printf("%s\n", auto_line.c_str());
     if (!layout_change.empty()) std::printf("%s\n", layout_change.c_str());
     for (const std::string& warning : data.warnings) std::printf("warning: %s\n", warning.c_str());
     if (!config_source.empty()) {
@@ -324,6 +365,7 @@ int run_train(const TrainFlags& flags_in, MpiEnvironment& mpi, const ProcessEnv&
   checkpointer.finish();
   run_trace.finish();
 
+  const std::string peak_memory = peak_memory_line(job, config);  // collective: every rank's peak
   const bool stopped = checkpointer.stop_signal() != 0 && steps_done < train.steps();
   if (log && stopped) {
     std::printf("stopped by %s after step %d (exit code %d): the run can continue with --resume auto\n",
@@ -340,6 +382,7 @@ int run_train(const TrainFlags& flags_in, MpiEnvironment& mpi, const ProcessEnv&
     std::printf("\n");
     const std::string memory = memory_report(*job.backend);
     if (!memory.empty()) std::printf("%s (rank 0)\n", memory.c_str());
+    std::printf("%s\n", peak_memory.c_str());
     // The picture of the run (a few hundred kB at most, milliseconds to draw). A failure to write it does not
     // fail a run whose steps and checkpoints are done: it is reported, and `tessera plot` draws it again.
     try {

@@ -13,6 +13,7 @@
 #include "launcher/commands/commands.h"
 #include "launcher/commands/fixture.h"
 #include "launcher/common/config.h"
+#include "launcher/run/auto_layout.h"
 #include "launcher/run/job.h"
 #include "parallel/mpi_environment.h"
 
@@ -51,6 +52,8 @@ int run_verify(const VerifyFlags& flags, MpiEnvironment& mpi, const ProcessEnv& 
   config::JobConfig config = fixture_job_config(fixture);
   const std::vector<std::string> notices = apply_overrides(config, flags.overrides);
   validate_job_config(config);
+  std::string auto_line, auto_notice;
+  config = resolve_auto_layout(config, mpi, &auto_line, &auto_notice);  // parallel.layout=auto
   // Note [bf16 tolerances]
   // f32: what a correct fp32 implementation meets (the fixtures' README). bf16 stores every activation and the
   // weights the layers read with 8 significant bits, so losses and gradient norms move by parts per thousand;
@@ -66,6 +69,8 @@ int run_verify(const VerifyFlags& flags, MpiEnvironment& mpi, const ProcessEnv& 
   Job job = build_job(config, mpi, env);
   const bool log = job.is_logger();
   print_notices(notices, log);
+  if (log && !auto_notice.empty()) std::printf("%s\n", auto_notice.c_str());
+  if (log && !auto_line.empty()) std::printf("%s\n", auto_line.c_str());
 
   // Start from the fixture's weights instead of our initialization.
   std::vector<float> local;

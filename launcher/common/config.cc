@@ -657,6 +657,10 @@ void validate_parallel(const config::ParallelConfig& parallel, Problems& problem
                    below > 0 ? str_cat(below, " or ", below + parallel.pp()) : str_cat(parallel.pp()),
                    ", or parallel.virtual_stages=1");
     }
+  if (parallel.has_layout() && parallel.layout() != "auto") {
+    problems.add("parallel.layout ('", parallel.layout(), "') must be \"auto\" (the layout planner picks tp, pp, dp, ",
+                 "micro_batches, zero_stage and train.recompute; the ones you set are kept), or be left unset to run ",
+                 "the layout parallel.tp, pp, dp and micro_batches give");
   }
 }
 
@@ -903,6 +907,11 @@ Layout resolve_layout(const config::JobConfig& job, int world_size) {
   TS_ASSERT(world_size >= 1, "world size ", world_size);
   validate_job_config(job);
   const config::ParallelConfig& parallel = job.parallel();
+  // train, verify and bench replace "auto" by the planner's choice first (launcher/run/auto_layout.h).
+  TS_CHECK(!parallel.has_layout(), ConfigError,
+           "parallel.layout=auto is for tessera train, verify and bench (and tessera plan); this command runs the ",
+           "layout it is given: unset parallel.layout and set parallel.tp, pp, dp and micro_batches (tessera plan ",
+           "prints the best ones)");
   Layout layout;
   layout.tp = parallel.tp();
   layout.pp = parallel.pp();

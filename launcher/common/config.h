@@ -85,6 +85,7 @@ struct Layout {
 // architecture's own shape rules (models/registry.h), model.n_layer >= pp and train.global_batch % (dp * micro_batches)
 // == 0. Throws ConfigError saying why and what to change, e.g. "parallel.tp=2 * parallel.pp=2 * parallel.dp=1 = 4
 // ranks, but the job runs on 8 ranks (mpirun -np): set parallel.dp=2 or leave it unset".
+// parallel.layout=auto must have been replaced first (launcher/run/auto_layout.h): ConfigError otherwise.
 Layout resolve_layout(const config::JobConfig& job, int world_size);
 
 // The config in text format with every field that has a default written out explicitly, so the run directory

@@ -43,6 +43,19 @@ DeviceSupport device_support() {
   return support;
 }
 
+std::string first_gpu_name() {
+#if TESSERA_HAS_CUDA
+  if (cuda::device_count() > 0) {
+    try {
+      return cuda::device_name(0);
+    } catch (const std::exception&) {
+      return "";
+    }
+  }
+#endif
+  return "";
+}
+
 config::Comm choose_comm(const config::JobConfig& job, const DeviceSupport& support, int local_size) {
   const config::Comm asked = job.parallel().comm();
   if (asked == config::MPI) return config::MPI;

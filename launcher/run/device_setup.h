@@ -23,6 +23,10 @@ struct DeviceSupport {
 // This build's support; asks the CUDA driver for the GPU count (0 without a GPU or driver). Never throws.
 DeviceSupport device_support();
 
+// The name of this process's first visible GPU as the driver reports it ("NVIDIA H100 80GB HBM3"); empty in a
+// build without CUDA or where no GPU is visible. Never throws.
+std::string first_gpu_name();
+
 // The transport for this rank from parallel.comm. AUTO: NCCL when train.device=CUDA, the build has NCCL and this
 // host has a GPU for each of its ranks (local_size <= gpus; NCCL refuses two ranks of a communicator on one
 // GPU), else MPI. NCCL asked for but impossible (CPU device, no NCCL in the build, fewer GPUs than ranks on the

@@ -20,6 +20,20 @@ namespace {
 // Sources: NVIDIA's H100, A100 and H200 data sheets (dense BF16 and FP32/TF32-free peaks, memory, HBM and NVLink
 // bandwidth; NVLink's 900 / 600 GB/s are both directions together, halved here), and the DGX H100 / DGX A100
 // user guides (one 400 / 200 Gb/s InfiniBand adapter per GPU). Latencies are typical NCCL per-step figures.
+// CPU resident memory the model does not allocate, measured on the tiny GPT-2 (docs/planner.md, "Memory model",
+// has the phases and the commands):
+// - Open MPI's per-rank memory after MPI_Init (its PMIx client, the ob1 PML's free lists, the shared-memory BTL's
+//   segment), and what each further rank on the node adds (that peer's FIFO and fragments): VmRSS before and
+//   after MPI_Init on 1, 2 and 4 ranks;
+// - one compute thread once the first step has run (OpenBLAS's per-thread GEMM packing buffer as far as the
+//   step's GEMMs touch it, the OpenMP worker's stack): train.threads 1 against 2;
+// - the rest of a rank: building the job beyond its parameter, gradient and optimizer buffers (about 1.5 MiB),
+//   and the end of the run, whose checkpoint save through HDF5 and the run directory's writers add about 6 MiB.
+constexpr double kMpiRankBytes = 7.5 * (1 << 20);
+constexpr double kMpiPeerBytes = 0.8 * (1 << 20);
+constexpr double kCpuThreadBytes = 2.8 * (1 << 20);
+constexpr double kCpuRankBytes = 8.5 * (1 << 20);
+
 const std::vector<DeviceSpec> kDevices = {
     {"H100-SXM", 989.0, 67.0, 80.0, 3350.0, 450.0, 50.0, 3.0, 8.0, 8, 3.0e9},
     {"A100-80GB", 312.0, 19.5, 80.0, 2039.0, 300.0, 25.0, 3.0, 8.0, 8, 3.0e9},
@@ -102,7 +116,7 @@ DeviceSpec planner_device(const std::string& name) {
   return {};
 }
 
-DeviceSpec cpu_device(double total_gflops, double memory_gb, int ranks) {
+DeviceSpec cpu_device(double total_gflops, double memory_gb, int ranks, double process_bytes) {
   DeviceSpec d;
   d.name = "cpu";
   // Every rank shares the node's cores: each computes at its share of the node's sgemm rate.
@@ -113,21 +127,28 @@ DeviceSpec cpu_device(double total_gflops, double memory_gb, int ranks) {
   d.intra_latency_us = d.inter_latency_us = 20.0;
   d.devices_per_node = std::max(ranks, 1);
   d.runtime_bytes = 0;
+  d.process_bytes = process_bytes;
+  d.mpi_bytes = kMpiRankBytes;
+  d.mpi_peer_bytes = kMpiPeerBytes;
+  d.thread_bytes = kCpuThreadBytes;
+  d.rank_bytes = kCpuRankBytes;
   return d;
 }
 
-std::vector<ActivationRecompute> recompute_options() {
-  std::vector<ActivationRecompute> options = {ActivationRecompute::kNone};
+std::vector<Recompute> recompute_options() {
+  std::vector<Recompute> options = {Recompute::kNone};
   const google::protobuf::FieldDescriptor* field = config::TrainConfig::descriptor()->FindFieldByName("recompute");
   if (field == nullptr || field->enum_type() == nullptr) return options;
   const google::protobuf::EnumDescriptor* e = field->enum_type();
-  if (e->FindValueByName("SELECTIVE") != nullptr) options.push_back(ActivationRecompute::kSelective);
-  if (e->FindValueByName("FULL") != nullptr) options.push_back(ActivationRecompute::kFull);
+  if (e->FindValueByName("SELECTIVE") != nullptr) options.push_back(Recompute::kSelective);
+  if (e->FindValueByName("FULL") != nullptr) options.push_back(Recompute::kFull);
   return options;
 }
 
 MemoryPrediction predict_memory(const config::JobConfig& job, const PlanLayout& layout, const DeviceSpec& device) {
-  const ModelConfig m = model_config_from(job.model());
+  ModelConfig m = model_config_from(job.model());
+  m.recompute = layout.recompute;  // the arena formulas read what is recomputed from the config, as the models do
+  m.recompute_every = layout.recompute_every;
   const std::vector<StagePlan> stages = plan_stages(m, layout.tp, layout.pp);
   const int64_t B = layout.micro_batch_size, T = job.train().seq_len(), C = m.n_embd;
   const double compute_bytes = m.dtype == DType::kBF16 ? 2.0 : 4.0;
@@ -154,13 +175,17 @@ MemoryPrediction predict_memory(const config::JobConfig& job, const PlanLayout& 
     shape.micro_batch = layout.micro_batch_size;
     shape.seq_len = static_cast<int>(T);
     shape.slots = pipeline_in_flight(schedule_of(job), layout.pp, s, layout.micro_batches);
-    shape.recompute = layout.recompute;
     p.activations = static_cast<double>(model_architecture(m.arch).train_arena_bytes(m, shape));
     // PipelineExecutor: the received output gradient (+ the tied parameter's peer gradient), the step's losses.
     double exchange = std::ceil(B * T * C * compute_bytes / 64) * 64;
     if (layout.pp > 1) exchange += 4.0 * static_cast<double>(st.tied_elems);
     p.comm_buffers = exchange + (st.range.has_head ? 4.0 * layout.micro_batches * B * T : 0);
     p.workspace = device.runtime_bytes;
+    p.process = device.process_bytes;
+    const int local_ranks = std::min(layout.tp * layout.pp * layout.dp, device.devices_per_node);
+    p.mpi = device.mpi_bytes + device.mpi_peer_bytes * (local_ranks - 1);
+    p.threads = device.thread_bytes * std::max(layout.threads, 1);
+    p.rank = device.rank_bytes;
     if (s == 0 || p.total() > best.total()) best = p;
   }
   return best;
@@ -193,8 +218,14 @@ TimePrediction predict_time(const config::JobConfig& job, const PlanLayout& layo
     for (const ParamSpec& spec : param_specs(m))
       if (spec.place == ParamPlace::kBlock && stage_holds(st.range, spec)) block_params += spec.numel();
     double flops_per_token = 6 * st.matmul_params + 12 * layers * C * T;
-    if (layout.recompute == ActivationRecompute::kFull) flops_per_token += 2 * block_params + 4 * layers * C * T;
-    if (layout.recompute == ActivationRecompute::kSelective) flops_per_token += 4 * layers * C * T;
+    // FULL re-runs the forward of its recomputed blocks (every recompute_every-th), SELECTIVE the attention core.
+    double recomputed = 0;
+    for (int l = st.range.first_layer; l < st.range.end_layer; ++l)
+      recomputed += l % std::max(layout.recompute_every, 1) == 0 ? 1 : 0;
+    if (layout.recompute == Recompute::kFull && layers > 0) {
+      flops_per_token += recomputed / layers * (2 * block_params + 4 * layers * C * T);
+    }
+    if (layout.recompute == Recompute::kSelective) flops_per_token += 4 * layers * C * T;
     const double compute = flops_per_token * tokens_mb / layout.tp / rate;
     // Per block two all-reduces forward and two backward, plus the embedding's and the head's.
     const double tp_collectives = 4 * layers + (st.range.has_embedding ? 1 : 0) + (st.range.has_head ? 2 : 0);
@@ -257,18 +288,49 @@ PlanResult plan_layouts(const config::JobConfig& job, int devices, const DeviceS
   result.notes.push_back(
       "virtual pipeline stages, sequence parallelism and ZeRO-2/3: not considered yet "
       "(tessera train has none of them)");
-  const std::vector<ActivationRecompute> recomputes = recompute_options();
-  if (recomputes.size() == 1) {
+  if (recompute_options().size() == 1) {
     result.notes.push_back("activation recomputation: not considered (this build's train has no train.recompute)");
+  }
+  // Note [Layout constraints]: with parallel.layout=auto the layout fields set explicitly are kept, as a Megatron
+  // user expects of the arguments they pass; only the others are chosen. Without it every field is free (`tessera
+  // plan` of a config that sets parallel.tp still shows every tp).
+  const config::ParallelConfig& asked = job.parallel();
+  const config::TrainConfig& train = job.train();
+  const bool constrained = asked.has_layout();
+  auto keeps = [&](bool set, int value, int candidate) { return !constrained || !set || value == candidate; };
+  std::vector<Recompute> recomputes = recompute_options();
+  const ModelConfig trained = training_model_config(job);
+  const bool recompute_set = constrained && (train.has_recompute() || train.has_recompute_every());
+  if (recompute_set) recomputes = {trained.recompute};
+  if (constrained) {
+    std::string kept;
+    auto keep = [&](bool set, const char* name, int value) {
+      if (set) kept += str_cat(kept.empty() ? "" : ", ", name, "=", value);
+    };
+    keep(asked.has_tp(), "parallel.tp", asked.tp());
+    keep(asked.has_pp(), "parallel.pp", asked.pp());
+    keep(asked.has_dp(), "parallel.dp", asked.dp());
+    keep(asked.has_micro_batches(), "parallel.micro_batches", asked.micro_batches());
+    keep(asked.has_zero_stage(), "parallel.zero_stage", asked.zero_stage());
+    if (recompute_set) kept += str_cat(kept.empty() ? "" : ", ", "train.recompute=", recompute_name(trained.recompute));
+    if (recompute_set && trained.recompute == Recompute::kFull) {
+      kept += str_cat(" every ", trained.recompute_every);
+    }
+    result.notes.push_back(
+        str_cat("parallel.layout=auto: ", kept.empty() ? "no layout field set, all chosen" : "kept as set: " + kept));
   }
   const double capacity = device.memory_gb * 1e9;
   for (int tp : divisors_of(devices)) {
+    if (!keeps(asked.has_tp(), asked.tp(), tp)) continue;
     for (int pp : divisors_of(devices / tp)) {
       const int dp = devices / tp / pp;
+      if (!keeps(asked.has_pp(), asked.pp(), pp) || !keeps(asked.has_dp(), asked.dp(), dp)) continue;
       const int global_batch = job.train().global_batch();
       for (int micro_batches : divisors_of(std::max(global_batch / dp, 1))) {
+        if (!keeps(asked.has_micro_batches(), asked.micro_batches(), micro_batches)) continue;
         config::JobConfig candidate = job;
         config::ParallelConfig* parallel = candidate.mutable_parallel();
+        parallel->clear_layout();
         parallel->set_tp(tp);
         parallel->set_pp(pp);
         parallel->set_dp(dp);
@@ -282,8 +344,18 @@ PlanResult plan_layouts(const config::JobConfig& job, int devices, const DeviceS
         }
         for (int zero_stage : {0, 1}) {
           if (zero_stage == 1 && dp == 1) continue;  // the same layout as ZeRO 0
-          for (ActivationRecompute recompute : recomputes) {
-            PlanLayout layout{tp, pp, dp, micro_batches, resolved.micro_batch_size, zero_stage, recompute};
+          if (!keeps(asked.has_zero_stage(), asked.zero_stage(), zero_stage)) continue;
+          for (Recompute recompute : recomputes) {
+            const int every = recompute == Recompute::kFull && recompute_set ? trained.recompute_every : 1;
+            PlanLayout layout{tp,
+                              pp,
+                              dp,
+                              micro_batches,
+                              resolved.micro_batch_size,
+                              zero_stage,
+                              recompute,
+                              every,
+                              std::max(train.threads(), 1)};
             PlanEntry e = predict(candidate, layout, device, constants);
             if (e.memory.total() > capacity) {
               ++result.refused_memory;
@@ -322,19 +394,25 @@ MeasuredRun read_measured_run(const std::string& run_dir) {
   return run;
 }
 
-namespace {
-
-PlanLayout layout_of(const config::JobConfig& job) {
-  const config::ParallelConfig& p = job.parallel();
-  const int dp = p.has_dp() ? p.dp() : 1;
-  const Layout resolved = resolve_layout(job, p.tp() * p.pp() * dp);
+PlanLayout plan_layout_of(const config::JobConfig& job, const Layout& resolved) {
+  const ModelConfig m = training_model_config(job);
   return PlanLayout{resolved.tp,
                     resolved.pp,
                     resolved.dp,
                     resolved.micro_batches,
                     resolved.micro_batch_size,
-                    p.zero_stage(),
-                    ActivationRecompute::kNone};
+                    job.parallel().zero_stage(),
+                    m.recompute,
+                    m.recompute_every,
+                    std::max(job.train().threads(), 1)};
+}
+
+namespace {
+
+PlanLayout layout_of(const config::JobConfig& job) {
+  const config::ParallelConfig& p = job.parallel();
+  const int dp = p.has_dp() ? p.dp() : 1;
+  return plan_layout_of(job, resolve_layout(job, p.tp() * p.pp() * dp));
 }
 
 }  // namespace

@@ -37,6 +37,17 @@ struct DeviceSpec {
   int devices_per_node = 8;
   // Bytes the runtime takes before the model: CUDA context, cuBLASLt and cuDNN workspaces, NCCL's buffers.
   double runtime_bytes = 0;
+  // CPU (resident memory per rank, docs/planner.md "Memory model"): the tessera process before it does any work
+  // (binary, shared libraries, static initialisation: measured by `tessera plan` of itself), and Open MPI's
+  // per-rank memory after MPI_Init: a fixed part and a part per other rank on the node (shared-memory FIFOs).
+  double process_bytes = 0;
+  double mpi_bytes = 0;
+  double mpi_peer_bytes = 0;
+  // CPU: each compute thread's share of OpenBLAS's and OpenMP's buffers once the first step has run.
+  double thread_bytes = 0;
+  // CPU: what a training rank holds beyond the model and MPI, whatever the layout: the HDF5 library and a
+  // checkpoint save's buffers, the run directory's writers, the allocator's own bookkeeping.
+  double rank_bytes = 0;
 };
 
 // The devices the planner knows ("H100-SXM", "A100-80GB", "H200"); docs/planner.md names each number's source.
@@ -44,8 +55,9 @@ const std::vector<DeviceSpec>& planner_devices();
 // The device called name (case-insensitive), or throws ConfigError listing the known ones.
 DeviceSpec planner_device(const std::string& name);
 // A CPU node: `cores` cores whose sgemm together reaches total_gflops, `memory_gb` of memory, MPI over shared
-// memory; every rank of the job on this one node, sharing its cores.
-DeviceSpec cpu_device(double total_gflops, double memory_gb, int ranks);
+// memory; every rank of the job on this one node, sharing its cores. process_bytes: DeviceSpec::process_bytes
+// (startup_memory() of a tessera process; 0 models only what Tessera and MPI allocate).
+DeviceSpec cpu_device(double total_gflops, double memory_gb, int ranks, double process_bytes = 0);
 
 // The constants --calibrate fits.
 struct PlanConstants {
@@ -60,7 +72,9 @@ struct PlanLayout {
   int micro_batches = 1;
   int micro_batch_size = 1;  // sequences per micro-batch
   int zero_stage = 0;
-  ActivationRecompute recompute = ActivationRecompute::kNone;
+  Recompute recompute = Recompute::kNone;  // train.recompute
+  int recompute_every = 1;                 // train.recompute_every (FULL only)
+  int threads = 1;                         // compute threads per rank (CPU memory: DeviceSpec::thread_bytes)
 };
 
 // Bytes on the fullest rank (the stage that needs most), by part.
@@ -74,9 +88,14 @@ struct MemoryPrediction {
   double activations = 0;   // the model's arena: the in-flight micro-batches' activations, logits, scratch
   double comm_buffers = 0;  // pipeline exchange and loss buffers
   double workspace = 0;     // the device runtime (DeviceSpec::runtime_bytes)
-  double total() const { return master + grads + compute_copy + optimizer + activations + comm_buffers + workspace; }
-  // Everything the model and the training objects allocate (total() without the runtime's workspace).
-  double allocated() const { return total() - workspace; }
+  double process = 0;       // CPU: the process before it works (DeviceSpec::process_bytes)
+  double mpi = 0;           // CPU: Open MPI after MPI_Init (mpi_bytes + mpi_peer_bytes per other rank on the node)
+  double threads = 0;       // CPU: the compute threads' BLAS and OpenMP buffers (thread_bytes per thread)
+  double rank = 0;          // CPU: the rest of a training rank's fixed memory (DeviceSpec::rank_bytes)
+  double runtime() const { return workspace + process + mpi + threads + rank; }
+  double total() const { return allocated() + runtime(); }
+  // Everything the model and the training objects allocate (total() without the runtime's parts).
+  double allocated() const { return master + grads + compute_copy + optimizer + activations + comm_buffers; }
 };
 
 // Seconds of one optimizer step, by part.
@@ -107,7 +126,11 @@ struct PlanResult {
 
 // The recomputation options `tessera train` accepts in this build, read from config.proto's descriptor
 // (train.recompute's enum values); NONE alone when the field does not exist.
-std::vector<ActivationRecompute> recompute_options();
+std::vector<Recompute> recompute_options();
+
+// The job's own layout (resolved by resolve_layout) as the planner describes it: its ZeRO stage and its
+// train.recompute / recompute_every.
+PlanLayout plan_layout_of(const config::JobConfig& job, const Layout& resolved);
 
 // Predictions for one layout on `devices` devices.
 MemoryPrediction predict_memory(const config::JobConfig& job, const PlanLayout& layout, const DeviceSpec& device);
@@ -116,7 +139,11 @@ TimePrediction predict_time(const config::JobConfig& job, const PlanLayout& layo
 PlanEntry predict(const config::JobConfig& job, const PlanLayout& layout, const DeviceSpec& device,
                   const PlanConstants& constants);
 
-// Every legal layout of job on `devices` devices (resolve_layout decides what is legal), predicted and ranked.
+// Every legal layout of job on `devices` devices (resolve_layout decides what is legal), predicted and ranked
+// (ties keep the enumeration order: tp, then pp, then micro-batches ascending, ZeRO 0 before 1, NONE before
+// SELECTIVE before FULL). With parallel.layout=auto, the layout fields the job sets explicitly (parallel.tp, pp,
+// dp, micro_batches, zero_stage, train.recompute / recompute_every) are kept and only the others enumerated
+// (Note [Layout constraints] in planner.cc), and a note says which were kept.
 PlanResult plan_layouts(const config::JobConfig& job, int devices, const DeviceSpec& device,
                         const PlanConstants& constants);
 

@@ -12,35 +12,55 @@ size_t llama_train_arena_bytes(const ModelConfig& config, const ArenaPlanShape& 
   const int64_t hs = config.head_size(), Hl = config.n_head / shape.tp, KVl = config.n_kv_head / shape.tp;
   const int64_t qkv_width = (Hl + 2 * KVl) * hs, att_width = Hl * hs, Fl = config.ffn_hidden / shape.tp;
   const int64_t vocab_rows = config.padded_vocab(shape.tp) / shape.tp;
-  // Blocks per slot: a slot serves every chunk of the stage (parallel/model.h), so it holds the largest chunk's.
-  const int64_t layers = shape.stage.max_chunk_layers();
   const bool head = shape.stage.has_head;
+  // Blocks per slot: a slot serves every chunk of the stage (parallel/model.h), so it holds the largest chunk's.
+  const int slot_layers = shape.stage.max_chunk_layers();
   // Rows of the norm and residual activations: a TP rank's chunk of the tokens with sequence parallelism.
   const bool sp = shape.sequence_parallel && shape.tp > 1;
   const int64_t R = sp ? BT / shape.tp : BT;
 
-  auto block = [&](ArenaTally& t, ActivationRecompute kept) {
-    if (kept == ActivationRecompute::kFull) {
-      t.add(A, R * C);  // res3: the block's output, the next block's input
-      return;
-    }
-    t.add(A, R * C);                                                   // xn1
-    t.add(F, R);                                                       // rstd1
-    t.add(A, BT * qkv_width);                                          // qkv
-    if (kept == ActivationRecompute::kNone) t.add(A, BT * att_width);  // attention output
-    t.add(F, B * Hl * T);                                              // log-sum-exp
-    t.add(A, R * C, 2);                                                // res2, xn2
-    t.add(F, R);                                                       // rstd2
-    t.add(A, BT * 2 * Fl);                                             // gate_up
-    if (kept == ActivationRecompute::kNone) t.add(A, BT * Fl);         // SwiGLU(gate, up)
-    t.add(A, R * C);                                                   // res3
-  };
+  // As Gpt2's plan (Note [Recomputation] in models/gpt2/gpt2_model.cc): the buffers recomputed blocks share, once.
+  const bool full = config.recompute == Recompute::kFull;
+  auto recomputed = [&](int j) { return slot_layer_recomputed(config, shape.stage, j); };
+  bool any_recomputed = false;
+  for (int j = 0; j < slot_layers; ++j) any_recomputed |= recomputed(j);
 
   ArenaTally t;
+  if (any_recomputed) {
+    if (full) {
+      t.add(A, R * C);           // xn1
+      t.add(F, R);               // rstd1
+      t.add(A, BT * qkv_width);  // qkv
+      t.add(A, R * C, 2);        // res2, xn2
+      t.add(F, R);               // rstd2
+      t.add(A, BT * 2 * Fl);     // gate_up
+    }
+    t.add(A, BT * att_width);  // attention output
+    t.add(F, B * Hl * T);      // log-sum-exp
+    t.add(A, BT * Fl);         // SwiGLU(gate, up)
+  }
+  // A slot's j-th block's own tensors.
+  auto block = [&](int j) {
+    const bool r = recomputed(j);
+    if (!(r && full)) {
+      t.add(A, R * C);           // xn1
+      t.add(F, R);               // rstd1
+      t.add(A, BT * qkv_width);  // qkv
+      if (!r) {
+        t.add(A, BT * att_width);  // attention output
+        t.add(F, B * Hl * T);      // log-sum-exp
+      }
+      t.add(A, R * C, 2);          // res2, xn2
+      t.add(F, R);                 // rstd2
+      t.add(A, BT * 2 * Fl);       // gate_up
+      if (!r) t.add(A, BT * Fl);   // SwiGLU(gate, up)
+    }
+    t.add(A, R * C);  // res3
+  };
   for (int s = 0; s < shape.slots; ++s) {
     t.add(I, BT, 2);  // tokens, targets
     t.add(A, R * C);  // stage input
-    for (int64_t l = 0; l < layers; ++l) block(t, shape.recompute);
+    for (int j = 0; j < slot_layers; ++j) block(j);
     if (head) {
       t.add(A, R * C);  // xnf
       t.add(F, R);      // rstdf
@@ -48,7 +68,6 @@ size_t llama_train_arena_bytes(const ModelConfig& config, const ArenaPlanShape& 
       t.add(A, R * C);  // d_xnf
     }
   }
-  if (shape.recompute == ActivationRecompute::kFull && layers > 0) block(t, ActivationRecompute::kNone);
   if (head) t.add(A, BT * vocab_rows);                  // logits
   t.add(F, BT);                                         // row max
   t.add(F, 2 * BT);                                     // row statistics
