@@ -301,14 +301,20 @@ int64_t Model::stage_rows() const {
 
 void Model::reduce_sequence_parallel_grads(int layer, bool blocks_only) {
   if (!sequence_parallel_) return;
-  const bool has_blocks = stage_.end_layer > stage_.first_layer;
+  // The highest block this stage holds (-1: none). With virtual stages the last chunk may hold only the head, so
+  // this is not end_layer - 1.
+  int top_block = -1;
+  for (int c = 0; c < stage_.chunk_count(); ++c) {
+    const auto [first, end] = stage_.chunk(c);
+    if (end > first) top_block = std::max(top_block, end - 1);
+  }
   auto completes = [&](const ParamSpec& spec) {
     if (blocks_only) return spec.place == ParamPlace::kBlock && spec.layer == layer;
     switch (spec.place) {
       case ParamPlace::kBlock:
         return spec.layer == layer;
-      case ParamPlace::kOutput:  // complete before any block's backward; the DP sync takes it with the last block
-        return has_blocks ? layer == stage_.end_layer - 1 : layer == -1;
+      case ParamPlace::kOutput:  // complete before any block's backward; the DP sync takes it with the top block
+        return layer == top_block;
       case ParamPlace::kInput:
         return layer == -1;
     }

@@ -39,12 +39,13 @@ std::string write_job(const TempDir& dir) {
   return path;
 }
 
-// "tp=1 pp=1 dp=2 micro_batches=1 zero_stage=1 recompute=NONE" from train's line, or "" when it is missing.
+// "tp=1 pp=1 dp=2 micro_batches=1 zero_stage=1 recompute=NONE" (then " sequence_parallel", " virtual_stages=2"
+// when chosen) from train's line, or "" when it is missing.
 std::string chosen_by_train(const std::string& output) {
   std::smatch m;
   const std::regex line(
       "parallel\\.layout=auto chose (tp=\\d+ pp=\\d+ dp=\\d+ micro_batches=\\d+ zero_stage=\\d+ "
-      "recompute=[A-Z]+)");
+      "recompute=[A-Z]+(?: every \\d+)?(?: sequence_parallel)?(?: virtual_stages=\\d+)?)");
   return std::regex_search(output, m, line) ? m[1].str() : "";
 }
 
@@ -52,10 +53,13 @@ std::string chosen_by_train(const std::string& output) {
 std::string best_of_plan(const std::string& json_text) {
   const Json plan = parse_json(json_text, "tessera plan --json");
   const Json& best = plan.at("layouts").at(0);
-  return str_cat("tp=", best.at("tp").get<int>(), " pp=", best.at("pp").get<int>(), " dp=", best.at("dp").get<int>(),
-                 " micro_batches=", best.at("micro_batches").get<int>(),
-                 " zero_stage=", best.at("zero_stage").get<int>(),
-                 " recompute=", best.at("recompute").get<std::string>());
+  return str_cat(
+      "tp=", best.at("tp").get<int>(), " pp=", best.at("pp").get<int>(), " dp=", best.at("dp").get<int>(),
+      " micro_batches=", best.at("micro_batches").get<int>(), " zero_stage=", best.at("zero_stage").get<int>(),
+      " recompute=", best.at("recompute").get<std::string>(),
+      best.at("sequence_parallel").get<bool>() ? " sequence_parallel" : "",
+      best.at("virtual_stages").get<int>() > 1 ? str_cat(" virtual_stages=", best.at("virtual_stages").get<int>())
+                                               : std::string());
 }
 
 std::string read_file(const std::string& path) {

@@ -294,23 +294,52 @@ TEST(PlannerLayouts, EnumeratesExactlyTheLegalLayouts) {
     for (int pp = 1; tp * pp <= devices; ++pp)
       for (int mb = 1; mb <= 16; ++mb) {
         if (devices % (tp * pp) != 0) continue;
-        config::JobConfig c = job;
-        c.mutable_parallel()->set_tp(tp);
-        c.mutable_parallel()->set_pp(pp);
-        c.mutable_parallel()->set_micro_batches(mb);
-        try {
-          const Layout l = resolve_layout(c, devices);
-          legal += l.dp > 1 ? 2 : 1;  // ZeRO 0 and 1
-        } catch (const ConfigError&) {
-        }
+        // Virtual stages 1..4 (pp > 1 only), sequence parallelism on and off (tp > 1 only): each as train accepts.
+        for (int v = 1; v <= (pp > 1 ? 4 : 1); ++v)
+          for (int sp = 0; sp <= (tp > 1 ? 1 : 0); ++sp) {
+            config::JobConfig c = job;
+            c.mutable_parallel()->set_tp(tp);
+            c.mutable_parallel()->set_pp(pp);
+            c.mutable_parallel()->set_micro_batches(mb);
+            c.mutable_parallel()->set_virtual_stages(v);
+            c.mutable_parallel()->set_sequence_parallel(sp == 1);
+            try {
+              const Layout l = resolve_layout(c, devices);
+              legal += l.dp > 1 ? 3 : 1;  // ZeRO 0, 1 and 2
+            } catch (const ConfigError&) {
+            }
+          }
       }
   EXPECT_EQ(static_cast<int>(result.fits.size()), legal * static_cast<int>(recompute_options().size()));
+  bool saw_sp = false, saw_virtual = false, saw_zero2 = false;
   for (const PlanEntry& e : result.fits) {
+    saw_sp |= e.layout.sequence_parallel;
+    saw_virtual |= e.layout.virtual_stages > 1;
+    saw_zero2 |= e.layout.zero_stage == 2;
     EXPECT_EQ(job.model().n_kv_head() % e.layout.tp, 0);
     EXPECT_GT(e.time.total(), 0);
   }
+  EXPECT_TRUE(saw_sp && saw_virtual && saw_zero2);
   for (size_t i = 1; i < result.fits.size(); ++i)
     EXPECT_GE(result.fits[i - 1].tokens_per_s, result.fits[i].tokens_per_s);
+}
+
+// The levers' predicted effects: sequence parallelism shrinks the activations, ZeRO-2 the gradients, and
+// interleaving the bubble (by the number of chunks) for more pipeline messages.
+TEST(PlannerModel, LeversChangeWhatTheyShould) {
+  const config::JobConfig job = job_of(config::GPT2, true, false);
+  const DeviceSpec device = cpu_device(10, 1000, 8);
+  const PlanConstants k;
+  PlanLayout base{2, 2, 2, 4, 1, 1, Recompute::kNone, 1};
+  PlanLayout sp = base, zero2 = base, interleaved = base;
+  sp.sequence_parallel = true;
+  zero2.zero_stage = 2;
+  interleaved.virtual_stages = 2;
+  EXPECT_LT(predict_memory(job, sp, device).activations, predict_memory(job, base, device).activations);
+  EXPECT_LT(predict_memory(job, zero2, device).grads, predict_memory(job, base, device).grads);
+  const TimePrediction t = predict_time(job, base, device, k), ti = predict_time(job, interleaved, device, k);
+  EXPECT_LT(ti.bubble, t.bubble);
+  EXPECT_GT(ti.pp_comm, t.pp_comm);
 }
 
 TEST(PlannerLayouts, RefusesWhatDoesNotFit) {

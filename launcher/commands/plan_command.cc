@@ -104,6 +104,8 @@ int run_plan(const PlanFlags& flags) {
       row["dp"] = e.layout.dp;
       row["micro_batches"] = e.layout.micro_batches;
       row["zero_stage"] = e.layout.zero_stage;
+      row["sequence_parallel"] = e.layout.sequence_parallel;
+      row["virtual_stages"] = e.layout.virtual_stages;
       row["recompute"] = recompute_name(e.layout.recompute);
       row["memory_bytes"] = e.memory.total();
       row["allocated_bytes"] = e.memory.allocated();
@@ -133,21 +135,24 @@ int run_plan(const PlanFlags& flags) {
     std::printf("no layout fits: use more devices, a smaller train.global_batch or train.seq_len\n");
     return 1;
   }
-  std::printf("\n%3s %3s %4s %4s %4s %-9s | %9s = %8s %8s %8s %8s %8s %8s | %9s = %8s %7s %7s %7s %7s %6s | %10s %6s\n",
-              "tp", "pp", "dp", "mb", "zero", "recompute", "mem/dev", "weights", "grads", "copy", "optim", "activ",
-              "buffers", "step ms", "compute", "tp", "pp", "bubble", "dp", "optim", "tokens/s", "MFU");
+  std::printf(
+      "\n%3s %3s %2s %2s %4s %4s %4s %-9s | %9s = %8s %8s %8s %8s %8s %8s | %9s = %8s %7s %7s %7s %7s %6s | %10s %6s\n",
+      "tp", "pp", "V", "SP", "dp", "mb", "zero", "recompute", "mem/dev", "weights", "grads", "copy", "optim", "activ",
+      "buffers", "step ms", "compute", "tp", "pp", "bubble", "dp", "optim", "tokens/s", "MFU");
   for (size_t i = 0; i < result.fits.size() && static_cast<int>(i) < top; ++i) {
     const PlanEntry& e = result.fits[i];
     const MemoryPrediction& m = e.memory;
     const TimePrediction& t = e.time;
     std::printf(
-        "%3d %3d %4d %4d %4d %-9s | %9s = %8s %8s %8s %8s %8s %8s | %9s = %8s %7s %7s %7s %7s %6s | %10.4g %5.1f%%\n",
-        e.layout.tp, e.layout.pp, e.layout.dp, e.layout.micro_batches, e.layout.zero_stage,
-        recompute_name(e.layout.recompute), human_bytes(m.total()).c_str(), human_bytes(m.master).c_str(),
-        human_bytes(m.grads).c_str(), human_bytes(m.compute_copy).c_str(), human_bytes(m.optimizer).c_str(),
-        human_bytes(m.activations).c_str(), human_bytes(m.comm_buffers + m.runtime()).c_str(), ms(t.total()).c_str(),
-        ms(t.compute).c_str(), ms(t.tp_comm).c_str(), ms(t.pp_comm).c_str(), ms(t.bubble).c_str(),
-        ms(t.dp_exposed).c_str(), ms(t.optimizer).c_str(), e.tokens_per_s, 100 * e.mfu);
+        "%3d %3d %2d %2s %4d %4d %4d %-9s | %9s = %8s %8s %8s %8s %8s %8s | %9s = %8s %7s %7s %7s %7s %6s | %10.4g "
+        "%5.1f%%\n",
+        e.layout.tp, e.layout.pp, e.layout.virtual_stages, e.layout.sequence_parallel ? "y" : "-", e.layout.dp,
+        e.layout.micro_batches, e.layout.zero_stage, recompute_name(e.layout.recompute), human_bytes(m.total()).c_str(),
+        human_bytes(m.master).c_str(), human_bytes(m.grads).c_str(), human_bytes(m.compute_copy).c_str(),
+        human_bytes(m.optimizer).c_str(), human_bytes(m.activations).c_str(),
+        human_bytes(m.comm_buffers + m.runtime()).c_str(), ms(t.total()).c_str(), ms(t.compute).c_str(),
+        ms(t.tp_comm).c_str(), ms(t.pp_comm).c_str(), ms(t.bubble).c_str(), ms(t.dp_exposed).c_str(),
+        ms(t.optimizer).c_str(), e.tokens_per_s, 100 * e.mfu);
   }
   std::printf(
       "\n(memory on the fullest stage; buffers = pipeline exchange and losses + the runtime: on GPUs the CUDA context "

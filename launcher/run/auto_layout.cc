@@ -93,6 +93,8 @@ AutoLayout choose_auto_layout(const config::JobConfig& job, int world_size, cons
   parallel->set_dp(l.dp);
   parallel->set_micro_batches(l.micro_batches);
   parallel->set_zero_stage(l.zero_stage);
+  parallel->set_sequence_parallel(l.sequence_parallel);
+  parallel->set_virtual_stages(l.virtual_stages);
   config::TrainConfig* train = out.job.mutable_train();
   train->set_recompute(recompute_proto(l.recompute));
   if (l.recompute == Recompute::kFull && l.recompute_every != 1) {
@@ -102,12 +104,14 @@ AutoLayout choose_auto_layout(const config::JobConfig& job, int world_size, cons
   }
   std::string recompute = recompute_name(l.recompute);
   if (l.recompute == Recompute::kFull && l.recompute_every != 1) recompute += str_cat(" every ", l.recompute_every);
-  out.line = str_cat("parallel.layout=auto chose tp=", l.tp, " pp=", l.pp, " dp=", l.dp,
-                     " micro_batches=", l.micro_batches, " zero_stage=", l.zero_stage, " recompute=", recompute,
-                     ": predicted ", human_bytes(out.chosen.memory.total()), " per rank, ",
-                     human_count(out.chosen.tokens_per_s), " tokens/s on ", world_size, " x ", device.name,
-                     device.name == "cpu" ? str_cat(" (", kAutoLayoutCpuGflops, " GFLOP/s sgemm per node)") : "",
-                     "; best of ", plan.fits.size(), " that fit");
+  out.line =
+      str_cat("parallel.layout=auto chose tp=", l.tp, " pp=", l.pp, " dp=", l.dp, " micro_batches=", l.micro_batches,
+              " zero_stage=", l.zero_stage, " recompute=", recompute, l.sequence_parallel ? " sequence_parallel" : "",
+              l.virtual_stages > 1 ? str_cat(" virtual_stages=", l.virtual_stages) : std::string(), ": predicted ",
+              human_bytes(out.chosen.memory.total()), " per rank, ", human_count(out.chosen.tokens_per_s),
+              " tokens/s on ", world_size, " x ", device.name,
+              device.name == "cpu" ? str_cat(" (", kAutoLayoutCpuGflops, " GFLOP/s sgemm per node)") : "", "; best of ",
+              plan.fits.size(), " that fit");
   return out;
 }
 
@@ -131,8 +135,15 @@ config::JobConfig resolve_auto_layout(const config::JobConfig& job, MpiEnvironme
   // The planner is a pure function of what every rank now has alike; that the choices agree is checked anyway,
   // since ranks that built different jobs would deadlock in their first collective instead of failing.
   const PlanLayout& l = chosen.chosen.layout;
-  const std::vector<int32_t> mine = {
-      l.tp, l.pp, l.dp, l.micro_batches, l.zero_stage, static_cast<int32_t>(l.recompute), l.recompute_every};
+  const std::vector<int32_t> mine = {l.tp,
+                                     l.pp,
+                                     l.dp,
+                                     l.micro_batches,
+                                     l.zero_stage,
+                                     static_cast<int32_t>(l.recompute),
+                                     l.recompute_every,
+                                     l.sequence_parallel ? 1 : 0,
+                                     l.virtual_stages};
   std::vector<int32_t> negated(mine.size());
   for (size_t i = 0; i < mine.size(); ++i) negated[i] = -mine[i];
   std::vector<int32_t> both = mine;

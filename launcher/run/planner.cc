@@ -57,6 +57,7 @@ struct StagePlan {
   int64_t params = 0;        // elements of tp rank 0's shard
   double matmul_params = 0;  // global elements of the stage's matrix-product weights (FLOPs)
   int64_t tied_elems = 0;    // the tied parameter's local elements, when this stage holds it
+  int64_t block_params = 0;  // elements of tp rank 0's shard that belong to blocks (ParamPlace::kBlock)
 };
 
 int64_t product(const std::vector<int64_t>& shape) {
@@ -67,17 +68,23 @@ int64_t product(const std::vector<int64_t>& shape) {
 
 // Each stage's range and parameters, exactly as Model's constructor lays them out for tp rank 0 (every TP rank
 // holds the same number: split dimensions divide, the vocabulary is padded to a multiple of tp).
-std::vector<StagePlan> plan_stages(const ModelConfig& m, int tp, int pp) {
+std::vector<StagePlan> plan_stages(const ModelConfig& m, int tp, int pp, int virtual_stages) {
   const std::vector<ParamSpec> specs = param_specs(m);
   const std::vector<std::pair<int, int>> split = split_layers(m.n_layer, pp);
   std::vector<StagePlan> stages;
   for (int s = 0; s < pp; ++s) {
     StagePlan st;
     st.range = StageRange{split[s].first, split[s].second, s == 0, s == pp - 1};
+    if (virtual_stages > 1) {  // as launcher/run/job.cc builds the stage: its chunks of the virtual stages
+      st.range.chunks = rank_chunks(m.n_layer, pp, s, virtual_stages);
+      st.range.first_layer = st.range.chunks.front().first;
+      st.range.end_layer = st.range.chunks.back().second;
+    }
     for (const ParamSpec& spec : specs) {
       if (!stage_holds(st.range, spec)) continue;
       const int64_t local = product(shard_layout(spec, m, 0, tp).local_shape);
       st.params += local;
+      if (spec.place == ParamPlace::kBlock) st.block_params += local;
       if (spec.tied_across_stages) st.tied_elems = local;
       // As model_flops_per_token: an input embedding is a lookup, a tied one is the head's product too.
       const bool product_weight = spec.place != ParamPlace::kInput || (spec.tied_across_stages && st.range.has_head);
@@ -87,6 +94,9 @@ std::vector<StagePlan> plan_stages(const ModelConfig& m, int tp, int pp) {
   }
   return stages;
 }
+
+// The most model chunks per pipeline rank the planner tries (Megatron's users rarely go past a few).
+constexpr int kMaxVirtualStages = 4;
 
 PipelineKind schedule_of(const config::JobConfig& job) {
   return job.parallel().schedule() == config::GPIPE ? PipelineKind::kGPipe : PipelineKind::kOneFOneB;
@@ -149,7 +159,7 @@ MemoryPrediction predict_memory(const config::JobConfig& job, const PlanLayout& 
   ModelConfig m = model_config_from(job.model());
   m.recompute = layout.recompute;  // the arena formulas read what is recomputed from the config, as the models do
   m.recompute_every = layout.recompute_every;
-  const std::vector<StagePlan> stages = plan_stages(m, layout.tp, layout.pp);
+  const std::vector<StagePlan> stages = plan_stages(m, layout.tp, layout.pp, layout.virtual_stages);
   const int64_t B = layout.micro_batch_size, T = job.train().seq_len(), C = m.n_embd;
   const double compute_bytes = m.dtype == DType::kBF16 ? 2.0 : 4.0;
   MemoryPrediction best;
@@ -162,22 +172,35 @@ MemoryPrediction predict_memory(const config::JobConfig& job, const PlanLayout& 
     p.master = 4 * n;
     p.grads = 4 * n;
     p.compute_copy = m.dtype == DType::kBF16 ? 2 * n : 0;
-    if (layout.zero_stage == 1 && layout.dp > 1) {
+    if (layout.zero_stage >= 1 && layout.dp > 1) {
       // Moments and the reduce-scattered gradient shard: this rank's 1/dp of every bucket (rounded up).
       const double shard = std::ceil(n / layout.dp);
       p.optimizer = 8 * shard + 4 * shard;
     } else {
       p.optimizer = 8 * n;
     }
+    if (layout.zero_stage == 2 && layout.dp > 1 && st.block_params > 0) {
+      // Note [Gradient storage] (parallel/model.h): the resident (input- and output-side) gradients, a ring of
+      // min(2, blocks) one-layer slots padded to a multiple of dp, and the slots' receive chunks.
+      const int blocks = st.range.layer_count();
+      const double layer = static_cast<double>(st.block_params) / blocks;
+      const double slot = std::ceil(layer / layout.dp) * layout.dp;
+      const double ring = std::min(2, blocks);
+      p.grads = 4 * (n - static_cast<double>(st.block_params) + ring * slot);
+      p.optimizer += 4 * ring * slot / layout.dp;
+    }
     ArenaPlanShape shape;
     shape.tp = layout.tp;
     shape.stage = st.range;
     shape.micro_batch = layout.micro_batch_size;
     shape.seq_len = static_cast<int>(T);
-    shape.slots = pipeline_in_flight(schedule_of(job), layout.pp, s, layout.micro_batches);
+    shape.slots = pipeline_in_flight(schedule_of(job), layout.pp, s, layout.micro_batches, layout.virtual_stages);
+    shape.sequence_parallel = layout.sequence_parallel && layout.tp > 1;
     p.activations = static_cast<double>(model_architecture(m.arch).train_arena_bytes(m, shape));
     // PipelineExecutor: the received output gradient (+ the tied parameter's peer gradient), the step's losses.
-    double exchange = std::ceil(B * T * C * compute_bytes / 64) * 64;
+    // With sequence parallelism the stage boundary carries this TP rank's 1/tp of the tokens.
+    const double rows = shape.sequence_parallel ? static_cast<double>(B * T / layout.tp) : static_cast<double>(B * T);
+    double exchange = std::ceil(rows * C * compute_bytes / 64) * 64;
     if (layout.pp > 1) exchange += 4.0 * static_cast<double>(st.tied_elems);
     p.comm_buffers = exchange + (st.range.has_head ? 4.0 * layout.micro_batches * B * T : 0);
     p.workspace = device.runtime_bytes;
@@ -194,7 +217,7 @@ MemoryPrediction predict_memory(const config::JobConfig& job, const PlanLayout& 
 TimePrediction predict_time(const config::JobConfig& job, const PlanLayout& layout, const DeviceSpec& device,
                             const PlanConstants& k) {
   const ModelConfig m = model_config_from(job.model());
-  const std::vector<StagePlan> stages = plan_stages(m, layout.tp, layout.pp);
+  const std::vector<StagePlan> stages = plan_stages(m, layout.tp, layout.pp, layout.virtual_stages);
   const double T = job.train().seq_len(), C = m.n_embd;
   const double tokens_mb = static_cast<double>(layout.micro_batch_size) * T;
   const double compute_bytes = m.dtype == DType::kBF16 ? 2.0 : 4.0;
@@ -213,7 +236,7 @@ TimePrediction predict_time(const config::JobConfig& job, const PlanLayout& layo
   double dp_seconds = 0, optimizer_seconds = 0;
   for (int s = 0; s < layout.pp; ++s) {
     const StagePlan& st = stages[s];
-    const double layers = st.range.end_layer - st.range.first_layer;
+    const double layers = st.range.layer_count();
     double block_params = 0;  // matmul weights of the stage's blocks, for recomputation's extra forward
     for (const ParamSpec& spec : param_specs(m))
       if (spec.place == ParamPlace::kBlock && stage_holds(st.range, spec)) block_params += spec.numel();
@@ -221,17 +244,22 @@ TimePrediction predict_time(const config::JobConfig& job, const PlanLayout& layo
     // FULL re-runs the forward of its recomputed blocks (every recompute_every-th), SELECTIVE the attention core.
     double recomputed = 0;
     for (int l = st.range.first_layer; l < st.range.end_layer; ++l)
-      recomputed += l % std::max(layout.recompute_every, 1) == 0 ? 1 : 0;
+      recomputed += st.range.holds_layer(l) && l % std::max(layout.recompute_every, 1) == 0 ? 1 : 0;
     if (layout.recompute == Recompute::kFull && layers > 0) {
       flops_per_token += recomputed / layers * (2 * block_params + 4 * layers * C * T);
     }
     if (layout.recompute == Recompute::kSelective) flops_per_token += 4 * layers * C * T;
     const double compute = flops_per_token * tokens_mb / layout.tp / rate;
-    // Per block two all-reduces forward and two backward, plus the embedding's and the head's.
+    // Per block two all-reduces forward and two backward, plus the embedding's and the head's. Sequence
+    // parallelism turns each into a reduce-scatter and an all-gather of the same total volume.
     const double tp_collectives = 4 * layers + (st.range.has_embedding ? 1 : 0) + (st.range.has_head ? 2 : 0);
     const double tp = tp_collectives * ring_allreduce_s(activation_bytes, layout.tp, bw(tp_local), lat(tp_local));
-    const double sends = (s > 0 ? 1 : 0) + (s < layout.pp - 1 ? 1 : 0);
-    const double pp = layout.pp > 1 ? sends * (activation_bytes / (bw(pp_local) * 1e9) + lat(pp_local) * 1e-6) : 0;
+    // Every chunk receives its input and sends its output (but the first and the last virtual stage), each
+    // message 1/tp of the tokens with sequence parallelism.
+    const int V = std::max(layout.virtual_stages, 1);
+    const double sends = 2.0 * V - (s == 0 ? 1 : 0) - (s == layout.pp - 1 ? 1 : 0);
+    const double message = layout.sequence_parallel && layout.tp > 1 ? activation_bytes / layout.tp : activation_bytes;
+    const double pp = layout.pp > 1 ? sends * (message / (bw(pp_local) * 1e9) + lat(pp_local) * 1e-6) : 0;
     const double per_mb = compute + tp + pp;
     if (per_mb > slowest) {
       slowest = per_mb;
@@ -243,15 +271,21 @@ TimePrediction predict_time(const config::JobConfig& job, const PlanLayout& layo
     const double grad_bytes = 4.0 * static_cast<double>(st.params);
     double dp = 0;
     if (layout.dp > 1) {
-      dp = layout.zero_stage == 1 ? 2 * ring_half_s(grad_bytes, layout.dp, bw(dp_local), lat(dp_local))
+      dp = layout.zero_stage >= 1 ? 2 * ring_half_s(grad_bytes, layout.dp, bw(dp_local), lat(dp_local))
                                   : ring_allreduce_s(grad_bytes, layout.dp, bw(dp_local), lat(dp_local));
-      // Backward of the last micro-batch is the window the bucketed sync overlaps with.
-      const double window = compute * 2.0 / 3.0;
+      // Backward of the last micro-batch is the window the bucketed sync overlaps with; ZeRO-2 reduce-scatters
+      // the blocks' gradients after every micro-batch's backward (M times their traffic, M windows).
+      double window = compute * 2.0 / 3.0;
+      if (layout.zero_stage == 2) {
+        const double block_bytes = 4.0 * static_cast<double>(st.block_params);
+        dp += (layout.micro_batches - 1) * ring_half_s(block_bytes, layout.dp, bw(dp_local), lat(dp_local));
+        window *= layout.micro_batches;
+      }
       dp = std::max((1 - k.dp_overlap) * dp, dp - k.dp_overlap * window);
     }
     dp_seconds = std::max(dp_seconds, dp);
     // AdamW reads and writes master, moments and gradient (28 B) of the parameters it owns, and writes the copy.
-    const double owned = layout.zero_stage == 1 ? static_cast<double>(st.params) / layout.dp : st.params;
+    const double owned = layout.zero_stage >= 1 ? static_cast<double>(st.params) / layout.dp : st.params;
     optimizer_seconds =
         std::max(optimizer_seconds, (28 * owned + (compute_bytes < 4 ? 2.0 * st.params : 0)) / (device.hbm_gbps * 1e9));
   }
@@ -259,7 +293,9 @@ TimePrediction predict_time(const config::JobConfig& job, const PlanLayout& layo
   t.compute = M * slowest_compute;
   t.tp_comm = M * slowest_tp;
   t.pp_comm = M * slowest_pp;
-  t.bubble = (layout.pp - 1) * slowest;  // 1F1B and GPipe alike: p - 1 micro-batch times of fill and drain
+  // 1F1B and GPipe alike: p - 1 micro-batch times of fill and drain; with V chunks per rank each of those is a
+  // chunk's time, 1/V of a micro-batch on the stage (Note [Interleaved 1F1B] in parallel/pipeline_schedule.h).
+  t.bubble = (layout.pp - 1) * slowest / std::max(layout.virtual_stages, 1);
   t.dp_exposed = dp_seconds;
   t.optimizer = optimizer_seconds;
   return t;
@@ -285,9 +321,7 @@ PlanResult plan_layouts(const config::JobConfig& job, int devices, const DeviceS
                         const PlanConstants& constants) {
   validate_job_config(job);
   PlanResult result;
-  result.notes.push_back(
-      "virtual pipeline stages, sequence parallelism and ZeRO-2/3: not considered yet "
-      "(tessera train has none of them)");
+  result.notes.push_back("ZeRO-3 and zero-bubble schedules: not considered (tessera train has neither)");
   if (recompute_options().size() == 1) {
     result.notes.push_back("activation recomputation: not considered (this build's train has no train.recompute)");
   }
@@ -312,6 +346,8 @@ PlanResult plan_layouts(const config::JobConfig& job, int devices, const DeviceS
     keep(asked.has_dp(), "parallel.dp", asked.dp());
     keep(asked.has_micro_batches(), "parallel.micro_batches", asked.micro_batches());
     keep(asked.has_zero_stage(), "parallel.zero_stage", asked.zero_stage());
+    keep(asked.has_sequence_parallel(), "parallel.sequence_parallel", asked.sequence_parallel() ? 1 : 0);
+    keep(asked.has_virtual_stages(), "parallel.virtual_stages", asked.virtual_stages());
     if (recompute_set) kept += str_cat(kept.empty() ? "" : ", ", "train.recompute=", recompute_name(trained.recompute));
     if (recompute_set && trained.recompute == Recompute::kFull) {
       kept += str_cat(" every ", trained.recompute_every);
@@ -335,33 +371,47 @@ PlanResult plan_layouts(const config::JobConfig& job, int devices, const DeviceS
         parallel->set_pp(pp);
         parallel->set_dp(dp);
         parallel->set_micro_batches(micro_batches);
-        Layout resolved;
-        try {
-          resolved = resolve_layout(candidate, devices);  // the rules `train` applies, nothing re-derived
-        } catch (const ConfigError&) {
-          ++result.illegal;
-          continue;
-        }
-        for (int zero_stage : {0, 1}) {
-          if (zero_stage == 1 && dp == 1) continue;  // the same layout as ZeRO 0
-          if (!keeps(asked.has_zero_stage(), asked.zero_stage(), zero_stage)) continue;
-          for (Recompute recompute : recomputes) {
-            const int every = recompute == Recompute::kFull && recompute_set ? trained.recompute_every : 1;
-            PlanLayout layout{tp,
-                              pp,
-                              dp,
-                              micro_batches,
-                              resolved.micro_batch_size,
-                              zero_stage,
-                              recompute,
-                              every,
-                              std::max(train.threads(), 1)};
-            PlanEntry e = predict(candidate, layout, device, constants);
-            if (e.memory.total() > capacity) {
-              ++result.refused_memory;
+        for (int virtual_stages = 1; virtual_stages <= kMaxVirtualStages; ++virtual_stages) {
+          if (virtual_stages > 1 && pp == 1) break;
+          if (!keeps(asked.has_virtual_stages(), asked.virtual_stages(), virtual_stages)) continue;
+          for (bool sequence_parallel : {false, true}) {
+            if (sequence_parallel && tp == 1) continue;
+            if (!keeps(asked.has_sequence_parallel(), asked.sequence_parallel() ? 1 : 0, sequence_parallel ? 1 : 0)) {
               continue;
             }
-            result.fits.push_back(e);
+            parallel->set_virtual_stages(virtual_stages);
+            parallel->set_sequence_parallel(sequence_parallel);
+            Layout resolved;
+            try {
+              resolved = resolve_layout(candidate, devices);  // the rules `train` applies, nothing re-derived
+            } catch (const ConfigError&) {
+              ++result.illegal;
+              continue;
+            }
+            for (int zero_stage : {0, 1, 2}) {
+              if (zero_stage >= 1 && dp == 1) continue;  // the same layout as ZeRO 0
+              if (!keeps(asked.has_zero_stage(), asked.zero_stage(), zero_stage)) continue;
+              for (Recompute recompute : recomputes) {
+                const int every = recompute == Recompute::kFull && recompute_set ? trained.recompute_every : 1;
+                PlanLayout layout{tp,
+                                  pp,
+                                  dp,
+                                  micro_batches,
+                                  resolved.micro_batch_size,
+                                  zero_stage,
+                                  recompute,
+                                  every,
+                                  std::max(train.threads(), 1),
+                                  sequence_parallel,
+                                  virtual_stages};
+                PlanEntry e = predict(candidate, layout, device, constants);
+                if (e.memory.total() > capacity) {
+                  ++result.refused_memory;
+                  continue;
+                }
+                result.fits.push_back(e);
+              }
+            }
           }
         }
       }
@@ -404,7 +454,9 @@ PlanLayout plan_layout_of(const config::JobConfig& job, const Layout& resolved) 
                     job.parallel().zero_stage(),
                     m.recompute,
                     m.recompute_every,
-                    std::max(job.train().threads(), 1)};
+                    std::max(job.train().threads(), 1),
+                    job.parallel().sequence_parallel() && resolved.tp > 1,
+                    std::max(job.parallel().virtual_stages(), 1)};
 }
 
 namespace {

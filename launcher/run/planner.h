@@ -75,6 +75,8 @@ struct PlanLayout {
   Recompute recompute = Recompute::kNone;  // train.recompute
   int recompute_every = 1;                 // train.recompute_every (FULL only)
   int threads = 1;                         // compute threads per rank (CPU memory: DeviceSpec::thread_bytes)
+  bool sequence_parallel = false;          // parallel.sequence_parallel (tp > 1)
+  int virtual_stages = 1;                  // parallel.virtual_stages (interleaved 1F1B, pp > 1)
 };
 
 // Bytes on the fullest rank (the stage that needs most), by part.

@@ -47,9 +47,9 @@ size_t gpt2_train_arena_bytes(const ModelConfig& config, const ArenaPlanShape& s
         t.add(A, BT * Cl);     // attention output
         t.add(F, B * Hl * T);  // log-sum-exp
       }
-      t.add(A, R * C, 2);                  // res2, ln2
-      t.add(F, R, 2);                      // ln2 mean, rstd
-      if (!r) t.add(A, BT * 4 * Cl, 2);    // fc, GELU(fc)
+      t.add(A, R * C, 2);                // res2, ln2
+      t.add(F, R, 2);                    // ln2 mean, rstd
+      if (!r) t.add(A, BT * 4 * Cl, 2);  // fc, GELU(fc)
     }
     t.add(A, R * C);  // res3
   };

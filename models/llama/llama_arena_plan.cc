@@ -50,10 +50,10 @@ size_t llama_train_arena_bytes(const ModelConfig& config, const ArenaPlanShape& 
         t.add(A, BT * att_width);  // attention output
         t.add(F, B * Hl * T);      // log-sum-exp
       }
-      t.add(A, R * C, 2);          // res2, xn2
-      t.add(F, R);                 // rstd2
-      t.add(A, BT * 2 * Fl);       // gate_up
-      if (!r) t.add(A, BT * Fl);   // SwiGLU(gate, up)
+      t.add(A, R * C, 2);         // res2, xn2
+      t.add(F, R);                // rstd2
+      t.add(A, BT * 2 * Fl);      // gate_up
+      if (!r) t.add(A, BT * Fl);  // SwiGLU(gate, up)
     }
     t.add(A, R * C);  // res3
   };
