@@ -5,13 +5,17 @@ model's allocations and the CPU runtime: process, MPI, threads; docs/planner.md 
 rank's peak RSS (GNU time's %M; bench saves no checkpoint, so it lacks part of the rank's rest). The step-time
 numbers in docs/planner.md come from this script; the memory comparison is scripts/plan_memory_check.py's.
 
-usage: scripts/plan_cpu_ranking.py BUILD_DIR [--shape tiny] [--ranks 2] [--steps 4]
+usage: scripts/plan_cpu_ranking.py BUILD_DIR [--shape tiny] [--ranks 2] [--steps 4] [--levers]
 """
 import argparse, json, os, re, subprocess, sys, tempfile
 
-LAYOUTS = [  # tp, pp, dp, micro_batches, zero_stage
-    (2, 1, 1, 1, 0), (2, 1, 1, 4, 0), (1, 2, 1, 1, 0), (1, 2, 1, 2, 0), (1, 2, 1, 8, 0),
-    (1, 1, 2, 1, 0), (1, 1, 2, 4, 0), (1, 1, 2, 1, 1), (1, 1, 2, 8, 1),
+LAYOUTS = [  # tp, pp, dp, micro_batches, zero_stage, virtual_stages, sequence_parallel
+    (2, 1, 1, 1, 0, 1, 0), (2, 1, 1, 4, 0, 1, 0), (1, 2, 1, 1, 0, 1, 0), (1, 2, 1, 2, 0, 1, 0), (1, 2, 1, 8, 0, 1, 0),
+    (1, 1, 2, 1, 0, 1, 0), (1, 1, 2, 4, 0, 1, 0), (1, 1, 2, 1, 1, 1, 0), (1, 1, 2, 8, 1, 1, 0),
+]
+LEVERS = [  # --levers adds sequence parallelism, interleaved 1F1B and ZeRO-2
+    (2, 1, 1, 1, 0, 1, 1), (2, 1, 1, 4, 0, 1, 1), (1, 2, 1, 2, 0, 2, 0), (1, 2, 1, 8, 0, 2, 0),
+    (1, 2, 1, 8, 0, 3, 0), (1, 1, 2, 1, 2, 1, 0), (1, 1, 2, 8, 2, 1, 0),
 ]
 
 def spearman(a, b):
@@ -40,6 +44,8 @@ def main():
     ap.add_argument("--shape", default="tiny")
     ap.add_argument("--ranks", type=int, default=2)
     ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--levers", action="store_true",
+                    help="also measure sequence-parallel, interleaved (virtual_stages) and ZeRO-2 layouts")
     a = ap.parse_args()
     tessera = os.path.join(a.build, "tessera")
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMP_WAIT_POLICY="PASSIVE")
@@ -51,16 +57,19 @@ def main():
         f.write(config)
     plan = json.loads(subprocess.run([tessera, "plan", "--config", f.name, "--gpus", str(a.ranks), "--gpu", "cpu",
                                       "--top", "100000", "--json"], check=True, capture_output=True, text=True).stdout)
-    predicted = {(r["tp"], r["pp"], r["dp"], r["micro_batches"], r["zero_stage"]): r for r in plan["layouts"]}
+    # bench recomputes nothing; the plan has a row per recompute option, virtual stage count and SP setting.
+    predicted = {(r["tp"], r["pp"], r["dp"], r["micro_batches"], r["zero_stage"], r["virtual_stages"],
+                  int(r["sequence_parallel"])): r for r in plan["layouts"] if r["recompute"] == "NONE"}
     rows = []
-    for layout in LAYOUTS:
-        tp, pp, dp, mb, zero = layout
+    for layout in LAYOUTS + (LEVERS if a.levers else []):
+        tp, pp, dp, mb, zero, v, sp = layout
         if tp * pp * dp != a.ranks or layout not in predicted:
             continue
         cmd = ["mpirun", "--oversubscribe", "-np", str(a.ranks), "/usr/bin/time", "-f", "rss_kb %M", tessera, "bench",
                "--shape", a.shape, "--steps", str(a.steps), "--set", f"parallel.tp={tp}", "--set", f"parallel.pp={pp}",
                "--set", f"parallel.dp={dp}", "--set", f"parallel.micro_batches={mb}",
-               "--set", f"parallel.zero_stage={zero}"]
+               "--set", f"parallel.zero_stage={zero}", "--set", f"parallel.virtual_stages={v}",
+               "--set", f"parallel.sequence_parallel={'true' if sp else 'false'}"]
         out = subprocess.run(cmd, env=env, capture_output=True, text=True)
         text = out.stdout + out.stderr
         m = re.search(r"step time median ([0-9.]+) ms", text)
@@ -69,9 +78,9 @@ def main():
         rss = max(int(x) for x in re.findall(r"rss_kb (\d+)", text)) * 1024
         p = predicted[layout]
         rows.append((layout, float(m.group(1)), p["step_s"] * 1e3, rss, p["memory_bytes"]))
-    print(f"{'tp pp dp mb zero':18} {'measured ms':>11} {'predicted ms':>12} {'peak RSS MB':>11} {'predicted MB':>12}")
+    print(f"{'tp pp dp mb zero V SP':22} {'measured ms':>11} {'predicted ms':>12} {'peak RSS MB':>11} {'predicted MB':>12}")
     for layout, measured, pred, rss, mem in rows:
-        print(f"{' '.join(map(str, layout)):18} {measured:11.1f} {pred:12.1f} {rss / 1e6:11.1f} {mem / 1e6:12.1f}")
+        print(f"{' '.join(map(str, layout)):22} {measured:11.1f} {pred:12.1f} {rss / 1e6:11.1f} {mem / 1e6:12.1f}")
     rho = spearman([r[1] for r in rows], [r[2] for r in rows])
     print(f"Spearman rank correlation of predicted and measured step times over {len(rows)} layouts: {rho:.3f}")
 
