@@ -197,19 +197,20 @@ void DpGradSync::start_step() {
   if (mode_ == Mode::kShardedGradients) backend_.fill(shard_, 0.0f);
 }
 
-void DpGradSync::backward_begin() {
+void DpGradSync::backward_begin(int chunk) {
   if (ring_work_.empty()) return;
   TS_ASSERT(step_open_, "DpGradSync::backward_begin outside a step");
   ring_done_layer_ = INT_MAX;
-  free_ring_slot(model_.gradient_ring_slot_of(model_.stage().end_layer - 1));
+  const auto [first, end] = model_.stage().chunk(chunk);
+  if (end > first) free_ring_slot(model_.gradient_ring_slot_of(end - 1));
 }
 
 void DpGradSync::mark_block_done(int layer) {
   if (ring_work_.empty()) return;
   TS_ASSERT(step_open_, "DpGradSync::mark_block_done outside a step");
   const StageRange& stage = model_.stage();
-  TS_ASSERT(layer >= stage.first_layer && layer < stage.end_layer && layer < ring_done_layer_, "mark_block_done(",
-            layer, ") after mark_block_done(", ring_done_layer_, "): blocks must complete in decreasing order");
+  TS_ASSERT(stage.holds_layer(layer) && layer < ring_done_layer_, "mark_block_done(", layer, ") after mark_block_done(",
+            ring_done_layer_, "): blocks must complete in decreasing order");
   ring_done_layer_ = layer;
   const int slot = model_.gradient_ring_slot_of(layer);
   const int bucket = bucket_of_block_[layer - stage.first_layer];
@@ -224,7 +225,8 @@ void DpGradSync::mark_block_done(int layer) {
   ring_launched_at_[slot] = Clock::now();
   ring_launched_us_[slot] = trace::recording() ? trace::now_us() : -1;
   ring_work_[slot] = dp_.reduce_scatter(ring_receive_[slot], model_.gradient_ring_slot(slot), ReduceOp::kSum);
-  if (layer > stage.first_layer) free_ring_slot(model_.gradient_ring_slot_of(layer - 1));
+  // The next block down in this chunk writes its slot next (chunks of one rank are never adjacent: pp > 1).
+  if (stage.holds_layer(layer - 1)) free_ring_slot(model_.gradient_ring_slot_of(layer - 1));
   progress();
 }
 

@@ -46,8 +46,10 @@
 //     (a slot is padded to chunk * D elements), into a per-slot receive chunk, which is added into the bucket's
 //     chunk of shard() once the collective is complete; then the slot is zeroed;
 //   before a block's backward may write a slot, the collective still reading it is waited for: the slot of
-//     block l - 1 when block l is done, the slot of the stage's top block when a micro-batch's backward starts
-//     (backward_begin()). With R = 2 the reduce-scatter of block l overlaps the backward of block l - 1;
+//     block l - 1 when block l is done, the slot of the chunk's top block when a micro-batch's backward of a
+//     chunk starts (backward_begin(chunk); with virtual stages a rank's chunks interleave their backwards and
+//     the ring follows the held blocks' order, Note [Gradient storage]). With R = 2 the reduce-scatter of
+//     block l overlaps the backward of block l - 1;
 //   the resident buckets are reduce-scattered once, straight into shard(), when the last micro-batch completes
 //     them (mark_layer_done, as for ZeRO-1).
 // The blocks' gradients therefore cross the DP group once per micro-batch: M times the DP traffic of ZeRO-1 for
@@ -151,14 +153,15 @@ class DpGradSync {
   // Begins a step: forgets the previous step's progress (kShardedGradients: zeroes shard()). The previous step
   // must have finished.
   void start_step();
-  // kShardedGradients (Note [ZeRO-2 gradient ring]); nothing in the other modes. backward_begin(): a
-  // micro-batch's backward is about to run: waits for the collective still reading the ring slot of the
-  // stage's top block, if any. mark_block_done(layer): this micro-batch's backward has completed block `layer`
-  // (global index; decreasing within a micro-batch): launches the reduce-scatter of its ring slot, then waits
-  // for the one still reading the slot of block layer - 1, if any, and progress(). A slot whose collective is
+  // kShardedGradients (Note [ZeRO-2 gradient ring]); nothing in the other modes. backward_begin(chunk): a
+  // micro-batch's backward of the stage's chunk `chunk` (0 without virtual stages) is about to run: waits for
+  // the collective still reading the ring slot of the chunk's top block, if any. mark_block_done(layer): this
+  // backward has completed block `layer` (global index; decreasing within one backward): launches the
+  // reduce-scatter of its ring slot, then waits for the one still reading the slot of block layer - 1, if the
+  // stage holds it, and progress(). A slot whose collective is
   // complete is added into shard() and zeroed. Throw CommError when a peer does not arrive within the
   // group's timeout.
-  void backward_begin();
+  void backward_begin(int chunk = 0);
   void mark_block_done(int layer);
   // Backward of the step's last micro-batch has completed block `layer` (its global index), and every block
   // above it; layer = -1: all of backward is done. Calls must come in strictly decreasing layer order within

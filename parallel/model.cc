@@ -106,7 +106,7 @@ Model::Model(const ModelConfig& config, Backend& backend, ProcessGroup& tp, Stag
 }
 
 void Model::plan_gradients(int64_t total) {
-  const int local_blocks = stage_.end_layer - stage_.first_layer;
+  const int local_blocks = stage_.layer_count();
   if (config_.gradient_storage == GradientStorage::kFlat || local_blocks == 0) {
     // A stage without blocks has nothing to put in a ring: its gradients are all resident, which is kFlat.
     grad_buffer_ = backend_.allocate(static_cast<size_t>(total) * sizeof(float));
@@ -119,6 +119,10 @@ void Model::plan_gradients(int64_t total) {
   TS_ASSERT(config_.gradient_ring >= 1 && config_.gradient_ring_align >= 1, "gradient ring of ", config_.gradient_ring,
             " slots aligned to ", config_.gradient_ring_align);
   gradient_storage_ = GradientStorage::kLayerRing;
+  // Held block i is the i-th block this stage holds in increasing layer order, over all its chunks.
+  ring_index_.assign(static_cast<size_t>(stage_.end_layer - stage_.first_layer), -1);
+  for (int c = 0, i = 0; c < stage_.chunk_count(); ++c)
+    for (int l = stage_.chunk(c).first; l < stage_.chunk(c).second; ++l) ring_index_[l - stage_.first_layer] = i++;
   int64_t resident = 0;
   std::vector<int64_t> block_begin(local_blocks, -1), block_numel(local_blocks, 0);
   for (const LocalParam& p : params_) {
@@ -127,7 +131,7 @@ void Model::plan_gradients(int64_t total) {
       resident += n;
       continue;
     }
-    const int i = p.spec.layer - stage_.first_layer;
+    const int i = ring_index_[p.spec.layer - stage_.first_layer];
     if (block_begin[i] < 0) block_begin[i] = p.offset;
     TS_ASSERT(p.offset == block_begin[i] + block_numel[i], "block ", p.spec.layer,
               "'s parameters are not back to back in params() order at ", p.spec.name);
@@ -135,8 +139,8 @@ void Model::plan_gradients(int64_t total) {
   }
   const int64_t layer_numel = block_numel[0];
   for (int i = 0; i < local_blocks; ++i) {
-    TS_ASSERT(block_numel[i] == layer_numel, "block ", stage_.first_layer + i, " has ", block_numel[i],
-              " gradient elements and block ", stage_.first_layer, " has ", layer_numel,
+    TS_ASSERT(block_numel[i] == layer_numel, "held block ", i, " has ", block_numel[i],
+              " gradient elements and held block 0 has ", layer_numel,
               ": a gradient ring needs every block to have the same parameter shapes");
   }
   const int64_t align = config_.gradient_ring_align;
@@ -153,7 +157,7 @@ void Model::plan_gradients(int64_t total) {
       resident_at += product(p.layout.local_shape);
       continue;
     }
-    const int i = p.spec.layer - stage_.first_layer;
+    const int i = ring_index_[p.spec.layer - stage_.first_layer];
     p.grad = elements(ring_slots_[i % slots], p.offset - block_begin[i], p.layout.local_shape);
   }
   backend_.fill(flat_grads_, 0.0f);
@@ -165,8 +169,8 @@ int64_t Model::gradient_bytes() const {
 
 int Model::gradient_ring_slot_of(int layer) const {
   if (gradient_storage_ != GradientStorage::kLayerRing) return -1;
-  TS_ASSERT(layer >= stage_.first_layer && layer < stage_.end_layer, "block ", layer, " is not on this stage");
-  return (layer - stage_.first_layer) % gradient_ring_slots();
+  TS_ASSERT(stage_.holds_layer(layer), "block ", layer, " is not on this stage");
+  return ring_index_[layer - stage_.first_layer] % gradient_ring_slots();
 }
 
 Tensor Model::grad_range(int first, int end) const {

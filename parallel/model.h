@@ -114,12 +114,14 @@ struct StageRange {
 //   kLayerRing (ZeRO stage 2): the input- and output-side parameters (ParamSpec::place kInput, kOutput: the
 //     embeddings, final norm, head) stay resident, back to back in params() order at the front of the buffer,
 //     and accumulate over the step like kFlat. The blocks' gradients live in a ring of R = min(gradient_ring,
-//     local blocks) one-layer slots after them: local block i (i = layer - stage.first_layer) writes slot i % R,
+//     held blocks) one-layer slots after them: held block i (the stage's i-th block in increasing layer order,
+//     over all its chunks) writes slot i % R,
 //     its parameters back to back there in params() order. Every block of a stage has the same parameter
 //     shapes, so one slot fits any (asserted); each slot is padded with zeros to a multiple of
 //     gradient_ring_align elements. A slot holds one block's gradient of ONE micro-batch: whoever drives
 //     backward must consume it (the ZeRO-2 gradient sync reduce-scatters it, parallel/grad_sync.h) and zero it
-//     before the block i - R of the same micro-batch, or block i of the next, runs its backward into it.
+//     before another block's backward (the next one down in the chunk, or the top one of the next chunk's or
+//     micro-batch's backward) runs into it.
 // LocalParam::offset stays the LOGICAL offset in either mode (what gradient buckets, ZeRO shards, optimizer
 // state ranges and checkpoints speak in); only where LocalParam::grad points differs. kLayerRing needs
 // gradient_ring * (one block) + resident instead of all parameters' worth of f32 (gradient_bytes()).
@@ -335,6 +337,7 @@ class Model {
   Tensor flat_params_, flat_grads_, flat_compute_;
   GradientStorage gradient_storage_ = GradientStorage::kFlat;
   std::vector<Tensor> ring_slots_;  // kLayerRing
+  std::vector<int> ring_index_;     // kLayerRing: per layer - first_layer, its held-block index (-1: not held)
   std::function<void(int layer)> backward_hook_;
 };
 

@@ -155,7 +155,7 @@ void PipelineExecutor::run(const std::vector<PipelineAction>& schedule, bool tra
           if (layers_done) events->layer_done(layer);
         });
       }
-      if (events->backward_begin) events->backward_begin();
+      if (events->backward_begin) events->backward_begin(chunk);
       {
         trace::Span span(trace::Track::kCompute, "backward", "backward");
         if (span.on()) span.name(str_cat("backward mb", m, " ", layers)).arg("micro_batch", m).arg("layers", layers);

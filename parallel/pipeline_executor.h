@@ -39,13 +39,13 @@ class PipelineExecutor {
   // What a training batch tells the data-parallel gradient sync: layer_done(l) right after block l's backward
   // of the last micro-batch (in decreasing l), gradients_done() once every gradient of this stage is final
   // (after the tied parameter's sum). For ZeRO-2's per-micro-batch reduction (Note [ZeRO-2 gradient ring] in
-  // parallel/grad_sync.h), also of every micro-batch: backward_begin() right before its backward,
+  // parallel/grad_sync.h), also of every micro-batch: backward_begin(chunk) right before its backward of a chunk,
   // block_done(l) right after block l's backward (before the same block's layer_done on the last one). Any
   // may be empty.
   struct GradientEvents {
     std::function<void(int layer)> layer_done;
     std::function<void()> gradients_done;
-    std::function<void()> backward_begin;
+    std::function<void(int chunk)> backward_begin;
     std::function<void(int layer)> block_done;
   };
 

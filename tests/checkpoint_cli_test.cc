@@ -272,9 +272,10 @@ TEST(CheckpointCli, LlamaSavedAtTp2Pp2ResumesAtDp4AndTp1) {
 }
 
 // Interleaved 1F1B (parallel.virtual_stages) on a 6-block GPT-2, deeper than the fixtures: pp=2 with 3 chunks per
-// rank and pp=4 with 2 train the one-rank run's losses, and the pp=2 x 3 checkpoint (per parameter, as every
-// checkpoint) resumes on one rank and at pp=4 without virtual stages with those runs' losses, and bit for bit
-// in its own layout.
+// rank, pp=4 with 2, and pp=2 x 3 with dp=2 and ZeRO-2 (each rank's three one-block chunks share a two-slot
+// gradient ring across their interleaved backwards) train the one-rank run's losses; the pp=2 x 3 checkpoint (per
+// parameter, as every checkpoint) resumes on one rank, at pp=4 without virtual stages and at pp=2 x 3 with dp=2
+// and ZeRO-2 with those runs' losses, and bit for bit in its own layout.
 TEST(CheckpointCli, VirtualStagesTrainAndResumeInOtherLayouts) {
   TempDir dir;
   const std::string job = write_job(dir,
@@ -285,11 +286,12 @@ TEST(CheckpointCli, VirtualStagesTrainAndResumeInOtherLayouts) {
                                     "data { mock: true }\n"
                                     "checkpoint { every_steps: 3 keep_last: 0 }\n"
                                     "logging { log_every: 100 }\n");
-  const RunLayout one{1, 1, 1, false}, pp2{1, 2, 1, true}, pp4{1, 4, 1, false};
+  const RunLayout one{1, 1, 1, false}, pp2{1, 2, 1, true}, pp4{1, 4, 1, false}, pp2dp2{1, 2, 2, false, 2};
   std::vector<testing::CommandResult> results =
       run_all({train_command(job, one, dir.file("one")), train_command(job, pp4, dir.file("pp4")),
                train_command(job, pp2, dir.file("pp2v3"), "--set parallel.virtual_stages=3"),
-               train_command(job, pp4, dir.file("pp4v2"), "--set parallel.virtual_stages=2")});
+               train_command(job, pp4, dir.file("pp4v2"), "--set parallel.virtual_stages=2"),
+               train_command(job, pp2dp2, dir.file("pp2v3dp2z2"), "--set parallel.virtual_stages=3")});
   for (const testing::CommandResult& r : results) ASSERT_EQ(r.exit_code, 0) << r.output;
   auto expect_close = [](const std::map<int, Row>& rows, const std::map<int, Row>& want) {
     for (const auto& [step, row] : rows) {
@@ -299,7 +301,7 @@ TEST(CheckpointCli, VirtualStagesTrainAndResumeInOtherLayouts) {
   };
   const std::map<int, Row> reference = read_metrics(dir.file("one"));
   ASSERT_EQ(reference.size(), 6u);
-  for (const std::string run : {"pp2v3", "pp4v2"}) {
+  for (const std::string run : {"pp2v3", "pp4v2", "pp2v3dp2z2"}) {
     SCOPED_TRACE(run);
     const std::map<int, Row> rows = read_metrics(dir.file(run));
     ASSERT_EQ(rows.size(), 6u);
@@ -308,9 +310,10 @@ TEST(CheckpointCli, VirtualStagesTrainAndResumeInOtherLayouts) {
 
   const std::string checkpoint = dir.file("pp2v3") + "/checkpoints/step_00000003";
   const std::string resume = "--resume " + checkpoint + " --set checkpoint.every_steps=0";
-  results = run_all({train_command(job, one, dir.file("resume_one"), resume),
-                     train_command(job, pp4, dir.file("resume_pp4"), resume),
-                     train_command(job, pp2, dir.file("resume_pp2v3"), resume + " --set parallel.virtual_stages=3")});
+  results = run_all(
+      {train_command(job, one, dir.file("resume_one"), resume), train_command(job, pp4, dir.file("resume_pp4"), resume),
+       train_command(job, pp2, dir.file("resume_pp2v3"), resume + " --set parallel.virtual_stages=3"),
+       train_command(job, pp2dp2, dir.file("resume_pp2v3dp2z2"), resume + " --set parallel.virtual_stages=3")});
   for (const testing::CommandResult& r : results) {
     ASSERT_EQ(r.exit_code, 0) << r.output;
     EXPECT_TRUE(contains(r.output, "resumed from " + checkpoint + ": step 3")) << r.output;
@@ -318,9 +321,12 @@ TEST(CheckpointCli, VirtualStagesTrainAndResumeInOtherLayouts) {
   const std::map<int, Row> resumed_one = read_metrics(dir.file("resume_one"));
   const std::map<int, Row> resumed_pp4 = read_metrics(dir.file("resume_pp4"));
   ASSERT_EQ(resumed_one.size(), 3u) << "steps 4 to 6";
+  const std::map<int, Row> resumed_zero2 = read_metrics(dir.file("resume_pp2v3dp2z2"));
   ASSERT_EQ(resumed_pp4.size(), 3u) << "steps 4 to 6";
+  ASSERT_EQ(resumed_zero2.size(), 3u) << "steps 4 to 6";
   expect_close(resumed_one, reference);
   expect_close(resumed_pp4, read_metrics(dir.file("pp4")));
+  expect_close(resumed_zero2, reference);
   const std::map<int, Row> original = read_metrics(dir.file("pp2v3"));
   const std::map<int, Row> continued = read_metrics(dir.file("resume_pp2v3"));
   ASSERT_EQ(continued.size(), 3u) << "steps 4 to 6";
@@ -334,15 +340,15 @@ TEST(CheckpointCli, VirtualStagesTrainAndResumeInOtherLayouts) {
 // and last stage each hold a copy and sum their gradients), and every layout trains the one-rank run's losses.
 TEST(CheckpointCli, TiedLlamaTrainsTheSameLossesInEveryLayout) {
   TempDir dir;
-  const std::string job = write_job(
-      dir,
-      "model { arch: LLAMA tie_embeddings: true vocab_size: 64 n_layer: 2 n_head: 4 n_kv_head: 2 n_embd: 16 "
-      "ffn_hidden: 40 max_seq_len: 16 }\n"
-      "train { steps: 4 global_batch: 8 seq_len: 16 threads: 1 }\n"
-      "optimizer { lr: 1e-2 warmup_steps: 2 }\n"
-      "data { mock: true }\n"
-      "checkpoint { every_steps: 0 save_on_exit: false }\n"
-      "logging { log_every: 100 }\n");
+  const std::string job =
+      write_job(dir,
+                "model { arch: LLAMA tie_embeddings: true vocab_size: 64 n_layer: 2 n_head: 4 n_kv_head: 2 n_embd: 16 "
+                "ffn_hidden: 40 max_seq_len: 16 }\n"
+                "train { steps: 4 global_batch: 8 seq_len: 16 threads: 1 }\n"
+                "optimizer { lr: 1e-2 warmup_steps: 2 }\n"
+                "data { mock: true }\n"
+                "checkpoint { every_steps: 0 save_on_exit: false }\n"
+                "logging { log_every: 100 }\n");
   const RunLayout layouts[] = {{1, 1, 1}, {1, 2, 1}, {2, 2, 1}, {1, 4, 1}, {2, 1, 2}};
   std::vector<std::string> commands;
   for (size_t x = 0; x < std::size(layouts); ++x) {

@@ -657,12 +657,6 @@ void validate_parallel(const config::ParallelConfig& parallel, Problems& problem
                    below > 0 ? str_cat(below, " or ", below + parallel.pp()) : str_cat(parallel.pp()),
                    ", or parallel.virtual_stages=1");
     }
-    if (parallel.zero_stage() == 2) {
-      // ZeRO-2's gradient ring (Note [Gradient storage] in parallel/model.h) reuses a slot in the order of one
-      // stage's contiguous blocks; a rank's chunks interleave their backwards.
-      problems.add("parallel.zero_stage=2 does not work with parallel.virtual_stages=", V,
-                   " yet: set parallel.zero_stage=1 (the optimizer state stays sharded), or parallel.virtual_stages=1");
-    }
   }
   if (parallel.has_layout() && parallel.layout() != "auto") {
     problems.add("parallel.layout ('", parallel.layout(), "') must be \"auto\" (the layout planner picks tp, pp, dp, ",

@@ -90,7 +90,7 @@ StepResult Trainer::train_step(int step, const Sampler& source) {
   events.gradients_done = [this] { grad_sync_.mark_layer_done(-1); };
   if (grad_sync_.mode() == DpGradSync::Mode::kShardedGradients) {
     // ZeRO-2 reduces the blocks' gradients after every micro-batch (Note [ZeRO-2 gradient ring]).
-    events.backward_begin = [this] { grad_sync_.backward_begin(); };
+    events.backward_begin = [this](int chunk) { grad_sync_.backward_begin(chunk); };
     events.block_done = [this](int layer) { grad_sync_.mark_block_done(layer); };
   }
   pipeline_.train_batch(
