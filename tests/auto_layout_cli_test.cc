@@ -1,10 +1,13 @@
 // parallel.layout=auto through `tessera train` under mpirun (launcher/run/auto_layout.h): on 2 and 4 ranks the
 // layout train prints as chosen, and the one its run directory records, is the best one `tessera plan` prints
-// for the same job and world size; explicitly set layout fields are kept; a value other than "auto" and a
-// constraint no layout meets are ConfigErrors that say what to do.
+// for the same job and world size; explicitly set layout fields are kept; a run resumed with layout=auto from
+// another layout's checkpoint continues its losses; a value other than "auto" and a constraint no layout meets
+// are ConfigErrors that say what to do.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <fstream>
+#include <map>
 #include <regex>
 #include <sstream>
 #include <string>
@@ -107,6 +110,44 @@ TEST(AutoLayoutCli, SetFieldsAreKept) {
                                          2));
   ASSERT_EQ(train.exit_code, 0) << train.output;
   EXPECT_NE(chosen_by_train(train.output).find("tp=2 pp=1 dp=1"), std::string::npos) << train.output;
+}
+
+// step -> loss of a run directory's metrics.jsonl.
+std::map<int, double> losses(const std::string& run_dir) {
+  std::map<int, double> out;
+  std::ifstream in(run_dir + "/metrics.jsonl");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    const Json row = parse_json(line, "metrics.jsonl");
+    out[row.at("step").get<int>()] = row.at("loss").get<double>();
+  }
+  return out;
+}
+
+// A checkpoint saved at pp=2 resumes under layout=auto on 2 ranks (the planner picks the layout; the
+// checkpoint reshards on load) and trains the saved run's next losses.
+TEST(AutoLayoutCli, ResumesAnotherLayoutsCheckpoint) {
+  TempDir dir;
+  const std::string job = write_job(dir), saved = dir.path().string() + "/saved";
+  const std::string steps = " --set train.steps=4 --set checkpoint.every_steps=2 --set checkpoint.keep_last=0";
+  const auto train =
+      run_command(tessera(str_cat("train --config ", job, " --run-dir ", saved, " --set parallel.pp=2", steps), 2));
+  ASSERT_EQ(train.exit_code, 0) << train.output;
+  const std::string checkpoint = saved + "/checkpoints/step_00000002";
+  const std::string resumed_dir = dir.path().string() + "/resumed";
+  const auto resumed = run_command(tessera(str_cat("train --config ", job, " --run-dir ", resumed_dir, steps,
+                                                   " --set parallel.layout=auto --resume ", checkpoint),
+                                           2));
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_FALSE(chosen_by_train(resumed.output).empty()) << resumed.output;
+  EXPECT_NE(resumed.output.find("resumed from " + checkpoint + ": step 2"), std::string::npos) << resumed.output;
+  const std::map<int, double> want = losses(saved), got = losses(resumed_dir);
+  ASSERT_EQ(got.size(), 2u) << "steps 3 and 4";
+  for (const auto& [step, loss] : got) {
+    ASSERT_TRUE(want.count(step)) << step;
+    EXPECT_LE(std::fabs(loss - want.at(step)), 1e-5 * std::fabs(want.at(step))) << "step " << step;
+  }
 }
 
 TEST(AutoLayoutCli, UserErrors) {
