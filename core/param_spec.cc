@@ -13,26 +13,37 @@ int64_t ParamSpec::numel() const {
   return n;
 }
 
+std::vector<int64_t> shard_local_shape(const ParamSpec& spec, const ModelConfig& config, int tp_size) {
+  std::vector<int64_t> shape = spec.shape;
+  if (spec.tp_split_dim < 0) return shape;
+  const int d = spec.tp_split_dim;
+  if (spec.vocab_parallel) {
+    shape[d] = config.padded_vocab(tp_size) / tp_size;
+    return shape;
+  }
+  const int64_t D = spec.shape[d];
+  const int64_t P = spec.tp_split_parts;
+  TS_ASSERT(D % (P * tp_size) == 0, spec.name, " dim ", d, " (", D, ") not divisible by ", P, "*tp=", P * tp_size);
+  shape[d] = D / tp_size;
+  return shape;
+}
+
 ShardLayout shard_layout(const ParamSpec& spec, const ModelConfig& config, int tp_rank, int tp_size) {
   ShardLayout layout;
-  layout.local_shape = spec.shape;
+  layout.local_shape = shard_local_shape(spec, config, tp_size);
   if (spec.tp_split_dim < 0) return layout;
   const int d = spec.tp_split_dim;
   layout.split_dim = d;
   if (spec.vocab_parallel) {
-    const int64_t rows = config.padded_vocab(tp_size) / tp_size;
-    layout.local_shape[d] = rows;
+    const int64_t rows = layout.local_shape[d];
     for (int64_t i = 0; i < rows; ++i) {
       int64_t g = tp_rank * rows + i;
       layout.global_index_of_local.push_back(g < spec.shape[d] ? g : -1);
     }
     return layout;
   }
-  const int64_t D = spec.shape[d];
   const int64_t P = spec.tp_split_parts;
-  TS_ASSERT(D % (P * tp_size) == 0, spec.name, " dim ", d, " (", D, ") not divisible by ", P, "*tp=", P * tp_size);
-  const int64_t part = D / P, chunk = part / tp_size;
-  layout.local_shape[d] = P * chunk;
+  const int64_t part = spec.shape[d] / P, chunk = part / tp_size;
   for (int64_t p = 0; p < P; ++p) {
     for (int64_t i = 0; i < chunk; ++i) layout.global_index_of_local.push_back(p * part + tp_rank * chunk + i);
   }

@@ -64,6 +64,8 @@ struct ShardLayout {
   int split_dim = -1;
 };
 ShardLayout shard_layout(const ParamSpec& spec, const ModelConfig& config, int tp_rank, int tp_size);
+// shard_layout(...).local_shape without the index table (the same on every TP rank).
+std::vector<int64_t> shard_local_shape(const ParamSpec& spec, const ModelConfig& config, int tp_size);
 
 }  // namespace tessera
 

@@ -54,10 +54,11 @@ std::vector<int> divisors_of(int n) {
 
 struct StagePlan {
   StageRange range;
-  int64_t params = 0;        // elements of tp rank 0's shard
-  double matmul_params = 0;  // global elements of the stage's matrix-product weights (FLOPs)
-  int64_t tied_elems = 0;    // the tied parameter's local elements, when this stage holds it
-  int64_t block_params = 0;  // elements of tp rank 0's shard that belong to blocks (ParamPlace::kBlock)
+  int64_t params = 0;              // elements of tp rank 0's shard
+  double matmul_params = 0;        // global elements of the stage's matrix-product weights (FLOPs)
+  int64_t tied_elems = 0;          // the tied parameter's local elements, when this stage holds it
+  int64_t block_params = 0;        // elements of tp rank 0's shard that belong to blocks (ParamPlace::kBlock)
+  double block_matmul_params = 0;  // global elements of the stage's blocks' parameters (recomputed FLOPs)
 };
 
 int64_t product(const std::vector<int64_t>& shape) {
@@ -82,9 +83,12 @@ std::vector<StagePlan> plan_stages(const ModelConfig& m, int tp, int pp, int vir
     }
     for (const ParamSpec& spec : specs) {
       if (!stage_holds(st.range, spec)) continue;
-      const int64_t local = product(shard_layout(spec, m, 0, tp).local_shape);
+      const int64_t local = product(shard_local_shape(spec, m, tp));
       st.params += local;
-      if (spec.place == ParamPlace::kBlock) st.block_params += local;
+      if (spec.place == ParamPlace::kBlock) {
+        st.block_params += local;
+        st.block_matmul_params += static_cast<double>(spec.numel());
+      }
       if (spec.tied_across_stages) st.tied_elems = local;
       // As model_flops_per_token: an input embedding is a lookup, a tied one is the head's product too.
       const bool product_weight = spec.place != ParamPlace::kInput || (spec.tied_across_stages && st.range.has_head);
@@ -155,11 +159,15 @@ std::vector<Recompute> recompute_options() {
   return options;
 }
 
-MemoryPrediction predict_memory(const config::JobConfig& job, const PlanLayout& layout, const DeviceSpec& device) {
+namespace {
+
+// predict_memory and predict_time given plan_stages(model, tp, pp, virtual_stages), which plan_layouts computes
+// once per (tp, pp, virtual_stages) rather than per candidate.
+MemoryPrediction memory_of(const config::JobConfig& job, const PlanLayout& layout, const DeviceSpec& device,
+                           const std::vector<StagePlan>& stages) {
   ModelConfig m = model_config_from(job.model());
   m.recompute = layout.recompute;  // the arena formulas read what is recomputed from the config, as the models do
   m.recompute_every = layout.recompute_every;
-  const std::vector<StagePlan> stages = plan_stages(m, layout.tp, layout.pp, layout.virtual_stages);
   const int64_t B = layout.micro_batch_size, T = job.train().seq_len(), C = m.n_embd;
   const double compute_bytes = m.dtype == DType::kBF16 ? 2.0 : 4.0;
   MemoryPrediction best;
@@ -214,10 +222,9 @@ MemoryPrediction predict_memory(const config::JobConfig& job, const PlanLayout& 
   return best;
 }
 
-TimePrediction predict_time(const config::JobConfig& job, const PlanLayout& layout, const DeviceSpec& device,
-                            const PlanConstants& k) {
+TimePrediction time_of(const config::JobConfig& job, const PlanLayout& layout, const DeviceSpec& device,
+                       const PlanConstants& k, const std::vector<StagePlan>& stages) {
   const ModelConfig m = model_config_from(job.model());
-  const std::vector<StagePlan> stages = plan_stages(m, layout.tp, layout.pp, layout.virtual_stages);
   const double T = job.train().seq_len(), C = m.n_embd;
   const double tokens_mb = static_cast<double>(layout.micro_batch_size) * T;
   const double compute_bytes = m.dtype == DType::kBF16 ? 2.0 : 4.0;
@@ -237,9 +244,7 @@ TimePrediction predict_time(const config::JobConfig& job, const PlanLayout& layo
   for (int s = 0; s < layout.pp; ++s) {
     const StagePlan& st = stages[s];
     const double layers = st.range.layer_count();
-    double block_params = 0;  // matmul weights of the stage's blocks, for recomputation's extra forward
-    for (const ParamSpec& spec : param_specs(m))
-      if (spec.place == ParamPlace::kBlock && stage_holds(st.range, spec)) block_params += spec.numel();
+    const double block_params = st.block_matmul_params;  // for recomputation's extra forward
     double flops_per_token = 6 * st.matmul_params + 12 * layers * C * T;
     // FULL re-runs the forward of its recomputed blocks (every recompute_every-th), SELECTIVE the attention core.
     double recomputed = 0;
@@ -301,12 +306,12 @@ TimePrediction predict_time(const config::JobConfig& job, const PlanLayout& layo
   return t;
 }
 
-PlanEntry predict(const config::JobConfig& job, const PlanLayout& layout, const DeviceSpec& device,
-                  const PlanConstants& constants) {
+PlanEntry entry_of(const config::JobConfig& job, const PlanLayout& layout, const DeviceSpec& device,
+                   const PlanConstants& constants, const std::vector<StagePlan>& stages) {
   PlanEntry e;
   e.layout = layout;
-  e.memory = predict_memory(job, layout, device);
-  e.time = predict_time(job, layout, device, constants);
+  e.memory = memory_of(job, layout, device, stages);
+  e.time = time_of(job, layout, device, constants, stages);
   const ModelConfig m = model_config_from(job.model());
   const double T = job.train().seq_len();
   const double tokens = static_cast<double>(job.train().global_batch()) * T;
@@ -315,6 +320,26 @@ PlanEntry predict(const config::JobConfig& job, const PlanLayout& layout, const 
   const double peak = (m.dtype == DType::kBF16 ? device.peak_tflops_bf16 : device.peak_tflops_fp32) * 1e12;
   e.mfu = model_flops_per_token(m, static_cast<int64_t>(T)) * e.tokens_per_s / (devices * peak);
   return e;
+}
+
+std::vector<StagePlan> stages_of(const config::JobConfig& job, const PlanLayout& layout) {
+  return plan_stages(model_config_from(job.model()), layout.tp, layout.pp, layout.virtual_stages);
+}
+
+}  // namespace
+
+MemoryPrediction predict_memory(const config::JobConfig& job, const PlanLayout& layout, const DeviceSpec& device) {
+  return memory_of(job, layout, device, stages_of(job, layout));
+}
+
+TimePrediction predict_time(const config::JobConfig& job, const PlanLayout& layout, const DeviceSpec& device,
+                            const PlanConstants& constants) {
+  return time_of(job, layout, device, constants, stages_of(job, layout));
+}
+
+PlanEntry predict(const config::JobConfig& job, const PlanLayout& layout, const DeviceSpec& device,
+                  const PlanConstants& constants) {
+  return entry_of(job, layout, device, constants, stages_of(job, layout));
 }
 
 PlanResult plan_layouts(const config::JobConfig& job, int devices, const DeviceSpec& device,
@@ -374,6 +399,7 @@ PlanResult plan_layouts(const config::JobConfig& job, int devices, const DeviceS
         for (int virtual_stages = 1; virtual_stages <= kMaxVirtualStages; ++virtual_stages) {
           if (virtual_stages > 1 && pp == 1) break;
           if (!keeps(asked.has_virtual_stages(), asked.virtual_stages(), virtual_stages)) continue;
+          std::vector<StagePlan> stages;  // of (tp, pp, virtual_stages), once a candidate of them is legal
           for (bool sequence_parallel : {false, true}) {
             if (sequence_parallel && tp == 1) continue;
             if (!keeps(asked.has_sequence_parallel(), asked.sequence_parallel() ? 1 : 0, sequence_parallel ? 1 : 0)) {
@@ -404,7 +430,8 @@ PlanResult plan_layouts(const config::JobConfig& job, int devices, const DeviceS
                                   std::max(train.threads(), 1),
                                   sequence_parallel,
                                   virtual_stages};
-                PlanEntry e = predict(candidate, layout, device, constants);
+                if (stages.empty()) stages = stages_of(candidate, layout);
+                PlanEntry e = entry_of(candidate, layout, device, constants, stages);
                 if (e.memory.total() > capacity) {
                   ++result.refused_memory;
                   continue;
