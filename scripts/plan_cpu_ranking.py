@@ -75,7 +75,10 @@ def main():
         m = re.search(r"step time median ([0-9.]+) ms", text)
         if out.returncode != 0 or not m:
             sys.exit(f"bench failed for {layout}:\n{text}")
-        rss = max(int(x) for x in re.findall(r"rss_kb (\d+)", text)) * 1024
+        rss_kb = re.findall(r"rss_kb (\d+)", text)
+        if not rss_kb:
+            sys.exit(f"no peak RSS from /usr/bin/time for {layout}:\n{text}")
+        rss = max(int(x) for x in rss_kb) * 1024
         p = predicted[layout]
         rows.append((layout, float(m.group(1)), p["step_s"] * 1e3, rss, p["memory_bytes"]))
     print(f"{'tp pp dp mb zero V SP':22} {'measured ms':>11} {'predicted ms':>12} {'peak RSS MB':>11} {'predicted MB':>12}")
