@@ -2,9 +2,9 @@
 #include "parallel/mpi_environment.h"
 
 #include <mpi.h>
-
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -16,7 +16,11 @@
 
 namespace tessera {
 
-MpiEnvironment::MpiEnvironment(int* argc, char*** argv) {
+struct MpiEnvironment::Agreement {
+  MPI_Comm comm = MPI_COMM_NULL;
+};
+
+MpiEnvironment::MpiEnvironment(int* argc, char*** argv) : agreement_(std::make_unique<Agreement>()) {
   int initialized = 0;
   MPI_CHECK(MPI_Initialized(&initialized));
   TS_CHECK(!initialized, CommError,
@@ -47,10 +51,12 @@ MpiEnvironment::MpiEnvironment(int* argc, char*** argv) {
   std::vector<PeerProcess> peers;
   for (const Entry& e : all) peers.push_back({std::string(e.host, strnlen(e.host, kHostBytes)), e.pid});
   set_peer_processes(std::move(peers), world_rank_);
+  MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &agreement_->comm));
 }
 
 MpiEnvironment::MpiEnvironment(MpiEnvironment&& other) noexcept
-    : owns_mpi_(other.owns_mpi_),
+    : agreement_(std::move(other.agreement_)),
+      owns_mpi_(other.owns_mpi_),
       world_rank_(other.world_rank_),
       world_size_(other.world_size_),
       thread_level_(other.thread_level_) {
@@ -61,10 +67,29 @@ MpiEnvironment::~MpiEnvironment() {
   if (!owns_mpi_) return;
   int finalized = 0;
   MPI_Finalized(&finalized);
-  if (!finalized) MPI_Finalize();
+  if (finalized) return;
+  if (agreement_ && agreement_->comm != MPI_COMM_NULL) MPI_Comm_free(&agreement_->comm);
+  MPI_Finalize();
+}
+
+bool MpiEnvironment::every_rank_fails(double seconds) {
+  if (world_size_ == 1) return true;
+  MPI_Request request = MPI_REQUEST_NULL;
+  if (MPI_Ibarrier(agreement_->comm, &request) != MPI_SUCCESS) return false;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  while (std::chrono::steady_clock::now() < deadline) {
+    int done = 0;
+    if (MPI_Test(&request, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS) return false;
+    if (done) return true;
+    ::usleep(10000);
+  }
+  return false;  // the request stays pending: the caller aborts
 }
 
 void MpiEnvironment::abort(int code) {
+  // The launcher forwards this rank's output through a pipe that MPI_Abort's teardown may close before reading
+  // it: give it a moment to carry the error that led here.
+  ::usleep(500000);
   MPI_Abort(MPI_COMM_WORLD, code);
   // MPI_Abort is not required to kill the caller before returning.
   std::_Exit(code);

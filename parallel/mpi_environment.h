@@ -7,6 +7,8 @@
 // report before calling abort().
 #pragma once
 
+#include <memory>
+
 namespace tessera {
 
 class MpiEnvironment {
@@ -29,11 +31,21 @@ class MpiEnvironment {
   // The thread level MPI provided: MPI_THREAD_FUNNELED or higher.
   int thread_level() const { return thread_level_; }
 
-  // Kills every process of the job with exit code `code` (MPI_Abort on the world). Use after a fatal error
-  // on any rank: peers blocked in a collective would otherwise wait for their own timeouts. Never returns.
+  // Kills every process of the job with exit code `code` (MPI_Abort on the world, half a second after the call
+  // so that the launcher still forwards this rank's last output). Use after a fatal error on any rank: peers
+  // blocked in a collective would otherwise wait for their own timeouts. Never returns.
   [[noreturn]] void abort(int code);
 
+  // For a rank about to exit on an error that every rank may have hit the same way (a ConfigError from the
+  // shared job config): true when every rank of the world calls this within `seconds` (they all failed; one
+  // report and a normal exit suffice), false when some rank does not (it is elsewhere, e.g. in a collective
+  // waiting for this one: report on this rank and abort()). Runs on its own communicator, so it never matches
+  // a collective of the job.
+  bool every_rank_fails(double seconds);
+
  private:
+  struct Agreement;
+  std::unique_ptr<Agreement> agreement_;  // the communicator every_rank_fails() uses
   bool owns_mpi_ = true;
   int world_rank_ = 0;
   int world_size_ = 1;

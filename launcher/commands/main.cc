@@ -26,6 +26,10 @@
 
 namespace {
 
+// How long a rank that hit a ConfigError waits for every other rank to hit one too (they read the same job, so
+// they normally do within milliseconds) before it reports alone and aborts the job.
+constexpr int kConfigErrorAgreementSeconds = 10;
+
 constexpr const char* kFooter =
     "Run `tessera <command> --help` (or `tessera help <command>`) for a command's flags.\n"
     "\n"
@@ -85,10 +89,9 @@ int main(int argc, char** argv) {
   app.formatter(formatter);  // before the subcommands, which take their parent's
   // The subcommands, in the order --help lists them. A new command is one more line here.
   const std::vector<Command> commands = {
-      add_prepare_command(app), add_train_command(app),    add_eval_command(app),
-      add_inspect_command(app), add_import_command(app),   add_export_command(app),
-      add_verify_command(app),  add_generate_command(app), add_plot_command(app),
-      add_bench_command(app),   add_plan_command(app),
+      add_prepare_command(app), add_train_command(app),  add_eval_command(app),   add_inspect_command(app),
+      add_import_command(app),  add_export_command(app), add_verify_command(app), add_generate_command(app),
+      add_plot_command(app),    add_bench_command(app),  add_plan_command(app),
   };
   CLI::App* help = app.add_subcommand("help", "Show this help, or a command's (tessera help COMMAND)");
   std::string help_topic;
@@ -192,6 +195,16 @@ int main(int argc, char** argv) {
   try {
     return chosen->run_mpi(mpi, env);
   } catch (const ConfigError& e) {
+    // Usually every rank reads the same job and fails the same way: rank 0 reports it and all exit. A rank whose
+    // config error the others do not share (a file missing on its node, a config that differs between nodes)
+    // says so itself and stops the job, instead of leaving it waiting for this rank.
+    if (env.world_size > 1 && !mpi.every_rank_fails(kConfigErrorAgreementSeconds)) {
+      report(name.c_str(), env.label(), "config error",
+             str_cat("on this rank only (the others did not stop within ", kConfigErrorAgreementSeconds,
+                     " s; stopping the job): ", e.what())
+                 .c_str());
+      mpi.abort(kExitConfigError);
+    }
     if (env.world_rank == 0) report(name.c_str(), "", "config error", e.what());
     return kExitConfigError;
   } catch (const Error& e) {
