@@ -14,6 +14,7 @@
 
 #include "core/check.h"
 #include "launcher/common/json_io.h"
+#include "tests/cli_command.h"
 #include "tests/run_command.h"
 #include "tests/temp_dir.h"
 
@@ -23,13 +24,9 @@ namespace {
 using testing::run_command;
 using testing::TempDir;
 
-const std::string kEnvironment =
-    "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE ";
+const std::string& kEnvironment = testing::kCliEnvironment;
 
-std::string tessera(const std::string& args, int ranks) {
-  const std::string launcher = ranks == 1 ? "" : str_cat(TESSERA_MPIEXEC, " --oversubscribe -np ", ranks, " ");
-  return kEnvironment + launcher + TESSERA_BINARY + " " + args;
-}
+std::string tessera(const std::string& args, int ranks) { return testing::tessera_cli(args, ranks); }
 
 // A tiny GPT-2 (4 heads, 4 layers, 16 sequences a step): many legal layouts on 2 and 4 ranks.
 std::string write_job(const TempDir& dir) {

@@ -31,6 +31,7 @@
 #include "launcher/common/hdf5_file.h"
 #include "launcher/run/job.h"
 #include "models/gpt2/gpt2_model.h"
+#include "tests/cli_command.h"
 #include "tests/run_command.h"
 #include "tests/temp_dir.h"
 
@@ -42,8 +43,7 @@ using testing::run_command;
 using testing::TempDir;
 
 const std::string kTessera = TESSERA_BINARY;
-const std::string kEnvironment =
-    "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE ";
+const std::string& kEnvironment = testing::kCliEnvironment;
 
 // The tiny mock-data job: each run takes well under a second.
 const std::string kJob =

@@ -20,6 +20,7 @@
 #include "launcher/data/indexed_dataset.h"
 #include "launcher/data/multiple_choice_task.h"
 #include "launcher/data/tokenizer.h"
+#include "tests/cli_command.h"
 #include "tests/run_command.h"
 #include "tests/temp_dir.h"
 
@@ -30,8 +31,7 @@ using testing::run_command;
 using testing::TempDir;
 
 const std::string kTessera = TESSERA_BINARY;
-const std::string kEnvironment =
-    "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE ";
+const std::string& kEnvironment = testing::kCliEnvironment;
 const std::string kFixture = std::string(TESSERA_TEST_DATA) + "/llama-tiny.h5";  // vocab 512, seq 32, batch 8
 
 std::string tessera(const std::string& args, int ranks = 1) {

@@ -23,6 +23,7 @@
 #include "launcher/data/prepare.h"
 #include "launcher/interop/hf_directory.h"
 #include "launcher/interop/safetensors.h"
+#include "tests/cli_command.h"
 #include "tests/run_command.h"
 #include "tests/temp_dir.h"
 
@@ -34,8 +35,7 @@ using testing::run_command;
 using testing::TempDir;
 
 const std::string kTessera = TESSERA_BINARY;
-const std::string kEnvironment =
-    "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE ";
+const std::string& kEnvironment = testing::kCliEnvironment;
 
 std::string tessera(const std::string& args) { return kEnvironment + kTessera + " " + args; }
 std::string fixture_path(const std::string& name) { return std::string(TESSERA_TEST_DATA) + "/" + name + ".h5"; }

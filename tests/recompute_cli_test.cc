@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/check.h"
+#include "tests/cli_command.h"
 #include "tests/run_command.h"
 #include "tests/temp_dir.h"
 
@@ -21,13 +22,9 @@ namespace {
 using testing::run_command;
 using testing::TempDir;
 
-const std::string kEnvironment =
-    "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE ";
+const std::string& kEnvironment = testing::kCliEnvironment;
 
-std::string tessera(const std::string& args, int ranks) {
-  const std::string launcher = ranks == 1 ? "" : str_cat(TESSERA_MPIEXEC, " --oversubscribe -np ", ranks, " ");
-  return kEnvironment + launcher + TESSERA_BINARY + " " + args;
-}
+std::string tessera(const std::string& args, int ranks) { return testing::tessera_cli(args, ranks); }
 
 // Three blocks, so that FULL every 2nd block recomputes blocks 0 and 2 and stores block 1, and a two-stage
 // pipeline splits them 2 + 1. A high learning rate, so that any difference in a gradient shows in the weights.

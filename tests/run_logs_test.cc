@@ -18,6 +18,7 @@
 #include "launcher/common/json_io.h"
 #include "launcher/run/spike_detector.h"
 #include "launcher/run/tensorboard_writer.h"
+#include "tests/cli_command.h"
 #include "tests/run_command.h"
 #include "tests/temp_dir.h"
 
@@ -29,8 +30,7 @@ using testing::run_command;
 using testing::TempDir;
 
 const std::string kTessera = TESSERA_BINARY;
-const std::string kEnvironment =
-    "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE ";
+const std::string& kEnvironment = testing::kCliEnvironment;
 
 TEST(Crc32c, MatchesPublishedVectors) {
   EXPECT_EQ(crc32c("123456789", 9), 0xE3069283u);

@@ -13,6 +13,7 @@
 #include "core/check.h"
 #include "launcher/data/indexed_dataset.h"
 #include "launcher/data/sft_sampler.h"
+#include "tests/cli_command.h"
 #include "tests/run_command.h"
 #include "tests/temp_dir.h"
 
@@ -22,8 +23,7 @@ namespace {
 using testing::run_command;
 using testing::TempDir;
 
-const std::string kEnvironment =
-    "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE ";
+const std::string& kEnvironment = testing::kCliEnvironment;
 constexpr int kSeqLen = 16, kVocab = 128;
 
 std::string tessera(const std::string& args, int ranks = 1) {
