@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A network partition: two hosts of two ranks (tp=2 inside a host, dp=2 across) train with
 # parallel.timeout_s=3, then the second host's link is cut. Every rank on the first host must end within the
-# timeout plus 3 s with an error that names the operation and the lost host, and mpirun must exit non-zero
+# timeout plus 3 s, one of them with an error that names the operation, the timeout and the lost host, and
+# mpirun must exit non-zero
 # (it notices the lost daemon through TCP keepalive, tests/netns/cluster.sh). Skipped (exit 77) where network
 # namespaces cannot be made.
 # Usage: cut_link_test.sh TESSERA_BINARY
@@ -31,8 +32,11 @@ wait "$launcher"; code=$?
 grep -v "^step" "$work/out.txt" | grep -v "^\s*$" | head -30
 [[ -n "$survivors_ended" ]] || { echo "FAIL: ranks of the first host still run"; exit 1; }
 [[ $code -ne 0 ]] || { echo "FAIL: the job exited 0"; exit 1; }
-if ! grep -q "error on rank 0/4 on $("$cluster" name 1): .* did not complete within 3 s.*runs on $lost" "$work/out.txt"; then
-  echo "FAIL: rank 0's error does not name the operation, the timeout and the lost host $lost"; exit 1
+# Whichever of the first host's ranks waits on the lost host names it; the other may be waiting in a TP
+# collective for its neighbour (alive, but stuck) and be stopped by that one's abort before its own timeout.
+first=$("$cluster" name 1)
+if ! grep -q "error on rank [01]/4 on $first: .* did not complete within 3 s.*runs on $lost" "$work/out.txt"; then
+  echo "FAIL: no error of the first host's ranks names the lost host $lost"; exit 1
 fi
 awk -v d="$survivors_ended" 'BEGIN { exit !(d <= 6.0) }' ||
   { echo "FAIL: the first host's ranks ended ${survivors_ended} s after the cut; parallel.timeout_s is 3"; exit 1; }
