@@ -2,9 +2,8 @@
 # A network partition: two hosts of two ranks (tp=2 inside a host, dp=2 across) train with
 # parallel.timeout_s=3, then the second host's link is cut. Every rank on the first host must end within the
 # timeout plus 3 s, one of them with an error that names the operation, the timeout and the lost host, and
-# mpirun must exit non-zero
-# (it notices the lost daemon through TCP keepalive, tests/netns/cluster.sh). Skipped (exit 77) where network
-# namespaces cannot be made.
+# mpirun must exit non-zero (it notices the lost daemon through TCP keepalive, tests/netns/cluster.sh). Skipped
+# (exit 77) where network namespaces cannot be made.
 # Usage: cut_link_test.sh TESSERA_BINARY
 set -u
 tessera=$1
