@@ -346,12 +346,15 @@ TEST(PlannerLayouts, RefusesWhatDoesNotFit) {
   const config::JobConfig job = job_of(config::GPT2, true, false);
   const PlanResult roomy = plan_layouts(job, 4, cpu_device(10, 1000, 4), PlanConstants());
   ASSERT_FALSE(roomy.fits.empty());
-  // Just below the smallest layout's need: everything is refused.
+  // The 4 ranks share the node's memory: each has a quarter of it.
+  EXPECT_DOUBLE_EQ(cpu_device(10, 1000, 4).memory_gb, 250);
+  // A node just below 4 times the smallest layout's need: everything is refused; just above, that one fits.
   double least = 1e300;
   for (const PlanEntry& e : roomy.fits) least = std::min(least, e.memory.total());
-  const PlanResult tight = plan_layouts(job, 4, cpu_device(10, least * 0.999 / 1e9, 4), PlanConstants());
+  const PlanResult tight = plan_layouts(job, 4, cpu_device(10, 4 * least * 0.999 / 1e9, 4), PlanConstants());
   EXPECT_TRUE(tight.fits.empty());
   EXPECT_EQ(tight.refused_memory, static_cast<int>(roomy.fits.size()));
+  EXPECT_FALSE(plan_layouts(job, 4, cpu_device(10, 4 * least * 1.001 / 1e9, 4), PlanConstants()).fits.empty());
 }
 
 // The CPU runtime terms: the process baseline as given, MPI growing with the ranks on the node, the threads'

@@ -196,7 +196,9 @@ Command add_plan_command(CLI::App& tessera) {
   app->add_option("--cpu-gflops", flags->cpu_gflops, "--gpu cpu: the node's sgemm GFLOP/s (default: measured)")
       ->type_name("G")
       ->check(CLI::Range(1e-3, 1e9));
-  app->add_option("--memory-gb", flags->memory_gb, "Memory per device in GB, instead of the device's")
+  app->add_option("--memory-gb", flags->memory_gb,
+                  "Memory per device in GB, instead of the device's (with --gpu cpu: the node's,\n"
+                  "shared by the ranks)")
       ->type_name("GB")
       ->check(CLI::Range(1e-3, 1e9));
   app->add_option("--compute-efficiency", flags->compute_efficiency, "Fraction of peak the compute runs at")

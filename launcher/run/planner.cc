@@ -135,7 +135,8 @@ DeviceSpec cpu_device(double total_gflops, double memory_gb, int ranks, double p
   d.name = "cpu";
   // Every rank shares the node's cores: each computes at its share of the node's sgemm rate.
   d.peak_tflops_bf16 = d.peak_tflops_fp32 = total_gflops / 1e3 / std::max(ranks, 1);
-  d.memory_gb = memory_gb;
+  // ... and its memory: the fullest stage's rank must fit the node's memory divided by the ranks.
+  d.memory_gb = memory_gb / std::max(ranks, 1);
   d.hbm_gbps = 10.0;
   d.intra_gbps = d.inter_gbps = 4.0;  // Open MPI over shared memory, ranks competing for the cores
   d.intra_latency_us = d.inter_latency_us = 20.0;

@@ -55,7 +55,8 @@ const std::vector<DeviceSpec>& planner_devices();
 // The device called name (case-insensitive), or throws ConfigError listing the known ones.
 DeviceSpec planner_device(const std::string& name);
 // A CPU node: `cores` cores whose sgemm together reaches total_gflops, `memory_gb` of memory, MPI over shared
-// memory; every rank of the job on this one node, sharing its cores. process_bytes: DeviceSpec::process_bytes
+// memory; every rank of the job on this one node, sharing its cores and its memory (each rank's device has
+// memory_gb / ranks). process_bytes: DeviceSpec::process_bytes
 // (startup_memory() of a tessera process; 0 models only what Tessera and MPI allocate).
 DeviceSpec cpu_device(double total_gflops, double memory_gb, int ranks, double process_bytes = 0);
 
