@@ -125,7 +125,8 @@ int run_plan(const PlanFlags& flags) {
   }
 
   std::printf(
-      "plan: %s on %d x %s (%g GB, %d per node); compute at %.0f%% of peak, links at %.0f%%, DP overlap %.0f%%\n",
+      "plan: %s on %d x %s (%.3g GB each, %d per node); compute at %.0f%% of peak, links at %.0f%%, DP overlap "
+      "%.0f%%\n",
       job.name().c_str(), devices, device.name.c_str(), device.memory_gb, device.devices_per_node,
       100 * constants.compute_efficiency, 100 * constants.comm_efficiency, 100 * constants.dp_overlap);
   std::printf("%zu layout(s) fit, %d refused for memory, %d not legal for this job\n", result.fits.size(),
