@@ -40,8 +40,9 @@ for fixture in gpt2-tiny llama-tiny; do
   "$tessera" import --input "$data/$fixture.h5" --out "$work/$fixture" > /dev/null || fail "import $fixture"
   ckpt=$work/$fixture
   greedy=(--checkpoint "$ckpt" --prompt-ids 5,17,3,9,1 --max-new-tokens 12 --temperature 0 --json --set train.threads=1)
-  sample=(--checkpoint "$ckpt" --prompt-ids 7,2,11 --max-new-tokens 12 --temperature 0.9 --top-k 40 --top-p 0.95
-          --seed 17 --json --set train.threads=1)
+  sampling=(--checkpoint "$ckpt" --prompt-ids 7,2,11 --max-new-tokens 12 --temperature 0.9 --top-k 40 --top-p 0.95
+            --json --set train.threads=1)
+  sample=("${sampling[@]}" --seed 17)
   reference=$(run 1 "${greedy[@]}" --no-kv-cache | ids)
   [ -n "$reference" ] || fail "$fixture: no output from the full recomputation"
   echo "$fixture greedy (full recomputation): $reference"
@@ -62,7 +63,7 @@ for fixture in gpt2-tiny llama-tiny; do
   [ "$(run 1 "${sample[@]}" | ids)" = "$sampled" ] || fail "$fixture: a seeded sampling run is not reproducible"
   [ "$(run 2 "${sample[@]}" --set parallel.tp=2 | ids)" = "$sampled" ] || fail "$fixture: sampling differs at tp=2"
   [ "$(run 2 "${sample[@]}" --set parallel.pp=2 | ids)" = "$sampled" ] || fail "$fixture: sampling differs at pp=2"
-  other_seed=("${sample[@]/17/18}")
+  other_seed=("${sampling[@]}" --seed 18)
   other=$(run 1 "${other_seed[@]}" | ids)
   [ -n "$other" ] && [ "$other" != "$sampled" ] || fail "$fixture: another seed gave '$other'"
 done
